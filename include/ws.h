@@ -1,0 +1,550 @@
+/*
+ * ws.h - an embeddable WebSocket (RFC 6455) library.
+ *
+ * Conventions
+ * -----------
+ * - Two files: this header and src/ws.c. `cc app.c ws.c` builds; nothing is
+ *   generated. Every public name starts with `ws_` or `WS_`; names with a
+ *   double underscore (`ws__`) are private and may change at any time.
+ * - Return values: functions returning `int` return WS_OK (0) or a negative
+ *   WS_E* code (see WS_ERRNO_MAP). WS_EAGAIN is a status ("need more bytes",
+ *   "would block"), not a failure. Counts travel in `size_t *` out-parameters.
+ * - Pointers: a NULL pointer is only allowed where a function says so.
+ *   Byte buffers are `const void *` + `size_t`; strings passed in are
+ *   NUL-terminated unless a length travels with them. Strings handed out
+ *   (into parsed requests, callbacks) are NOT NUL-terminated: each comes with
+ *   its length.
+ * - Memory: the library never allocates behind your back. `ws_conn` is owned
+ *   by the caller (stack, static, or inside your own struct). Buffers are
+ *   either fixed (ws_conn_set_buffers(): the connection never allocates) or
+ *   grown through the realloc-style hook in ws_config, which carries a
+ *   context pointer. Defining WS_NO_MALLOC removes the libc default.
+ * - Lifetimes: every pointer handed to a callback is valid until that
+ *   callback returns, unless its documentation says otherwise.
+ * - Threads: a ws_conn is driven by one thread at a time. Different
+ *   connections may be driven by different threads with no locking. There
+ *   is no global mutable state.
+ * - Time: the core never reads a clock. Pass milliseconds from any monotonic
+ *   source to ws_conn_tick().
+ * - Network bytes never reach an assert. API misuse (for instance a NULL
+ *   connection) may trip WS_ASSERT, which is assert() unless you define it.
+ */
+#ifndef WS_H
+#define WS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define WS_VERSION_MAJOR 0
+#define WS_VERSION_MINOR 1
+#define WS_VERSION_PATCH 0
+#define WS_VERSION_NUM \
+  ((WS_VERSION_MAJOR << 16) | (WS_VERSION_MINOR << 8) | WS_VERSION_PATCH)
+
+/* The library's version as "MAJOR.MINOR.PATCH"; a static string. */
+const char *ws_version(void);
+
+/* ------------------------------------------------------------------------
+ * Errors
+ * ---------------------------------------------------------------------- */
+
+/* One list yields the enum, ws_strerror() and ws_errname(). */
+#define WS_ERRNO_MAP(X)                                                   \
+  X(OK, 0, "success")                                                     \
+  X(EAGAIN, -1, "need more data or would block")                          \
+  X(EINVAL, -2, "invalid argument")                                       \
+  X(ENOMEM, -3, "out of memory")                                          \
+  X(EPROTO, -4, "protocol error")                                         \
+  X(EUTF8, -5, "invalid UTF-8 in a text message or close reason")         \
+  X(ETOOBIG, -6, "frame or message larger than the configured limit")     \
+  X(EHANDSHAKE, -7, "invalid opening handshake")                          \
+  X(EREFUSED, -8, "handshake refused")                                    \
+  X(ECLOSED, -9, "connection closed")                                     \
+  X(ESTATE, -10, "call not valid in this connection state")               \
+  X(EFULL, -11, "output queue limit reached")                             \
+  X(EIO, -12, "transport error")                                          \
+  X(EEOF, -13, "transport closed by peer without a closing handshake")    \
+  X(ETIMEDOUT, -14, "timed out")                                          \
+  X(ERANDOM, -15, "random source failed or missing")                      \
+  X(ENOSPC, -16, "output buffer too small")                               \
+  X(EAPP, -17, "application callback returned an error")
+
+enum ws_err {
+#define WS__ERR_ENUM(name, val, text) WS_##name = (val),
+  WS_ERRNO_MAP(WS__ERR_ENUM)
+#undef WS__ERR_ENUM
+  WS__ERR_LAST = -18
+};
+
+/* A static, human-readable description of an error code (never NULL). */
+const char *ws_strerror(int err);
+/* The error's name without the prefix, e.g. "EPROTO" (never NULL). */
+const char *ws_errname(int err);
+
+/* ------------------------------------------------------------------------
+ * Protocol constants
+ * ---------------------------------------------------------------------- */
+
+enum ws_opcode {
+  WS_OP_CONT = 0x0,
+  WS_OP_TEXT = 0x1,
+  WS_OP_BINARY = 0x2,
+  WS_OP_CLOSE = 0x8,
+  WS_OP_PING = 0x9,
+  WS_OP_PONG = 0xA
+};
+
+enum ws_close_code {
+  WS_CLOSE_NORMAL = 1000,
+  WS_CLOSE_GOING_AWAY = 1001,
+  WS_CLOSE_PROTOCOL = 1002,
+  WS_CLOSE_UNSUPPORTED = 1003,
+  WS_CLOSE_NO_STATUS = 1005,   /* never on the wire: close frame had no code */
+  WS_CLOSE_ABNORMAL = 1006,    /* never on the wire: no close frame at all */
+  WS_CLOSE_INVALID_DATA = 1007,
+  WS_CLOSE_POLICY = 1008,
+  WS_CLOSE_TOO_BIG = 1009,
+  WS_CLOSE_EXTENSION = 1010,
+  WS_CLOSE_INTERNAL = 1011
+};
+
+/* ------------------------------------------------------------------------
+ * Layer 0: codec. Pure functions: no state, no allocation, no I/O.
+ * ---------------------------------------------------------------------- */
+
+/* Largest frame header: 2 + 8 (length) + 4 (mask key). */
+#define WS_FRAME_HEADER_MAX 14
+/* Largest control-frame payload (RFC 6455 section 5.5). */
+#define WS_CONTROL_MAX 125
+
+typedef struct ws_frame {
+  uint64_t len;      /* payload length */
+  uint8_t fin;       /* 1 on the last frame of a message */
+  uint8_t rsv;       /* RSV1..RSV3 as bits 2..0 */
+  uint8_t opcode;    /* WS_OP_* */
+  uint8_t masked;    /* 1 if a mask key follows */
+  uint8_t mask[4];   /* the key, valid when masked */
+} ws_frame;
+
+/*
+ * Parses one frame header from buf[0..len).
+ * On WS_OK, *f is filled and *hdr_len is the header size (2..14); the payload
+ * starts at buf + *hdr_len. Checks the rules that hold for every frame:
+ * reserved opcodes, control frames that are fragmented or longer than 125,
+ * a 64-bit length with its top bit set, and lengths not in minimal form.
+ * RSV bits and masking are reported, not judged: they depend on the role and
+ * on extensions (the connection layer judges them).
+ *   WS_OK      header complete and valid
+ *   WS_EAGAIN  buf holds a valid prefix of a header; read more
+ *   WS_EPROTO  the header can never be valid (close with 1002)
+ *   WS_EINVAL  NULL argument
+ */
+int ws_frame_parse(const void *buf, size_t len, ws_frame *f, size_t *hdr_len);
+
+/*
+ * Writes a frame header into out (which must hold WS_FRAME_HEADER_MAX
+ * bytes). mask may be NULL (unmasked, server to client) or point to a 4-byte
+ * key (client to server; the caller masks the payload with ws_mask()).
+ * Returns the header size, 2..14; 0 if opcode is not 0..15 or a control
+ * frame breaks the rules (fin = 0 or len > 125).
+ */
+size_t ws_frame_write(void *out, int fin, int opcode, uint64_t len,
+                      const uint8_t *mask);
+
+/*
+ * XORs buf[0..len) in place with the 4-byte key, starting at byte `offset`
+ * of the payload (only offset % 4 matters), so a payload can be (un)masked
+ * in pieces. Works on any alignment, a machine word at a time.
+ */
+void ws_mask(void *buf, size_t len, const uint8_t key[4], uint64_t offset);
+
+/*
+ * Incremental UTF-8 validation. Start with *state = 0 (WS_UTF8_INIT) and
+ * feed chunks in order; the state carries partial sequences across chunks
+ * and across message fragments. Rejects overlong forms, surrogates
+ * (U+D800..U+DFFF), code points above U+10FFFF and stray bytes at the first
+ * byte that can never begin a valid continuation.
+ * If `final` is non-zero the chunk ends the message, and a truncated
+ * sequence at its end is an error.
+ *   WS_OK      valid so far (and complete, when final)
+ *   WS_EUTF8   invalid; *bad_at (if not NULL) is the offset in this chunk of
+ *              the first byte that made it so (len when a final chunk ends
+ *              inside a sequence)
+ */
+#define WS_UTF8_INIT 0u
+int ws_utf8_check(uint32_t *state, const void *buf, size_t len, int final,
+                  size_t *bad_at);
+
+/*
+ * Parses and checks a close frame's payload. A zero-length payload gives
+ * *code = 1005 (no status) and an empty reason. reason points into buf.
+ *   WS_OK      valid
+ *   WS_EPROTO  1-byte payload, longer than 125 bytes, or a code that may not
+ *              appear on the wire (close with 1002)
+ *   WS_EUTF8   the reason is not valid UTF-8 (close with 1007)
+ */
+int ws_close_parse(const void *buf, size_t len, uint16_t *code,
+                   const char **reason, size_t *reason_len);
+
+/* 1 if `code` may be sent in a close frame (1000-1003, 1007-1014,
+ * 3000-4999), else 0. */
+int ws_close_code_valid(unsigned code);
+
+/*
+ * Computes Sec-WebSocket-Accept for a Sec-WebSocket-Key: base64 of
+ * SHA-1(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"). Writes 28 characters
+ * and a NUL into out (29 bytes).
+ *   WS_OK, or WS_EINVAL when key_len is over 64 bytes.
+ */
+#define WS_ACCEPT_LEN 28
+int ws_accept_key(const char *key, size_t key_len, char out[29]);
+
+/* One HTTP header, pointing into the parsed buffer (not NUL-terminated). */
+typedef struct ws_header {
+  const char *name;
+  size_t name_len;
+  const char *value;
+  size_t value_len;
+} ws_header;
+
+/* A parsed opening handshake request (server side). Every pointer points
+ * into the buffer given to ws_request_parse(). */
+typedef struct ws_request {
+  const char *method;   size_t method_len;
+  const char *path;     size_t path_len;     /* request target, e.g. "/chat?x=1" */
+  const char *host;     size_t host_len;
+  const char *origin;   size_t origin_len;   /* NULL if absent */
+  const char *key;      size_t key_len;      /* Sec-WebSocket-Key */
+  ws_header *headers;   size_t num_headers;  /* every header, in order */
+  int minor_version;    /* HTTP/1.x */
+  int upgrade;          /* 1 if it asked for a WebSocket upgrade at all */
+} ws_request;
+
+/*
+ * Parses an opening handshake request from buf[0..len). `headers` is
+ * caller storage for up to `max_headers` entries. On WS_OK, *consumed is the
+ * length of the request head including the blank line; bytes after it are
+ * not part of the handshake.
+ * *status (not NULL) is set to 101 on success, else the HTTP status the
+ * server should answer with: 400 (malformed, or a required header missing
+ * or wrong), 426 (unsupported Sec-WebSocket-Version; answer with
+ * ws_http_error_write(), which adds "Sec-WebSocket-Version: 13") or 431 (more
+ * than max_headers headers). When the HTTP syntax was valid (status 400/426
+ * for WebSocket reasons), *req is filled, so a plain HTTP GET (req->upgrade
+ * == 0) can be served by the application.
+ *   WS_OK         a valid WebSocket upgrade request
+ *   WS_EAGAIN     incomplete so far; call again with more bytes
+ *   WS_EHANDSHAKE invalid: see *status
+ */
+int ws_request_parse(const void *buf, size_t len, ws_request *req,
+                     ws_header *headers, size_t max_headers, size_t *consumed,
+                     int *status);
+
+/* Number of subprotocols the request offers (Sec-WebSocket-Protocol, comma
+ * lists over any number of header lines). */
+size_t ws_request_protocol_count(const ws_request *req);
+/* The i-th offered subprotocol; WS_OK, or WS_EINVAL when i is out of range. */
+int ws_request_protocol(const ws_request *req, size_t i, const char **name,
+                        size_t *name_len);
+/* Finds a header by name (case-insensitive); the first one, or NULL. */
+const ws_header *ws_request_header(const ws_request *req, const char *name);
+
+/*
+ * Writes a "101 Switching Protocols" response for the request's key into
+ * out[0..cap). `protocol` (NULL for none) is the chosen subprotocol; extra
+ * headers (may be NULL when n_extra is 0) are added as given. Names must be
+ * HTTP tokens and no value may contain CR, LF or NUL.
+ *   WS_OK      *out_len is the response length
+ *   WS_EINVAL  bad key, protocol or header
+ *   WS_ENOSPC  cap too small
+ */
+int ws_response_write(void *out, size_t cap, const char *key, size_t key_len,
+                      const char *protocol, const ws_header *extra,
+                      size_t n_extra, size_t *out_len);
+
+/* Writes a minimal error response ("HTTP/1.1 <status> <reason>", with
+ * Connection: close and Content-Length: 0; 426 adds Sec-WebSocket-Version:
+ * 13). WS_OK, WS_EINVAL (status not 400..599) or WS_ENOSPC. */
+int ws_http_error_write(void *out, size_t cap, int status, size_t *out_len);
+
+/* What a client sends. */
+typedef struct ws_client_opts {
+  const char *host;        /* Host header value, e.g. "example.com:8080" */
+  const char *path;        /* request target; NULL means "/" */
+  const char *origin;      /* NULL: no Origin header */
+  const char *protocols;   /* offered subprotocols, "a, b"; NULL: none */
+  const ws_header *headers;  /* extra headers (NULL when num_headers is 0) */
+  size_t num_headers;
+} ws_client_opts;
+
+/*
+ * Writes a client opening handshake with the 16-byte nonce (its base64 is
+ * the Sec-WebSocket-Key) into out[0..cap).
+ *   WS_OK      *out_len is the request length
+ *   WS_EINVAL  missing host, CR/LF/NUL in a field, or a bad header name
+ *   WS_ENOSPC  cap too small
+ */
+int ws_client_request_write(void *out, size_t cap, const ws_client_opts *o,
+                            const uint8_t nonce[16], size_t *out_len);
+
+/* A parsed handshake response (client side); pointers into the buffer. */
+typedef struct ws_response {
+  int status;
+  const char *protocol; size_t protocol_len;  /* NULL if none chosen */
+  ws_header *headers;   size_t num_headers;
+} ws_response;
+
+/*
+ * Parses and checks the server's response to a request sent with `nonce`
+ * and offering `protocols` (the same comma list as ws_client_opts.protocols,
+ * or NULL). Checks status 101, Upgrade and Connection tokens, the
+ * Sec-WebSocket-Accept value, that no extension was chosen, and that a chosen
+ * subprotocol was offered.
+ *   WS_OK         valid; *consumed is the head length
+ *   WS_EAGAIN     incomplete
+ *   WS_EHANDSHAKE not a valid acceptance (resp->status says what came back)
+ */
+int ws_response_parse(const void *buf, size_t len, const uint8_t nonce[16],
+                      const char *protocols, size_t protocols_len,
+                      ws_response *resp, ws_header *headers,
+                      size_t max_headers, size_t *consumed);
+
+/* ------------------------------------------------------------------------
+ * Layer 1: one connection (server or client) over caller callbacks.
+ * ---------------------------------------------------------------------- */
+
+typedef struct ws_conn ws_conn;
+
+enum ws_role { WS_SERVER = 0, WS_CLIENT = 1 };
+
+enum ws_state {
+  WS_STATE_INIT = 0,        /* initialised; client: before ws_client_start */
+  WS_STATE_CONNECTING = 1,  /* opening handshake in progress */
+  WS_STATE_OPEN = 2,
+  WS_STATE_CLOSING = 3,     /* a close frame was sent or received */
+  WS_STATE_CLOSED = 4       /* done: close the transport */
+};
+
+/* What the server's handshake callback may add to the 101 response. */
+typedef struct ws_accept {
+  const char *protocol;       /* chosen subprotocol (one that was offered) */
+  const ws_header *headers;   /* extra response headers */
+  size_t num_headers;
+} ws_accept;
+
+typedef struct ws_callbacks {
+  /* Transport. read: store up to cap bytes in buf and set *n. Return WS_OK
+   * with *n > 0 for data, WS_OK with *n == 0 for end of stream, WS_EAGAIN
+   * when nothing is available now, anything else for an error. */
+  int (*read)(ws_conn *c, void *buf, size_t cap, size_t *n, void *user);
+  /* write: take up to len bytes, set *n (0..len). WS_OK (a short count is
+   * normal), WS_EAGAIN (nothing taken), anything else for an error. */
+  int (*write)(ws_conn *c, const void *buf, size_t len, size_t *n,
+               void *user);
+  /* Fill buf with n unpredictable bytes (mask keys, the client nonce).
+   * NULL: the OS source (getrandom/arc4random/urandom) where there is one. */
+  int (*random)(ws_conn *c, void *buf, size_t n, void *user);
+
+  /* Server: decide on an upgrade request. Return 0 to accept (optionally
+   * filling *acc; its pointers must stay valid until the ws_conn_* call that
+   * invoked this callback returns), or an HTTP status 400..599 to refuse.
+   * NULL: accept everything, choosing no subprotocol. */
+  int (*on_handshake)(ws_conn *c, const ws_request *req, ws_accept *acc,
+                      void *user);
+  /* The connection is open. protocol is the negotiated subprotocol (NULL
+   * and 0 when none). */
+  void (*on_open)(ws_conn *c, const char *protocol, size_t protocol_len,
+                  void *user);
+  /* A message (or, with ws_config.stream set, a piece of one). op is
+   * WS_OP_TEXT or WS_OP_BINARY for every piece; fin is 1 on the last. Text
+   * has been checked for UTF-8 up to here (a streamed piece may end inside
+   * a code point). Return 0, or a negative value to fail the connection
+   * with 1011. */
+  int (*on_message)(ws_conn *c, int op, const void *data, size_t len,
+                    int fin, void *user);
+  /* A ping arrived (the pong reply is automatic) / a pong arrived. */
+  void (*on_ping)(ws_conn *c, const void *data, size_t len, void *user);
+  void (*on_pong)(ws_conn *c, const void *data, size_t len, void *user);
+  /* Called exactly once per started connection, when it reaches CLOSED.
+   * code/reason: the peer's close frame if one arrived (1005: it had no
+   * code); else the code this side sent when it failed the connection; else
+   * 1006 (no closing handshake; reason is ws_strerror() of the cause).
+   * This is the last use of c by the library: the callback may call
+   * ws_conn_free(c) and release the memory holding c. */
+  void (*on_close)(ws_conn *c, int code, const char *reason, size_t len,
+                   void *user);
+} ws_callbacks;
+
+typedef struct ws_config {
+  int role;                     /* WS_SERVER or WS_CLIENT */
+  size_t max_handshake;         /* request/response head bytes (8 KiB) */
+  size_t max_headers;           /* header lines (32, at most WS_MAX_HEADERS) */
+  uint64_t max_frame;           /* incoming frame payload (16 MiB) */
+  uint64_t max_message;         /* incoming message (16 MiB) */
+  size_t max_queued;            /* queued output bytes (16 MiB + 1 KiB) */
+  size_t frame_size;            /* sends above this are split; 0: never */
+  int stream;                   /* 1: deliver messages piece by piece */
+  uint32_t handshake_timeout_ms;  /* 10000; 0: none */
+  uint32_t close_timeout_ms;      /* 5000; 0: none */
+  uint32_t ping_interval_ms;      /* 0: no keepalive pings */
+  uint32_t pong_timeout_ms;       /* 10000: a pong must answer a ping by then */
+  /* Allocator: like realloc(ptr, size); size 0 frees and returns NULL.
+   * NULL: libc realloc/free (none under WS_NO_MALLOC: then use fixed
+   * buffers). */
+  void *(*realloc)(void *ptr, size_t size, void *ctx);
+  void *alloc_ctx;
+} ws_config;
+
+/* Fills *cfg with safe defaults for the role. */
+void ws_config_init(ws_config *cfg, int role);
+
+/* The connection object. Its size is public so it can live anywhere; its
+ * fields are private. */
+struct ws__conn_priv {
+  ws_callbacks cb;
+  void *user;
+  void *(*realloc)(void *, size_t, void *);
+  void *alloc_ctx;
+  uint64_t max_frame, max_message;
+  size_t max_queued, frame_size;
+  uint32_t hs_timeout, close_timeout, ping_interval, pong_timeout;
+  uint64_t now, t_hs, t_close, t_ping, t_pong;
+  unsigned char *in;
+  size_t in_cap, mstart, mlen, rpos, rlen;
+  unsigned char *out;
+  size_t out_cap, ohead, olen;
+  uint64_t frame_left, frame_off, msg_total;
+  uint32_t utf8_in, utf8_out, flags;
+  union {
+    struct { uint8_t nonce[16]; uint16_t proto_len; } cli;
+    struct { uint8_t key[4]; uint8_t op, fin, msg_op; } fr;
+  } u;
+  int err;
+  uint16_t close_code, max_handshake;
+  uint8_t state, role, stream, max_headers, close_len, send_op, depth;
+};
+
+struct ws_conn {
+  struct ws__conn_priv ws__p;
+};
+
+/*
+ * Initialises c with a copy of *cfg and *cb (neither needs to outlive this
+ * call). user is passed to every callback. cb may be NULL only if the caller
+ * will use ws_conn_feed() and never expects callbacks.
+ *   WS_OK, or WS_EINVAL for a NULL c/cfg or a bad role.
+ */
+int ws_conn_init(ws_conn *c, const ws_config *cfg, const ws_callbacks *cb,
+                 void *user);
+
+/*
+ * Gives the connection fixed buffers (before any I/O): it then never
+ * allocates. `in` holds incoming bytes and, unless streaming, one whole
+ * message, so it must be at least 256 bytes; messages larger than
+ * in_cap - 256 are refused with 1009 (or streamed with cfg.stream). `out`
+ * holds queued output; sends that do not fit return WS_EFULL. The buffers
+ * must outlive the connection.
+ *   WS_OK, WS_EINVAL (too small, NULL), WS_ESTATE (I/O already happened)
+ */
+int ws_conn_set_buffers(ws_conn *c, void *in, size_t in_cap, void *out,
+                        size_t out_cap);
+
+/*
+ * Client: queues the opening handshake and flushes what the transport takes.
+ * The options' strings need only live until this call returns.
+ *   WS_OK, WS_ESTATE (not a client in INIT), WS_EINVAL, WS_ERANDOM,
+ *   WS_ENOMEM, WS_EFULL
+ */
+int ws_client_start(ws_conn *c, const ws_client_opts *o);
+
+/*
+ * Reads through the read callback until it returns WS_EAGAIN, end of
+ * stream or an error, processing everything read. Does not read while the
+ * output queue is over max_queued (ws_conn_want_read() says so).
+ *   WS_OK      processed; the connection is still live
+ *   WS_ECLOSED the connection reached CLOSED (on_close has run; c may be
+ *              freed memory now: do not touch it unless you know it is not)
+ *   another    the sticky error that failed the connection; a close frame may
+ *              still be queued: keep flushing until CLOSED
+ */
+int ws_conn_on_readable(ws_conn *c);
+
+/* Processes bytes the caller already read (push mode; also the bytes a host
+ * server read before handing the socket over). Copies what it needs.
+ * Returns as ws_conn_on_readable(). */
+int ws_conn_feed(ws_conn *c, const void *data, size_t len);
+
+/* Flushes queued output through the write callback. Returns as
+ * ws_conn_on_readable(). */
+int ws_conn_on_writable(ws_conn *c);
+
+/* Tells the connection the time (ms, any monotonic origin) and runs the
+ * handshake, close, ping and pong timers. Returns as ws_conn_on_readable().
+ */
+int ws_conn_tick(ws_conn *c, uint64_t now_ms);
+
+/* The time at which ws_conn_tick() should next be called; UINT64_MAX when
+ * no timer runs. A value at or before now (0 included) means: call it now. */
+uint64_t ws_conn_next_deadline(const ws_conn *c);
+
+/* 1 if output is queued (wait for writability), else 0. */
+int ws_conn_want_write(const ws_conn *c);
+/* 1 if the connection wants input now (not closed, not backpressured). */
+int ws_conn_want_read(const ws_conn *c);
+/* Bytes of output queued. */
+size_t ws_conn_queued(const ws_conn *c);
+/* WS_STATE_*. */
+int ws_conn_state(const ws_conn *c);
+/* The sticky error, WS_OK while none. */
+int ws_conn_error(const ws_conn *c);
+/* The user pointer given to ws_conn_init(). */
+void *ws_conn_user(const ws_conn *c);
+
+/* Holds queued output until uncorked (1: cork, 0: uncork and flush), so
+ * many sends leave in one write. Returns WS_OK or the flush's result. */
+int ws_conn_cork(ws_conn *c, int on);
+
+/*
+ * Sends a whole message (op WS_OP_TEXT or WS_OP_BINARY); split into frames
+ * of at most cfg.frame_size when set. Text is checked for UTF-8.
+ *   WS_OK      queued (and flushed as far as the transport took it)
+ *   WS_EFULL   over max_queued (or the fixed out buffer): nothing queued
+ *   WS_ESTATE  not open, or a fragmented send is in progress
+ *   WS_EUTF8, WS_EINVAL, WS_ENOMEM
+ */
+int ws_send(ws_conn *c, int op, const void *data, size_t len);
+
+/* Sends one fragment of a message: op is WS_OP_TEXT/BINARY on the first
+ * fragment (WS_OP_CONT or the same op after), fin 1 on the last. Control
+ * frames may be sent in between. Returns as ws_send(). */
+int ws_send_fragment(ws_conn *c, int op, const void *data, size_t len,
+                     int fin);
+
+/* Sends a ping / pong with up to 125 bytes of payload. As ws_send(). */
+int ws_ping(ws_conn *c, const void *data, size_t len);
+int ws_pong(ws_conn *c, const void *data, size_t len);
+
+/*
+ * Starts the closing handshake with `code` (a valid wire code, or 0 for a
+ * close frame without code) and a UTF-8 reason of up to 123 bytes (may be
+ * NULL). No data may be sent after it.
+ *   WS_OK, WS_EINVAL (code or reason), WS_ESTATE (already closing/closed)
+ */
+int ws_close(ws_conn *c, int code, const char *reason, size_t reason_len);
+
+/*
+ * Releases the connection's buffers. If the connection was started and has
+ * not reached CLOSED, it is aborted first and on_close runs with 1006. Do
+ * not call it from callbacks other than on_close.
+ */
+void ws_conn_free(ws_conn *c);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* WS_H */

@@ -1,0 +1,2175 @@
+/*
+ * ws.c - an embeddable WebSocket (RFC 6455) library. See ws.h.
+ *
+ * Sections, each using only what comes before it:
+ *   0. configuration and includes
+ *   1. utilities
+ *   2. SHA-1, Base64, UTF-8
+ *   3. layer 0: frame codec, close payloads, handshake
+ *   4. layer 1: the connection
+ */
+
+/* ======================================================================
+ * 0. Configuration and includes
+ * ==================================================================== */
+
+#if !defined(_POSIX_C_SOURCE) && !defined(_GNU_SOURCE)
+#define _POSIX_C_SOURCE 200809L
+#endif
+#if defined(__APPLE__) && !defined(_DARWIN_C_SOURCE)
+#define _DARWIN_C_SOURCE 1
+#endif
+
+#include "ws.h"
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#if WS_VERSION_MAJOR != 0 || WS_VERSION_MINOR != 1 || WS_VERSION_PATCH != 0
+#error "ws.c and ws.h are from different versions"
+#endif
+
+/* Compile-time defaults; ws_config_init() copies them into each config. */
+#ifndef WS_MAX_HANDSHAKE
+#define WS_MAX_HANDSHAKE 8192
+#endif
+#ifndef WS_MAX_HEADERS
+#define WS_MAX_HEADERS 32 /* also the size of a stack array: keep it small */
+#endif
+#ifndef WS_MAX_FRAME
+#define WS_MAX_FRAME (16u * 1024 * 1024)
+#endif
+#ifndef WS_MAX_MESSAGE
+#define WS_MAX_MESSAGE (16u * 1024 * 1024)
+#endif
+#ifndef WS_MAX_QUEUED
+#define WS_MAX_QUEUED (16u * 1024 * 1024 + 1024)
+#endif
+#ifndef WS_HANDSHAKE_TIMEOUT_MS
+#define WS_HANDSHAKE_TIMEOUT_MS 10000
+#endif
+#ifndef WS_CLOSE_TIMEOUT_MS
+#define WS_CLOSE_TIMEOUT_MS 5000
+#endif
+#ifndef WS_PONG_TIMEOUT_MS
+#define WS_PONG_TIMEOUT_MS 10000
+#endif
+/* Read size the input buffer makes room for, and the size past which an
+ * empty buffer is given back to the allocator. */
+#ifndef WS_READ_CHUNK
+#define WS_READ_CHUNK 4096
+#endif
+#ifndef WS_KEEP_BUFFER
+#define WS_KEEP_BUFFER (64u * 1024)
+#endif
+/* Queued bytes past which a batch of replies is flushed early. */
+#ifndef WS_BATCH_FLUSH
+#define WS_BATCH_FLUSH (64u * 1024)
+#endif
+
+#if WS_MAX_HEADERS > 255 || WS_MAX_HEADERS < 8
+#error "WS_MAX_HEADERS must be 8..255"
+#endif
+
+/* The OS random source exists on hosted Unix-like systems. Firmware builds
+ * (no __unix__, or WS_NO_OS) pass their own through ws_callbacks.random. */
+#if !defined(WS_NO_OS) && (defined(__unix__) || defined(__APPLE__))
+#define WS__HAVE_OS 1
+#else
+#define WS__HAVE_OS 0
+#endif
+
+#if WS__HAVE_OS
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
+#if defined(__linux__)
+#include <sys/random.h>
+#endif
+#endif
+
+#ifndef WS_NO_MALLOC
+#include <stdlib.h>
+#endif
+
+#ifndef WS_ASSERT
+#include <assert.h>
+#define WS_ASSERT(x) assert(x)
+#endif
+
+/* ======================================================================
+ * 1. Utilities
+ * ==================================================================== */
+
+#define WS__MIN(a, b) ((a) < (b) ? (a) : (b))
+#define WS__MAX(a, b) ((a) > (b) ? (a) : (b))
+#define WS__NONE UINT64_MAX
+
+static uint16_t ws__get16(const unsigned char *p) {
+  return (uint16_t)((p[0] << 8) | p[1]);
+}
+
+static uint32_t ws__get32(const unsigned char *p) {
+  return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) |
+         ((uint32_t)p[2] << 8) | (uint32_t)p[3];
+}
+
+static void ws__put32(unsigned char *p, uint32_t v) {
+  p[0] = (unsigned char)(v >> 24);
+  p[1] = (unsigned char)(v >> 16);
+  p[2] = (unsigned char)(v >> 8);
+  p[3] = (unsigned char)v;
+}
+
+static int ws__lower(int ch) {
+  return (ch >= 'A' && ch <= 'Z') ? ch + ('a' - 'A') : ch;
+}
+
+/* Case-insensitive comparison of a counted string with a C string. */
+static int ws__ieq(const char *s, size_t n, const char *lit) {
+  size_t i;
+  for (i = 0; i < n; i++) {
+    if (lit[i] == '\0' || ws__lower((unsigned char)s[i]) !=
+                              ws__lower((unsigned char)lit[i]))
+      return 0;
+  }
+  return lit[n] == '\0';
+}
+
+/* RFC 9110 tchar. */
+static int ws__is_tchar(int ch) {
+  if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+      (ch >= '0' && ch <= '9'))
+    return 1;
+  return ch != 0 && strchr("!#$%&'*+-.^_`|~", ch) != NULL;
+}
+
+static int ws__is_token(const char *s, size_t n) {
+  size_t i;
+  if (n == 0) return 0;
+  for (i = 0; i < n; i++)
+    if (!ws__is_tchar((unsigned char)s[i])) return 0;
+  return 1;
+}
+
+/* A header value the application supplies: no CR, LF or NUL. */
+static int ws__safe_value(const char *s, size_t n) {
+  size_t i;
+  for (i = 0; i < n; i++)
+    if (s[i] == '\r' || s[i] == '\n' || s[i] == '\0') return 0;
+  return 1;
+}
+
+/* Iterates the elements of an HTTP comma list, trimming spaces and tabs and
+ * skipping empty elements. Returns 1 with *tok and *tok_len set, 0 at the end. */
+static int ws__list_next(const char **pos, const char *end, const char **tok,
+                         size_t *tok_len) {
+  const char *p = *pos;
+  while (p < end) {
+    const char *s, *e;
+    while (p < end && (*p == ' ' || *p == '\t' || *p == ',')) p++;
+    s = p;
+    while (p < end && *p != ',') p++;
+    e = p;
+    while (e > s && (e[-1] == ' ' || e[-1] == '\t')) e--;
+    if (e > s) {
+      *tok = s;
+      *tok_len = (size_t)(e - s);
+      *pos = p;
+      return 1;
+    }
+  }
+  *pos = end;
+  return 0;
+}
+
+static int ws__list_has(const char *v, size_t n, const char *lit) {
+  const char *pos = v, *tok;
+  size_t len;
+  while (ws__list_next(&pos, v + n, &tok, &len))
+    if (ws__ieq(tok, len, lit)) return 1;
+  return 0;
+}
+
+/* A small writer that appends to a bounded buffer and remembers overflow. */
+typedef struct ws__wbuf {
+  char *p;
+  size_t cap, len;
+  int over;
+} ws__wbuf;
+
+static void ws__wr(ws__wbuf *w, const char *s, size_t n) {
+  if (w->over || w->cap - w->len < n) {
+    w->over = 1;
+    return;
+  }
+  memcpy(w->p + w->len, s, n);
+  w->len += n;
+}
+
+static void ws__wrs(ws__wbuf *w, const char *s) { ws__wr(w, s, strlen(s)); }
+
+static void ws__wr_uint(ws__wbuf *w, unsigned v) {
+  char tmp[12];
+  size_t i = sizeof tmp;
+  do {
+    tmp[--i] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v && i > 0);
+  ws__wr(w, tmp + i, sizeof tmp - i);
+}
+
+/* ======================================================================
+ * 2. SHA-1 (FIPS 180-4), Base64 (RFC 4648), UTF-8 (RFC 3629)
+ * ==================================================================== */
+
+typedef struct ws__sha1 {
+  uint32_t h[5];
+  uint64_t bytes;
+  unsigned char block[64];
+  size_t fill;
+} ws__sha1;
+
+#define WS__ROL(x, n) (((x) << (n)) | ((x) >> (32 - (n))))
+
+static void ws__sha1_block(uint32_t h[5], const unsigned char *p) {
+  uint32_t w[80], a, b, c, d, e, t;
+  int i;
+  for (i = 0; i < 16; i++) w[i] = ws__get32(p + 4 * i);
+  for (i = 16; i < 80; i++) {
+    t = w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16];
+    w[i] = WS__ROL(t, 1);
+  }
+  a = h[0], b = h[1], c = h[2], d = h[3], e = h[4];
+  for (i = 0; i < 80; i++) {
+    uint32_t f, k;
+    if (i < 20) {
+      f = (b & c) | (~b & d);
+      k = 0x5A827999u;
+    } else if (i < 40) {
+      f = b ^ c ^ d;
+      k = 0x6ED9EBA1u;
+    } else if (i < 60) {
+      f = (b & c) | (b & d) | (c & d);
+      k = 0x8F1BBCDCu;
+    } else {
+      f = b ^ c ^ d;
+      k = 0xCA62C1D6u;
+    }
+    t = WS__ROL(a, 5) + f + e + k + w[i];
+    e = d;
+    d = c;
+    c = WS__ROL(b, 30);
+    b = a;
+    a = t;
+  }
+  h[0] += a, h[1] += b, h[2] += c, h[3] += d, h[4] += e;
+}
+
+static void ws__sha1_init(ws__sha1 *s) {
+  s->h[0] = 0x67452301u;
+  s->h[1] = 0xEFCDAB89u;
+  s->h[2] = 0x98BADCFEu;
+  s->h[3] = 0x10325476u;
+  s->h[4] = 0xC3D2E1F0u;
+  s->bytes = 0;
+  s->fill = 0;
+}
+
+static void ws__sha1_update(ws__sha1 *s, const void *data, size_t n) {
+  const unsigned char *p = (const unsigned char *)data;
+  s->bytes += n;
+  while (n > 0) {
+    size_t take = WS__MIN(n, 64 - s->fill);
+    memcpy(s->block + s->fill, p, take);
+    s->fill += take;
+    p += take;
+    n -= take;
+    if (s->fill == 64) {
+      ws__sha1_block(s->h, s->block);
+      s->fill = 0;
+    }
+  }
+}
+
+static void ws__sha1_final(ws__sha1 *s, unsigned char out[20]) {
+  uint64_t bits = s->bytes * 8;
+  unsigned char pad = 0x80, len[8];
+  int i;
+  ws__sha1_update(s, &pad, 1);
+  pad = 0;
+  while (s->fill != 56) ws__sha1_update(s, &pad, 1);
+  for (i = 0; i < 8; i++) len[i] = (unsigned char)(bits >> (56 - 8 * i));
+  ws__sha1_update(s, len, 8);
+  for (i = 0; i < 5; i++) ws__put32(out + 4 * i, s->h[i]);
+}
+
+static const char ws__b64[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* Encodes n bytes; writes 4 * ceil(n / 3) characters (no NUL). */
+static size_t ws__b64_encode(const unsigned char *in, size_t n, char *out) {
+  size_t i, o = 0;
+  for (i = 0; i + 2 < n; i += 3) {
+    uint32_t v = ((uint32_t)in[i] << 16) | ((uint32_t)in[i + 1] << 8) | in[i + 2];
+    out[o++] = ws__b64[(v >> 18) & 63];
+    out[o++] = ws__b64[(v >> 12) & 63];
+    out[o++] = ws__b64[(v >> 6) & 63];
+    out[o++] = ws__b64[v & 63];
+  }
+  if (i < n) {
+    uint32_t v = (uint32_t)in[i] << 16;
+    if (i + 1 < n) v |= (uint32_t)in[i + 1] << 8;
+    out[o++] = ws__b64[(v >> 18) & 63];
+    out[o++] = ws__b64[(v >> 12) & 63];
+    out[o++] = (i + 1 < n) ? ws__b64[(v >> 6) & 63] : '=';
+    out[o++] = '=';
+  }
+  return o;
+}
+
+static int ws__b64_val(int ch) {
+  if (ch >= 'A' && ch <= 'Z') return ch - 'A';
+  if (ch >= 'a' && ch <= 'z') return ch - 'a' + 26;
+  if (ch >= '0' && ch <= '9') return ch - '0' + 52;
+  if (ch == '+') return 62;
+  if (ch == '/') return 63;
+  return -1;
+}
+
+/* Strict decoding: length a multiple of 4, padding only at the end, and
+ * unused bits zero (so each byte string has exactly one encoding). Returns
+ * the decoded length, or -1 when invalid or longer than cap. */
+static long ws__b64_decode(const char *in, size_t n, unsigned char *out,
+                           size_t cap) {
+  size_t i, o = 0, pad = 0;
+  if (n % 4 != 0) return -1;
+  if (n >= 1 && in[n - 1] == '=') pad++;
+  if (n >= 2 && in[n - 2] == '=') pad++;
+  for (i = 0; i < n; i += 4) {
+    int v[4], k;
+    uint32_t w;
+    for (k = 0; k < 4; k++) {
+      int last = (i + 4 == n);
+      if (last && k >= 4 - (int)pad) {
+        v[k] = 0;
+        continue;
+      }
+      v[k] = ws__b64_val((unsigned char)in[i + k]);
+      if (v[k] < 0) return -1;
+    }
+    w = ((uint32_t)v[0] << 18) | ((uint32_t)v[1] << 12) |
+        ((uint32_t)v[2] << 6) | (uint32_t)v[3];
+    if (i + 4 == n && pad == 2 && (w & 0xFFFF)) return -1;
+    if (i + 4 == n && pad == 1 && (w & 0xFF)) return -1;
+    for (k = 0; k < 3 - (i + 4 == n ? (int)pad : 0); k++) {
+      if (o >= cap) return -1;
+      out[o++] = (unsigned char)(w >> (16 - 8 * k));
+    }
+  }
+  return (long)o;
+}
+
+/*
+ * UTF-8 state: 0 between characters; otherwise bits 0..1 hold the number of
+ * continuation bytes still due and bits 8..15 / 16..23 the smallest and
+ * largest value the next byte may take. Narrowing the range of the first
+ * continuation byte is what rejects overlongs, surrogates and values over
+ * U+10FFFF at the first byte that proves them (RFC 3629 section 4).
+ */
+#define WS__U8(rem, lo, hi) ((uint32_t)(rem) | ((uint32_t)(lo) << 8) | ((uint32_t)(hi) << 16))
+
+static uint32_t ws__utf8_lead(unsigned b) {
+  if (b >= 0xC2 && b <= 0xDF) return WS__U8(1, 0x80, 0xBF);
+  if (b == 0xE0) return WS__U8(2, 0xA0, 0xBF);
+  if (b == 0xED) return WS__U8(2, 0x80, 0x9F);
+  if (b >= 0xE1 && b <= 0xEF) return WS__U8(2, 0x80, 0xBF);
+  if (b == 0xF0) return WS__U8(3, 0x90, 0xBF);
+  if (b >= 0xF1 && b <= 0xF3) return WS__U8(3, 0x80, 0xBF);
+  if (b == 0xF4) return WS__U8(3, 0x80, 0x8F);
+  return 0; /* 0x80..0xC1, 0xF5..0xFF: never valid as a first byte */
+}
+
+/* see ws.h */
+int ws_utf8_check(uint32_t *state, const void *buf, size_t len, int final,
+                  size_t *bad_at) {
+  const unsigned char *p = (const unsigned char *)buf;
+  uint32_t st;
+  size_t i = 0;
+  if (state == NULL || (buf == NULL && len > 0)) return WS_EINVAL;
+  st = *state;
+  while (i < len) {
+    if (st == 0) {
+      /* ASCII runs, eight bytes at a time. */
+      while (len - i >= 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        if (w & UINT64_C(0x8080808080808080)) break;
+        i += 8;
+      }
+      while (i < len && p[i] < 0x80) i++;
+      if (i == len) break;
+      st = ws__utf8_lead(p[i]);
+      if (st == 0) goto bad;
+      i++;
+    } else {
+      unsigned b = p[i];
+      if (b < ((st >> 8) & 0xFF) || b > ((st >> 16) & 0xFF)) goto bad;
+      st = ((st & 3) == 1) ? 0 : WS__U8((st & 3) - 1, 0x80, 0xBF);
+      i++;
+    }
+  }
+  *state = st;
+  if (final && st != 0) {
+    if (bad_at) *bad_at = len;
+    return WS_EUTF8;
+  }
+  return WS_OK;
+bad:
+  *state = st;
+  if (bad_at) *bad_at = i;
+  return WS_EUTF8;
+}
+
+/* ======================================================================
+ * 3. Layer 0: frame codec, close payloads, handshake
+ * ==================================================================== */
+
+/* see ws.h */
+const char *ws_version(void) { return "0.1.0"; }
+
+/* see ws.h */
+const char *ws_strerror(int err) {
+  switch (err) {
+#define WS__ERR_STR(name, val, text) \
+  case (val):                        \
+    return text;
+    WS_ERRNO_MAP(WS__ERR_STR)
+#undef WS__ERR_STR
+  }
+  return "unknown error";
+}
+
+/* see ws.h */
+const char *ws_errname(int err) {
+  switch (err) {
+#define WS__ERR_NAME(name, val, text) \
+  case (val):                         \
+    return #name;
+    WS_ERRNO_MAP(WS__ERR_NAME)
+#undef WS__ERR_NAME
+  }
+  return "UNKNOWN";
+}
+
+/* see ws.h */
+int ws_frame_parse(const void *buf, size_t len, ws_frame *f, size_t *hdr_len) {
+  const unsigned char *p = (const unsigned char *)buf;
+  unsigned op, l7;
+  size_t need;
+  uint64_t n;
+  if (f == NULL || hdr_len == NULL || (buf == NULL && len > 0))
+    return WS_EINVAL;
+  if (len < 1) return WS_EAGAIN;
+  op = p[0] & 0x0F;
+  if ((op >= 3 && op <= 7) || op >= 11) return WS_EPROTO;
+  if (op >= 8 && !(p[0] & 0x80)) return WS_EPROTO; /* fragmented control */
+  if (len < 2) return WS_EAGAIN;
+  l7 = p[1] & 0x7F;
+  if (op >= 8 && l7 > WS_CONTROL_MAX) return WS_EPROTO;
+  need = 2 + (l7 == 126 ? 2 : l7 == 127 ? 8 : 0);
+  if (len < need) {
+    /* The top bit of a 64-bit length is visible in its first byte. */
+    if (l7 == 127 && len > 2 && (p[2] & 0x80)) return WS_EPROTO;
+    return WS_EAGAIN;
+  }
+  if (l7 == 126) {
+    n = ws__get16(p + 2);
+    if (n < 126) return WS_EPROTO; /* not minimal */
+  } else if (l7 == 127) {
+    n = ((uint64_t)ws__get32(p + 2) << 32) | ws__get32(p + 6);
+    if (n >> 63) return WS_EPROTO;
+    if (n <= 0xFFFF) return WS_EPROTO; /* not minimal */
+  } else {
+    n = l7;
+  }
+  if (p[1] & 0x80) need += 4;
+  if (len < need) return WS_EAGAIN;
+  f->fin = (uint8_t)(p[0] >> 7);
+  f->rsv = (uint8_t)((p[0] >> 4) & 7);
+  f->opcode = (uint8_t)op;
+  f->masked = (uint8_t)(p[1] >> 7);
+  f->len = n;
+  if (f->masked)
+    memcpy(f->mask, p + need - 4, 4);
+  else
+    memset(f->mask, 0, 4);
+  *hdr_len = need;
+  return WS_OK;
+}
+
+/* see ws.h */
+size_t ws_frame_write(void *out, int fin, int opcode, uint64_t len,
+                      const uint8_t *mask) {
+  unsigned char *p = (unsigned char *)out;
+  size_t n;
+  if (opcode < 0 || opcode > 15 || (len >> 63)) return 0;
+  if (opcode >= 8 && (!fin || len > WS_CONTROL_MAX)) return 0;
+  p[0] = (unsigned char)((fin ? 0x80 : 0) | opcode);
+  if (len < 126) {
+    p[1] = (unsigned char)len;
+    n = 2;
+  } else if (len <= 0xFFFF) {
+    p[1] = 126;
+    p[2] = (unsigned char)(len >> 8);
+    p[3] = (unsigned char)len;
+    n = 4;
+  } else {
+    int i;
+    p[1] = 127;
+    for (i = 0; i < 8; i++) p[2 + i] = (unsigned char)(len >> (56 - 8 * i));
+    n = 10;
+  }
+  if (mask) {
+    p[1] |= 0x80;
+    memcpy(p + n, mask, 4);
+    n += 4;
+  }
+  return n;
+}
+
+/* see ws.h */
+void ws_mask(void *buf, size_t len, const uint8_t key[4], uint64_t offset) {
+  unsigned char *p = (unsigned char *)buf;
+  unsigned k = (unsigned)(offset & 3);
+  unsigned char rot[8];
+  uint64_t w8;
+  size_t i;
+  /* Bytes up to an 8-byte boundary, then whole words with the key rotated
+   * to where the payload now stands. memcpy keeps it alias- and
+   * alignment-safe; compilers turn it into plain loads and stores. */
+  while (len > 0 && ((uintptr_t)p & 7) != 0) {
+    *p++ ^= key[k];
+    k = (k + 1) & 3;
+    len--;
+  }
+  for (i = 0; i < 8; i++) rot[i] = key[(k + i) & 3];
+  memcpy(&w8, rot, 8);
+  while (len >= 32) {
+    uint64_t a, b, c, d;
+    memcpy(&a, p, 8);
+    memcpy(&b, p + 8, 8);
+    memcpy(&c, p + 16, 8);
+    memcpy(&d, p + 24, 8);
+    a ^= w8, b ^= w8, c ^= w8, d ^= w8;
+    memcpy(p, &a, 8);
+    memcpy(p + 8, &b, 8);
+    memcpy(p + 16, &c, 8);
+    memcpy(p + 24, &d, 8);
+    p += 32;
+    len -= 32;
+  }
+  while (len >= 8) {
+    uint64_t a;
+    memcpy(&a, p, 8);
+    a ^= w8;
+    memcpy(p, &a, 8);
+    p += 8;
+    len -= 8;
+  }
+  for (i = 0; i < len; i++) p[i] ^= rot[i];
+}
+
+/* see ws.h */
+int ws_close_code_valid(unsigned code) {
+  return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
+         (code >= 3000 && code <= 4999);
+}
+
+/* see ws.h */
+int ws_close_parse(const void *buf, size_t len, uint16_t *code,
+                   const char **reason, size_t *reason_len) {
+  const unsigned char *p = (const unsigned char *)buf;
+  uint32_t st = WS_UTF8_INIT;
+  uint16_t c;
+  if (code == NULL || reason == NULL || reason_len == NULL ||
+      (buf == NULL && len > 0))
+    return WS_EINVAL;
+  *reason = (const char *)p;
+  *reason_len = 0;
+  if (len == 0) {
+    *code = WS_CLOSE_NO_STATUS;
+    return WS_OK;
+  }
+  if (len == 1 || len > WS_CONTROL_MAX) return WS_EPROTO;
+  c = ws__get16(p);
+  if (!ws_close_code_valid(c)) return WS_EPROTO;
+  *code = c;
+  if (ws_utf8_check(&st, p + 2, len - 2, 1, NULL) != WS_OK) return WS_EUTF8;
+  *reason = (const char *)p + 2;
+  *reason_len = len - 2;
+  return WS_OK;
+}
+
+static const char ws__guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/* see ws.h */
+int ws_accept_key(const char *key, size_t key_len, char out[29]) {
+  ws__sha1 s;
+  unsigned char md[20];
+  if (key == NULL || out == NULL || key_len > 64) return WS_EINVAL;
+  ws__sha1_init(&s);
+  ws__sha1_update(&s, key, key_len);
+  ws__sha1_update(&s, ws__guid, sizeof ws__guid - 1);
+  ws__sha1_final(&s, md);
+  ws__b64_encode(md, 20, out);
+  out[WS_ACCEPT_LEN] = '\0';
+  return WS_OK;
+}
+
+/* Finds the blank line that ends an HTTP head. Returns the head length
+ * (through "\r\n\r\n"), or 0 if buf does not hold it yet. */
+static size_t ws__head_end(const char *p, size_t len, size_t from) {
+  size_t i = from >= 3 ? from - 3 : 0;
+  for (; i + 3 < len; i++) {
+    const char *q = (const char *)memchr(p + i, '\r', len - 3 - i);
+    if (q == NULL) return 0;
+    i = (size_t)(q - p);
+    if (q[1] == '\n' && q[2] == '\r' && q[3] == '\n') return i + 4;
+  }
+  return 0;
+}
+
+/* Parses header lines from p (just after the start line) to the blank line.
+ * Returns 0, 400 (syntax) or 431 (too many). */
+static int ws__parse_headers(const char *p, const char *end, ws_header *h,
+                             size_t max, size_t *count) {
+  size_t n = 0;
+  for (;;) {
+    const char *eol, *colon, *v, *ve;
+    if (end - p < 2) return 400;
+    if (p[0] == '\r' && p[1] == '\n') break;
+    eol = (const char *)memchr(p, '\r', (size_t)(end - p));
+    if (eol == NULL || eol + 1 >= end || eol[1] != '\n') return 400;
+    colon = (const char *)memchr(p, ':', (size_t)(eol - p));
+    if (colon == NULL || !ws__is_token(p, (size_t)(colon - p))) return 400;
+    v = colon + 1;
+    while (v < eol && (*v == ' ' || *v == '\t')) v++;
+    ve = eol;
+    while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t')) ve--;
+    {
+      const char *q;
+      for (q = v; q < ve; q++) {
+        unsigned char ch = (unsigned char)*q;
+        if ((ch < 0x20 && ch != '\t') || ch == 0x7F) return 400;
+      }
+    }
+    if (n == max) return 431;
+    h[n].name = p;
+    h[n].name_len = (size_t)(colon - p);
+    h[n].value = v;
+    h[n].value_len = (size_t)(ve - v);
+    n++;
+    p = eol + 2;
+  }
+  *count = n;
+  return 0;
+}
+
+/* The single header of that name: 1 and *out if exactly one, 0 if none,
+ * -1 if repeated. */
+static int ws__one_header(const ws_header *h, size_t n, const char *name,
+                          const ws_header **out) {
+  size_t i;
+  int found = 0;
+  for (i = 0; i < n; i++) {
+    if (ws__ieq(h[i].name, h[i].name_len, name)) {
+      if (found) return -1;
+      *out = &h[i];
+      found = 1;
+    }
+  }
+  return found;
+}
+
+/* Does any header of that name hold the token in its comma list? */
+static int ws__headers_have_token(const ws_header *h, size_t n,
+                                  const char *name, const char *tok) {
+  size_t i;
+  for (i = 0; i < n; i++)
+    if (ws__ieq(h[i].name, h[i].name_len, name) &&
+        ws__list_has(h[i].value, h[i].value_len, tok))
+      return 1;
+  return 0;
+}
+
+/* see ws.h */
+int ws_request_parse(const void *buf, size_t len, ws_request *req,
+                     ws_header *headers, size_t max_headers, size_t *consumed,
+                     int *status) {
+  const char *p = (const char *)buf, *end, *sp1, *sp2, *eol;
+  const ws_header *h;
+  size_t head, i;
+  int rc, st;
+  unsigned char key[18];
+  if (req == NULL || consumed == NULL || status == NULL ||
+      (buf == NULL && len > 0) || (headers == NULL && max_headers > 0))
+    return WS_EINVAL;
+  memset(req, 0, sizeof *req);
+  *status = 400;
+  /* Fail fast on bytes that cannot start a request line. */
+  for (i = 0; i < len && p[i] != ' '; i++)
+    if (!ws__is_tchar((unsigned char)p[i])) return WS_EHANDSHAKE;
+  head = ws__head_end(p, len, 0);
+  if (head == 0) return WS_EAGAIN;
+  end = p + head;
+  /* Request line: method SP target SP HTTP/1.x CRLF */
+  eol = (const char *)memchr(p, '\r', head);
+  sp1 = (const char *)memchr(p, ' ', (size_t)(eol - p));
+  if (sp1 == NULL || sp1 == p) return WS_EHANDSHAKE;
+  sp2 = (const char *)memchr(sp1 + 1, ' ', (size_t)(eol - sp1 - 1));
+  if (sp2 == NULL || sp2 == sp1 + 1) return WS_EHANDSHAKE;
+  for (i = 0; sp1 + 1 + i < sp2; i++) {
+    unsigned char ch = (unsigned char)sp1[1 + i];
+    if (ch <= 0x20 || ch == 0x7F) return WS_EHANDSHAKE;
+  }
+  if (eol - sp2 != 9 || memcmp(sp2 + 1, "HTTP/1.", 7) != 0 || sp2[8] < '0' ||
+      sp2[8] > '9')
+    return WS_EHANDSHAKE;
+  st = ws__parse_headers(eol + 2, end, headers, max_headers, &req->num_headers);
+  if (st != 0) {
+    req->num_headers = 0;
+    *status = st;
+    return WS_EHANDSHAKE;
+  }
+  req->method = p;
+  req->method_len = (size_t)(sp1 - p);
+  req->path = sp1 + 1;
+  req->path_len = (size_t)(sp2 - sp1 - 1);
+  req->minor_version = sp2[8] - '0';
+  req->headers = headers;
+  *consumed = head;
+  if ((rc = ws__one_header(headers, req->num_headers, "host", &h)) == 1) {
+    req->host = h->value;
+    req->host_len = h->value_len;
+  }
+  if (rc != 1) return WS_EHANDSHAKE; /* RFC 9112: exactly one Host */
+  if (ws__one_header(headers, req->num_headers, "origin", &h) == 1) {
+    req->origin = h->value;
+    req->origin_len = h->value_len;
+  }
+  req->upgrade = ws__headers_have_token(headers, req->num_headers, "upgrade",
+                                        "websocket");
+  if (!req->upgrade) return WS_EHANDSHAKE;
+  if (req->method_len != 3 || memcmp(req->method, "GET", 3) != 0 ||
+      req->minor_version < 1)
+    return WS_EHANDSHAKE;
+  if (!ws__headers_have_token(headers, req->num_headers, "connection",
+                              "upgrade"))
+    return WS_EHANDSHAKE;
+  rc = ws__one_header(headers, req->num_headers, "sec-websocket-version", &h);
+  if (rc == 0) return WS_EHANDSHAKE;
+  if (rc < 0 || h->value_len != 2 || memcmp(h->value, "13", 2) != 0) {
+    *status = 426;
+    return WS_EHANDSHAKE;
+  }
+  if (ws__one_header(headers, req->num_headers, "sec-websocket-key", &h) != 1)
+    return WS_EHANDSHAKE;
+  if (ws__b64_decode(h->value, h->value_len, key, sizeof key) != 16)
+    return WS_EHANDSHAKE;
+  req->key = h->value;
+  req->key_len = h->value_len;
+  *status = 101;
+  return WS_OK;
+}
+
+/* see ws.h */
+const ws_header *ws_request_header(const ws_request *req, const char *name) {
+  size_t i;
+  if (req == NULL || name == NULL) return NULL;
+  for (i = 0; i < req->num_headers; i++)
+    if (ws__ieq(req->headers[i].name, req->headers[i].name_len, name))
+      return &req->headers[i];
+  return NULL;
+}
+
+/* Walks the offered subprotocols; returns how many, and the i-th in *tok. */
+static size_t ws__protocols(const ws_request *req, size_t want,
+                            const char **tok, size_t *tok_len) {
+  size_t i, count = 0;
+  for (i = 0; i < req->num_headers; i++) {
+    const ws_header *h = &req->headers[i];
+    const char *pos = h->value, *t;
+    size_t n;
+    if (!ws__ieq(h->name, h->name_len, "sec-websocket-protocol")) continue;
+    while (ws__list_next(&pos, h->value + h->value_len, &t, &n)) {
+      if (count == want && tok) {
+        *tok = t;
+        *tok_len = n;
+      }
+      count++;
+    }
+  }
+  return count;
+}
+
+/* see ws.h */
+size_t ws_request_protocol_count(const ws_request *req) {
+  if (req == NULL) return 0;
+  return ws__protocols(req, (size_t)-1, NULL, NULL);
+}
+
+/* see ws.h */
+int ws_request_protocol(const ws_request *req, size_t i, const char **name,
+                        size_t *name_len) {
+  if (req == NULL || name == NULL || name_len == NULL) return WS_EINVAL;
+  if (ws__protocols(req, i, name, name_len) <= i) return WS_EINVAL;
+  return WS_OK;
+}
+
+static int ws__wr_extra(ws__wbuf *w, const ws_header *extra, size_t n) {
+  size_t i;
+  if (n > 0 && extra == NULL) return WS_EINVAL;
+  for (i = 0; i < n; i++) {
+    const ws_header *h = &extra[i];
+    if (h->name == NULL || !ws__is_token(h->name, h->name_len) ||
+        (h->value == NULL && h->value_len > 0) ||
+        !ws__safe_value(h->value, h->value_len))
+      return WS_EINVAL;
+    ws__wr(w, h->name, h->name_len);
+    ws__wrs(w, ": ");
+    if (h->value_len) ws__wr(w, h->value, h->value_len);
+    ws__wrs(w, "\r\n");
+  }
+  return WS_OK;
+}
+
+/* see ws.h */
+int ws_response_write(void *out, size_t cap, const char *key, size_t key_len,
+                      const char *protocol, const ws_header *extra,
+                      size_t n_extra, size_t *out_len) {
+  ws__wbuf w;
+  char accept[29];
+  if (out == NULL || out_len == NULL || key == NULL) return WS_EINVAL;
+  if (ws_accept_key(key, key_len, accept) != WS_OK) return WS_EINVAL;
+  if (protocol && !ws__is_token(protocol, strlen(protocol))) return WS_EINVAL;
+  w.p = (char *)out, w.cap = cap, w.len = 0, w.over = 0;
+  ws__wrs(&w,
+          "HTTP/1.1 101 Switching Protocols\r\n"
+          "Upgrade: websocket\r\n"
+          "Connection: Upgrade\r\n"
+          "Sec-WebSocket-Accept: ");
+  ws__wr(&w, accept, WS_ACCEPT_LEN);
+  ws__wrs(&w, "\r\n");
+  if (protocol) {
+    ws__wrs(&w, "Sec-WebSocket-Protocol: ");
+    ws__wrs(&w, protocol);
+    ws__wrs(&w, "\r\n");
+  }
+  if (ws__wr_extra(&w, extra, n_extra) != WS_OK) return WS_EINVAL;
+  ws__wrs(&w, "\r\n");
+  if (w.over) return WS_ENOSPC;
+  *out_len = w.len;
+  return WS_OK;
+}
+
+static const char *ws__reason_phrase(int status) {
+  switch (status) {
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 426: return "Upgrade Required";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 503: return "Service Unavailable";
+    default: return "Error";
+  }
+}
+
+/* see ws.h */
+int ws_http_error_write(void *out, size_t cap, int status, size_t *out_len) {
+  ws__wbuf w;
+  if (out == NULL || out_len == NULL || status < 400 || status > 599)
+    return WS_EINVAL;
+  w.p = (char *)out, w.cap = cap, w.len = 0, w.over = 0;
+  ws__wrs(&w, "HTTP/1.1 ");
+  ws__wr_uint(&w, (unsigned)status);
+  ws__wrs(&w, " ");
+  ws__wrs(&w, ws__reason_phrase(status));
+  ws__wrs(&w, "\r\n");
+  if (status == 426) ws__wrs(&w, "Sec-WebSocket-Version: 13\r\n");
+  ws__wrs(&w, "Connection: close\r\nContent-Length: 0\r\n\r\n");
+  if (w.over) return WS_ENOSPC;
+  *out_len = w.len;
+  return WS_OK;
+}
+
+/* A request-target or Host value: printable, no spaces. */
+static int ws__safe_word(const char *s) {
+  for (; *s; s++)
+    if ((unsigned char)*s <= 0x20 || *s == 0x7F) return 0;
+  return 1;
+}
+
+/* see ws.h */
+int ws_client_request_write(void *out, size_t cap, const ws_client_opts *o,
+                            const uint8_t nonce[16], size_t *out_len) {
+  ws__wbuf w;
+  char key[24];
+  const char *path;
+  if (out == NULL || o == NULL || nonce == NULL || out_len == NULL ||
+      o->host == NULL || o->host[0] == '\0' || !ws__safe_word(o->host))
+    return WS_EINVAL;
+  path = (o->path && o->path[0]) ? o->path : "/";
+  if (!ws__safe_word(path) ||
+      (o->origin && !ws__safe_value(o->origin, strlen(o->origin))))
+    return WS_EINVAL;
+  if (o->protocols) {
+    const char *pos = o->protocols, *t;
+    size_t n, len = strlen(o->protocols);
+    if (!ws__safe_value(o->protocols, len)) return WS_EINVAL;
+    while (ws__list_next(&pos, o->protocols + len, &t, &n))
+      if (!ws__is_token(t, n)) return WS_EINVAL;
+  }
+  ws__b64_encode(nonce, 16, key);
+  w.p = (char *)out, w.cap = cap, w.len = 0, w.over = 0;
+  ws__wrs(&w, "GET ");
+  ws__wrs(&w, path);
+  ws__wrs(&w, " HTTP/1.1\r\nHost: ");
+  ws__wrs(&w, o->host);
+  ws__wrs(&w,
+          "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+          "Sec-WebSocket-Key: ");
+  ws__wr(&w, key, sizeof key);
+  ws__wrs(&w, "\r\nSec-WebSocket-Version: 13\r\n");
+  if (o->origin) {
+    ws__wrs(&w, "Origin: ");
+    ws__wrs(&w, o->origin);
+    ws__wrs(&w, "\r\n");
+  }
+  if (o->protocols && o->protocols[0]) {
+    ws__wrs(&w, "Sec-WebSocket-Protocol: ");
+    ws__wrs(&w, o->protocols);
+    ws__wrs(&w, "\r\n");
+  }
+  if (ws__wr_extra(&w, o->headers, o->num_headers) != WS_OK) return WS_EINVAL;
+  ws__wrs(&w, "\r\n");
+  if (w.over) return WS_ENOSPC;
+  *out_len = w.len;
+  return WS_OK;
+}
+
+/* see ws.h */
+int ws_response_parse(const void *buf, size_t len, const uint8_t nonce[16],
+                      const char *protocols, size_t protocols_len,
+                      ws_response *resp, ws_header *headers,
+                      size_t max_headers, size_t *consumed) {
+  const char *p = (const char *)buf, *eol;
+  const ws_header *h;
+  size_t head, i;
+  int rc;
+  char key[24], accept[29];
+  if (resp == NULL || consumed == NULL || nonce == NULL ||
+      (buf == NULL && len > 0) || (headers == NULL && max_headers > 0) ||
+      (protocols == NULL && protocols_len > 0))
+    return WS_EINVAL;
+  memset(resp, 0, sizeof *resp);
+  /* Fail fast when the bytes cannot be an HTTP/1.1 status line. */
+  for (i = 0; i < len && i < 9; i++)
+    if (p[i] != "HTTP/1.1 "[i]) return WS_EHANDSHAKE;
+  head = ws__head_end(p, len, 0);
+  if (head == 0) return WS_EAGAIN;
+  eol = (const char *)memchr(p, '\r', head);
+  if (eol - p < 12 || p[9] < '1' || p[9] > '5' || p[10] < '0' ||
+      p[10] > '9' || p[11] < '0' || p[11] > '9' ||
+      (eol - p > 12 && p[12] != ' '))
+    return WS_EHANDSHAKE;
+  resp->status = (p[9] - '0') * 100 + (p[10] - '0') * 10 + (p[11] - '0');
+  if (ws__parse_headers(eol + 2, p + head, headers, max_headers,
+                        &resp->num_headers) != 0)
+    return WS_EHANDSHAKE;
+  resp->headers = headers;
+  *consumed = head;
+  if (resp->status != 101) return WS_EHANDSHAKE;
+  if (!ws__headers_have_token(headers, resp->num_headers, "upgrade",
+                              "websocket") ||
+      !ws__headers_have_token(headers, resp->num_headers, "connection",
+                              "upgrade"))
+    return WS_EHANDSHAKE;
+  ws__b64_encode(nonce, 16, key);
+  ws_accept_key(key, sizeof key, accept);
+  if (ws__one_header(headers, resp->num_headers, "sec-websocket-accept", &h) !=
+          1 ||
+      h->value_len != WS_ACCEPT_LEN ||
+      memcmp(h->value, accept, WS_ACCEPT_LEN) != 0)
+    return WS_EHANDSHAKE;
+  /* We offer no extensions, so the server may not pick any. */
+  for (i = 0; i < resp->num_headers; i++)
+    if (ws__ieq(headers[i].name, headers[i].name_len,
+                "sec-websocket-extensions") &&
+        headers[i].value_len > 0)
+      return WS_EHANDSHAKE;
+  rc = ws__one_header(headers, resp->num_headers, "sec-websocket-protocol", &h);
+  if (rc < 0) return WS_EHANDSHAKE;
+  if (rc == 1) {
+    const char *pos = protocols, *t;
+    size_t n;
+    int offered = 0;
+    if (!ws__is_token(h->value, h->value_len)) return WS_EHANDSHAKE;
+    while (protocols && ws__list_next(&pos, protocols + protocols_len, &t, &n))
+      if (n == h->value_len && memcmp(t, h->value, n) == 0) offered = 1;
+    if (!offered) return WS_EHANDSHAKE;
+    resp->protocol = h->value;
+    resp->protocol_len = h->value_len;
+  }
+  return WS_OK;
+}
+
+/* ======================================================================
+ * 4. Layer 1: the connection
+ * ==================================================================== */
+
+/* Bytes an input buffer keeps free beyond a whole message: room for the
+ * next frame header and a control frame that may interleave. */
+#define WS__IN_RESERVE 256
+
+/* Connection flags. */
+enum {
+  WS__F_STARTED = 1u << 0,     /* on_close is owed */
+  WS__F_NOTIFIED = 1u << 1,    /* on_close has run */
+  WS__F_CLOSED = 1u << 2,      /* reached CLOSED; on_close pending */
+  WS__F_CLOSE_SENT = 1u << 3,
+  WS__F_CLOSE_RCVD = 1u << 4,
+  WS__F_FAILING = 1u << 5,     /* flush what is queued, then CLOSED */
+  WS__F_FIXED = 1u << 6,       /* caller's buffers: never allocate */
+  WS__F_CORK = 1u << 7,        /* caller holds output */
+  WS__F_BATCH = 1u << 8,       /* processing input: flush once at the end */
+  WS__F_ARM_HS = 1u << 9,      /* timers to arm at the next tick */
+  WS__F_ARM_CLOSE = 1u << 10,
+  WS__F_ARM_PING = 1u << 11,
+  WS__F_PEER_CODE = 1u << 12,  /* close_code came from the peer */
+  WS__F_EOF = 1u << 13         /* the transport reported end of stream */
+};
+
+#define WS__P(c) (&(c)->ws__p)
+
+static void *ws__realloc(struct ws__conn_priv *p, void *ptr, size_t n) {
+  if (p->realloc) return p->realloc(ptr, n, p->alloc_ctx);
+#ifndef WS_NO_MALLOC
+  if (n == 0) {
+    free(ptr);
+    return NULL;
+  }
+  return realloc(ptr, n);
+#else
+  return NULL;
+#endif
+}
+
+#if WS__HAVE_OS
+static int ws__os_random(void *buf, size_t n) {
+  unsigned char *p = (unsigned char *)buf;
+#if defined(__linux__)
+  while (n > 0) {
+    ssize_t r = getrandom(p, n, 0);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      break; /* ENOSYS on old kernels: fall through to /dev/urandom */
+    }
+    p += r;
+    n -= (size_t)r;
+  }
+  if (n == 0) return WS_OK;
+#elif defined(__APPLE__) || defined(__OpenBSD__) || defined(__FreeBSD__) || \
+    defined(__NetBSD__) || defined(__DragonFly__)
+  arc4random_buf(p, n);
+  return WS_OK;
+#endif
+  {
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return WS_ERANDOM;
+    while (n > 0) {
+      ssize_t r = read(fd, p, n);
+      if (r <= 0) {
+        if (r < 0 && errno == EINTR) continue;
+        close(fd);
+        return WS_ERANDOM;
+      }
+      p += r;
+      n -= (size_t)r;
+    }
+    close(fd);
+    return WS_OK;
+  }
+}
+#endif
+
+static int ws__random(ws_conn *c, void *buf, size_t n) {
+  struct ws__conn_priv *p = WS__P(c);
+  if (p->cb.random) {
+    int rc;
+    p->depth++;
+    rc = p->cb.random(c, buf, n, p->user);
+    p->depth--;
+    return rc == WS_OK ? WS_OK : WS_ERANDOM;
+  }
+#if WS__HAVE_OS
+  return ws__os_random(buf, n);
+#else
+  (void)buf, (void)n;
+  return WS_ERANDOM;
+#endif
+}
+
+/* see ws.h */
+void ws_config_init(ws_config *cfg, int role) {
+  WS_ASSERT(cfg != NULL);
+  memset(cfg, 0, sizeof *cfg);
+  cfg->role = role;
+  cfg->max_handshake = WS_MAX_HANDSHAKE;
+  cfg->max_headers = WS_MAX_HEADERS;
+  cfg->max_frame = WS_MAX_FRAME;
+  cfg->max_message = WS_MAX_MESSAGE;
+  cfg->max_queued = WS_MAX_QUEUED;
+  cfg->frame_size = 0;
+  cfg->stream = 0;
+  cfg->handshake_timeout_ms = WS_HANDSHAKE_TIMEOUT_MS;
+  cfg->close_timeout_ms = WS_CLOSE_TIMEOUT_MS;
+  cfg->ping_interval_ms = 0;
+  cfg->pong_timeout_ms = WS_PONG_TIMEOUT_MS;
+}
+
+/* see ws.h */
+int ws_conn_init(ws_conn *c, const ws_config *cfg, const ws_callbacks *cb,
+                 void *user) {
+  struct ws__conn_priv *p;
+  if (c == NULL || cfg == NULL ||
+      (cfg->role != WS_SERVER && cfg->role != WS_CLIENT) ||
+      cfg->max_handshake < 64 || cfg->max_handshake > 65535)
+    return WS_EINVAL;
+  p = WS__P(c);
+  memset(p, 0, sizeof *p);
+  if (cb) p->cb = *cb;
+  p->user = user;
+  p->realloc = cfg->realloc;
+  p->alloc_ctx = cfg->alloc_ctx;
+  p->max_frame = cfg->max_frame;
+  p->max_message = cfg->max_message;
+  p->max_queued = cfg->max_queued;
+  p->frame_size = cfg->frame_size;
+  p->hs_timeout = cfg->handshake_timeout_ms;
+  p->close_timeout = cfg->close_timeout_ms;
+  p->ping_interval = cfg->ping_interval_ms;
+  p->pong_timeout = cfg->pong_timeout_ms;
+  p->t_hs = p->t_close = p->t_ping = p->t_pong = WS__NONE;
+  p->role = (uint8_t)cfg->role;
+  p->stream = (uint8_t)(cfg->stream != 0);
+  p->max_handshake = (uint16_t)cfg->max_handshake;
+  p->max_headers = (uint8_t)WS__MIN(cfg->max_headers, (size_t)WS_MAX_HEADERS);
+  p->state = WS_STATE_INIT;
+  if (p->role == WS_SERVER) {
+    p->state = WS_STATE_CONNECTING;
+    p->flags |= WS__F_STARTED | WS__F_ARM_HS;
+  }
+  return WS_OK;
+}
+
+/* see ws.h */
+int ws_conn_set_buffers(ws_conn *c, void *in, size_t in_cap, void *out,
+                        size_t out_cap) {
+  struct ws__conn_priv *p;
+  if (c == NULL || in == NULL || out == NULL || in_cap < 2 * WS__IN_RESERVE ||
+      out_cap < 2 * WS__IN_RESERVE)
+    return WS_EINVAL;
+  p = WS__P(c);
+  if (p->in || p->out || p->state > WS_STATE_CONNECTING || p->rlen || p->olen)
+    return WS_ESTATE;
+  p->in = (unsigned char *)in;
+  p->in_cap = in_cap;
+  p->out = (unsigned char *)out;
+  p->out_cap = out_cap;
+  p->flags |= WS__F_FIXED;
+  return WS_OK;
+}
+
+/* Moves to CLOSED. code/err say why; on_close runs when the outermost API
+ * call returns (never inside another callback). */
+static void ws__set_closed(struct ws__conn_priv *p, int code, int err) {
+  if (p->flags & WS__F_CLOSED) return;
+  p->flags |= WS__F_CLOSED;
+  p->state = WS_STATE_CLOSED;
+  if (!(p->flags & WS__F_PEER_CODE)) p->close_code = (uint16_t)code;
+  if (err != WS_OK && p->err == WS_OK) p->err = err;
+}
+
+/* Runs owed on_close at the end of a public call. Returns rc, or
+ * WS_ECLOSED when the connection is now closed (and c may be gone). */
+static int ws__done(ws_conn *c, int rc) {
+  struct ws__conn_priv *p = WS__P(c);
+  const char *reason;
+  size_t len;
+  if (!(p->flags & WS__F_CLOSED)) return rc;
+  if (p->depth) return rc == WS_OK ? WS_ECLOSED : rc;
+  if ((p->flags & WS__F_NOTIFIED) || !(p->flags & WS__F_STARTED))
+    return WS_ECLOSED;
+  p->flags |= WS__F_NOTIFIED;
+  if (p->flags & WS__F_PEER_CODE) {
+    reason = (const char *)p->in;
+    len = p->close_len;
+  } else {
+    reason = ws_strerror(p->err);
+    len = strlen(reason);
+  }
+  if (p->cb.on_close) p->cb.on_close(c, p->close_code, reason, len, p->user);
+  return WS_ECLOSED; /* c must not be touched after on_close */
+}
+
+/* Output queue --------------------------------------------------------- */
+
+/* Makes room for n more bytes at out + olen. */
+static int ws__out_room(struct ws__conn_priv *p, size_t n) {
+  size_t need, cap;
+  unsigned char *q;
+  if (p->out_cap - p->olen >= n) return WS_OK;
+  if (p->ohead > 0) {
+    memmove(p->out, p->out + p->ohead, p->olen - p->ohead);
+    p->olen -= p->ohead;
+    p->ohead = 0;
+    if (p->out_cap - p->olen >= n) return WS_OK;
+  }
+  if (p->flags & WS__F_FIXED) return WS_EFULL;
+  need = p->olen + n;
+  if (need < n) return WS_ENOMEM;
+  cap = p->out_cap ? p->out_cap : 1024;
+  while (cap < need) cap = cap * 2 < cap ? need : cap * 2;
+  q = (unsigned char *)ws__realloc(p, p->out, cap);
+  if (q == NULL) return WS_ENOMEM;
+  p->out = q;
+  p->out_cap = cap;
+  return WS_OK;
+}
+
+static void ws__fail(ws_conn *c, int err, int code);
+
+/* Writes queued output through the write callback. */
+static int ws__flush(ws_conn *c) {
+  struct ws__conn_priv *p = WS__P(c);
+  if (p->flags & WS__F_CLOSED) return WS_OK;
+  while (p->ohead < p->olen && !(p->flags & (WS__F_CORK | WS__F_BATCH))) {
+    size_t n = 0;
+    int rc = WS_EIO;
+    if (p->cb.write) {
+      p->depth++;
+      rc = p->cb.write(c, p->out + p->ohead, p->olen - p->ohead, &n, p->user);
+      p->depth--;
+    }
+    if (rc == WS_EAGAIN || (rc == WS_OK && n == 0)) break;
+    if (rc != WS_OK || n > p->olen - p->ohead) {
+      p->err = p->err ? p->err : WS_EIO;
+      ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_EIO);
+      return WS_EIO;
+    }
+    p->ohead += n;
+  }
+  if (p->ohead == p->olen) {
+    p->ohead = p->olen = 0;
+    if (!(p->flags & WS__F_FIXED) && p->out_cap > WS_KEEP_BUFFER) {
+      ws__realloc(p, p->out, 0);
+      p->out = NULL;
+      p->out_cap = 0;
+    }
+    /* Everything is out: a failing connection, or a server whose closing
+     * handshake is complete, is done (the server closes TCP first). */
+    if ((p->flags & WS__F_FAILING) ||
+        (p->role == WS_SERVER &&
+         (p->flags & (WS__F_CLOSE_SENT | WS__F_CLOSE_RCVD)) ==
+             (WS__F_CLOSE_SENT | WS__F_CLOSE_RCVD)))
+      ws__set_closed(p, p->close_code, WS_OK);
+  }
+  return WS_OK;
+}
+
+/* Flushes unless a batch holds output; a batch that grows large is flushed
+ * anyway so one read cannot pile up unbounded replies. */
+static int ws__maybe_flush(ws_conn *c) {
+  struct ws__conn_priv *p = WS__P(c);
+  if ((p->flags & WS__F_BATCH) && p->olen - p->ohead >= WS_BATCH_FLUSH) {
+    int rc;
+    p->flags &= ~(uint32_t)WS__F_BATCH;
+    rc = ws__flush(c);
+    p->flags |= WS__F_BATCH;
+    return rc;
+  }
+  return ws__flush(c);
+}
+
+/* Appends one frame. The payload may be NULL when len is 0. */
+static int ws__queue_frame(ws_conn *c, int fin, int op, const void *data,
+                           size_t len) {
+  struct ws__conn_priv *p = WS__P(c);
+  uint8_t key[4];
+  size_t hl;
+  int rc;
+  if ((rc = ws__out_room(p, WS_FRAME_HEADER_MAX + len)) != WS_OK) return rc;
+  if (p->role == WS_CLIENT) {
+    if ((rc = ws__random(c, key, 4)) != WS_OK) return rc;
+    hl = ws_frame_write(p->out + p->olen, fin, op, len, key);
+    if (len) memcpy(p->out + p->olen + hl, data, len);
+    ws_mask(p->out + p->olen + hl, len, key, 0);
+  } else {
+    hl = ws_frame_write(p->out + p->olen, fin, op, len, NULL);
+    if (len) memcpy(p->out + p->olen + hl, data, len);
+  }
+  p->olen += hl + len;
+  return WS_OK;
+}
+
+static size_t ws__hdr_size(size_t len, int role) {
+  return (len < 126 ? 2 : len <= 0xFFFF ? 4 : 10) + (role == WS_CLIENT ? 4 : 0);
+}
+
+/* Queues a close frame (code 0: none) and marks it sent. A close frame is
+ * small and is queued past max_queued: it must not be lost. */
+static int ws__queue_close(ws_conn *c, int code, const char *reason,
+                           size_t rlen) {
+  struct ws__conn_priv *p = WS__P(c);
+  unsigned char body[WS_CONTROL_MAX];
+  size_t n = 0;
+  int rc;
+  if (code) {
+    body[0] = (unsigned char)(code >> 8);
+    body[1] = (unsigned char)code;
+    n = 2;
+    if (rlen) memcpy(body + 2, reason, rlen);
+    n += rlen;
+  }
+  p->flags |= WS__F_CLOSE_SENT | WS__F_ARM_CLOSE;
+  rc = ws__queue_frame(c, 1, WS_OP_CLOSE, body, n);
+  return rc;
+}
+
+/* Fails the connection: a close frame with `code` when one may still be
+ * sent (code 0: drop the transport at once, 1006), then CLOSED once the
+ * output is flushed. Only the first error sticks. */
+static void ws__fail(ws_conn *c, int err, int code) {
+  struct ws__conn_priv *p = WS__P(c);
+  if (p->flags & (WS__F_FAILING | WS__F_CLOSED)) return;
+  if (p->err == WS_OK) p->err = err;
+  p->flags |= WS__F_FAILING;
+  if (code && (p->state == WS_STATE_OPEN || p->state == WS_STATE_CLOSING) &&
+      !(p->flags & WS__F_CLOSE_SENT)) {
+    p->state = WS_STATE_CLOSING;
+    p->close_code = (uint16_t)code;
+    if (ws__queue_close(c, code, NULL, 0) != WS_OK)
+      ws__set_closed(p, code, err);
+    return;
+  }
+  if (!code || !(p->flags & WS__F_CLOSE_SENT)) {
+    ws__set_closed(p, code ? code : WS_CLOSE_ABNORMAL, err);
+    return;
+  }
+  /* A close frame was already sent: finish once it is flushed, reporting
+   * why this side gave up. */
+  if (!(p->flags & WS__F_PEER_CODE)) p->close_code = (uint16_t)code;
+}
+
+/* Input --------------------------------------------------------------- */
+
+/* Makes room for at least `want` bytes at in + rlen, moving live bytes to
+ * the front and growing the buffer when allowed. Returns the room (0 when a
+ * fixed buffer is full), or a negative error. */
+static long ws__in_room(struct ws__conn_priv *p, size_t want) {
+  size_t need, cap;
+  unsigned char *q;
+  if (p->in_cap - p->rlen >= want) return (long)WS__MIN(p->in_cap - p->rlen, (size_t)0x7FFFFFFF);
+  /* Squeeze out what was consumed: the bytes before the message, and the
+   * frame headers between its fragments. The peer's close reason, kept at
+   * the front for on_close, stays where it is. */
+  if (p->state >= WS_STATE_OPEN && !(p->flags & WS__F_CLOSE_RCVD) &&
+      (p->mstart > 0 || p->rpos > p->mstart + p->mlen)) {
+    if (p->mstart > 0) memmove(p->in, p->in + p->mstart, p->mlen);
+    memmove(p->in + p->mlen, p->in + p->rpos, p->rlen - p->rpos);
+    p->rlen = p->mlen + (p->rlen - p->rpos);
+    p->rpos = p->mlen;
+    p->mstart = 0;
+    if (p->in_cap - p->rlen >= want) return (long)WS__MIN(p->in_cap - p->rlen, (size_t)0x7FFFFFFF);
+  }
+  if (p->flags & WS__F_FIXED) return (long)(p->in_cap - p->rlen);
+  need = p->rlen + want;
+  cap = p->in_cap ? p->in_cap : 1024;
+  while (cap < need) cap *= 2;
+  q = (unsigned char *)ws__realloc(p, p->in, cap);
+  if (q == NULL) return WS_ENOMEM;
+  p->in = q;
+  p->in_cap = cap;
+  return (long)WS__MIN(p->in_cap - p->rlen, (size_t)0x7FFFFFFF);
+}
+
+/* How many bytes the next read should have room for. */
+static size_t ws__read_want(const struct ws__conn_priv *p) {
+  if (p->state == WS_STATE_CONNECTING) {
+    size_t base = p->role == WS_CLIENT ? p->u.cli.proto_len : 0;
+    size_t used = p->rlen - base;
+    return used > p->max_handshake ? 1 : p->max_handshake + 1 - used;
+  }
+  if (p->frame_left > WS_READ_CHUNK && !p->stream)
+    return (size_t)WS__MIN(p->frame_left, (uint64_t)(1u << 20));
+  return WS_READ_CHUNK;
+}
+
+static int ws__call_message(ws_conn *c, int op, const void *d, size_t n,
+                            int fin) {
+  struct ws__conn_priv *p = WS__P(c);
+  int rc = 0;
+  if (p->cb.on_message) {
+    p->depth++;
+    rc = p->cb.on_message(c, op, d, n, fin, p->user);
+    p->depth--;
+  }
+  if (rc < 0) {
+    ws__fail(c, WS_EAPP, WS_CLOSE_INTERNAL);
+    return WS_EAPP;
+  }
+  return WS_OK;
+}
+
+/* A whole control frame sits at in + rpos. */
+static int ws__control(ws_conn *c, const ws_frame *f, unsigned char *d) {
+  struct ws__conn_priv *p = WS__P(c);
+  size_t n = (size_t)f->len;
+  if (f->masked) ws_mask(d, n, f->mask, 0);
+  if (f->opcode == WS_OP_PING) {
+    if (p->cb.on_ping) {
+      p->depth++;
+      p->cb.on_ping(c, d, n, p->user);
+      p->depth--;
+    }
+    /* Answer unless closing; a peer that pings faster than it reads gets
+     * no more pongs once the queue is full (a later ping is answered). */
+    if (!(p->flags & (WS__F_CLOSE_SENT | WS__F_FAILING | WS__F_CLOSED)) &&
+        p->olen - p->ohead + n + 14 <= p->max_queued) {
+      int rc = ws__queue_frame(c, 1, WS_OP_PONG, d, n);
+      if (rc == WS_ENOMEM) {
+        ws__fail(c, rc, WS_CLOSE_INTERNAL);
+        return rc;
+      }
+    }
+    return WS_OK;
+  }
+  if (f->opcode == WS_OP_PONG) {
+    p->t_pong = WS__NONE;
+    if (p->cb.on_pong) {
+      p->depth++;
+      p->cb.on_pong(c, d, n, p->user);
+      p->depth--;
+    }
+    return WS_OK;
+  }
+  /* Close */
+  {
+    uint16_t code;
+    const char *reason;
+    size_t rlen;
+    int rc = ws_close_parse(d, n, &code, &reason, &rlen);
+    if (rc != WS_OK) {
+      ws__fail(c, rc, rc == WS_EUTF8 ? WS_CLOSE_INVALID_DATA : WS_CLOSE_PROTOCOL);
+      return rc;
+    }
+    /* Keep the reason at the front of the buffer for on_close. */
+    memmove(p->in, reason, rlen);
+    p->close_len = (uint8_t)rlen;
+    p->close_code = code;
+    p->flags |= WS__F_CLOSE_RCVD | WS__F_PEER_CODE | WS__F_ARM_CLOSE;
+    p->state = WS_STATE_CLOSING;
+    p->rpos = p->rlen = p->mstart = rlen;
+    p->mlen = 0;
+    if (!(p->flags & WS__F_CLOSE_SENT)) {
+      /* Echo the peer's code (none if it sent none). */
+      rc = ws__queue_close(c, code == WS_CLOSE_NO_STATUS ? 0 : code, NULL, 0);
+      if (rc != WS_OK) ws__set_closed(p, code, rc);
+    }
+    return WS_OK;
+  }
+}
+
+/* Processes frames in in[rpos..rlen). */
+static int ws__frames(ws_conn *c) {
+  struct ws__conn_priv *p = WS__P(c);
+  while (!(p->flags & (WS__F_CLOSE_RCVD | WS__F_FAILING | WS__F_CLOSED))) {
+    if (p->u.fr.op == 0) {
+      /* Between frames: parse a header. */
+      ws_frame f;
+      size_t hl;
+      int rc = ws_frame_parse(p->in + p->rpos, p->rlen - p->rpos, &f, &hl);
+      if (rc == WS_EAGAIN) break;
+      if (rc != WS_OK || f.rsv != 0 ||
+          f.masked != (p->role == WS_SERVER ? 1 : 0)) {
+        ws__fail(c, WS_EPROTO, WS_CLOSE_PROTOCOL);
+        return WS_EPROTO;
+      }
+      if (f.opcode >= 8) {
+        if (p->rlen - p->rpos < hl + f.len) break; /* whole frame first */
+        rc = ws__control(c, &f, p->in + p->rpos + hl);
+        if (rc != WS_OK) return rc;
+        if (!(p->flags & WS__F_CLOSE_RCVD)) {
+          p->rpos += hl + (size_t)f.len;
+          if (p->u.fr.msg_op == 0) p->mstart = p->rpos;
+        }
+        continue;
+      }
+      if ((f.opcode == WS_OP_CONT) != (p->u.fr.msg_op != 0)) {
+        ws__fail(c, WS_EPROTO, WS_CLOSE_PROTOCOL);
+        return WS_EPROTO;
+      }
+      if (f.opcode != WS_OP_CONT) p->msg_total = 0;
+      if (f.len > p->max_frame || f.len > p->max_message - p->msg_total ||
+          (!p->stream && (p->flags & WS__F_FIXED) &&
+           p->mlen + f.len + WS__IN_RESERVE > p->in_cap)) {
+        ws__fail(c, WS_ETOOBIG, WS_CLOSE_TOO_BIG);
+        return WS_ETOOBIG;
+      }
+      p->rpos += hl;
+      if (f.opcode != WS_OP_CONT) {
+        p->u.fr.msg_op = f.opcode;
+        p->mstart = p->rpos;
+        p->mlen = 0;
+        p->utf8_in = WS_UTF8_INIT;
+      }
+      p->u.fr.op = f.opcode == WS_OP_CONT ? 0x0F : f.opcode; /* 0: none */
+      p->u.fr.fin = f.fin;
+      memcpy(p->u.fr.key, f.mask, 4);
+      p->frame_left = f.len;
+      p->frame_off = 0;
+    }
+    /* Inside a data frame: take what payload is here. */
+    {
+      size_t avail = (size_t)WS__MIN(p->frame_left, (uint64_t)(p->rlen - p->rpos));
+      int last = (avail == p->frame_left);
+      int done = last && p->u.fr.fin;
+      unsigned char *d = p->in + p->rpos;
+      if (avail == 0 && !last) break;
+      if (p->role == WS_SERVER) ws_mask(d, avail, p->u.fr.key, p->frame_off);
+      if (p->u.fr.msg_op == WS_OP_TEXT) {
+        size_t bad;
+        if (ws_utf8_check(&p->utf8_in, d, avail, done, &bad) != WS_OK) {
+          ws__fail(c, WS_EUTF8, WS_CLOSE_INVALID_DATA);
+          return WS_EUTF8;
+        }
+      }
+      p->frame_left -= avail;
+      p->frame_off += avail;
+      p->msg_total += avail;
+      p->rpos += avail;
+      if (p->stream) {
+        /* Deliver the piece now; nothing is kept. An empty piece is only
+         * worth a call when it ends the message. */
+        int op = p->u.fr.msg_op;
+        if (last) p->u.fr.op = 0;
+        if (done) p->u.fr.msg_op = 0;
+        p->mstart = p->rpos;
+        if (avail > 0 || done) {
+          int rc = ws__call_message(c, op, d, avail, done);
+          if (rc != WS_OK) return rc;
+        }
+        continue;
+      }
+      if (p->mstart + p->mlen != (size_t)(d - p->in))
+        memmove(p->in + p->mstart + p->mlen, d, avail);
+      p->mlen += avail;
+      if (last) p->u.fr.op = 0;
+      if (done) {
+        int op = p->u.fr.msg_op, rc;
+        p->u.fr.msg_op = 0;
+        rc = ws__call_message(c, op, p->in + p->mstart, p->mlen, 1);
+        p->mstart = p->rpos;
+        p->mlen = 0;
+        if (rc != WS_OK) return rc;
+      }
+    }
+  }
+  /* Nothing pending: rewind, and give a big idle buffer back. */
+  if (p->rpos == p->rlen && p->mlen == 0 &&
+      !(p->flags & (WS__F_CLOSE_RCVD | WS__F_CLOSED))) {
+    p->rpos = p->rlen = p->mstart = 0;
+    if (!(p->flags & WS__F_FIXED) && p->in_cap > WS_KEEP_BUFFER) {
+      ws__realloc(p, p->in, 0);
+      p->in = NULL;
+      p->in_cap = 0;
+    }
+  }
+  return WS_OK;
+}
+
+static void ws__open(ws_conn *c, const char *proto, size_t plen) {
+  struct ws__conn_priv *p = WS__P(c);
+  p->state = WS_STATE_OPEN;
+  p->flags &= ~(uint32_t)WS__F_ARM_HS;
+  p->t_hs = WS__NONE;
+  if (p->ping_interval) p->flags |= WS__F_ARM_PING;
+  if (p->cb.on_open) {
+    p->depth++;
+    p->cb.on_open(c, proto, plen, p->user);
+    p->depth--;
+  }
+}
+
+/* Refuses an upgrade with an HTTP error and ends the connection. */
+static int ws__refuse(ws_conn *c, int status, int err) {
+  struct ws__conn_priv *p = WS__P(c);
+  size_t n;
+  p->err = err;
+  p->close_code = WS_CLOSE_ABNORMAL;
+  p->flags |= WS__F_FAILING;
+  if (ws__out_room(p, 160) != WS_OK ||
+      ws_http_error_write(p->out + p->olen, p->out_cap - p->olen, status, &n) !=
+          WS_OK) {
+    ws__set_closed(p, WS_CLOSE_ABNORMAL, err);
+    return err;
+  }
+  p->olen += n;
+  return err;
+}
+
+/* Server: look for a complete request and answer it. */
+static int ws__server_handshake(ws_conn *c) {
+  struct ws__conn_priv *p = WS__P(c);
+  ws_header hdrs[WS_MAX_HEADERS];
+  ws_request req;
+  ws_accept acc;
+  size_t head, consumed, n, extra = 0, i;
+  int status, rc;
+  head = ws__head_end((const char *)p->in, p->rlen, (size_t)p->frame_left);
+  p->frame_left = p->rlen; /* resume the search here next time */
+  if (head == 0 || head > p->max_handshake) {
+    if (p->rlen > p->max_handshake) return ws__refuse(c, 431, WS_EHANDSHAKE);
+    /* A bad first line fails at once, without waiting for the rest. */
+    rc = ws_request_parse(p->in, p->rlen, &req, hdrs, 0, &consumed, &status);
+    if (rc == WS_EHANDSHAKE) return ws__refuse(c, status, WS_EHANDSHAKE);
+    return WS_OK;
+  }
+  rc = ws_request_parse(p->in, head, &req, hdrs, p->max_headers, &consumed,
+                        &status);
+  if (rc != WS_OK) return ws__refuse(c, status, WS_EHANDSHAKE);
+  memset(&acc, 0, sizeof acc);
+  status = 0;
+  if (p->cb.on_handshake) {
+    p->depth++;
+    status = p->cb.on_handshake(c, &req, &acc, p->user);
+    p->depth--;
+    if (p->flags & WS__F_CLOSED) return WS_ECLOSED;
+  }
+  if (status != 0)
+    return ws__refuse(c, (status >= 400 && status <= 599) ? status : 500,
+                      WS_EREFUSED);
+  if (acc.protocol) {
+    size_t k, cnt = ws_request_protocol_count(&req), plen = strlen(acc.protocol);
+    int offered = 0;
+    for (k = 0; k < cnt; k++) {
+      const char *t;
+      size_t tl;
+      ws_request_protocol(&req, k, &t, &tl);
+      if (tl == plen && memcmp(t, acc.protocol, tl) == 0) offered = 1;
+    }
+    if (!offered) return ws__refuse(c, 500, WS_EINVAL);
+  }
+  for (i = 0; i < acc.num_headers && acc.headers; i++)
+    extra += acc.headers[i].name_len + acc.headers[i].value_len + 4;
+  if (acc.protocol) extra += strlen(acc.protocol) + 32;
+  if ((rc = ws__out_room(p, 160 + extra)) != WS_OK)
+    return ws__refuse(c, 500, rc);
+  rc = ws_response_write(p->out + p->olen, p->out_cap - p->olen, req.key,
+                         req.key_len, acc.protocol, acc.headers,
+                         acc.num_headers, &n);
+  if (rc != WS_OK) return ws__refuse(c, 500, rc);
+  p->olen += n;
+  p->rpos = p->mstart = consumed;
+  p->frame_left = 0;
+  ws__open(c, acc.protocol, acc.protocol ? strlen(acc.protocol) : 0);
+  return WS_OK;
+}
+
+/* Client: look for the server's response and check it. */
+static int ws__client_handshake(ws_conn *c) {
+  struct ws__conn_priv *p = WS__P(c);
+  ws_header hdrs[WS_MAX_HEADERS];
+  ws_response resp;
+  size_t base = p->u.cli.proto_len, head, consumed;
+  uint8_t nonce[16];
+  int rc;
+  head = ws__head_end((const char *)p->in + base, p->rlen - base, 0);
+  if (head == 0 || head > p->max_handshake) {
+    if (p->rlen - base > p->max_handshake) {
+      ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_EHANDSHAKE);
+      return WS_EHANDSHAKE;
+    }
+    rc = ws_response_parse(p->in + base, p->rlen - base, p->u.cli.nonce, NULL,
+                           0, &resp, hdrs, 0, &consumed);
+    if (rc == WS_EHANDSHAKE) {
+      ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_EHANDSHAKE);
+      return WS_EHANDSHAKE;
+    }
+    return WS_OK;
+  }
+  memcpy(nonce, p->u.cli.nonce, 16);
+  rc = ws_response_parse(p->in + base, head, nonce, (const char *)p->in, base,
+                         &resp, hdrs, p->max_headers, &consumed);
+  if (rc != WS_OK) {
+    ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_EHANDSHAKE);
+    return WS_EHANDSHAKE;
+  }
+  /* From here the union holds frame state. */
+  memset(&p->u, 0, sizeof p->u);
+  p->rpos = p->mstart = base + consumed;
+  p->frame_left = 0;
+  ws__open(c, resp.protocol, resp.protocol_len);
+  return WS_OK;
+}
+
+/* Processes whatever input is buffered. */
+static int ws__process(ws_conn *c) {
+  struct ws__conn_priv *p = WS__P(c);
+  int rc = WS_OK;
+  if (p->flags & (WS__F_FAILING | WS__F_CLOSED)) return p->err;
+  if (p->state == WS_STATE_CONNECTING) {
+    rc = p->role == WS_SERVER ? ws__server_handshake(c)
+                              : ws__client_handshake(c);
+    if (rc != WS_OK || p->state != WS_STATE_OPEN) return rc;
+  }
+  if (p->state >= WS_STATE_OPEN && !(p->flags & WS__F_CLOSE_RCVD)) {
+    if (p->flags & WS__F_CLOSED) return rc;
+    rc = ws__frames(c);
+  } else if (p->flags & WS__F_CLOSE_RCVD) {
+    p->rlen = p->rpos; /* after the peer's close, input is ignored */
+  }
+  return rc;
+}
+
+/* End of stream from the transport. */
+static void ws__eof(ws_conn *c) {
+  struct ws__conn_priv *p = WS__P(c);
+  p->flags |= WS__F_EOF;
+  if (p->flags & WS__F_CLOSE_RCVD)
+    ws__set_closed(p, p->close_code, WS_OK);
+  else
+    ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_EEOF);
+}
+
+/* see ws.h */
+int ws_conn_want_read(const ws_conn *c) {
+  const struct ws__conn_priv *p = WS__P(c);
+  if (p->state == WS_STATE_INIT || (p->flags & (WS__F_CLOSED | WS__F_FAILING)))
+    return 0;
+  if (p->role == WS_SERVER && (p->flags & WS__F_CLOSE_RCVD)) return 0;
+  return p->olen - p->ohead <= p->max_queued;
+}
+
+/* The sticky error or WS_OK, at the end of a public call. */
+static int ws__result(ws_conn *c, int rc) {
+  struct ws__conn_priv *p = WS__P(c);
+  if (rc == WS_OK && p->err != WS_OK && !(p->flags & WS__F_CLOSED))
+    rc = p->err;
+  return ws__done(c, rc);
+}
+
+/* Batch: replies queued while input is processed leave in one flush. */
+static int ws__end_batch(ws_conn *c, int rc) {
+  struct ws__conn_priv *p = WS__P(c);
+  int frc;
+  p->flags &= ~(uint32_t)WS__F_BATCH;
+  frc = ws__flush(c);
+  return ws__result(c, rc != WS_OK ? rc : frc);
+}
+
+/* see ws.h */
+int ws_conn_on_readable(ws_conn *c) {
+  struct ws__conn_priv *p;
+  int rc = WS_OK;
+  WS_ASSERT(c != NULL);
+  p = WS__P(c);
+  WS_ASSERT(p->depth == 0);
+  if (p->flags & WS__F_CLOSED) return ws__done(c, WS_ECLOSED);
+  p->flags |= WS__F_BATCH;
+  while (ws_conn_want_read(c)) {
+    size_t n = 0;
+    long room = ws__in_room(p, ws__read_want(p));
+    if (room < 0) {
+      ws__fail(c, (int)room, WS_CLOSE_INTERNAL);
+      break;
+    }
+    if (room == 0) { /* a fixed buffer that cannot take more */
+      if (p->state == WS_STATE_CONNECTING && p->role == WS_SERVER)
+        ws__refuse(c, 431, WS_EHANDSHAKE);
+      else
+        ws__fail(c, WS_ETOOBIG, WS_CLOSE_TOO_BIG);
+      break;
+    }
+    rc = WS_EIO;
+    if (p->cb.read) {
+      p->depth++;
+      rc = p->cb.read(c, p->in + p->rlen, (size_t)room, &n, p->user);
+      p->depth--;
+    }
+    if (rc == WS_EAGAIN) {
+      rc = WS_OK;
+      break;
+    }
+    if (rc != WS_OK || n > (size_t)room) {
+      ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_EIO);
+      rc = WS_EIO;
+      break;
+    }
+    if (n == 0) {
+      ws__eof(c);
+      break;
+    }
+    p->rlen += n;
+    rc = ws__process(c);
+    if (rc != WS_OK) break;
+  }
+  return ws__end_batch(c, rc);
+}
+
+/* see ws.h */
+int ws_conn_feed(ws_conn *c, const void *data, size_t len) {
+  struct ws__conn_priv *p;
+  const unsigned char *d = (const unsigned char *)data;
+  int rc = WS_OK;
+  WS_ASSERT(c != NULL);
+  p = WS__P(c);
+  WS_ASSERT(p->depth == 0);
+  if (data == NULL && len > 0) return WS_EINVAL;
+  if (p->flags & WS__F_CLOSED) return ws__done(c, WS_ECLOSED);
+  if (p->state == WS_STATE_INIT) return WS_ESTATE;
+  p->flags |= WS__F_BATCH;
+  while (len > 0 && !(p->flags & (WS__F_CLOSED | WS__F_FAILING))) {
+    size_t take;
+    long room;
+    if (p->flags & WS__F_CLOSE_RCVD) break; /* the rest is ignored */
+    room = ws__in_room(p, WS__MIN(len, WS__MAX(ws__read_want(p), (size_t)WS_READ_CHUNK)));
+    if (room < 0) {
+      ws__fail(c, (int)room, WS_CLOSE_INTERNAL);
+      break;
+    }
+    if (room == 0) {
+      if (p->state == WS_STATE_CONNECTING && p->role == WS_SERVER)
+        ws__refuse(c, 431, WS_EHANDSHAKE);
+      else
+        ws__fail(c, WS_ETOOBIG, WS_CLOSE_TOO_BIG);
+      break;
+    }
+    take = WS__MIN(len, (size_t)room);
+    memcpy(p->in + p->rlen, d, take);
+    p->rlen += take;
+    d += take;
+    len -= take;
+    rc = ws__process(c);
+    if (rc != WS_OK) break;
+  }
+  return ws__end_batch(c, rc);
+}
+
+/* see ws.h */
+int ws_conn_on_writable(ws_conn *c) {
+  WS_ASSERT(c != NULL);
+  WS_ASSERT(WS__P(c)->depth == 0);
+  if (WS__P(c)->flags & WS__F_CLOSED) return ws__done(c, WS_ECLOSED);
+  return ws__result(c, ws__flush(c));
+}
+
+/* see ws.h */
+int ws_conn_tick(ws_conn *c, uint64_t now) {
+  struct ws__conn_priv *p;
+  WS_ASSERT(c != NULL);
+  p = WS__P(c);
+  WS_ASSERT(p->depth == 0);
+  if (p->flags & WS__F_CLOSED) return ws__done(c, WS_ECLOSED);
+  p->now = now;
+  if (p->flags & WS__F_ARM_HS)
+    p->t_hs = p->hs_timeout ? now + p->hs_timeout : WS__NONE;
+  if (p->flags & WS__F_ARM_CLOSE)
+    p->t_close = p->close_timeout ? now + p->close_timeout : WS__NONE;
+  if (p->flags & WS__F_ARM_PING) p->t_ping = now + p->ping_interval;
+  p->flags &= ~(uint32_t)(WS__F_ARM_HS | WS__F_ARM_CLOSE | WS__F_ARM_PING);
+  if (p->state == WS_STATE_CONNECTING && now >= p->t_hs) {
+    ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_ETIMEDOUT);
+  } else if (p->state == WS_STATE_CLOSING || (p->flags & WS__F_FAILING)) {
+    if (p->t_close == WS__NONE && p->close_timeout)
+      p->t_close = now + p->close_timeout;
+    if (now >= p->t_close) {
+      if (p->flags & WS__F_CLOSE_RCVD)
+        ws__set_closed(p, p->close_code, WS_OK);
+      else
+        ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_ETIMEDOUT);
+    }
+  } else if (p->state == WS_STATE_OPEN) {
+    if (now >= p->t_pong) {
+      ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_ETIMEDOUT);
+    } else if (now >= p->t_ping) {
+      p->t_ping = now + p->ping_interval;
+      if (p->olen - p->ohead + 14 <= p->max_queued &&
+          ws__queue_frame(c, 1, WS_OP_PING, NULL, 0) == WS_OK) {
+        if (p->t_pong == WS__NONE && p->pong_timeout)
+          p->t_pong = now + p->pong_timeout;
+        return ws__result(c, ws__flush(c));
+      }
+    }
+  }
+  return ws__result(c, WS_OK);
+}
+
+/* see ws.h */
+uint64_t ws_conn_next_deadline(const ws_conn *c) {
+  const struct ws__conn_priv *p = WS__P(c);
+  uint64_t t = WS__NONE;
+  if (p->flags & WS__F_CLOSED) return WS__NONE;
+  if (p->flags & (WS__F_ARM_HS | WS__F_ARM_CLOSE | WS__F_ARM_PING)) return 0;
+  if (p->state == WS_STATE_CONNECTING) t = p->t_hs;
+  if (p->state == WS_STATE_CLOSING || (p->flags & WS__F_FAILING))
+    t = p->t_close == WS__NONE && p->close_timeout ? 0 : p->t_close;
+  else if (p->state == WS_STATE_OPEN)
+    t = WS__MIN(p->t_ping, p->t_pong);
+  return t;
+}
+
+/* see ws.h */
+int ws_conn_want_write(const ws_conn *c) {
+  const struct ws__conn_priv *p = WS__P(c);
+  return p->olen > p->ohead && !(p->flags & WS__F_CLOSED);
+}
+
+/* see ws.h */
+size_t ws_conn_queued(const ws_conn *c) {
+  return WS__P(c)->olen - WS__P(c)->ohead;
+}
+
+/* see ws.h */
+int ws_conn_state(const ws_conn *c) { return WS__P(c)->state; }
+
+/* see ws.h */
+int ws_conn_error(const ws_conn *c) { return WS__P(c)->err; }
+
+/* see ws.h */
+void *ws_conn_user(const ws_conn *c) { return WS__P(c)->user; }
+
+/* see ws.h */
+int ws_conn_cork(ws_conn *c, int on) {
+  struct ws__conn_priv *p = WS__P(c);
+  if (on) {
+    p->flags |= WS__F_CORK;
+    return WS_OK;
+  }
+  p->flags &= ~(uint32_t)WS__F_CORK;
+  if (p->depth) return ws__flush(c);
+  return ws__result(c, ws__flush(c));
+}
+
+/* see ws.h */
+int ws_client_start(ws_conn *c, const ws_client_opts *o) {
+  struct ws__conn_priv *p;
+  size_t n, plen;
+  long room;
+  int rc;
+  WS_ASSERT(c != NULL);
+  p = WS__P(c);
+  if (p->role != WS_CLIENT || p->state != WS_STATE_INIT) return WS_ESTATE;
+  if (o == NULL) return WS_EINVAL;
+  plen = o->protocols ? strlen(o->protocols) : 0;
+  if (plen > p->max_handshake / 2) return WS_EINVAL;
+  if ((rc = ws__random(c, p->u.cli.nonce, 16)) != WS_OK) return rc;
+  if ((rc = ws__out_room(p, 256 + plen + strlen(o->host ? o->host : "") +
+                                strlen(o->path ? o->path : "") +
+                                strlen(o->origin ? o->origin : ""))) != WS_OK)
+    return rc;
+  rc = ws_client_request_write(p->out + p->olen, p->out_cap - p->olen, o,
+                               p->u.cli.nonce, &n);
+  if (rc == WS_ENOSPC) {
+    size_t i, extra = 0;
+    for (i = 0; i < o->num_headers && o->headers; i++)
+      extra += o->headers[i].name_len + o->headers[i].value_len + 4;
+    if ((rc = ws__out_room(p, p->out_cap - p->olen + extra)) != WS_OK)
+      return rc;
+    rc = ws_client_request_write(p->out + p->olen, p->out_cap - p->olen, o,
+                                 p->u.cli.nonce, &n);
+  }
+  if (rc != WS_OK) return rc;
+  /* The offered subprotocols stay at the front of the input buffer until
+   * the response has been checked against them. */
+  room = ws__in_room(p, plen + WS_READ_CHUNK);
+  if (room < 0) return (int)room;
+  if ((size_t)room < plen + 1) return WS_EFULL;
+  if (plen) memcpy(p->in, o->protocols, plen);
+  p->u.cli.proto_len = (uint16_t)plen;
+  p->rpos = p->rlen = p->mstart = plen;
+  p->olen += n;
+  p->state = WS_STATE_CONNECTING;
+  p->flags |= WS__F_STARTED | WS__F_ARM_HS;
+  return ws__result(c, ws__flush(c));
+}
+
+/* Queues data frames for one send: the whole of it, or nothing. */
+static int ws__send_data(ws_conn *c, int op, const void *data, size_t len,
+                         int fin) {
+  struct ws__conn_priv *p = WS__P(c);
+  const unsigned char *d = (const unsigned char *)data;
+  size_t fs = p->frame_size ? p->frame_size : (len ? len : 1);
+  size_t frames = len ? (len + fs - 1) / fs : 1;
+  size_t total = len + frames * ws__hdr_size(WS__MIN(fs, len), p->role);
+  size_t olen = p->olen, i;
+  int rc;
+  if (total < len || p->olen - p->ohead + total > p->max_queued)
+    return WS_EFULL;
+  /* Room for the worst case up front, so the frames below neither move
+   * the queue nor fail half-way for want of space. */
+  if ((rc = ws__out_room(p, len + frames * WS_FRAME_HEADER_MAX)) != WS_OK)
+    return rc;
+  for (i = 0; i < frames; i++) {
+    size_t n = WS__MIN(fs, len - i * fs);
+    if (!len) n = 0;
+    rc = ws__queue_frame(c, fin && i + 1 == frames, i == 0 ? op : WS_OP_CONT,
+                         d + i * fs, n);
+    if (rc != WS_OK) {
+      p->olen = olen; /* all or nothing */
+      return rc;
+    }
+  }
+  return WS_OK;
+}
+
+static int ws__can_send(const struct ws__conn_priv *p) {
+  if (p->state != WS_STATE_OPEN ||
+      (p->flags & (WS__F_CLOSE_SENT | WS__F_FAILING | WS__F_CLOSED)))
+    return p->state == WS_STATE_CLOSED ? WS_ECLOSED : WS_ESTATE;
+  return WS_OK;
+}
+
+static int ws__send_end(ws_conn *c, int rc) {
+  if (rc != WS_OK) return rc;
+  rc = ws__maybe_flush(c);
+  if (WS__P(c)->depth) return rc;
+  return ws__result(c, rc);
+}
+
+/* see ws.h */
+int ws_send(ws_conn *c, int op, const void *data, size_t len) {
+  struct ws__conn_priv *p;
+  int rc;
+  WS_ASSERT(c != NULL);
+  p = WS__P(c);
+  if ((op != WS_OP_TEXT && op != WS_OP_BINARY) || (data == NULL && len > 0))
+    return WS_EINVAL;
+  if ((rc = ws__can_send(p)) != WS_OK) return rc;
+  if (p->send_op) return WS_ESTATE; /* a fragmented send is open */
+  if (op == WS_OP_TEXT) {
+    uint32_t st = WS_UTF8_INIT;
+    if (ws_utf8_check(&st, data, len, 1, NULL) != WS_OK) return WS_EUTF8;
+  }
+  return ws__send_end(c, ws__send_data(c, op, data, len, 1));
+}
+
+/* see ws.h */
+int ws_send_fragment(ws_conn *c, int op, const void *data, size_t len,
+                     int fin) {
+  struct ws__conn_priv *p;
+  uint32_t st;
+  int rc, frame_op, msg_op;
+  WS_ASSERT(c != NULL);
+  p = WS__P(c);
+  if (data == NULL && len > 0) return WS_EINVAL;
+  if ((rc = ws__can_send(p)) != WS_OK) return rc;
+  msg_op = p->send_op; /* the open fragmented send's opcode, or 0 */
+  if (msg_op == 0) {
+    if (op != WS_OP_TEXT && op != WS_OP_BINARY) return WS_EINVAL;
+    msg_op = op;
+    frame_op = op;
+    st = WS_UTF8_INIT;
+  } else {
+    if (op != WS_OP_CONT && op != msg_op) return WS_EINVAL;
+    frame_op = WS_OP_CONT;
+    st = p->utf8_out;
+  }
+  if (msg_op == WS_OP_TEXT && ws_utf8_check(&st, data, len, fin, NULL) != WS_OK)
+    return WS_EUTF8;
+  rc = ws__send_data(c, frame_op, data, len, fin);
+  if (rc == WS_OK) {
+    p->utf8_out = st;
+    p->send_op = (uint8_t)(fin ? 0 : msg_op);
+  }
+  return ws__send_end(c, rc);
+}
+
+static int ws__send_control(ws_conn *c, int op, const void *data, size_t len) {
+  struct ws__conn_priv *p;
+  int rc;
+  WS_ASSERT(c != NULL);
+  p = WS__P(c);
+  if (len > WS_CONTROL_MAX || (data == NULL && len > 0)) return WS_EINVAL;
+  if ((rc = ws__can_send(p)) != WS_OK) return rc;
+  if (p->olen - p->ohead + len + WS_FRAME_HEADER_MAX > p->max_queued)
+    return WS_EFULL;
+  return ws__send_end(c, ws__queue_frame(c, 1, op, data, len));
+}
+
+/* see ws.h */
+int ws_ping(ws_conn *c, const void *data, size_t len) {
+  return ws__send_control(c, WS_OP_PING, data, len);
+}
+
+/* see ws.h */
+int ws_pong(ws_conn *c, const void *data, size_t len) {
+  return ws__send_control(c, WS_OP_PONG, data, len);
+}
+
+/* see ws.h */
+int ws_close(ws_conn *c, int code, const char *reason, size_t reason_len) {
+  struct ws__conn_priv *p;
+  uint32_t st = WS_UTF8_INIT;
+  int rc;
+  WS_ASSERT(c != NULL);
+  p = WS__P(c);
+  if ((code != 0 && !ws_close_code_valid((unsigned)code)) ||
+      (code == 0 && reason_len > 0) || reason_len > WS_CONTROL_MAX - 2 ||
+      (reason == NULL && reason_len > 0) ||
+      ws_utf8_check(&st, reason, reason_len, 1, NULL) != WS_OK)
+    return WS_EINVAL;
+  if ((rc = ws__can_send(p)) != WS_OK) return rc;
+  p->state = WS_STATE_CLOSING;
+  rc = ws__queue_close(c, code, reason, reason_len);
+  if (rc != WS_OK) {
+    ws__set_closed(p, WS_CLOSE_ABNORMAL, rc);
+    if (p->depth) return rc;
+    return ws__done(c, rc);
+  }
+  return ws__send_end(c, WS_OK);
+}
+
+/* see ws.h */
+void ws_conn_free(ws_conn *c) {
+  struct ws__conn_priv *p;
+  int notify;
+  ws_callbacks cb;
+  void *user;
+  if (c == NULL) return;
+  p = WS__P(c);
+  WS_ASSERT(p->depth == 0);
+  notify = (p->flags & WS__F_STARTED) && !(p->flags & WS__F_NOTIFIED);
+  p->flags |= WS__F_NOTIFIED | WS__F_CLOSED;
+  p->state = WS_STATE_CLOSED;
+  if (!(p->flags & WS__F_FIXED)) {
+    if (p->in) ws__realloc(p, p->in, 0);
+    if (p->out) ws__realloc(p, p->out, 0);
+  }
+  p->in = p->out = NULL;
+  p->in_cap = p->out_cap = p->rlen = p->rpos = p->olen = p->ohead = 0;
+  cb = p->cb;
+  user = p->user;
+  if (notify && cb.on_close) {
+    const char *r = "aborted";
+    cb.on_close(c, WS_CLOSE_ABNORMAL, r, strlen(r), user);
+  }
+}
