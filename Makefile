@@ -1,0 +1,102 @@
+# ws - build, test and check. Plain make; no generation step.
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+WARN     = -std=c99 -Wall -Wextra -Wpedantic -Werror
+CPPFLAGS = -Iinclude
+PREFIX  ?= /usr/local
+BUILD    = build
+SAN      = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+
+EXAMPLES = echo_server echo_client
+TESTS    = test_codec test_conn
+ARM_CC  ?= arm-none-eabi-gcc
+
+.PHONY: all test test-plain test-asan test-valgrind test-conformance check \
+        check-api check-configs size install clean run
+
+all: $(BUILD)/libws.a $(BUILD)/libws.so $(EXAMPLES:%=$(BUILD)/%)
+
+$(BUILD):
+	@mkdir -p $(BUILD)
+
+$(BUILD)/ws.o: src/ws.c include/ws.h | $(BUILD)
+	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) -c src/ws.c -o $@
+
+$(BUILD)/ws.pic.o: src/ws.c include/ws.h | $(BUILD)
+	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) -fPIC -c src/ws.c -o $@
+
+$(BUILD)/libws.a: $(BUILD)/ws.o
+	$(AR) rcs $@ $^
+
+$(BUILD)/libws.so: $(BUILD)/ws.pic.o
+	$(CC) -shared -o $@ $^
+
+$(BUILD)/%: examples/%.c $(BUILD)/libws.a
+	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) $< $(BUILD)/libws.a -o $@
+
+# Tests include src/ws.c to reach its statics.
+$(BUILD)/test_%: tests/test_%.c tests/t.h src/ws.c include/ws.h | $(BUILD)
+	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) $< -o $@
+
+$(BUILD)/asan/test_%: tests/test_%.c tests/t.h src/ws.c include/ws.h | $(BUILD)
+	@mkdir -p $(BUILD)/asan
+	$(CC) $(WARN) -O1 -g $(SAN) $(CPPFLAGS) $< -o $@
+
+# make test: every test with the default build, then under ASan+UBSan, then
+# under valgrind where installed, then the protocol conformance suite
+# against the examples. tests/run.sh prints the grand total last.
+test: all $(TESTS:%=$(BUILD)/%) $(TESTS:%=$(BUILD)/asan/%)
+	@sh tests/run.sh $(BUILD) "$(TESTS)"
+
+test-conformance: all
+	@sh tests/run.sh $(BUILD) "" conformance-only
+
+check: test check-api check-configs
+
+# Every global symbol ws.o defines starts with ws_.
+check-api: $(BUILD)/ws.o
+	@bad=$$(nm -g --defined-only $(BUILD)/ws.o | awk '{print $$3}' | grep -v '^ws_' || true); \
+	if [ -n "$$bad" ]; then echo "check-api: symbols without the ws_ prefix:"; echo "$$bad"; exit 1; fi; \
+	echo "check-api: ok ($$(nm -g --defined-only $(BUILD)/ws.o | wc -l) symbols, all ws_)"
+
+# Warning-free with gcc and clang in several configurations, and ws.h as C++.
+check-configs: | $(BUILD)
+	@set -e; for cc in gcc clang; do \
+	  for defs in "" "-DWS_NO_MALLOC" "-DWS_NO_LOOP" "-DWS_NO_OS -DWS_NO_MALLOC" "-O2" "-O0 -DNDEBUG"; do \
+	    echo "  $$cc $$defs"; \
+	    $$cc -std=c99 -Wall -Wextra -Wpedantic -Werror -Wshadow -Wconversion -Wno-sign-conversion $$defs -Iinclude -c src/ws.c -o $(BUILD)/cfg.o; \
+	  done; \
+	  echo '#include "ws.h"' > $(BUILD)/cxx.cc; echo 'int main() { ws_conn c; return (int)sizeof c > 0 ? 0 : 1; }' >> $(BUILD)/cxx.cc; \
+	  cxx=$$( [ $$cc = gcc ] && echo g++ || echo clang++ ); \
+	  echo "  $$cxx ws.h as C++"; \
+	  $$cxx -std=c++11 -Wall -Wextra -Wpedantic -Werror -Iinclude -c $(BUILD)/cxx.cc -o $(BUILD)/cxx.o; \
+	done; echo "check-configs: ok"
+
+# Footprint of the core for a Cortex-M4: no OS headers, no malloc, no loop.
+size: | $(BUILD)
+	@if ! command -v $(ARM_CC) >/dev/null 2>&1; then \
+	  echo "size: $(ARM_CC) not installed; skipped (apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi)"; exit 0; fi; \
+	$(ARM_CC) -mcpu=cortex-m4 -mthumb -Os -ffunction-sections -fdata-sections -std=c99 \
+	  -Wall -Wextra -Wpedantic -Werror -DWS_NO_LOOP -DWS_NO_MALLOC -Iinclude -c src/ws.c -o $(BUILD)/ws-m4.o && \
+	printf '#include "ws.h"\nchar ws_sizeof_conn[sizeof(ws_conn)];\n' > $(BUILD)/sz.c && \
+	$(ARM_CC) -mcpu=cortex-m4 -mthumb -Iinclude -c $(BUILD)/sz.c -o $(BUILD)/sz.o && \
+	arm-none-eabi-size $(BUILD)/ws-m4.o && \
+	echo "sizeof(ws_conn) on Cortex-M4: $$((0x$$(arm-none-eabi-nm -S $(BUILD)/sz.o | awk '{print $$2}'))) bytes"
+
+$(BUILD)/ws.pc: Makefile | $(BUILD)
+	@printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: ws\nDescription: Embeddable WebSocket (RFC 6455) library\nVersion: %s\nLibs: -L$${libdir} -lws\nCflags: -I$${includedir}\n' \
+	  "$(PREFIX)" "$$(sed -n 's/^#define WS_VERSION_\(MAJOR\|MINOR\|PATCH\) \([0-9]*\)/\2/p' include/ws.h | paste -sd.)" > $(BUILD)/ws.pc
+
+install: all $(BUILD)/ws.pc
+	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 644 include/ws.h $(DESTDIR)$(PREFIX)/include/ws.h
+	install -m 644 $(BUILD)/libws.a $(DESTDIR)$(PREFIX)/lib/libws.a
+	install -m 755 $(BUILD)/libws.so $(DESTDIR)$(PREFIX)/lib/libws.so
+	install -m 644 $(BUILD)/ws.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/ws.pc
+
+run: $(BUILD)/echo_server
+	@echo "echo server on ws://127.0.0.1:9001/"
+	$(BUILD)/echo_server -p 9001
+
+clean:
+	rm -rf $(BUILD)

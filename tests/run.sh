@@ -1,0 +1,54 @@
+#!/bin/sh
+# Runs the test binaries in every mode and prints the grand total last:
+#   sh tests/run.sh BUILD_DIR "test_a test_b" [conformance-only]
+# Each suite prints "name: N passed, M failed"; a suite that crashes or
+# exits non-zero without failures counts as one failure.
+build=$1
+tests=$2
+only=$3
+passed=0
+failed=0
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
+run() { # label, command...
+  label=$1; shift
+  echo "== $label"
+  "$@" >"$log" 2>&1
+  rc=$?
+  grep -v '^ok ' "$log"
+  line=$(grep -E '[0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1)
+  p=$(echo "$line" | sed -n 's/.*[^0-9]\{0,1\}\([0-9][0-9]*\) passed, \([0-9][0-9]*\) failed.*/\1/p')
+  f=$(echo "$line" | sed -n 's/.* passed, \([0-9][0-9]*\) failed.*/\1/p')
+  [ -n "$p" ] || p=0
+  [ -n "$f" ] || f=0
+  if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+    echo "$label: exited with status $rc"
+    f=1
+  fi
+  passed=$((passed + p))
+  failed=$((failed + f))
+}
+
+if [ "$only" != conformance-only ]; then
+  for t in $tests; do run "$t" "$build/$t"; done
+  for t in $tests; do
+    run "$t (asan+ubsan)" env ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+      UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 "$build/asan/$t"
+  done
+  if command -v valgrind >/dev/null 2>&1; then
+    for t in $tests; do
+      run "$t (valgrind)" valgrind -q --error-exitcode=99 --leak-check=full \
+        --errors-for-leak-kinds=definite "$build/$t"
+    done
+  else
+    echo "== valgrind not installed: valgrind runs skipped"
+  fi
+fi
+
+if [ -f tests/conformance/run.sh ]; then
+  run "conformance" sh tests/conformance/run.sh "$build"
+fi
+
+echo "total: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

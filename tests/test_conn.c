@@ -1,0 +1,1513 @@
+/*
+ * test_conn.c - layer 1: ws_conn as server and as client.
+ *
+ * Two tools carry most tests:
+ * - scripts: raw bytes for one connection, run in every input mode (all at
+ *   once, one byte at a time, cut at every offset, pulled through the read
+ *   callback) and every output mode (whole writes, one byte per write,
+ *   would-block in between). Every mode must give the same events and the
+ *   same output bytes as the first.
+ * - pairs: a server ws_conn and a client ws_conn joined by memory pipes, for
+ *   the conformance run through every category.
+ */
+#include "../src/ws.c"
+#include "t.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+/* ---------------------------------------------------------------------
+ * Byte buffers and a counting allocator
+ * ------------------------------------------------------------------- */
+
+typedef struct buf {
+  unsigned char *d;
+  size_t len, cap, off; /* off: read position */
+} buf;
+
+static void buf_put(buf *b, const void *p, size_t n) {
+  if (b->len + n > b->cap) {
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + n) cap *= 2;
+    b->d = (unsigned char *)realloc(b->d, cap);
+    if (b->d == NULL) abort();
+    b->cap = cap;
+  }
+  if (n) memcpy(b->d + b->len, p, n);
+  b->len += n;
+}
+
+static void buf_puts(buf *b, const char *s) { buf_put(b, s, strlen(s)); }
+
+static void buf_printf(buf *b, const char *fmt, ...) {
+  char tmp[512];
+  va_list ap;
+  int n;
+  va_start(ap, fmt);
+  n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+  va_end(ap);
+  buf_put(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
+}
+
+/* The buffer as a C string (NUL kept just past len). */
+static const char *cstr(buf *b) {
+  buf_put(b, "", 1);
+  b->len--;
+  return (const char *)b->d;
+}
+
+static void buf_free(buf *b) {
+  free(b->d);
+  memset(b, 0, sizeof *b);
+}
+
+static int buf_eq(const buf *a, const buf *b) {
+  return a->len == b->len && (a->len == 0 || memcmp(a->d, b->d, a->len) == 0);
+}
+
+typedef struct counting_alloc {
+  long live, calls, fail_at; /* fail_at: fail the n-th call (1-based), 0: never */
+  size_t peak_size;
+} counting_alloc;
+
+static void *counting_realloc(void *ptr, size_t n, void *ctx) {
+  counting_alloc *a = (counting_alloc *)ctx;
+  void *q;
+  a->calls++;
+  if (n == 0) {
+    if (ptr) a->live--;
+    free(ptr);
+    return NULL;
+  }
+  if (a->fail_at && a->calls == a->fail_at) return NULL;
+  q = realloc(ptr, n);
+  if (q && !ptr) a->live++;
+  if (n > a->peak_size) a->peak_size = n;
+  return q;
+}
+
+/* ---------------------------------------------------------------------
+ * An endpoint: one ws_conn over memory, recording what happens
+ * ------------------------------------------------------------------- */
+
+typedef struct endpoint {
+  ws_conn c;
+  buf *rx;          /* bytes the read callback hands out */
+  buf *tx;          /* bytes the write callback took */
+  size_t read_max;  /* most bytes per read (0: all) */
+  size_t write_max; /* most bytes per write (0: all) */
+  int write_block;  /* 1: every other write call would block */
+  int write_fail;   /* 1: writes fail */
+  int eof;          /* rx exhausted: report end of stream (else would-block) */
+  unsigned block_toggle;
+  buf log;          /* events, one per line */
+  int closes, close_code, opened;
+  int refuse;              /* on_handshake returns this */
+  const char *pick;        /* subprotocol to choose */
+  ws_header extra[2];
+  size_t n_extra;
+  int echo;                /* echo messages back */
+  int close_on_msg;        /* ws_close(1000) on the first message */
+  unsigned rnd;            /* deterministic random source state */
+  size_t pieces;           /* stream mode: pieces seen */
+  unsigned long hash;      /* FNV-1a of streamed bytes */
+  buf msg;                 /* stream mode: the reassembled message */
+  int free_on_close;
+} endpoint;
+
+static unsigned long fnv(const void *p, size_t n) {
+  const unsigned char *s = (const unsigned char *)p;
+  unsigned long h = 2166136261ul;
+  size_t i;
+  for (i = 0; i < n; i++) h = (h ^ s[i]) * 16777619ul;
+  return h & 0xFFFFFFFFul;
+}
+
+static int ep_read(ws_conn *c, void *b, size_t cap, size_t *n, void *user) {
+  endpoint *e = (endpoint *)user;
+  size_t avail = e->rx->len - e->rx->off;
+  (void)c;
+  if (avail == 0) {
+    *n = 0;
+    return e->eof ? WS_OK : WS_EAGAIN;
+  }
+  if (e->read_max && avail > e->read_max) avail = e->read_max;
+  if (avail > cap) avail = cap;
+  memcpy(b, e->rx->d + e->rx->off, avail);
+  e->rx->off += avail;
+  *n = avail;
+  return WS_OK;
+}
+
+static int ep_write(ws_conn *c, const void *b, size_t len, size_t *n,
+                    void *user) {
+  endpoint *e = (endpoint *)user;
+  (void)c;
+  if (e->write_fail) return WS_EIO;
+  if (e->write_block && (e->block_toggle++ & 1) == 0) return WS_EAGAIN;
+  if (e->write_max && len > e->write_max) len = e->write_max;
+  buf_put(e->tx, b, len);
+  *n = len;
+  return WS_OK;
+}
+
+static int ep_random(ws_conn *c, void *b, size_t n, void *user) {
+  endpoint *e = (endpoint *)user;
+  unsigned char *p = (unsigned char *)b;
+  size_t i;
+  (void)c;
+  for (i = 0; i < n; i++) {
+    e->rnd = e->rnd * 1103515245u + 12345u;
+    p[i] = (unsigned char)(e->rnd >> 16);
+  }
+  return WS_OK;
+}
+
+static int ep_handshake(ws_conn *c, const ws_request *req, ws_accept *acc,
+                        void *user) {
+  endpoint *e = (endpoint *)user;
+  (void)c;
+  buf_printf(&e->log, "handshake %.*s protos=%u\n", (int)req->path_len,
+             req->path, (unsigned)ws_request_protocol_count(req));
+  if (e->refuse) return e->refuse;
+  acc->protocol = e->pick;
+  acc->headers = e->n_extra ? e->extra : NULL;
+  acc->num_headers = e->n_extra;
+  return 0;
+}
+
+static void ep_open(ws_conn *c, const char *proto, size_t plen, void *user) {
+  endpoint *e = (endpoint *)user;
+  (void)c;
+  e->opened++;
+  buf_printf(&e->log, "open %.*s\n", (int)plen, proto ? proto : "");
+}
+
+static int ep_message(ws_conn *c, int op, const void *d, size_t n, int fin,
+                      void *user) {
+  endpoint *e = (endpoint *)user;
+  if (ws_conn_user(c) != user) buf_puts(&e->log, "bad user pointer\n");
+  if (WS__P(c)->stream) {
+    /* Pieces vary with input chunking; log the reassembled message. */
+    buf_put(&e->msg, d, n);
+    e->pieces++;
+    if (!fin) return 0;
+    d = e->msg.d;
+    n = e->msg.len;
+  }
+  buf_printf(&e->log, "msg %d %lu %08lx\n", op, (unsigned long)n, fnv(d, n));
+  if (e->echo) ws_send(c, op, d, n);
+  if (e->close_on_msg) ws_close(c, 1000, "done", 4);
+  e->msg.len = 0;
+  return 0;
+}
+
+static void ep_ping(ws_conn *c, const void *d, size_t n, void *user) {
+  endpoint *e = (endpoint *)user;
+  (void)c;
+  buf_printf(&e->log, "ping %lu %.*s\n", (unsigned long)n, (int)n,
+             (const char *)d);
+}
+
+static void ep_pong(ws_conn *c, const void *d, size_t n, void *user) {
+  endpoint *e = (endpoint *)user;
+  (void)c;
+  buf_printf(&e->log, "pong %lu %.*s\n", (unsigned long)n, (int)n,
+             (const char *)d);
+}
+
+static void ep_close(ws_conn *c, int code, const char *r, size_t n,
+                     void *user) {
+  endpoint *e = (endpoint *)user;
+  e->closes++;
+  e->close_code = code;
+  buf_printf(&e->log, "close %d %.*s\n", code, (int)n, r);
+  if (e->free_on_close) ws_conn_free(c);
+}
+
+static const ws_callbacks ep_callbacks = {ep_read,      ep_write,   ep_random,
+                                          ep_handshake, ep_open,    ep_message,
+                                          ep_ping,      ep_pong,    ep_close};
+
+static void ep_init(endpoint *e, const ws_config *cfg, buf *rx, buf *tx) {
+  memset(e, 0, sizeof *e);
+  e->rx = rx;
+  e->tx = tx;
+  e->rnd = 12345;
+  CHECK_INT(ws_conn_init(&e->c, cfg, &ep_callbacks, e), WS_OK);
+}
+
+static void ep_free(endpoint *e) {
+  ws_conn_free(&e->c);
+  buf_free(&e->log);
+  buf_free(&e->msg);
+}
+
+/* Flushes until the output is out or the writer makes no progress. */
+static void ep_drain(endpoint *e) {
+  int i;
+  for (i = 0; i < 1000000 && ws_conn_want_write(&e->c); i++) {
+    size_t before = ws_conn_queued(&e->c), tx = e->tx->len;
+    ws_conn_on_writable(&e->c);
+    if (ws_conn_state(&e->c) == WS_STATE_CLOSED) break;
+    if (ws_conn_queued(&e->c) == before && e->tx->len == tx && !e->write_block)
+      break;
+  }
+}
+
+/* ---------------------------------------------------------------------
+ * Building raw input
+ * ------------------------------------------------------------------- */
+
+static const char *REQ =
+    "GET /chat?room=1 HTTP/1.1\r\n"
+    "Host: server.example.com\r\n"
+    "Upgrade: websocket\r\n"
+    "Connection: Upgrade\r\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    "Origin: http://example.com\r\n"
+    "Sec-WebSocket-Protocol: chat, superchat\r\n"
+    "Sec-WebSocket-Version: 13\r\n"
+    "\r\n";
+
+/* A frame as a client would send it (masked with a fixed key) or as a
+ * server would (unmasked). */
+static void add_frame_ex(buf *b, int b0, uint64_t len, const void *data,
+                         size_t dlen, int masked) {
+  static const uint8_t key[4] = {0x37, 0xfa, 0x21, 0x3d};
+  unsigned char h[14];
+  size_t hl = ws_frame_write(h, 1, 1, len, masked ? key : NULL);
+  size_t at;
+  h[0] = (unsigned char)b0; /* raw first byte: fin, rsv, opcode */
+  buf_put(b, h, hl);
+  at = b->len;
+  buf_put(b, data, dlen);
+  if (masked) ws_mask(b->d + at, dlen, key, 0);
+}
+
+static void add_frame(buf *b, int fin, int op, const void *d, size_t n,
+                      int masked) {
+  add_frame_ex(b, (fin ? 0x80 : 0) | op, n, d, n, masked);
+}
+
+static void cframe(buf *b, int fin, int op, const char *s) {
+  add_frame(b, fin, op, s, strlen(s), 1);
+}
+
+static void add_close(buf *b, int code, const char *reason, int masked) {
+  unsigned char p[125];
+  size_t n = 0;
+  if (code >= 0) {
+    p[0] = (unsigned char)(code >> 8);
+    p[1] = (unsigned char)code;
+    n = 2;
+    if (reason) {
+      memcpy(p + 2, reason, strlen(reason));
+      n += strlen(reason);
+    }
+  }
+  add_frame(b, 1, WS_OP_CLOSE, p, n, masked);
+}
+
+/* The close code in the last close frame of a server's output (after its
+ * HTTP response), -1 if none, 0 if it had no code. */
+static int out_close_code(const buf *tx, int masked_expected) {
+  const unsigned char *p = tx->d;
+  size_t len = tx->len, off;
+  int code = -1;
+  off = 0;
+  if (len >= 4 && (memcmp(p, "HTTP", 4) == 0 || memcmp(p, "GET ", 4) == 0)) {
+    size_t i;
+    for (i = 0; i + 3 < len; i++)
+      if (memcmp(p + i, "\r\n\r\n", 4) == 0) break;
+    off = i + 4;
+  }
+  while (off < len) {
+    ws_frame f;
+    size_t hl;
+    if (ws_frame_parse(p + off, len - off, &f, &hl) != WS_OK) return -2;
+    if (f.masked != masked_expected) return -3;
+    if (f.opcode == WS_OP_CLOSE) {
+      unsigned char d[125];
+      memcpy(d, p + off + hl, (size_t)f.len);
+      if (f.masked) ws_mask(d, (size_t)f.len, f.mask, 0);
+      code = f.len >= 2 ? (d[0] << 8 | d[1]) : 0;
+    }
+    off += hl + (size_t)f.len;
+  }
+  return code;
+}
+
+/* ---------------------------------------------------------------------
+ * Scripts: one server connection, every input and output mode
+ * ------------------------------------------------------------------- */
+
+enum { IN_ALL, IN_BYTES, IN_READ1, IN_READ7, IN_SPLIT, IN__N };
+enum { OUT_ALL, OUT_BYTE, OUT_BLOCK, OUT__N };
+
+typedef struct run_result {
+  buf log, tx;
+  int closes, state;
+  size_t queued;
+} run_result;
+
+typedef void (*cfg_fn)(ws_config *cfg);
+
+/* Runs `in` through a fresh server connection. split: the cut offset for
+ * IN_SPLIT. eof: end of stream after the input. */
+static void run_script(const buf *in, int inmode, int outmode, size_t split,
+                       int eof, cfg_fn tweak, run_result *r) {
+  ws_config cfg;
+  endpoint e;
+  buf rx = {0}, tx = {0};
+  size_t i;
+  ws_config_init(&cfg, WS_SERVER);
+  if (tweak) tweak(&cfg);
+  ep_init(&e, &cfg, &rx, &tx);
+  e.pick = "chat";
+  e.write_max = outmode == OUT_BYTE ? 1 : outmode == OUT_BLOCK ? 3 : 0;
+  e.write_block = outmode == OUT_BLOCK;
+  switch (inmode) {
+    case IN_ALL:
+      ws_conn_feed(&e.c, in->d, in->len);
+      break;
+    case IN_BYTES:
+      for (i = 0; i < in->len; i++) {
+        ws_conn_feed(&e.c, in->d + i, 1);
+        if (outmode != OUT_ALL) ep_drain(&e);
+      }
+      break;
+    case IN_SPLIT:
+      ws_conn_feed(&e.c, in->d, split);
+      ws_conn_feed(&e.c, in->d + split, in->len - split);
+      break;
+    default:
+      buf_put(&rx, in->d, in->len);
+      e.read_max = inmode == IN_READ1 ? 1 : 7;
+      for (i = 0; i < 4 * in->len + 10 && ws_conn_want_read(&e.c) &&
+                  rx.off < rx.len;
+           i++) {
+        ws_conn_on_readable(&e.c);
+        ep_drain(&e);
+      }
+      break;
+  }
+  ep_drain(&e);
+  if (eof && ws_conn_state(&e.c) != WS_STATE_CLOSED) {
+    e.eof = 1;
+    rx.off = rx.len;
+    ws_conn_on_readable(&e.c);
+  }
+  r->closes = e.closes;
+  r->state = ws_conn_state(&e.c);
+  r->queued = ws_conn_queued(&e.c);
+  r->log = e.log;
+  memset(&e.log, 0, sizeof e.log);
+  r->tx = tx;
+  ep_free(&e);
+  buf_free(&rx);
+}
+
+static void result_free(run_result *r) {
+  buf_free(&r->log);
+  buf_free(&r->tx);
+}
+
+/* Runs a script in every mode; checks all agree with the first, then
+ * checks the expectations on it: `expect` lines must all appear in the log
+ * in order, `close_code` is the code of the close frame the server sent
+ * (-1: none). Returns nothing; records checks. */
+static void script(const char *name, const buf *in, const char *expect,
+                   int close_code, int eof, cfg_fn tweak) {
+  run_result ref, r;
+  int im, om;
+  size_t cut;
+  const char *at;
+  run_script(in, IN_ALL, OUT_ALL, 0, eof, tweak, &ref);
+  /* Expectations on the reference run. */
+  at = (const char *)ref.log.d;
+  buf_put(&ref.log, "", 1); /* NUL for strstr */
+  ref.log.len--;
+  at = (const char *)ref.log.d;
+  {
+    const char *e = expect;
+    while (e && *e) {
+      const char *nl = strchr(e, '\n');
+      size_t n = nl ? (size_t)(nl - e) : strlen(e);
+      char line[256];
+      const char *hit;
+      memcpy(line, e, n);
+      line[n] = '\0';
+      hit = at ? strstr(at, line) : NULL;
+      if (!CHECK(hit != NULL))
+        printf("    %s: expected \"%s\" in log:\n%s\n", name, line,
+               ref.log.d ? (const char *)ref.log.d : "");
+      else
+        at = hit + n;
+      e += n + (nl ? 1 : 0);
+    }
+  }
+  if (!CHECK(ref.closes <= 1)) printf("    %s: %d closes\n", name, ref.closes);
+  {
+    int got = out_close_code(&ref.tx, 0);
+    if (close_code != -9) {
+      CHECK_INT(got, close_code);
+      if (got != close_code) printf("    in script %s\n", name);
+    }
+  }
+  /* Every other mode agrees. */
+  for (im = 0; im < IN__N; im++) {
+    for (om = 0; om < OUT__N; om++) {
+      if (im == IN_SPLIT) continue;
+      if ((im == IN_BYTES || im == IN_READ1) && in->len > 300000) continue;
+      if (im == IN_ALL && om == OUT_ALL) continue;
+      run_script(in, im, om, 0, eof, tweak, &r);
+      if (!CHECK(buf_eq(&r.log, &ref.log) && buf_eq(&r.tx, &ref.tx) &&
+                 r.closes == ref.closes))
+        printf("    %s: mode in=%d out=%d differs:\n%.*s\n--- ref:\n%.*s\n", name,
+               im, om, (int)r.log.len, (const char *)r.log.d, (int)ref.log.len,
+               (const char *)ref.log.d);
+      result_free(&r);
+    }
+  }
+  if (in->len <= 4096) {
+    for (cut = 1; cut < in->len; cut++) {
+      run_script(in, IN_SPLIT, OUT_ALL, cut, eof, tweak, &r);
+      if (!CHECK(buf_eq(&r.log, &ref.log) && buf_eq(&r.tx, &ref.tx)))
+        printf("    %s: cut at %lu differs\n", name, (unsigned long)cut);
+      result_free(&r);
+    }
+  }
+  result_free(&ref);
+}
+
+/* ---------------------------------------------------------------------
+ * Server scripts: the protocol rules
+ * ------------------------------------------------------------------- */
+
+static void test_server_basic(void) {
+  buf in = {0};
+  unsigned char big[70000];
+  size_t i;
+  for (i = 0; i < sizeof big; i++) big[i] = (unsigned char)(i * 7);
+  buf_puts(&in, REQ);
+  cframe(&in, 1, WS_OP_TEXT, "Hello");
+  add_frame(&in, 1, WS_OP_BINARY, big, 0, 1);
+  add_frame(&in, 1, WS_OP_BINARY, big, 125, 1);
+  add_frame(&in, 1, WS_OP_BINARY, big, 126, 1);
+  add_frame(&in, 1, WS_OP_BINARY, big, 127, 1);
+  add_frame(&in, 1, WS_OP_BINARY, big, 65535, 1);
+  add_frame(&in, 1, WS_OP_BINARY, big, 65536, 1);
+  add_close(&in, 1000, "bye", 1);
+  {
+    char expect[1024];
+    snprintf(expect, sizeof expect,
+             "handshake /chat?room=1 protos=2\nopen chat\nmsg 1 5 %08lx\n"
+             "msg 2 0 %08lx\nmsg 2 125 %08lx\nmsg 2 126 %08lx\n"
+             "msg 2 127 %08lx\nmsg 2 65535 %08lx\nmsg 2 65536 %08lx\n"
+             "close 1000 bye\n",
+             fnv("Hello", 5), fnv(big, 0), fnv(big, 125), fnv(big, 126),
+             fnv(big, 127), fnv(big, 65535), fnv(big, 65536));
+    script("basic", &in, expect, 1000, 0, NULL);
+  }
+  buf_free(&in);
+}
+
+static void test_server_fragments(void) {
+  buf in = {0};
+  char expect[256];
+  buf_puts(&in, REQ);
+  cframe(&in, 0, WS_OP_TEXT, "Hel");
+  cframe(&in, 1, WS_OP_PING, "p1");
+  cframe(&in, 0, WS_OP_CONT, "");
+  cframe(&in, 1, WS_OP_PONG, "p2");
+  cframe(&in, 1, WS_OP_CONT, "lo");
+  cframe(&in, 0, WS_OP_BINARY, "ab");
+  cframe(&in, 1, WS_OP_CONT, "c");
+  snprintf(expect, sizeof expect,
+           "open chat\nping 2 p1\npong 2 p2\nmsg 1 5 %08lx\nmsg 2 3 %08lx\n",
+           fnv("Hello", 5), fnv("abc", 3));
+  script("fragments", &in, expect, -1, 0, NULL);
+  buf_free(&in);
+}
+
+static void test_server_pong_reply(void) {
+  /* The automatic pong carries the ping's payload, unmasked. */
+  buf in = {0};
+  run_result r;
+  const unsigned char want[] = {0x8A, 0x05, 'H', 'e', 'l', 'l', 'o'};
+  buf_puts(&in, REQ);
+  cframe(&in, 1, WS_OP_PING, "Hello");
+  run_script(&in, IN_ALL, OUT_ALL, 0, 0, NULL, &r);
+  CHECK(r.tx.len >= sizeof want &&
+        memcmp(r.tx.d + r.tx.len - sizeof want, want, sizeof want) == 0);
+  result_free(&r);
+  script("ping", &in, "ping 5 Hello\n", -1, 0, NULL);
+  buf_free(&in);
+}
+
+typedef struct bad_case {
+  const char *name;
+  int b0;        /* first byte */
+  const char *payload;
+  int masked;
+  int code;      /* expected close code */
+} bad_case;
+
+static void test_server_protocol_errors(void) {
+  static const bad_case cases[] = {
+      {"rsv1 text", 0x80 | 0x40 | 1, "x", 1, 1002},
+      {"rsv2 binary", 0x80 | 0x20 | 2, "x", 1, 1002},
+      {"rsv3 ping", 0x80 | 0x10 | 9, "x", 1, 1002},
+      {"opcode 3", 0x83, "", 1, 1002},
+      {"opcode 7", 0x87, "", 1, 1002},
+      {"opcode 11", 0x8B, "", 1, 1002},
+      {"opcode 15", 0x8F, "", 1, 1002},
+      {"fragmented ping", 0x09, "x", 1, 1002},
+      {"fragmented close", 0x08, "", 1, 1002},
+      {"continuation without start", 0x80, "x", 1, 1002},
+      {"unmasked client frame", 0x81, "hello", 0, 1002},
+      {"invalid utf-8", 0x81, "\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80", 1, 1007},
+      {"close 1 byte", 0x88, "\x03", 1, 1002},
+      {"close code 999", 0x88, "\x03\xe7", 1, 1002},
+      {"close code 1005", 0x88, "\x03\xed", 1, 1002},
+      {"close code 1006", 0x88, "\x03\xee", 1, 1002},
+      {"close code 1015", 0x88, "\x03\xf7", 1, 1002},
+      {"close code 2999", 0x88, "\x0b\xb7", 1, 1002},
+      {"close code 5000", 0x88, "\x13\x88", 1, 1002},
+      {"close reason utf-8", 0x88, "\x03\xe8\xff", 1, 1007},
+  };
+  size_t i;
+  for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    buf in = {0};
+    char expect[64];
+    buf_puts(&in, REQ);
+    cframe(&in, 1, WS_OP_TEXT, "before"); /* delivered before the error */
+    add_frame_ex(&in, cases[i].b0, strlen(cases[i].payload), cases[i].payload,
+                 strlen(cases[i].payload), cases[i].masked);
+    cframe(&in, 1, WS_OP_TEXT, "after"); /* never delivered */
+    snprintf(expect, sizeof expect, "msg 1 6 %08lx\nclose %d", fnv("before", 6),
+             cases[i].code);
+    script(cases[i].name, &in, expect, cases[i].code, 0, NULL);
+    {
+      run_result r;
+      run_script(&in, IN_ALL, OUT_ALL, 0, 0, NULL, &r);
+      CHECK(strstr(cstr(&r.log), "msg 1 5") == NULL);
+      CHECK_INT(r.state, WS_STATE_CLOSED); /* server closes TCP first */
+      CHECK_INT(r.closes, 1);
+      result_free(&r);
+    }
+    buf_free(&in);
+  }
+}
+
+static void test_server_fragment_rules(void) {
+  buf in = {0};
+  /* A new data frame inside a fragmented message. */
+  buf_puts(&in, REQ);
+  cframe(&in, 0, WS_OP_TEXT, "a");
+  cframe(&in, 1, WS_OP_TEXT, "b");
+  script("text inside fragmented", &in, "close 1002", 1002, 0, NULL);
+  in.len = 0;
+  /* A control frame longer than 125 bytes. */
+  {
+    char p[126];
+    memset(p, 'x', sizeof p);
+    buf_puts(&in, REQ);
+    add_frame(&in, 1, WS_OP_PING, p, sizeof p, 1);
+    script("ping 126", &in, "close 1002", 1002, 0, NULL);
+  }
+  in.len = 0;
+  /* A 64-bit length with the top bit set: rejected on its third byte. */
+  buf_puts(&in, REQ);
+  buf_put(&in, "\x82\xff\x80\x00\x00\x00\x00\x00\x00\x00", 10);
+  script("length top bit", &in, "close 1002", 1002, 0, NULL);
+  in.len = 0;
+  /* Non-minimal lengths. */
+  buf_puts(&in, REQ);
+  buf_put(&in, "\x82\xfe\x00\x05", 4);
+  script("non-minimal 16", &in, "close 1002", 1002, 0, NULL);
+  buf_free(&in);
+}
+
+static void test_server_utf8_fail_fast(void) {
+  /* The invalid byte arrives in a non-final fragment: 1007 at once, before
+   * the message could complete. */
+  buf in = {0};
+  buf_puts(&in, REQ);
+  cframe(&in, 0, WS_OP_TEXT, "\xce\xba\xe1\xbd\xb9");
+  cframe(&in, 0, WS_OP_CONT, "\xcf\x83\xce\xbc\xce\xb5\xf4\x90");
+  script("utf8 fail fast", &in, "close 1007", 1007, 0, NULL);
+  /* Truncated sequence at the end of the message. */
+  in.len = 0;
+  buf_puts(&in, REQ);
+  cframe(&in, 0, WS_OP_TEXT, "ok");
+  cframe(&in, 1, WS_OP_CONT, "\xe2\x82");
+  script("utf8 truncated", &in, "close 1007", 1007, 0, NULL);
+  /* Valid text split inside a code point across fragments. */
+  in.len = 0;
+  buf_puts(&in, REQ);
+  cframe(&in, 0, WS_OP_TEXT, "\xe2");
+  cframe(&in, 0, WS_OP_CONT, "\x82");
+  cframe(&in, 1, WS_OP_CONT, "\xac");
+  {
+    char expect[64];
+    snprintf(expect, sizeof expect, "msg 1 3 %08lx\n", fnv("\xe2\x82\xac", 3));
+    script("utf8 across fragments", &in, expect, -1, 0, NULL);
+  }
+  buf_free(&in);
+}
+
+static void limits_small(ws_config *cfg) {
+  cfg->max_message = 1000;
+  cfg->max_frame = 600;
+}
+
+static void test_server_limits(void) {
+  buf in = {0};
+  char p[1001];
+  memset(p, 'a', sizeof p);
+  /* Frame over max_frame: 1009 from the header alone. */
+  buf_puts(&in, REQ);
+  add_frame_ex(&in, 0x82, 601, p, 0, 1);
+  script("frame over limit", &in, "close 1009", 1009, 0, limits_small);
+  /* Message over max_message across fragments. */
+  in.len = 0;
+  buf_puts(&in, REQ);
+  add_frame(&in, 0, WS_OP_BINARY, p, 500, 1);
+  add_frame(&in, 1, WS_OP_CONT, p, 501, 1);
+  script("message over limit", &in, "close 1009", 1009, 0, limits_small);
+  /* Exactly at the limit is fine. */
+  in.len = 0;
+  buf_puts(&in, REQ);
+  add_frame(&in, 0, WS_OP_BINARY, p, 500, 1);
+  add_frame(&in, 1, WS_OP_CONT, p, 500, 1);
+  script("message at limit", &in, "msg 2 1000", -1, 0, limits_small);
+  /* A frame announcing 2^62 bytes with default limits: refused at the
+   * header, nothing allocated for it. */
+  in.len = 0;
+  buf_puts(&in, REQ);
+  buf_put(&in, "\x82\xff\x40\x00\x00\x00\x00\x00\x00\x00\x01\x02\x03\x04", 14);
+  script("2^62 frame", &in, "close 1009", 1009, 0, NULL);
+  buf_free(&in);
+}
+
+static void test_server_close_handshake(void) {
+  buf in = {0};
+  /* Close without code: echoed without code. */
+  buf_puts(&in, REQ);
+  add_close(&in, -1, NULL, 1);
+  cframe(&in, 1, WS_OP_TEXT, "ignored after close");
+  script("close no code", &in, "open chat\nclose 1005 \n", 0, 0, NULL);
+  /* Valid codes are echoed. */
+  {
+    static const int codes[] = {1000, 1001, 1002, 1003, 1007, 1008, 1009,
+                                1010, 1011, 1012, 1013, 1014, 3000, 3999, 4000, 4999};
+    size_t i;
+    for (i = 0; i < sizeof codes / sizeof codes[0]; i++) {
+      char expect[64];
+      in.len = 0;
+      buf_puts(&in, REQ);
+      add_close(&in, codes[i], "why", 1);
+      snprintf(expect, sizeof expect, "close %d why\n", codes[i]);
+      script("close code", &in, expect, codes[i], 0, NULL);
+    }
+  }
+  /* EOF without a close frame: 1006, no close frame sent. */
+  in.len = 0;
+  buf_puts(&in, REQ);
+  cframe(&in, 1, WS_OP_TEXT, "x");
+  script("eof", &in, "close 1006", -1, 1, NULL);
+  buf_free(&in);
+}
+
+static void test_server_handshake_errors(void) {
+  static const struct {
+    const char *req, *status;
+  } cases[] = {
+      {"POST / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+       "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+       "HTTP/1.1 400 "},
+      {"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+       "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n",
+       "HTTP/1.1 426 Upgrade Required\r\nSec-WebSocket-Version: 13\r\n"},
+      {"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+       "Sec-WebSocket-Key: c2hvcnQ=\r\nSec-WebSocket-Version: 13\r\n\r\n",
+       "HTTP/1.1 400 "},
+      {"\x16\x03\x01\x02\x00\x01", "HTTP/1.1 400 "},
+  };
+  size_t i;
+  for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    buf in = {0};
+    run_result r;
+    buf_puts(&in, cases[i].req);
+    script("handshake error", &in, "close 1006", -1, 0, NULL);
+    run_script(&in, IN_ALL, OUT_ALL, 0, 0, NULL, &r);
+    CHECK(r.tx.len >= strlen(cases[i].status) &&
+          memcmp(r.tx.d, cases[i].status, strlen(cases[i].status)) == 0);
+    CHECK_INT(r.state, WS_STATE_CLOSED);
+    result_free(&r);
+    buf_free(&in);
+  }
+}
+
+static void hs_small(ws_config *cfg) { cfg->max_handshake = 512; }
+
+static void test_server_oversized_handshake(void) {
+  /* A head over max_handshake gets 431 as soon as the limit is crossed,
+   * without waiting for (or buffering) the rest. */
+  buf in = {0};
+  run_result r;
+  int i;
+  buf_puts(&in, "GET / HTTP/1.1\r\nHost: a\r\n");
+  for (i = 0; i < 100; i++) buf_puts(&in, "X-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
+  run_script(&in, IN_ALL, OUT_ALL, 0, 0, hs_small, &r);
+  CHECK(r.tx.len > 12 && memcmp(r.tx.d, "HTTP/1.1 431", 12) == 0);
+  CHECK_INT(r.state, WS_STATE_CLOSED);
+  result_free(&r);
+  run_script(&in, IN_READ7, OUT_ALL, 0, 0, hs_small, &r);
+  CHECK(r.tx.len > 12 && memcmp(r.tx.d, "HTTP/1.1 431", 12) == 0);
+  result_free(&r);
+  buf_free(&in);
+}
+
+/* ---------------------------------------------------------------------
+ * Server: application decisions, buffers, allocation
+ * ------------------------------------------------------------------- */
+
+static void test_server_refuse_and_headers(void) {
+  ws_config cfg;
+  endpoint e;
+  buf rx = {0}, tx = {0};
+  ws_config_init(&cfg, WS_SERVER);
+  ep_init(&e, &cfg, &rx, &tx);
+  e.refuse = 403;
+  ws_conn_feed(&e.c, REQ, strlen(REQ));
+  CHECK(tx.len > 12 && memcmp(tx.d, "HTTP/1.1 403 Forbidden\r\n", 24) == 0);
+  CHECK_INT(ws_conn_state(&e.c), WS_STATE_CLOSED);
+  CHECK_INT(e.closes, 1);
+  CHECK_INT(e.opened, 0);
+  ep_free(&e);
+  CHECK_INT(e.closes, 1); /* free after close: no second on_close */
+  buf_free(&tx);
+
+  ep_init(&e, &cfg, &rx, &tx);
+  e.pick = "superchat";
+  e.extra[0].name = "X-Server";
+  e.extra[0].name_len = 8;
+  e.extra[0].value = "ws";
+  e.extra[0].value_len = 2;
+  e.n_extra = 1;
+  ws_conn_feed(&e.c, REQ, strlen(REQ));
+  buf_put(&tx, "", 1);
+  CHECK(strstr((const char *)tx.d, "Sec-WebSocket-Protocol: superchat\r\n") != NULL);
+  CHECK(strstr((const char *)tx.d, "X-Server: ws\r\n") != NULL);
+  CHECK(strstr((const char *)tx.d, "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n") != NULL);
+  CHECK_INT(ws_conn_state(&e.c), WS_STATE_OPEN);
+  ep_free(&e);
+  CHECK_INT(e.closes, 1); /* freeing an open connection aborts it: 1006 */
+  CHECK_INT(e.close_code, 1006);
+  buf_free(&tx);
+
+  /* Choosing a protocol that was not offered is refused (500). */
+  ep_init(&e, &cfg, &rx, &tx);
+  e.pick = "nope";
+  ws_conn_feed(&e.c, REQ, strlen(REQ));
+  CHECK(tx.len > 12 && memcmp(tx.d, "HTTP/1.1 500", 12) == 0);
+  ep_free(&e);
+  buf_free(&tx);
+
+  /* A header value with CR/LF is refused (500), never sent. */
+  ep_init(&e, &cfg, &rx, &tx);
+  e.extra[0].name = "X-Bad";
+  e.extra[0].name_len = 5;
+  e.extra[0].value = "a\r\nSet-Cookie: x";
+  e.extra[0].value_len = 16;
+  e.n_extra = 1;
+  ws_conn_feed(&e.c, REQ, strlen(REQ));
+  CHECK(tx.len > 12 && memcmp(tx.d, "HTTP/1.1 500", 12) == 0);
+  ep_free(&e);
+  buf_free(&tx);
+  buf_free(&rx);
+}
+
+static void test_fixed_buffers(void) {
+  /* Fixed buffers: no allocation at all, messages up to in_cap - 256. */
+  ws_config cfg;
+  endpoint e;
+  buf rx = {0}, tx = {0}, in = {0};
+  counting_alloc a = {0, 0, 0, 0};
+  static unsigned char ibuf[1024 + 256], obuf[2048];
+  char p[1025];
+  memset(p, 'q', sizeof p);
+  ws_config_init(&cfg, WS_SERVER);
+  cfg.realloc = counting_realloc;
+  cfg.alloc_ctx = &a;
+  ep_init(&e, &cfg, &rx, &tx);
+  CHECK_INT(ws_conn_set_buffers(&e.c, ibuf, sizeof ibuf, obuf, sizeof obuf), WS_OK);
+  e.echo = 1;
+  buf_puts(&in, REQ);
+  add_frame(&in, 1, WS_OP_BINARY, p, 1024, 1);
+  add_frame(&in, 0, WS_OP_BINARY, p, 500, 1);
+  add_frame(&in, 1, WS_OP_PING, p, 100, 1);
+  add_frame(&in, 1, WS_OP_CONT, p, 524, 1);
+  add_frame(&in, 1, WS_OP_BINARY, p, 1025, 1);
+  buf_put(&rx, in.d, in.len);
+  e.read_max = 100;
+  while (rx.off < rx.len && ws_conn_want_read(&e.c)) {
+    ws_conn_on_readable(&e.c);
+    ep_drain(&e);
+  }
+  buf_put(&e.log, "", 1);
+  CHECK(strstr(cstr(&e.log), "msg 2 1024") != NULL);
+  CHECK(strstr(cstr(&e.log), "close 1009") != NULL);
+  CHECK_INT(out_close_code(&tx, 0), 1009);
+  CHECK_INT(a.calls, 0);
+  ep_free(&e);
+  CHECK_INT(a.calls, 0);
+  /* An echo that does not fit the fixed out buffer is refused. */
+  buf_free(&tx);
+  buf_free(&rx);
+  buf_free(&in);
+  {
+    endpoint s;
+    unsigned char big[3000];
+    memset(big, 1, sizeof big);
+    ws_config_init(&cfg, WS_SERVER);
+    ep_init(&s, &cfg, &rx, &tx);
+    CHECK_INT(ws_conn_set_buffers(&s.c, ibuf, sizeof ibuf, obuf, sizeof obuf), WS_OK);
+    ws_conn_feed(&s.c, REQ, strlen(REQ));
+    CHECK_INT(ws_send(&s.c, WS_OP_BINARY, big, sizeof big), WS_EFULL);
+    CHECK_INT(ws_send(&s.c, WS_OP_BINARY, big, 1000), WS_OK);
+    ep_free(&s);
+    buf_free(&tx);
+  }
+  CHECK_INT(ws_conn_set_buffers(&e.c, ibuf, 100, obuf, sizeof obuf), WS_EINVAL);
+}
+
+static void test_alloc_hook_and_failures(void) {
+  /* Every allocation goes through the hook; all are released by
+   * ws_conn_free; failing the k-th allocation never crashes or leaks and
+   * ends in exactly one on_close. */
+  buf in = {0};
+  unsigned char big[100000];
+  long k, total;
+  memset(big, 'z', sizeof big);
+  buf_puts(&in, REQ);
+  add_frame(&in, 0, WS_OP_TEXT, big, 50000, 1);
+  add_frame(&in, 1, WS_OP_CONT, big, 50000, 1);
+  cframe(&in, 1, WS_OP_PING, "x");
+  {
+    ws_config cfg;
+    endpoint e;
+    buf rx = {0}, tx = {0};
+    counting_alloc a = {0, 0, 0, 0};
+    ws_config_init(&cfg, WS_SERVER);
+    cfg.realloc = counting_realloc;
+    cfg.alloc_ctx = &a;
+    ep_init(&e, &cfg, &rx, &tx);
+    e.echo = 1;
+    ws_conn_feed(&e.c, in.d, in.len);
+    CHECK(a.calls > 0);
+    CHECK(a.live > 0);
+    buf_put(&e.log, "", 1);
+    CHECK(strstr(cstr(&e.log), "msg 1 100000") != NULL);
+    ep_free(&e);
+    CHECK_INT(a.live, 0);
+    total = a.calls;
+    buf_free(&tx);
+  }
+  for (k = 1; k <= total; k++) {
+    ws_config cfg;
+    endpoint e;
+    buf rx = {0}, tx = {0};
+    counting_alloc a = {0, 0, 0, 0};
+    a.fail_at = k;
+    ws_config_init(&cfg, WS_SERVER);
+    cfg.realloc = counting_realloc;
+    cfg.alloc_ctx = &a;
+    ep_init(&e, &cfg, &rx, &tx);
+    e.echo = 1;
+    ws_conn_feed(&e.c, in.d, in.len);
+    ep_drain(&e);
+    ep_free(&e);
+    CHECK_INT(e.closes, 1);
+    CHECK_INT(a.live, 0);
+    buf_free(&tx);
+  }
+  buf_free(&in);
+}
+
+static void test_backpressure(void) {
+  ws_config cfg;
+  endpoint e;
+  buf rx = {0}, tx = {0}, in = {0};
+  char p[600];
+  int i, rc;
+  memset(p, 'b', sizeof p);
+  ws_config_init(&cfg, WS_SERVER);
+  cfg.max_queued = 2000;
+  ep_init(&e, &cfg, &rx, &tx);
+  ws_conn_feed(&e.c, REQ, strlen(REQ));
+  e.write_block = 1;
+  e.write_max = 0;
+  /* Blocked writer: sends fill the queue to its limit, then WS_EFULL,
+   * and nothing partial is queued. */
+  e.block_toggle = 0;
+  {
+    size_t before;
+    for (i = 0; i < 10; i++) {
+      e.block_toggle = 0; /* keep the writer blocked */
+      before = ws_conn_queued(&e.c);
+      rc = ws_send(&e.c, WS_OP_BINARY, p, sizeof p);
+      if (rc != WS_OK) break;
+    }
+    CHECK_INT(rc, WS_EFULL);
+    CHECK_INT(ws_conn_queued(&e.c), before);
+    CHECK(ws_conn_queued(&e.c) <= 2000);
+    CHECK(ws_conn_want_write(&e.c));
+  }
+  /* A ping flood while blocked: pongs stop at the limit; the server stops
+   * reading while over it. */
+  for (i = 0; i < 1000; i++) cframe(&in, 1, WS_OP_PING, "0123456789");
+  e.block_toggle = 0;
+  ws_conn_feed(&e.c, in.d, in.len);
+  CHECK(ws_conn_queued(&e.c) <= 2000 + 14 + 10);
+  CHECK_INT(ws_conn_state(&e.c), WS_STATE_OPEN);
+  /* Draining empties the queue; sends work again. */
+  e.write_block = 0;
+  ws_conn_on_writable(&e.c);
+  CHECK_INT(ws_conn_queued(&e.c), 0);
+  CHECK(!ws_conn_want_write(&e.c));
+  CHECK_INT(ws_send(&e.c, WS_OP_BINARY, p, sizeof p), WS_OK);
+  ep_free(&e);
+  buf_free(&tx);
+  buf_free(&in);
+}
+
+static void test_empty_fragment_flood(void) {
+  /* 200,000 empty fragments: bounded memory, one message at the end. */
+  ws_config cfg;
+  endpoint e;
+  buf rx = {0}, tx = {0}, in = {0};
+  counting_alloc a = {0, 0, 0, 0};
+  int i;
+  ws_config_init(&cfg, WS_SERVER);
+  cfg.realloc = counting_realloc;
+  cfg.alloc_ctx = &a;
+  ep_init(&e, &cfg, &rx, &tx);
+  ws_conn_feed(&e.c, REQ, strlen(REQ));
+  cframe(&in, 0, WS_OP_TEXT, "a");
+  for (i = 0; i < 200000; i++) cframe(&in, 0, WS_OP_CONT, "");
+  cframe(&in, 1, WS_OP_CONT, "b");
+  for (i = 0; (size_t)i < in.len; i += 4096)
+    ws_conn_feed(&e.c, in.d + i, WS__MIN((size_t)4096, in.len - (size_t)i));
+  buf_put(&e.log, "", 1);
+  CHECK(strstr(cstr(&e.log), "msg 1 2 ") != NULL);
+  CHECK(a.peak_size <= 64 * 1024);
+  ep_free(&e);
+  buf_free(&in);
+  buf_free(&tx);
+}
+
+static void stream_cfg(ws_config *cfg) {
+  cfg->stream = 1;
+  cfg->max_message = 64u << 20;
+}
+
+static void test_stream_mode(void) {
+  /* Streamed: a 1 MiB message arrives in pieces through a small buffer;
+   * the reassembled bytes match. */
+  buf in = {0};
+  unsigned char *big = (unsigned char *)malloc(1 << 20);
+  char expect[64];
+  size_t i;
+  for (i = 0; i < (1u << 20); i++) big[i] = (unsigned char)(i ^ (i >> 8));
+  buf_puts(&in, REQ);
+  add_frame(&in, 0, WS_OP_BINARY, big, 300000, 1);
+  add_frame(&in, 1, WS_OP_CONT, big + 300000, (1 << 20) - 300000, 1);
+  snprintf(expect, sizeof expect, "msg 2 1048576 %08lx\n", fnv(big, 1 << 20));
+  script("stream", &in, expect, -1, 0, stream_cfg);
+  {
+    ws_config cfg;
+    endpoint e;
+    buf rx = {0}, tx = {0};
+    counting_alloc a = {0, 0, 0, 0};
+    ws_config_init(&cfg, WS_SERVER);
+    stream_cfg(&cfg);
+    cfg.realloc = counting_realloc;
+    cfg.alloc_ctx = &a;
+    ep_init(&e, &cfg, &rx, &tx);
+    for (i = 0; i < in.len; i += 1000)
+      ws_conn_feed(&e.c, in.d + i, WS__MIN((size_t)1000, in.len - i));
+    CHECK(e.pieces > 100);          /* really streamed */
+    CHECK(a.peak_size <= 16 * 1024); /* never held the message */
+    ep_free(&e);
+    buf_free(&tx);
+  }
+  free(big);
+  buf_free(&in);
+}
+
+/* ---------------------------------------------------------------------
+ * Timers
+ * ------------------------------------------------------------------- */
+
+static void test_timers(void) {
+  ws_config cfg;
+  endpoint e;
+  buf rx = {0}, tx = {0}, in = {0};
+  /* Handshake timeout. */
+  ws_config_init(&cfg, WS_SERVER);
+  ep_init(&e, &cfg, &rx, &tx);
+  CHECK_INT(ws_conn_next_deadline(&e.c), 0); /* arm now */
+  ws_conn_tick(&e.c, 1000);
+  CHECK_INT(ws_conn_next_deadline(&e.c), 11000);
+  ws_conn_feed(&e.c, "GET / HT", 8);
+  ws_conn_tick(&e.c, 10999);
+  CHECK_INT(ws_conn_state(&e.c), WS_STATE_CONNECTING);
+  CHECK_INT(ws_conn_tick(&e.c, 11000), WS_ECLOSED);
+  CHECK_INT(e.closes, 1);
+  CHECK_INT(e.close_code, 1006);
+  CHECK_INT(ws_conn_error(&e.c), WS_ETIMEDOUT);
+  ep_free(&e);
+
+  /* Keepalive: ping every 1000 ms; a pong in time keeps it open; none
+   * within pong_timeout closes it. */
+  ws_config_init(&cfg, WS_SERVER);
+  cfg.ping_interval_ms = 1000;
+  cfg.pong_timeout_ms = 500;
+  ep_init(&e, &cfg, &rx, &tx);
+  ws_conn_tick(&e.c, 0);
+  ws_conn_feed(&e.c, REQ, strlen(REQ));
+  CHECK_INT(ws_conn_next_deadline(&e.c), 0);
+  ws_conn_tick(&e.c, 100);
+  CHECK_INT(ws_conn_next_deadline(&e.c), 1100);
+  tx.len = 0;
+  ws_conn_tick(&e.c, 1100);
+  CHECK(tx.len == 2 && tx.d[0] == 0x89 && tx.d[1] == 0); /* empty ping */
+  CHECK_INT(ws_conn_next_deadline(&e.c), 1600);
+  cframe(&in, 1, WS_OP_PONG, "");
+  ws_conn_feed(&e.c, in.d, in.len);
+  CHECK_INT(ws_conn_next_deadline(&e.c), 2100);
+  ws_conn_tick(&e.c, 2100);
+  CHECK_INT(ws_conn_next_deadline(&e.c), 2600);
+  ws_conn_tick(&e.c, 2599);
+  CHECK_INT(ws_conn_state(&e.c), WS_STATE_OPEN);
+  ws_conn_tick(&e.c, 2600);
+  CHECK_INT(ws_conn_state(&e.c), WS_STATE_CLOSED);
+  CHECK_INT(e.close_code, 1006);
+  ep_free(&e);
+  buf_free(&tx);
+
+  /* Close timeout: the peer never answers our close. */
+  ws_config_init(&cfg, WS_SERVER);
+  ep_init(&e, &cfg, &rx, &tx);
+  ws_conn_feed(&e.c, REQ, strlen(REQ));
+  ws_conn_tick(&e.c, 0);
+  CHECK_INT(ws_close(&e.c, 1001, "going", 5), WS_OK);
+  CHECK_INT(ws_conn_state(&e.c), WS_STATE_CLOSING);
+  CHECK_INT(ws_send(&e.c, WS_OP_TEXT, "x", 1), WS_ESTATE); /* no data after close */
+  CHECK_INT(ws_conn_next_deadline(&e.c), 0);
+  ws_conn_tick(&e.c, 50);
+  CHECK_INT(ws_conn_next_deadline(&e.c), 5050);
+  ws_conn_tick(&e.c, 5050);
+  CHECK_INT(ws_conn_state(&e.c), WS_STATE_CLOSED);
+  CHECK_INT(e.closes, 1);
+  CHECK_INT(e.close_code, 1006);
+  ep_free(&e);
+  buf_free(&tx);
+  buf_free(&in);
+}
+
+/* ---------------------------------------------------------------------
+ * Pairs: a server and a client over memory
+ * ------------------------------------------------------------------- */
+
+typedef struct pair {
+  endpoint s, cl;
+  buf s2c, c2s;
+} pair;
+
+static void pair_pump(pair *p) {
+  int i;
+  for (i = 0; i < 100000; i++) {
+    size_t a = p->s2c.off, b = p->c2s.off, c = p->s2c.len, d = p->c2s.len;
+    if (ws_conn_state(&p->s.c) != WS_STATE_CLOSED) {
+      ws_conn_on_readable(&p->s.c);
+      if (ws_conn_state(&p->s.c) != WS_STATE_CLOSED) ws_conn_on_writable(&p->s.c);
+    }
+    if (ws_conn_state(&p->cl.c) != WS_STATE_CLOSED) {
+      ws_conn_on_readable(&p->cl.c);
+      if (ws_conn_state(&p->cl.c) != WS_STATE_CLOSED) ws_conn_on_writable(&p->cl.c);
+    }
+    if (a == p->s2c.off && b == p->c2s.off && c == p->s2c.len && d == p->c2s.len)
+      break;
+  }
+}
+
+static void pair_init(pair *p, const char *protos, cfg_fn tweak) {
+  ws_config cfg;
+  ws_client_opts o;
+  memset(p, 0, sizeof *p);
+  ws_config_init(&cfg, WS_SERVER);
+  if (tweak) tweak(&cfg);
+  ep_init(&p->s, &cfg, &p->c2s, &p->s2c);
+  ws_config_init(&cfg, WS_CLIENT);
+  if (tweak) tweak(&cfg);
+  cfg.role = WS_CLIENT;
+  ep_init(&p->cl, &cfg, &p->s2c, &p->c2s);
+  p->s.pick = "chat";
+  memset(&o, 0, sizeof o);
+  o.host = "127.0.0.1:9001";
+  o.path = "/x";
+  o.protocols = protos;
+  CHECK_INT(ws_client_start(&p->cl.c, &o), WS_OK);
+  pair_pump(p);
+}
+
+static void pair_free(pair *p) {
+  ep_free(&p->s);
+  ep_free(&p->cl);
+  buf_free(&p->s2c);
+  buf_free(&p->c2s);
+}
+
+static void test_pair_handshake(void) {
+  pair p;
+  pair_init(&p, "superchat, chat", NULL);
+  CHECK_INT(ws_conn_state(&p.s.c), WS_STATE_OPEN);
+  CHECK_INT(ws_conn_state(&p.cl.c), WS_STATE_OPEN);
+  buf_put(&p.cl.log, "", 1);
+  CHECK(strstr(cstr(&p.cl.log), "open chat\n") != NULL);
+  pair_free(&p);
+  /* The server picks a protocol the client did not offer: client fails. */
+  pair_init(&p, NULL, NULL);
+  CHECK_INT(ws_conn_state(&p.cl.c), WS_STATE_CLOSED);
+  CHECK_INT(ws_conn_error(&p.cl.c), WS_EHANDSHAKE);
+  CHECK_INT(p.cl.closes, 1);
+  CHECK_INT(p.cl.opened, 0);
+  pair_free(&p);
+}
+
+/* Sizes across every length encoding boundary. */
+static const size_t sizes[] = {0, 1, 125, 126, 127, 65535, 65536, 1u << 20};
+
+static void test_pair_conformance(void) {
+  size_t i;
+  int mode;
+  unsigned char *data = (unsigned char *)malloc(1u << 20);
+  for (i = 0; i < (1u << 20); i++) data[i] = (unsigned char)(i * 31 + 7);
+  for (mode = 0; mode < 3; mode++) {
+    pair p;
+    pair_init(&p, "chat", NULL);
+    p.s.echo = 1;
+    /* mode 1: one byte per read and write; mode 2: blocked every other. */
+    if (mode == 1) p.s.read_max = p.cl.read_max = 1, p.s.write_max = p.cl.write_max = 1;
+    if (mode == 2) p.s.write_block = p.cl.write_block = 1, p.s.write_max = 1000;
+    for (i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+      char want[64];
+      if (mode == 1 && sizes[i] > 70000) continue;
+      p.cl.log.len = 0;
+      CHECK_INT(ws_send(&p.cl.c, WS_OP_BINARY, data, sizes[i]), WS_OK);
+      pair_pump(&p);
+      snprintf(want, sizeof want, "msg 2 %lu %08lx\n", (unsigned long)sizes[i],
+               fnv(data, sizes[i]));
+      buf_put(&p.cl.log, "", 1);
+      if (!CHECK(strcmp((const char *)p.cl.log.d, want) == 0))
+        printf("    mode %d size %lu: %s\n", mode, (unsigned long)sizes[i],
+               (const char *)p.cl.log.d);
+    }
+    /* Fragmented text with pings in between; automatic pongs. */
+    p.cl.log.len = 0;
+    CHECK_INT(ws_send_fragment(&p.cl.c, WS_OP_TEXT, "h\xc3", 2, 0), WS_OK);
+    CHECK_INT(ws_ping(&p.cl.c, "mid", 3), WS_OK);
+    CHECK_INT(ws_send(&p.cl.c, WS_OP_TEXT, "no", 2), WS_ESTATE);
+    CHECK_INT(ws_send_fragment(&p.cl.c, WS_OP_BINARY, "x", 1, 0), WS_EINVAL);
+    CHECK_INT(ws_send_fragment(&p.cl.c, WS_OP_CONT, "\xa9llo", 4, 1), WS_OK);
+    pair_pump(&p);
+    {
+      char want[64];
+      snprintf(want, sizeof want, "pong 3 mid\nmsg 1 6 %08lx\n",
+               fnv("h\xc3\xa9llo", 6));
+      buf_put(&p.cl.log, "", 1);
+      if (!CHECK(strcmp((const char *)p.cl.log.d, want) == 0))
+        printf("    got: %s\n", (const char *)p.cl.log.d);
+    }
+    /* Invalid UTF-8 is refused before anything is queued. */
+    CHECK_INT(ws_send(&p.cl.c, WS_OP_TEXT, "\xff", 1), WS_EUTF8);
+    CHECK_INT(ws_send_fragment(&p.cl.c, WS_OP_TEXT, "\xe2\x82", 2, 1), WS_EUTF8);
+    CHECK_INT(ws_conn_queued(&p.cl.c), 0);
+    /* Client-initiated close: the server echoes the code and closes first;
+     * the client finishes on end of stream. */
+    CHECK_INT(ws_close(&p.cl.c, 4001, "bye", 3), WS_OK);
+    pair_pump(&p);
+    CHECK_INT(ws_conn_state(&p.s.c), WS_STATE_CLOSED);
+    CHECK_INT(p.s.close_code, 4001);
+    CHECK_INT(ws_conn_state(&p.cl.c), WS_STATE_CLOSING); /* waits for TCP */
+    p.cl.eof = 1;
+    ws_conn_on_readable(&p.cl.c);
+    CHECK_INT(ws_conn_state(&p.cl.c), WS_STATE_CLOSED);
+    CHECK_INT(p.cl.close_code, 4001);
+    CHECK_INT(p.cl.closes, 1);
+    CHECK_INT(p.s.closes, 1);
+    pair_free(&p);
+  }
+  free(data);
+}
+
+static void split_cfg(ws_config *cfg) { cfg->frame_size = 1000; }
+
+static void test_pair_frame_split(void) {
+  /* frame_size splits sends into frames; the peer sees one message. */
+  pair p;
+  unsigned char data[4500];
+  size_t frames = 0, off;
+  memset(data, 'k', sizeof data);
+  pair_init(&p, "chat", split_cfg);
+  off = p.s2c.len;
+  CHECK_INT(ws_send(&p.s.c, WS_OP_BINARY, data, sizeof data), WS_OK);
+  while (off < p.s2c.len) {
+    ws_frame f;
+    size_t hl;
+    if (ws_frame_parse(p.s2c.d + off, p.s2c.len - off, &f, &hl) != WS_OK) break;
+    CHECK(f.len <= 1000);
+    CHECK_INT(f.opcode, frames == 0 ? WS_OP_BINARY : WS_OP_CONT);
+    CHECK_INT(f.fin, off + hl + f.len == p.s2c.len);
+    off += hl + (size_t)f.len;
+    frames++;
+  }
+  CHECK_INT(frames, 5);
+  pair_pump(&p);
+  buf_put(&p.cl.log, "", 1);
+  CHECK(strstr(cstr(&p.cl.log), "msg 2 4500") != NULL);
+  pair_free(&p);
+}
+
+static void test_pair_server_close(void) {
+  /* Server-initiated close; the client echoes; the server closes first. */
+  pair p;
+  pair_init(&p, "chat", NULL);
+  CHECK_INT(ws_close(&p.s.c, 1001, "restart", 7), WS_OK);
+  CHECK_INT(ws_close(&p.s.c, 1000, NULL, 0), WS_ESTATE);
+  pair_pump(&p);
+  CHECK_INT(ws_conn_state(&p.s.c), WS_STATE_CLOSED);
+  CHECK_INT(p.s.close_code, 1001); /* the client echoed our code */
+  CHECK_INT(p.cl.close_code, 0);   /* the client still waits for TCP close */
+  p.cl.eof = 1;
+  ws_conn_on_readable(&p.cl.c);
+  CHECK_INT(p.cl.close_code, 1001);
+  buf_put(&p.cl.log, "", 1);
+  CHECK(strstr(cstr(&p.cl.log), "close 1001 restart") != NULL);
+  /* Invalid close arguments. */
+  pair_free(&p);
+  pair_init(&p, "chat", NULL);
+  CHECK_INT(ws_close(&p.s.c, 1005, NULL, 0), WS_EINVAL);
+  CHECK_INT(ws_close(&p.s.c, 0, "x", 1), WS_EINVAL);
+  CHECK_INT(ws_close(&p.s.c, 1000, "\xff", 1), WS_EINVAL);
+  pair_free(&p);
+}
+
+static void test_client_rejects_masked_and_bad_response(void) {
+  /* A masked frame from the server: the client fails with 1002. */
+  pair p;
+  buf f = {0};
+  pair_init(&p, "chat", NULL);
+  cframe(&f, 1, WS_OP_TEXT, "masked!");
+  buf_put(&p.s2c, f.d, f.len);
+  pair_pump(&p);
+  CHECK_INT(p.cl.close_code, 1002);
+  CHECK_INT(out_close_code(&p.c2s, 1), 1002);
+  CHECK_INT(ws_conn_state(&p.cl.c), WS_STATE_CLOSED);
+  buf_free(&f);
+  pair_free(&p);
+  /* Responses that are not a valid acceptance. */
+  {
+    static const char *bad[] = {
+        "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n\r\n",
+        "garbage\r\n\r\n",
+    };
+    size_t i;
+    for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+      ws_config cfg;
+      endpoint e;
+      buf rx = {0}, tx = {0};
+      ws_client_opts o;
+      memset(&o, 0, sizeof o);
+      o.host = "h";
+      ws_config_init(&cfg, WS_CLIENT);
+      ep_init(&e, &cfg, &rx, &tx);
+      CHECK_INT(ws_client_start(&e.c, &o), WS_OK);
+      buf_puts(&rx, bad[i]);
+      ws_conn_on_readable(&e.c);
+      CHECK_INT(ws_conn_state(&e.c), WS_STATE_CLOSED);
+      CHECK_INT(ws_conn_error(&e.c), WS_EHANDSHAKE);
+      CHECK_INT(e.closes, 1);
+      ep_free(&e);
+      buf_free(&rx);
+      buf_free(&tx);
+    }
+  }
+}
+
+static int failing_random(ws_conn *c, void *b, size_t n, void *user) {
+  (void)c, (void)b, (void)n, (void)user;
+  return WS_EIO;
+}
+
+static void test_client_random(void) {
+  /* Mask keys come from the random source, fresh per frame. */
+  pair p;
+  size_t off;
+  uint8_t keys[3][4];
+  int i;
+  pair_init(&p, "chat", NULL);
+  off = p.c2s.len;
+  for (i = 0; i < 3; i++) CHECK_INT(ws_send(&p.cl.c, WS_OP_TEXT, "abc", 3), WS_OK);
+  for (i = 0; i < 3; i++) {
+    ws_frame f;
+    size_t hl;
+    CHECK_INT(ws_frame_parse(p.c2s.d + off, p.c2s.len - off, &f, &hl), WS_OK);
+    CHECK_INT(f.masked, 1);
+    memcpy(keys[i], f.mask, 4);
+    off += hl + (size_t)f.len;
+  }
+  CHECK(memcmp(keys[0], keys[1], 4) != 0 && memcmp(keys[1], keys[2], 4) != 0);
+  pair_free(&p);
+  {
+    ws_config cfg;
+    ws_conn c;
+    ws_callbacks cb;
+    ws_client_opts o;
+    memset(&cb, 0, sizeof cb);
+    memset(&o, 0, sizeof o);
+    cb.random = failing_random;
+    o.host = "h";
+    ws_config_init(&cfg, WS_CLIENT);
+    ws_conn_init(&c, &cfg, &cb, NULL);
+    CHECK_INT(ws_client_start(&c, &o), WS_ERANDOM);
+    ws_conn_free(&c);
+    /* The OS source, where there is one. */
+    {
+      endpoint e;
+      buf rx = {0}, tx = {0};
+      ws_callbacks cb2 = ep_callbacks;
+      memset(&e, 0, sizeof e);
+      e.rx = &rx;
+      e.tx = &tx;
+      cb2.random = NULL;
+      ws_conn_init(&e.c, &cfg, &cb2, &e);
+      CHECK_INT(ws_client_start(&e.c, &o), WS__HAVE_OS ? WS_OK : WS_ERANDOM);
+      CHECK(tx.len > 0 || !WS__HAVE_OS);
+      ep_free(&e);
+      buf_free(&tx);
+    }
+  }
+}
+
+static void test_write_error_and_free_in_close(void) {
+  /* A transport error ends the connection with 1006, once; on_close may
+   * free the connection's memory. */
+  endpoint *e = (endpoint *)calloc(1, sizeof *e);
+  ws_config cfg;
+  buf rx = {0}, tx = {0};
+  ws_config_init(&cfg, WS_SERVER);
+  ep_init(e, &cfg, &rx, &tx);
+  e->free_on_close = 1;
+  ws_conn_feed(&e->c, REQ, strlen(REQ));
+  e->write_fail = 1;
+  CHECK_INT(ws_send(&e->c, WS_OP_TEXT, "x", 1), WS_ECLOSED);
+  CHECK_INT(e->closes, 1);
+  CHECK_INT(e->close_code, 1006);
+  CHECK_INT(ws_conn_error(&e->c), WS_EIO);
+  buf_free(&e->log);
+  buf_free(&tx);
+  free(e);
+}
+
+static void test_adopt_with_bytes(void) {
+  /* A host server read the request and the first frame already: it feeds
+   * them, and the connection proceeds from there. */
+  buf in = {0};
+  buf_puts(&in, REQ);
+  cframe(&in, 1, WS_OP_TEXT, "first");
+  {
+    ws_config cfg;
+    endpoint e;
+    buf rx = {0}, tx = {0};
+    ws_config_init(&cfg, WS_SERVER);
+    ep_init(&e, &cfg, &rx, &tx);
+    CHECK_INT(ws_conn_feed(&e.c, in.d, in.len), WS_OK);
+    CHECK_INT(ws_conn_state(&e.c), WS_STATE_OPEN);
+    buf_put(&e.log, "", 1);
+    CHECK(strstr(cstr(&e.log), "msg 1 5") != NULL);
+    ep_free(&e);
+    buf_free(&tx);
+  }
+  buf_free(&in);
+}
+
+static void test_callback_may_close(void) {
+  /* ws_close from inside on_message: later frames in the same read are
+   * still processed until the peer's close, and on_close runs once. */
+  pair p;
+  pair_init(&p, "chat", NULL);
+  p.s.close_on_msg = 1;
+  ws_send(&p.cl.c, WS_OP_TEXT, "one", 3);
+  pair_pump(&p);
+  CHECK_INT(ws_conn_state(&p.s.c), WS_STATE_CLOSED);
+  CHECK_INT(p.s.closes, 1);
+  CHECK_INT(p.s.close_code, 1000);
+  pair_free(&p);
+}
+
+static void test_cork(void) {
+  /* Corked sends leave in one write. */
+  pair p;
+  size_t writes_before;
+  pair_init(&p, "chat", NULL);
+  writes_before = p.s2c.len;
+  ws_conn_cork(&p.s.c, 1);
+  ws_send(&p.s.c, WS_OP_TEXT, "a", 1);
+  ws_send(&p.s.c, WS_OP_TEXT, "b", 1);
+  CHECK_INT(p.s2c.len, writes_before);
+  CHECK_INT(ws_conn_queued(&p.s.c), 6);
+  p.s.write_max = 0;
+  ws_conn_cork(&p.s.c, 0);
+  CHECK_INT(p.s2c.len, writes_before + 6);
+  pair_free(&p);
+}
+
+int main(void) {
+  RUN(test_server_basic);
+  RUN(test_server_fragments);
+  RUN(test_server_pong_reply);
+  RUN(test_server_protocol_errors);
+  RUN(test_server_fragment_rules);
+  RUN(test_server_utf8_fail_fast);
+  RUN(test_server_limits);
+  RUN(test_server_close_handshake);
+  RUN(test_server_handshake_errors);
+  RUN(test_server_oversized_handshake);
+  RUN(test_server_refuse_and_headers);
+  RUN(test_fixed_buffers);
+  RUN(test_alloc_hook_and_failures);
+  RUN(test_backpressure);
+  RUN(test_empty_fragment_flood);
+  RUN(test_stream_mode);
+  RUN(test_timers);
+  RUN(test_pair_handshake);
+  RUN(test_pair_conformance);
+  RUN(test_pair_frame_split);
+  RUN(test_pair_server_close);
+  RUN(test_client_rejects_masked_and_bad_response);
+  RUN(test_client_random);
+  RUN(test_write_error_and_free_in_close);
+  RUN(test_adopt_with_bytes);
+  RUN(test_callback_may_close);
+  RUN(test_cork);
+  return t_done("test_conn");
+}
