@@ -943,7 +943,7 @@ static void test_backpressure(void) {
   ws_config cfg;
   endpoint e;
   buf rx = {0}, tx = {0}, in = {0};
-  char p[600];
+  char p[650]; /* three fit in 2000 bytes, leaving no room for a pong */
   int i, rc;
   memset(p, 'b', sizeof p);
   ws_config_init(&cfg, WS_SERVER);
@@ -967,6 +967,12 @@ static void test_backpressure(void) {
     CHECK_INT(ws_conn_queued(&e.c), before);
     CHECK(ws_conn_queued(&e.c) <= 2000);
     CHECK(ws_conn_want_write(&e.c));
+    /* Over the read threshold: the connection pauses input. */
+    CHECK_INT(ws_conn_want_read(&e.c), 0);
+    cframe(&rx, 1, WS_OP_PING, "p");
+    e.block_toggle = 0;
+    ws_conn_on_readable(&e.c);
+    CHECK_INT(rx.off, 0);
   }
   /* A ping flood while blocked: pongs stop at the limit; the server stops
    * reading while over it. */
@@ -981,8 +987,12 @@ static void test_backpressure(void) {
   CHECK_INT(ws_conn_queued(&e.c), 0);
   CHECK(!ws_conn_want_write(&e.c));
   CHECK_INT(ws_send(&e.c, WS_OP_BINARY, p, sizeof p), WS_OK);
+  CHECK_INT(ws_conn_want_read(&e.c), 1);
+  ws_conn_on_readable(&e.c);
+  CHECK_INT(rx.off, rx.len); /* the paused ping is read now */
   ep_free(&e);
   buf_free(&tx);
+  buf_free(&rx);
   buf_free(&in);
 }
 
