@@ -62,7 +62,7 @@ check-api: $(BUILD)/ws.o
 # Warning-free with gcc and clang in several configurations, and ws.h as C++.
 check-configs: | $(BUILD)
 	@set -e; for cc in gcc clang; do \
-	  for defs in "" "-DWS_NO_MALLOC" "-DWS_NO_LOOP" "-DWS_NO_OS -DWS_NO_MALLOC" "-O2" "-O0 -DNDEBUG"; do \
+	  for defs in "" "-DWS_NO_MALLOC" "-DWS_NO_LOOP" "-DWS_NO_OS -DWS_NO_MALLOC" "-DWS_NO_CLIENT" "-DWS_NO_SERVER" "-O2" "-O0 -DNDEBUG"; do \
 	    echo "  $$cc $$defs"; \
 	    $$cc -std=c99 -Wall -Wextra -Wpedantic -Werror -Wshadow -Wconversion -Wno-sign-conversion $$defs -Iinclude -c src/ws.c -o $(BUILD)/cfg.o; \
 	  done; \
@@ -76,11 +76,13 @@ check-configs: | $(BUILD)
 size: | $(BUILD)
 	@if ! command -v $(ARM_CC) >/dev/null 2>&1; then \
 	  echo "size: $(ARM_CC) not installed; skipped (apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi)"; exit 0; fi; \
-	$(ARM_CC) -mcpu=cortex-m4 -mthumb -Os -ffunction-sections -fdata-sections -std=c99 \
-	  -Wall -Wextra -Wpedantic -Werror -DWS_NO_LOOP -DWS_NO_MALLOC -Iinclude -c src/ws.c -o $(BUILD)/ws-m4.o && \
+	for role in "" -DWS_NO_CLIENT -DWS_NO_SERVER; do \
+	  $(ARM_CC) -mcpu=cortex-m4 -mthumb -Os -ffunction-sections -fdata-sections -std=c99 \
+	    -Wall -Wextra -Wpedantic -Werror -DWS_NO_LOOP -DWS_NO_MALLOC $$role -Iinclude -c src/ws.c -o $(BUILD)/ws-m4.o || exit 1; \
+	  echo "Cortex-M4 -Os -DWS_NO_LOOP -DWS_NO_MALLOC $$role:"; arm-none-eabi-size $(BUILD)/ws-m4.o; \
+	done && \
 	printf '#include "ws.h"\nchar ws_sizeof_conn[sizeof(ws_conn)];\n' > $(BUILD)/sz.c && \
 	$(ARM_CC) -mcpu=cortex-m4 -mthumb -Iinclude -c $(BUILD)/sz.c -o $(BUILD)/sz.o && \
-	arm-none-eabi-size $(BUILD)/ws-m4.o && \
 	echo "sizeof(ws_conn) on Cortex-M4: $$((0x$$(arm-none-eabi-nm -S $(BUILD)/sz.o | awk '{print $$2}'))) bytes"
 
 $(BUILD)/ws.pc: Makefile | $(BUILD)

@@ -210,6 +210,7 @@ static void ws__wr(ws__wbuf *w, const char *s, size_t n) {
 
 static void ws__wrs(ws__wbuf *w, const char *s) { ws__wr(w, s, strlen(s)); }
 
+#ifndef WS_NO_SERVER
 static void ws__wr_uint(ws__wbuf *w, unsigned v) {
   char tmp[12];
   size_t i = sizeof tmp;
@@ -219,6 +220,7 @@ static void ws__wr_uint(ws__wbuf *w, unsigned v) {
   } while (v && i > 0);
   ws__wr(w, tmp + i, sizeof tmp - i);
 }
+#endif
 
 /* ======================================================================
  * 2. SHA-1 (FIPS 180-4), Base64 (RFC 4648), UTF-8 (RFC 3629)
@@ -329,6 +331,7 @@ static size_t ws__b64_encode(const unsigned char *in, size_t n, char *out) {
   return o;
 }
 
+#ifndef WS_NO_SERVER
 static int ws__b64_val(int ch) {
   if (ch >= 'A' && ch <= 'Z') return ch - 'A';
   if (ch >= 'a' && ch <= 'z') return ch - 'a' + 26;
@@ -370,6 +373,7 @@ static long ws__b64_decode(const char *in, size_t n, unsigned char *out,
   }
   return (long)o;
 }
+#endif
 
 /*
  * UTF-8 state: 0 between characters; otherwise bits 0..1 hold the number of
@@ -704,6 +708,7 @@ static int ws__headers_have_token(const ws_header *h, size_t n,
   return 0;
 }
 
+#ifndef WS_NO_SERVER
 /* see ws.h */
 int ws_request_parse(const void *buf, size_t len, ws_request *req,
                      ws_header *headers, size_t max_headers, size_t *consumed,
@@ -827,6 +832,7 @@ int ws_request_protocol(const ws_request *req, size_t i, const char **name,
   if (ws__protocols(req, i, name, name_len) <= i) return WS_EINVAL;
   return WS_OK;
 }
+#endif /* WS_NO_SERVER */
 
 static int ws__wr_extra(ws__wbuf *w, const ws_header *extra, size_t n) {
   size_t i;
@@ -845,6 +851,7 @@ static int ws__wr_extra(ws__wbuf *w, const ws_header *extra, size_t n) {
   return WS_OK;
 }
 
+#ifndef WS_NO_SERVER
 /* see ws.h */
 int ws_response_write(void *out, size_t cap, const char *key, size_t key_len,
                       const char *protocol, const ws_header *extra,
@@ -909,7 +916,9 @@ int ws_http_error_write(void *out, size_t cap, int status, size_t *out_len) {
   *out_len = w.len;
   return WS_OK;
 }
+#endif /* WS_NO_SERVER */
 
+#ifndef WS_NO_CLIENT
 /* A request-target or Host value: printable, no spaces. */
 static int ws__safe_word(const char *s) {
   for (; *s; s++)
@@ -1030,6 +1039,7 @@ int ws_response_parse(const void *buf, size_t len, const uint8_t nonce[16],
   }
   return WS_OK;
 }
+#endif /* WS_NO_CLIENT */
 
 /* ======================================================================
  * 4. Layer 1: the connection
@@ -1072,6 +1082,7 @@ static void *ws__realloc(struct ws__conn_priv *p, void *ptr, size_t n) {
 #endif
 }
 
+#ifndef WS_NO_CLIENT
 #if WS__HAVE_OS
 static int ws__os_random(void *buf, size_t n) {
   unsigned char *p = (unsigned char *)buf;
@@ -1126,6 +1137,7 @@ static int ws__random(ws_conn *c, void *buf, size_t n) {
   return WS_ERANDOM;
 #endif
 }
+#endif /* WS_NO_CLIENT */
 
 /* see ws.h */
 void ws_config_init(ws_config *cfg, int role) {
@@ -1150,6 +1162,12 @@ int ws_conn_init(ws_conn *c, const ws_config *cfg, const ws_callbacks *cb,
                  void *user) {
   struct ws__conn_priv *p;
   if (c == NULL || cfg == NULL ||
+#ifdef WS_NO_SERVER
+      cfg->role == WS_SERVER ||
+#endif
+#ifdef WS_NO_CLIENT
+      cfg->role == WS_CLIENT ||
+#endif
       (cfg->role != WS_SERVER && cfg->role != WS_CLIENT) ||
       cfg->max_handshake < 64 || cfg->max_handshake > 65535)
     return WS_EINVAL;
@@ -1313,16 +1331,21 @@ static int ws__maybe_flush(ws_conn *c) {
 static int ws__queue_frame(ws_conn *c, int fin, int op, const void *data,
                            size_t len) {
   struct ws__conn_priv *p = WS__P(c);
+#ifndef WS_NO_CLIENT
   uint8_t key[4];
+#endif
   size_t hl;
   int rc;
   if ((rc = ws__out_room(p, WS_FRAME_HEADER_MAX + len)) != WS_OK) return rc;
+#ifndef WS_NO_CLIENT
   if (p->role == WS_CLIENT) {
     if ((rc = ws__random(c, key, 4)) != WS_OK) return rc;
     hl = ws_frame_write(p->out + p->olen, fin, op, len, key);
     if (len) memcpy(p->out + p->olen + hl, data, len);
     ws_mask(p->out + p->olen + hl, len, key, 0);
-  } else {
+  } else
+#endif
+  {
     hl = ws_frame_write(p->out + p->olen, fin, op, len, NULL);
     if (len) memcpy(p->out + p->olen + hl, data, len);
   }
@@ -1619,6 +1642,7 @@ static void ws__open(ws_conn *c, const char *proto, size_t plen) {
   }
 }
 
+#ifndef WS_NO_SERVER
 /* Refuses an upgrade with an HTTP error and ends the connection. */
 static int ws__refuse(ws_conn *c, int status, int err) {
   struct ws__conn_priv *p = WS__P(c);
@@ -1693,6 +1717,9 @@ static int ws__server_handshake(ws_conn *c) {
   ws__open(c, acc.protocol, acc.protocol ? strlen(acc.protocol) : 0);
   return WS_OK;
 }
+#endif /* WS_NO_SERVER */
+
+#ifndef WS_NO_CLIENT
 
 /* Client: look for the server's response and check it. */
 static int ws__client_handshake(ws_conn *c) {
@@ -1730,6 +1757,7 @@ static int ws__client_handshake(ws_conn *c) {
   ws__open(c, resp.protocol, resp.protocol_len);
   return WS_OK;
 }
+#endif /* WS_NO_CLIENT */
 
 /* Processes whatever input is buffered. */
 static int ws__process(ws_conn *c) {
@@ -1737,8 +1765,14 @@ static int ws__process(ws_conn *c) {
   int rc = WS_OK;
   if (p->flags & (WS__F_FAILING | WS__F_CLOSED)) return p->err;
   if (p->state == WS_STATE_CONNECTING) {
+#if !defined(WS_NO_SERVER) && !defined(WS_NO_CLIENT)
     rc = p->role == WS_SERVER ? ws__server_handshake(c)
                               : ws__client_handshake(c);
+#elif !defined(WS_NO_SERVER)
+    rc = ws__server_handshake(c);
+#else
+    rc = ws__client_handshake(c);
+#endif
     if (rc != WS_OK || p->state != WS_STATE_OPEN) return rc;
   }
   if (p->state >= WS_STATE_OPEN && !(p->flags & WS__F_CLOSE_RCVD)) {
@@ -1789,6 +1823,19 @@ static int ws__end_batch(ws_conn *c, int rc) {
   return ws__result(c, rc != WS_OK ? rc : frc);
 }
 
+/* A fixed input buffer is full and nothing in it can be consumed: the
+ * request head or the message is larger than the buffer. */
+static void ws__input_full(ws_conn *c) {
+#ifndef WS_NO_SERVER
+  struct ws__conn_priv *p = WS__P(c);
+  if (p->state == WS_STATE_CONNECTING && p->role == WS_SERVER) {
+    ws__refuse(c, 431, WS_EHANDSHAKE);
+    return;
+  }
+#endif
+  ws__fail(c, WS_ETOOBIG, WS_CLOSE_TOO_BIG);
+}
+
 /* see ws.h */
 int ws_conn_on_readable(ws_conn *c) {
   struct ws__conn_priv *p;
@@ -1806,10 +1853,7 @@ int ws_conn_on_readable(ws_conn *c) {
       break;
     }
     if (room == 0) { /* a fixed buffer that cannot take more */
-      if (p->state == WS_STATE_CONNECTING && p->role == WS_SERVER)
-        ws__refuse(c, 431, WS_EHANDSHAKE);
-      else
-        ws__fail(c, WS_ETOOBIG, WS_CLOSE_TOO_BIG);
+      ws__input_full(c);
       break;
     }
     rc = WS_EIO;
@@ -1860,10 +1904,7 @@ int ws_conn_feed(ws_conn *c, const void *data, size_t len) {
       break;
     }
     if (room == 0) {
-      if (p->state == WS_STATE_CONNECTING && p->role == WS_SERVER)
-        ws__refuse(c, 431, WS_EHANDSHAKE);
-      else
-        ws__fail(c, WS_ETOOBIG, WS_CLOSE_TOO_BIG);
+      ws__input_full(c);
       break;
     }
     take = WS__MIN(len, (size_t)room);
@@ -1972,6 +2013,7 @@ int ws_conn_cork(ws_conn *c, int on) {
   return ws__result(c, ws__flush(c));
 }
 
+#ifndef WS_NO_CLIENT
 /* see ws.h */
 int ws_client_start(ws_conn *c, const ws_client_opts *o) {
   struct ws__conn_priv *p;
@@ -2014,6 +2056,7 @@ int ws_client_start(ws_conn *c, const ws_client_opts *o) {
   p->flags |= WS__F_STARTED | WS__F_ARM_HS;
   return ws__result(c, ws__flush(c));
 }
+#endif /* WS_NO_CLIENT */
 
 /* Queues data frames for one send: the whole of it, or nothing. */
 static int ws__send_data(ws_conn *c, int op, const void *data, size_t len,
