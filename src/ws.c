@@ -1672,8 +1672,10 @@ static int ws__server_handshake(ws_conn *c) {
   p->frame_left = p->rlen; /* resume the search here next time */
   if (head == 0 || head > p->max_handshake) {
     if (p->rlen > p->max_handshake) return ws__refuse(c, 431, WS_EHANDSHAKE);
-    /* A bad first line fails at once, without waiting for the rest. */
-    rc = ws_request_parse(p->in, p->rlen, &req, hdrs, 0, &consumed, &status);
+    /* A bad first line fails at once, without waiting for the rest; only
+     * its first bytes are looked at, so a trickled head costs O(n). */
+    rc = ws_request_parse(p->in, WS__MIN(p->rlen, (size_t)16), &req, hdrs, 0,
+                          &consumed, &status);
     if (rc == WS_EHANDSHAKE) return ws__refuse(c, status, WS_EHANDSHAKE);
     return WS_OK;
   }
@@ -1729,14 +1731,16 @@ static int ws__client_handshake(ws_conn *c) {
   size_t base = p->u.cli.proto_len, head, consumed;
   uint8_t nonce[16];
   int rc;
-  head = ws__head_end((const char *)p->in + base, p->rlen - base, 0);
+  head = ws__head_end((const char *)p->in + base, p->rlen - base,
+                      (size_t)p->frame_left);
+  p->frame_left = p->rlen - base; /* resume the search here next time */
   if (head == 0 || head > p->max_handshake) {
     if (p->rlen - base > p->max_handshake) {
       ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_EHANDSHAKE);
       return WS_EHANDSHAKE;
     }
-    rc = ws_response_parse(p->in + base, p->rlen - base, p->u.cli.nonce, NULL,
-                           0, &resp, hdrs, 0, &consumed);
+    rc = ws_response_parse(p->in + base, WS__MIN(p->rlen - base, (size_t)16),
+                           p->u.cli.nonce, NULL, 0, &resp, hdrs, 0, &consumed);
     if (rc == WS_EHANDSHAKE) {
       ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_EHANDSHAKE);
       return WS_EHANDSHAKE;
