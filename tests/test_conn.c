@@ -1363,6 +1363,44 @@ static void test_client_rejects_masked_and_bad_response(void) {
   }
 }
 
+static void test_client_protocol_errors(void) {
+  /* The client side of every framing rule: the server's bad frame makes the
+   * client send the RFC's close code (masked) and end. */
+  static const bad_case cases[] = {
+      {"rsv1", 0x80 | 0x40 | 1, "x", 0, 1002},
+      {"rsv3 pong", 0x80 | 0x10 | 0xA, "", 0, 1002},
+      {"opcode 4", 0x84, "", 0, 1002},
+      {"opcode 12", 0x8C, "", 0, 1002},
+      {"fragmented pong", 0x0A, "", 0, 1002},
+      {"continuation without start", 0x80, "x", 0, 1002},
+      {"masked server frame", 0x81, "x", 1, 1002},
+      {"invalid utf-8", 0x81, "\xc0\xaf", 0, 1007},
+      {"surrogate", 0x81, "\xed\xbf\xbf", 0, 1007},
+      {"close 1 byte", 0x88, "\x03", 0, 1002},
+      {"close code 1004", 0x88, "\x03\xec", 0, 1002},
+      {"close reason utf-8", 0x88, "\x03\xe8\xc3", 0, 1007},
+  };
+  size_t i;
+  for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    pair p;
+    buf f = {0};
+    pair_init(&p, "chat", NULL);
+    add_frame(&f, 1, WS_OP_TEXT, "ok", 2, 0);
+    add_frame_ex(&f, cases[i].b0, strlen(cases[i].payload), cases[i].payload,
+                 strlen(cases[i].payload), cases[i].masked);
+    buf_put(&p.s2c, f.d, f.len);
+    pair_pump(&p);
+    if (!CHECK(strstr(cstr(&p.cl.log), "msg 1 2") != NULL))
+      printf("    %s\n", cases[i].name);
+    CHECK_INT(p.cl.close_code, cases[i].code);
+    CHECK_INT(out_close_code(&p.c2s, 1), cases[i].code);
+    CHECK_INT(p.cl.closes, 1);
+    CHECK_INT(ws_conn_state(&p.cl.c), WS_STATE_CLOSED);
+    buf_free(&f);
+    pair_free(&p);
+  }
+}
+
 static int failing_random(ws_conn *c, void *b, size_t n, void *user) {
   (void)c, (void)b, (void)n, (void)user;
   return WS_EIO;
@@ -1514,6 +1552,7 @@ int main(void) {
   RUN(test_pair_frame_split);
   RUN(test_pair_server_close);
   RUN(test_client_rejects_masked_and_bad_response);
+  RUN(test_client_protocol_errors);
   RUN(test_client_random);
   RUN(test_write_error_and_free_in_close);
   RUN(test_adopt_with_bytes);
