@@ -645,6 +645,24 @@ static size_t ws__head_end(const char *p, size_t len, size_t from) {
   return 0;
 }
 
+/* Lines end in CRLF. A bare LF is refused at once: a peer that only sends
+ * LF would otherwise stall the handshake waiting for CRLF CRLF, and a
+ * lenient reading could split headers differently from a proxy's. */
+static int ws__bare_lf_from(const unsigned char *p, size_t n, size_t from) {
+  const unsigned char *q = p + from, *end = p + n;
+  if (from >= n) return 0;
+  while ((q = (const unsigned char *)memchr(q, '\n', (size_t)(end - q))) !=
+         NULL) {
+    if (q == p || q[-1] != '\r') return 1;
+    q++;
+  }
+  return 0;
+}
+
+static int ws__bare_lf(const char *p, size_t n) {
+  return ws__bare_lf_from((const unsigned char *)p, n, 0);
+}
+
 /* Parses header lines from p (just after the start line) to the blank line.
  * Returns 0, 400 (syntax) or 431 (too many). */
 static int ws__parse_headers(const char *p, const char *end, ws_header *h,
@@ -727,6 +745,7 @@ int ws_request_parse(const void *buf, size_t len, ws_request *req,
   for (i = 0; i < len && p[i] != ' '; i++)
     if (!ws__is_tchar((unsigned char)p[i])) return WS_EHANDSHAKE;
   head = ws__head_end(p, len, 0);
+  if (ws__bare_lf(p, head ? head : len)) return WS_EHANDSHAKE;
   if (head == 0) return WS_EAGAIN;
   end = p + head;
   /* Request line: method SP target SP HTTP/1.x CRLF */
@@ -993,6 +1012,7 @@ int ws_response_parse(const void *buf, size_t len, const uint8_t nonce[16],
   for (i = 0; i < len && i < 9; i++)
     if (p[i] != "HTTP/1.1 "[i]) return WS_EHANDSHAKE;
   head = ws__head_end(p, len, 0);
+  if (ws__bare_lf(p, head ? head : len)) return WS_EHANDSHAKE;
   if (head == 0) return WS_EAGAIN;
   eol = (const char *)memchr(p, '\r', head);
   if (eol - p < 12 || p[9] < '1' || p[9] > '5' || p[10] < '0' ||
@@ -1668,8 +1688,11 @@ static int ws__server_handshake(ws_conn *c) {
   ws_accept acc;
   size_t head, consumed, n, extra = 0, i;
   int status, rc;
-  head = ws__head_end((const char *)p->in, p->rlen, (size_t)p->frame_left);
-  p->frame_left = p->rlen; /* resume the search here next time */
+  size_t from = (size_t)p->frame_left;
+  head = ws__head_end((const char *)p->in, p->rlen, from);
+  if (ws__bare_lf_from(p->in, head ? head : p->rlen, from))
+    return ws__refuse(c, 400, WS_EHANDSHAKE);
+  p->frame_left = p->rlen; /* resume the searches here next time */
   if (head == 0 || head > p->max_handshake) {
     if (p->rlen > p->max_handshake) return ws__refuse(c, 431, WS_EHANDSHAKE);
     /* A bad first line fails at once, without waiting for the rest; only
@@ -1733,7 +1756,12 @@ static int ws__client_handshake(ws_conn *c) {
   int rc;
   head = ws__head_end((const char *)p->in + base, p->rlen - base,
                       (size_t)p->frame_left);
-  p->frame_left = p->rlen - base; /* resume the search here next time */
+  if (ws__bare_lf_from(p->in + base, head ? head : p->rlen - base,
+                       (size_t)p->frame_left)) {
+    ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_EHANDSHAKE);
+    return WS_EHANDSHAKE;
+  }
+  p->frame_left = p->rlen - base; /* resume the searches here next time */
   if (head == 0 || head > p->max_handshake) {
     if (p->rlen - base > p->max_handshake) {
       ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_EHANDSHAKE);

@@ -18,8 +18,8 @@ run() { # label, command...
   rc=$?
   grep -v '^ok ' "$log"
   line=$(grep -E '[0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1)
-  p=$(echo "$line" | sed -n 's/.*[^0-9]\{0,1\}\([0-9][0-9]*\) passed, \([0-9][0-9]*\) failed.*/\1/p')
-  f=$(echo "$line" | sed -n 's/.* passed, \([0-9][0-9]*\) failed.*/\1/p')
+  p=$(echo "$line" | awk '{for (i = 2; i <= NF; i++) if ($i == "passed,") print $(i-1)}')
+  f=$(echo "$line" | awk '{for (i = 2; i <= NF; i++) if ($i == "failed" || $i == "failed,") print $(i-1)}')
   [ -n "$p" ] || p=0
   [ -n "$f" ] || f=0
   if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then

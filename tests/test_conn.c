@@ -752,6 +752,19 @@ static void test_server_handshake_errors(void) {
   }
 }
 
+static void test_server_bare_lf(void) {
+  /* Bare LF line endings: 400 as soon as the first one arrives, even far
+   * into the head (fed a byte at a time). */
+  buf in = {0};
+  run_result r;
+  buf_puts(&in, "GET /a/rather/long/path/to/get/past/the/prefix HTTP/1.1\nHost: a\n");
+  run_script(&in, IN_BYTES, OUT_ALL, 0, 0, NULL, &r);
+  CHECK(r.tx.len > 12 && memcmp(r.tx.d, "HTTP/1.1 400", 12) == 0);
+  CHECK_INT(r.state, WS_STATE_CLOSED);
+  result_free(&r);
+  buf_free(&in);
+}
+
 static void hs_small(ws_config *cfg) { cfg->max_handshake = 512; }
 
 static void test_server_oversized_handshake(void) {
@@ -1540,6 +1553,7 @@ int main(void) {
   RUN(test_server_close_handshake);
   RUN(test_server_handshake_errors);
   RUN(test_server_oversized_handshake);
+  RUN(test_server_bare_lf);
   RUN(test_server_refuse_and_headers);
   RUN(test_fixed_buffers);
   RUN(test_alloc_hook_and_failures);
