@@ -369,6 +369,11 @@ typedef struct ws_callbacks {
   /* A ping arrived (the pong reply is automatic) / a pong arrived. */
   void (*on_ping)(ws_conn *c, const void *data, size_t len, void *user);
   void (*on_pong)(ws_conn *c, const void *data, size_t len, void *user);
+  /* Server: a well-formed HTTP request that is not a WebSocket upgrade (a
+   * browser asking for a page). Answer it with ws_http_respond() and return
+   * 0, or return an HTTP status 400..599 to refuse. NULL: 400 for all. The
+   * connection ends once the response is written. */
+  int (*on_http)(ws_conn *c, const ws_request *req, void *user);
   /* Called exactly once per started connection, when it reaches CLOSED.
    * code/reason: the peer's close frame if one arrived (1005: it had no
    * code); else the code this side sent when it failed the connection; else
@@ -504,6 +509,9 @@ int ws_conn_error(const ws_conn *c);
 /* The user pointer given to ws_conn_init(). */
 void *ws_conn_user(const ws_conn *c);
 
+/* Replaces the user pointer passed to callbacks. */
+void ws_conn_set_user(ws_conn *c, void *user);
+
 /* Holds queued output until uncorked (1: cork, 0: uncork and flush), so
  * many sends leave in one write. Returns WS_OK or the flush's result. */
 int ws_conn_cork(ws_conn *c, int on);
@@ -524,6 +532,17 @@ int ws_send(ws_conn *c, int op, const void *data, size_t len);
 int ws_send_fragment(ws_conn *c, int op, const void *data, size_t len,
                      int fin);
 
+/*
+ * Server: queues one complete, already encoded frame (an unmasked header
+ * from ws_frame_write() followed by its payload): the way to encode a
+ * broadcast once and queue the same bytes to many connections. Only whole
+ * text/binary messages (fin set) and ping/pong frames; the bytes are
+ * copied. Text payloads are not re-checked for UTF-8: check once before.
+ *   WS_OK, WS_EINVAL (not such a frame, or a client connection), WS_EFULL,
+ *   WS_ESTATE (not open, or a fragmented send is open), WS_ENOMEM
+ */
+int ws_send_encoded(ws_conn *c, const void *frame, size_t len);
+
 /* Sends a ping / pong with up to 125 bytes of payload. As ws_send(). */
 int ws_ping(ws_conn *c, const void *data, size_t len);
 int ws_pong(ws_conn *c, const void *data, size_t len);
@@ -535,6 +554,16 @@ int ws_pong(ws_conn *c, const void *data, size_t len);
  *   WS_OK, WS_EINVAL (code or reason), WS_ESTATE (already closing/closed)
  */
 int ws_close(ws_conn *c, int code, const char *reason, size_t reason_len);
+
+/*
+ * Server, from inside on_http only: queues a complete HTTP/1.1 response
+ * (status line, Content-Length, Connection: close, the given headers, the
+ * body). The connection ends once it is written.
+ *   WS_OK, WS_ESTATE (not inside on_http), WS_EINVAL (status, a header),
+ *   WS_ENOMEM, WS_ENOSPC
+ */
+int ws_http_respond(ws_conn *c, int status, const ws_header *headers,
+                    size_t num_headers, const void *body, size_t len);
 
 /*
  * Releases the connection's buffers. If the connection was started and has

@@ -211,8 +211,8 @@ static void ws__wr(ws__wbuf *w, const char *s, size_t n) {
 static void ws__wrs(ws__wbuf *w, const char *s) { ws__wr(w, s, strlen(s)); }
 
 #ifndef WS_NO_SERVER
-static void ws__wr_uint(ws__wbuf *w, unsigned v) {
-  char tmp[12];
+static void ws__wr_uint(ws__wbuf *w, uint64_t v) {
+  char tmp[21];
   size_t i = sizeof tmp;
   do {
     tmp[--i] = (char)('0' + v % 10);
@@ -1084,7 +1084,8 @@ enum {
   WS__F_ARM_CLOSE = 1u << 10,
   WS__F_ARM_PING = 1u << 11,
   WS__F_PEER_CODE = 1u << 12,  /* close_code came from the peer */
-  WS__F_EOF = 1u << 13         /* the transport reported end of stream */
+  WS__F_EOF = 1u << 13,        /* the transport reported end of stream */
+  WS__F_IN_HTTP = 1u << 14     /* inside on_http */
 };
 
 #define WS__P(c) (&(c)->ws__p)
@@ -1680,6 +1681,41 @@ static int ws__refuse(ws_conn *c, int status, int err) {
   return err;
 }
 
+/* see ws.h */
+int ws_http_respond(ws_conn *c, int status, const ws_header *headers,
+                    size_t num_headers, const void *body, size_t len) {
+  struct ws__conn_priv *p;
+  ws__wbuf w;
+  size_t i, need = 128 + len;
+  int rc;
+  WS_ASSERT(c != NULL);
+  p = WS__P(c);
+  if (!(p->flags & WS__F_IN_HTTP) || (p->flags & WS__F_FAILING))
+    return WS_ESTATE;
+  if (status < 100 || status > 599 || (body == NULL && len > 0) ||
+      (headers == NULL && num_headers > 0))
+    return WS_EINVAL;
+  for (i = 0; i < num_headers; i++) need += headers[i].name_len + headers[i].value_len + 4;
+  if ((rc = ws__out_room(p, need)) != WS_OK) return rc;
+  w.p = (char *)p->out + p->olen, w.cap = p->out_cap - p->olen, w.len = 0, w.over = 0;
+  ws__wrs(&w, "HTTP/1.1 ");
+  ws__wr_uint(&w, (unsigned)status);
+  ws__wrs(&w, " ");
+  ws__wrs(&w, status == 200 ? "OK" : ws__reason_phrase(status));
+  ws__wrs(&w, "\r\nConnection: close\r\nContent-Length: ");
+  ws__wr_uint(&w, len);
+  ws__wrs(&w, "\r\n");
+  if (ws__wr_extra(&w, headers, num_headers) != WS_OK) return WS_EINVAL;
+  ws__wrs(&w, "\r\n");
+  if (len) ws__wr(&w, (const char *)body, len);
+  if (w.over) return WS_ENOSPC;
+  p->olen += w.len;
+  /* The exchange ends once the response is out. */
+  p->flags |= WS__F_FAILING;
+  p->close_code = WS_CLOSE_ABNORMAL;
+  return WS_OK;
+}
+
 /* Server: look for a complete request and answer it. */
 static int ws__server_handshake(ws_conn *c) {
   struct ws__conn_priv *p = WS__P(c);
@@ -1704,6 +1740,19 @@ static int ws__server_handshake(ws_conn *c) {
   }
   rc = ws_request_parse(p->in, head, &req, hdrs, p->max_headers, &consumed,
                         &status);
+  if (rc != WS_OK && req.method && !req.upgrade && p->cb.on_http) {
+    /* A well-formed plain HTTP request: the application may answer it. */
+    size_t before = p->olen;
+    p->depth++;
+    p->flags |= WS__F_IN_HTTP;
+    status = p->cb.on_http(c, &req, p->user);
+    p->flags &= ~(uint32_t)WS__F_IN_HTTP;
+    p->depth--;
+    if (p->flags & WS__F_CLOSED) return WS_ECLOSED;
+    if (status == 0 && p->olen > before) return WS_OK; /* answered */
+    return ws__refuse(c, status >= 400 && status <= 599 ? status : 404,
+                      WS_EHANDSHAKE);
+  }
   if (rc != WS_OK) return ws__refuse(c, status, WS_EHANDSHAKE);
   memset(&acc, 0, sizeof acc);
   status = 0;
@@ -2034,6 +2083,9 @@ int ws_conn_error(const ws_conn *c) { return WS__P(c)->err; }
 void *ws_conn_user(const ws_conn *c) { return WS__P(c)->user; }
 
 /* see ws.h */
+void ws_conn_set_user(ws_conn *c, void *user) { WS__P(c)->user = user; }
+
+/* see ws.h */
 int ws_conn_cork(ws_conn *c, int on) {
   struct ws__conn_priv *p = WS__P(c);
   if (on) {
@@ -2179,6 +2231,28 @@ int ws_send_fragment(ws_conn *c, int op, const void *data, size_t len,
     p->send_op = (uint8_t)(fin ? 0 : msg_op);
   }
   return ws__send_end(c, rc);
+}
+
+/* see ws.h */
+int ws_send_encoded(ws_conn *c, const void *frame, size_t len) {
+  struct ws__conn_priv *p;
+  ws_frame f;
+  size_t hl;
+  int rc;
+  WS_ASSERT(c != NULL);
+  p = WS__P(c);
+  if (frame == NULL || p->role != WS_SERVER) return WS_EINVAL;
+  if (ws_frame_parse(frame, len, &f, &hl) != WS_OK || f.masked || f.rsv ||
+      hl + f.len != len || f.opcode == WS_OP_CLOSE || f.opcode == WS_OP_CONT ||
+      !f.fin)
+    return WS_EINVAL;
+  if ((rc = ws__can_send(p)) != WS_OK) return rc;
+  if (p->send_op && f.opcode < 8) return WS_ESTATE;
+  if (p->olen - p->ohead + len > p->max_queued) return WS_EFULL;
+  if ((rc = ws__out_room(p, len)) != WS_OK) return rc;
+  memcpy(p->out + p->olen, frame, len);
+  p->olen += len;
+  return ws__send_end(c, WS_OK);
 }
 
 static int ws__send_control(ws_conn *c, int op, const void *data, size_t len) {

@@ -226,9 +226,21 @@ static void ep_close(ws_conn *c, int code, const char *r, size_t n,
   if (e->free_on_close) ws_conn_free(c);
 }
 
-static const ws_callbacks ep_callbacks = {ep_read,      ep_write,   ep_random,
-                                          ep_handshake, ep_open,    ep_message,
-                                          ep_ping,      ep_pong,    ep_close};
+static int ep_http(ws_conn *c, const ws_request *req, void *user) {
+  endpoint *e = (endpoint *)user;
+  static const ws_header ct = {"Content-Type", 12, "text/plain", 10};
+  buf_printf(&e->log, "http %.*s\n", (int)req->path_len, req->path);
+  if (req->path_len == 1 && req->path[0] == '/') {
+    CHECK_INT(ws_http_respond(c, 200, &ct, 1, "hello", 5), WS_OK);
+    CHECK_INT(ws_http_respond(c, 200, NULL, 0, "x", 1), WS_ESTATE); /* once */
+    return 0;
+  }
+  return 404;
+}
+
+static const ws_callbacks ep_callbacks = {
+    ep_read, ep_write, ep_random, ep_handshake, ep_open, ep_message,
+    ep_ping, ep_pong,  ep_http,   ep_close};
 
 static void ep_init(endpoint *e, const ws_config *cfg, buf *rx, buf *tx) {
   memset(e, 0, sizeof *e);
@@ -845,6 +857,35 @@ static void test_server_refuse_and_headers(void) {
   buf_free(&rx);
 }
 
+static void test_server_plain_http(void) {
+  /* A plain GET is the application's to answer; others get its status. */
+  ws_config cfg;
+  endpoint e;
+  buf rx = {0}, tx = {0};
+  const char *get = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+  const char *want =
+      "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 5\r\n"
+      "Content-Type: text/plain\r\n\r\nhello";
+  ws_config_init(&cfg, WS_SERVER);
+  ep_init(&e, &cfg, &rx, &tx);
+  ws_conn_feed(&e.c, get, strlen(get));
+  CHECK(tx.len == strlen(want) && memcmp(tx.d, want, tx.len) == 0);
+  CHECK_INT(ws_conn_state(&e.c), WS_STATE_CLOSED);
+  CHECK_INT(e.closes, 1);
+  ep_free(&e);
+  buf_free(&tx);
+  ep_init(&e, &cfg, &rx, &tx);
+  get = "GET /nope HTTP/1.1\r\nHost: a\r\n\r\n";
+  ws_conn_feed(&e.c, get, strlen(get));
+  CHECK(tx.len > 12 && memcmp(tx.d, "HTTP/1.1 404", 12) == 0);
+  ep_free(&e);
+  buf_free(&tx);
+  /* Outside on_http, ws_http_respond is refused. */
+  ep_init(&e, &cfg, &rx, &tx);
+  CHECK_INT(ws_http_respond(&e.c, 200, NULL, 0, NULL, 0), WS_ESTATE);
+  ep_free(&e);
+}
+
 static void test_fixed_buffers(void) {
   /* Fixed buffers: no allocation at all, messages up to in_cap - 256. */
   ws_config cfg;
@@ -1414,6 +1455,26 @@ static void test_client_protocol_errors(void) {
   }
 }
 
+static void test_send_encoded(void) {
+  /* One encoded frame queued as is; malformed ones refused. */
+  pair p;
+  unsigned char fr[16];
+  size_t hl;
+  pair_init(&p, "chat", NULL);
+  hl = ws_frame_write(fr, 1, WS_OP_TEXT, 3, NULL);
+  memcpy(fr + hl, "abc", 3);
+  CHECK_INT(ws_send_encoded(&p.s.c, fr, hl + 3), WS_OK);
+  CHECK_INT(ws_send_encoded(&p.s.c, fr, hl + 2), WS_EINVAL);  /* short */
+  CHECK_INT(ws_send_encoded(&p.cl.c, fr, hl + 3), WS_EINVAL); /* client */
+  fr[0] = 0x01;                                               /* fin = 0 */
+  CHECK_INT(ws_send_encoded(&p.s.c, fr, hl + 3), WS_EINVAL);
+  fr[0] = 0x88;                                               /* close */
+  CHECK_INT(ws_send_encoded(&p.s.c, fr, hl + 3), WS_EINVAL);
+  pair_pump(&p);
+  CHECK(strstr(cstr(&p.cl.log), "msg 1 3") != NULL);
+  pair_free(&p);
+}
+
 static int failing_random(ws_conn *c, void *b, size_t n, void *user) {
   (void)c, (void)b, (void)n, (void)user;
   return WS_EIO;
@@ -1555,6 +1616,7 @@ int main(void) {
   RUN(test_server_oversized_handshake);
   RUN(test_server_bare_lf);
   RUN(test_server_refuse_and_headers);
+  RUN(test_server_plain_http);
   RUN(test_fixed_buffers);
   RUN(test_alloc_hook_and_failures);
   RUN(test_backpressure);
@@ -1572,5 +1634,6 @@ int main(void) {
   RUN(test_adopt_with_bytes);
   RUN(test_callback_may_close);
   RUN(test_cork);
+  RUN(test_send_encoded);
   return t_done("test_conn");
 }
