@@ -3,16 +3,17 @@ CC      ?= cc
 CFLAGS  ?= -O2 -g
 WARN     = -std=c99 -Wall -Wextra -Wpedantic -Werror
 CPPFLAGS = -Iinclude
+LDLIBS   = -pthread
 PREFIX  ?= /usr/local
 BUILD    = build
 SAN      = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 EXAMPLES = echo_server echo_client
-TESTS    = test_codec test_conn
+TESTS    = test_codec test_conn test_loop test_loop_poll
 ARM_CC  ?= arm-none-eabi-gcc
 
 .PHONY: all test test-plain test-asan test-valgrind test-conformance check \
-        check-api check-configs size install clean run
+        check-api check-configs check-layers size install clean run
 
 all: $(BUILD)/libws.a $(BUILD)/libws.so $(EXAMPLES:%=$(BUILD)/%)
 
@@ -29,18 +30,26 @@ $(BUILD)/libws.a: $(BUILD)/ws.o
 	$(AR) rcs $@ $^
 
 $(BUILD)/libws.so: $(BUILD)/ws.pic.o
-	$(CC) -shared -o $@ $^
+	$(CC) -shared -o $@ $^ $(LDLIBS)
 
 $(BUILD)/%: examples/%.c $(BUILD)/libws.a
-	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) $< $(BUILD)/libws.a -o $@
+	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) $< $(BUILD)/libws.a -o $@ $(LDLIBS)
 
 # Tests include src/ws.c to reach its statics.
 $(BUILD)/test_%: tests/test_%.c tests/t.h src/ws.c include/ws.h | $(BUILD)
-	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) $< -o $@
+	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) $< -o $@ $(LDLIBS)
+
+# The loop tests again on the poll backend (the default is epoll on Linux).
+$(BUILD)/test_loop_poll: tests/test_loop.c tests/t.h src/ws.c include/ws.h | $(BUILD)
+	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) -DWS_LOOP_POLL $< -o $@ $(LDLIBS)
+
+$(BUILD)/asan/test_loop_poll: tests/test_loop.c tests/t.h src/ws.c include/ws.h | $(BUILD)
+	@mkdir -p $(BUILD)/asan
+	$(CC) $(WARN) -O1 -g $(SAN) $(CPPFLAGS) -DWS_LOOP_POLL $< -o $@ $(LDLIBS)
 
 $(BUILD)/asan/test_%: tests/test_%.c tests/t.h src/ws.c include/ws.h | $(BUILD)
 	@mkdir -p $(BUILD)/asan
-	$(CC) $(WARN) -O1 -g $(SAN) $(CPPFLAGS) $< -o $@
+	$(CC) $(WARN) -O1 -g $(SAN) $(CPPFLAGS) $< -o $@ $(LDLIBS)
 
 # make test: every test with the default build, then under ASan+UBSan, then
 # under valgrind where installed, then the protocol conformance suite
@@ -51,13 +60,26 @@ test: all $(TESTS:%=$(BUILD)/%) $(TESTS:%=$(BUILD)/asan/%)
 test-conformance: all
 	@sh tests/run.sh $(BUILD) "" conformance-only
 
-check: test check-api check-configs
+check: test check-api check-configs check-layers
 
 # Every global symbol ws.o defines starts with ws_.
 check-api: $(BUILD)/ws.o
 	@bad=$$(nm -g --defined-only $(BUILD)/ws.o | awk '{print $$3}' | grep -v '^ws_' || true); \
 	if [ -n "$$bad" ]; then echo "check-api: symbols without the ws_ prefix:"; echo "$$bad"; exit 1; fi; \
 	echo "check-api: ok ($$(nm -g --defined-only $(BUILD)/ws.o | wc -l) symbols, all ws_)"
+
+# The loop (section 6 of src/ws.c) uses the public API only: compiled on its
+# own against ws.h it must build, and it may name none of the private
+# identifiers that the sections before it define.
+check-layers: | $(BUILD)
+	@awk '/^ \* 6\. Layer 2: the event loop/{f=1} f' src/ws.c | sed '1s/^/\/* /' > $(BUILD)/loop_only.c
+	@printf '#define _POSIX_C_SOURCE 200809L\n#include "ws.h"\n#include <assert.h>\n#define WS_ASSERT(x) assert(x)\n#define WS__HAVE_OS 1\n' | cat - $(BUILD)/loop_only.c > $(BUILD)/loop_alone.c
+	$(CC) -std=c99 -Wall -Wextra -Wpedantic -Werror -Iinclude -c $(BUILD)/loop_alone.c -o $(BUILD)/loop_alone.o
+	@awk '/^ \* 6\. Layer 2: the event loop/{exit} {print}' src/ws.c | grep -o 'ws__[A-Za-z0-9_]*' | sort -u > $(BUILD)/core_private.txt
+	@grep -o 'ws__[A-Za-z0-9_]*' $(BUILD)/loop_only.c | sort -u > $(BUILD)/loop_private.txt
+	@used=$$(comm -12 $(BUILD)/core_private.txt $(BUILD)/loop_private.txt); \
+	if [ -n "$$used" ]; then echo "check-layers: the loop uses core internals:"; echo "$$used"; exit 1; fi; \
+	echo "check-layers: ok (the loop builds alone against ws.h and names no core internals)"
 
 # Warning-free with gcc and clang in several configurations, and ws.h as C++.
 check-configs: | $(BUILD)

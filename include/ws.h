@@ -566,11 +566,240 @@ int ws_http_respond(ws_conn *c, int status, const ws_header *headers,
                     size_t num_headers, const void *body, size_t len);
 
 /*
+ * Ends the connection now, as when the transport is lost: no closing
+ * handshake, state CLOSED, on_close with 1006 and ws_strerror(err) (err is
+ * a negative WS_E* code; WS_EIO if not). From inside a callback, on_close
+ * runs when the outermost ws_conn_* call returns.
+ *   WS_ECLOSED (on_close has run), WS_OK (it will run), WS_ESTATE (never
+ *   started)
+ */
+int ws_conn_abort(ws_conn *c, int err);
+
+/*
  * Releases the connection's buffers. If the connection was started and has
  * not reached CLOSED, it is aborted first and on_close runs with 1006. Do
  * not call it from callbacks other than on_close.
  */
 void ws_conn_free(ws_conn *c);
+
+/* ------------------------------------------------------------------------
+ * Layer 2: the event loop (not in WS_NO_LOOP builds). POSIX sockets; epoll,
+ * kqueue or poll, chosen at compile time in that order (-DWS_LOOP_POLL,
+ * -DWS_LOOP_EPOLL, -DWS_LOOP_KQUEUE force one). Built on the public API
+ * above only. One loop per thread: every ws_loop_* function and every
+ * ws_conn_* / ws_send* call on a loop's connections MUST be made on the
+ * thread that runs the loop, except ws_loop_post() (debug builds assert
+ * this). Link with -pthread where the C library needs it.
+ * ---------------------------------------------------------------------- */
+#ifndef WS_NO_LOOP
+
+typedef struct ws_loop ws_loop;
+typedef struct ws_loop_conn ws_loop_conn;
+typedef struct ws_timer ws_timer;
+
+typedef struct ws_loop_config {
+  ws_config server;           /* template for accepted and adopted conns */
+  ws_config client;           /* template for ws_loop_connect() */
+  uint32_t idle_timeout_ms;   /* no input for this long: close 1001; 0: off */
+  int backlog;                /* listen() backlog (511) */
+  size_t max_conns;           /* connections at once; 0: only the fd limit */
+  int max_events;             /* readiness events per wait (256) */
+} ws_loop_config;
+
+/* Fills *cfg with defaults: both templates from ws_config_init(), plus
+ * keepalive pings every 30 s (under the 60 s idle timeout of common load
+ * balancers) with a 10 s pong timeout. */
+void ws_loop_config_init(ws_loop_config *cfg);
+
+typedef struct ws_loop_callbacks {
+  /* For every connection of the loop. read and write are the loop's own
+   * (these fields are ignored); random, on_handshake, on_open, on_message,
+   * on_ping, on_pong, on_http and on_close are called as for any ws_conn.
+   * A connection's user pointer starts as the loop's (ws_conn_set_user()
+   * changes it; ws_loop_connect() and ws_loop_adopt() take one). After
+   * on_close the loop closes the socket and releases the connection. */
+  ws_callbacks conn;
+  /* The output queue emptied after the connection had to wait for the
+   * socket: the moment to resume sending after WS_EFULL. */
+  void (*on_drain)(ws_conn *c, void *user);
+  /* Memory for a connection (NULL: the server config's allocator). Return
+   * NULL to refuse the connection. free_conn gets it back once the
+   * connection is finished, after on_close. loop_user is the loop's. */
+  ws_loop_conn *(*alloc_conn)(ws_loop *l, void *loop_user);
+  void (*free_conn)(ws_loop *l, ws_loop_conn *lc, void *loop_user);
+} ws_loop_callbacks;
+
+/* Private parts; the names and layout may change at any time. */
+struct ws__tnode { uint64_t when; size_t idx; int kind; };
+struct ws__io { int fd, pidx; unsigned char kind, events; };
+struct ws__loop_conn_priv {
+  struct ws__io io;
+  struct ws__tnode tn;
+  ws_loop *loop;
+  ws_loop_conn *next, *prev, *pend;
+  void *subs;
+  uint64_t last_rx;
+  unsigned char flags;
+};
+struct ws__timer_priv {
+  struct ws__tnode tn;
+  uint64_t repeat;
+  void (*cb)(ws_loop *l, ws_timer *t, void *user);
+  void *user;
+};
+struct ws__loop_priv {
+  ws_loop_config cfg;
+  ws_loop_callbacks cb;
+  void *user;
+  int bfd;                          /* epoll/kqueue fd, -1 for poll */
+  void *bev;                        /* backend event array */
+  void *pfd;                        /* poll: struct pollfd array */
+  struct ws__io **pio;              /* poll: io per pollfd */
+  size_t pcount, pcap;
+  struct { struct ws__io *io; unsigned ev; } *ready;
+  int nready;
+  struct ws__tnode **heap;
+  size_t hcount, hcap;
+  ws_loop_conn *conns, *dead, *pend;
+  size_t nconns;
+  void *listeners;
+  struct ws__io wake;
+  int wake_w;
+  void *post;                       /* mutex and queue, allocated */
+  void **topics;
+  size_t ntopics, tcap;
+  uint64_t now;
+  unsigned long owner;
+  int stop, shutting, paused;
+};
+
+struct ws_loop { struct ws__loop_priv ws__lp; };
+struct ws_loop_conn {
+  ws_conn conn;                     /* first: a ws_conn * of a loop's conn
+                                       converts to ws_loop_conn * */
+  struct ws__loop_conn_priv ws__l;
+};
+struct ws_timer { struct ws__timer_priv ws__t; };
+
+/* Initialises a loop in caller memory. cb may be NULL (no callbacks).
+ *   WS_OK, WS_EINVAL, WS_EIO (the backend or wake-up pipe failed),
+ *   WS_ENOMEM */
+int ws_loop_init(ws_loop *l, const ws_loop_config *cfg,
+                 const ws_loop_callbacks *cb, void *user);
+
+/* The backend's name: "epoll", "kqueue" or "poll". */
+const char *ws_loop_backend(void);
+
+/* The backend's own fd (epoll or kqueue; readable when the loop has work),
+ * so a host loop can watch it and call ws_loop_run_once(l, 0); -1 for
+ * poll. */
+int ws_loop_backend_fd(const ws_loop *l);
+
+/*
+ * Listens on host:port (a numeric IPv4 or IPv6 address; NULL means "::",
+ * which also takes IPv4 where the system allows). port 0 picks one; the
+ * port bound is stored in *bound_port when not NULL.
+ *   WS_OK, WS_EINVAL (bad host), WS_EIO (socket, bind or listen failed;
+ *   errno says why), WS_ENOMEM
+ */
+int ws_loop_listen(ws_loop *l, const char *host, unsigned port,
+                   unsigned *bound_port);
+
+/* Accepts connections from a listening socket the caller made (set
+ * non-blocking by the loop, closed by it at the end). As ws_loop_listen. */
+int ws_loop_listen_fd(ws_loop *l, int fd);
+
+/*
+ * Connects to a ws:// URL ("ws://host[:port][/path]", IPv6 hosts in
+ * brackets). Numeric hosts never block; a name is resolved with
+ * getaddrinfo(), which may. o (may be NULL) adds an origin, subprotocols
+ * and headers (its host and path are taken from the URL when NULL). The
+ * connection's callbacks are the loop's, with `user` as its user pointer.
+ * *out (may be NULL) receives the connection; it opens (on_open) or fails
+ * (on_close, 1006) later.
+ *   WS_OK, WS_EINVAL (URL; wss:// needs TLS), WS_EIO, WS_ENOMEM
+ */
+int ws_loop_connect(ws_loop *l, const char *url, const ws_client_opts *o,
+                    void *user, ws_conn **out);
+
+/*
+ * Takes over a connected socket from a host server, together with the bytes
+ * it already read from it (the start of the HTTP request), and continues
+ * the upgrade as a server connection. The loop owns fd from now on.
+ *   WS_OK (*out, may be NULL, is the connection), WS_ECLOSED (the bytes
+ *   already ended it: on_close has run), WS_EINVAL, WS_ENOMEM
+ */
+int ws_loop_adopt(ws_loop *l, int fd, const void *data, size_t len,
+                  void *user, ws_conn **out);
+
+/* Runs one iteration: waits up to timeout_ms (-1: until something happens,
+ * 0: not at all) for events and timers, and handles them. WS_OK, or WS_EIO
+ * when the wait failed. */
+int ws_loop_run_once(ws_loop *l, int timeout_ms);
+
+/* Runs until ws_loop_stop(), or until a ws_loop_shutdown() has finished.
+ * WS_OK, or WS_EIO. */
+int ws_loop_run(ws_loop *l);
+
+/* Makes ws_loop_run() return after the current iteration. */
+void ws_loop_stop(ws_loop *l);
+
+/* Graceful shutdown: stops accepting, sends close 1001 to every open
+ * connection and aborts the ones still connecting; ws_loop_run() returns
+ * once all have closed (each bounded by its close timeout). */
+void ws_loop_shutdown(ws_loop *l);
+
+/* Aborts any connections left (on_close with 1006), closes every socket
+ * and releases everything the loop holds. */
+void ws_loop_free(ws_loop *l);
+
+/* Open connections, connecting ones included. */
+size_t ws_loop_conn_count(const ws_loop *l);
+
+/* The loop's clock (ms, monotonic), as of the current iteration. */
+uint64_t ws_loop_now(const ws_loop *l);
+
+/* The socket of a loop connection. */
+int ws_loop_conn_fd(const ws_conn *c);
+
+/* The loop a connection belongs to. */
+ws_loop *ws_loop_of(const ws_conn *c);
+
+/*
+ * Thread-safe: runs fn(l, arg) on the loop's thread at its next iteration,
+ * waking it. The supported way to send from another thread.
+ *   WS_OK, WS_ENOMEM, WS_EIO
+ */
+int ws_loop_post(ws_loop *l, void (*fn)(ws_loop *l, void *arg), void *arg);
+
+/* Starts (or restarts) a caller-owned timer: cb runs after `after_ms`, then
+ * every `repeat_ms` if not 0. The timer memory must stay valid until it is
+ * stopped or has fired for the last time. */
+void ws_timer_start(ws_loop *l, ws_timer *t, uint64_t after_ms,
+                    uint64_t repeat_ms,
+                    void (*cb)(ws_loop *l, ws_timer *t, void *user),
+                    void *user);
+/* Stops a timer; harmless if it is not running. */
+void ws_timer_stop(ws_loop *l, ws_timer *t);
+
+/*
+ * Topics: a server connection subscribes to any number of named topics;
+ * publishing encodes the message once and queues the same bytes to every
+ * subscriber. A connection's subscriptions end with it.
+ *   subscribe:   WS_OK (also when already subscribed), WS_EINVAL, WS_ENOMEM
+ *   unsubscribe: WS_OK, WS_EINVAL (not subscribed)
+ *   publish:     WS_OK (*sent, may be NULL, is how many connections took
+ *                it; one over its queue limit is skipped), WS_EINVAL,
+ *                WS_EUTF8, WS_ENOMEM
+ */
+int ws_loop_subscribe(ws_conn *c, const char *topic);
+int ws_loop_unsubscribe(ws_conn *c, const char *topic);
+int ws_loop_publish(ws_loop *l, const char *topic, int op, const void *data,
+                    size_t len, size_t *sent);
+/* Subscribers of a topic (0 for an unknown topic). */
+size_t ws_loop_topic_size(ws_loop *l, const char *topic);
+
+#endif /* WS_NO_LOOP */
 
 #ifdef __cplusplus
 }
