@@ -8,7 +8,7 @@ PREFIX  ?= /usr/local
 BUILD    = build
 SAN      = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
-EXAMPLES = echo_server echo_client
+EXAMPLES = echo_server echo_client chat
 TESTS    = test_codec test_conn test_loop test_loop_poll
 ARM_CC  ?= arm-none-eabi-gcc
 
@@ -118,9 +118,9 @@ install: all $(BUILD)/ws.pc
 	install -m 755 $(BUILD)/libws.so $(DESTDIR)$(PREFIX)/lib/libws.so
 	install -m 644 $(BUILD)/ws.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/ws.pc
 
-run: $(BUILD)/echo_server
-	@echo "echo server on ws://127.0.0.1:9001/"
-	$(BUILD)/echo_server -p 9001
+# The chat demo: open the printed URL in two browser tabs.
+run: $(BUILD)/chat
+	$(BUILD)/chat -p 8080
 
 clean:
 	rm -rf $(BUILD)

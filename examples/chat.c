@@ -1,0 +1,364 @@
+/*
+ * chat.c - a team chat server on the ws event loop: rooms, names, messages
+ * broadcast to everyone in the room, join/leave notices and a member list.
+ * It serves its own page at / and speaks WebSocket at /ws.
+ *
+ *   build/chat [-p PORT] [-h HOST]     (default 127.0.0.1:8080)
+ *
+ * Protocol, client to server (text messages):
+ *   join ROOM NAME     enter ROOM (leaving any other) as NAME
+ *   say TEXT           send TEXT to the room
+ *   leave              leave the room
+ * Server to client: one JSON object per message, with "type" one of
+ * "joined" (you are in: room, name, members), "join" / "leave" (someone
+ * came or went: room, name, members), "msg" (room, name, text), "error"
+ * (text).
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "ws.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NAME_MAX_LEN 24
+#define TEXT_MAX_LEN 2000
+
+typedef struct client {
+  ws_conn *conn;
+  char name[NAME_MAX_LEN + 1];
+  char room[NAME_MAX_LEN + 1];
+  struct client *next, *prev;
+} client;
+
+static client *g_clients; /* everyone connected, for member lists */
+static ws_loop g_loop;
+
+static const char PAGE[] =
+    "<!doctype html>\n"
+    "<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
+    "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+    "<title>ws chat</title>\n"
+    "<style>\n"
+    "body{font:15px system-ui,sans-serif;margin:0;display:flex;height:100vh;"
+    "background:#f4f5f7;color:#1d1c1d}\n"
+    "#side{width:210px;background:#3f0e40;color:#fff;padding:14px;box-sizing:border-box}\n"
+    "#side h2{font-size:15px;margin:14px 0 6px;opacity:.8}\n"
+    "#members{list-style:none;padding:0;margin:0}#members li{padding:2px 0}\n"
+    "#main{flex:1;display:flex;flex-direction:column}\n"
+    "#log{flex:1;overflow-y:auto;padding:12px 16px;background:#fff}\n"
+    ".m{margin:4px 0}.m b{margin-right:6px}.n{color:#777;font-style:italic}\n"
+    "form{display:flex;gap:6px;padding:10px;border-top:1px solid #ddd}\n"
+    "input{font:inherit;padding:7px;border:1px solid #bbb;border-radius:4px}\n"
+    "#text{flex:1}button{font:inherit;padding:7px 12px}\n"
+    "#status{font-size:12px;opacity:.8}\n"
+    "</style></head><body>\n"
+    "<div id=\"side\"><div><b>ws chat</b></div><div id=\"status\">connecting</div>\n"
+    "<h2 id=\"roomname\">#</h2><ul id=\"members\"></ul></div>\n"
+    "<div id=\"main\"><form id=\"joinf\"><input id=\"name\" placeholder=\"your name\" "
+    "maxlength=\"24\" required><input id=\"room\" value=\"general\" maxlength=\"24\" "
+    "required><button>Join</button></form>\n"
+    "<div id=\"log\"></div>\n"
+    "<form id=\"sayf\"><input id=\"text\" placeholder=\"message\" autocomplete=\"off\" "
+    "maxlength=\"2000\"><button>Send</button></form></div>\n"
+    "<script>\n"
+    "const $=id=>document.getElementById(id);\n"
+    "const ws=new WebSocket((location.protocol==='https:'?'wss://':'ws://')+location.host+'/ws');\n"
+    "function line(html,cls){const d=document.createElement('div');d.className='m '+(cls||'');"
+    "d.innerHTML=html;$('log').appendChild(d);$('log').scrollTop=1e9;}\n"
+    "function esc(s){return s.replace(/[&<>\"]/g,c=>({'&':'&amp;','<':'&lt;','>':'&gt;','\"':'&quot;'}[c]));}\n"
+    "function members(list){$('members').innerHTML=list.map(n=>'<li>'+esc(n)+'</li>').join('');}\n"
+    "ws.onopen=()=>{$('status').textContent='connected';};\n"
+    "ws.onclose=e=>{$('status').textContent='disconnected ('+e.code+')';};\n"
+    "ws.onmessage=e=>{const m=JSON.parse(e.data);\n"
+    " if(m.type==='joined'){$('roomname').textContent='#'+m.room;members(m.members);"
+    "line('you joined #'+esc(m.room)+' as '+esc(m.name),'n');}\n"
+    " else if(m.type==='join'){members(m.members);line(esc(m.name)+' joined','n');}\n"
+    " else if(m.type==='leave'){members(m.members);line(esc(m.name)+' left','n');}\n"
+    " else if(m.type==='msg'){line('<b>'+esc(m.name)+'</b>'+esc(m.text));}\n"
+    " else if(m.type==='error'){line('error: '+esc(m.text),'n');}};\n"
+    "$('joinf').onsubmit=e=>{e.preventDefault();ws.send('join '+$('room').value+' '+$('name').value);"
+    "$('text').focus();};\n"
+    "$('sayf').onsubmit=e=>{e.preventDefault();if($('text').value){ws.send('say '+$('text').value);"
+    "$('text').value='';}};\n"
+    "</script></body></html>\n";
+
+/* Appends s to a JSON string being built, escaped. */
+static size_t json_str(char *out, size_t cap, size_t at, const char *s,
+                       size_t n) {
+  size_t i;
+  if (at < cap) out[at] = '"';
+  at++;
+  for (i = 0; i < n; i++) {
+    unsigned char ch = (unsigned char)s[i];
+    char esc[8];
+    const char *add = NULL;
+    size_t k;
+    if (ch == '"') add = "\\\"";
+    else if (ch == '\\') add = "\\\\";
+    else if (ch == '\n') add = "\\n";
+    else if (ch < 0x20) {
+      snprintf(esc, sizeof esc, "\\u%04x", ch);
+      add = esc;
+    }
+    if (add) {
+      for (k = 0; add[k]; k++, at++)
+        if (at < cap) out[at] = add[k];
+    } else {
+      if (at < cap) out[at] = (char)ch;
+      at++;
+    }
+  }
+  if (at < cap) out[at] = '"';
+  return at + 1;
+}
+
+static size_t json_lit(char *out, size_t cap, size_t at, const char *s) {
+  for (; *s; s++, at++)
+    if (at < cap) out[at] = *s;
+  return at;
+}
+
+/* {"type":T,"room":R,"name":N[,"text":X][,"members":[...]]} */
+static size_t make_event(char *out, size_t cap, const char *type,
+                         const client *who, const char *text, size_t tlen,
+                         int with_members) {
+  size_t at = 0;
+  at = json_lit(out, cap, at, "{\"type\":");
+  at = json_str(out, cap, at, type, strlen(type));
+  at = json_lit(out, cap, at, ",\"room\":");
+  at = json_str(out, cap, at, who->room, strlen(who->room));
+  at = json_lit(out, cap, at, ",\"name\":");
+  at = json_str(out, cap, at, who->name, strlen(who->name));
+  if (text) {
+    at = json_lit(out, cap, at, ",\"text\":");
+    at = json_str(out, cap, at, text, tlen);
+  }
+  if (with_members) {
+    const client *c;
+    int first = 1;
+    at = json_lit(out, cap, at, ",\"members\":[");
+    for (c = g_clients; c; c = c->next) {
+      if (strcmp(c->room, who->room) != 0) continue;
+      if (!first) at = json_lit(out, cap, at, ",");
+      at = json_str(out, cap, at, c->name, strlen(c->name));
+      first = 0;
+    }
+    at = json_lit(out, cap, at, "]");
+  }
+  at = json_lit(out, cap, at, "}");
+  return at;
+}
+
+static void send_error(ws_conn *c, const char *text) {
+  char buf[256];
+  size_t at = json_lit(buf, sizeof buf, 0, "{\"type\":\"error\",\"text\":");
+  at = json_str(buf, sizeof buf, at, text, strlen(text));
+  at = json_lit(buf, sizeof buf, at, "}");
+  if (at <= sizeof buf) ws_send(c, WS_OP_TEXT, buf, at);
+}
+
+/* Publishes an event about `who` to their room. */
+static void room_event(const client *who, const char *type, const char *text,
+                       size_t tlen, int with_members) {
+  char stack[4096], *buf = stack, topic[NAME_MAX_LEN + 8];
+  size_t n = make_event(stack, sizeof stack, type, who, text, tlen, with_members);
+  if (n > sizeof stack) {
+    buf = (char *)malloc(n);
+    if (buf == NULL) return;
+    make_event(buf, n, type, who, text, tlen, with_members);
+  }
+  snprintf(topic, sizeof topic, "room:%s", who->room);
+  ws_loop_publish(&g_loop, topic, WS_OP_TEXT, buf, n, NULL);
+  if (buf != stack) free(buf);
+}
+
+static int valid_word(const char *s, size_t n) {
+  size_t i;
+  if (n == 0 || n > NAME_MAX_LEN) return 0;
+  for (i = 0; i < n; i++) {
+    char ch = s[i];
+    if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+          (ch >= '0' && ch <= '9') || ch == '_' || ch == '-' || ch == '.'))
+      return 0;
+  }
+  return 1;
+}
+
+static void leave_room(client *cl) {
+  char topic[NAME_MAX_LEN + 8];
+  client gone = *cl;
+  if (!cl->room[0]) return;
+  snprintf(topic, sizeof topic, "room:%s", cl->room);
+  ws_loop_unsubscribe(cl->conn, topic);
+  cl->room[0] = '\0'; /* no longer in the member list */
+  room_event(&gone, "leave", NULL, 0, 1);
+}
+
+static int on_handshake(ws_conn *c, const ws_request *req, ws_accept *acc,
+                        void *user) {
+  (void)c, (void)acc, (void)user;
+  if (req->path_len != 3 || memcmp(req->path, "/ws", 3) != 0) return 404;
+  return 0;
+}
+
+static int on_http(ws_conn *c, const ws_request *req, void *user) {
+  static const ws_header ct[] = {
+      {"Content-Type", 12, "text/html; charset=utf-8", 24},
+      {"Cache-Control", 13, "no-store", 8}};
+  (void)user;
+  if (req->method_len != 3 || memcmp(req->method, "GET", 3) != 0) return 405;
+  if (req->path_len == 1 && req->path[0] == '/')
+    return ws_http_respond(c, 200, ct, 2, PAGE, sizeof PAGE - 1) == WS_OK ? 0 : 500;
+  return 404;
+}
+
+static void on_open(ws_conn *c, const char *proto, size_t n, void *user) {
+  client *cl = (client *)calloc(1, sizeof *cl);
+  (void)proto, (void)n, (void)user;
+  if (cl == NULL) {
+    ws_close(c, WS_CLOSE_INTERNAL, "out of memory", 13);
+    return;
+  }
+  cl->conn = c;
+  cl->next = g_clients;
+  if (g_clients) g_clients->prev = cl;
+  g_clients = cl;
+  ws_conn_set_user(c, cl);
+}
+
+static int on_message(ws_conn *c, int op, const void *data, size_t len,
+                      int fin, void *user) {
+  client *cl = (client *)user;
+  const char *s = (const char *)data;
+  (void)fin;
+  if (cl == NULL) return 0;
+  if (op != WS_OP_TEXT) {
+    send_error(c, "text messages only");
+    return 0;
+  }
+  if (len > 5 && memcmp(s, "join ", 5) == 0) {
+    const char *room = s + 5, *sp = memchr(room, ' ', len - 5), *name;
+    size_t rlen, nlen;
+    char topic[NAME_MAX_LEN + 8];
+    if (sp == NULL) {
+      send_error(c, "usage: join ROOM NAME");
+      return 0;
+    }
+    rlen = (size_t)(sp - room);
+    name = sp + 1;
+    nlen = len - (size_t)(name - s);
+    if (!valid_word(room, rlen) || !valid_word(name, nlen)) {
+      send_error(c, "room and name: 1-24 of A-Z a-z 0-9 _ - .");
+      return 0;
+    }
+    leave_room(cl);
+    memcpy(cl->room, room, rlen);
+    cl->room[rlen] = '\0';
+    memcpy(cl->name, name, nlen);
+    cl->name[nlen] = '\0';
+    /* Tell the room first, then join it: the newcomer gets "joined". */
+    room_event(cl, "join", NULL, 0, 1);
+    snprintf(topic, sizeof topic, "room:%s", cl->room);
+    if (ws_loop_subscribe(c, topic) != WS_OK) {
+      send_error(c, "could not join");
+      leave_room(cl);
+      return 0;
+    }
+    {
+      char buf[4096];
+      size_t n = make_event(buf, sizeof buf, "joined", cl, NULL, 0, 1);
+      if (n <= sizeof buf) ws_send(c, WS_OP_TEXT, buf, n);
+    }
+    return 0;
+  }
+  if (len > 4 && memcmp(s, "say ", 4) == 0) {
+    if (!cl->room[0]) {
+      send_error(c, "join a room first");
+      return 0;
+    }
+    if (len - 4 > TEXT_MAX_LEN) {
+      send_error(c, "message too long");
+      return 0;
+    }
+    room_event(cl, "msg", s + 4, len - 4, 0);
+    return 0;
+  }
+  if (len == 5 && memcmp(s, "leave", 5) == 0) {
+    leave_room(cl);
+    return 0;
+  }
+  send_error(c, "unknown command");
+  return 0;
+}
+
+static void on_close(ws_conn *c, int code, const char *reason, size_t len,
+                     void *user) {
+  client *cl = (client *)user;
+  (void)c, (void)code, (void)reason, (void)len;
+  if (cl == NULL) return; /* never opened: plain HTTP or a failed upgrade */
+  if (cl->prev)
+    cl->prev->next = cl->next;
+  else
+    g_clients = cl->next;
+  if (cl->next) cl->next->prev = cl->prev;
+  if (cl->room[0]) {
+    char topic[NAME_MAX_LEN + 8];
+    snprintf(topic, sizeof topic, "room:%s", cl->room);
+    ws_loop_unsubscribe(c, topic);
+    room_event(cl, "leave", NULL, 0, 1); /* it is off the member list */
+  }
+  free(cl);
+}
+
+static void on_signal(int sig) {
+  (void)sig;
+  ws_loop_stop(&g_loop); /* only sets a flag: safe in a handler */
+}
+
+int main(int argc, char **argv) {
+  ws_loop_config cfg;
+  ws_loop_callbacks cb;
+  const char *host = "127.0.0.1";
+  unsigned port = 8080, bound = 0;
+  int i;
+  for (i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "-p") == 0 && i + 1 < argc) {
+      port = (unsigned)atoi(argv[++i]);
+    } else if (strcmp(argv[i], "-h") == 0 && i + 1 < argc) {
+      host = argv[++i];
+    } else {
+      fprintf(stderr, "usage: %s [-p PORT] [-h HOST]\n", argv[0]);
+      return 2;
+    }
+  }
+  signal(SIGPIPE, SIG_IGN);
+  signal(SIGINT, on_signal);
+  signal(SIGTERM, on_signal);
+  ws_loop_config_init(&cfg);
+  cfg.server.max_message = 16 * 1024;
+  memset(&cb, 0, sizeof cb);
+  cb.conn.on_handshake = on_handshake;
+  cb.conn.on_http = on_http;
+  cb.conn.on_open = on_open;
+  cb.conn.on_message = on_message;
+  cb.conn.on_close = on_close;
+  if (ws_loop_init(&g_loop, &cfg, &cb, NULL) != WS_OK) {
+    fprintf(stderr, "chat: cannot start the loop\n");
+    return 1;
+  }
+  if (ws_loop_listen(&g_loop, host, port, &bound) != WS_OK) {
+    perror("chat: listen");
+    return 1;
+  }
+  printf("chat: open http://%s:%u/ in a browser (%s backend)\n",
+         strchr(host, ':') ? "[::1]" : host, bound, ws_loop_backend());
+  fflush(stdout);
+  ws_loop_run(&g_loop);
+  /* Stopped by a signal: close everyone politely, then exit. */
+  ws_loop_shutdown(&g_loop);
+  ws_loop_run(&g_loop);
+  ws_loop_free(&g_loop);
+  return 0;
+}
