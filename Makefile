@@ -9,7 +9,7 @@ BUILD    = build
 SAN      = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 EXAMPLES = echo_server echo_client chat
-TESTS    = test_codec test_conn test_loop test_loop_poll
+TESTS    = test_codec test_conn test_loop test_loop_poll test_chat
 ARM_CC  ?= arm-none-eabi-gcc
 
 .PHONY: all test test-plain test-asan test-valgrind test-conformance check \
