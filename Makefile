@@ -8,7 +8,10 @@ PREFIX  ?= /usr/local
 BUILD    = build
 SAN      = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
-EXAMPLES = echo_server echo_client chat
+EXAMPLES = echo_server echo_client chat wsc
+ifeq ($(shell uname -s),Linux)
+EXAMPLES += existing_server
+endif
 TESTS    = test_codec test_conn test_loop test_loop_poll test_chat
 ARM_CC  ?= arm-none-eabi-gcc
 

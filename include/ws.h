@@ -753,6 +753,10 @@ void ws_loop_shutdown(ws_loop *l);
  * and releases everything the loop holds. */
 void ws_loop_free(ws_loop *l);
 
+/* Milliseconds until the loop's next timer (0: due now), or -1 when none:
+ * with ws_loop_backend_fd(), what a host loop needs to drive this one. */
+int ws_loop_timeout(const ws_loop *l);
+
 /* Open connections, connecting ones included. */
 size_t ws_loop_conn_count(const ws_loop *l);
 

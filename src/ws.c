@@ -3730,6 +3730,17 @@ void ws_loop_free(ws_loop *l) {
 }
 
 /* see ws.h */
+int ws_loop_timeout(const ws_loop *l) {
+  const struct ws__loop_priv *p = WS__LP(l);
+  uint64_t now = ws__loop_clock(), due;
+  if (p->pend) return 0;
+  if (p->hcount == 0) return -1;
+  due = p->heap[0]->when;
+  if (due <= now) return 0;
+  return due - now > 0x7FFFFFFF ? 0x7FFFFFFF : (int)(due - now);
+}
+
+/* see ws.h */
 size_t ws_loop_conn_count(const ws_loop *l) { return WS__LP(l)->nconns; }
 
 /* see ws.h */

@@ -46,6 +46,10 @@ if [ "$only" != conformance-only ]; then
   fi
 fi
 
+if [ "$only" != conformance-only ]; then
+  run "examples" sh tests/examples.sh "$build"
+fi
+
 if [ -f tests/conformance/run.sh ]; then
   run "conformance" sh tests/conformance/run.sh "$build"
 fi

@@ -1,0 +1,208 @@
+/*
+ * wsc.c - a small command-line WebSocket client.
+ *
+ *   build/wsc [options] ws://host:port/path
+ *     --binary           send stdin lines as binary messages (default text)
+ *     --subprotocol P    offer subprotocol P (repeatable)
+ *     --origin O         send an Origin header
+ *     --ping SECONDS     ping every SECONDS; a peer that stops answering ends it
+ *     --linger MS        after stdin ends, wait for MS of quiet before closing
+ *                        (default 500)
+ *     --timeout SECONDS  give up connecting after SECONDS (default 10)
+ *     -v                 report open, pings, pongs and the close on stderr
+ *
+ * Every stdin line (without its newline) becomes one message; every message
+ * received is written to stdout (text followed by a newline, binary as is).
+ * At the end of stdin it closes with 1000.
+ *
+ * Exit status: 0 after a clean closing handshake (1000, 1001 or no code),
+ * 1 if the connection or handshake failed, 2 for a usage error, 3 when the
+ * connection ended any other way (a protocol error, 1006, a timeout).
+ *
+ * stdin is read by a second thread, which hands each line to the loop with
+ * ws_loop_post(): the supported way to send from another thread.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "ws.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static ws_loop g_loop;
+static ws_conn *g_conn;
+static ws_timer g_linger;
+static int g_binary, g_verbose, g_opened, g_closed, g_code = -1;
+static int g_stdin_done;
+static unsigned g_linger_ms = 500;
+static char g_protocols[512];
+
+typedef struct line {
+  size_t len;
+  char data[1];
+} line;
+
+static void linger_done(ws_loop *l, ws_timer *t, void *user) {
+  (void)l, (void)t, (void)user;
+  if (g_conn && !g_closed && ws_conn_state(g_conn) == WS_STATE_OPEN)
+    ws_close(g_conn, WS_CLOSE_NORMAL, NULL, 0);
+}
+
+/* Runs on the loop thread. */
+static void send_line(ws_loop *l, void *arg) {
+  line *ln = (line *)arg;
+  (void)l;
+  if (ln == NULL) { /* end of stdin: close once the replies have settled */
+    g_stdin_done = 1;
+    ws_timer_start(&g_loop, &g_linger, g_linger_ms, 0, linger_done, NULL);
+    return;
+  }
+  if (g_conn && g_opened && !g_closed) {
+    int rc = ws_send(g_conn, g_binary ? WS_OP_BINARY : WS_OP_TEXT, ln->data,
+                     ln->len);
+    if (rc != WS_OK && rc != WS_ECLOSED)
+      fprintf(stderr, "wsc: send: %s\n", ws_strerror(rc));
+  }
+  free(ln);
+}
+
+static void *read_stdin(void *arg) {
+  char *buf = NULL;
+  size_t cap = 0;
+  ssize_t n;
+  (void)arg;
+  while ((n = getline(&buf, &cap, stdin)) >= 0) {
+    line *ln;
+    if (n > 0 && buf[n - 1] == '\n') n--;
+    if (n > 0 && buf[n - 1] == '\r') n--;
+    ln = (line *)malloc(sizeof *ln + (size_t)n);
+    if (ln == NULL) break;
+    ln->len = (size_t)n;
+    memcpy(ln->data, buf, (size_t)n);
+    if (ws_loop_post(&g_loop, send_line, ln) != WS_OK) {
+      free(ln);
+      break;
+    }
+  }
+  free(buf);
+  ws_loop_post(&g_loop, send_line, NULL);
+  return NULL;
+}
+
+static void on_open(ws_conn *c, const char *proto, size_t n, void *user) {
+  pthread_t th;
+  (void)c, (void)user;
+  g_opened = 1;
+  if (g_verbose)
+    fprintf(stderr, "wsc: connected%s%.*s\n", n ? ", subprotocol " : "",
+            (int)n, proto ? proto : "");
+  if (pthread_create(&th, NULL, read_stdin, NULL) == 0) pthread_detach(th);
+}
+
+static int on_message(ws_conn *c, int op, const void *d, size_t n, int fin,
+                      void *user) {
+  (void)c, (void)fin, (void)user;
+  fwrite(d, 1, n, stdout);
+  if (op == WS_OP_TEXT) fputc('\n', stdout);
+  fflush(stdout);
+  if (g_stdin_done) /* still talking: wait for quiet again */
+    ws_timer_start(&g_loop, &g_linger, g_linger_ms, 0, linger_done, NULL);
+  return 0;
+}
+
+static void on_ping(ws_conn *c, const void *d, size_t n, void *user) {
+  (void)c, (void)d, (void)user;
+  if (g_verbose) fprintf(stderr, "wsc: ping (%lu bytes)\n", (unsigned long)n);
+}
+
+static void on_pong(ws_conn *c, const void *d, size_t n, void *user) {
+  (void)c, (void)d, (void)user;
+  if (g_verbose) fprintf(stderr, "wsc: pong (%lu bytes)\n", (unsigned long)n);
+}
+
+static void on_close(ws_conn *c, int code, const char *reason, size_t len,
+                     void *user) {
+  int err = ws_conn_error(c);
+  (void)user;
+  g_closed = 1;
+  g_code = code;
+  g_conn = NULL;
+  ws_timer_stop(&g_loop, &g_linger);
+  if (!g_opened)
+    fprintf(stderr, "wsc: could not connect: %s\n", ws_strerror(err ? err : WS_EIO));
+  else if (g_verbose || (code != 1000 && code != 1001 && code != 1005))
+    fprintf(stderr, "wsc: closed %d%s%.*s\n", code, len ? ": " : "", (int)len,
+            reason);
+  ws_loop_stop(&g_loop);
+}
+
+static int usage(const char *argv0) {
+  fprintf(stderr,
+          "usage: %s [--binary] [--subprotocol P]... [--origin O] [--ping S]\n"
+          "          [--linger MS] [--timeout S] [-v] ws://host:port/path\n",
+          argv0);
+  return 2;
+}
+
+int main(int argc, char **argv) {
+  ws_loop_config cfg;
+  ws_loop_callbacks cb;
+  ws_client_opts o;
+  const char *url = NULL, *origin = NULL;
+  unsigned ping = 0, timeout = 10;
+  int i, rc;
+  for (i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (strcmp(a, "--binary") == 0) {
+      g_binary = 1;
+    } else if (strcmp(a, "-v") == 0) {
+      g_verbose = 1;
+    } else if (strcmp(a, "--subprotocol") == 0 && i + 1 < argc) {
+      size_t have = strlen(g_protocols), add = strlen(argv[++i]);
+      if (have + add + 3 > sizeof g_protocols) return usage(argv[0]);
+      if (have) strcat(g_protocols, ", ");
+      strcat(g_protocols, argv[i]);
+    } else if (strcmp(a, "--origin") == 0 && i + 1 < argc) {
+      origin = argv[++i];
+    } else if (strcmp(a, "--ping") == 0 && i + 1 < argc) {
+      ping = (unsigned)atoi(argv[++i]);
+    } else if (strcmp(a, "--linger") == 0 && i + 1 < argc) {
+      g_linger_ms = (unsigned)atoi(argv[++i]);
+    } else if (strcmp(a, "--timeout") == 0 && i + 1 < argc) {
+      timeout = (unsigned)atoi(argv[++i]);
+    } else if (a[0] == '-' || url) {
+      return usage(argv[0]);
+    } else {
+      url = a;
+    }
+  }
+  if (url == NULL) return usage(argv[0]);
+  signal(SIGPIPE, SIG_IGN);
+  ws_loop_config_init(&cfg);
+  cfg.client.ping_interval_ms = ping * 1000u;
+  cfg.client.pong_timeout_ms = ping ? ping * 2000u : 10000u;
+  cfg.client.handshake_timeout_ms = timeout * 1000u;
+  cfg.client.max_message = 64u << 20;
+  memset(&cb, 0, sizeof cb);
+  cb.conn.on_open = on_open;
+  cb.conn.on_message = on_message;
+  cb.conn.on_ping = on_ping;
+  cb.conn.on_pong = on_pong;
+  cb.conn.on_close = on_close;
+  if (ws_loop_init(&g_loop, &cfg, &cb, NULL) != WS_OK) return 1;
+  memset(&o, 0, sizeof o);
+  o.origin = origin;
+  o.protocols = g_protocols[0] ? g_protocols : NULL;
+  rc = ws_loop_connect(&g_loop, url, &o, NULL, &g_conn);
+  if (rc != WS_OK) {
+    fprintf(stderr, "wsc: %s: %s\n", url,
+            rc == WS_EINVAL ? "not a ws:// URL" : ws_strerror(rc));
+    return rc == WS_EINVAL ? 2 : 1;
+  }
+  ws_loop_run(&g_loop);
+  /* The stdin thread may still be blocked in getline(): exit, don't join. */
+  if (!g_opened) return 1;
+  return (g_code == 1000 || g_code == 1001 || g_code == 1005) ? 0 : 3;
+}

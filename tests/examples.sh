@@ -1,0 +1,77 @@
+#!/bin/sh
+# tests/examples.sh BUILD_DIR: the command-line examples as a user runs
+# them: build/wsc in shell pipes against build/echo_server, and
+# build/existing_server handing upgrades to ws. Servers run on loopback
+# ports they pick themselves and are stopped by PID at the end.
+build=${1:-build}
+pass=0
+fail=0
+pids=""
+tmp=$(mktemp -d)
+cleanup() {
+  for p in $pids; do kill "$p" 2>/dev/null; done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT INT TERM
+
+ok() { pass=$((pass + 1)); echo "ok - $1"; }
+bad() { fail=$((fail + 1)); echo "not ok - $1"; }
+check() { # name, condition command...
+  name=$1; shift
+  if "$@"; then ok "$name"; else bad "$name"; fi
+}
+
+# Starts a server printing its URL with the port on its first line.
+start() { # outfile, command...
+  out=$1; shift
+  "$@" >"$out" 2>&1 &
+  pids="$pids $!"
+  i=0
+  while [ $i -lt 50 ] && ! grep -q '127.0.0.1:[0-9]' "$out" 2>/dev/null; do
+    sleep 0.1; i=$((i + 1))
+  done
+  sed -n 's/.*127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$out" | head -n 1
+}
+
+eport=$(start "$tmp/echo.out" "$build/echo_server" -p 0)
+[ -n "$eport" ] || { bad "echo_server started"; echo "examples: $pass passed, $fail failed"; exit 1; }
+
+# wsc: lines in, echoes out, clean exit.
+printf 'hello\nw\303\266rld\n\nlast line without newline' |
+  timeout 20 "$build/wsc" "ws://127.0.0.1:$eport/" >"$tmp/out1"
+rc=$?
+check "wsc pipe exits 0 after a clean close" [ "$rc" -eq 0 ]
+printf 'hello\nw\303\266rld\n\nlast line without newline\n' >"$tmp/want1"
+check "wsc pipe output is every line echoed, in order" cmp -s "$tmp/out1" "$tmp/want1"
+
+# --binary: bytes come back as bytes, no newline added.
+printf 'bin\n' | timeout 20 "$build/wsc" --binary "ws://127.0.0.1:$eport/" >"$tmp/out2"
+check "wsc --binary round trip" [ "$(od -An -c "$tmp/out2" | tr -d ' ')" = "bin" ]
+
+# Many lines through one connection.
+seq 1 2000 | timeout 30 "$build/wsc" "ws://127.0.0.1:$eport/" >"$tmp/out3"
+check "wsc 2000 lines in order" sh -c "seq 1 2000 | cmp -s - '$tmp/out3'"
+
+# Failure exit codes.
+timeout 20 "$build/wsc" "ws://127.0.0.1:1/" </dev/null >/dev/null 2>"$tmp/err"
+check "wsc exit 1 when nothing listens" [ $? -eq 1 ]
+timeout 20 "$build/wsc" "http://127.0.0.1:$eport/" </dev/null >/dev/null 2>&1
+check "wsc exit 2 for a non-ws URL" [ $? -eq 2 ]
+
+# --ping with -v reports pongs.
+(sleep 2.5; echo done) | timeout 20 "$build/wsc" -v --ping 1 "ws://127.0.0.1:$eport/" >/dev/null 2>"$tmp/err2"
+check "wsc --ping sees pongs" grep -q "pong" "$tmp/err2"
+
+if [ -x "$build/existing_server" ]; then
+  xport=$(start "$tmp/ex.out" "$build/existing_server" -p 0)
+  if command -v curl >/dev/null 2>&1; then
+    check "existing_server answers plain HTTP itself" \
+      [ "$(curl -s --max-time 5 "http://127.0.0.1:$xport/")" = "hello from the host server" ]
+  fi
+  printf 'through the host\n' | timeout 20 "$build/wsc" "ws://127.0.0.1:$xport/ws" >"$tmp/out4"
+  check "existing_server hands upgrades to ws (echo via wsc)" \
+    [ "$(cat "$tmp/out4")" = "through the host" ]
+fi
+
+echo "examples: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]
