@@ -215,6 +215,8 @@ static void test_backend_name(void) {
   const char *b = ws_loop_backend();
 #ifdef WS_LOOP_POLL
   CHECK(strcmp(b, "poll") == 0);
+#elif defined(WS_LOOP_KQUEUE)
+  CHECK(strcmp(b, "kqueue") == 0);
 #elif defined(__linux__)
   CHECK(strcmp(b, "epoll") == 0);
 #endif
