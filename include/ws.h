@@ -604,6 +604,10 @@ typedef struct ws_loop_config {
   int backlog;                /* listen() backlog (511) */
   size_t max_conns;           /* connections at once; 0: only the fd limit */
   int max_events;             /* readiness events per wait (256) */
+  uint32_t linger_ms;         /* after a close, how long a half-closed socket
+                                 is read to its end before it is closed, so
+                                 the peer gets FIN rather than a reset
+                                 (2000; 0: close at once) */
 } ws_loop_config;
 
 /* Fills *cfg with defaults: both templates from ws_config_init(), plus
@@ -670,7 +674,9 @@ struct ws__loop_priv {
   size_t ntopics, tcap;
   uint64_t now;
   unsigned long owner;
-  int stop, shutting, paused;
+  void *lingering;
+  size_t nlinger;
+  int stop, shutting, paused, freeing;
 };
 
 struct ws_loop { struct ws__loop_priv ws__lp; };

@@ -2384,9 +2384,9 @@ void ws_conn_free(ws_conn *c) {
 #define WS__LOOP_OUT 2u
 
 /* io kinds */
-enum { WS__IO_CONN = 1, WS__IO_LISTENER = 2, WS__IO_WAKE = 3 };
+enum { WS__IO_CONN = 1, WS__IO_LISTENER = 2, WS__IO_WAKE = 3, WS__IO_LINGER = 4 };
 /* timer-node kinds */
-enum { WS__TN_CONN = 1, WS__TN_TIMER = 2 };
+enum { WS__TN_CONN = 1, WS__TN_TIMER = 2, WS__TN_LINGER = 3 };
 /* connection flags */
 enum {
   WS__LC_CONNECTING = 1, /* non-blocking connect() in progress */
@@ -2405,6 +2405,15 @@ typedef struct ws__listener {
   struct ws__io io;
   struct ws__listener *next;
 } ws__listener;
+
+/* A finished connection's socket, half-closed, read to its end before it is
+ * closed: closing with unread input makes the kernel send a reset, which
+ * can destroy the close frame just sent before the peer reads it. */
+typedef struct ws__linger {
+  struct ws__io io;
+  struct ws__tnode tn;
+  struct ws__linger *next, *prev;
+} ws__linger;
 
 typedef struct ws__post_item {
   void (*fn)(ws_loop *l, void *arg);
@@ -2817,6 +2826,61 @@ static int ws__loop_write(ws_conn *c, const void *buf, size_t len, size_t *n,
 
 static void ws__sub_drop_all(ws_loop_conn *lc);
 
+static void ws__linger_end(ws_loop *l, ws__linger *g) {
+  struct ws__loop_priv *p = WS__LP(l);
+  (void)ws__be_set(p, &g->io, 0);
+  close(g->io.fd);
+  ws__tn_remove(p, &g->tn);
+  if (g->prev)
+    g->prev->next = g->next;
+  else
+    p->lingering = g->next;
+  if (g->next) g->next->prev = g->prev;
+  p->nlinger--;
+  ws__loop_alloc(l, g, 0);
+}
+
+/* Hands a finished connection's socket over to lingering: FIN now, then
+ * read and drop until the peer's FIN or the linger time. A socket that
+ * failed, or the end of a loop, closes at once. */
+static void ws__loop_linger(ws_loop *l, int fd, int err) {
+  struct ws__loop_priv *p = WS__LP(l);
+  ws__linger *g = NULL;
+  if (fd < 0) return;
+  if (err != WS_EIO && p->cfg.linger_ms && !p->freeing &&
+      shutdown(fd, SHUT_WR) == 0)
+    g = (ws__linger *)ws__loop_alloc(l, NULL, sizeof *g);
+  if (g == NULL) {
+    close(fd);
+    return;
+  }
+  memset(g, 0, sizeof *g);
+  g->io.fd = fd;
+  g->io.pidx = -1;
+  g->io.kind = WS__IO_LINGER;
+  g->tn.kind = WS__TN_LINGER;
+  g->tn.idx = WS__TN_NONE;
+  g->next = (ws__linger *)p->lingering;
+  if (g->next) g->next->prev = g;
+  p->lingering = g;
+  p->nlinger++;
+  if (ws__be_set(p, &g->io, WS__LOOP_IN) != WS_OK ||
+      ws__tn_set(l, &g->tn, p->now + p->cfg.linger_ms) != WS_OK)
+    ws__linger_end(l, g);
+}
+
+static void ws__linger_read(ws_loop *l, ws__linger *g) {
+  char sink[4096];
+  for (;;) {
+    ssize_t r = recv(g->io.fd, sink, sizeof sink, 0);
+    if (r > 0) continue;
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+    ws__linger_end(l, g); /* end of stream or an error */
+    return;
+  }
+}
+
 /* on_close of every loop connection: the application's, then the loop's
  * part. The memory stays until the end of the turn, so code still holding
  * the pointer in this turn finds it marked dead rather than freed. */
@@ -2829,7 +2893,7 @@ static void ws__loop_on_close(ws_conn *c, int code, const char *reason,
   if (p->cb.conn.on_close) p->cb.conn.on_close(c, code, reason, len, user);
   q->flags |= WS__LC_DEAD;
   (void)ws__be_set(p, &q->io, 0);
-  if (q->io.fd >= 0) close(q->io.fd);
+  ws__loop_linger(l, q->io.fd, ws_conn_error(c));
   q->io.fd = -1;
   ws__tn_remove(p, &q->tn);
   ws__sub_drop_all(lc);
@@ -3532,6 +3596,7 @@ void ws_loop_config_init(ws_loop_config *cfg) {
   cfg->server.pong_timeout_ms = cfg->client.pong_timeout_ms = 10000;
   cfg->backlog = 511;
   cfg->max_events = 256;
+  cfg->linger_ms = 2000;
 }
 
 /* see ws.h */
@@ -3591,6 +3656,8 @@ static void ws__loop_timers(ws_loop *l) {
           (ws_loop_conn *)((char *)t - offsetof(ws_loop_conn, ws__l.tn));
       ws__tn_remove(p, t);
       ws__loop_update(l, lc); /* ticks, then files the next deadline */
+    } else if (t->kind == WS__TN_LINGER) {
+      ws__linger_end(l, (ws__linger *)((char *)t - offsetof(ws__linger, tn)));
     } else {
       ws_timer *tm = (ws_timer *)((char *)t - offsetof(ws_timer, ws__t.tn));
       ws__tn_remove(p, t);
@@ -3631,6 +3698,8 @@ int ws_loop_run_once(ws_loop *l, int timeout_ms) {
       ws__loop_accept(l, (ws__listener *)io);
     } else if (io->kind == WS__IO_WAKE) {
       ws__loop_run_posts(l);
+    } else if (io->kind == WS__IO_LINGER) {
+      ws__linger_read(l, (ws__linger *)io);
     }
     ws__loop_flush_pending(l);
   }
@@ -3645,7 +3714,7 @@ int ws_loop_run(ws_loop *l) {
   struct ws__loop_priv *p = WS__LP(l);
   WS__LOOP_THREAD(l);
   p->stop = 0;
-  while (!p->stop && !(p->shutting && p->nconns == 0)) {
+  while (!p->stop && !(p->shutting && p->nconns == 0 && p->nlinger == 0)) {
     int rc = ws_loop_run_once(l, -1);
     if (rc != WS_OK) return rc;
   }
@@ -3689,8 +3758,10 @@ void ws_loop_free(ws_loop *l) {
   struct ws__loop_priv *p = WS__LP(l);
   ws__post_q *q = (ws__post_q *)p->post;
   size_t i;
+  p->freeing = 1;
   while (p->conns) ws_conn_abort(&p->conns->conn, WS_ECLOSED);
   ws__loop_release_dead(l);
+  while (p->lingering) ws__linger_end(l, (ws__linger *)p->lingering);
   ws__loop_close_listeners(p);
   while (p->listeners) {
     ws__listener *ls = (ws__listener *)p->listeners;

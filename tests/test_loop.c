@@ -322,6 +322,58 @@ static void test_keepalive(void) {
   ws_loop_free(&w.loop);
 }
 
+static void linger_case(unsigned linger_ms, int *got_close, int *got_eof) {
+  world w;
+  ws_loop_config cfg;
+  int fd, one = 1;
+  static unsigned char junk[200000];
+  unsigned char buf[4096];
+  size_t have = 0;
+  uint64_t end;
+  ws_loop_config_init(&cfg);
+  cfg.linger_ms = linger_ms;
+  world_init_cfg(&w, &cfg);
+  fd = raw_connect(w.port, NULL);
+  CHECK(send(fd, RAW_REQ, strlen(RAW_REQ), 0) > 0);
+  /* A frame with RSV1 set (1002), then input the server will never read. */
+  CHECK(send(fd, "\xc1\x80\x00\x00\x00\x00", 6, 0) == 6);
+  memset(junk, 0x82, sizeof junk);
+  (void)send(fd, junk, sizeof junk, MSG_DONTWAIT);
+  CHECK(run_until(&w, c_server_closes, &one, 3000));
+  *got_close = *got_eof = 0;
+  end = ws__loop_clock() + 3000;
+  while (ws__loop_clock() < end) {
+    ssize_t r = recv(fd, buf + have, sizeof buf - have, MSG_DONTWAIT);
+    if (r > 0) {
+      have += (size_t)r;
+      continue;
+    }
+    if (r == 0) {
+      *got_eof = 1;
+      break;
+    }
+    if (errno != EAGAIN) break; /* ECONNRESET */
+    ws_loop_run_once(&w.loop, 10);
+  }
+  /* The close frame with 1002 after the 101. */
+  {
+    size_t i;
+    for (i = 0; i + 4 <= have; i++)
+      if (memcmp(buf + i, "\x88\x02\x03\xea", 4) == 0) *got_close = 1;
+  }
+  close(fd);
+  ws_loop_free(&w.loop);
+}
+
+static void test_lingering_close(void) {
+  /* A client whose unread input is still queued when the server fails the
+   * connection: the close frame and a clean FIN reach it (no reset). */
+  int got_close, got_eof;
+  linger_case(2000, &got_close, &got_eof);
+  CHECK(got_close);
+  CHECK(got_eof);
+}
+
 static ws_conn *g_last_server;
 static void remember_open(ws_conn *c, const char *proto, size_t n, void *user) {
   on_open(c, proto, n, user);
@@ -677,6 +729,7 @@ int main(void) {
   RUN(test_handshake_timeout);
   RUN(test_keepalive);
   RUN(test_backpressure);
+  RUN(test_lingering_close);
   RUN(test_broadcast);
   RUN(test_post_from_thread);
   RUN(test_shutdown);
