@@ -38,6 +38,20 @@ $(BUILD)/libws.so: $(BUILD)/ws.pic.o
 $(BUILD)/%: examples/%.c $(BUILD)/libws.a
 	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) $< $(BUILD)/libws.a -o $@ $(LDLIBS)
 
+# The conformance subjects, besides build/echo_server and build/echo_client:
+# the same on the poll backend, and the core-only versions over their own
+# poll() loop. Each directory holds an echo_server and an echo_client.
+VARIANTS = $(BUILD)/poll/echo_server $(BUILD)/poll/echo_client \
+           $(BUILD)/core/echo_server $(BUILD)/core/echo_client
+
+$(BUILD)/poll/%: examples/%.c src/ws.c include/ws.h
+	@mkdir -p $(BUILD)/poll
+	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) -DWS_LOOP_POLL $< src/ws.c -o $@ $(LDLIBS)
+
+$(BUILD)/core/%: examples/core_%.c $(BUILD)/libws.a
+	@mkdir -p $(BUILD)/core
+	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) $< $(BUILD)/libws.a -o $@ $(LDLIBS)
+
 # Tests include src/ws.c to reach its statics.
 $(BUILD)/test_%: tests/test_%.c tests/t.h src/ws.c include/ws.h | $(BUILD)
 	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) $< -o $@ $(LDLIBS)
@@ -57,10 +71,10 @@ $(BUILD)/asan/test_%: tests/test_%.c tests/t.h src/ws.c include/ws.h | $(BUILD)
 # make test: every test with the default build, then under ASan+UBSan, then
 # under valgrind where installed, then the protocol conformance suite
 # against the examples. tests/run.sh prints the grand total last.
-test: all $(TESTS:%=$(BUILD)/%) $(TESTS:%=$(BUILD)/asan/%)
+test: all $(VARIANTS) $(TESTS:%=$(BUILD)/%) $(TESTS:%=$(BUILD)/asan/%)
 	@sh tests/run.sh $(BUILD) "$(TESTS)"
 
-test-conformance: all
+test-conformance: all $(VARIANTS)
 	@sh tests/run.sh $(BUILD) "" conformance-only
 
 check: test check-api check-configs check-layers

@@ -498,7 +498,9 @@ uint64_t ws_conn_next_deadline(const ws_conn *c);
 
 /* 1 if output is queued (wait for writability), else 0. */
 int ws_conn_want_write(const ws_conn *c);
-/* 1 if the connection wants input now (not closed, not backpressured). */
+/* 1 if the connection wants input now: not closed, and less than half of
+ * max_queued waiting to be written (backpressure: a peer that does not
+ * read is not read from). */
 int ws_conn_want_read(const ws_conn *c);
 /* Bytes of output queued. */
 size_t ws_conn_queued(const ws_conn *c);

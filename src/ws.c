@@ -1881,10 +1881,12 @@ int ws_conn_want_read(const ws_conn *c) {
   if (p->state == WS_STATE_INIT || (p->flags & (WS__F_CLOSED | WS__F_FAILING)))
     return 0;
   if (p->role == WS_SERVER && (p->flags & WS__F_CLOSE_RCVD)) return 0;
-  /* Stop reading while a pong could no longer be queued: a peer that
-   * sends faster than it reads is paused instead of losing replies. */
-  return p->olen - p->ohead + WS_FRAME_HEADER_MAX + WS_CONTROL_MAX <=
-         p->max_queued;
+  /* Stop reading once half the output limit is queued (and always before
+   * a pong could no longer fit): a peer that sends faster than it reads is
+   * paused, and what it already sent still has room for its replies. */
+  return p->olen - p->ohead <= p->max_queued / 2 &&
+         p->olen - p->ohead + WS_FRAME_HEADER_MAX + WS_CONTROL_MAX <=
+             p->max_queued;
 }
 
 /* The sticky error or WS_OK, at the end of a public call. */

@@ -50,8 +50,13 @@ if [ "$only" != conformance-only ]; then
   run "examples" sh tests/examples.sh "$build"
 fi
 
+# The conformance suites against every server/client build: the loop on
+# the default backend, the loop on poll, and the core over its own loop.
 if [ -f tests/conformance/run.sh ]; then
-  run "conformance" sh tests/conformance/run.sh "$build"
+  for dir in "$build" "$build/poll" "$build/core"; do
+    [ -x "$dir/echo_server" ] || continue
+    run "conformance ($dir)" sh tests/conformance/run.sh "$dir"
+  done
 fi
 
 echo "total: $passed passed, $failed failed"
