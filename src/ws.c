@@ -2458,12 +2458,14 @@ static void *ws__loop_alloc(ws_loop *l, void *p, size_t n) {
   return realloc(p, n);
 }
 
+/* An id for the calling thread, for the debug check only. pthread_t is
+ * opaque, but it is an integer or a pointer on the systems this loop runs
+ * on; pthread_equal would need the value stored as pthread_t in ws.h. */
 static unsigned long ws__loop_self(void) {
-  /* pthread_t is opaque; a thread-specific address identifies the thread
-   * well enough for the debug check. */
-  static const char anchor = 0;
-  (void)anchor;
-  return (unsigned long)(uintptr_t)pthread_self();
+  pthread_t t = pthread_self();
+  unsigned long id = 0;
+  memcpy(&id, &t, sizeof t < sizeof id ? sizeof t : sizeof id);
+  return id;
 }
 
 #ifndef NDEBUG
@@ -3673,7 +3675,7 @@ static void ws__loop_timers(ws_loop *l) {
 int ws_loop_run_once(ws_loop *l, int timeout_ms) {
   struct ws__loop_priv *p = WS__LP(l);
   int i, rc, wait = timeout_ms;
-  WS__LOOP_THREAD(l);
+  p->owner = ws__loop_self(); /* the thread that runs the loop owns it */
   p->now = ws__loop_clock();
   ws__loop_timers(l);
   ws__loop_flush_pending(l);
@@ -3714,7 +3716,6 @@ int ws_loop_run_once(ws_loop *l, int timeout_ms) {
 /* see ws.h */
 int ws_loop_run(ws_loop *l) {
   struct ws__loop_priv *p = WS__LP(l);
-  WS__LOOP_THREAD(l);
   p->stop = 0;
   while (!p->stop && !(p->shutting && p->nconns == 0 && p->nlinger == 0)) {
     int rc = ws_loop_run_once(l, -1);

@@ -38,7 +38,7 @@ if [ "$only" != conformance-only ]; then
   done
   if command -v valgrind >/dev/null 2>&1; then
     for t in $tests; do
-      run "$t (valgrind)" env WS_TEST_CONNS=500 valgrind -q --error-exitcode=99 --leak-check=full \
+      run "$t (valgrind)" env WS_TEST_CONNS=500 valgrind -q --error-exitcode=99 --leak-check=full --child-silent-after-fork=yes \
         --errors-for-leak-kinds=definite "$build/$t"
     done
   else

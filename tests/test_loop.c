@@ -657,6 +657,34 @@ static void test_connect_errors(void) {
   ws_loop_free(&w.loop);
 }
 
+static void *wrong_thread(void *arg) {
+  size_t sent;
+  ws_loop_publish((ws_loop *)arg, "t", WS_OP_TEXT, "x", 1, &sent);
+  return NULL;
+}
+
+static void test_wrong_thread_asserts(void) {
+  /* Debug builds catch a loop call from a thread that does not run it. */
+#ifndef NDEBUG
+  pid_t pid = fork();
+  if (pid == 0) {
+    world w;
+    pthread_t th;
+    signal(SIGABRT, SIG_DFL);
+    fclose(stderr); /* the assertion message is expected */
+    world_init(&w);
+    ws_loop_run_once(&w.loop, 0);
+    pthread_create(&th, NULL, wrong_thread, &w.loop);
+    pthread_join(th, NULL);
+    _exit(0); /* not caught */
+  } else {
+    int st = 0;
+    waitpid(pid, &st, 0);
+    CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
+  }
+#endif
+}
+
 /* 10,000 connections: a child process opens them from 127.0.0.x source
  * addresses and upgrades each; the server holds them all at once. */
 static void test_many_connections(void) {
@@ -736,6 +764,7 @@ int main(void) {
   RUN(test_adopt);
   RUN(test_timers_app);
   RUN(test_connect_errors);
+  RUN(test_wrong_thread_asserts);
   RUN(test_many_connections);
   return t_done(
 #ifdef WS_LOOP_POLL
