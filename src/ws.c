@@ -56,12 +56,15 @@
 #define WS_PONG_TIMEOUT_MS 10000
 #endif
 /* Read size the input buffer makes room for, and the size past which an
- * empty buffer is given back to the allocator. */
+ * empty buffer is given back to the allocator. 0 gives back every empty
+ * buffer: an idle connection then holds no buffer at all, which is what a
+ * server with many mostly-quiet connections wants; raise it to trade
+ * memory for fewer allocator calls on busy ones. */
 #ifndef WS_READ_CHUNK
 #define WS_READ_CHUNK 4096
 #endif
 #ifndef WS_KEEP_BUFFER
-#define WS_KEEP_BUFFER (64u * 1024)
+#define WS_KEEP_BUFFER 0
 #endif
 /* Queued bytes past which a batch of replies is flushed early. */
 #ifndef WS_BATCH_FLUSH
@@ -1542,6 +1545,20 @@ static int ws__control(ws_conn *c, const ws_frame *f, unsigned char *d) {
   }
 }
 
+/* Nothing pending in the input buffer: rewind it, and give it back when
+ * it is over WS_KEEP_BUFFER (so an idle connection holds none). */
+static void ws__in_idle(struct ws__conn_priv *p) {
+  if (p->rpos != p->rlen || p->mlen != 0 || p->state < WS_STATE_OPEN ||
+      (p->flags & (WS__F_CLOSE_RCVD | WS__F_CLOSED)))
+    return;
+  p->rpos = p->rlen = p->mstart = 0;
+  if (!(p->flags & WS__F_FIXED) && p->in_cap > WS_KEEP_BUFFER) {
+    ws__realloc(p, p->in, 0);
+    p->in = NULL;
+    p->in_cap = 0;
+  }
+}
+
 /* Processes frames in in[rpos..rlen). */
 static int ws__frames(ws_conn *c) {
   struct ws__conn_priv *p = WS__P(c);
@@ -1637,16 +1654,7 @@ static int ws__frames(ws_conn *c) {
       }
     }
   }
-  /* Nothing pending: rewind, and give a big idle buffer back. */
-  if (p->rpos == p->rlen && p->mlen == 0 &&
-      !(p->flags & (WS__F_CLOSE_RCVD | WS__F_CLOSED))) {
-    p->rpos = p->rlen = p->mstart = 0;
-    if (!(p->flags & WS__F_FIXED) && p->in_cap > WS_KEEP_BUFFER) {
-      ws__realloc(p, p->in, 0);
-      p->in = NULL;
-      p->in_cap = 0;
-    }
-  }
+  ws__in_idle(p);
   return WS_OK;
 }
 
@@ -1947,6 +1955,7 @@ int ws_conn_on_readable(ws_conn *c) {
     }
     if (rc == WS_EAGAIN) {
       rc = WS_OK;
+      ws__in_idle(p); /* the room made for this read was not needed */
       break;
     }
     if (rc != WS_OK || n > (size_t)room) {
