@@ -114,7 +114,19 @@ typedef struct endpoint {
   unsigned long hash;      /* FNV-1a of streamed bytes */
   buf msg;                 /* stream mode: the reassembled message */
   int free_on_close;
+  /* Fault injection: at I/O call number fault_at (1-based, reads and
+   * writes counted together), do `fault` instead. */
+  long io_calls, fault_at;
+  int fault; /* FAULT_* */
 } endpoint;
+
+enum { FAULT_NONE, FAULT_EAGAIN, FAULT_SHORT, FAULT_ERROR, FAULT_EOF, FAULT__N };
+
+/* The fault for this call, if it is the chosen one. */
+static int ep_fault(endpoint *e) {
+  e->io_calls++;
+  return e->fault_at && e->io_calls == e->fault_at ? e->fault : FAULT_NONE;
+}
 
 static unsigned long fnv(const void *p, size_t n) {
   const unsigned char *s = (const unsigned char *)p;
@@ -127,7 +139,15 @@ static unsigned long fnv(const void *p, size_t n) {
 static int ep_read(ws_conn *c, void *b, size_t cap, size_t *n, void *user) {
   endpoint *e = (endpoint *)user;
   size_t avail = e->rx->len - e->rx->off;
+  int f = ep_fault(e);
   (void)c;
+  if (f == FAULT_EAGAIN) return WS_EAGAIN;
+  if (f == FAULT_ERROR) return WS_EIO;
+  if (f == FAULT_EOF) {
+    *n = 0;
+    return WS_OK;
+  }
+  if (f == FAULT_SHORT && avail > 1) avail = 1;
   if (avail == 0) {
     *n = 0;
     return e->eof ? WS_OK : WS_EAGAIN;
@@ -143,7 +163,11 @@ static int ep_read(ws_conn *c, void *b, size_t cap, size_t *n, void *user) {
 static int ep_write(ws_conn *c, const void *b, size_t len, size_t *n,
                     void *user) {
   endpoint *e = (endpoint *)user;
+  int f = ep_fault(e);
   (void)c;
+  if (f == FAULT_EAGAIN) return WS_EAGAIN;
+  if (f == FAULT_ERROR || f == FAULT_EOF) return WS_EIO;
+  if (f == FAULT_SHORT && len > 1) len = 1;
   if (e->write_fail) return WS_EIO;
   if (e->write_block && (e->block_toggle++ & 1) == 0) return WS_EAGAIN;
   if (e->write_max && len > e->write_max) len = e->write_max;
@@ -1019,6 +1043,81 @@ static void test_idle_holds_no_buffer(void) {
   buf_free(&tx);
 }
 
+/* One scripted server session pulled through the read callback, with a
+ * fault injected at I/O call `at`. Returns the number of I/O calls made. */
+static long fault_session(const buf *in, long at, int fault, buf *tx,
+                          int *closes, int *state, buf *log) {
+  ws_config cfg;
+  endpoint e;
+  buf rx = {0};
+  long calls;
+  int i;
+  ws_config_init(&cfg, WS_SERVER);
+  ep_init(&e, &cfg, &rx, tx);
+  e.echo = 1;
+  e.fault_at = at;
+  e.fault = fault;
+  e.read_max = 50;
+  buf_put(&rx, in->d, in->len);
+  for (i = 0; i < 10000 && ws_conn_state(&e.c) != WS_STATE_CLOSED; i++) {
+    long before = e.io_calls;
+    if (ws_conn_want_read(&e.c)) ws_conn_on_readable(&e.c);
+    if (ws_conn_state(&e.c) != WS_STATE_CLOSED && ws_conn_want_write(&e.c))
+      ws_conn_on_writable(&e.c);
+    if (rx.off == rx.len && !ws_conn_want_write(&e.c) && e.io_calls == before)
+      break;
+  }
+  *state = ws_conn_state(&e.c);
+  calls = e.io_calls;
+  ep_free(&e); /* runs on_close (1006) if the session had not ended */
+  *closes = e.closes;
+  *log = e.log;
+  buf_free(&rx);
+  return calls;
+}
+
+static void test_io_faults(void) {
+  /* Would-block, short counts, errors and end of stream at every I/O step
+   * of a session: always exactly one on_close; would-block and short
+   * counts change nothing the peer sees; an error or end of stream leaves
+   * the peer a prefix of what it would have seen. */
+  buf in = {0}, ref_tx = {0}, ref_log;
+  long total, at;
+  int f, closes, state;
+  unsigned char big[3000];
+  memset(big, 'w', sizeof big);
+  buf_puts(&in, REQ);
+  cframe(&in, 1, WS_OP_TEXT, "one");
+  add_frame(&in, 0, WS_OP_BINARY, big, 1000, 1);
+  cframe(&in, 1, WS_OP_PING, "p");
+  add_frame(&in, 1, WS_OP_CONT, big, 2000, 1);
+  add_close(&in, 1000, "end", 1);
+  total = fault_session(&in, 0, FAULT_NONE, &ref_tx, &closes, &state, &ref_log);
+  CHECK_INT(closes, 1);
+  CHECK_INT(state, WS_STATE_CLOSED);
+  CHECK(total > 20);
+  for (f = FAULT_EAGAIN; f < FAULT__N; f++) {
+    for (at = 1; at <= total + 1; at++) {
+      buf tx = {0}, log;
+      fault_session(&in, at, f, &tx, &closes, &state, &log);
+      if (!CHECK(closes == 1)) printf("    fault %d at %ld\n", f, at);
+      if (f == FAULT_EAGAIN || f == FAULT_SHORT) {
+        if (!CHECK(buf_eq(&tx, &ref_tx) && buf_eq(&log, &ref_log)))
+          printf("    fault %d at %ld changed the session\n", f, at);
+      } else {
+        if (!CHECK(tx.len <= ref_tx.len &&
+                   (tx.len == 0 || memcmp(tx.d, ref_tx.d, tx.len) == 0)))
+          printf("    fault %d at %ld: output is not a prefix\n", f, at);
+      }
+      buf_free(&tx);
+      buf_free(&log);
+    }
+  }
+  buf_free(&in);
+  buf_free(&ref_tx);
+  buf_free(&ref_log);
+}
+
 static void test_backpressure(void) {
   ws_config cfg;
   endpoint e;
@@ -1501,6 +1600,52 @@ static void test_send_encoded(void) {
   pair_free(&p);
 }
 
+/* A client session under allocation failure k: handshake, a 1 MiB send, an
+ * echo of it, a close. */
+static void test_client_alloc_failures(void) {
+  long k, total = 0;
+  unsigned char *big = (unsigned char *)malloc(1u << 20);
+  memset(big, 'c', 1u << 20);
+  for (k = 0; k == 0 || k <= total; k++) {
+    pair p;
+    counting_alloc a = {0, 0, 0, 0};
+    ws_config cfg;
+    ws_client_opts o;
+    memset(&p, 0, sizeof p);
+    a.fail_at = k;
+    ws_config_init(&cfg, WS_SERVER);
+    ep_init(&p.s, &cfg, &p.c2s, &p.s2c);
+    p.s.echo = 1;
+    ws_config_init(&cfg, WS_CLIENT);
+    cfg.realloc = counting_realloc;
+    cfg.alloc_ctx = &a;
+    ep_init(&p.cl, &cfg, &p.s2c, &p.c2s);
+    memset(&o, 0, sizeof o);
+    o.host = "h";
+    o.protocols = "x, y";
+    if (ws_client_start(&p.cl.c, &o) == WS_OK) {
+      pair_pump(&p);
+      if (ws_conn_state(&p.cl.c) == WS_STATE_OPEN)
+        ws_send(&p.cl.c, WS_OP_BINARY, big, 1u << 20);
+      pair_pump(&p);
+      if (ws_conn_state(&p.cl.c) == WS_STATE_OPEN) ws_close(&p.cl.c, 1000, NULL, 0);
+      pair_pump(&p);
+    }
+    if (k == 0) {
+      total = a.calls;
+      CHECK(total > 3);
+      CHECK(strstr(cstr(&p.cl.log), "msg 2 1048576") != NULL);
+    }
+    ep_free(&p.cl);
+    CHECK(p.cl.closes <= 1);
+    CHECK_INT(a.live, 0);
+    ep_free(&p.s);
+    buf_free(&p.s2c);
+    buf_free(&p.c2s);
+  }
+  free(big);
+}
+
 static int failing_random(ws_conn *c, void *b, size_t n, void *user) {
   (void)c, (void)b, (void)n, (void)user;
   return WS_EIO;
@@ -1646,6 +1791,8 @@ int main(void) {
   RUN(test_fixed_buffers);
   RUN(test_alloc_hook_and_failures);
   RUN(test_idle_holds_no_buffer);
+  RUN(test_io_faults);
+  RUN(test_client_alloc_failures);
   RUN(test_backpressure);
   RUN(test_empty_fragment_flood);
   RUN(test_stream_mode);
