@@ -1463,7 +1463,10 @@ static size_t ws__read_want(const struct ws__conn_priv *p) {
   if (p->state == WS_STATE_CONNECTING) {
     size_t base = p->role == WS_CLIENT ? p->u.cli.proto_len : 0;
     size_t used = p->rlen - base;
-    return used > p->max_handshake ? 1 : p->max_handshake + 1 - used;
+    /* Small steps: a head is usually a few hundred bytes, and a client
+     * that trickles one should not pin max_handshake bytes. */
+    if (used > p->max_handshake || p->in_cap > p->rlen) return 1;
+    return WS__MIN(p->max_handshake + 1 - used, (size_t)1024);
   }
   if (p->frame_left > WS_READ_CHUNK && !p->stream)
     return (size_t)WS__MIN(p->frame_left, (uint64_t)(1u << 20));

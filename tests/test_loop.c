@@ -749,6 +749,113 @@ static void test_many_connections(void) {
   ws_loop_free(&w.loop);
 }
 
+typedef struct live_alloc {
+  long live, peak;
+} live_alloc;
+
+static void *live_realloc(void *ptr, size_t n, void *ctx) {
+  live_alloc *a = (live_alloc *)ctx;
+  size_t old = ptr ? ((size_t *)ptr)[-1] : 0;
+  size_t *q;
+  if (n == 0) {
+    if (ptr) {
+      a->live -= (long)old;
+      free((size_t *)ptr - 1);
+    }
+    return NULL;
+  }
+  q = (size_t *)realloc(ptr ? (size_t *)ptr - 1 : NULL, n + sizeof(size_t));
+  if (q == NULL) return NULL;
+  q[0] = n;
+  a->live += (long)n - (long)old;
+  if (a->live > a->peak) a->peak = a->live;
+  return q + 1;
+}
+
+static void test_slow_handshakes(void) {
+  /* Many connections trickle a request a byte at a time: all are closed at
+   * the handshake timeout, the server's memory stays bounded by the limits,
+   * and a normal client that comes meanwhile is served. */
+  world w;
+  ws_loop_config cfg;
+  live_alloc a = {0, 0};
+  struct rlimit rl;
+  int want = 10000, n1 = 1, pipefd[2];
+  pid_t pid;
+  const char *env = getenv("WS_TEST_CONNS");
+  if (env) want = atoi(env);
+  if (want <= 0) {
+    printf("# slow-handshake test skipped (WS_TEST_CONNS=0)\n");
+    return;
+  }
+  getrlimit(RLIMIT_NOFILE, &rl);
+  rl.rlim_cur = rl.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &rl);
+  if (rl.rlim_cur < (rlim_t)want + 100) want = (int)rl.rlim_cur - 100;
+  ws_loop_config_init(&cfg);
+  cfg.server.handshake_timeout_ms = 2000;
+  cfg.server.realloc = live_realloc;
+  cfg.server.alloc_ctx = &a;
+  world_init_cfg(&w, &cfg);
+  CHECK_INT(pipe(pipefd), 0);
+  pid = fork();
+  if (pid == 0) {
+    int *fds = (int *)calloc((size_t)want, sizeof(int)), i, round;
+    char src[32];
+    close(pipefd[0]);
+    for (i = 0; i < want; i++) {
+      snprintf(src, sizeof src, "127.0.%d.%d", 1 + i / 250, 1 + i % 250);
+      fds[i] = raw_connect(w.port, src);
+    }
+    (void)!write(pipefd[1], &want, sizeof want);
+    for (round = 0; round < 60; round++) { /* one byte each, every 50 ms */
+      for (i = 0; i < want; i++)
+        if (fds[i] >= 0 && send(fds[i], RAW_REQ + round, 1, MSG_NOSIGNAL) < 0) {
+          close(fds[i]);
+          fds[i] = -1;
+        }
+      usleep(50000);
+    }
+    _exit(0);
+  }
+  close(pipefd[1]);
+  {
+    int ready = 0;
+    /* Let the child connect; serve the accepts meanwhile. */
+    uint64_t end = ws__loop_clock() + 30000;
+    struct pollfd pf;
+    pf.fd = pipefd[0];
+    pf.events = POLLIN;
+    while (ws__loop_clock() < end) {
+      ws_loop_run_once(&w.loop, 10);
+      if (poll(&pf, 1, 0) == 1) {
+        (void)!read(pipefd[0], &ready, sizeof ready);
+        break;
+      }
+    }
+    CHECK_INT(ready, want);
+  }
+  /* A well-behaved client is served while they trickle. */
+  connect_client(&w, 0, "/");
+  CHECK(run_until(&w, c_opened, &n1, 5000));
+  {
+    int closed_all = want;
+    CHECK(run_until(&w, c_server_closes, &closed_all, 20000));
+  }
+  CHECK_INT(w.server.opened, 1);    /* only the good client opened */
+  CHECK_INT(w.server.closes, want); /* every trickler timed out */
+  CHECK_INT(w.server.close_code, 1006);
+  CHECK_INT(w.clients[0].closes, 0);
+  printf("# %d trickling handshakes: peak server memory %ld bytes (%ld per connection)\n",
+         want, a.peak, a.peak / want);
+  CHECK(a.peak <= (long)want * (long)(sizeof(ws_loop_conn) + 2048));
+  kill(pid, SIGKILL);
+  waitpid(pid, NULL, 0);
+  close(pipefd[0]);
+  ws_loop_free(&w.loop);
+  CHECK_INT(a.live, 0);
+}
+
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
   RUN(test_backend_name);
@@ -766,6 +873,7 @@ int main(void) {
   RUN(test_connect_errors);
   RUN(test_wrong_thread_asserts);
   RUN(test_many_connections);
+  RUN(test_slow_handshakes);
   return t_done(
 #ifdef WS_LOOP_POLL
       "test_loop_poll"
