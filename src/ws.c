@@ -2542,14 +2542,8 @@ static int ws__be_wait(struct ws__loop_priv *p, int timeout) {
   return WS_OK;
 }
 
-static void ws__be_destroy(struct ws__loop_priv *p) {
-  if (p->bfd >= 0) close(p->bfd);
-  free(p->bev);
-  p->bfd = -1;
-  p->bev = NULL;
-}
-
 static const char *ws__be_name(void) { return "epoll"; }
+#define WS__BE_FD 1 /* a backend with an fd and an event array */
 
 #elif defined(WS_LOOP_KQUEUE)
 
@@ -2601,14 +2595,8 @@ static int ws__be_wait(struct ws__loop_priv *p, int timeout) {
   return WS_OK;
 }
 
-static void ws__be_destroy(struct ws__loop_priv *p) {
-  if (p->bfd >= 0) close(p->bfd);
-  free(p->bev);
-  p->bfd = -1;
-  p->bev = NULL;
-}
-
 static const char *ws__be_name(void) { return "kqueue"; }
+#define WS__BE_FD 1
 
 #else /* poll */
 
@@ -2682,6 +2670,15 @@ static void ws__be_destroy(struct ws__loop_priv *p) {
 
 static const char *ws__be_name(void) { return "poll"; }
 
+#endif
+
+#ifdef WS__BE_FD
+static void ws__be_destroy(struct ws__loop_priv *p) {
+  if (p->bfd >= 0) close(p->bfd);
+  free(p->bev);
+  p->bfd = -1;
+  p->bev = NULL;
+}
 #endif
 
 /* see ws.h */
