@@ -141,3 +141,5 @@ run: $(BUILD)/chat
 
 clean:
 	rm -rf $(BUILD)
+
+include tests/bench/bench.mk

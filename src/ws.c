@@ -3696,6 +3696,9 @@ int ws_loop_run_once(ws_loop *l, int timeout_ms) {
     if (wait < 0 || until < wait) wait = until;
   }
   if (p->stop) wait = 0;
+  /* A wait cut short by a signal reports nothing: the last turn's events,
+   * whose connections may be gone, must not be handled again. */
+  p->nready = 0;
   rc = ws__be_wait(p, wait);
   if (rc != WS_OK) return rc;
   p->now = ws__loop_clock();

@@ -1,0 +1,48 @@
+# tests/bench/bench.mk - the benchmarks; included by the Makefile.
+#   make bench         full run against ws and its peers: build/bench/report.md
+#   make bench-smoke   each mode once, briefly (CI: fails only if a tool breaks)
+#   make bench-tools   builds the load generator, the servers and the micro
+#                      benchmarks into build/bench/
+# The peers' servers are built when their libraries are installed
+# (tests/bench/install.sh installs them and the Node peer).
+BENCH_DIR    = $(BUILD)/bench
+BENCH_CFLAGS = -std=c99 -O2 -g -Wall -Wextra -Wpedantic -Werror
+BENCH_TOOLS  = $(BENCH_DIR)/loadgen $(BENCH_DIR)/micro $(BENCH_DIR)/ws_bcast_server
+ifneq ($(shell pkg-config --exists libwebsockets 2>/dev/null && echo yes),)
+BENCH_TOOLS += $(BENCH_DIR)/lws_server
+endif
+ifneq ($(wildcard /usr/include/wslay/wslay.h),)
+BENCH_TOOLS += $(BENCH_DIR)/wslay_server
+endif
+
+.PHONY: bench bench-smoke bench-tools
+
+bench-tools: $(BUILD)/echo_server $(BENCH_TOOLS)
+
+bench: bench-tools
+	@bash tests/bench/run.sh
+
+bench-smoke: bench-tools
+	@bash tests/bench/run.sh --smoke
+
+$(BENCH_DIR)/loadgen: tests/bench/loadgen.c tests/bench/bench_common.h
+	@mkdir -p $(BENCH_DIR)
+	$(CC) $(BENCH_CFLAGS) tests/bench/loadgen.c -o $@
+
+$(BENCH_DIR)/micro: tests/bench/micro.c tests/bench/bench_common.h $(BUILD)/libws.a
+	@mkdir -p $(BENCH_DIR)
+	$(CC) $(BENCH_CFLAGS) $(CPPFLAGS) tests/bench/micro.c $(BUILD)/libws.a -o $@ $(LDLIBS)
+
+$(BENCH_DIR)/ws_bcast_server: tests/bench/ws_bcast_server.c $(BUILD)/libws.a
+	@mkdir -p $(BENCH_DIR)
+	$(CC) $(BENCH_CFLAGS) $(CPPFLAGS) tests/bench/ws_bcast_server.c $(BUILD)/libws.a -o $@ $(LDLIBS)
+
+# The peers: their headers are not ours to hold to -Wpedantic.
+$(BENCH_DIR)/lws_server: tests/bench/lws_server.c
+	@mkdir -p $(BENCH_DIR)
+	$(CC) -std=gnu99 -O2 -g -Wall -Wextra -Werror tests/bench/lws_server.c -o $@ \
+	  $$(pkg-config --cflags --libs libwebsockets)
+
+$(BENCH_DIR)/wslay_server: tests/bench/wslay_server.c tests/bench/bench_common.h
+	@mkdir -p $(BENCH_DIR)
+	$(CC) -std=gnu99 -O2 -g -Wall -Wextra -Werror tests/bench/wslay_server.c -o $@ -lwslay
