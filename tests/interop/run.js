@@ -1,0 +1,875 @@
+'use strict';
+// run.js - the interoperability matrix (make interop): real peers against
+// ws, both ways, direct and through nginx. See docs/interop.md.
+//
+//   node tests/interop/run.js [--build DIR] [--only WORD]...
+//
+// Every server runs on 127.0.0.1, started here and stopped by PID at the
+// end; every wait is bounded, and the whole run by INTEROP_TIMEOUT seconds
+// (600). Each case prints "ok - ROW: CASE" or "not ok - ROW: CASE: WHY";
+// the end prints a table (peer, direction, passed, failed) and the line
+// "interop: N passed, M failed". Exit status 0 only when nothing failed.
+// A peer that is not installed fails its row when CI is set; by hand its
+// row is skipped with a message saying how to install it.
+
+const { spawn, spawnSync } = require('child_process');
+const fs = require('fs');
+const net = require('net');
+const os = require('os');
+const path = require('path');
+
+const here = __dirname;
+const root = path.resolve(here, '..', '..');
+const PY = '/usr/bin/python3';   // Debian's, where python3-websockets lives
+const CHROMIUM = '/usr/bin/chromium';
+const CI = !!process.env.CI && process.env.CI !== 'false';
+const LIMIT = Number(process.env.INTEROP_TIMEOUT || 600) * 1000;
+const begin = Date.now();
+
+const args = process.argv.slice(2);
+let build = path.join(root, 'build');
+const only = [];
+for (let i = 0; i < args.length; i++) {
+  if (args[i] === '--build') build = path.resolve(args[++i]);
+  else if (args[i] === '--only') only.push(args[++i]);
+  else { console.error('usage: run.js [--build DIR] [--only WORD]...'); process.exit(2); }
+}
+const bin = (name) => path.join(build, name);
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ws-interop-'));
+
+// Node packages come from tests/interop/node_modules (npm ci).
+function tryRequire(name) {
+  try { return require(require.resolve(name, { paths: [here] })); } catch (e) { return null; }
+}
+const common = require('./common');
+const { SIZES, UTF8, text, binary, sizeName, split, withTimeout } = common;
+
+// ------------------------------------------------------------ processes
+
+const procs = new Set();
+
+function track(child, name) {
+  child.interopName = name;
+  procs.add(child);
+  child.on('exit', () => procs.delete(child));
+  return child;
+}
+
+function stop(child, ms = 3000) {
+  return new Promise((resolve) => {
+    if (!child || child.exitCode !== null || child.signalCode !== null) return resolve();
+    const t = setTimeout(() => { try { process.kill(child.pid, 'SIGKILL'); } catch (e) { /* gone */ } }, ms);
+    child.once('exit', () => { clearTimeout(t); resolve(); });
+    try { process.kill(child.pid, 'SIGTERM'); } catch (e) { clearTimeout(t); resolve(); }
+  });
+}
+
+async function stopAll() {
+  await Promise.all([...procs].map((p) => stop(p)));
+}
+
+process.on('exit', () => {
+  for (const p of procs) { try { process.kill(p.pid, 'SIGKILL'); } catch (e) { /* gone */ } }
+  try { fs.rmSync(tmp, { recursive: true, force: true }); } catch (e) { /* best effort */ }
+});
+for (const sig of ['SIGINT', 'SIGTERM']) {
+  process.on(sig, () => { stopAll().then(() => process.exit(130)); });
+}
+
+// A server that prints "... listening on ws://127.0.0.1:PORT/ ..." first
+// and then one event per line; waitFor() finds an event line.
+class Server {
+  constructor(name, child) {
+    this.name = name;
+    this.child = child;
+    this.lines = [];
+    this.stderr = '';
+    this.waiters = [];
+    let partial = '';
+    child.stdout.setEncoding('utf8'); // a UTF-8 sequence may straddle two reads
+    child.stdout.on('data', (d) => {
+      const parts = (partial + d).split('\n');
+      partial = parts.pop();
+      for (const line of parts) {
+        this.lines.push(line);
+        for (const w of this.waiters.slice()) w();
+      }
+    });
+    child.stderr.on('data', (d) => { this.stderr = (this.stderr + d).slice(-4000); });
+    child.on('exit', () => { for (const w of this.waiters.slice()) w(); });
+  }
+  alive() { return this.child.exitCode === null && this.child.signalCode === null; }
+  mark() { return this.lines.length; }
+  // The first line at or after index `from` matching re, or null after ms.
+  waitFor(re, ms, from = 0) {
+    return new Promise((resolve) => {
+      const check = () => {
+        for (let i = from; i < this.lines.length; i++) {
+          const m = re.exec(this.lines[i]);
+          if (m) { done(m); return true; }
+        }
+        if (!this.alive()) { done(null); return true; }
+        return false;
+      };
+      const done = (m) => {
+        clearTimeout(timer);
+        const k = this.waiters.indexOf(check);
+        if (k >= 0) this.waiters.splice(k, 1);
+        resolve(m);
+      };
+      const timer = setTimeout(() => done(null), ms);
+      if (!check()) this.waiters.push(check);
+    });
+  }
+  since(from) { return this.lines.slice(from); }
+}
+
+async function startServer(name, cmd, argv, opts = {}) {
+  const child = track(spawn(cmd, argv, { cwd: opts.cwd || root, stdio: ['ignore', 'pipe', 'pipe'] }), name);
+  const s = new Server(name, child);
+  const m = await s.waitFor(/listening on ws:\/\/127\.0\.0\.1:(\d+)\/(?: \((.*)\))?/, 15000);
+  if (!m) {
+    await stop(child);
+    throw new Error(`${name} did not start: ${s.stderr.trim().slice(-300) || 'no output'}`);
+  }
+  s.port = Number(m[1]);
+  s.version = m[2] || '';
+  s.url = `ws://127.0.0.1:${s.port}/`;
+  return s;
+}
+
+// Runs a program to its end (bounded): { code, signal, stdout, stderr, timedOut }.
+// input: a Buffer/string written to stdin, or a function (stdin) => void.
+function runProgram(cmd, argv, { input = '', timeout = 60000 } = {}) {
+  return new Promise((resolve) => {
+    const child = track(spawn(cmd, argv, { cwd: root, stdio: ['pipe', 'pipe', 'pipe'] }), path.basename(cmd));
+    const out = [], err = [];
+    let timedOut = false;
+    child.stdout.on('data', (d) => out.push(d));
+    child.stderr.on('data', (d) => err.push(d));
+    child.stdin.on('error', () => { /* the program may exit before reading it all */ });
+    const t = setTimeout(() => { timedOut = true; stop(child, 1000); }, timeout);
+    child.on('close', (code, signal) => {
+      clearTimeout(t);
+      resolve({ code, signal, timedOut, stdout: Buffer.concat(out), stderr: Buffer.concat(err).toString('utf8') });
+    });
+    if (typeof input === 'function') input(child.stdin);
+    else child.stdin.end(input);
+  });
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)); });
+  });
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const oneLine = (s) => String(s).replace(/\s+/g, ' ').trim().slice(0, 300);
+
+// ------------------------------------------------------------ reporting
+
+const rows = [];
+
+class Row {
+  constructor(name, peer, direction) {
+    Object.assign(this, { name, peer, direction, passed: 0, failed: 0, skipped: null, t0: Date.now(), t1: Date.now() });
+    rows.push(this);
+    console.log(`# ${name}: ${direction} (${peer.replace(' {v}', '')})`);
+  }
+  ok(cas) { this.passed++; this.t1 = Date.now(); console.log(`ok - ${this.name}: ${cas}`); }
+  fail(cas, why) { this.failed++; this.t1 = Date.now(); console.log(`not ok - ${this.name}: ${cas}: ${oneLine(why)}`); }
+  check(cas, good, why) { if (good) this.ok(cas); else this.fail(cas, why); return good; }
+  // A peer that is not there: a failure in CI, a skip by hand.
+  missing(what, how) {
+    if (CI) this.fail('peer available', `${what} is not installed (CI must have it: ${how})`);
+    else {
+      this.skipped = `missing ${what}`;
+      console.log(`# SKIP ${this.name}: ${what} is not installed; ${how}`);
+    }
+  }
+}
+
+// Failures outside any peer's row (a test server that died, the time limit).
+let setup = null;
+const setupRow = () => setup || (setup = new Row('setup', 'ws test servers', 'harness'));
+
+const selected = (name) => only.length === 0 || only.some((w) => name.includes(w));
+const INSTALL_HINT = 'run `sh tests/interop/install.sh` as root (or `make interop` as root)';
+
+// ------------------------------------------------------------ peers
+
+const versions = {};
+
+function detectPeers() {
+  const peers = {};
+  const ws = tryRequire('ws');
+  peers.nodeWs = ws ? { ws, version: tryRequire('ws/package.json').version } : null;
+  const pw = tryRequire('playwright-core');
+  peers.chromium = pw && fs.existsSync(CHROMIUM)
+    ? { pw, playwright: tryRequire('playwright-core/package.json').version } : null;
+  peers.chromiumWhy = !fs.existsSync(CHROMIUM) ? `${CHROMIUM} (Debian package chromium)`
+    : 'playwright-core (npm ci in tests/interop)';
+  const py = fs.existsSync(PY) && spawnSync(PY, ['-c', 'import websockets; print(websockets.__version__)'], { encoding: 'utf8' });
+  peers.python = py && py.status === 0 ? { version: py.stdout.trim() } : null;
+  peers.lws = fs.existsSync(bin('interop/lws_peer')) ? {} : null;
+  let nginx = null;
+  for (const p of ['/usr/sbin/nginx', '/usr/bin/nginx']) if (fs.existsSync(p)) { nginx = p; break; }
+  if (nginx) {
+    const v = spawnSync(nginx, ['-v'], { encoding: 'utf8' });
+    peers.nginx = { path: nginx, version: (/nginx\/(\S+)/.exec(v.stderr || '') || [])[1] || '?' };
+  }
+  return peers;
+}
+
+// ------------------------------------------------------------ Node's ws client
+
+async function nodeClientCases(row, WebSocket, base, server, tag) {
+  const mark = server.mark();
+  const T = 20000;
+  const open = (name, protocols) => new Promise((resolve, reject) => {
+    const ws = new WebSocket(base + tag + '/' + name, protocols, { maxPayload: 64 << 20, handshakeTimeout: T });
+    const inbox = [], waiters = [];
+    let closed = null;
+    const closeWaiters = [];
+    ws.on('message', (data, isBinary) => {
+      const m = { data: Buffer.isBuffer(data) ? data : Buffer.concat(data), binary: isBinary };
+      const w = waiters.shift(); if (w) w(m); else inbox.push(m);
+    });
+    ws.on('close', (code, reason) => {
+      closed = { code, reason: reason.toString() };
+      for (const w of closeWaiters.splice(0)) w(closed);
+      for (const w of waiters.splice(0)) w(null);
+    });
+    ws.on('error', (e) => reject(e));
+    ws.on('open', () => resolve({
+      ws,
+      next: () => (inbox.length ? Promise.resolve(inbox.shift())
+        : closed ? Promise.resolve(null) : withTimeout(new Promise((r) => waiters.push(r)), T)),
+      closed: () => (closed ? Promise.resolve(closed) : withTimeout(new Promise((r) => closeWaiters.push(r)), T)),
+    }));
+  });
+  const echo = (payload, isBinary) => async (c) => {
+    c.ws.send(payload, { binary: isBinary });
+    const m = await c.next();
+    if (!m) return 'no echo within 20 s';
+    if (m.binary !== isBinary) return `echo came back as ${m.binary ? 'binary' : 'text'}`;
+    return m.data.equals(Buffer.from(payload)) ? null : `echo differs (${m.data.length} bytes, want ${payload.length})`;
+  };
+  const reply = (send, want, isBinary = false) => async (c) => {
+    c.ws.send(send);
+    const m = await c.next();
+    if (!m) return 'no reply within 20 s';
+    if (m.binary !== isBinary || !m.data.equals(Buffer.from(want))) return `got ${m.binary ? 'binary' : 'text'} "${m.data.toString().slice(0, 80)}"`;
+    return null;
+  };
+  const cases = [];
+  const add = (name, fn, protocols) => cases.push({ name, fn, protocols });
+  for (const n of SIZES) add(`text-${sizeName(n)}`, echo(text(n), false));
+  add('text-utf8', echo(UTF8, false));
+  for (const n of SIZES) add(`binary-${sizeName(n)}`, echo(binary(n), true));
+  add('fragmented-text-utf8', async (c) => {
+    for (const [i, p] of split(Buffer.from(UTF8), 5).entries()) c.ws.send(p, { binary: false, fin: i === 4 });
+    const m = await c.next();
+    return m && !m.binary && m.data.toString() === UTF8 ? null : 'echo differs or missing';
+  });
+  add('fragmented-binary-ping-between', async (c) => {
+    const big = binary(256 * 1024);
+    let pong = false;
+    c.ws.once('pong', (d) => { pong = d.toString() === 'between'; });
+    split(big, 4).forEach((p, i) => {
+      c.ws.send(p, { binary: true, fin: i === 3 });
+      if (i === 0) c.ws.ping('between');
+    });
+    const m = await c.next();
+    if (!m || !m.binary || !m.data.equals(big)) return 'echo differs or missing';
+    return pong ? null : 'no pong for the ping between the fragments';
+  });
+  add('server-fragmented-text-utf8', reply('!frag 5 ' + UTF8, UTF8));
+  add('server-fragmented-binary-ping-between', async (c) => {
+    let ping = false;
+    c.ws.on('ping', (d) => { if (d.toString() === 'between') ping = true; });
+    const why = await reply('!fragb 4 262144', binary(262144), true)(c);
+    return why || (ping ? null : 'the ping between the fragments was not seen');
+  });
+  add('client-ping-pong', (c) => new Promise((resolve) => {
+    const t = setTimeout(() => resolve('no pong within 20 s'), T);
+    c.ws.on('pong', (d) => { if (d.toString() === 'node-ping') { clearTimeout(t); resolve(null); } });
+    c.ws.ping('node-ping');
+  }));
+  add('server-ping-pong', reply('!ping node-ping', 'pong:node-ping'));
+  add('keepalive-pings-answered', async (c) => {
+    let pings = 0;
+    c.ws.on('ping', () => pings++);
+    await sleep(1500); // quiet: the server's keepalive pings go on
+    c.ws.send('!stats');
+    const m = await c.next();
+    const pongs = m ? Number((/pongs=(\d+)/.exec(m.data.toString()) || [])[1]) : 0;
+    if (pings < 2 || pongs < 2) return `${pings} pings seen, ${pongs} pongs at the server in 1.5 s`;
+    return echo('still open', false)(c);
+  });
+  add('subprotocol', async (c) => (c.ws.protocol === 'interop.v2'
+    ? reply('!proto', 'proto:interop.v2')(c) : `negotiated "${c.ws.protocol}"`), ['nope', 'interop.v2', 'interop.v1']);
+  add('subprotocol-none', async (c) => (c.ws.protocol === '' ? reply('!proto', 'proto:')(c) : `negotiated "${c.ws.protocol}"`));
+  add('extension-declined', async (c) => (c.ws.extensions === ''
+    ? echo('x'.repeat(1000), false)(c) : `extensions accepted: ${c.ws.extensions}`));
+  add('close-from-client-4000', async (c) => {
+    c.ws.close(4000, 'client-bye \u2713');
+    const e = await c.closed();
+    return e && e.code === 4000 ? null : `closed with ${JSON.stringify(e)}`;
+  });
+  add('close-from-server-4001', async (c) => {
+    c.ws.send('!close 4001 server-bye \u2713');
+    const e = await c.closed();
+    return e && e.code === 4001 && e.reason === 'server-bye \u2713' ? null : `closed with ${JSON.stringify(e)}`;
+  });
+  for (const k of cases) {
+    let why;
+    try {
+      const c = await withTimeout(open(k.name, k.protocols), T);
+      if (!c) why = 'no open within 20 s';
+      else {
+        why = await withTimeout(k.fn(c).then((x) => x || 'passed'), 60000);
+        why = why === null ? 'timed out after 60 s' : why === 'passed' ? null : why;
+        if (c.ws.readyState === WebSocket.OPEN) c.ws.close(1000);
+      }
+    } catch (e) {
+      why = `${e.name}: ${e.message}`;
+    }
+    row.check(k.name, !why, why);
+  }
+  await closeSeen(row, server, tag, mark);
+}
+
+// The server's side of the client-initiated close: it got the code and
+// the reason the client sent.
+async function closeSeen(row, server, tag, mark) {
+  const m = await server.waitFor(new RegExp(`^close id=\\d+ path=/${tag}/close-from-client-4000 code=(\\d+) reason=(.*)$`), 5000, mark);
+  row.check('close-from-client-4000 seen by the server', m && m[1] === '4000' && m[2] === 'client-bye \u2713',
+    m ? `the server logged code ${m[1]} reason "${m[2]}"` : 'the server logged no close');
+}
+
+// ------------------------------------------------------------ Python client
+
+async function pythonClientCases(row, base, server, tag) {
+  const mark = server.mark();
+  const r = await runProgram(PY, [path.join(here, 'py_peer.py'), 'client', base + (tag === 'python' ? '' : tag + '/')], { timeout: 180000 });
+  relayCases(row, r, 'py_peer.py client');
+  // py_peer.py names its paths /python/CASE under the base.
+  await closeSeen(row, server, tag === 'python' ? 'python' : `${tag}/python`, mark);
+}
+
+// Turns "ok - NAME" / "not ok - NAME: WHY" lines of a program into cases.
+function relayCases(row, r, what, prefix = '') {
+  let n = 0;
+  for (const line of r.stdout.toString('utf8').split('\n')) {
+    let m;
+    if ((m = /^ok - (.*)$/.exec(line))) { row.ok(prefix + m[1]); n++; }
+    else if ((m = /^not ok - ([^:]*): (.*)$/.exec(line))) { row.fail(prefix + m[1], m[2]); n++; }
+  }
+  if (r.timedOut) row.fail(`${prefix}${what} finished`, 'timed out');
+  else if (n === 0 || (r.code !== 0 && row.failed === 0)) {
+    row.fail(`${prefix}${what} ran`, `exit ${r.code}${r.signal ? ' ' + r.signal : ''}: ${r.stderr.slice(-300)}`);
+  }
+}
+
+// ------------------------------------------------------------ Chromium
+
+async function withBrowser(peer, fn) {
+  const dir = fs.mkdtempSync(path.join(tmp, 'chromium-profile-'));
+  const ctx = await peer.pw.chromium.launchPersistentContext(dir, {
+    executablePath: CHROMIUM,
+    headless: true,
+    timeout: 60000,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+      '--no-first-run', '--disable-quic', '--disable-component-update', '--disable-sync'],
+  });
+  try {
+    versions.chromium = ctx.browser() ? ctx.browser().version() : versions.chromium;
+    return await fn(ctx);
+  } finally {
+    await withTimeout(ctx.close(), 10000);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function chromiumCases(row, ctx, pageUrl, server, tag) {
+  const mark = server.mark();
+  const page = ctx.pages()[0] || await ctx.newPage();
+  await page.goto(pageUrl, { timeout: 20000 });
+  const ua = await page.evaluate(() => navigator.userAgent);
+  row.check('page served by ws (on_http)', /HeadlessChrome\//.test(ua), `user agent ${ua}`);
+  const results = await withTimeout(page.evaluate(() => window.interop.run()), 240000);
+  if (!results) row.fail('browser cases finished', 'timed out after 240 s');
+  else for (const r of results) row.check(r.name, r.ok, r.why);
+  await closeSeen(row, server, tag, mark);
+}
+
+async function chatDemo(row, ctx) {
+  const child = track(spawn(bin('chat'), ['-p', '0'], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] }), 'chat');
+  let out = '';
+  child.stdout.on('data', (d) => { out += d; });
+  let port = null;
+  for (let i = 0; i < 100 && !port; i++) {
+    const m = /http:\/\/127\.0\.0\.1:(\d+)\//.exec(out);
+    if (m) port = Number(m[1]);
+    else await sleep(100);
+  }
+  if (!port) { row.fail('chat demo started', `no URL printed: ${out}`); await stop(child); return; }
+  try {
+    const url = `http://127.0.0.1:${port}/`;
+    const a = await ctx.newPage(), b = await ctx.newPage();
+    for (const p of [a, b]) {
+      await p.goto(url, { timeout: 20000 });
+      await p.waitForFunction(() => document.getElementById('status').textContent === 'connected', null, { timeout: 20000 });
+    }
+    row.ok('two pages load the chat page and connect to /ws');
+    const join = async (p, name) => {
+      await p.fill('#name', name);
+      await p.fill('#room', 'interop');
+      await p.click('#joinf button');
+    };
+    const members = (p, names) => p.waitForFunction((want) => {
+      const have = [...document.querySelectorAll('#members li')].map((li) => li.textContent).sort();
+      return JSON.stringify(have) === JSON.stringify(want);
+    }, names.slice().sort(), { timeout: 20000 }).then(() => true, () => false);
+    await join(a, 'alice');
+    await join(b, 'bob');
+    row.check('both join room interop; each member list shows alice and bob',
+      (await members(a, ['alice', 'bob'])) && (await members(b, ['alice', 'bob'])),
+      'member lists: ' + JSON.stringify(await Promise.all([a, b].map((p) => p.evaluate(() => document.getElementById('members').textContent)))));
+    const say = async (p, textValue) => { await p.fill('#text', textValue); await p.click('#sayf button'); };
+    const sees = (p, who, textValue) => p.waitForFunction(([w, t]) => [...document.querySelectorAll('#log .m')]
+      .some((d) => d.querySelector('b') && d.querySelector('b').textContent === w && d.textContent === w + t),
+    [who, textValue], { timeout: 20000 }).then(() => true, () => false);
+    const t1 = 'hello from alice \u2713 \ud83c\udf89';
+    await say(a, t1);
+    row.check("bob's page shows alice's message", await sees(b, 'alice', t1), 'not shown within 20 s');
+    const t2 = 'hi alice, bob here \u65e5\u672c';
+    await say(b, t2);
+    row.check("alice's page shows bob's message", await sees(a, 'bob', t2), 'not shown within 20 s');
+    await b.close();
+    row.check("alice's member list drops bob when his page closes", await members(a, ['alice']), 'bob still listed');
+    await a.close();
+  } catch (e) {
+    row.fail('chat demo', e.message);
+  } finally {
+    await stop(child);
+  }
+}
+
+// ------------------------------------------------------------ ws as the client
+
+const SAFE = (n) => { // binary without \n or \r, for wsc --binary lines
+  const b = Buffer.alloc(n);
+  for (let i = 0; i < n; i++) b[i] = 0x0e + (i % 241);
+  return b;
+};
+
+async function wsClientCases(row, server, opts = {}) {
+  const url = server.url;
+  const wsc = bin('wsc');
+  // echo_client: the server drives (common.js drive()).
+  if (!opts.noDrive) {
+    const mark = server.mark();
+    const r = await runProgram(bin('echo_client'), ['-v', '--timeout', '120', url + 'drive'], { timeout: 150000 });
+    const done = await server.waitFor(/^drive done ok=(\d+) fail=(\d+)$/, 5000, mark);
+    let n = 0;
+    for (const line of server.since(mark)) {
+      const m = /^drive case=(\S+) (ok|fail)(?: (.*))?$/.exec(line);
+      if (m) { n++; row.check(`echo_client: ${m[1]}`, m[2] === 'ok', m[3]); }
+    }
+    if (!done) row.fail('echo_client: every drive case ran', `${n} cases ran; echo_client: ${r.stderr}`);
+    row.check('echo_client: server closed with 1000 "drive ok", exit 0',
+      r.code === 0 && /closed by the server: 1000 drive ok/.test(r.stderr), `exit ${r.code}: ${r.stderr}`);
+  }
+
+  // ws_client: fragmented sends, a ping between fragments, close 4000.
+  {
+    const mark = server.mark();
+    const r = await runProgram(bin('interop/ws_client'), [url + 'ws_client'], { timeout: 60000 });
+    relayCases(row, r, 'ws_client', 'ws_client: ');
+    const m = await server.waitFor(/^close id=\d+ path=\/ws_client code=(\d+) reason=(.*)$/, 5000, mark);
+    row.check('ws_client: the server got close 4000 with its reason', m && m[1] === '4000' && m[2] === 'client-bye \u2713',
+      m ? `server logged ${m[1]} "${m[2]}"` : 'no close logged');
+  }
+
+  // wsc: stdin lines out, messages in, at every size.
+  {
+    const payloads = SIZES.map((n) => [`text-${sizeName(n)}`, text(n)]).concat([['text-utf8', UTF8]]);
+    const mark = server.mark();
+    const r = await runProgram(wsc, ['--linger', '3000', url + 'wsc-text'],
+      { input: payloads.map((p) => p[1] + '\n').join(''), timeout: 90000 });
+    const got = r.stdout.toString('utf8').split('\n');
+    payloads.forEach(([name, p], i) => row.check(`wsc: ${name}`, got[i] === p,
+      got[i] === undefined ? `no line ${i + 1} (exit ${r.code}: ${r.stderr})` : `line ${i + 1} differs (${Buffer.byteLength(got[i])} bytes, want ${Buffer.byteLength(p)})`));
+    row.check('wsc: closes with 1000 at the end of input, exit 0', r.code === 0, `exit ${r.code}: ${r.stderr}`);
+    const m = await server.waitFor(/^close id=\d+ path=\/wsc-text code=(\d+)/, 5000, mark);
+    row.check('wsc: the server got close 1000', m && m[1] === '1000', m ? `server logged ${m[1]}` : 'no close logged');
+  }
+  {
+    const sizes = [1, 125, 126, 127, 65535, 65536, 65537, 1 << 20];
+    const r = await runProgram(wsc, ['--binary', '--linger', '3000', url + 'wsc-binary'],
+      { input: Buffer.concat(sizes.map((n) => Buffer.concat([SAFE(n), Buffer.from('\n')]))), timeout: 60000 });
+    let at = 0;
+    for (const n of sizes) {
+      const piece = r.stdout.subarray(at, at + n);
+      row.check(`wsc --binary: binary-${sizeName(n)}`, piece.equals(SAFE(n)), `bytes ${at}..${at + n} differ (got ${r.stdout.length} bytes in all; exit ${r.code})`);
+      at += n;
+    }
+    row.check('wsc --binary: nothing more, exit 0', r.stdout.length === at && r.code === 0, `${r.stdout.length} bytes, exit ${r.code}: ${r.stderr}`);
+  }
+  {
+    const r = await runProgram(wsc, ['-v', '--linger', '2000', '--subprotocol', 'nope', '--subprotocol', 'interop.v2', url + 'wsc-commands'],
+      { input: `!proto\n!ping wsc-ping\n!frag 5 ${UTF8}\n`, timeout: 60000 });
+    // The pong reply waits for the pong, so it may come after the others.
+    const got = r.stdout.toString('utf8').split('\n');
+    row.check('wsc: subprotocol interop.v2 negotiated', /connected, subprotocol interop\.v2/.test(r.stderr) && got[0] === 'proto:interop.v2',
+      `stderr: ${r.stderr} stdout: ${got[0]}`);
+    row.check('wsc: server ping answered with its payload', got.includes('pong:wsc-ping') && /wsc: ping \(8 bytes\)/.test(r.stderr),
+      `stdout: ${JSON.stringify(got)} stderr: ${r.stderr}`);
+    row.check('wsc: server-fragmented-text-utf8', got.includes(UTF8), `got ${JSON.stringify(got)}`);
+  }
+  {
+    const r = await runProgram(wsc, ['--linger', '2000', url + 'wsc-proto-none'], { input: '!proto\n', timeout: 30000 });
+    row.check('wsc: no subprotocol offered, none chosen', r.stdout.toString() === 'proto:\n', `got ${JSON.stringify(r.stdout.toString())}`);
+  }
+  {
+    const r = await runProgram(wsc, ['--linger', '2000', url + 'wsc-fragb'], { input: '!fragb 4 262144\n', timeout: 30000 });
+    row.check('wsc: server-fragmented-binary-ping-between', r.stdout.equals(binary(262144)), `${r.stdout.length} bytes, exit ${r.code}`);
+  }
+  {
+    // Client pings on a quiet connection: the server's pongs come back.
+    const mark = server.mark();
+    const r = await runProgram(wsc, ['-v', '--ping', '1', url + 'wsc-ping'], {
+      input: (stdin) => setTimeout(() => stdin.end('after pings\n'), 2500), timeout: 30000 });
+    const pongs = (r.stderr.match(/wsc: pong/g) || []).length;
+    row.check('wsc --ping 1: the server answers client pings', pongs >= 2 && r.stdout.toString() === 'after pings\n' && r.code === 0,
+      `${pongs} pongs, exit ${r.code}: ${r.stderr}`);
+    if (!opts.noPingLog) {
+      const m = await server.waitFor(/^ping id=\d+ len=0$/, 2000, mark);
+      row.check('wsc --ping 1: the server saw the pings', !!m, 'no ping logged');
+    }
+  }
+  {
+    const r = await runProgram(wsc, ['--linger', '5000', url + 'wsc-close'], { input: '!close 4002 server-bye \u2713\n', timeout: 30000 });
+    row.check('wsc: close-from-server-4002 (exit 3, code and reason shown)',
+      r.code === 3 && r.stderr.includes('wsc: closed 4002: server-bye \u2713'), `exit ${r.code}: ${r.stderr}`);
+  }
+}
+
+// ------------------------------------------------------------ nginx
+
+// docs/nginx.conf is the recommended configuration: the test uses it as
+// it is, with the listen address and the backend replaced, and for the
+// idle cases proxy_read_timeout too. A line not found means the doc
+// changed: the row fails.
+function nginxSite(listenPort, backendPort, readTimeout) {
+  const doc = fs.readFileSync(path.join(root, 'docs', 'nginx.conf'), 'utf8');
+  const edits = [
+    [/^(\s*)listen 80;$/m, `$1listen 127.0.0.1:${listenPort};`],
+    [/^(\s*)server 127\.0\.0\.1:9001;$/m, `$1server 127.0.0.1:${backendPort};`],
+  ];
+  if (readTimeout) edits.push([/^(\s*)proxy_read_timeout \d+s;$/m, `$1proxy_read_timeout ${readTimeout};`]);
+  let conf = doc;
+  for (const [re, to] of edits) {
+    if (!re.test(conf)) throw new Error(`docs/nginx.conf has no line matching ${re}: update tests/interop/run.js with it`);
+    conf = conf.replace(re, to);
+  }
+  return conf;
+}
+
+async function startNginx(peer, name, backendPort, readTimeout) {
+  const dir = fs.mkdtempSync(path.join(tmp, `nginx-${name}-`));
+  const port = await freePort();
+  for (const d of ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) fs.mkdirSync(path.join(dir, d));
+  fs.writeFileSync(path.join(dir, 'ws.conf'), nginxSite(port, backendPort, readTimeout));
+  fs.writeFileSync(path.join(dir, 'nginx.conf'), [
+    'worker_processes 1;',
+    `pid ${dir}/nginx.pid;`,
+    `error_log ${dir}/error.log warn;`,
+    'events { worker_connections 256; }',
+    'http {',
+    `  access_log ${dir}/access.log;`,
+    `  client_body_temp_path ${dir}/client_body;`,
+    `  proxy_temp_path ${dir}/proxy;`,
+    `  fastcgi_temp_path ${dir}/fastcgi;`,
+    `  uwsgi_temp_path ${dir}/uwsgi;`,
+    `  scgi_temp_path ${dir}/scgi;`,
+    `  include ${dir}/ws.conf;`,
+    '}', ''].join('\n'));
+  // One process (no master), in the foreground, so its PID is all there is
+  // to stop.
+  const child = track(spawn(peer.path, ['-e', `${dir}/error.log`, '-p', dir + '/', '-c', `${dir}/nginx.conf`,
+    '-g', 'daemon off; master_process off;'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] }), `nginx-${name}`);
+  let err = '';
+  child.stderr.on('data', (d) => { err += d; });
+  for (let i = 0; i < 100; i++) {
+    if (child.exitCode !== null) break;
+    const ok = await new Promise((resolve) => {
+      const s = net.connect(port, '127.0.0.1', () => { s.destroy(); resolve(true); });
+      s.on('error', () => resolve(false));
+    });
+    if (ok) return { child, port, url: `ws://127.0.0.1:${port}/`, http: `http://127.0.0.1:${port}/`, dir };
+    await sleep(100);
+  }
+  let log = '';
+  try { log = fs.readFileSync(`${dir}/error.log`, 'utf8'); } catch (e) { /* none */ }
+  await stop(child);
+  throw new Error(`nginx did not start: ${err} ${log}`.slice(0, 400));
+}
+
+async function idleCases(row, WebSocket, viaPings, backendPings, viaNoPings, backendNoPings) {
+  const QUIET = 8000;
+  const connect = (url) => new Promise((resolve, reject) => {
+    const ws = new WebSocket(url, { handshakeTimeout: 10000 });
+    ws.on('open', () => resolve(ws));
+    ws.on('error', reject);
+  });
+  // Server pings every second: nginx sees traffic and keeps the tunnel.
+  try {
+    const mark = backendPings.mark();
+    const ws = await connect(viaPings.url + 'nginx-idle/pings');
+    let closedAt = null;
+    let pings = 0;
+    ws.on('ping', () => pings++);
+    ws.on('close', () => { closedAt = Date.now(); });
+    await sleep(QUIET);
+    const alive = closedAt === null && ws.readyState === WebSocket.OPEN;
+    let echoed = false;
+    if (alive) {
+      echoed = await withTimeout(new Promise((r) => { ws.once('message', (d) => r(d.toString() === 'after quiet')); ws.send('after quiet'); }), 5000);
+    }
+    row.check(`quiet ${QUIET / 1000} s with ws pinging every 1 s stays open (proxy_read_timeout 3s)`,
+      alive && echoed && pings >= 5, `open ${alive}, echo ${echoed}, ${pings} pings seen`);
+    ws.close(1000);
+    const m = await backendPings.waitFor(/^close id=\d+ path=\/nginx-idle\/pings code=(\d+)/, 5000, mark);
+    row.check('the backend saw the client close it with 1000', m && m[1] === '1000', m ? `code ${m[1]}` : 'no close logged');
+  } catch (e) { row.fail('quiet connection with server pings', e.message); }
+  // No pings: nginx cuts the tunnel after proxy_read_timeout.
+  try {
+    const mark = backendNoPings.mark();
+    const t0 = Date.now();
+    const ws = await connect(viaNoPings.url + 'nginx-idle/none');
+    const closed = await withTimeout(new Promise((r) => ws.on('close', (code) => r({ code, after: Date.now() - t0 }))), 15000);
+    if (closed) console.log(`# nginx closed the quiet connection after ${closed.after} ms (code ${closed.code} at the client)`);
+    row.check('quiet without pings (ping_interval_ms 0) is cut by nginx after proxy_read_timeout (3 s)',
+      closed && closed.code === 1006 && closed.after >= 2500 && closed.after < 8000,
+      closed ? `closed with ${closed.code} after ${closed.after} ms` : 'still open after 15 s');
+    const m = await backendNoPings.waitFor(/^close id=\d+ path=\/nginx-idle\/none code=(\d+)/, 5000, mark);
+    row.check('the backend saw the cut as 1006 (no closing handshake)', m && m[1] === '1006', m ? `code ${m[1]}` : 'no close logged');
+  } catch (e) { row.fail('quiet connection without pings', e.message); }
+  // Client pings (wsc --ping 1) keep it open too, with no server pings.
+  {
+    const r = await runProgram(bin('wsc'), ['--ping', '1', viaNoPings.url + 'nginx-idle/wsc'], {
+      input: (stdin) => setTimeout(() => stdin.end('after quiet\n'), QUIET), timeout: 30000 });
+    row.check(`wsc --ping 1 (client pings): quiet ${QUIET / 1000} s through nginx without server pings stays open`,
+      r.code === 0 && r.stdout.toString() === 'after quiet\n', `exit ${r.code}: ${r.stderr}`);
+  }
+}
+
+// ------------------------------------------------------------ main
+
+// The rows, in order: name, peer (with the version key shown in the
+// table), direction.
+const ROWS = {
+  chromium: ['chromium', 'Chromium', 'chromium', 'browser -> ws server'],
+  chat: ['chromium-chat-demo', 'Chromium', 'chromium', 'browser -> build/chat'],
+  node: ['node-ws-client', 'Node ws', 'ws', 'client -> ws server'],
+  python: ['python-websockets-client', 'Python websockets', 'websockets', 'client -> ws server'],
+  wsNode: ['ws-client/node-ws-server', 'Node ws', 'ws', 'ws client -> server'],
+  wsPython: ['ws-client/python-websockets-server', 'Python websockets', 'websockets', 'ws client -> server'],
+  wsLws: ['ws-client/libwebsockets-server', 'libwebsockets', 'libwebsockets', 'ws client -> server'],
+  ngNode: ['nginx/node-ws-client', 'nginx {v} + Node ws', 'nginx', 'client -> nginx -> ws server'],
+  ngChromium: ['nginx/chromium', 'nginx {v} + Chromium', 'nginx', 'browser -> nginx -> ws server'],
+  ngWsc: ['nginx/ws-client', 'nginx {v}', 'nginx', 'ws client -> nginx -> ws server'],
+  ngIdle: ['nginx/idle-timeout', 'nginx {v} + Node ws', 'nginx', 'quiet tunnel: pings vs proxy_read_timeout'],
+};
+const newRow = (key) => {
+  const [name, peer, vkey, direction] = ROWS[key];
+  const r = new Row(name, peer, direction);
+  r.versionKey = vkey;
+  return r;
+};
+const want = (key) => selected(ROWS[key][0]);
+
+async function guard(row, fn) {
+  try { await fn(); } catch (e) { row.fail('row completed', e.stack || e.message); }
+}
+
+async function main() {
+  for (const b of ['echo_client', 'wsc', 'chat', 'interop/ws_peer', 'interop/ws_client']) {
+    if (!fs.existsSync(bin(b))) throw new Error(`${bin(b)} is missing (make interop builds it)`);
+  }
+  const peers = detectPeers();
+  versions.node = process.version.replace(/^v/, '');
+  if (peers.nodeWs) versions.ws = peers.nodeWs.version;
+  if (peers.python) versions.websockets = peers.python.version;
+  if (peers.nginx) versions.nginx = peers.nginx.version;
+  if (peers.chromium) versions.playwright = peers.chromium.playwright;
+  console.log(`# ws interop matrix; build ${build}; ${CI ? 'CI: a missing peer fails its row' : 'by hand: a missing peer skips its row'}`);
+
+  const page = path.join(here, 'page.html');
+  const main = await startServer('ws_peer', bin('interop/ws_peer'), ['-p', '0', '--ping-ms', '250', '--page', page]);
+  console.log(`# ws_peer (pings every 250 ms) on ${main.url}`);
+  const http = `http://127.0.0.1:${main.port}/`;
+  const WebSocket = peers.nodeWs && peers.nodeWs.ws.WebSocket;
+
+  // ws as the server: a browser, Node's ws, Python's websockets.
+  if (want('chromium') || want('chat')) {
+    const r1 = want('chromium') ? newRow('chromium') : null;
+    const r2 = want('chat') ? newRow('chat') : null;
+    if (!peers.chromium) { for (const r of [r1, r2]) if (r) r.missing(peers.chromiumWhy, INSTALL_HINT); }
+    else {
+      await guard(r1 || r2, () => withBrowser(peers.chromium, async (ctx) => {
+        if (r1) await guard(r1, () => chromiumCases(r1, ctx, http, main, 'chromium'));
+        if (r2) { r2.t0 = Date.now(); await guard(r2, () => chatDemo(r2, ctx)); }
+      }));
+    }
+  }
+  if (want('node')) {
+    const row = newRow('node');
+    if (!WebSocket) row.missing('the npm package ws', 'run `npm ci` in tests/interop');
+    else await guard(row, () => nodeClientCases(row, WebSocket, main.url, main, 'node'));
+  }
+  if (want('python')) {
+    const row = newRow('python');
+    if (!peers.python) row.missing('python3-websockets', INSTALL_HINT);
+    else await guard(row, () => pythonClientCases(row, main.url, main, 'python'));
+  }
+
+  // ws as the client: echo_client, wsc and ws_client against each server.
+  const serverRow = async (key, available, why, startFn, opts) => {
+    if (!want(key)) return;
+    const row = newRow(key);
+    if (!available) { row.missing(why, why.startsWith('the npm') ? 'run `npm ci` in tests/interop' : INSTALL_HINT); return; }
+    await guard(row, async () => {
+      const s = await startFn();
+      row.ok(`${s.name} started: ${s.version}`);
+      try { await wsClientCases(row, s, opts); } finally { await stop(s.child); }
+    });
+  };
+  await serverRow('wsNode', peers.nodeWs, 'the npm package ws',
+    () => startServer('node_peer', process.execPath, [path.join(here, 'node_peer.js')]), {});
+  await serverRow('wsPython', peers.python, 'python3-websockets',
+    () => startServer('py_peer', PY, [path.join(here, 'py_peer.py'), 'server']), {});
+  await serverRow('wsLws', peers.lws, 'libwebsockets-dev (build/interop/lws_peer was not built)',
+    async () => {
+      const s = await startServer('lws_peer', bin('interop/lws_peer'), []);
+      versions.libwebsockets = s.version.replace(/^libwebsockets /, '').replace(/-$/, '');
+      return s;
+    }, { noPingLog: true });
+
+  // Through nginx: the recommended docs/nginx.conf in front of ws_peer.
+  const ng = ['ngNode', 'ngChromium', 'ngWsc', 'ngIdle'].filter(want);
+  if (ng.length && !peers.nginx) {
+    for (const k of ng) newRow(k).missing('nginx', INSTALL_HINT);
+  } else if (ng.length) {
+    const started = [];
+    const proxy = async (name, backend, timeout) => {
+      const n = await startNginx(peers.nginx, name, backend.port, timeout);
+      started.push(n.child);
+      return n;
+    };
+    try {
+      let front = null;
+      const needFront = ng.filter((k) => k !== 'ngIdle');
+      if (needFront.length) {
+        const first = newRow(needFront[0]);
+        await guard(first, async () => {
+          front = await proxy('front', main, null);
+          console.log(`# nginx ${peers.nginx.version} (docs/nginx.conf as it is) on ${front.url} -> ws_peer ${main.port}`);
+        });
+        for (const k of needFront) {
+          const row = k === needFront[0] ? first : newRow(k);
+          if (!front) { row.fail('nginx started', 'see the first nginx row'); continue; }
+          if (k === 'ngNode') {
+            if (!WebSocket) row.missing('the npm package ws', 'run `npm ci` in tests/interop');
+            else await guard(row, () => nodeClientCases(row, WebSocket, front.url, main, 'nginx-node'));
+          } else if (k === 'ngChromium') {
+            if (!peers.chromium) row.missing(peers.chromiumWhy, INSTALL_HINT);
+            else await guard(row, () => withBrowser(peers.chromium, (ctx) => chromiumCases(row, ctx, front.http, main, 'chromium')));
+          } else if (k === 'ngWsc') {
+            // The cases check ws_peer's log, reached through nginx.
+            const via = Object.assign(Object.create(main), { url: front.url });
+            await guard(row, () => wsClientCases(row, via, { noDrive: true }));
+          }
+          if (row.passed && !row.skipped) {
+            const tag = { ngNode: '/nginx-node/', ngChromium: '/chromium/', ngWsc: '/wsc-text' }[k];
+            const log = fs.readFileSync(path.join(front.dir, 'access.log'), 'utf8');
+            row.check('nginx proxied the upgrades (101 in its access log)',
+              log.split('\n').some((l) => l.includes(`GET ${tag}`) && / 101 /.test(l)), 'no such line in the access log');
+          }
+        }
+      }
+      if (ng.includes('ngIdle')) {
+        const row = newRow('ngIdle');
+        if (!WebSocket) row.missing('the npm package ws', 'run `npm ci` in tests/interop');
+        else {
+          await guard(row, async () => {
+            // proxy_read_timeout 3s; one backend pings every second, one never.
+            const pinging = await startServer('ws_peer-ping1s', bin('interop/ws_peer'), ['-p', '0', '--ping-ms', '1000']);
+            started.push(pinging.child);
+            const quiet = await startServer('ws_peer-noping', bin('interop/ws_peer'), ['-p', '0', '--ping-ms', '0']);
+            started.push(quiet.child);
+            const viaPings = await proxy('ping1s', pinging, '3s');
+            const viaQuiet = await proxy('noping', quiet, '3s');
+            await idleCases(row, WebSocket, viaPings, pinging, viaQuiet, quiet);
+          });
+        }
+      }
+    } finally {
+      for (const c of started) await stop(c);
+    }
+  }
+
+  // ws_peer must still be alive, and exit 0 on SIGTERM.
+  if (!main.alive()) setupRow().fail('ws_peer survived the run', `it exited: ${main.stderr}`);
+  else {
+    await stop(main.child, 5000);
+    if (main.child.exitCode !== 0) setupRow().fail('ws_peer exits 0 on SIGTERM', `exit ${main.child.exitCode} ${main.child.signalCode || ''}`);
+  }
+}
+
+function summary() {
+  const w = [35, 34, 41, 6, 6, 6];
+  const pad = (s, n) => String(s).padEnd(n);
+  const line = (cells) => console.log(cells.map((c, i) => pad(c, w[i])).join(' ').trimEnd());
+  console.log('');
+  line(['row', 'peer', 'direction', 'passed', 'failed', 'time']);
+  line(w.map((n) => '-'.repeat(n)));
+  let p = 0, f = 0;
+  for (const r of rows) {
+    const v = r.versionKey && versions[r.versionKey];
+    const peer = r.peer.includes('{v}') ? r.peer.replace('{v}', v || '') : v ? `${r.peer} ${v}` : r.peer;
+    line([r.name, peer, r.direction, r.passed, r.skipped ? `skipped (${r.skipped})` : r.failed,
+      r.skipped ? '' : `${Math.round((r.t1 - r.t0) / 1000)} s`]);
+    p += r.passed; f += r.failed;
+  }
+  const v = Object.entries(versions).map(([k, x]) => `${k} ${x}`).join(', ');
+  console.log(`\n# versions: ${v}`);
+  console.log(`# ${((Date.now() - begin) / 1000).toFixed(1)} s`);
+  const k = rows.filter((r) => r.skipped).length;
+  console.log(`interop: ${p} passed, ${f} failed${k ? `, ${k} skipped` : ''}`);
+  return f;
+}
+
+const overall = setTimeout(() => {
+  setupRow().fail('the run finished in time', `it exceeded INTEROP_TIMEOUT (${LIMIT / 1000} s)`);
+  summary();
+  stopAll().then(() => process.exit(1));
+}, LIMIT);
+
+main().then(async () => {
+  clearTimeout(overall);
+  await stopAll();
+  process.exit(summary() ? 1 : 0);
+}, async (e) => {
+  clearTimeout(overall);
+  setupRow().fail('the run completed', e.stack || e.message);
+  await stopAll();
+  summary();
+  process.exit(1);
+});
