@@ -15,6 +15,26 @@ endif
 TESTS    = test_codec test_conn test_loop test_loop_poll test_chat
 ARM_CC  ?= arm-none-eabi-gcc
 
+# TLS (wss://) over mbedTLS: on when its headers are installed (Debian:
+# apt-get install libmbedtls-dev), or forced with WS_TLS=1 / WS_TLS=0.
+MBEDTLS_H ?= /usr/include/mbedtls/ssl.h
+ifeq ($(WS_TLS),)
+WS_TLS := $(shell test -f $(MBEDTLS_H) && echo 1 || echo 0)
+else ifeq ($(WS_TLS),1)
+ifeq ($(wildcard $(MBEDTLS_H)),)
+$(error WS_TLS=1 but mbedTLS is not installed ($(MBEDTLS_H)): apt-get install libmbedtls-dev)
+endif
+endif
+ifeq ($(WS_TLS),1)
+TLS_CPPFLAGS = -DWS_ENABLE_MBEDTLS=1
+CPPFLAGS += $(TLS_CPPFLAGS)
+LDLIBS   += -lmbedtls -lmbedx509 -lmbedcrypto
+$(info TLS: on (mbedTLS; wss:// and ws_loop_listen_tls))
+else
+$(info TLS: off (mbedTLS not found; apt-get install libmbedtls-dev, or make WS_TLS=1))
+endif
+TESTS   += test_tls
+
 .PHONY: all test test-plain test-asan test-valgrind test-conformance check \
         check-api check-configs check-layers size install clean run
 
@@ -91,7 +111,7 @@ check-api: $(BUILD)/ws.o
 check-layers: | $(BUILD)
 	@awk '/^ \* 6\. Layer 2: the event loop/{f=1} f' src/ws.c | sed '1s/^/\/* /' > $(BUILD)/loop_only.c
 	@printf '#define _POSIX_C_SOURCE 200809L\n#include "ws.h"\n#include <assert.h>\n#define WS_ASSERT(x) assert(x)\n#define WS__HAVE_OS 1\n' | cat - $(BUILD)/loop_only.c > $(BUILD)/loop_alone.c
-	$(CC) -std=c99 -Wall -Wextra -Wpedantic -Werror -Iinclude -c $(BUILD)/loop_alone.c -o $(BUILD)/loop_alone.o
+	$(CC) -std=c99 -Wall -Wextra -Wpedantic -Werror -Iinclude $(TLS_CPPFLAGS) -c $(BUILD)/loop_alone.c -o $(BUILD)/loop_alone.o
 	@awk '/^ \* 6\. Layer 2: the event loop/{exit} {print}' src/ws.c | grep -o 'ws__[A-Za-z0-9_]*' | sort -u > $(BUILD)/core_private.txt
 	@grep -o 'ws__[A-Za-z0-9_]*' $(BUILD)/loop_only.c | sort -u > $(BUILD)/loop_private.txt
 	@used=$$(comm -12 $(BUILD)/core_private.txt $(BUILD)/loop_private.txt); \
@@ -143,3 +163,6 @@ clean:
 	rm -rf $(BUILD)
 
 include tests/bench/bench.mk
+
+include fuzz/fuzz.mk
+include tests/interop/interop.mk

@@ -320,16 +320,21 @@ static void on_signal(int sig) {
 int main(int argc, char **argv) {
   ws_loop_config cfg;
   ws_loop_callbacks cb;
-  const char *host = "127.0.0.1";
+  const char *host = "127.0.0.1", *cert = NULL, *key = NULL;
   unsigned port = 8080, bound = 0;
-  int i;
+  ws_tls_config *tls = NULL;
+  int i, rc;
   for (i = 1; i < argc; i++) {
     if (strcmp(argv[i], "-p") == 0 && i + 1 < argc) {
       port = (unsigned)atoi(argv[++i]);
     } else if (strcmp(argv[i], "-h") == 0 && i + 1 < argc) {
       host = argv[++i];
+    } else if (strcmp(argv[i], "--cert") == 0 && i + 1 < argc) {
+      cert = argv[++i];
+    } else if (strcmp(argv[i], "--key") == 0 && i + 1 < argc) {
+      key = argv[++i];
     } else {
-      fprintf(stderr, "usage: %s [-p PORT] [-h HOST]\n", argv[0]);
+      fprintf(stderr, "usage: %s [-p PORT] [-h HOST] [--cert FILE --key FILE]\n", argv[0]);
       return 2;
     }
   }
@@ -348,11 +353,25 @@ int main(int argc, char **argv) {
     fprintf(stderr, "chat: cannot start the loop\n");
     return 1;
   }
-  if (ws_loop_listen(&g_loop, host, port, &bound) != WS_OK) {
+  if (cert || key) { /* https:// page, wss:// socket */
+    ws_tls_options to;
+    char err[200];
+    ws_tls_options_init(&to, WS_SERVER);
+    to.cert_file = cert;
+    to.key_file = key;
+    if (!cert || !key || ws_tls_config_new(&tls, &to, err, sizeof err) != WS_OK) {
+      fprintf(stderr, "chat: TLS: %s\n", !cert || !key ? "--cert and --key go together" : err);
+      return 2;
+    }
+    rc = ws_loop_listen_tls(&g_loop, host, port, tls, &bound);
+  } else {
+    rc = ws_loop_listen(&g_loop, host, port, &bound);
+  }
+  if (rc != WS_OK) {
     perror("chat: listen");
     return 1;
   }
-  printf("chat: open http://%s:%u/ in a browser (%s backend)\n",
+  printf("chat: open %s://%s:%u/ in a browser (%s backend)\n", tls ? "https" : "http",
          strchr(host, ':') ? "[::1]" : host, bound, ws_loop_backend());
   fflush(stdout);
   ws_loop_run(&g_loop);
@@ -360,5 +379,6 @@ int main(int argc, char **argv) {
   ws_loop_shutdown(&g_loop);
   ws_loop_run(&g_loop);
   ws_loop_free(&g_loop);
+  ws_tls_config_free(tls);
   return 0;
 }

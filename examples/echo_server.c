@@ -1,7 +1,7 @@
 /*
  * echo_server.c - a WebSocket echo server on the ws event loop.
  *
- *   build/echo_server [-p PORT] [-v]
+ *   build/echo_server [-p PORT] [--cert FILE --key FILE] [-v]
  *
  * Listens on 127.0.0.1:PORT (default 9001; -p 0 picks a free port and the
  * start line says which) and sends every text and binary message back
@@ -9,7 +9,8 @@
  * (tests/conformance) talks to it. SIGINT/SIGTERM: stop accepting, close
  * every connection with 1001 and exit 0 once they are done.
  * examples/core_echo_server.c is the same server over a hand-written
- * poll() loop, using only the core.
+ * poll() loop, using only the core. With --cert and --key (PEM) it serves
+ * wss:// instead (needs a build with TLS: mbedTLS).
  */
 #define _POSIX_C_SOURCE 200809L
 #include "ws.h"
@@ -50,7 +51,9 @@ int main(int argc, char **argv) {
   ws_loop_config cfg;
   ws_loop_callbacks cb;
   unsigned port = 9001, bound = 0;
-  int i;
+  const char *cert = NULL, *key = NULL;
+  ws_tls_config *tls = NULL;
+  int i, rc;
   struct sigaction sa;
   for (i = 1; i < argc; i++) {
     if ((strcmp(argv[i], "-p") == 0 || strcmp(argv[i], "--port") == 0) &&
@@ -62,10 +65,14 @@ int main(int argc, char **argv) {
         return 2;
       }
       port = (unsigned)v;
+    } else if (strcmp(argv[i], "--cert") == 0 && i + 1 < argc) {
+      cert = argv[++i];
+    } else if (strcmp(argv[i], "--key") == 0 && i + 1 < argc) {
+      key = argv[++i];
     } else if (strcmp(argv[i], "-v") == 0) {
       g_verbose = 1;
     } else {
-      fprintf(stderr, "usage: echo_server [-p PORT] [-v]\n");
+      fprintf(stderr, "usage: echo_server [-p PORT] [--cert FILE --key FILE] [-v]\n");
       return 2;
     }
   }
@@ -83,11 +90,26 @@ int main(int argc, char **argv) {
     fprintf(stderr, "echo_server: cannot create the event loop\n");
     return 1;
   }
-  if (ws_loop_listen(&g_loop, "127.0.0.1", port, &bound) != WS_OK) {
+  if (cert || key) {
+    ws_tls_options to;
+    char err[200];
+    ws_tls_options_init(&to, WS_SERVER);
+    to.cert_file = cert;
+    to.key_file = key;
+    if (!cert || !key || ws_tls_config_new(&tls, &to, err, sizeof err) != WS_OK) {
+      fprintf(stderr, "echo_server: TLS: %s\n",
+              !cert || !key ? "--cert and --key go together" : err);
+      return 2;
+    }
+    rc = ws_loop_listen_tls(&g_loop, "127.0.0.1", port, tls, &bound);
+  } else {
+    rc = ws_loop_listen(&g_loop, "127.0.0.1", port, &bound);
+  }
+  if (rc != WS_OK) {
     perror("echo_server: listen");
     return 1;
   }
-  printf("echo_server listening on ws://127.0.0.1:%u/\n", bound);
+  printf("echo_server listening on %s://127.0.0.1:%u/\n", tls ? "wss" : "ws", bound);
   fflush(stdout);
   if (g_verbose) fprintf(stderr, "echo_server: %s backend\n", ws_loop_backend());
   ws_loop_run(&g_loop);
@@ -95,5 +117,6 @@ int main(int argc, char **argv) {
   ws_loop_shutdown(&g_loop);
   ws_loop_run(&g_loop);
   ws_loop_free(&g_loop);
+  ws_tls_config_free(tls);
   return 0;
 }

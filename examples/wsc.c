@@ -130,7 +130,9 @@ static void on_close(ws_conn *c, int code, const char *reason, size_t len,
   g_code = code;
   g_conn = NULL;
   ws_timer_stop(&g_loop, &g_linger);
-  if (!g_opened)
+  if (!g_opened && ws_loop_conn_tls(c) && ws_tls_error(ws_loop_conn_tls(c))[0])
+    fprintf(stderr, "wsc: could not connect: %s\n", ws_tls_error(ws_loop_conn_tls(c)));
+  else if (!g_opened)
     fprintf(stderr, "wsc: could not connect: %s\n", ws_strerror(err ? err : WS_EIO));
   else if (g_verbose || (code != 1000 && code != 1001 && code != 1005))
     fprintf(stderr, "wsc: closed %d%s%.*s\n", code, len ? ": " : "", (int)len,
@@ -141,7 +143,8 @@ static void on_close(ws_conn *c, int code, const char *reason, size_t len,
 static int usage(const char *argv0) {
   fprintf(stderr,
           "usage: %s [--binary] [--subprotocol P]... [--origin O] [--ping S]\n"
-          "          [--linger MS] [--timeout S] [-v] ws://host:port/path\n",
+          "          [--linger MS] [--timeout S] [--cafile FILE | --insecure] [-v]\n"
+          "          ws[s]://host:port/path\n",
           argv0);
   return 2;
 }
@@ -152,7 +155,9 @@ int main(int argc, char **argv) {
   ws_client_opts o;
   const char *url = NULL, *origin = NULL;
   unsigned ping = 0, timeout = 10;
-  int i, rc;
+  const char *cafile = NULL;
+  int i, rc, insecure = 0;
+  ws_tls_config *tls = NULL;
   for (i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (strcmp(a, "--binary") == 0) {
@@ -172,6 +177,10 @@ int main(int argc, char **argv) {
       g_linger_ms = (unsigned)atoi(argv[++i]);
     } else if (strcmp(a, "--timeout") == 0 && i + 1 < argc) {
       timeout = (unsigned)atoi(argv[++i]);
+    } else if (strcmp(a, "--cafile") == 0 && i + 1 < argc) {
+      cafile = argv[++i];
+    } else if (strcmp(a, "--insecure") == 0) {
+      insecure = 1;
     } else if (a[0] == '-' || url) {
       return usage(argv[0]);
     } else {
@@ -185,6 +194,20 @@ int main(int argc, char **argv) {
   cfg.client.pong_timeout_ms = ping ? ping * 2000u : 10000u;
   cfg.client.handshake_timeout_ms = timeout * 1000u;
   cfg.client.max_message = 64u << 20;
+  if (cafile || insecure) {
+    ws_tls_options to;
+    char err[200];
+    ws_tls_options_init(&to, WS_CLIENT);
+    to.ca_file = cafile;
+    to.insecure_skip_verify = insecure;
+    if (ws_tls_config_new(&tls, &to, err, sizeof err) != WS_OK) {
+      fprintf(stderr, "wsc: TLS: %s\n", err);
+      return 2;
+    }
+    if (insecure)
+      fprintf(stderr, "wsc: WARNING: --insecure: the server's certificate is NOT checked\n");
+    cfg.tls_client = tls; /* lives until exit */
+  }
   memset(&cb, 0, sizeof cb);
   cb.conn.on_open = on_open;
   cb.conn.on_message = on_message;
@@ -198,7 +221,9 @@ int main(int argc, char **argv) {
   rc = ws_loop_connect(&g_loop, url, &o, NULL, &g_conn);
   if (rc != WS_OK) {
     fprintf(stderr, "wsc: %s: %s\n", url,
-            rc == WS_EINVAL ? "not a ws:// URL" : ws_strerror(rc));
+            rc == WS_EINVAL ? (ws_tls_available() ? "not a ws:// or wss:// URL"
+                                                  : "not a ws:// URL (no TLS in this build)")
+                            : ws_strerror(rc));
     return rc == WS_EINVAL ? 2 : 1;
   }
   ws_loop_run(&g_loop);

@@ -585,6 +585,131 @@ int ws_conn_abort(ws_conn *c, int err);
 void ws_conn_free(ws_conn *c);
 
 /* ------------------------------------------------------------------------
+ * TLS over mbedTLS (section 5 of ws.c; built when WS_ENABLE_MBEDTLS is 1,
+ * linked with -lmbedtls -lmbedx509 -lmbedcrypto; mbedTLS 2.28 and 3.x).
+ * A TLS session is a transport under layer 1: a connection whose read and
+ * write callbacks call ws_tls_read() and ws_tls_write() sees plaintext.
+ * The loop does this for wss:// URLs and for ws_loop_listen_tls(). This
+ * header does not include mbedTLS: configs and sessions are opaque and
+ * allocated with malloc (mbedTLS allocates anyway). Built without TLS, the
+ * config functions exist and fail (ws_tls_available() is 0), in loop
+ * builds only. A config and its sessions are used by one thread at a time.
+ * ---------------------------------------------------------------------- */
+
+typedef struct ws_tls_config ws_tls_config;  /* settings shared by sessions */
+typedef struct ws_tls ws_tls;                /* one TLS session on a socket */
+
+/* What ws_tls_config_new() builds. Every pointer need only live until that
+ * call returns (files are read, buffers copied). */
+typedef struct ws_tls_options {
+  int role;                  /* WS_SERVER or WS_CLIENT */
+  /* Server: the certificate chain (leaf first) and its private key, PEM
+   * (or DER) from files or from memory (files win when both are set). */
+  const char *cert_file, *key_file;
+  const void *cert_pem;  size_t cert_pem_len;
+  const void *key_pem;   size_t key_pem_len;
+  const char *key_password;  /* NULL: the key is not encrypted */
+  /* Client: the CAs to trust; NULL and no ca_pem: the system bundle
+   * (/etc/ssl/certs/ca-certificates.crt and the usual other places). */
+  const char *ca_file;
+  const void *ca_pem;    size_t ca_pem_len;
+  /* Client: 1 turns OFF every check of the server's certificate (chain,
+   * dates, host name): anyone in the path can read and change the
+   * traffic. For tests against throwaway certificates only. Default 0:
+   * peer verification is on, against the URL's host. */
+  int insecure_skip_verify;
+} ws_tls_options;
+
+/* 1 if this build has TLS, else 0. */
+int ws_tls_available(void);
+
+/* Zeroes *o and sets its role: verification on, nothing loaded yet. */
+void ws_tls_options_init(ws_tls_options *o, int role);
+
+/*
+ * Builds a config with sensible settings: TLS 1.2 or later, mbedTLS's
+ * default suites, a CTR-DRBG seeded from the OS; a server presents its
+ * certificate; a client verifies the server against the CAs (REQUIRED
+ * unless insecure_skip_verify). err (may be NULL) receives a one-line
+ * reason on failure. Free with ws_tls_config_free() after every session
+ * and listener using it is gone (after ws_loop_free() for a loop's).
+ *   WS_OK (*out is the config), WS_EINVAL (bad options, a file or PEM that
+ *   does not load, no CA bundle, or no TLS in this build: see err),
+ *   WS_ENOMEM, WS_EIO
+ */
+int ws_tls_config_new(ws_tls_config **out, const ws_tls_options *o,
+                      char *err, size_t errcap);
+
+/*
+ * Wraps the application's own, fully set up mbedtls_ssl_config (passed as
+ * void * so this header needs no mbedTLS) for sessions of `role`. The
+ * mbedTLS config must outlive the wrapper; ws_tls_config_free() frees the
+ * wrapper only. Calls psa_crypto_init() where mbedTLS 3.x needs it.
+ *   WS_OK, WS_EINVAL, WS_ENOMEM, WS_EIO
+ */
+int ws_tls_config_wrap(ws_tls_config **out, int role, void *mbedtls_conf);
+
+/* The mbedtls_ssl_config * a config uses (to adjust a helper-made one
+ * before its first session: ALPN, suites, debug); NULL without TLS. */
+void *ws_tls_config_mbedtls(ws_tls_config *tc);
+
+/* Frees a config (NULL is fine). */
+void ws_tls_config_free(ws_tls_config *tc);
+
+/*
+ * Starts a TLS session on a connected, non-blocking socket. host (client;
+ * may be NULL on a server) is sent as SNI and checked against the
+ * certificate (DNS names; an IP literal also matches an iPAddress entry).
+ * The handshake runs inside the first ws_tls_read()/ws_tls_write() calls.
+ * The session does not own fd. The config must outlive the session.
+ *   WS_OK, WS_EINVAL, WS_ENOMEM
+ */
+int ws_tls_new(ws_tls **out, ws_tls_config *tc, int fd, const char *host);
+
+/*
+ * Reads plaintext, driving the handshake first: the shape of
+ * ws_callbacks.read.
+ *   WS_OK      *n > 0 bytes, or *n == 0: end of stream (close_notify, or
+ *              the socket's end)
+ *   WS_EAGAIN  would block (ws_tls_wants() says on what)
+ *   WS_EIO     failed: a socket error, a TLS alert, a certificate refused;
+ *              ws_tls_error() says which
+ */
+int ws_tls_read(ws_tls *t, void *buf, size_t cap, size_t *n);
+
+/*
+ * Writes plaintext, driving the handshake first: the shape of
+ * ws_callbacks.write (at most one record, 16 KiB, per call). After
+ * WS_EAGAIN the next call MUST start with the same bytes (a ws_conn's
+ * output queue does).
+ *   WS_OK (*n taken), WS_EAGAIN (nothing taken), WS_EIO (ws_tls_error())
+ */
+int ws_tls_write(ws_tls *t, const void *buf, size_t len, size_t *n);
+
+/* What the session waits for beyond the connection's own wishes: while
+ * WS_TLS_HANDSHAKING, wait for exactly the readiness it names (READ or
+ * WRITE), whatever the connection wants; after it, a READ or WRITE bit
+ * asks for that readiness too (a record half written, a renegotiation).
+ * Then call ws_conn_on_readable() (which reads through the session). */
+#define WS_TLS_WANT_READ 1u
+#define WS_TLS_WANT_WRITE 2u
+#define WS_TLS_HANDSHAKING 4u
+unsigned ws_tls_wants(const ws_tls *t);
+
+/* Sends close_notify (best effort, without blocking) after a completed
+ * handshake. Returns WS_OK if the socket is still sound (worth a graceful
+ * TCP close), WS_EIO if it failed. Call before closing the socket. */
+int ws_tls_close(ws_tls *t);
+
+/* The last failure as one line ("TLS certificate verification failed: The
+ * certificate validity has expired", ...); "" when none. Static storage
+ * in the session: valid until ws_tls_free(). Never NULL. */
+const char *ws_tls_error(const ws_tls *t);
+
+/* Frees a session (NULL is fine). Does not close the socket. */
+void ws_tls_free(ws_tls *t);
+
+/* ------------------------------------------------------------------------
  * Layer 2: the event loop (not in WS_NO_LOOP builds). POSIX sockets; epoll,
  * kqueue or poll, chosen at compile time in that order (-DWS_LOOP_POLL,
  * -DWS_LOOP_EPOLL, -DWS_LOOP_KQUEUE force one). Built on the public API
@@ -610,6 +735,9 @@ typedef struct ws_loop_config {
                                  is read to its end before it is closed, so
                                  the peer gets FIN rather than a reset
                                  (2000; 0: close at once) */
+  ws_tls_config *tls_client;  /* wss:// connections (a WS_CLIENT config);
+                                 NULL: made on first use with the system
+                                 CAs and verification on. Not owned. */
 } ws_loop_config;
 
 /* Fills *cfg with defaults: both templates from ws_config_init(), plus
@@ -644,6 +772,7 @@ struct ws__loop_conn_priv {
   ws_loop *loop;
   ws_loop_conn *next, *prev, *pend;
   void *subs;
+  void *tls;                        /* ws_tls session, or NULL */
   uint64_t last_rx;
   unsigned char flags;
 };
@@ -678,6 +807,7 @@ struct ws__loop_priv {
   unsigned long owner;
   void *lingering;
   size_t nlinger;
+  void *tls_default;                /* client TLS config made on demand */
   int stop, shutting, paused, freeing;
 };
 
@@ -713,19 +843,34 @@ int ws_loop_backend_fd(const ws_loop *l);
 int ws_loop_listen(ws_loop *l, const char *host, unsigned port,
                    unsigned *bound_port);
 
+/*
+ * As ws_loop_listen(), serving TLS (wss://) with a WS_SERVER config from
+ * ws_tls_config_new() or ws_tls_config_wrap(), which must outlive the loop
+ * (free it after ws_loop_free()). The TLS handshake counts against the
+ * handshake timeout; a peer that does not speak TLS fails it and is closed
+ * (FIN); closing a connection sends close_notify.
+ *   As ws_loop_listen(); WS_EINVAL also for a NULL or client config, or a
+ *   build without TLS
+ */
+int ws_loop_listen_tls(ws_loop *l, const char *host, unsigned port,
+                       ws_tls_config *tls, unsigned *bound_port);
+
 /* Accepts connections from a listening socket the caller made (set
  * non-blocking by the loop, closed by it at the end). As ws_loop_listen. */
 int ws_loop_listen_fd(ws_loop *l, int fd);
 
 /*
- * Connects to a ws:// URL ("ws://host[:port][/path]", IPv6 hosts in
- * brackets). Numeric hosts never block; a name is resolved with
+ * Connects to a ws:// or wss:// URL ("ws://host[:port][/path]", IPv6 hosts
+ * in brackets; wss:// runs TLS with cfg.tls_client, SNI and certificate
+ * check against the URL's host; a refused certificate ends in on_close
+ * 1006, and ws_tls_error(ws_loop_conn_tls(c)) in on_close says why). Numeric hosts never block; a name is resolved with
  * getaddrinfo(), which may. o (may be NULL) adds an origin, subprotocols
  * and headers (its host and path are taken from the URL when NULL). The
  * connection's callbacks are the loop's, with `user` as its user pointer.
  * *out (may be NULL) receives the connection; it opens (on_open) or fails
  * (on_close, 1006) later.
- *   WS_OK, WS_EINVAL (URL; wss:// needs TLS), WS_EIO, WS_ENOMEM
+ *   WS_OK, WS_EINVAL (URL; wss:// in a build without TLS, or no system
+ *   CA bundle for the default config), WS_EIO, WS_ENOMEM
  */
 int ws_loop_connect(ws_loop *l, const char *url, const ws_client_opts *o,
                     void *user, ws_conn **out);
@@ -776,6 +921,10 @@ int ws_loop_conn_fd(const ws_conn *c);
 
 /* The loop a connection belongs to. */
 ws_loop *ws_loop_of(const ws_conn *c);
+
+/* The TLS session of a loop connection, NULL for plain ones. Valid until
+ * on_close returns (the loop then sends close_notify and frees it). */
+ws_tls *ws_loop_conn_tls(const ws_conn *c);
 
 /*
  * Thread-safe: runs fn(l, arg) on the loop's thread at its next iteration,

@@ -7,6 +7,8 @@
  *   2. SHA-1, Base64, UTF-8
  *   3. layer 0: frame codec, close payloads, handshake
  *   4. layer 1: the connection
+ *   5. TLS over mbedTLS (WS_ENABLE_MBEDTLS)
+ *   6. layer 2: the event loop
  */
 
 /* ======================================================================
@@ -69,6 +71,12 @@
 /* Queued bytes past which a batch of replies is flushed early. */
 #ifndef WS_BATCH_FLUSH
 #define WS_BATCH_FLUSH (64u * 1024)
+#endif
+
+/* TLS (section 5): 1 to build the mbedTLS transport (link -lmbedtls
+ * -lmbedx509 -lmbedcrypto). The Makefile sets it when mbedTLS is found. */
+#ifndef WS_ENABLE_MBEDTLS
+#define WS_ENABLE_MBEDTLS 0
 #endif
 
 #if WS_MAX_HEADERS > 255 || WS_MAX_HEADERS < 8
@@ -1895,6 +1903,7 @@ int ws_conn_want_read(const ws_conn *c) {
   /* Stop reading once half the output limit is queued (and always before
    * a pong could no longer fit): a peer that sends faster than it reads is
    * paused, and what it already sent still has room for its replies. */
+  if (p->olen == p->ohead) return 1; /* nothing queued: never stall */
   return p->olen - p->ohead <= p->max_queued / 2 &&
          p->olen - p->ohead + WS_FRAME_HEADER_MAX + WS_CONTROL_MAX <=
              p->max_queued;
@@ -2164,7 +2173,7 @@ static int ws__send_data(ws_conn *c, int op, const void *data, size_t len,
   size_t fs = p->frame_size ? p->frame_size : (len ? len : 1);
   size_t frames = len ? (len + fs - 1) / fs : 1;
   size_t total = len + frames * ws__hdr_size(WS__MIN(fs, len), p->role);
-  size_t olen = p->olen, i;
+  size_t olen, i;
   int rc;
   if (total < len || p->olen - p->ohead + total > p->max_queued)
     return WS_EFULL;
@@ -2172,6 +2181,7 @@ static int ws__send_data(ws_conn *c, int op, const void *data, size_t len,
    * the queue nor fail half-way for want of space. */
   if ((rc = ws__out_room(p, len + frames * WS_FRAME_HEADER_MAX)) != WS_OK)
     return rc;
+  olen = p->olen; /* after ws__out_room(), which may move the queue down */
   for (i = 0; i < frames; i++) {
     size_t n = WS__MIN(fs, len - i * fs);
     if (!len) n = 0;
@@ -2352,6 +2362,539 @@ void ws_conn_free(ws_conn *c) {
 }
 
 /* ======================================================================
+ * 5. TLS over mbedTLS
+ *
+ * A read/write pair under layer 1: a connection whose read and write
+ * callbacks call ws_tls_read() and ws_tls_write() sees plaintext and never
+ * knows TLS is there. Non-blocking: mbedTLS's WANT_READ / WANT_WRITE come
+ * back as WS_EAGAIN, and ws_tls_wants() tells the caller which readiness
+ * the TLS handshake waits for, so it is driven by the same events as
+ * everything else (and covered by the connection's handshake timeout,
+ * which runs from the start). The WebSocket handshake keeps the core's own
+ * SHA-1. Uses no core internals; private names start with ws__tls.
+ * ==================================================================== */
+#if WS_ENABLE_MBEDTLS && WS__HAVE_OS
+
+#include <mbedtls/version.h>
+#include <mbedtls/ssl.h>
+#include <mbedtls/entropy.h>
+#include <mbedtls/ctr_drbg.h>
+#include <mbedtls/x509_crt.h>
+#include <mbedtls/pk.h>
+#include <mbedtls/error.h>
+#include <mbedtls/net_sockets.h>
+#if MBEDTLS_VERSION_NUMBER >= 0x03000000 && defined(MBEDTLS_PSA_CRYPTO_C)
+#include <psa/crypto.h>
+#endif
+#include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+/* Largest plaintext handed to one mbedtls_ssl_write(): one record. */
+#define WS__TLS_CHUNK 16384
+
+struct ws_tls_config {
+  mbedtls_ssl_config conf;       /* ours (helper-made configs) */
+  mbedtls_ssl_config *use;       /* what sessions use: &conf or the app's */
+  mbedtls_entropy_context entropy;
+  mbedtls_ctr_drbg_context drbg;
+  mbedtls_x509_crt ca, cert;
+  mbedtls_pk_context key;
+  int own, role, insecure;
+};
+
+struct ws_tls {
+  mbedtls_ssl_context ssl;
+  ws_tls_config *cfg;
+  int fd;
+  size_t wpend;         /* plaintext bytes of a write that would-blocked */
+  unsigned char want;   /* WS_TLS_WANT_* the last blocked step waits for */
+  unsigned char hs_done, io_failed, peer_closed, closed;
+  unsigned char ip[16]; /* the host, when an IP literal (IP SAN check) */
+  unsigned char ip_len;
+  char err[200];
+};
+
+static void ws__tls_errtext(int r, char *buf, size_t cap) {
+#if defined(MBEDTLS_ERROR_C)
+  mbedtls_strerror(r, buf, cap);
+#else
+  snprintf(buf, cap, "mbedTLS error -0x%04x", (unsigned)-r);
+#endif
+}
+
+static void ws__tls_seterr(char *err, size_t cap, const char *what, int r) {
+  char m[128];
+  if (err == NULL || cap == 0) return;
+  if (r == 0) {
+    snprintf(err, cap, "%s", what);
+    return;
+  }
+  ws__tls_errtext(r, m, sizeof m);
+  snprintf(err, cap, "%s: %s", what, m);
+}
+
+/* The socket under a session (the BIO). */
+static int ws__tls_send(void *ctx, const unsigned char *buf, size_t len) {
+  ws_tls *t = (ws_tls *)ctx;
+  int flags = 0;
+#ifdef MSG_NOSIGNAL
+  flags = MSG_NOSIGNAL;
+#endif
+  if (len > INT_MAX) len = INT_MAX;
+  for (;;) {
+    ssize_t r = send(t->fd, buf, len, flags);
+    if (r >= 0) return (int)r;
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return MBEDTLS_ERR_SSL_WANT_WRITE;
+    t->io_failed = 1;
+    return errno == EPIPE || errno == ECONNRESET ? MBEDTLS_ERR_NET_CONN_RESET
+                                                : MBEDTLS_ERR_NET_SEND_FAILED;
+  }
+}
+
+static int ws__tls_recv(void *ctx, unsigned char *buf, size_t len) {
+  ws_tls *t = (ws_tls *)ctx;
+  if (len > INT_MAX) len = INT_MAX;
+  for (;;) {
+    ssize_t r = recv(t->fd, buf, len, 0);
+    if (r >= 0) return (int)r; /* 0: end of stream */
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return MBEDTLS_ERR_SSL_WANT_READ;
+    t->io_failed = 1;
+    return errno == ECONNRESET ? MBEDTLS_ERR_NET_CONN_RESET
+                               : MBEDTLS_ERR_NET_RECV_FAILED;
+  }
+}
+
+/* mbedTLS 2.x matches host names against DNS names only: for a URL with
+ * an IP literal, an iPAddress entry of the subjectAltName equal to it
+ * clears the name mismatch (the chain is still checked). */
+static int ws__tls_verify_ip(void *ctx, mbedtls_x509_crt *crt, int depth,
+                             uint32_t *flags) {
+  ws_tls *t = (ws_tls *)ctx;
+  const mbedtls_x509_sequence *s;
+  if (depth != 0 || !(*flags & MBEDTLS_X509_BADCERT_CN_MISMATCH)) return 0;
+  for (s = &crt->subject_alt_names; s != NULL; s = s->next) {
+    if (s->buf.tag == (MBEDTLS_ASN1_CONTEXT_SPECIFIC | 7) &&
+        s->buf.len == t->ip_len && s->buf.p != NULL &&
+        memcmp(s->buf.p, t->ip, t->ip_len) == 0) {
+      *flags &= ~(uint32_t)MBEDTLS_X509_BADCERT_CN_MISMATCH;
+      break;
+    }
+  }
+  return 0;
+}
+
+/* Loads PEM (or DER) from memory; PEM must be NUL-terminated for mbedTLS,
+ * so a copy gets the NUL. */
+static int ws__tls_parse(int what, ws_tls_config *tc, const void *data,
+                         size_t len, const char *pwd) {
+  unsigned char *copy;
+  int r;
+  copy = (unsigned char *)malloc(len + 1);
+  if (copy == NULL) return MBEDTLS_ERR_SSL_ALLOC_FAILED;
+  memcpy(copy, data, len);
+  copy[len] = 0;
+  if (len > 0 && copy[len - 1] != 0 && memchr(copy, '-', len) != NULL) len++;
+  if (what == 0)
+    r = mbedtls_x509_crt_parse(&tc->ca, copy, len);
+  else if (what == 1)
+    r = mbedtls_x509_crt_parse(&tc->cert, copy, len);
+  else
+#if MBEDTLS_VERSION_NUMBER >= 0x03000000
+    r = mbedtls_pk_parse_key(&tc->key, copy, len, (const unsigned char *)pwd,
+                             pwd ? strlen(pwd) : 0, mbedtls_ctr_drbg_random,
+                             &tc->drbg);
+#else
+    r = mbedtls_pk_parse_key(&tc->key, copy, len, (const unsigned char *)pwd,
+                             pwd ? strlen(pwd) : 0);
+#endif
+  free(copy);
+  return r;
+}
+
+static int ws__tls_psa_init(void) {
+#if MBEDTLS_VERSION_NUMBER >= 0x03000000 && defined(MBEDTLS_PSA_CRYPTO_C)
+  return psa_crypto_init() == PSA_SUCCESS ? 0 : -1;
+#else
+  return 0;
+#endif
+}
+
+/* see ws.h */
+void ws_tls_options_init(ws_tls_options *o, int role) {
+  memset(o, 0, sizeof *o);
+  o->role = role;
+}
+
+/* see ws.h */
+int ws_tls_config_new(ws_tls_config **out, const ws_tls_options *o,
+                      char *err, size_t errcap) {
+  static const char *bundles[] = {"/etc/ssl/certs/ca-certificates.crt",
+                                  "/etc/pki/tls/certs/ca-bundle.crt",
+                                  "/etc/ssl/cert.pem", NULL};
+  static const char pers[] = "ws_tls";
+  ws_tls_config *tc;
+  int r, i;
+  if (err && errcap) err[0] = '\0';
+  if (out == NULL || o == NULL || (o->role != WS_SERVER && o->role != WS_CLIENT)) {
+    ws__tls_seterr(err, errcap, "bad arguments", 0);
+    return WS_EINVAL;
+  }
+  *out = NULL;
+  if (ws__tls_psa_init() != 0) {
+    ws__tls_seterr(err, errcap, "psa_crypto_init failed", 0);
+    return WS_EIO;
+  }
+  tc = (ws_tls_config *)malloc(sizeof *tc);
+  if (tc == NULL) return WS_ENOMEM;
+  memset(tc, 0, sizeof *tc);
+  tc->own = 1;
+  tc->role = o->role;
+  tc->insecure = o->role == WS_CLIENT && o->insecure_skip_verify;
+  tc->use = &tc->conf;
+  mbedtls_ssl_config_init(&tc->conf);
+  mbedtls_entropy_init(&tc->entropy);
+  mbedtls_ctr_drbg_init(&tc->drbg);
+  mbedtls_x509_crt_init(&tc->ca);
+  mbedtls_x509_crt_init(&tc->cert);
+  mbedtls_pk_init(&tc->key);
+  r = mbedtls_ctr_drbg_seed(&tc->drbg, mbedtls_entropy_func, &tc->entropy,
+                            (const unsigned char *)pers, sizeof pers - 1);
+  if (r != 0) {
+    ws__tls_seterr(err, errcap, "random generator", r);
+    goto fail;
+  }
+  r = mbedtls_ssl_config_defaults(&tc->conf,
+                                  o->role == WS_SERVER ? MBEDTLS_SSL_IS_SERVER
+                                                       : MBEDTLS_SSL_IS_CLIENT,
+                                  MBEDTLS_SSL_TRANSPORT_STREAM,
+                                  MBEDTLS_SSL_PRESET_DEFAULT);
+  if (r != 0) {
+    ws__tls_seterr(err, errcap, "TLS defaults", r);
+    goto fail;
+  }
+  mbedtls_ssl_conf_rng(&tc->conf, mbedtls_ctr_drbg_random, &tc->drbg);
+#if MBEDTLS_VERSION_NUMBER >= 0x03000000
+  mbedtls_ssl_conf_min_tls_version(&tc->conf, MBEDTLS_SSL_VERSION_TLS1_2);
+#else
+  mbedtls_ssl_conf_min_version(&tc->conf, MBEDTLS_SSL_MAJOR_VERSION_3,
+                               MBEDTLS_SSL_MINOR_VERSION_3);
+#endif
+  if (o->role == WS_SERVER) {
+    if (o->cert_file)
+      r = mbedtls_x509_crt_parse_file(&tc->cert, o->cert_file);
+    else if (o->cert_pem)
+      r = ws__tls_parse(1, tc, o->cert_pem, o->cert_pem_len, NULL);
+    else
+      r = MBEDTLS_ERR_X509_BAD_INPUT_DATA;
+    if (r != 0) {
+      ws__tls_seterr(err, errcap, "server certificate", r);
+      goto fail;
+    }
+    if (o->key_file)
+#if MBEDTLS_VERSION_NUMBER >= 0x03000000
+      r = mbedtls_pk_parse_keyfile(&tc->key, o->key_file, o->key_password,
+                                   mbedtls_ctr_drbg_random, &tc->drbg);
+#else
+      r = mbedtls_pk_parse_keyfile(&tc->key, o->key_file, o->key_password);
+#endif
+    else if (o->key_pem)
+      r = ws__tls_parse(2, tc, o->key_pem, o->key_pem_len, o->key_password);
+    else
+      r = MBEDTLS_ERR_PK_BAD_INPUT_DATA;
+    if (r != 0) {
+      ws__tls_seterr(err, errcap, "server private key", r);
+      goto fail;
+    }
+    r = mbedtls_ssl_conf_own_cert(&tc->conf, &tc->cert, &tc->key);
+    if (r != 0) {
+      ws__tls_seterr(err, errcap, "server certificate and key", r);
+      goto fail;
+    }
+    mbedtls_ssl_conf_authmode(&tc->conf, MBEDTLS_SSL_VERIFY_NONE);
+  } else {
+    r = 0;
+    if (o->ca_file) {
+      r = mbedtls_x509_crt_parse_file(&tc->ca, o->ca_file);
+    } else if (o->ca_pem) {
+      r = ws__tls_parse(0, tc, o->ca_pem, o->ca_pem_len, NULL);
+    } else if (!tc->insecure) {
+      r = MBEDTLS_ERR_X509_FILE_IO_ERROR;
+      for (i = 0; bundles[i] && r < 0; i++)
+        r = mbedtls_x509_crt_parse_file(&tc->ca, bundles[i]);
+      /* A bundle with a few certificates mbedTLS cannot read still loads
+       * the rest (r > 0 counts the failures). */
+      if (r > 0 && tc->ca.version != 0) r = 0;
+    }
+    if (r != 0) {
+      ws__tls_seterr(err, errcap, o->ca_file || o->ca_pem
+                                      ? "CA certificates"
+                                      : "no system CA bundle found", r);
+      goto fail;
+    }
+    if (tc->insecure) {
+      /* insecure_skip_verify: the caller turned authentication OFF. */
+      mbedtls_ssl_conf_authmode(&tc->conf, MBEDTLS_SSL_VERIFY_NONE);
+    } else {
+      mbedtls_ssl_conf_authmode(&tc->conf, MBEDTLS_SSL_VERIFY_REQUIRED);
+      mbedtls_ssl_conf_ca_chain(&tc->conf, &tc->ca, NULL);
+    }
+  }
+  *out = tc;
+  return WS_OK;
+fail:
+  ws_tls_config_free(tc);
+  return WS_EINVAL;
+}
+
+/* see ws.h */
+int ws_tls_config_wrap(ws_tls_config **out, int role, void *mbedtls_conf) {
+  ws_tls_config *tc;
+  if (out == NULL || mbedtls_conf == NULL ||
+      (role != WS_SERVER && role != WS_CLIENT))
+    return WS_EINVAL;
+  *out = NULL;
+  if (ws__tls_psa_init() != 0) return WS_EIO;
+  tc = (ws_tls_config *)malloc(sizeof *tc);
+  if (tc == NULL) return WS_ENOMEM;
+  memset(tc, 0, sizeof *tc);
+  tc->role = role;
+  tc->use = (mbedtls_ssl_config *)mbedtls_conf;
+  *out = tc;
+  return WS_OK;
+}
+
+/* see ws.h */
+void *ws_tls_config_mbedtls(ws_tls_config *tc) { return tc ? tc->use : NULL; }
+
+/* see ws.h */
+void ws_tls_config_free(ws_tls_config *tc) {
+  if (tc == NULL) return;
+  if (tc->own) {
+    mbedtls_ssl_config_free(&tc->conf);
+    mbedtls_x509_crt_free(&tc->ca);
+    mbedtls_x509_crt_free(&tc->cert);
+    mbedtls_pk_free(&tc->key);
+    mbedtls_ctr_drbg_free(&tc->drbg);
+    mbedtls_entropy_free(&tc->entropy);
+  }
+  free(tc);
+}
+
+/* see ws.h */
+int ws_tls_new(ws_tls **out, ws_tls_config *tc, int fd, const char *host) {
+  ws_tls *t;
+  int r;
+  if (out == NULL || tc == NULL || fd < 0) return WS_EINVAL;
+  *out = NULL;
+  t = (ws_tls *)malloc(sizeof *t);
+  if (t == NULL) return WS_ENOMEM;
+  memset(t, 0, sizeof *t);
+  t->cfg = tc;
+  t->fd = fd;
+  t->want = tc->role == WS_CLIENT ? WS_TLS_WANT_WRITE : WS_TLS_WANT_READ;
+  mbedtls_ssl_init(&t->ssl);
+  r = mbedtls_ssl_setup(&t->ssl, tc->use);
+  if (r == 0 && tc->role == WS_CLIENT && host != NULL) {
+    struct in6_addr a6;
+    struct in_addr a4;
+    /* SNI and the name checked against the certificate: the URL's host. */
+    r = mbedtls_ssl_set_hostname(&t->ssl, host);
+    if (inet_pton(AF_INET, host, &a4) == 1) {
+      memcpy(t->ip, &a4, 4);
+      t->ip_len = 4;
+    } else if (inet_pton(AF_INET6, host, &a6) == 1) {
+      memcpy(t->ip, &a6, 16);
+      t->ip_len = 16;
+    }
+    if (t->ip_len && !tc->insecure)
+      mbedtls_ssl_set_verify(&t->ssl, ws__tls_verify_ip, t);
+  }
+  if (r != 0) {
+    mbedtls_ssl_free(&t->ssl);
+    free(t);
+    return r == MBEDTLS_ERR_SSL_ALLOC_FAILED ? WS_ENOMEM : WS_EINVAL;
+  }
+  mbedtls_ssl_set_bio(&t->ssl, t, ws__tls_send, ws__tls_recv, NULL);
+  *out = t;
+  return WS_OK;
+}
+
+static int ws__tls_fail(ws_tls *t, int r, const char *what) {
+  if (t->err[0] == '\0') {
+    if (r == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED) {
+      char info[160], *s;
+      uint32_t fl = mbedtls_ssl_get_verify_result(&t->ssl);
+      info[0] = '\0';
+      mbedtls_x509_crt_verify_info(info, sizeof info, "", fl);
+      for (s = info; *s; s++) /* one line: "a; b" */
+        if (*s == '\n') *s = s[1] ? ';' : '\0';
+      snprintf(t->err, sizeof t->err,
+               "TLS certificate verification failed: %s", info);
+    } else if (r == MBEDTLS_ERR_SSL_CONN_EOF) {
+      snprintf(t->err, sizeof t->err, "%s: connection closed by peer", what);
+    } else {
+      ws__tls_seterr(t->err, sizeof t->err, what, r);
+    }
+  }
+  return WS_EIO;
+}
+
+static int ws__tls_handshake(ws_tls *t) {
+  int r = mbedtls_ssl_handshake(&t->ssl);
+  if (r == 0) {
+    t->hs_done = 1;
+    t->want = 0;
+    return WS_OK;
+  }
+  if (r == MBEDTLS_ERR_SSL_WANT_READ) {
+    t->want = WS_TLS_WANT_READ;
+    return WS_EAGAIN;
+  }
+  if (r == MBEDTLS_ERR_SSL_WANT_WRITE) {
+    t->want = WS_TLS_WANT_WRITE;
+    return WS_EAGAIN;
+  }
+  return ws__tls_fail(t, r, "TLS handshake failed");
+}
+
+/* see ws.h */
+int ws_tls_read(ws_tls *t, void *buf, size_t cap, size_t *n) {
+  int r;
+  *n = 0;
+  if (t->peer_closed) return WS_OK;
+  if (!t->hs_done && (r = ws__tls_handshake(t)) != WS_OK) return r;
+  if (cap > INT_MAX) cap = INT_MAX;
+  for (;;) {
+    r = mbedtls_ssl_read(&t->ssl, (unsigned char *)buf, cap);
+    if (r > 0) {
+      *n = (size_t)r;
+      if (t->want == WS_TLS_WANT_WRITE) t->want = 0;
+      return WS_OK;
+    }
+    if (r == 0 || r == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY ||
+        r == MBEDTLS_ERR_SSL_CONN_EOF) {
+      t->peer_closed = 1; /* end of stream */
+      return WS_OK;
+    }
+    if (r == MBEDTLS_ERR_SSL_WANT_READ) return WS_EAGAIN;
+    if (r == MBEDTLS_ERR_SSL_WANT_WRITE) {
+      t->want = WS_TLS_WANT_WRITE;
+      return WS_EAGAIN;
+    }
+#ifdef MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET
+    /* TLS 1.3 (mbedTLS 3.6): a ticket was processed; call again. */
+    if (r == MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET) continue;
+#endif
+    return ws__tls_fail(t, r, "TLS read failed");
+  }
+}
+
+/* see ws.h */
+int ws_tls_write(ws_tls *t, const void *buf, size_t len, size_t *n) {
+  int r;
+  size_t chunk;
+  *n = 0;
+  if (!t->hs_done && (r = ws__tls_handshake(t)) != WS_OK) return r;
+  /* After WANT_WRITE, mbedTLS must be called again with the same bytes:
+   * the caller's queue still starts with them, perhaps with more after. */
+  chunk = t->wpend ? t->wpend : WS__MIN(len, (size_t)WS__TLS_CHUNK);
+  if (chunk > len) chunk = len;
+  if (chunk == 0) return WS_OK;
+  for (;;) {
+    r = mbedtls_ssl_write(&t->ssl, (const unsigned char *)buf, chunk);
+    if (r >= 0) {
+      *n = (size_t)r;
+      t->wpend = 0;
+      if (t->want == WS_TLS_WANT_READ) t->want = 0;
+      return WS_OK;
+    }
+    if (r == MBEDTLS_ERR_SSL_WANT_WRITE || r == MBEDTLS_ERR_SSL_WANT_READ) {
+      t->wpend = chunk;
+      if (r == MBEDTLS_ERR_SSL_WANT_READ) t->want = WS_TLS_WANT_READ;
+      return WS_EAGAIN;
+    }
+#ifdef MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET
+    if (r == MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET) continue;
+#endif
+    return ws__tls_fail(t, r, "TLS write failed");
+  }
+}
+
+/* see ws.h */
+unsigned ws_tls_wants(const ws_tls *t) {
+  if (t == NULL) return 0;
+  return t->hs_done ? t->want : (unsigned)(WS_TLS_HANDSHAKING | t->want);
+}
+
+/* see ws.h */
+int ws_tls_close(ws_tls *t) {
+  if (t == NULL) return WS_EINVAL;
+  if (!t->closed && t->hs_done && !t->io_failed)
+    (void)mbedtls_ssl_close_notify(&t->ssl); /* best effort, non-blocking */
+  t->closed = 1;
+  return t->io_failed ? WS_EIO : WS_OK;
+}
+
+/* see ws.h */
+const char *ws_tls_error(const ws_tls *t) { return t ? t->err : ""; }
+
+/* see ws.h */
+void ws_tls_free(ws_tls *t) {
+  if (t == NULL) return;
+  mbedtls_ssl_free(&t->ssl);
+  free(t);
+}
+
+/* see ws.h */
+int ws_tls_available(void) { return 1; }
+
+#elif WS__HAVE_OS && !defined(WS_NO_LOOP)
+
+/* Built without mbedTLS: the same names, refusing politely, so a program
+ * can offer TLS options and say why they do not work. */
+/* see ws.h */
+int ws_tls_available(void) { return 0; }
+/* see ws.h */
+void ws_tls_options_init(ws_tls_options *o, int role) {
+  memset(o, 0, sizeof *o);
+  o->role = role;
+}
+/* see ws.h */
+int ws_tls_config_new(ws_tls_config **out, const ws_tls_options *o,
+                      char *err, size_t errcap) {
+  static const char m[] = "built without TLS (needs mbedTLS and WS_ENABLE_MBEDTLS=1)";
+  (void)o;
+  if (out) *out = NULL;
+  if (err && errcap) {
+    size_t k = WS__MIN(errcap - 1, sizeof m - 1);
+    memcpy(err, m, k);
+    err[k] = '\0';
+  }
+  return WS_EINVAL;
+}
+/* see ws.h */
+int ws_tls_config_wrap(ws_tls_config **out, int role, void *mbedtls_conf) {
+  (void)role, (void)mbedtls_conf;
+  if (out) *out = NULL;
+  return WS_EINVAL;
+}
+/* see ws.h */
+void *ws_tls_config_mbedtls(ws_tls_config *tc) { (void)tc; return NULL; }
+/* see ws.h */
+void ws_tls_config_free(ws_tls_config *tc) { (void)tc; }
+/* see ws.h */
+const char *ws_tls_error(const ws_tls *t) { (void)t; return ""; }
+
+#endif /* WS_ENABLE_MBEDTLS */
+
+/* ======================================================================
  * 6. Layer 2: the event loop
  *
  * Built on the public API only: `make check-layers` compiles this section
@@ -2418,6 +2961,7 @@ enum {
 typedef struct ws__listener {
   struct ws__io io;
   struct ws__listener *next;
+  ws_tls_config *tls; /* NULL: plain */
 } ws__listener;
 
 /* A finished connection's socket, half-closed, read to its end before it is
@@ -2787,6 +3331,13 @@ static int ws__loop_read(ws_conn *c, void *buf, size_t cap, size_t *n,
                          void *user) {
   ws_loop_conn *lc = WS__LC(c);
   (void)user;
+#if WS_ENABLE_MBEDTLS
+  if (lc->ws__l.tls) {
+    int rc = ws_tls_read((ws_tls *)lc->ws__l.tls, buf, cap, n);
+    if (rc == WS_OK && *n > 0) lc->ws__l.last_rx = lc->ws__l.loop->ws__lp.now;
+    return rc;
+  }
+#endif
   for (;;) {
     ssize_t r = recv(lc->ws__l.io.fd, buf, cap, 0);
     if (r >= 0) {
@@ -2821,6 +3372,14 @@ static int ws__loop_write(ws_conn *c, const void *buf, size_t len, size_t *n,
 #endif
   ws__loop_touch(lc);
   if (lc->ws__l.flags & WS__LC_CONNECTING) return WS_EAGAIN;
+#if WS_ENABLE_MBEDTLS
+  if (lc->ws__l.tls) {
+    int rc = ws_tls_write((ws_tls *)lc->ws__l.tls, buf, len, n);
+    if (rc == WS_EAGAIN || (rc == WS_OK && *n < len))
+      lc->ws__l.flags |= WS__LC_WAITED;
+    return rc;
+  }
+#endif
   for (;;) {
     ssize_t r = send(lc->ws__l.io.fd, buf, len, flags);
     if (r >= 0) {
@@ -2903,10 +3462,18 @@ static void ws__loop_on_close(ws_conn *c, int code, const char *reason,
   struct ws__loop_conn_priv *q = &lc->ws__l;
   ws_loop *l = q->loop;
   struct ws__loop_priv *p = WS__LP(l);
+  int err = ws_conn_error(c);
   if (p->cb.conn.on_close) p->cb.conn.on_close(c, code, reason, len, user);
   q->flags |= WS__LC_DEAD;
   (void)ws__be_set(p, &q->io, 0);
-  ws__loop_linger(l, q->io.fd, ws_conn_error(c));
+#if WS_ENABLE_MBEDTLS
+  if (q->tls) { /* close_notify; a TLS failure on a sound socket lingers */
+    err = ws_tls_close((ws_tls *)q->tls);
+    ws_tls_free((ws_tls *)q->tls);
+    q->tls = NULL;
+  }
+#endif
+  ws__loop_linger(l, q->io.fd, err);
   q->io.fd = -1;
   ws__tn_remove(p, &q->tn);
   ws__sub_drop_all(lc);
@@ -2987,6 +3554,10 @@ static void ws__loop_discard(ws_loop *l, ws_loop_conn *lc) {
   struct ws__loop_priv *p = WS__LP(l);
   struct ws__loop_conn_priv *q = &lc->ws__l;
   (void)ws__be_set(p, &q->io, 0);
+#if WS_ENABLE_MBEDTLS
+  ws_tls_free((ws_tls *)q->tls);
+  q->tls = NULL;
+#endif
   if (q->prev)
     q->prev->ws__l.next = q->next;
   else
@@ -3033,6 +3604,14 @@ static void ws__loop_update(ws_loop *l, ws_loop_conn *lc) {
   else
     ev = (ws_conn_want_read(c) ? WS__LOOP_IN : 0u) |
          (ws_conn_want_write(c) ? WS__LOOP_OUT : 0u);
+#if WS_ENABLE_MBEDTLS
+  if (q->tls && !(q->flags & WS__LC_CONNECTING)) {
+    unsigned w = ws_tls_wants((const ws_tls *)q->tls);
+    if (w & WS_TLS_HANDSHAKING) ev = 0; /* the TLS handshake decides */
+    if (w & WS_TLS_WANT_READ) ev |= WS__LOOP_IN;
+    if (w & WS_TLS_WANT_WRITE) ev |= WS__LOOP_OUT;
+  }
+#endif
   if (ev != q->io.events && ws__be_set(p, &q->io, ev) != WS_OK) {
     ws_conn_abort(c, WS_EIO);
     return;
@@ -3136,15 +3715,30 @@ static void ws__loop_accept(ws_loop *l, ws__listener *ls) {
       continue;
     }
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (ws__loop_start_server(l, fd, NULL, 0, p->user, NULL) == WS_ENOMEM) {
-      close(fd); /* refused: max_conns, or no memory */
+    {
+      ws_conn *c = NULL;
+      if (ws__loop_start_server(l, fd, NULL, 0, p->user, &c) == WS_ENOMEM) {
+        close(fd); /* refused: max_conns, or no memory */
+        continue;
+      }
+#if WS_ENABLE_MBEDTLS
+      if (c && ls->tls) { /* nothing was read yet: TLS goes under it now */
+        ws_tls *t = NULL;
+        if (ws_tls_new(&t, ls->tls, fd, NULL) != WS_OK)
+          ws_conn_abort(c, WS_ENOMEM);
+        else
+          WS__LC(c)->ws__l.tls = t;
+      }
+#else
+      (void)c;
+#endif
     }
   }
 }
 
 /* Listeners ---------------------------------------------------------------- */
 
-static int ws__loop_add_listener(ws_loop *l, int fd) {
+static int ws__loop_add_listener(ws_loop *l, int fd, ws_tls_config *tls) {
   struct ws__loop_priv *p = WS__LP(l);
   ws__listener *ls;
   if (ws__io_nonblock(fd) < 0) return WS_EIO;
@@ -3154,6 +3748,7 @@ static int ws__loop_add_listener(ws_loop *l, int fd) {
   ls->io.fd = fd;
   ls->io.pidx = -1;
   ls->io.kind = WS__IO_LISTENER;
+  ls->tls = tls;
   if (ws__be_set(p, &ls->io, WS__LOOP_IN) != WS_OK) {
     ws__loop_alloc(l, ls, 0);
     return WS_EIO;
@@ -3167,12 +3762,11 @@ static int ws__loop_add_listener(ws_loop *l, int fd) {
 int ws_loop_listen_fd(ws_loop *l, int fd) {
   WS__LOOP_THREAD(l);
   if (fd < 0) return WS_EINVAL;
-  return ws__loop_add_listener(l, fd);
+  return ws__loop_add_listener(l, fd, NULL);
 }
 
-/* see ws.h */
-int ws_loop_listen(ws_loop *l, const char *host, unsigned port,
-                   unsigned *bound_port) {
+static int ws__loop_listen(ws_loop *l, const char *host, unsigned port,
+                           ws_tls_config *tls, unsigned *bound_port) {
   struct sockaddr_storage ss;
   struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
   struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
@@ -3212,20 +3806,46 @@ int ws_loop_listen(ws_loop *l, const char *host, unsigned port,
     if (getsockname(fd, (struct sockaddr *)&ss, &alen) == 0)
       *bound_port = ntohs(ss.ss_family == AF_INET ? a4->sin_port : a6->sin6_port);
   }
-  rc = ws__loop_add_listener(l, fd);
+  rc = ws__loop_add_listener(l, fd, tls);
   if (rc != WS_OK) close(fd);
   return rc;
 }
 
+/* see ws.h */
+int ws_loop_listen(ws_loop *l, const char *host, unsigned port,
+                   unsigned *bound_port) {
+  return ws__loop_listen(l, host, port, NULL, bound_port);
+}
+
+/* see ws.h */
+int ws_loop_listen_tls(ws_loop *l, const char *host, unsigned port,
+                       ws_tls_config *tls, unsigned *bound_port) {
+#if WS_ENABLE_MBEDTLS
+  if (tls == NULL) return WS_EINVAL;
+  return ws__loop_listen(l, host, port, tls, bound_port);
+#else
+  (void)l, (void)host, (void)port, (void)tls, (void)bound_port;
+  return WS_EINVAL;
+#endif
+}
+
 /* Connecting --------------------------------------------------------------- */
 
-/* Splits "ws://host[:port][/path]" into its parts (host without brackets). */
+/* Splits "ws[s]://host[:port][/path]" into its parts (host without
+ * brackets); *tls is 1 for wss://. */
 static int ws__loop_parse_url(const char *url, char *host, size_t hcap,
-                              unsigned *port, const char **path) {
+                              unsigned *port, const char **path, int *tls) {
   const char *h, *e, *colon = NULL;
   size_t n;
-  if (strncmp(url, "ws://", 5) != 0) return WS_EINVAL;
-  h = url + 5;
+  if (strncmp(url, "ws://", 5) == 0) {
+    *tls = 0;
+    h = url + 5;
+  } else if (strncmp(url, "wss://", 6) == 0) {
+    *tls = 1;
+    h = url + 6;
+  } else {
+    return WS_EINVAL;
+  }
   if (*h == '[') {
     e = strchr(h, ']');
     if (e == NULL) return WS_EINVAL;
@@ -3243,7 +3863,7 @@ static int ws__loop_parse_url(const char *url, char *host, size_t hcap,
     if (*e == ':') colon = e;
   }
   host[n] = '\0';
-  *port = 80;
+  *port = *tls ? 443 : 80;
   if (colon) {
     unsigned long v = 0;
     e = colon + 1;
@@ -3273,12 +3893,32 @@ int ws_loop_connect(ws_loop *l, const char *url, const ws_client_opts *o,
   ws_client_opts opts;
   ws_config cfg = p->cfg.client;
   ws_loop_conn *lc;
-  int fd, one = 1, rc, v6 = 0;
+  int fd, one = 1, rc, v6 = 0, tls = 0;
+  unsigned defport;
+  ws_tls_config *tc = NULL;
   WS__LOOP_THREAD(l);
   if (out) *out = NULL;
   if (url == NULL) return WS_EINVAL;
-  if (ws__loop_parse_url(url, host, sizeof host, &port, &path) != WS_OK)
+  if (ws__loop_parse_url(url, host, sizeof host, &port, &path, &tls) != WS_OK)
     return WS_EINVAL;
+  defport = tls ? 443 : 80;
+  if (tls) {
+#if WS_ENABLE_MBEDTLS
+    tc = p->cfg.tls_client;
+    if (tc == NULL) { /* verification on, the system's CAs */
+      if (p->tls_default == NULL) {
+        ws_tls_options to;
+        ws_tls_config *d = NULL;
+        ws_tls_options_init(&to, WS_CLIENT);
+        if (ws_tls_config_new(&d, &to, NULL, 0) != WS_OK) return WS_EINVAL;
+        p->tls_default = d;
+      }
+      tc = (ws_tls_config *)p->tls_default;
+    }
+#else
+    return WS_EINVAL;
+#endif
+  }
   if (strlen(path) >= sizeof pathbuf) return WS_EINVAL;
   memcpy(pathbuf, path, strlen(path) + 1);
   memset(&ss, 0, sizeof ss);
@@ -3313,9 +3953,9 @@ int ws_loop_connect(ws_loop *l, const char *url, const ws_client_opts *o,
     }
   }
   if (v6)
-    snprintf(hosthdr, sizeof hosthdr, port == 80 ? "[%s]" : "[%s]:%u", host, port);
+    snprintf(hosthdr, sizeof hosthdr, port == defport ? "[%s]" : "[%s]:%u", host, port);
   else
-    snprintf(hosthdr, sizeof hosthdr, port == 80 ? "%s" : "%s:%u", host, port);
+    snprintf(hosthdr, sizeof hosthdr, port == defport ? "%s" : "%s:%u", host, port);
   fd = socket(ss.ss_family, SOCK_STREAM, 0);
   if (fd < 0) return WS_EIO;
   if (ws__io_nonblock(fd) < 0) {
@@ -3335,6 +3975,19 @@ int ws_loop_connect(ws_loop *l, const char *url, const ws_client_opts *o,
     return WS_ENOMEM;
   }
   lc->ws__l.flags |= WS__LC_CONNECTING;
+#if WS_ENABLE_MBEDTLS
+  if (tc) {
+    ws_tls *t = NULL;
+    if ((rc = ws_tls_new(&t, tc, fd, host)) != WS_OK) {
+      ws__loop_discard(l, lc);
+      close(fd);
+      return rc;
+    }
+    lc->ws__l.tls = t;
+  }
+#else
+  (void)tc;
+#endif
   if (o)
     opts = *o;
   else
@@ -3786,6 +4439,10 @@ void ws_loop_free(ws_loop *l) {
   if (p->wake.fd >= 0) close(p->wake.fd);
   if (p->wake_w >= 0) close(p->wake_w);
   p->wake.fd = p->wake_w = -1;
+#if WS_ENABLE_MBEDTLS
+  ws_tls_config_free((ws_tls_config *)p->tls_default);
+  p->tls_default = NULL;
+#endif
   ws__be_destroy(p);
   if (q) {
     ws__post_item *it = q->head;
@@ -3837,5 +4494,10 @@ int ws_loop_conn_fd(const ws_conn *c) { return WS__LC(c)->ws__l.io.fd; }
 
 /* see ws.h */
 ws_loop *ws_loop_of(const ws_conn *c) { return WS__LC(c)->ws__l.loop; }
+
+/* see ws.h */
+ws_tls *ws_loop_conn_tls(const ws_conn *c) {
+  return (ws_tls *)WS__LC(c)->ws__l.tls;
+}
 
 #endif /* !WS_NO_LOOP */

@@ -25,6 +25,8 @@ run() { # label, command...
   if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
     echo "$label: exited with status $rc"
     f=1
+  elif [ -z "$line" ] && [ "$rc" -eq 0 ]; then
+    p=1 # a step with no summary of its own counts once
   fi
   passed=$((passed + p))
   failed=$((failed + f))
@@ -48,6 +50,8 @@ fi
 
 if [ "$only" != conformance-only ]; then
   run "examples" sh tests/examples.sh "$build"
+  # Every fuzzing regression and seed, replayed with ASan+UBSan (gcc).
+  run "fuzz-replay" make -s fuzz-replay
 fi
 
 # The conformance suites against every server/client build: the loop on

@@ -118,6 +118,7 @@ typedef struct endpoint {
    * writes counted together), do `fault` instead. */
   long io_calls, fault_at;
   int fault; /* FAULT_* */
+  long rnd_calls, rnd_fail_at; /* the random source fails at call N */
 } endpoint;
 
 enum { FAULT_NONE, FAULT_EAGAIN, FAULT_SHORT, FAULT_ERROR, FAULT_EOF, FAULT__N };
@@ -181,6 +182,7 @@ static int ep_random(ws_conn *c, void *b, size_t n, void *user) {
   unsigned char *p = (unsigned char *)b;
   size_t i;
   (void)c;
+  if (++e->rnd_calls == e->rnd_fail_at) return WS_EIO;
   for (i = 0; i < n; i++) {
     e->rnd = e->rnd * 1103515245u + 12345u;
     p[i] = (unsigned char)(e->rnd >> 16);
@@ -1646,6 +1648,85 @@ static void test_client_alloc_failures(void) {
   free(big);
 }
 
+static void test_regressions_from_fuzzing(void) {
+  /* max_queued below a pong's size: input must still flow while nothing is
+   * queued (it used to stall before the handshake). */
+  {
+    ws_config cfg;
+    endpoint e;
+    buf rx = {0}, tx = {0};
+    ws_config_init(&cfg, WS_SERVER);
+    cfg.max_queued = 0;
+    ep_init(&e, &cfg, &rx, &tx);
+    buf_puts(&rx, REQ);
+    CHECK_INT(ws_conn_want_read(&e.c), 1);
+    ws_conn_on_readable(&e.c);
+    CHECK_INT(ws_conn_state(&e.c), WS_STATE_OPEN);
+    ep_free(&e);
+    buf_free(&rx);
+    buf_free(&tx);
+  }
+  /* A multi-frame send failing half-way (the random source) after the
+   * queue was moved down to make room: the rollback must leave exactly
+   * what was queued before, so the peer still sees whole frames. */
+  {
+    ws_config cfg;
+    endpoint e;
+    buf rx = {0}, tx = {0};
+    static unsigned char ibuf[1024], obuf[1024];
+    unsigned char msg[800];
+    static const char *RESP =
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Accept: ";
+    ws_client_opts o;
+    char key[25], acc[29];
+    size_t before, off, frames = 0;
+    memset(msg, 'm', sizeof msg);
+    ws_config_init(&cfg, WS_CLIENT);
+    cfg.frame_size = 100;
+    ep_init(&e, &cfg, &rx, &tx);
+    CHECK_INT(ws_conn_set_buffers(&e.c, ibuf, sizeof ibuf, obuf, sizeof obuf), WS_OK);
+    memset(&o, 0, sizeof o);
+    o.host = "h";
+    CHECK_INT(ws_client_start(&e.c, &o), WS_OK);
+    /* Answer with the accept for the nonce our random source made. */
+    ws__b64_encode(WS__P(&e.c)->u.cli.nonce, 16, key);
+    ws_accept_key(key, 24, acc);
+    buf_puts(&rx, RESP);
+    buf_puts(&rx, acc);
+    buf_puts(&rx, "\r\n\r\n");
+    ws_conn_on_readable(&e.c);
+    CHECK_INT(ws_conn_state(&e.c), WS_STATE_OPEN);
+    tx.len = 0;
+    /* 800 bytes in 8 frames of 100, of which 100 bytes leave. */
+    e.write_max = 100;
+    e.write_block = 1;
+    e.block_toggle = 1; /* one write of 100 bytes, then would-block */
+    CHECK_INT(ws_send(&e.c, WS_OP_BINARY, msg, 800), WS_OK);
+    e.write_max = 0;
+    e.block_toggle = 0;
+    before = ws_conn_queued(&e.c);
+    CHECK(before > 0 && WS__P(&e.c)->ohead > 0);
+    /* 160 more bytes need the queue moved down; the 2nd mask key fails. */
+    e.rnd_fail_at = e.rnd_calls + 2;
+    CHECK_INT(ws_send(&e.c, WS_OP_BINARY, msg, 160), WS_ERANDOM);
+    CHECK_INT(ws_conn_queued(&e.c), before);
+    e.write_block = 0;
+    ws_conn_on_writable(&e.c);
+    for (off = 0; off < tx.len; frames++) {
+      ws_frame f;
+      size_t hl;
+      if (!CHECK(ws_frame_parse(tx.d + off, tx.len - off, &f, &hl) == WS_OK)) break;
+      CHECK(f.len == 100 && f.masked);
+      off += hl + (size_t)f.len;
+    }
+    CHECK_INT(frames, 8);
+    ep_free(&e);
+    buf_free(&rx);
+    buf_free(&tx);
+  }
+}
+
 static int failing_random(ws_conn *c, void *b, size_t n, void *user) {
   (void)c, (void)b, (void)n, (void)user;
   return WS_EIO;
@@ -1804,6 +1885,7 @@ int main(void) {
   RUN(test_client_rejects_masked_and_bad_response);
   RUN(test_client_protocol_errors);
   RUN(test_client_random);
+  RUN(test_regressions_from_fuzzing);
   RUN(test_write_error_and_free_in_close);
   RUN(test_adopt_with_bytes);
   RUN(test_callback_may_close);
