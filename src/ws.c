@@ -427,6 +427,19 @@ int ws_utf8_check(uint32_t *state, const void *buf, size_t len, int final,
       if (i == len) break;
       st = ws__utf8_lead(p[i]);
       if (st == 0) goto bad;
+      /* A whole sequence in view: check it at once, without going through
+       * the state byte by byte (an invalid one takes the slow path, which
+       * finds the exact byte). */
+      if (len - i > (st & 3)) {
+        unsigned n = st & 3, c1 = p[i + 1];
+        if (c1 >= ((st >> 8) & 0xFF) && c1 <= ((st >> 16) & 0xFF) &&
+            (n < 2 || (p[i + 2] & 0xC0) == 0x80) &&
+            (n < 3 || (p[i + 3] & 0xC0) == 0x80)) {
+          i += n + 1;
+          st = 0;
+          continue;
+        }
+      }
       i++;
     } else {
       unsigned b = p[i];
