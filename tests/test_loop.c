@@ -716,24 +716,32 @@ static void test_wrong_thread_asserts(void) {
 #endif
 }
 
-/* 10,000 connections: a child process opens them from 127.0.0.x source
- * addresses and upgrades each; the server holds them all at once. */
-static void test_many_connections(void) {
-  world w;
-  ws_loop_config cfg;
+/* How many connections the big tests make: 10,000, or WS_TEST_CONNS, within
+ * the file limit (raised to its hard maximum); 0 skips the test. */
+static int conns_wanted(const char *test) {
   struct rlimit rl;
-  int want = 10000, pipefd[2];
-  pid_t pid;
+  int want = 10000;
   const char *env = getenv("WS_TEST_CONNS");
   if (env) want = atoi(env);
   if (want <= 0) {
-    printf("# many-connections test skipped (WS_TEST_CONNS=0)\n");
-    return;
+    printf("# %s test skipped (WS_TEST_CONNS=0)\n", test);
+    return 0;
   }
   getrlimit(RLIMIT_NOFILE, &rl);
   rl.rlim_cur = rl.rlim_max;
   setrlimit(RLIMIT_NOFILE, &rl);
   if (rl.rlim_cur < (rlim_t)want + 100) want = (int)rl.rlim_cur - 100;
+  return want;
+}
+
+/* 10,000 connections: a child process opens them from 127.0.0.x source
+ * addresses and upgrades each; the server holds them all at once. */
+static void test_many_connections(void) {
+  world w;
+  ws_loop_config cfg;
+  int want = conns_wanted("many-connections"), pipefd[2];
+  pid_t pid;
+  if (want <= 0) return;
   ws_loop_config_init(&cfg);
   cfg.server.ping_interval_ms = 0;
   world_init_cfg(&w, &cfg);
@@ -810,19 +818,9 @@ static void test_slow_handshakes(void) {
   world w;
   ws_loop_config cfg;
   live_alloc a = {0, 0};
-  struct rlimit rl;
-  int want = 10000, n1 = 1, pipefd[2];
+  int want = conns_wanted("slow-handshake"), n1 = 1, pipefd[2];
   pid_t pid;
-  const char *env = getenv("WS_TEST_CONNS");
-  if (env) want = atoi(env);
-  if (want <= 0) {
-    printf("# slow-handshake test skipped (WS_TEST_CONNS=0)\n");
-    return;
-  }
-  getrlimit(RLIMIT_NOFILE, &rl);
-  rl.rlim_cur = rl.rlim_max;
-  setrlimit(RLIMIT_NOFILE, &rl);
-  if (rl.rlim_cur < (rlim_t)want + 100) want = (int)rl.rlim_cur - 100;
+  if (want <= 0) return;
   ws_loop_config_init(&cfg);
   cfg.server.handshake_timeout_ms = 2000;
   cfg.server.realloc = live_realloc;
