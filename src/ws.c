@@ -2190,9 +2190,11 @@ static int ws__send_data(ws_conn *c, int op, const void *data, size_t len,
   int rc;
   if (total < len || p->olen - p->ohead + total > p->max_queued)
     return WS_EFULL;
-  /* Room for the worst case up front, so the frames below neither move
-   * the queue nor fail half-way for want of space. */
-  if ((rc = ws__out_room(p, len + frames * WS_FRAME_HEADER_MAX)) != WS_OK)
+  /* Room up front for all of it (total bounds every frame's header; the
+   * spare header covers ws__queue_frame's own check on the last one), so
+   * the frames below neither move the queue nor fail half-way for want of
+   * space, and the buffer stays within what max_queued allows. */
+  if ((rc = ws__out_room(p, total + WS_FRAME_HEADER_MAX)) != WS_OK)
     return rc;
   olen = p->olen; /* after ws__out_room(), which may move the queue down */
   for (i = 0; i < frames; i++) {
