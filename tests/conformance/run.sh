@@ -50,7 +50,12 @@ else
 fi
 
 if ! command -v node >/dev/null 2>&1; then
-  problem "node is not installed"
+  # In CI a missing peer is a failure; by hand, a clear skip.
+  if [ -n "${CI:-}" ] && [ "${CI:-}" != false ]; then
+    problem "node is not installed"
+  else
+    echo "# conformance skipped: node is not installed (apt-get install nodejs)"
+  fi
   finish
 fi
 for b in echo_server echo_client; do
