@@ -21,7 +21,9 @@ check() { # name, condition command...
   if "$@"; then ok "$name"; else bad "$name"; fi
 }
 
-# Starts a server printing its URL with the port on its first line.
+# Starts a server that prints its URL with the port on its first line,
+# and records its PID for the cleanup (so not inside $(...): a subshell's
+# variables are lost). port_of then reads the port.
 start() { # outfile, command...
   out=$1; shift
   "$@" >"$out" 2>&1 &
@@ -30,10 +32,11 @@ start() { # outfile, command...
   while [ $i -lt 50 ] && ! grep -q '127.0.0.1:[0-9]' "$out" 2>/dev/null; do
     sleep 0.1; i=$((i + 1))
   done
-  sed -n 's/.*127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$out" | head -n 1
 }
+port_of() { sed -n 's/.*127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$1" | head -n 1; }
 
-eport=$(start "$tmp/echo.out" "$build/echo_server" -p 0)
+start "$tmp/echo.out" "$build/echo_server" -p 0
+eport=$(port_of "$tmp/echo.out")
 [ -n "$eport" ] || { bad "echo_server started"; echo "examples: $pass passed, $fail failed"; exit 1; }
 
 # wsc: lines in, echoes out, clean exit.
@@ -63,7 +66,8 @@ check "wsc exit 2 for a non-ws URL" [ $? -eq 2 ]
 check "wsc --ping sees pongs" grep -q "pong" "$tmp/err2"
 
 if [ -x "$build/existing_server" ]; then
-  xport=$(start "$tmp/ex.out" "$build/existing_server" -p 0)
+  start "$tmp/ex.out" "$build/existing_server" -p 0
+  xport=$(port_of "$tmp/ex.out")
   if command -v curl >/dev/null 2>&1; then
     check "existing_server answers plain HTTP itself" \
       [ "$(curl -s --max-time 5 "http://127.0.0.1:$xport/")" = "hello from the host server" ]
