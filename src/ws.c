@@ -3773,6 +3773,27 @@ static int ws__loop_add_listener(ws_loop *l, int fd, ws_tls_config *tls) {
   return WS_OK;
 }
 
+/* A numeric IPv4 or IPv6 host and a port as a socket address; 0, or -1
+ * when host is not a numeric address. */
+static int ws__loop_numeric(const char *host, unsigned port,
+                            struct sockaddr_storage *ss, socklen_t *alen) {
+  struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
+  struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
+  memset(ss, 0, sizeof *ss);
+  if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
+    a4->sin_family = AF_INET;
+    a4->sin_port = htons((uint16_t)port);
+    *alen = sizeof *a4;
+  } else if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
+    a6->sin6_family = AF_INET6;
+    a6->sin6_port = htons((uint16_t)port);
+    *alen = sizeof *a6;
+  } else {
+    return -1;
+  }
+  return 0;
+}
+
 /* see ws.h */
 int ws_loop_listen_fd(ws_loop *l, int fd) {
   WS__LOOP_THREAD(l);
@@ -3789,19 +3810,8 @@ static int ws__loop_listen(ws_loop *l, const char *host, unsigned port,
   int fd, one = 1, rc;
   WS__LOOP_THREAD(l);
   if (port > 65535) return WS_EINVAL;
-  memset(&ss, 0, sizeof ss);
   if (host == NULL) host = "::";
-  if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
-    a4->sin_family = AF_INET;
-    a4->sin_port = htons((uint16_t)port);
-    alen = sizeof *a4;
-  } else if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
-    a6->sin6_family = AF_INET6;
-    a6->sin6_port = htons((uint16_t)port);
-    alen = sizeof *a6;
-  } else {
-    return WS_EINVAL;
-  }
+  if (ws__loop_numeric(host, port, &ss, &alen) != 0) return WS_EINVAL;
   fd = socket(ss.ss_family, SOCK_STREAM, 0);
   if (fd < 0) return WS_EIO;
   (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -3908,7 +3918,7 @@ int ws_loop_connect(ws_loop *l, const char *url, const ws_client_opts *o,
   ws_client_opts opts;
   ws_config cfg = p->cfg.client;
   ws_loop_conn *lc;
-  int fd, one = 1, rc, v6 = 0, tls = 0;
+  int fd, one = 1, rc, tls = 0;
   unsigned defport;
   ws_tls_config *tc = NULL;
   WS__LOOP_THREAD(l);
@@ -3936,38 +3946,20 @@ int ws_loop_connect(ws_loop *l, const char *url, const ws_client_opts *o,
   }
   if (strlen(path) >= sizeof pathbuf) return WS_EINVAL;
   memcpy(pathbuf, path, strlen(path) + 1);
-  memset(&ss, 0, sizeof ss);
-  {
-    struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
-    if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
-      a4->sin_family = AF_INET;
-      a4->sin_port = htons((uint16_t)port);
-      alen = sizeof *a4;
-    } else if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
-      a6->sin6_family = AF_INET6;
-      a6->sin6_port = htons((uint16_t)port);
-      alen = sizeof *a6;
-      v6 = 1;
-    } else {
-      /* A name: getaddrinfo() may block; numeric hosts never do. */
-      struct addrinfo hints, *res = NULL;
-      memset(&hints, 0, sizeof hints);
-      hints.ai_socktype = SOCK_STREAM;
-      if (getaddrinfo(host, NULL, &hints, &res) != 0 || res == NULL)
-        return WS_EIO;
-      memcpy(&ss, res->ai_addr, res->ai_addrlen);
-      alen = (socklen_t)res->ai_addrlen;
-      freeaddrinfo(res);
-      if (ss.ss_family == AF_INET6) {
-        a6->sin6_port = htons((uint16_t)port);
-        v6 = 1;
-      } else {
-        a4->sin_port = htons((uint16_t)port);
-      }
-    }
+  if (ws__loop_numeric(host, port, &ss, &alen) != 0) {
+    /* A name: getaddrinfo() may block; numeric hosts never do. */
+    struct addrinfo hints, *res = NULL;
+    char service[8];
+    memset(&hints, 0, sizeof hints);
+    hints.ai_socktype = SOCK_STREAM;
+    snprintf(service, sizeof service, "%u", port);
+    if (getaddrinfo(host, service, &hints, &res) != 0 || res == NULL)
+      return WS_EIO;
+    memcpy(&ss, res->ai_addr, res->ai_addrlen);
+    alen = (socklen_t)res->ai_addrlen;
+    freeaddrinfo(res);
   }
-  if (v6)
+  if (ss.ss_family == AF_INET6)
     snprintf(hosthdr, sizeof hosthdr, port == defport ? "[%s]" : "[%s]:%u", host, port);
   else
     snprintf(hosthdr, sizeof hosthdr, port == defport ? "%s" : "%s:%u", host, port);
