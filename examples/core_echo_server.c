@@ -161,8 +161,10 @@ static client **g_clients;
 static size_t g_nclients, g_capclients;
 
 static client *client_new(int fd) {
+  /* One config for every connection: ws_conn_init keeps a pointer to it. */
+  static ws_config cfg;
+  static int cfg_ready;
   client *cl;
-  ws_config cfg;
   if (g_nclients == g_capclients) {
     size_t cap = g_capclients ? g_capclients * 2 : 16;
     client **v = (client **)realloc(g_clients, cap * sizeof *v);
@@ -173,10 +175,13 @@ static client *client_new(int fd) {
   cl = (client *)calloc(1, sizeof *cl);
   if (cl == NULL) return NULL;
   cl->fd = fd;
-  ws_config_init(&cfg, WS_SERVER);
-  cfg.max_frame = MAX_MESSAGE;
-  cfg.max_message = MAX_MESSAGE;
-  cfg.max_queued = MAX_QUEUED;
+  if (!cfg_ready) {
+    cfg_ready = 1;
+    ws_config_init(&cfg, WS_SERVER);
+    cfg.max_frame = MAX_MESSAGE;
+    cfg.max_message = MAX_MESSAGE;
+    cfg.max_queued = MAX_QUEUED;
+  }
   if (ws_conn_init(&cl->conn, &cfg, &g_callbacks, cl) != WS_OK) {
     free(cl);
     return NULL;

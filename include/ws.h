@@ -395,8 +395,10 @@ typedef struct ws_config {
   int stream;                   /* 1: deliver messages piece by piece */
   uint32_t handshake_timeout_ms;  /* 10000; 0: none */
   uint32_t close_timeout_ms;      /* 5000; 0: none */
-  uint32_t ping_interval_ms;      /* 0: no keepalive pings */
-  uint32_t pong_timeout_ms;       /* 10000: a pong must answer a ping by then */
+  uint32_t ping_interval_ms;      /* a ping this long after the open and
+                                     after each pong; 0: no pings */
+  uint32_t pong_timeout_ms;       /* 10000: a pong must answer a ping by
+                                     then (one ping in flight at a time) */
   /* Allocator: like realloc(ptr, size); size 0 frees and returns NULL.
    * NULL: libc realloc/free (none under WS_NO_MALLOC: then use fixed
    * buffers). */
@@ -409,28 +411,28 @@ void ws_config_init(ws_config *cfg, int role);
 
 /* The connection object. Its size is public so it can live anywhere; its
  * fields are private. */
+/* Bytes of each buffer given to ws_conn_set_buffers() that the connection
+ * keeps for its own bookkeeping. */
+#define WS_BUFFER_OVERHEAD (6 * sizeof(size_t))
+
+struct ws__ibuf;  /* input: a header and the bytes, allocated while used */
+struct ws__obuf;  /* output queue: the same */
 struct ws__conn_priv {
-  ws_callbacks cb;
+  const ws_config *cfg;
+  const ws_callbacks *cb;
   void *user;
-  void *(*realloc)(void *, size_t, void *);
-  void *alloc_ctx;
-  uint64_t max_frame, max_message;
-  size_t max_queued, frame_size;
-  uint32_t hs_timeout, close_timeout, ping_interval, pong_timeout;
-  uint64_t now, t_hs, t_close, t_ping, t_pong;
-  unsigned char *in;
-  size_t in_cap, mstart, mlen, rpos, rlen;
-  unsigned char *out;
-  size_t out_cap, ohead, olen;
-  uint64_t frame_left, frame_off, msg_total;
+  uint64_t t;                      /* the running timer (the state says which) */
+  struct ws__ibuf *in;
+  struct ws__obuf *out;
+  uint64_t frame_left, msg_total;
   uint32_t utf8_in, utf8_out, flags;
+  int err;
+  uint16_t close_code;
   union {
-    struct { uint8_t nonce[16]; uint16_t proto_len; } cli;
+    struct { uint16_t proto_len; } cli;
     struct { uint8_t key[4]; uint8_t op, fin, msg_op; } fr;
   } u;
-  int err;
-  uint16_t close_code, max_handshake;
-  uint8_t state, role, stream, max_headers, close_len, send_op, depth;
+  uint8_t state, role, close_len, send_op, depth, frame_off;
 };
 
 struct ws_conn {
@@ -438,21 +440,26 @@ struct ws_conn {
 };
 
 /*
- * Initialises c with a copy of *cfg and *cb (neither needs to outlive this
- * call). user is passed to every callback. cb may be NULL only if the caller
- * will use ws_conn_feed() and never expects callbacks.
- *   WS_OK, or WS_EINVAL for a NULL c/cfg or a bad role.
+ * Initialises c to use *cfg and *cb, which are NOT copied: both must stay
+ * valid and unchanged until the connection is freed (one pair can serve any
+ * number of connections, and a `static const` pair costs no RAM). user is
+ * passed to every callback. cb may be NULL only if the caller will use
+ * ws_conn_feed() and never expects callbacks.
+ *   WS_OK, or WS_EINVAL for a NULL c/cfg, a bad role or max_handshake
+ *   outside 64..65535.
  */
 int ws_conn_init(ws_conn *c, const ws_config *cfg, const ws_callbacks *cb,
                  void *user);
 
 /*
  * Gives the connection fixed buffers (before any I/O): it then never
- * allocates. `in` holds incoming bytes and, unless streaming, one whole
- * message, so it must be at least 256 bytes; messages larger than
- * in_cap - 256 are refused with 1009 (or streamed with cfg.stream). `out`
- * holds queued output; sends that do not fit return WS_EFULL. The buffers
- * must outlive the connection.
+ * allocates. Each buffer starts with WS_BUFFER_OVERHEAD bytes of the
+ * connection's bookkeeping (any alignment is fine). `in` holds incoming
+ * bytes and, unless streaming, one whole message: messages larger than
+ * in_cap - WS_BUFFER_OVERHEAD - 256 are refused with 1009 (or streamed
+ * with cfg.stream). `out` holds queued output; sends that do not fit
+ * return WS_EFULL. Both must be at least 512 + WS_BUFFER_OVERHEAD bytes
+ * and outlive the connection.
  *   WS_OK, WS_EINVAL (too small, NULL), WS_ESTATE (I/O already happened)
  */
 int ws_conn_set_buffers(ws_conn *c, void *in, size_t in_cap, void *out,
@@ -785,6 +792,7 @@ struct ws__timer_priv {
 struct ws__loop_priv {
   ws_loop_config cfg;
   ws_loop_callbacks cb;
+  ws_callbacks ccb;                 /* what every connection calls */
   void *user;
   int bfd;                          /* epoll/kqueue fd, -1 for poll */
   void *bev;                        /* backend event array */

@@ -1109,13 +1109,33 @@ enum {
   WS__F_ARM_PING = 1u << 11,
   WS__F_PEER_CODE = 1u << 12,  /* close_code came from the peer */
   WS__F_EOF = 1u << 13,        /* the transport reported end of stream */
-  WS__F_IN_HTTP = 1u << 14     /* inside on_http */
+  WS__F_IN_HTTP = 1u << 14,    /* inside on_http */
+  WS__F_PONG_WAIT = 1u << 15   /* open: t is the pong deadline, not a ping's */
 };
 
 #define WS__P(c) (&(c)->ws__p)
+#define WS__MAX_HDRS(p) WS__MIN((p)->cfg->max_headers, (size_t)WS_MAX_HEADERS)
+
+/* The buffers carry their own bookkeeping, so an idle connection, which
+ * holds no buffer, pays for none of it: two NULL pointers. */
+struct ws__ibuf {
+  size_t cap;          /* bytes at d */
+  size_t mstart, mlen; /* the message being assembled */
+  size_t rpos, rlen;   /* parsed up to rpos; bytes up to rlen */
+  unsigned char d[];
+};
+struct ws__obuf {
+  size_t cap, head, len; /* bytes at d; sent up to head; queued up to len */
+  unsigned char d[];
+};
+
+/* Output bytes not yet written. */
+#define WS__QUEUED(p) ((p)->out ? (p)->out->len - (p)->out->head : (size_t)0)
+
+static const ws_callbacks ws__no_callbacks;
 
 static void *ws__realloc(struct ws__conn_priv *p, void *ptr, size_t n) {
-  if (p->realloc) return p->realloc(ptr, n, p->alloc_ctx);
+  if (p->cfg->realloc) return p->cfg->realloc(ptr, n, p->cfg->alloc_ctx);
 #ifndef WS_NO_MALLOC
   if (n == 0) {
     free(ptr);
@@ -1168,10 +1188,10 @@ static int ws__os_random(void *buf, size_t n) {
 
 static int ws__random(ws_conn *c, void *buf, size_t n) {
   struct ws__conn_priv *p = WS__P(c);
-  if (p->cb.random) {
+  if (p->cb->random) {
     int rc;
     p->depth++;
-    rc = p->cb.random(c, buf, n, p->user);
+    rc = p->cb->random(c, buf, n, p->user);
     p->depth--;
     return rc == WS_OK ? WS_OK : WS_ERANDOM;
   }
@@ -1218,23 +1238,11 @@ int ws_conn_init(ws_conn *c, const ws_config *cfg, const ws_callbacks *cb,
     return WS_EINVAL;
   p = WS__P(c);
   memset(p, 0, sizeof *p);
-  if (cb) p->cb = *cb;
+  p->cfg = cfg;
+  p->cb = cb ? cb : &ws__no_callbacks;
   p->user = user;
-  p->realloc = cfg->realloc;
-  p->alloc_ctx = cfg->alloc_ctx;
-  p->max_frame = cfg->max_frame;
-  p->max_message = cfg->max_message;
-  p->max_queued = cfg->max_queued;
-  p->frame_size = cfg->frame_size;
-  p->hs_timeout = cfg->handshake_timeout_ms;
-  p->close_timeout = cfg->close_timeout_ms;
-  p->ping_interval = cfg->ping_interval_ms;
-  p->pong_timeout = cfg->pong_timeout_ms;
-  p->t_hs = p->t_close = p->t_ping = p->t_pong = WS__NONE;
+  p->t = WS__NONE;
   p->role = (uint8_t)cfg->role;
-  p->stream = (uint8_t)(cfg->stream != 0);
-  p->max_handshake = (uint16_t)cfg->max_handshake;
-  p->max_headers = (uint8_t)WS__MIN(cfg->max_headers, (size_t)WS_MAX_HEADERS);
   p->state = WS_STATE_INIT;
   if (p->role == WS_SERVER) {
     p->state = WS_STATE_CONNECTING;
@@ -1247,16 +1255,25 @@ int ws_conn_init(ws_conn *c, const ws_config *cfg, const ws_callbacks *cb,
 int ws_conn_set_buffers(ws_conn *c, void *in, size_t in_cap, void *out,
                         size_t out_cap) {
   struct ws__conn_priv *p;
-  if (c == NULL || in == NULL || out == NULL || in_cap < 2 * WS__IN_RESERVE ||
-      out_cap < 2 * WS__IN_RESERVE)
+  if (c == NULL || in == NULL || out == NULL ||
+      in_cap < 2 * WS__IN_RESERVE + WS_BUFFER_OVERHEAD ||
+      out_cap < 2 * WS__IN_RESERVE + WS_BUFFER_OVERHEAD)
     return WS_EINVAL;
   p = WS__P(c);
-  if (p->in || p->out || p->state > WS_STATE_CONNECTING || p->rlen || p->olen)
-    return WS_ESTATE;
-  p->in = (unsigned char *)in;
-  p->in_cap = in_cap;
-  p->out = (unsigned char *)out;
-  p->out_cap = out_cap;
+  if (p->in || p->out || p->state > WS_STATE_CONNECTING) return WS_ESTATE;
+  /* Each buffer starts with its bookkeeping, aligned for it. */
+  {
+    size_t ia = (size_t)(-(uintptr_t)in & (sizeof(size_t) - 1));
+    size_t oa = (size_t)(-(uintptr_t)out & (sizeof(size_t) - 1));
+    p->in = (struct ws__ibuf *)(void *)((unsigned char *)in + ia);
+    p->out = (struct ws__obuf *)(void *)((unsigned char *)out + oa);
+    memset(p->in, 0, sizeof *p->in);
+    memset(p->out, 0, sizeof *p->out);
+    /* The same capacity whatever the alignment: ia + the header never
+     * exceed WS_BUFFER_OVERHEAD. */
+    p->in->cap = in_cap - WS_BUFFER_OVERHEAD;
+    p->out->cap = out_cap - WS_BUFFER_OVERHEAD;
+  }
   p->flags |= WS__F_FIXED;
   return WS_OK;
 }
@@ -1283,38 +1300,43 @@ static int ws__done(ws_conn *c, int rc) {
     return WS_ECLOSED;
   p->flags |= WS__F_NOTIFIED;
   if (p->flags & WS__F_PEER_CODE) {
-    reason = (const char *)p->in;
-    len = p->close_len;
+    reason = p->in ? (const char *)p->in->d : "";
+    len = p->in ? p->close_len : 0;
   } else {
     reason = ws_strerror(p->err);
     len = strlen(reason);
   }
-  if (p->cb.on_close) p->cb.on_close(c, p->close_code, reason, len, p->user);
+  if (p->cb->on_close) p->cb->on_close(c, p->close_code, reason, len, p->user);
   return WS_ECLOSED; /* c must not be touched after on_close */
 }
 
 /* Output queue --------------------------------------------------------- */
 
-/* Makes room for n more bytes at out + olen. */
+/* Makes room for n more bytes at the end of the output queue, allocating
+ * it when there is none. */
 static int ws__out_room(struct ws__conn_priv *p, size_t n) {
+  struct ws__obuf *o = p->out, *q;
   size_t need, cap;
-  unsigned char *q;
-  if (p->out_cap - p->olen >= n) return WS_OK;
-  if (p->ohead > 0) {
-    memmove(p->out, p->out + p->ohead, p->olen - p->ohead);
-    p->olen -= p->ohead;
-    p->ohead = 0;
-    if (p->out_cap - p->olen >= n) return WS_OK;
+  if (o) {
+    if (o->cap - o->len >= n) return WS_OK;
+    if (o->head > 0) {
+      memmove(o->d, o->d + o->head, o->len - o->head);
+      o->len -= o->head;
+      o->head = 0;
+      if (o->cap - o->len >= n) return WS_OK;
+    }
+    if (p->flags & WS__F_FIXED) return WS_EFULL;
   }
-  if (p->flags & WS__F_FIXED) return WS_EFULL;
-  need = p->olen + n;
+  need = (o ? o->len : 0) + n;
   if (need < n) return WS_ENOMEM;
-  cap = p->out_cap ? p->out_cap : 1024;
+  cap = o ? o->cap : 1024;
   while (cap < need) cap = cap * 2 < cap ? need : cap * 2;
-  q = (unsigned char *)ws__realloc(p, p->out, cap);
+  if (cap + sizeof *o < cap) return WS_ENOMEM;
+  q = (struct ws__obuf *)ws__realloc(p, o, sizeof *o + cap);
   if (q == NULL) return WS_ENOMEM;
+  if (o == NULL) q->head = q->len = 0;
+  q->cap = cap;
   p->out = q;
-  p->out_cap = cap;
   return WS_OK;
 }
 
@@ -1323,38 +1345,39 @@ static void ws__fail(ws_conn *c, int err, int code);
 /* Writes queued output through the write callback. */
 static int ws__flush(ws_conn *c) {
   struct ws__conn_priv *p = WS__P(c);
+  struct ws__obuf *o = p->out;
   if (p->flags & WS__F_CLOSED) return WS_OK;
-  while (p->ohead < p->olen && !(p->flags & (WS__F_CORK | WS__F_BATCH))) {
+  while (o && o->head < o->len && !(p->flags & (WS__F_CORK | WS__F_BATCH))) {
     size_t n = 0;
     int rc = WS_EIO;
-    if (p->cb.write) {
+    if (p->cb->write) {
       p->depth++;
-      rc = p->cb.write(c, p->out + p->ohead, p->olen - p->ohead, &n, p->user);
+      rc = p->cb->write(c, o->d + o->head, o->len - o->head, &n, p->user);
       p->depth--;
     }
     if (rc == WS_EAGAIN || (rc == WS_OK && n == 0)) break;
-    if (rc != WS_OK || n > p->olen - p->ohead) {
+    if (rc != WS_OK || n > o->len - o->head) {
       p->err = p->err ? p->err : WS_EIO;
       ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_EIO);
       return WS_EIO;
     }
-    p->ohead += n;
+    o->head += n;
   }
-  if (p->ohead == p->olen) {
-    p->ohead = p->olen = 0;
-    if (!(p->flags & WS__F_FIXED) && p->out_cap > WS_KEEP_BUFFER) {
-      ws__realloc(p, p->out, 0);
+  if (o && o->head == o->len) {
+    o->head = o->len = 0;
+    if (!(p->flags & WS__F_FIXED) && o->cap > WS_KEEP_BUFFER) {
+      ws__realloc(p, o, 0);
       p->out = NULL;
-      p->out_cap = 0;
     }
-    /* Everything is out: a failing connection, or a server whose closing
-     * handshake is complete, is done (the server closes TCP first). */
-    if ((p->flags & WS__F_FAILING) ||
-        (p->role == WS_SERVER &&
-         (p->flags & (WS__F_CLOSE_SENT | WS__F_CLOSE_RCVD)) ==
-             (WS__F_CLOSE_SENT | WS__F_CLOSE_RCVD)))
-      ws__set_closed(p, p->close_code, WS_OK);
   }
+  /* Everything is out: a failing connection, or a server whose closing
+   * handshake is complete, is done (the server closes TCP first). */
+  if (WS__QUEUED(p) == 0 &&
+      ((p->flags & WS__F_FAILING) ||
+       (p->role == WS_SERVER &&
+        (p->flags & (WS__F_CLOSE_SENT | WS__F_CLOSE_RCVD)) ==
+            (WS__F_CLOSE_SENT | WS__F_CLOSE_RCVD))))
+    ws__set_closed(p, p->close_code, WS_OK);
   return WS_OK;
 }
 
@@ -1362,7 +1385,7 @@ static int ws__flush(ws_conn *c) {
  * anyway so one read cannot pile up unbounded replies. */
 static int ws__maybe_flush(ws_conn *c) {
   struct ws__conn_priv *p = WS__P(c);
-  if ((p->flags & WS__F_BATCH) && p->olen - p->ohead >= WS_BATCH_FLUSH) {
+  if ((p->flags & WS__F_BATCH) && WS__QUEUED(p) >= WS_BATCH_FLUSH) {
     int rc;
     p->flags &= ~(uint32_t)WS__F_BATCH;
     rc = ws__flush(c);
@@ -1385,16 +1408,16 @@ static int ws__queue_frame(ws_conn *c, int fin, int op, const void *data,
 #ifndef WS_NO_CLIENT
   if (p->role == WS_CLIENT) {
     if ((rc = ws__random(c, key, 4)) != WS_OK) return rc;
-    hl = ws_frame_write(p->out + p->olen, fin, op, len, key);
-    if (len) memcpy(p->out + p->olen + hl, data, len);
-    ws_mask(p->out + p->olen + hl, len, key, 0);
+    hl = ws_frame_write(p->out->d + p->out->len, fin, op, len, key);
+    if (len) memcpy(p->out->d + p->out->len + hl, data, len);
+    ws_mask(p->out->d + p->out->len + hl, len, key, 0);
   } else
 #endif
   {
-    hl = ws_frame_write(p->out + p->olen, fin, op, len, NULL);
-    if (len) memcpy(p->out + p->olen + hl, data, len);
+    hl = ws_frame_write(p->out->d + p->out->len, fin, op, len, NULL);
+    if (len) memcpy(p->out->d + p->out->len + hl, data, len);
   }
-  p->olen += hl + len;
+  p->out->len += hl + len;
   return WS_OK;
 }
 
@@ -1453,43 +1476,54 @@ static void ws__fail(ws_conn *c, int err, int code) {
  * the front and growing the buffer when allowed. Returns the room (0 when a
  * fixed buffer is full), or a negative error. */
 static long ws__in_room(struct ws__conn_priv *p, size_t want) {
+  struct ws__ibuf *b = p->in, *q;
   size_t need, cap;
-  unsigned char *q;
-  if (p->in_cap - p->rlen >= want) return (long)WS__MIN(p->in_cap - p->rlen, (size_t)0x7FFFFFFF);
-  /* Squeeze out what was consumed: the bytes before the message, and the
-   * frame headers between its fragments. The peer's close reason, kept at
-   * the front for on_close, stays where it is. */
-  if (p->state >= WS_STATE_OPEN && !(p->flags & WS__F_CLOSE_RCVD) &&
-      (p->mstart > 0 || p->rpos > p->mstart + p->mlen)) {
-    if (p->mstart > 0) memmove(p->in, p->in + p->mstart, p->mlen);
-    memmove(p->in + p->mlen, p->in + p->rpos, p->rlen - p->rpos);
-    p->rlen = p->mlen + (p->rlen - p->rpos);
-    p->rpos = p->mlen;
-    p->mstart = 0;
-    if (p->in_cap - p->rlen >= want) return (long)WS__MIN(p->in_cap - p->rlen, (size_t)0x7FFFFFFF);
+  if (b) {
+    if (b->cap - b->rlen >= want)
+      return (long)WS__MIN(b->cap - b->rlen, (size_t)0x7FFFFFFF);
+    /* Squeeze out what was consumed: the bytes before the message, and the
+     * frame headers between its fragments. The peer's close reason, kept at
+     * the front for on_close, stays where it is. */
+    if (p->state >= WS_STATE_OPEN && !(p->flags & WS__F_CLOSE_RCVD) &&
+        (b->mstart > 0 || b->rpos > b->mstart + b->mlen)) {
+      if (b->mstart > 0) memmove(b->d, b->d + b->mstart, b->mlen);
+      memmove(b->d + b->mlen, b->d + b->rpos, b->rlen - b->rpos);
+      b->rlen = b->mlen + (b->rlen - b->rpos);
+      b->rpos = b->mlen;
+      b->mstart = 0;
+      if (b->cap - b->rlen >= want)
+        return (long)WS__MIN(b->cap - b->rlen, (size_t)0x7FFFFFFF);
+    }
+    if (p->flags & WS__F_FIXED)
+      return (long)WS__MIN(b->cap - b->rlen, (size_t)0x7FFFFFFF);
   }
-  if (p->flags & WS__F_FIXED) return (long)(p->in_cap - p->rlen);
-  need = p->rlen + want;
-  cap = p->in_cap ? p->in_cap : 1024;
+  need = (b ? b->rlen : 0) + want;
+  cap = b ? b->cap : 1024;
   while (cap < need) cap *= 2;
-  q = (unsigned char *)ws__realloc(p, p->in, cap);
+  q = (struct ws__ibuf *)ws__realloc(p, b, sizeof *b + cap);
   if (q == NULL) return WS_ENOMEM;
+  if (b == NULL) q->mstart = q->mlen = q->rpos = q->rlen = 0;
+  q->cap = cap;
   p->in = q;
-  p->in_cap = cap;
-  return (long)WS__MIN(p->in_cap - p->rlen, (size_t)0x7FFFFFFF);
+  return (long)WS__MIN(q->cap - q->rlen, (size_t)0x7FFFFFFF);
 }
+
+/* Client: the nonce and the offered subprotocols sit at the front of the
+ * input buffer until the response has been checked. */
+#define WS__CLI_BASE(p) ((size_t)16 + (p)->u.cli.proto_len)
 
 /* How many bytes the next read should have room for. */
 static size_t ws__read_want(const struct ws__conn_priv *p) {
   if (p->state == WS_STATE_CONNECTING) {
-    size_t base = p->role == WS_CLIENT ? p->u.cli.proto_len : 0;
-    size_t used = p->rlen - base;
+    size_t base = p->role == WS_CLIENT ? WS__CLI_BASE(p) : 0;
+    size_t rlen = p->in ? p->in->rlen : 0, cap = p->in ? p->in->cap : 0;
+    size_t used = rlen - base;
     /* Small steps: a head is usually a few hundred bytes, and a client
      * that trickles one should not pin max_handshake bytes. */
-    if (used > p->max_handshake || p->in_cap > p->rlen) return 1;
-    return WS__MIN(p->max_handshake + 1 - used, (size_t)1024);
+    if (used > p->cfg->max_handshake || cap > rlen) return 1;
+    return WS__MIN(p->cfg->max_handshake + 1 - used, (size_t)1024);
   }
-  if (p->frame_left > WS_READ_CHUNK && !p->stream)
+  if (p->frame_left > WS_READ_CHUNK && !p->cfg->stream)
     return (size_t)WS__MIN(p->frame_left, (uint64_t)(1u << 20));
   return WS_READ_CHUNK;
 }
@@ -1498,9 +1532,9 @@ static int ws__call_message(ws_conn *c, int op, const void *d, size_t n,
                             int fin) {
   struct ws__conn_priv *p = WS__P(c);
   int rc = 0;
-  if (p->cb.on_message) {
+  if (p->cb->on_message) {
     p->depth++;
-    rc = p->cb.on_message(c, op, d, n, fin, p->user);
+    rc = p->cb->on_message(c, op, d, n, fin, p->user);
     p->depth--;
   }
   if (rc < 0) {
@@ -1516,15 +1550,15 @@ static int ws__control(ws_conn *c, const ws_frame *f, unsigned char *d) {
   size_t n = (size_t)f->len;
   if (f->masked) ws_mask(d, n, f->mask, 0);
   if (f->opcode == WS_OP_PING) {
-    if (p->cb.on_ping) {
+    if (p->cb->on_ping) {
       p->depth++;
-      p->cb.on_ping(c, d, n, p->user);
+      p->cb->on_ping(c, d, n, p->user);
       p->depth--;
     }
     /* Answer unless closing; a peer that pings faster than it reads gets
      * no more pongs once the queue is full (a later ping is answered). */
     if (!(p->flags & (WS__F_CLOSE_SENT | WS__F_FAILING | WS__F_CLOSED)) &&
-        p->olen - p->ohead + n + 14 <= p->max_queued) {
+        WS__QUEUED(p) + n + 14 <= p->cfg->max_queued) {
       int rc = ws__queue_frame(c, 1, WS_OP_PONG, d, n);
       if (rc == WS_ENOMEM) {
         ws__fail(c, rc, WS_CLOSE_INTERNAL);
@@ -1534,10 +1568,14 @@ static int ws__control(ws_conn *c, const ws_frame *f, unsigned char *d) {
     return WS_OK;
   }
   if (f->opcode == WS_OP_PONG) {
-    p->t_pong = WS__NONE;
-    if (p->cb.on_pong) {
+    if ((p->flags & WS__F_PONG_WAIT) && p->state == WS_STATE_OPEN) {
+      /* Answered: the next ping one interval from now. */
+      p->flags &= ~(uint32_t)WS__F_PONG_WAIT;
+      p->flags |= WS__F_ARM_PING;
+    }
+    if (p->cb->on_pong) {
       p->depth++;
-      p->cb.on_pong(c, d, n, p->user);
+      p->cb->on_pong(c, d, n, p->user);
       p->depth--;
     }
     return WS_OK;
@@ -1553,13 +1591,13 @@ static int ws__control(ws_conn *c, const ws_frame *f, unsigned char *d) {
       return rc;
     }
     /* Keep the reason at the front of the buffer for on_close. */
-    memmove(p->in, reason, rlen);
+    memmove(p->in->d, reason, rlen);
     p->close_len = (uint8_t)rlen;
     p->close_code = code;
     p->flags |= WS__F_CLOSE_RCVD | WS__F_PEER_CODE | WS__F_ARM_CLOSE;
     p->state = WS_STATE_CLOSING;
-    p->rpos = p->rlen = p->mstart = rlen;
-    p->mlen = 0;
+    p->in->rpos = p->in->rlen = p->in->mstart = rlen;
+    p->in->mlen = 0;
     if (!(p->flags & WS__F_CLOSE_SENT)) {
       /* Echo the peer's code (none if it sent none). */
       rc = ws__queue_close(c, code == WS_CLOSE_NO_STATUS ? 0 : code, NULL, 0);
@@ -1572,14 +1610,15 @@ static int ws__control(ws_conn *c, const ws_frame *f, unsigned char *d) {
 /* Nothing pending in the input buffer: rewind it, and give it back when
  * it is over WS_KEEP_BUFFER (so an idle connection holds none). */
 static void ws__in_idle(struct ws__conn_priv *p) {
-  if (p->rpos != p->rlen || p->mlen != 0 || p->state < WS_STATE_OPEN ||
+  struct ws__ibuf *b = p->in;
+  if (b == NULL || b->rpos != b->rlen || b->mlen != 0 ||
+      p->state < WS_STATE_OPEN ||
       (p->flags & (WS__F_CLOSE_RCVD | WS__F_CLOSED)))
     return;
-  p->rpos = p->rlen = p->mstart = 0;
-  if (!(p->flags & WS__F_FIXED) && p->in_cap > WS_KEEP_BUFFER) {
-    ws__realloc(p, p->in, 0);
+  b->rpos = b->rlen = b->mstart = 0;
+  if (!(p->flags & WS__F_FIXED) && b->cap > WS_KEEP_BUFFER) {
+    ws__realloc(p, b, 0);
     p->in = NULL;
-    p->in_cap = 0;
   }
 }
 
@@ -1591,7 +1630,7 @@ static int ws__frames(ws_conn *c) {
       /* Between frames: parse a header. */
       ws_frame f;
       size_t hl;
-      int rc = ws_frame_parse(p->in + p->rpos, p->rlen - p->rpos, &f, &hl);
+      int rc = ws_frame_parse(p->in->d + p->in->rpos, p->in->rlen - p->in->rpos, &f, &hl);
       if (rc == WS_EAGAIN) break;
       if (rc != WS_OK || f.rsv != 0 ||
           f.masked != (p->role == WS_SERVER ? 1 : 0)) {
@@ -1599,12 +1638,12 @@ static int ws__frames(ws_conn *c) {
         return WS_EPROTO;
       }
       if (f.opcode >= 8) {
-        if (p->rlen - p->rpos < hl + f.len) break; /* whole frame first */
-        rc = ws__control(c, &f, p->in + p->rpos + hl);
+        if (p->in->rlen - p->in->rpos < hl + f.len) break; /* whole frame first */
+        rc = ws__control(c, &f, p->in->d + p->in->rpos + hl);
         if (rc != WS_OK) return rc;
         if (!(p->flags & WS__F_CLOSE_RCVD)) {
-          p->rpos += hl + (size_t)f.len;
-          if (p->u.fr.msg_op == 0) p->mstart = p->rpos;
+          p->in->rpos += hl + (size_t)f.len;
+          if (p->u.fr.msg_op == 0) p->in->mstart = p->in->rpos;
         }
         continue;
       }
@@ -1613,17 +1652,17 @@ static int ws__frames(ws_conn *c) {
         return WS_EPROTO;
       }
       if (f.opcode != WS_OP_CONT) p->msg_total = 0;
-      if (f.len > p->max_frame || f.len > p->max_message - p->msg_total ||
-          (!p->stream && (p->flags & WS__F_FIXED) &&
-           p->mlen + f.len + WS__IN_RESERVE > p->in_cap)) {
+      if (f.len > p->cfg->max_frame || f.len > p->cfg->max_message - p->msg_total ||
+          (!p->cfg->stream && (p->flags & WS__F_FIXED) &&
+           p->in->mlen + f.len + WS__IN_RESERVE > p->in->cap)) {
         ws__fail(c, WS_ETOOBIG, WS_CLOSE_TOO_BIG);
         return WS_ETOOBIG;
       }
-      p->rpos += hl;
+      p->in->rpos += hl;
       if (f.opcode != WS_OP_CONT) {
         p->u.fr.msg_op = f.opcode;
-        p->mstart = p->rpos;
-        p->mlen = 0;
+        p->in->mstart = p->in->rpos;
+        p->in->mlen = 0;
         p->utf8_in = WS_UTF8_INIT;
       }
       p->u.fr.op = f.opcode == WS_OP_CONT ? 0x0F : f.opcode; /* 0: none */
@@ -1634,10 +1673,10 @@ static int ws__frames(ws_conn *c) {
     }
     /* Inside a data frame: take what payload is here. */
     {
-      size_t avail = (size_t)WS__MIN(p->frame_left, (uint64_t)(p->rlen - p->rpos));
+      size_t avail = (size_t)WS__MIN(p->frame_left, (uint64_t)(p->in->rlen - p->in->rpos));
       int last = (avail == p->frame_left);
       int done = last && p->u.fr.fin;
-      unsigned char *d = p->in + p->rpos;
+      unsigned char *d = p->in->d + p->in->rpos;
       if (avail == 0 && !last) break;
       if (p->role == WS_SERVER) ws_mask(d, avail, p->u.fr.key, p->frame_off);
       if (p->u.fr.msg_op == WS_OP_TEXT) {
@@ -1648,32 +1687,32 @@ static int ws__frames(ws_conn *c) {
         }
       }
       p->frame_left -= avail;
-      p->frame_off += avail;
+      p->frame_off = (uint8_t)((p->frame_off + avail) & 3);
       p->msg_total += avail;
-      p->rpos += avail;
-      if (p->stream) {
+      p->in->rpos += avail;
+      if (p->cfg->stream) {
         /* Deliver the piece now; nothing is kept. An empty piece is only
          * worth a call when it ends the message. */
         int op = p->u.fr.msg_op;
         if (last) p->u.fr.op = 0;
         if (done) p->u.fr.msg_op = 0;
-        p->mstart = p->rpos;
+        p->in->mstart = p->in->rpos;
         if (avail > 0 || done) {
           int rc = ws__call_message(c, op, d, avail, done);
           if (rc != WS_OK) return rc;
         }
         continue;
       }
-      if (p->mstart + p->mlen != (size_t)(d - p->in))
-        memmove(p->in + p->mstart + p->mlen, d, avail);
-      p->mlen += avail;
+      if (p->in->mstart + p->in->mlen != (size_t)(d - p->in->d))
+        memmove(p->in->d + p->in->mstart + p->in->mlen, d, avail);
+      p->in->mlen += avail;
       if (last) p->u.fr.op = 0;
       if (done) {
         int op = p->u.fr.msg_op, rc;
         p->u.fr.msg_op = 0;
-        rc = ws__call_message(c, op, p->in + p->mstart, p->mlen, 1);
-        p->mstart = p->rpos;
-        p->mlen = 0;
+        rc = ws__call_message(c, op, p->in->d + p->in->mstart, p->in->mlen, 1);
+        p->in->mstart = p->in->rpos;
+        p->in->mlen = 0;
         if (rc != WS_OK) return rc;
       }
     }
@@ -1686,11 +1725,11 @@ static void ws__open(ws_conn *c, const char *proto, size_t plen) {
   struct ws__conn_priv *p = WS__P(c);
   p->state = WS_STATE_OPEN;
   p->flags &= ~(uint32_t)WS__F_ARM_HS;
-  p->t_hs = WS__NONE;
-  if (p->ping_interval) p->flags |= WS__F_ARM_PING;
-  if (p->cb.on_open) {
+  p->t = WS__NONE;
+  if (p->cfg->ping_interval_ms) p->flags |= WS__F_ARM_PING;
+  if (p->cb->on_open) {
     p->depth++;
-    p->cb.on_open(c, proto, plen, p->user);
+    p->cb->on_open(c, proto, plen, p->user);
     p->depth--;
   }
 }
@@ -1704,12 +1743,12 @@ static int ws__refuse(ws_conn *c, int status, int err) {
   p->close_code = WS_CLOSE_ABNORMAL;
   p->flags |= WS__F_FAILING;
   if (ws__out_room(p, 160) != WS_OK ||
-      ws_http_error_write(p->out + p->olen, p->out_cap - p->olen, status, &n) !=
+      ws_http_error_write(p->out->d + p->out->len, p->out->cap - p->out->len, status, &n) !=
           WS_OK) {
     ws__set_closed(p, WS_CLOSE_ABNORMAL, err);
     return err;
   }
-  p->olen += n;
+  p->out->len += n;
   return err;
 }
 
@@ -1729,7 +1768,7 @@ int ws_http_respond(ws_conn *c, int status, const ws_header *headers,
     return WS_EINVAL;
   for (i = 0; i < num_headers; i++) need += headers[i].name_len + headers[i].value_len + 4;
   if ((rc = ws__out_room(p, need)) != WS_OK) return rc;
-  w.p = (char *)p->out + p->olen, w.cap = p->out_cap - p->olen, w.len = 0, w.over = 0;
+  w.p = (char *)p->out->d + p->out->len, w.cap = p->out->cap - p->out->len, w.len = 0, w.over = 0;
   ws__wrs(&w, "HTTP/1.1 ");
   ws__wr_uint(&w, (unsigned)status);
   ws__wrs(&w, " ");
@@ -1741,7 +1780,7 @@ int ws_http_respond(ws_conn *c, int status, const ws_header *headers,
   ws__wrs(&w, "\r\n");
   if (len) ws__wr(&w, (const char *)body, len);
   if (w.over) return WS_ENOSPC;
-  p->olen += w.len;
+  p->out->len += w.len;
   /* The exchange ends once the response is out. */
   p->flags |= WS__F_FAILING;
   p->close_code = WS_CLOSE_ABNORMAL;
@@ -1757,40 +1796,40 @@ static int ws__server_handshake(ws_conn *c) {
   size_t head, consumed, n, extra = 0, i;
   int status, rc;
   size_t from = (size_t)p->frame_left;
-  head = ws__head_end((const char *)p->in, p->rlen, from);
-  if (ws__bare_lf_from(p->in, head ? head : p->rlen, from))
+  head = ws__head_end((const char *)p->in->d, p->in->rlen, from);
+  if (ws__bare_lf_from(p->in->d, head ? head : p->in->rlen, from))
     return ws__refuse(c, 400, WS_EHANDSHAKE);
-  p->frame_left = p->rlen; /* resume the searches here next time */
-  if (head == 0 || head > p->max_handshake) {
-    if (p->rlen > p->max_handshake) return ws__refuse(c, 431, WS_EHANDSHAKE);
+  p->frame_left = p->in->rlen; /* resume the searches here next time */
+  if (head == 0 || head > p->cfg->max_handshake) {
+    if (p->in->rlen > p->cfg->max_handshake) return ws__refuse(c, 431, WS_EHANDSHAKE);
     /* A bad first line fails at once, without waiting for the rest; only
      * its first bytes are looked at, so a trickled head costs O(n). */
-    rc = ws_request_parse(p->in, WS__MIN(p->rlen, (size_t)16), &req, hdrs, 0,
+    rc = ws_request_parse(p->in->d, WS__MIN(p->in->rlen, (size_t)16), &req, hdrs, 0,
                           &consumed, &status);
     if (rc == WS_EHANDSHAKE) return ws__refuse(c, status, WS_EHANDSHAKE);
     return WS_OK;
   }
-  rc = ws_request_parse(p->in, head, &req, hdrs, p->max_headers, &consumed,
+  rc = ws_request_parse(p->in->d, head, &req, hdrs, WS__MAX_HDRS(p), &consumed,
                         &status);
-  if (rc != WS_OK && req.method && !req.upgrade && p->cb.on_http) {
+  if (rc != WS_OK && req.method && !req.upgrade && p->cb->on_http) {
     /* A well-formed plain HTTP request: the application may answer it. */
-    size_t before = p->olen;
+    size_t before = WS__QUEUED(p);
     p->depth++;
     p->flags |= WS__F_IN_HTTP;
-    status = p->cb.on_http(c, &req, p->user);
+    status = p->cb->on_http(c, &req, p->user);
     p->flags &= ~(uint32_t)WS__F_IN_HTTP;
     p->depth--;
     if (p->flags & WS__F_CLOSED) return WS_ECLOSED;
-    if (status == 0 && p->olen > before) return WS_OK; /* answered */
+    if (status == 0 && WS__QUEUED(p) > before) return WS_OK; /* answered */
     return ws__refuse(c, status >= 400 && status <= 599 ? status : 404,
                       WS_EHANDSHAKE);
   }
   if (rc != WS_OK) return ws__refuse(c, status, WS_EHANDSHAKE);
   memset(&acc, 0, sizeof acc);
   status = 0;
-  if (p->cb.on_handshake) {
+  if (p->cb->on_handshake) {
     p->depth++;
-    status = p->cb.on_handshake(c, &req, &acc, p->user);
+    status = p->cb->on_handshake(c, &req, &acc, p->user);
     p->depth--;
     if (p->flags & WS__F_CLOSED) return WS_ECLOSED;
   }
@@ -1813,12 +1852,12 @@ static int ws__server_handshake(ws_conn *c) {
   if (acc.protocol) extra += strlen(acc.protocol) + 32;
   if ((rc = ws__out_room(p, 160 + extra)) != WS_OK)
     return ws__refuse(c, 500, rc);
-  rc = ws_response_write(p->out + p->olen, p->out_cap - p->olen, req.key,
+  rc = ws_response_write(p->out->d + p->out->len, p->out->cap - p->out->len, req.key,
                          req.key_len, acc.protocol, acc.headers,
                          acc.num_headers, &n);
   if (rc != WS_OK) return ws__refuse(c, 500, rc);
-  p->olen += n;
-  p->rpos = p->mstart = consumed;
+  p->out->len += n;
+  p->in->rpos = p->in->mstart = consumed;
   p->frame_left = 0;
   ws__open(c, acc.protocol, acc.protocol ? strlen(acc.protocol) : 0);
   return WS_OK;
@@ -1832,40 +1871,41 @@ static int ws__client_handshake(ws_conn *c) {
   struct ws__conn_priv *p = WS__P(c);
   ws_header hdrs[WS_MAX_HEADERS];
   ws_response resp;
-  size_t base = p->u.cli.proto_len, head, consumed;
+  size_t base = WS__CLI_BASE(p), head, consumed;
   uint8_t nonce[16];
   int rc;
-  head = ws__head_end((const char *)p->in + base, p->rlen - base,
+  memcpy(nonce, p->in->d, 16);
+  head = ws__head_end((const char *)p->in->d + base, p->in->rlen - base,
                       (size_t)p->frame_left);
-  if (ws__bare_lf_from(p->in + base, head ? head : p->rlen - base,
+  if (ws__bare_lf_from(p->in->d + base, head ? head : p->in->rlen - base,
                        (size_t)p->frame_left)) {
     ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_EHANDSHAKE);
     return WS_EHANDSHAKE;
   }
-  p->frame_left = p->rlen - base; /* resume the searches here next time */
-  if (head == 0 || head > p->max_handshake) {
-    if (p->rlen - base > p->max_handshake) {
+  p->frame_left = p->in->rlen - base; /* resume the searches here next time */
+  if (head == 0 || head > p->cfg->max_handshake) {
+    if (p->in->rlen - base > p->cfg->max_handshake) {
       ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_EHANDSHAKE);
       return WS_EHANDSHAKE;
     }
-    rc = ws_response_parse(p->in + base, WS__MIN(p->rlen - base, (size_t)16),
-                           p->u.cli.nonce, NULL, 0, &resp, hdrs, 0, &consumed);
+    rc = ws_response_parse(p->in->d + base, WS__MIN(p->in->rlen - base, (size_t)16),
+                           nonce, NULL, 0, &resp, hdrs, 0, &consumed);
     if (rc == WS_EHANDSHAKE) {
       ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_EHANDSHAKE);
       return WS_EHANDSHAKE;
     }
     return WS_OK;
   }
-  memcpy(nonce, p->u.cli.nonce, 16);
-  rc = ws_response_parse(p->in + base, head, nonce, (const char *)p->in, base,
-                         &resp, hdrs, p->max_headers, &consumed);
+  rc = ws_response_parse(p->in->d + base, head, nonce,
+                         (const char *)p->in->d + 16, p->u.cli.proto_len,
+                         &resp, hdrs, WS__MAX_HDRS(p), &consumed);
   if (rc != WS_OK) {
     ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_EHANDSHAKE);
     return WS_EHANDSHAKE;
   }
   /* From here the union holds frame state. */
   memset(&p->u, 0, sizeof p->u);
-  p->rpos = p->mstart = base + consumed;
+  p->in->rpos = p->in->mstart = base + consumed;
   p->frame_left = 0;
   ws__open(c, resp.protocol, resp.protocol_len);
   return WS_OK;
@@ -1892,7 +1932,7 @@ static int ws__process(ws_conn *c) {
     if (p->flags & WS__F_CLOSED) return rc;
     rc = ws__frames(c);
   } else if (p->flags & WS__F_CLOSE_RCVD) {
-    p->rlen = p->rpos; /* after the peer's close, input is ignored */
+    p->in->rlen = p->in->rpos; /* after the peer's close, input is ignored */
   }
   return rc;
 }
@@ -1910,16 +1950,17 @@ static void ws__eof(ws_conn *c) {
 /* see ws.h */
 int ws_conn_want_read(const ws_conn *c) {
   const struct ws__conn_priv *p = WS__P(c);
+  size_t q;
   if (p->state == WS_STATE_INIT || (p->flags & (WS__F_CLOSED | WS__F_FAILING)))
     return 0;
   if (p->role == WS_SERVER && (p->flags & WS__F_CLOSE_RCVD)) return 0;
   /* Stop reading once half the output limit is queued (and always before
    * a pong could no longer fit): a peer that sends faster than it reads is
    * paused, and what it already sent still has room for its replies. */
-  if (p->olen == p->ohead) return 1; /* nothing queued: never stall */
-  return p->olen - p->ohead <= p->max_queued / 2 &&
-         p->olen - p->ohead + WS_FRAME_HEADER_MAX + WS_CONTROL_MAX <=
-             p->max_queued;
+  q = WS__QUEUED(p);
+  if (q == 0) return 1; /* nothing queued: never stall */
+  return q <= p->cfg->max_queued / 2 &&
+         q + WS_FRAME_HEADER_MAX + WS_CONTROL_MAX <= p->cfg->max_queued;
 }
 
 /* The sticky error or WS_OK, at the end of a public call. */
@@ -1973,9 +2014,9 @@ int ws_conn_on_readable(ws_conn *c) {
       break;
     }
     rc = WS_EIO;
-    if (p->cb.read) {
+    if (p->cb->read) {
       p->depth++;
-      rc = p->cb.read(c, p->in + p->rlen, (size_t)room, &n, p->user);
+      rc = p->cb->read(c, p->in->d + p->in->rlen, (size_t)room, &n, p->user);
       p->depth--;
     }
     if (rc == WS_EAGAIN) {
@@ -1992,7 +2033,7 @@ int ws_conn_on_readable(ws_conn *c) {
       ws__eof(c);
       break;
     }
-    p->rlen += n;
+    p->in->rlen += n;
     rc = ws__process(c);
     if (rc != WS_OK) break;
   }
@@ -2025,8 +2066,8 @@ int ws_conn_feed(ws_conn *c, const void *data, size_t len) {
       break;
     }
     take = WS__MIN(len, (size_t)room);
-    memcpy(p->in + p->rlen, d, take);
-    p->rlen += take;
+    memcpy(p->in->d + p->in->rlen, d, take);
+    p->in->rlen += take;
     d += take;
     len -= take;
     rc = ws__process(c);
@@ -2050,36 +2091,44 @@ int ws_conn_tick(ws_conn *c, uint64_t now) {
   p = WS__P(c);
   WS_ASSERT(p->depth == 0);
   if (p->flags & WS__F_CLOSED) return ws__done(c, WS_ECLOSED);
-  p->now = now;
+  /* One timer at a time: the state says which (the handshake while
+   * connecting, the close once closing, a ping or the pong it waits for
+   * while open). A timer armed later in a call wins. */
   if (p->flags & WS__F_ARM_HS)
-    p->t_hs = p->hs_timeout ? now + p->hs_timeout : WS__NONE;
+    p->t = p->cfg->handshake_timeout_ms ? now + p->cfg->handshake_timeout_ms
+                                        : WS__NONE;
+  if ((p->flags & WS__F_ARM_PING) && p->state == WS_STATE_OPEN)
+    p->t = p->cfg->ping_interval_ms ? now + p->cfg->ping_interval_ms : WS__NONE;
   if (p->flags & WS__F_ARM_CLOSE)
-    p->t_close = p->close_timeout ? now + p->close_timeout : WS__NONE;
-  if (p->flags & WS__F_ARM_PING) p->t_ping = now + p->ping_interval;
+    p->t = p->cfg->close_timeout_ms ? now + p->cfg->close_timeout_ms
+                                    : WS__NONE;
   p->flags &= ~(uint32_t)(WS__F_ARM_HS | WS__F_ARM_CLOSE | WS__F_ARM_PING);
-  if (p->state == WS_STATE_CONNECTING && now >= p->t_hs) {
+  if (now < p->t) return ws__result(c, WS_OK);
+  if (p->state == WS_STATE_CONNECTING) {
     ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_ETIMEDOUT);
   } else if (p->state == WS_STATE_CLOSING || (p->flags & WS__F_FAILING)) {
-    if (p->t_close == WS__NONE && p->close_timeout)
-      p->t_close = now + p->close_timeout;
-    if (now >= p->t_close) {
-      if (p->flags & WS__F_CLOSE_RCVD)
-        ws__set_closed(p, p->close_code, WS_OK);
-      else
-        ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_ETIMEDOUT);
-    }
-  } else if (p->state == WS_STATE_OPEN) {
-    if (now >= p->t_pong) {
+    if (p->flags & WS__F_CLOSE_RCVD)
+      ws__set_closed(p, p->close_code, WS_OK);
+    else
       ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_ETIMEDOUT);
-    } else if (now >= p->t_ping) {
-      p->t_ping = now + p->ping_interval;
-      if (p->olen - p->ohead + 14 <= p->max_queued &&
+  } else if (p->state == WS_STATE_OPEN) {
+    if (p->flags & WS__F_PONG_WAIT) {
+      ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_ETIMEDOUT);
+    } else {
+      /* A ping, then its pong awaited (the next ping follows the pong);
+       * with the queue full, the ping waits one more interval. */
+      p->t = now + p->cfg->ping_interval_ms;
+      if (WS__QUEUED(p) + 14 <= p->cfg->max_queued &&
           ws__queue_frame(c, 1, WS_OP_PING, NULL, 0) == WS_OK) {
-        if (p->t_pong == WS__NONE && p->pong_timeout)
-          p->t_pong = now + p->pong_timeout;
+        if (p->cfg->pong_timeout_ms) {
+          p->t = now + p->cfg->pong_timeout_ms;
+          p->flags |= WS__F_PONG_WAIT;
+        }
         return ws__result(c, ws__flush(c));
       }
     }
+  } else {
+    p->t = WS__NONE;
   }
   return ws__result(c, WS_OK);
 }
@@ -2087,26 +2136,20 @@ int ws_conn_tick(ws_conn *c, uint64_t now) {
 /* see ws.h */
 uint64_t ws_conn_next_deadline(const ws_conn *c) {
   const struct ws__conn_priv *p = WS__P(c);
-  uint64_t t = WS__NONE;
   if (p->flags & WS__F_CLOSED) return WS__NONE;
   if (p->flags & (WS__F_ARM_HS | WS__F_ARM_CLOSE | WS__F_ARM_PING)) return 0;
-  if (p->state == WS_STATE_CONNECTING) t = p->t_hs;
-  if (p->state == WS_STATE_CLOSING || (p->flags & WS__F_FAILING))
-    t = p->t_close == WS__NONE && p->close_timeout ? 0 : p->t_close;
-  else if (p->state == WS_STATE_OPEN)
-    t = WS__MIN(p->t_ping, p->t_pong);
-  return t;
+  return p->t;
 }
 
 /* see ws.h */
 int ws_conn_want_write(const ws_conn *c) {
   const struct ws__conn_priv *p = WS__P(c);
-  return p->olen > p->ohead && !(p->flags & WS__F_CLOSED);
+  return WS__QUEUED(p) > 0 && !(p->flags & WS__F_CLOSED);
 }
 
 /* see ws.h */
 size_t ws_conn_queued(const ws_conn *c) {
-  return WS__P(c)->olen - WS__P(c)->ohead;
+  return WS__QUEUED(WS__P(c));
 }
 
 /* see ws.h */
@@ -2138,6 +2181,7 @@ int ws_conn_cork(ws_conn *c, int on) {
 int ws_client_start(ws_conn *c, const ws_client_opts *o) {
   struct ws__conn_priv *p;
   size_t n, plen;
+  uint8_t nonce[16];
   long room;
   int rc;
   WS_ASSERT(c != NULL);
@@ -2145,33 +2189,34 @@ int ws_client_start(ws_conn *c, const ws_client_opts *o) {
   if (p->role != WS_CLIENT || p->state != WS_STATE_INIT) return WS_ESTATE;
   if (o == NULL) return WS_EINVAL;
   plen = o->protocols ? strlen(o->protocols) : 0;
-  if (plen > p->max_handshake / 2) return WS_EINVAL;
-  if ((rc = ws__random(c, p->u.cli.nonce, 16)) != WS_OK) return rc;
+  if (plen > p->cfg->max_handshake / 2) return WS_EINVAL;
+  if ((rc = ws__random(c, nonce, 16)) != WS_OK) return rc;
   if ((rc = ws__out_room(p, 256 + plen + strlen(o->host ? o->host : "") +
                                 strlen(o->path ? o->path : "") +
                                 strlen(o->origin ? o->origin : ""))) != WS_OK)
     return rc;
-  rc = ws_client_request_write(p->out + p->olen, p->out_cap - p->olen, o,
-                               p->u.cli.nonce, &n);
+  rc = ws_client_request_write(p->out->d + p->out->len, p->out->cap - p->out->len, o,
+                               nonce, &n);
   if (rc == WS_ENOSPC) {
     size_t i, extra = 0;
     for (i = 0; i < o->num_headers && o->headers; i++)
       extra += o->headers[i].name_len + o->headers[i].value_len + 4;
-    if ((rc = ws__out_room(p, p->out_cap - p->olen + extra)) != WS_OK)
+    if ((rc = ws__out_room(p, p->out->cap - p->out->len + extra)) != WS_OK)
       return rc;
-    rc = ws_client_request_write(p->out + p->olen, p->out_cap - p->olen, o,
-                                 p->u.cli.nonce, &n);
+    rc = ws_client_request_write(p->out->d + p->out->len, p->out->cap - p->out->len, o,
+                                 nonce, &n);
   }
   if (rc != WS_OK) return rc;
-  /* The offered subprotocols stay at the front of the input buffer until
-   * the response has been checked against them. */
-  room = ws__in_room(p, plen + WS_READ_CHUNK);
+  /* The nonce and the offered subprotocols stay at the front of the input
+   * buffer until the response has been checked against them. */
+  room = ws__in_room(p, 16 + plen + WS_READ_CHUNK);
   if (room < 0) return (int)room;
-  if ((size_t)room < plen + 1) return WS_EFULL;
-  if (plen) memcpy(p->in, o->protocols, plen);
+  if ((size_t)room < 16 + plen + 1) return WS_EFULL;
+  memcpy(p->in->d, nonce, 16);
+  if (plen) memcpy(p->in->d + 16, o->protocols, plen);
   p->u.cli.proto_len = (uint16_t)plen;
-  p->rpos = p->rlen = p->mstart = plen;
-  p->olen += n;
+  p->in->rpos = p->in->rlen = p->in->mstart = 16 + plen;
+  p->out->len += n;
   p->state = WS_STATE_CONNECTING;
   p->flags |= WS__F_STARTED | WS__F_ARM_HS;
   return ws__result(c, ws__flush(c));
@@ -2183,12 +2228,12 @@ static int ws__send_data(ws_conn *c, int op, const void *data, size_t len,
                          int fin) {
   struct ws__conn_priv *p = WS__P(c);
   const unsigned char *d = (const unsigned char *)data;
-  size_t fs = p->frame_size ? p->frame_size : (len ? len : 1);
+  size_t fs = p->cfg->frame_size ? p->cfg->frame_size : (len ? len : 1);
   size_t frames = len ? (len + fs - 1) / fs : 1;
   size_t total = len + frames * ws__hdr_size(WS__MIN(fs, len), p->role);
   size_t olen, i;
   int rc;
-  if (total < len || p->olen - p->ohead + total > p->max_queued)
+  if (total < len || WS__QUEUED(p) + total > p->cfg->max_queued)
     return WS_EFULL;
   /* Room up front for all of it (total bounds every frame's header; the
    * spare header covers ws__queue_frame's own check on the last one), so
@@ -2196,14 +2241,14 @@ static int ws__send_data(ws_conn *c, int op, const void *data, size_t len,
    * space, and the buffer stays within what max_queued allows. */
   if ((rc = ws__out_room(p, total + WS_FRAME_HEADER_MAX)) != WS_OK)
     return rc;
-  olen = p->olen; /* after ws__out_room(), which may move the queue down */
+  olen = p->out->len; /* after ws__out_room(), which may move the queue down */
   for (i = 0; i < frames; i++) {
     size_t n = WS__MIN(fs, len - i * fs);
     if (!len) n = 0;
     rc = ws__queue_frame(c, fin && i + 1 == frames, i == 0 ? op : WS_OP_CONT,
                          d + i * fs, n);
     if (rc != WS_OK) {
-      p->olen = olen; /* all or nothing */
+      p->out->len = olen; /* all or nothing */
       return rc;
     }
   }
@@ -2287,10 +2332,10 @@ int ws_send_encoded(ws_conn *c, const void *frame, size_t len) {
     return WS_EINVAL;
   if ((rc = ws__can_send(p)) != WS_OK) return rc;
   if (p->send_op && f.opcode < 8) return WS_ESTATE;
-  if (p->olen - p->ohead + len > p->max_queued) return WS_EFULL;
+  if (WS__QUEUED(p) + len > p->cfg->max_queued) return WS_EFULL;
   if ((rc = ws__out_room(p, len)) != WS_OK) return rc;
-  memcpy(p->out + p->olen, frame, len);
-  p->olen += len;
+  memcpy(p->out->d + p->out->len, frame, len);
+  p->out->len += len;
   return ws__send_end(c, WS_OK);
 }
 
@@ -2301,7 +2346,7 @@ static int ws__send_control(ws_conn *c, int op, const void *data, size_t len) {
   p = WS__P(c);
   if (len > WS_CONTROL_MAX || (data == NULL && len > 0)) return WS_EINVAL;
   if ((rc = ws__can_send(p)) != WS_OK) return rc;
-  if (p->olen - p->ohead + len + WS_FRAME_HEADER_MAX > p->max_queued)
+  if (WS__QUEUED(p) + len + WS_FRAME_HEADER_MAX > p->cfg->max_queued)
     return WS_EFULL;
   return ws__send_end(c, ws__queue_frame(c, 1, op, data, len));
 }
@@ -2354,7 +2399,7 @@ int ws_conn_abort(ws_conn *c, int err) {
 void ws_conn_free(ws_conn *c) {
   struct ws__conn_priv *p;
   int notify;
-  ws_callbacks cb;
+  const ws_callbacks *cb;
   void *user;
   if (c == NULL) return;
   p = WS__P(c);
@@ -2366,13 +2411,13 @@ void ws_conn_free(ws_conn *c) {
     if (p->in) ws__realloc(p, p->in, 0);
     if (p->out) ws__realloc(p, p->out, 0);
   }
-  p->in = p->out = NULL;
-  p->in_cap = p->out_cap = p->rlen = p->rpos = p->olen = p->ohead = 0;
+  p->in = NULL;
+  p->out = NULL;
   cb = p->cb;
   user = p->user;
-  if (notify && cb.on_close) {
+  if (notify && cb->on_close) {
     const char *r = "aborted";
-    cb.on_close(c, WS_CLOSE_ABNORMAL, r, strlen(r), user);
+    cb->on_close(c, WS_CLOSE_ABNORMAL, r, strlen(r), user);
   }
 }
 
@@ -3528,7 +3573,6 @@ static ws_loop_conn *ws__loop_new_conn(ws_loop *l, int fd, const ws_config *cfg,
                                        void *user) {
   struct ws__loop_priv *p = WS__LP(l);
   ws_loop_conn *lc;
-  ws_callbacks cb = p->cb.conn;
   int owned = 0;
   if (p->cfg.max_conns && p->nconns >= p->cfg.max_conns) return NULL;
   if (p->cb.alloc_conn) {
@@ -3539,10 +3583,8 @@ static ws_loop_conn *ws__loop_new_conn(ws_loop *l, int fd, const ws_config *cfg,
   }
   if (lc == NULL) return NULL;
   memset(&lc->ws__l, 0, sizeof lc->ws__l);
-  cb.read = ws__loop_read;
-  cb.write = ws__loop_write;
-  cb.on_close = ws__loop_on_close;
-  if (ws_conn_init(&lc->conn, cfg, &cb, user) != WS_OK) {
+  /* The config and callbacks are the loop's: shared, not copied. */
+  if (ws_conn_init(&lc->conn, cfg, &p->ccb, user) != WS_OK) {
     if (owned)
       ws__loop_alloc(l, lc, 0);
     else if (p->cb.free_conn)
@@ -3686,11 +3728,9 @@ static void ws__loop_conn_event(ws_loop *l, ws_loop_conn *lc, unsigned ev) {
 static int ws__loop_start_server(ws_loop *l, int fd, const void *data,
                                  size_t len, void *user, ws_conn **out) {
   struct ws__loop_priv *p = WS__LP(l);
-  ws_config cfg = p->cfg.server;
   ws_loop_conn *lc;
   int rc;
-  cfg.role = WS_SERVER;
-  lc = ws__loop_new_conn(l, fd, &cfg, user);
+  lc = ws__loop_new_conn(l, fd, &p->cfg.server, user);
   if (out) *out = NULL;
   if (lc == NULL) return WS_ENOMEM;
   if (ws__be_set(p, &lc->ws__l.io, WS__LOOP_IN) != WS_OK) {
@@ -3916,7 +3956,6 @@ int ws_loop_connect(ws_loop *l, const char *url, const ws_client_opts *o,
   struct sockaddr_storage ss;
   socklen_t alen = 0;
   ws_client_opts opts;
-  ws_config cfg = p->cfg.client;
   ws_loop_conn *lc;
   int fd, one = 1, rc, tls = 0;
   unsigned defport;
@@ -3975,8 +4014,7 @@ int ws_loop_connect(ws_loop *l, const char *url, const ws_client_opts *o,
     close(fd);
     return WS_EIO;
   }
-  cfg.role = WS_CLIENT;
-  lc = ws__loop_new_conn(l, fd, &cfg, user);
+  lc = ws__loop_new_conn(l, fd, &p->cfg.client, user);
   if (lc == NULL) {
     close(fd);
     return WS_ENOMEM;
@@ -4282,7 +4320,13 @@ int ws_loop_init(ws_loop *l, const ws_loop_config *cfg,
   p = WS__LP(l);
   memset(p, 0, sizeof *p);
   p->cfg = *cfg;
+  p->cfg.server.role = WS_SERVER;
+  p->cfg.client.role = WS_CLIENT;
   if (cb) p->cb = *cb;
+  p->ccb = p->cb.conn;
+  p->ccb.read = ws__loop_read;
+  p->ccb.write = ws__loop_write;
+  p->ccb.on_close = ws__loop_on_close;
   p->user = user;
   p->bfd = -1;
   p->wake.fd = p->wake_w = -1;

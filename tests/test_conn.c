@@ -93,6 +93,7 @@ static void *counting_realloc(void *ptr, size_t n, void *ctx) {
 
 typedef struct endpoint {
   ws_conn c;
+  ws_config cfg;    /* the connection uses it (ws_conn_init keeps a pointer) */
   buf *rx;          /* bytes the read callback hands out */
   buf *tx;          /* bytes the write callback took */
   size_t read_max;  /* most bytes per read (0: all) */
@@ -214,7 +215,7 @@ static int ep_message(ws_conn *c, int op, const void *d, size_t n, int fin,
                       void *user) {
   endpoint *e = (endpoint *)user;
   if (ws_conn_user(c) != user) buf_puts(&e->log, "bad user pointer\n");
-  if (WS__P(c)->stream) {
+  if (WS__P(c)->cfg->stream) {
     /* Pieces vary with input chunking; log the reassembled message. */
     buf_put(&e->msg, d, n);
     e->pieces++;
@@ -273,7 +274,8 @@ static void ep_init(endpoint *e, const ws_config *cfg, buf *rx, buf *tx) {
   e->rx = rx;
   e->tx = tx;
   e->rnd = 12345;
-  CHECK_INT(ws_conn_init(&e->c, cfg, &ep_callbacks, e), WS_OK);
+  e->cfg = *cfg;
+  CHECK_INT(ws_conn_init(&e->c, &e->cfg, &ep_callbacks, e), WS_OK);
 }
 
 static void ep_free(endpoint *e) {
@@ -913,12 +915,13 @@ static void test_server_plain_http(void) {
 }
 
 static void test_fixed_buffers(void) {
-  /* Fixed buffers: no allocation at all, messages up to in_cap - 256. */
+  /* Fixed buffers: no allocation at all, messages up to
+   * in_cap - WS_BUFFER_OVERHEAD - 256. */
   ws_config cfg;
   endpoint e;
   buf rx = {0}, tx = {0}, in = {0};
   counting_alloc a = {0, 0, 0, 0};
-  static unsigned char ibuf[1024 + 256], obuf[2048];
+  static unsigned char ibuf[1024 + 256 + WS_BUFFER_OVERHEAD], obuf[2048];
   char p[1025];
   memset(p, 'q', sizeof p);
   ws_config_init(&cfg, WS_SERVER);
@@ -1281,14 +1284,44 @@ static void test_timers(void) {
   CHECK_INT(ws_conn_next_deadline(&e.c), 1600);
   cframe(&in, 1, WS_OP_PONG, "");
   ws_conn_feed(&e.c, in.d, in.len);
-  CHECK_INT(ws_conn_next_deadline(&e.c), 2100);
-  ws_conn_tick(&e.c, 2100);
-  CHECK_INT(ws_conn_next_deadline(&e.c), 2600);
-  ws_conn_tick(&e.c, 2599);
+  /* Answered: the next ping is one interval after the pong (armed at the
+   * next tick). */
+  CHECK_INT(ws_conn_next_deadline(&e.c), 0);
+  ws_conn_tick(&e.c, 1300);
+  CHECK_INT(ws_conn_next_deadline(&e.c), 2300);
+  tx.len = 0;
+  ws_conn_tick(&e.c, 2300);
+  CHECK(tx.len == 2 && tx.d[0] == 0x89);
+  CHECK_INT(ws_conn_next_deadline(&e.c), 2800);
+  ws_conn_tick(&e.c, 2799);
   CHECK_INT(ws_conn_state(&e.c), WS_STATE_OPEN);
-  ws_conn_tick(&e.c, 2600);
+  ws_conn_tick(&e.c, 2800);
   CHECK_INT(ws_conn_state(&e.c), WS_STATE_CLOSED);
   CHECK_INT(e.close_code, 1006);
+  ep_free(&e);
+  buf_free(&tx);
+
+  /* One ping in flight: a pong timeout longer than the interval sends no
+   * second ping while the first is unanswered. */
+  ws_config_init(&cfg, WS_SERVER);
+  cfg.ping_interval_ms = 1000;
+  cfg.pong_timeout_ms = 5000;
+  ep_init(&e, &cfg, &rx, &tx);
+  ws_conn_tick(&e.c, 0);
+  ws_conn_feed(&e.c, REQ, strlen(REQ));
+  ws_conn_tick(&e.c, 100);
+  tx.len = 0;
+  ws_conn_tick(&e.c, 1100);
+  CHECK(tx.len == 2 && tx.d[0] == 0x89);
+  CHECK_INT(ws_conn_next_deadline(&e.c), 6100);
+  tx.len = 0;
+  ws_conn_tick(&e.c, 2100);
+  ws_conn_tick(&e.c, 3100);
+  CHECK_INT(tx.len, 0);
+  CHECK_INT(ws_conn_state(&e.c), WS_STATE_OPEN);
+  ws_conn_tick(&e.c, 6100);
+  CHECK_INT(ws_conn_state(&e.c), WS_STATE_CLOSED);
+  CHECK_INT(ws_conn_error(&e.c), WS_ETIMEDOUT);
   ep_free(&e);
   buf_free(&tx);
 
@@ -1690,7 +1723,7 @@ static void test_regressions_from_fuzzing(void) {
     o.host = "h";
     CHECK_INT(ws_client_start(&e.c, &o), WS_OK);
     /* Answer with the accept for the nonce our random source made. */
-    ws__b64_encode(WS__P(&e.c)->u.cli.nonce, 16, key);
+    ws__b64_encode(WS__P(&e.c)->in->d, 16, key);
     ws_accept_key(key, 24, acc);
     buf_puts(&rx, RESP);
     buf_puts(&rx, acc);
@@ -1706,7 +1739,7 @@ static void test_regressions_from_fuzzing(void) {
     e.write_max = 0;
     e.block_toggle = 0;
     before = ws_conn_queued(&e.c);
-    CHECK(before > 0 && WS__P(&e.c)->ohead > 0);
+    CHECK(before > 0 && WS__P(&e.c)->out->head > 0);
     /* 160 more bytes need the queue moved down; the 2nd mask key fails. */
     e.rnd_fail_at = e.rnd_calls + 2;
     CHECK_INT(ws_send(&e.c, WS_OP_BINARY, msg, 160), WS_ERANDOM);
