@@ -1301,6 +1301,21 @@ static void test_timers(void) {
   ep_free(&e);
   buf_free(&tx);
 
+  /* A refusal waiting for a writable socket keeps the handshake deadline:
+   * it does not ask for a tick at once on every turn. */
+  ws_config_init(&cfg, WS_SERVER);
+  ep_init(&e, &cfg, &rx, &tx);
+  e.refuse = 403;
+  e.write_block = 1; /* the first write would block */
+  ws_conn_tick(&e.c, 0);
+  ws_conn_feed(&e.c, REQ, strlen(REQ));
+  CHECK(ws_conn_want_write(&e.c));
+  CHECK_INT(ws_conn_next_deadline(&e.c), 10000);
+  CHECK_INT(ws_conn_on_writable(&e.c), WS_ECLOSED);
+  CHECK(tx.len > 12 && memcmp(tx.d, "HTTP/1.1 403", 12) == 0);
+  ep_free(&e);
+  buf_free(&tx);
+
   /* One ping in flight: a pong timeout longer than the interval sends no
    * second ping while the first is unanswered. */
   ws_config_init(&cfg, WS_SERVER);
