@@ -413,7 +413,7 @@ void ws_config_init(ws_config *cfg, int role);
  * fields are private. */
 /* Bytes of each buffer given to ws_conn_set_buffers() that the connection
  * keeps for its own bookkeeping. */
-#define WS_BUFFER_OVERHEAD (6 * sizeof(size_t))
+#define WS_BUFFER_OVERHEAD (5 * sizeof(size_t) + 44)
 
 struct ws__ibuf;  /* input: a header and the bytes, allocated while used */
 struct ws__obuf;  /* output queue: the same */
@@ -424,15 +424,10 @@ struct ws__conn_priv {
   uint64_t t;                      /* the running timer (the state says which) */
   struct ws__ibuf *in;
   struct ws__obuf *out;
-  uint64_t frame_left, msg_total;
-  uint32_t utf8_in, utf8_out, flags;
+  uint32_t utf8_out, flags;
   int err;
   uint16_t close_code;
-  union {
-    struct { uint16_t proto_len; } cli;
-    struct { uint8_t key[4]; uint8_t op, fin, msg_op; } fr;
-  } u;
-  uint8_t state, role, close_len, send_op, depth, frame_off;
+  uint8_t state, role, close_len, send_op, depth;
 };
 
 struct ws_conn {
@@ -771,17 +766,16 @@ typedef struct ws_loop_callbacks {
 } ws_loop_callbacks;
 
 /* Private parts; the names and layout may change at any time. */
-struct ws__tnode { uint64_t when; size_t idx; int kind; };
-struct ws__io { int fd, pidx; unsigned char kind, events; };
+struct ws__tnode { uint64_t when; uint32_t idx; int kind; };
+struct ws__io { int fd, pidx; unsigned char kind, events, flags; };
 struct ws__loop_conn_priv {
-  struct ws__io io;
+  struct ws__io io;                 /* io.flags: the connection's WS__LC_* */
+  uint32_t last_rx;                 /* loop time of the last input (low bits) */
   struct ws__tnode tn;
   ws_loop *loop;
   ws_loop_conn *next, *prev, *pend;
   void *subs;
   void *tls;                        /* ws_tls session, or NULL */
-  uint64_t last_rx;
-  unsigned char flags;
 };
 struct ws__timer_priv {
   struct ws__tnode tn;

@@ -1122,12 +1122,28 @@ struct ws__ibuf {
   size_t cap;          /* bytes at d */
   size_t mstart, mlen; /* the message being assembled */
   size_t rpos, rlen;   /* parsed up to rpos; bytes up to rlen */
+  /* The frame being read: payload still to come (while connecting: where
+   * the search for the end of the head resumes), the message so far. */
+  uint64_t frame_left, msg_total;
+  uint32_t utf8;       /* UTF-8 state of the text message being read */
+  uint16_t proto_len;  /* client, connecting: bytes of offered protocols */
+  uint8_t key[4];      /* the frame's mask key */
+  uint8_t op;          /* the frame's opcode (0x0F: continuation; 0: none) */
+  uint8_t fin, msg_op; /* the frame's FIN; the message's opcode (0: none) */
+  uint8_t off;         /* mask key position */
   unsigned char d[];
 };
 struct ws__obuf {
   size_t cap, head, len; /* bytes at d; sent up to head; queued up to len */
   unsigned char d[];
 };
+/* The buffers start 8-byte aligned for their counters. */
+typedef char ws__buffer_overhead_ok[sizeof(struct ws__ibuf) + 7 <=
+                                            WS_BUFFER_OVERHEAD &&
+                                        sizeof(struct ws__obuf) + 7 <=
+                                            WS_BUFFER_OVERHEAD
+                                    ? 1
+                                    : -1];
 
 /* Output bytes not yet written. */
 #define WS__QUEUED(p) ((p)->out ? (p)->out->len - (p)->out->head : (size_t)0)
@@ -1263,8 +1279,8 @@ int ws_conn_set_buffers(ws_conn *c, void *in, size_t in_cap, void *out,
   if (p->in || p->out || p->state > WS_STATE_CONNECTING) return WS_ESTATE;
   /* Each buffer starts with its bookkeeping, aligned for it. */
   {
-    size_t ia = (size_t)(-(uintptr_t)in & (sizeof(size_t) - 1));
-    size_t oa = (size_t)(-(uintptr_t)out & (sizeof(size_t) - 1));
+    size_t ia = (size_t)(-(uintptr_t)in & 7);
+    size_t oa = (size_t)(-(uintptr_t)out & 7);
     p->in = (struct ws__ibuf *)(void *)((unsigned char *)in + ia);
     p->out = (struct ws__obuf *)(void *)((unsigned char *)out + oa);
     memset(p->in, 0, sizeof *p->in);
@@ -1502,7 +1518,7 @@ static long ws__in_room(struct ws__conn_priv *p, size_t want) {
   while (cap < need) cap *= 2;
   q = (struct ws__ibuf *)ws__realloc(p, b, sizeof *b + cap);
   if (q == NULL) return WS_ENOMEM;
-  if (b == NULL) q->mstart = q->mlen = q->rpos = q->rlen = 0;
+  if (b == NULL) memset(q, 0, sizeof *q);
   q->cap = cap;
   p->in = q;
   return (long)WS__MIN(q->cap - q->rlen, (size_t)0x7FFFFFFF);
@@ -1510,7 +1526,7 @@ static long ws__in_room(struct ws__conn_priv *p, size_t want) {
 
 /* Client: the nonce and the offered subprotocols sit at the front of the
  * input buffer until the response has been checked. */
-#define WS__CLI_BASE(p) ((size_t)16 + (p)->u.cli.proto_len)
+#define WS__CLI_BASE(p) ((size_t)16 + (p)->in->proto_len)
 
 /* How many bytes the next read should have room for. */
 static size_t ws__read_want(const struct ws__conn_priv *p) {
@@ -1523,8 +1539,8 @@ static size_t ws__read_want(const struct ws__conn_priv *p) {
     if (used > p->cfg->max_handshake || cap > rlen) return 1;
     return WS__MIN(p->cfg->max_handshake + 1 - used, (size_t)1024);
   }
-  if (p->frame_left > WS_READ_CHUNK && !p->cfg->stream)
-    return (size_t)WS__MIN(p->frame_left, (uint64_t)(1u << 20));
+  if (p->in && p->in->frame_left > WS_READ_CHUNK && !p->cfg->stream)
+    return (size_t)WS__MIN(p->in->frame_left, (uint64_t)(1u << 20));
   return WS_READ_CHUNK;
 }
 
@@ -1611,8 +1627,8 @@ static int ws__control(ws_conn *c, const ws_frame *f, unsigned char *d) {
  * it is over WS_KEEP_BUFFER (so an idle connection holds none). */
 static void ws__in_idle(struct ws__conn_priv *p) {
   struct ws__ibuf *b = p->in;
-  if (b == NULL || b->rpos != b->rlen || b->mlen != 0 ||
-      p->state < WS_STATE_OPEN ||
+  if (b == NULL || b->rpos != b->rlen || b->mlen != 0 || b->op != 0 ||
+      b->msg_op != 0 || p->state < WS_STATE_OPEN ||
       (p->flags & (WS__F_CLOSE_RCVD | WS__F_CLOSED)))
     return;
   b->rpos = b->rlen = b->mstart = 0;
@@ -1626,7 +1642,7 @@ static void ws__in_idle(struct ws__conn_priv *p) {
 static int ws__frames(ws_conn *c) {
   struct ws__conn_priv *p = WS__P(c);
   while (!(p->flags & (WS__F_CLOSE_RCVD | WS__F_FAILING | WS__F_CLOSED))) {
-    if (p->u.fr.op == 0) {
+    if (p->in->op == 0) {
       /* Between frames: parse a header. */
       ws_frame f;
       size_t hl;
@@ -1643,16 +1659,16 @@ static int ws__frames(ws_conn *c) {
         if (rc != WS_OK) return rc;
         if (!(p->flags & WS__F_CLOSE_RCVD)) {
           p->in->rpos += hl + (size_t)f.len;
-          if (p->u.fr.msg_op == 0) p->in->mstart = p->in->rpos;
+          if (p->in->msg_op == 0) p->in->mstart = p->in->rpos;
         }
         continue;
       }
-      if ((f.opcode == WS_OP_CONT) != (p->u.fr.msg_op != 0)) {
+      if ((f.opcode == WS_OP_CONT) != (p->in->msg_op != 0)) {
         ws__fail(c, WS_EPROTO, WS_CLOSE_PROTOCOL);
         return WS_EPROTO;
       }
-      if (f.opcode != WS_OP_CONT) p->msg_total = 0;
-      if (f.len > p->cfg->max_frame || f.len > p->cfg->max_message - p->msg_total ||
+      if (f.opcode != WS_OP_CONT) p->in->msg_total = 0;
+      if (f.len > p->cfg->max_frame || f.len > p->cfg->max_message - p->in->msg_total ||
           (!p->cfg->stream && (p->flags & WS__F_FIXED) &&
            p->in->mlen + f.len + WS__IN_RESERVE > p->in->cap)) {
         ws__fail(c, WS_ETOOBIG, WS_CLOSE_TOO_BIG);
@@ -1660,42 +1676,42 @@ static int ws__frames(ws_conn *c) {
       }
       p->in->rpos += hl;
       if (f.opcode != WS_OP_CONT) {
-        p->u.fr.msg_op = f.opcode;
+        p->in->msg_op = f.opcode;
         p->in->mstart = p->in->rpos;
         p->in->mlen = 0;
-        p->utf8_in = WS_UTF8_INIT;
+        p->in->utf8 = WS_UTF8_INIT;
       }
-      p->u.fr.op = f.opcode == WS_OP_CONT ? 0x0F : f.opcode; /* 0: none */
-      p->u.fr.fin = f.fin;
-      memcpy(p->u.fr.key, f.mask, 4);
-      p->frame_left = f.len;
-      p->frame_off = 0;
+      p->in->op = f.opcode == WS_OP_CONT ? 0x0F : f.opcode; /* 0: none */
+      p->in->fin = f.fin;
+      memcpy(p->in->key, f.mask, 4);
+      p->in->frame_left = f.len;
+      p->in->off = 0;
     }
     /* Inside a data frame: take what payload is here. */
     {
-      size_t avail = (size_t)WS__MIN(p->frame_left, (uint64_t)(p->in->rlen - p->in->rpos));
-      int last = (avail == p->frame_left);
-      int done = last && p->u.fr.fin;
+      size_t avail = (size_t)WS__MIN(p->in->frame_left, (uint64_t)(p->in->rlen - p->in->rpos));
+      int last = (avail == p->in->frame_left);
+      int done = last && p->in->fin;
       unsigned char *d = p->in->d + p->in->rpos;
       if (avail == 0 && !last) break;
-      if (p->role == WS_SERVER) ws_mask(d, avail, p->u.fr.key, p->frame_off);
-      if (p->u.fr.msg_op == WS_OP_TEXT) {
+      if (p->role == WS_SERVER) ws_mask(d, avail, p->in->key, p->in->off);
+      if (p->in->msg_op == WS_OP_TEXT) {
         size_t bad;
-        if (ws_utf8_check(&p->utf8_in, d, avail, done, &bad) != WS_OK) {
+        if (ws_utf8_check(&p->in->utf8, d, avail, done, &bad) != WS_OK) {
           ws__fail(c, WS_EUTF8, WS_CLOSE_INVALID_DATA);
           return WS_EUTF8;
         }
       }
-      p->frame_left -= avail;
-      p->frame_off = (uint8_t)((p->frame_off + avail) & 3);
-      p->msg_total += avail;
+      p->in->frame_left -= avail;
+      p->in->off = (uint8_t)((p->in->off + avail) & 3);
+      p->in->msg_total += avail;
       p->in->rpos += avail;
       if (p->cfg->stream) {
         /* Deliver the piece now; nothing is kept. An empty piece is only
          * worth a call when it ends the message. */
-        int op = p->u.fr.msg_op;
-        if (last) p->u.fr.op = 0;
-        if (done) p->u.fr.msg_op = 0;
+        int op = p->in->msg_op;
+        if (last) p->in->op = 0;
+        if (done) p->in->msg_op = 0;
         p->in->mstart = p->in->rpos;
         if (avail > 0 || done) {
           int rc = ws__call_message(c, op, d, avail, done);
@@ -1706,10 +1722,10 @@ static int ws__frames(ws_conn *c) {
       if (p->in->mstart + p->in->mlen != (size_t)(d - p->in->d))
         memmove(p->in->d + p->in->mstart + p->in->mlen, d, avail);
       p->in->mlen += avail;
-      if (last) p->u.fr.op = 0;
+      if (last) p->in->op = 0;
       if (done) {
-        int op = p->u.fr.msg_op, rc;
-        p->u.fr.msg_op = 0;
+        int op = p->in->msg_op, rc;
+        p->in->msg_op = 0;
         rc = ws__call_message(c, op, p->in->d + p->in->mstart, p->in->mlen, 1);
         p->in->mstart = p->in->rpos;
         p->in->mlen = 0;
@@ -1795,11 +1811,11 @@ static int ws__server_handshake(ws_conn *c) {
   ws_accept acc;
   size_t head, consumed, n, extra = 0, i;
   int status, rc;
-  size_t from = (size_t)p->frame_left;
+  size_t from = (size_t)p->in->frame_left;
   head = ws__head_end((const char *)p->in->d, p->in->rlen, from);
   if (ws__bare_lf_from(p->in->d, head ? head : p->in->rlen, from))
     return ws__refuse(c, 400, WS_EHANDSHAKE);
-  p->frame_left = p->in->rlen; /* resume the searches here next time */
+  p->in->frame_left = p->in->rlen; /* resume the searches here next time */
   if (head == 0 || head > p->cfg->max_handshake) {
     if (p->in->rlen > p->cfg->max_handshake) return ws__refuse(c, 431, WS_EHANDSHAKE);
     /* A bad first line fails at once, without waiting for the rest; only
@@ -1858,7 +1874,7 @@ static int ws__server_handshake(ws_conn *c) {
   if (rc != WS_OK) return ws__refuse(c, 500, rc);
   p->out->len += n;
   p->in->rpos = p->in->mstart = consumed;
-  p->frame_left = 0;
+  p->in->frame_left = 0;
   ws__open(c, acc.protocol, acc.protocol ? strlen(acc.protocol) : 0);
   return WS_OK;
 }
@@ -1876,13 +1892,13 @@ static int ws__client_handshake(ws_conn *c) {
   int rc;
   memcpy(nonce, p->in->d, 16);
   head = ws__head_end((const char *)p->in->d + base, p->in->rlen - base,
-                      (size_t)p->frame_left);
+                      (size_t)p->in->frame_left);
   if (ws__bare_lf_from(p->in->d + base, head ? head : p->in->rlen - base,
-                       (size_t)p->frame_left)) {
+                       (size_t)p->in->frame_left)) {
     ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_EHANDSHAKE);
     return WS_EHANDSHAKE;
   }
-  p->frame_left = p->in->rlen - base; /* resume the searches here next time */
+  p->in->frame_left = p->in->rlen - base; /* resume the searches here next time */
   if (head == 0 || head > p->cfg->max_handshake) {
     if (p->in->rlen - base > p->cfg->max_handshake) {
       ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_EHANDSHAKE);
@@ -1897,16 +1913,16 @@ static int ws__client_handshake(ws_conn *c) {
     return WS_OK;
   }
   rc = ws_response_parse(p->in->d + base, head, nonce,
-                         (const char *)p->in->d + 16, p->u.cli.proto_len,
+                         (const char *)p->in->d + 16, p->in->proto_len,
                          &resp, hdrs, WS__MAX_HDRS(p), &consumed);
   if (rc != WS_OK) {
     ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_EHANDSHAKE);
     return WS_EHANDSHAKE;
   }
   /* From here the union holds frame state. */
-  memset(&p->u, 0, sizeof p->u);
+  p->in->proto_len = 0;
   p->in->rpos = p->in->mstart = base + consumed;
-  p->frame_left = 0;
+  p->in->frame_left = 0;
   ws__open(c, resp.protocol, resp.protocol_len);
   return WS_OK;
 }
@@ -2214,7 +2230,7 @@ int ws_client_start(ws_conn *c, const ws_client_opts *o) {
   if ((size_t)room < 16 + plen + 1) return WS_EFULL;
   memcpy(p->in->d, nonce, 16);
   if (plen) memcpy(p->in->d + 16, o->protocols, plen);
-  p->u.cli.proto_len = (uint16_t)plen;
+  p->in->proto_len = (uint16_t)plen;
   p->in->rpos = p->in->rlen = p->in->mstart = 16 + plen;
   p->out->len += n;
   p->state = WS_STATE_CONNECTING;
@@ -3015,7 +3031,7 @@ enum {
 
 #define WS__LP(l) (&(l)->ws__lp)
 #define WS__LC(c) ((ws_loop_conn *)(c))
-#define WS__TN_NONE ((size_t)-1)
+#define WS__TN_NONE UINT32_MAX
 #define WS__LOOP_NEVER UINT64_MAX
 
 typedef struct ws__listener {
@@ -3297,8 +3313,8 @@ static void ws__tn_swap(struct ws__loop_priv *p, size_t a, size_t b) {
   struct ws__tnode *t = p->heap[a];
   p->heap[a] = p->heap[b];
   p->heap[b] = t;
-  p->heap[a]->idx = a;
-  p->heap[b]->idx = b;
+  p->heap[a]->idx = (uint32_t)a;
+  p->heap[b]->idx = (uint32_t)b;
 }
 
 static void ws__tn_up(struct ws__loop_priv *p, size_t i) {
@@ -3325,7 +3341,7 @@ static void ws__tn_remove(struct ws__loop_priv *p, struct ws__tnode *t) {
   last = --p->hcount;
   if (i != last) {
     p->heap[i] = p->heap[last];
-    p->heap[i]->idx = i;
+    p->heap[i]->idx = (uint32_t)i;
     ws__tn_down(p, i);
     ws__tn_up(p, i);
   }
@@ -3348,7 +3364,7 @@ static int ws__tn_set(ws_loop *l, struct ws__tnode *t, uint64_t when) {
       p->hcap = cap;
     }
     t->when = when;
-    t->idx = p->hcount;
+    t->idx = (uint32_t)p->hcount;
     p->heap[p->hcount++] = t;
     ws__tn_up(p, t->idx);
   } else if (when != t->when) {
@@ -3394,7 +3410,7 @@ static int ws__loop_read(ws_conn *c, void *buf, size_t cap, size_t *n,
 #if WS_ENABLE_MBEDTLS
   if (lc->ws__l.tls) {
     int rc = ws_tls_read((ws_tls *)lc->ws__l.tls, buf, cap, n);
-    if (rc == WS_OK && *n > 0) lc->ws__l.last_rx = lc->ws__l.loop->ws__lp.now;
+    if (rc == WS_OK && *n > 0) lc->ws__l.last_rx = (uint32_t)lc->ws__l.loop->ws__lp.now;
     return rc;
   }
 #endif
@@ -3402,7 +3418,7 @@ static int ws__loop_read(ws_conn *c, void *buf, size_t cap, size_t *n,
     ssize_t r = recv(lc->ws__l.io.fd, buf, cap, 0);
     if (r >= 0) {
       *n = (size_t)r;
-      if (r > 0) lc->ws__l.last_rx = lc->ws__l.loop->ws__lp.now;
+      if (r > 0) lc->ws__l.last_rx = (uint32_t)lc->ws__l.loop->ws__lp.now;
       return WS_OK;
     }
     if (errno == EINTR) continue;
@@ -3416,8 +3432,8 @@ static int ws__loop_read(ws_conn *c, void *buf, size_t cap, size_t *n,
  * connection's callback, a timer, a post) change what it waits for. */
 static void ws__loop_touch(ws_loop_conn *lc) {
   struct ws__loop_conn_priv *q = &lc->ws__l;
-  if (q->flags & (WS__LC_PEND | WS__LC_DEAD)) return;
-  q->flags |= WS__LC_PEND;
+  if (q->io.flags & (WS__LC_PEND | WS__LC_DEAD)) return;
+  q->io.flags |= WS__LC_PEND;
   q->pend = q->loop->ws__lp.pend;
   q->loop->ws__lp.pend = lc;
 }
@@ -3431,12 +3447,12 @@ static int ws__loop_write(ws_conn *c, const void *buf, size_t len, size_t *n,
   flags = MSG_NOSIGNAL;
 #endif
   ws__loop_touch(lc);
-  if (lc->ws__l.flags & WS__LC_CONNECTING) return WS_EAGAIN;
+  if (lc->ws__l.io.flags & WS__LC_CONNECTING) return WS_EAGAIN;
 #if WS_ENABLE_MBEDTLS
   if (lc->ws__l.tls) {
     int rc = ws_tls_write((ws_tls *)lc->ws__l.tls, buf, len, n);
     if (rc == WS_EAGAIN || (rc == WS_OK && *n < len))
-      lc->ws__l.flags |= WS__LC_WAITED;
+      lc->ws__l.io.flags |= WS__LC_WAITED;
     return rc;
   }
 #endif
@@ -3444,12 +3460,12 @@ static int ws__loop_write(ws_conn *c, const void *buf, size_t len, size_t *n,
     ssize_t r = send(lc->ws__l.io.fd, buf, len, flags);
     if (r >= 0) {
       *n = (size_t)r;
-      if ((size_t)r < len) lc->ws__l.flags |= WS__LC_WAITED;
+      if ((size_t)r < len) lc->ws__l.io.flags |= WS__LC_WAITED;
       return WS_OK;
     }
     if (errno == EINTR) continue;
     if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      lc->ws__l.flags |= WS__LC_WAITED;
+      lc->ws__l.io.flags |= WS__LC_WAITED;
       return WS_EAGAIN;
     }
     return WS_EIO;
@@ -3524,7 +3540,7 @@ static void ws__loop_on_close(ws_conn *c, int code, const char *reason,
   struct ws__loop_priv *p = WS__LP(l);
   int err = ws_conn_error(c);
   if (p->cb.conn.on_close) p->cb.conn.on_close(c, code, reason, len, user);
-  q->flags |= WS__LC_DEAD;
+  q->io.flags |= WS__LC_DEAD;
   (void)ws__be_set(p, &q->io, 0);
 #if WS_ENABLE_MBEDTLS
   if (q->tls) { /* close_notify; a TLS failure on a sound socket lingers */
@@ -3561,7 +3577,7 @@ static void ws__loop_release_dead(ws_loop *l) {
     ws_loop_conn *lc = p->dead;
     p->dead = lc->ws__l.next;
     ws_conn_free(&lc->conn);
-    if (lc->ws__l.flags & WS__LC_OWNED)
+    if (lc->ws__l.io.flags & WS__LC_OWNED)
       ws__loop_alloc(l, lc, 0);
     else if (p->cb.free_conn)
       p->cb.free_conn(l, lc, p->user);
@@ -3591,14 +3607,14 @@ static ws_loop_conn *ws__loop_new_conn(ws_loop *l, int fd, const ws_config *cfg,
       p->cb.free_conn(l, lc, p->user);
     return NULL;
   }
-  lc->ws__l.flags = (unsigned char)(owned ? WS__LC_OWNED : 0);
+  lc->ws__l.io.flags = (unsigned char)(owned ? WS__LC_OWNED : 0);
   lc->ws__l.loop = l;
   lc->ws__l.io.fd = fd;
   lc->ws__l.io.pidx = -1;
   lc->ws__l.io.kind = WS__IO_CONN;
   lc->ws__l.tn.kind = WS__TN_CONN;
   lc->ws__l.tn.idx = WS__TN_NONE;
-  lc->ws__l.last_rx = p->now;
+  lc->ws__l.last_rx = (uint32_t)p->now;
   lc->ws__l.next = p->conns;
   if (p->conns) p->conns->ws__l.prev = lc;
   p->conns = lc;
@@ -3622,7 +3638,7 @@ static void ws__loop_discard(ws_loop *l, ws_loop_conn *lc) {
   if (q->next) q->next->ws__l.prev = q->prev;
   p->nconns--;
   ws_conn_free(&lc->conn);
-  if (q->flags & WS__LC_OWNED)
+  if (q->io.flags & WS__LC_OWNED)
     ws__loop_alloc(l, lc, 0);
   else if (p->cb.free_conn)
     p->cb.free_conn(l, lc, p->user);
@@ -3638,17 +3654,20 @@ static void ws__loop_update(ws_loop *l, ws_loop_conn *lc) {
   unsigned ev;
   int i;
   for (i = 0; i < 3; i++) {
-    if (q->flags & WS__LC_DEAD) return;
+    if (q->io.flags & WS__LC_DEAD) return;
     when = ws_conn_next_deadline(c);
     if (when > p->now) break;
     if (ws_conn_tick(c, p->now) == WS_ECLOSED) return;
   }
-  if (q->flags & WS__LC_DEAD) return;
+  if (q->io.flags & WS__LC_DEAD) return;
   if (p->cfg.idle_timeout_ms && ws_conn_state(c) == WS_STATE_OPEN) {
-    uint64_t idle = q->last_rx + p->cfg.idle_timeout_ms;
-    if (idle <= p->now) {
+    /* ms since the last input (32 bits, wrapping: differences only) */
+    uint32_t quiet = (uint32_t)p->now - q->last_rx;
+    uint64_t idle = p->now;
+    if (quiet < p->cfg.idle_timeout_ms) idle += p->cfg.idle_timeout_ms - quiet;
+    if (quiet >= p->cfg.idle_timeout_ms) {
       if (ws_close(c, WS_CLOSE_GOING_AWAY, "idle", 4) == WS_ECLOSED ||
-          (q->flags & WS__LC_DEAD))
+          (q->io.flags & WS__LC_DEAD))
         return;
       when = ws_conn_next_deadline(c);
       if (when <= p->now) when = p->now;
@@ -3656,13 +3675,13 @@ static void ws__loop_update(ws_loop *l, ws_loop_conn *lc) {
       when = idle;
     }
   }
-  if (q->flags & WS__LC_CONNECTING)
+  if (q->io.flags & WS__LC_CONNECTING)
     ev = WS__LOOP_OUT;
   else
     ev = (ws_conn_want_read(c) ? WS__LOOP_IN : 0u) |
          (ws_conn_want_write(c) ? WS__LOOP_OUT : 0u);
 #if WS_ENABLE_MBEDTLS
-  if (q->tls && !(q->flags & WS__LC_CONNECTING)) {
+  if (q->tls && !(q->io.flags & WS__LC_CONNECTING)) {
     unsigned w = ws_tls_wants((const ws_tls *)q->tls);
     if (w & WS_TLS_HANDSHAKING) ev = 0; /* the TLS handshake decides */
     if (w & WS_TLS_WANT_READ) ev |= WS__LOOP_IN;
@@ -3681,7 +3700,7 @@ static void ws__loop_flush_pending(ws_loop *l) {
   while (p->pend) {
     ws_loop_conn *lc = p->pend;
     p->pend = lc->ws__l.pend;
-    lc->ws__l.flags &= (unsigned char)~WS__LC_PEND;
+    lc->ws__l.io.flags &= (unsigned char)~WS__LC_PEND;
     ws__loop_update(l, lc);
   }
 }
@@ -3691,12 +3710,12 @@ static void ws__loop_conn_event(ws_loop *l, ws_loop_conn *lc, unsigned ev) {
   struct ws__loop_priv *p = WS__LP(l);
   struct ws__loop_conn_priv *q = &lc->ws__l;
   ws_conn *c = &lc->conn;
-  if (q->flags & WS__LC_CONNECTING) {
+  if (q->io.flags & WS__LC_CONNECTING) {
     int err = 0;
     socklen_t len = sizeof err;
     if (getsockopt(q->io.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
     if (err == EINPROGRESS || err == EALREADY || err == EINTR) return;
-    q->flags &= (unsigned char)~WS__LC_CONNECTING;
+    q->io.flags &= (unsigned char)~WS__LC_CONNECTING;
     if (err != 0) {
       ws_conn_abort(c, WS_EIO);
       return;
@@ -3704,20 +3723,20 @@ static void ws__loop_conn_event(ws_loop *l, ws_loop_conn *lc, unsigned ev) {
     ev = WS__LOOP_OUT;
   }
   if (ev & WS__LOOP_IN) {
-    if (ws_conn_on_readable(c) == WS_ECLOSED || (q->flags & WS__LC_DEAD)) return;
+    if (ws_conn_on_readable(c) == WS_ECLOSED || (q->io.flags & WS__LC_DEAD)) return;
   }
   if (ev & WS__LOOP_OUT) {
     size_t before = ws_conn_queued(c);
-    if (ws_conn_on_writable(c) == WS_ECLOSED || (q->flags & WS__LC_DEAD)) return;
-    if (before > 0 && ws_conn_queued(c) == 0 && (q->flags & WS__LC_WAITED)) {
-      q->flags &= (unsigned char)~WS__LC_WAITED;
+    if (ws_conn_on_writable(c) == WS_ECLOSED || (q->io.flags & WS__LC_DEAD)) return;
+    if (before > 0 && ws_conn_queued(c) == 0 && (q->io.flags & WS__LC_WAITED)) {
+      q->io.flags &= (unsigned char)~WS__LC_WAITED;
       if (p->cb.on_drain && ws_conn_state(c) == WS_STATE_OPEN)
         p->cb.on_drain(c, ws_conn_user(c));
-      if (q->flags & WS__LC_DEAD) return;
+      if (q->io.flags & WS__LC_DEAD) return;
     }
     /* Input paused for backpressure may go on now. */
     if (ws_conn_want_read(c) && !(ev & WS__LOOP_IN)) {
-      if (ws_conn_on_readable(c) == WS_ECLOSED || (q->flags & WS__LC_DEAD))
+      if (ws_conn_on_readable(c) == WS_ECLOSED || (q->io.flags & WS__LC_DEAD))
         return;
     }
   }
@@ -3740,7 +3759,7 @@ static int ws__loop_start_server(ws_loop *l, int fd, const void *data,
   }
   if (len > 0) {
     rc = ws_conn_feed(&lc->conn, data, len);
-    if (rc == WS_ECLOSED || (lc->ws__l.flags & WS__LC_DEAD)) return WS_ECLOSED;
+    if (rc == WS_ECLOSED || (lc->ws__l.io.flags & WS__LC_DEAD)) return WS_ECLOSED;
   }
   ws__loop_touch(lc);
   if (out) *out = &lc->conn;
@@ -4019,7 +4038,7 @@ int ws_loop_connect(ws_loop *l, const char *url, const ws_client_opts *o,
     close(fd);
     return WS_ENOMEM;
   }
-  lc->ws__l.flags |= WS__LC_CONNECTING;
+  lc->ws__l.io.flags |= WS__LC_CONNECTING;
 #if WS_ENABLE_MBEDTLS
   if (tc) {
     ws_tls *t = NULL;
@@ -4152,7 +4171,7 @@ int ws_loop_subscribe(ws_conn *c, const char *topic) {
   ws_loop *l = lc->ws__l.loop;
   ws__topic *t;
   ws__sub *s;
-  if (topic == NULL || l == NULL || (lc->ws__l.flags & WS__LC_DEAD))
+  if (topic == NULL || l == NULL || (lc->ws__l.io.flags & WS__LC_DEAD))
     return WS_EINVAL;
   WS__LOOP_THREAD(l);
   for (s = (ws__sub *)lc->ws__l.subs; s; s = s->cnext)
@@ -4413,7 +4432,7 @@ int ws_loop_run_once(ws_loop *l, int timeout_ms) {
     if (io->kind == WS__IO_CONN) {
       ws_loop_conn *lc =
           (ws_loop_conn *)((char *)io - offsetof(ws_loop_conn, ws__l.io));
-      if (!(lc->ws__l.flags & WS__LC_DEAD)) ws__loop_conn_event(l, lc, ev);
+      if (!(lc->ws__l.io.flags & WS__LC_DEAD)) ws__loop_conn_event(l, lc, ev);
     } else if (io->kind == WS__IO_LISTENER) {
       ws__loop_accept(l, (ws__listener *)io);
     } else if (io->kind == WS__IO_WAKE) {
@@ -4467,7 +4486,7 @@ void ws_loop_shutdown(ws_loop *l) {
       ws_close(&lc->conn, WS_CLOSE_GOING_AWAY, "shutdown", 8);
     else if (ws_conn_state(&lc->conn) < WS_STATE_OPEN)
       ws_conn_abort(&lc->conn, WS_ECLOSED);
-    if (!(lc->ws__l.flags & WS__LC_DEAD)) ws__loop_touch(lc);
+    if (!(lc->ws__l.io.flags & WS__LC_DEAD)) ws__loop_touch(lc);
   }
   ws__loop_flush_pending(l);
 }
