@@ -323,6 +323,38 @@ static void test_keepalive(void) {
   ws_loop_free(&w.loop);
 }
 
+static void test_idle_timeout(void) {
+  /* idle_timeout_ms: a connection with no input for that long is closed
+   * with 1001; one whose peer keeps talking stays open. */
+  world w;
+  ws_loop_config cfg;
+  ws_conn *chatty;
+  int two = 2;
+  uint64_t end, next = 0;
+  ws_loop_config_init(&cfg);
+  cfg.server.ping_interval_ms = cfg.client.ping_interval_ms = 0;
+  cfg.idle_timeout_ms = 300;
+  world_init_cfg(&w, &cfg);
+  w.server.echo = 1;
+  connect_client(&w, 0, "/"); /* says nothing */
+  chatty = connect_client(&w, 1, "/");
+  CHECK(run_until(&w, c_opened, &two, 3000));
+  end = ws__loop_clock() + 1200;
+  while (ws__loop_clock() < end) {
+    if (ws__loop_clock() >= next && w.clients[1].closes == 0) {
+      CHECK_INT(ws_send(chatty, WS_OP_TEXT, "hi", 2), WS_OK);
+      next = ws__loop_clock() + 50;
+    }
+    CHECK_INT(ws_loop_run_once(&w.loop, 10), WS_OK);
+  }
+  CHECK_INT(w.clients[0].closes, 1);
+  CHECK_INT(w.clients[0].close_code, 1001);
+  CHECK_INT(w.clients[1].closes, 0);
+  CHECK(w.clients[1].msgs >= 10);
+  CHECK_INT(ws_loop_conn_count(&w.loop), 2); /* the chatty pair */
+  ws_loop_free(&w.loop);
+}
+
 static void linger_case(unsigned linger_ms, int *got_close, int *got_eof) {
   world w;
   ws_loop_config cfg;
@@ -892,6 +924,7 @@ int main(void) {
   RUN(test_plain_http);
   RUN(test_handshake_timeout);
   RUN(test_keepalive);
+  RUN(test_idle_timeout);
   RUN(test_backpressure);
   RUN(test_lingering_close);
   RUN(test_broadcast);
