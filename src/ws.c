@@ -3026,7 +3026,8 @@ enum {
   WS__LC_DEAD = 2,       /* on_close ran; released at the end of the turn */
   WS__LC_PEND = 4,       /* on the pending-update list */
   WS__LC_OWNED = 8,      /* memory from the loop's allocator */
-  WS__LC_WAITED = 16     /* output had to wait for the socket */
+  WS__LC_WAITED = 16,    /* output had to wait for the socket */
+  WS__LC_DRAINED = 32    /* a read came back short: the socket is empty */
 };
 
 #define WS__LP(l) (&(l)->ws__lp)
@@ -3414,11 +3415,21 @@ static int ws__loop_read(ws_conn *c, void *buf, size_t cap, size_t *n,
     return rc;
   }
 #endif
+  /* A read that came back short emptied the socket: the next one would
+   * only say EAGAIN, so it is skipped (readiness is level-triggered: bytes
+   * that arrive meanwhile bring another event). */
+  if (lc->ws__l.io.flags & WS__LC_DRAINED) {
+    lc->ws__l.io.flags &= (unsigned char)~WS__LC_DRAINED;
+    return WS_EAGAIN;
+  }
   for (;;) {
     ssize_t r = recv(lc->ws__l.io.fd, buf, cap, 0);
     if (r >= 0) {
       *n = (size_t)r;
-      if (r > 0) lc->ws__l.last_rx = (uint32_t)lc->ws__l.loop->ws__lp.now;
+      if (r > 0) {
+        lc->ws__l.last_rx = (uint32_t)lc->ws__l.loop->ws__lp.now;
+        if ((size_t)r < cap) lc->ws__l.io.flags |= WS__LC_DRAINED;
+      }
       return WS_OK;
     }
     if (errno == EINTR) continue;
@@ -3722,6 +3733,7 @@ static void ws__loop_conn_event(ws_loop *l, ws_loop_conn *lc, unsigned ev) {
     }
     ev = WS__LOOP_OUT;
   }
+  q->io.flags &= (unsigned char)~WS__LC_DRAINED; /* a new event: read */
   if (ev & WS__LOOP_IN) {
     if (ws_conn_on_readable(c) == WS_ECLOSED || (q->io.flags & WS__LC_DEAD)) return;
   }
@@ -3736,6 +3748,7 @@ static void ws__loop_conn_event(ws_loop *l, ws_loop_conn *lc, unsigned ev) {
     }
     /* Input paused for backpressure may go on now. */
     if (ws_conn_want_read(c) && !(ev & WS__LOOP_IN)) {
+      q->io.flags &= (unsigned char)~WS__LC_DRAINED;
       if (ws_conn_on_readable(c) == WS_ECLOSED || (q->io.flags & WS__LC_DEAD))
         return;
     }
