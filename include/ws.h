@@ -591,15 +591,18 @@ void ws_conn_free(ws_conn *c);
  * linked with -lmbedtls -lmbedx509 -lmbedcrypto; mbedTLS 2.28 and 3.x).
  * A TLS session is a transport under layer 1: a connection whose read and
  * write callbacks call ws_tls_read() and ws_tls_write() sees plaintext.
- * The loop does this for wss:// URLs and for ws_loop_listen_tls(). This
- * header does not include mbedTLS: configs and sessions are opaque and
- * allocated with malloc (mbedTLS allocates anyway). Built without TLS, the
- * config functions exist and fail (ws_tls_available() is 0), in loop
- * builds only. A config and its sessions are used by one thread at a time.
+ * The loop does this for wss:// URLs and for ws_loop_listen_tls(). Under
+ * the session is a socket (ws_tls_new(), hosted builds) or any transport
+ * of the caller's (ws_tls_new_io(): lwIP raw, a UART; also in WS_NO_OS
+ * builds). This header does not include mbedTLS: configs and sessions are
+ * opaque and allocated with mbedtls_calloc (mbedTLS allocates anyway).
+ * Built without TLS, the config functions exist and fail
+ * (ws_tls_available() is 0), in loop builds only. A config and its
+ * sessions are used by one thread at a time.
  * ---------------------------------------------------------------------- */
 
 typedef struct ws_tls_config ws_tls_config;  /* settings shared by sessions */
-typedef struct ws_tls ws_tls;                /* one TLS session on a socket */
+typedef struct ws_tls ws_tls;                /* one TLS session */
 
 /* What ws_tls_config_new() builds. Every pointer need only live until that
  * call returns (files are read, buffers copied). */
@@ -620,6 +623,18 @@ typedef struct ws_tls_options {
    * traffic. For tests against throwaway certificates only. Default 0:
    * peer verification is on, against the URL's host. */
   int insecure_skip_verify;
+  /* Entropy for the config's CTR-DRBG, added to mbedTLS's configured
+   * sources as a strong one: fill buf with n unpredictable bytes (a
+   * hardware TRNG) and return WS_OK, anything else for a failure. NULL:
+   * mbedTLS's configured sources only (the OS on hosted systems;
+   * MBEDTLS_ENTROPY_HARDWARE_ALT on firmware). With none at all,
+   * ws_tls_config_new() fails. mbedTLS 3.x: psa_crypto_init() seeds PSA's
+   * own generator from mbedTLS's configured sources, which this callback
+   * does not reach (firmware configures MBEDTLS_ENTROPY_HARDWARE_ALT or
+   * MBEDTLS_PSA_CRYPTO_EXTERNAL_RNG). Called only inside
+   * ws_tls_config_new() and while sessions of the config run. */
+  int (*entropy)(void *buf, size_t n, void *user);
+  void *entropy_user;
 } ws_tls_options;
 
 /* 1 if this build has TLS, else 0. */
@@ -658,12 +673,40 @@ void *ws_tls_config_mbedtls(ws_tls_config *tc);
 /* Frees a config (NULL is fine). */
 void ws_tls_config_free(ws_tls_config *tc);
 
+/* The transport under a session: the shape of ws_callbacks.read/write,
+ * for a session instead of a connection. Called only from inside
+ * ws_tls_read(), ws_tls_write() and ws_tls_close() on that session (never
+ * re-enter them from here); user is the pointer given to ws_tls_new_io().
+ *   send: take up to len bytes (ciphertext), set *n (1..len). WS_OK (a
+ *         short count is normal), WS_EAGAIN (nothing taken now: the
+ *         session then wants WS_TLS_WANT_WRITE), WS_EEOF (the peer reset
+ *         the link), anything else for an error.
+ *   recv: store up to cap bytes in buf, set *n. WS_OK with *n > 0 for
+ *         data, WS_OK with *n == 0 for end of stream, WS_EAGAIN (nothing
+ *         now: WS_TLS_WANT_READ), WS_EEOF (reset), anything else for an
+ *         error.
+ * Errors are final: the session fails with WS_EIO and ws_tls_error(). */
+typedef struct ws_tls_io {
+  int (*send)(ws_tls *t, const void *buf, size_t len, size_t *n, void *user);
+  int (*recv)(ws_tls *t, void *buf, size_t cap, size_t *n, void *user);
+} ws_tls_io;
+
 /*
- * Starts a TLS session on a connected, non-blocking socket. host (client;
- * may be NULL on a server) is sent as SNI and checked against the
- * certificate (DNS names; an IP literal also matches an iPAddress entry).
- * The handshake runs inside the first ws_tls_read()/ws_tls_write() calls.
- * The session does not own fd. The config must outlive the session.
+ * Starts a TLS session over the caller's transport (*io is copied; user is
+ * passed to its callbacks). host (client; may be NULL on a server) is sent
+ * as SNI and checked against the certificate (DNS names; an IP literal also
+ * matches an iPAddress entry). The handshake runs inside the first
+ * ws_tls_read()/ws_tls_write() calls. The config must outlive the session.
+ * Available in every TLS build, WS_NO_OS included.
+ *   WS_OK, WS_EINVAL (NULL tc, io or callback; a bad host), WS_ENOMEM
+ */
+int ws_tls_new_io(ws_tls **out, ws_tls_config *tc, const ws_tls_io *io,
+                  void *user, const char *host);
+
+/*
+ * ws_tls_new_io() over a connected, non-blocking socket (hosted builds
+ * only: not under WS_NO_OS). The session does not own fd; a reset
+ * (ECONNRESET, EPIPE) fails it as WS_EEOF does above.
  *   WS_OK, WS_EINVAL, WS_ENOMEM
  */
 int ws_tls_new(ws_tls **out, ws_tls_config *tc, int fd, const char *host);
@@ -672,10 +715,10 @@ int ws_tls_new(ws_tls **out, ws_tls_config *tc, int fd, const char *host);
  * Reads plaintext, driving the handshake first: the shape of
  * ws_callbacks.read.
  *   WS_OK      *n > 0 bytes, or *n == 0: end of stream (close_notify, or
- *              the socket's end)
+ *              the transport's end)
  *   WS_EAGAIN  would block (ws_tls_wants() says on what)
- *   WS_EIO     failed: a socket error, a TLS alert, a certificate refused;
- *              ws_tls_error() says which
+ *   WS_EIO     failed: a transport error, a TLS alert, a certificate
+ *              refused; ws_tls_error() says which
  */
 int ws_tls_read(ws_tls *t, void *buf, size_t cap, size_t *n);
 
@@ -699,8 +742,8 @@ int ws_tls_write(ws_tls *t, const void *buf, size_t len, size_t *n);
 unsigned ws_tls_wants(const ws_tls *t);
 
 /* Sends close_notify (best effort, without blocking) after a completed
- * handshake. Returns WS_OK if the socket is still sound (worth a graceful
- * TCP close), WS_EIO if it failed. Call before closing the socket. */
+ * handshake. Returns WS_OK if the transport is still sound (worth a
+ * graceful TCP close), WS_EIO if it failed. Call before closing it. */
 int ws_tls_close(ws_tls *t);
 
 /* The last failure as one line ("TLS certificate verification failed: The
@@ -708,7 +751,7 @@ int ws_tls_close(ws_tls *t);
  * in the session: valid until ws_tls_free(). Never NULL. */
 const char *ws_tls_error(const ws_tls *t);
 
-/* Frees a session (NULL is fine). Does not close the socket. */
+/* Frees a session (NULL is fine). Does not close the socket/transport. */
 void ws_tls_free(ws_tls *t);
 
 /* ------------------------------------------------------------------------

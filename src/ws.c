@@ -2448,27 +2448,34 @@ void ws_conn_free(ws_conn *c) {
  * everything else (and covered by the connection's handshake timeout,
  * which runs from the start). The WebSocket handshake keeps the core's own
  * SHA-1. Uses no core internals; private names start with ws__tls.
+ *
+ * Under a session is a transport of the caller's (ws_tls_new_io(): send
+ * and recv callbacks of the shape of ws_callbacks.write/read), so this
+ * part builds without an OS: firmware runs wss:// over lwIP raw or a UART.
+ * A socket (ws_tls_new()) is one such transport, in hosted builds. Memory
+ * comes from mbedtls_calloc/mbedtls_free (mbedTLS's own allocator, which
+ * firmware configures anyway), text from mbedtls_snprintf.
  * ==================================================================== */
-#if WS_ENABLE_MBEDTLS && WS__HAVE_OS
+#if WS_ENABLE_MBEDTLS
 
 #include <mbedtls/version.h>
+#include <mbedtls/platform.h>
 #include <mbedtls/ssl.h>
 #include <mbedtls/entropy.h>
 #include <mbedtls/ctr_drbg.h>
 #include <mbedtls/x509_crt.h>
 #include <mbedtls/pk.h>
 #include <mbedtls/error.h>
-#include <mbedtls/net_sockets.h>
+#include <mbedtls/net_sockets.h> /* the MBEDTLS_ERR_NET_* codes only */
 #if MBEDTLS_VERSION_NUMBER >= 0x03000000 && defined(MBEDTLS_PSA_CRYPTO_C)
 #include <psa/crypto.h>
 #endif
-#include <arpa/inet.h>
-#include <errno.h>
 #include <limits.h>
-#include <stdio.h>
-#include <stdlib.h>
+#if WS__HAVE_OS
+#include <errno.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#endif
 
 /* Largest plaintext handed to one mbedtls_ssl_write(): one record. */
 #define WS__TLS_CHUNK 16384
@@ -2480,13 +2487,17 @@ struct ws_tls_config {
   mbedtls_ctr_drbg_context drbg;
   mbedtls_x509_crt ca, cert;
   mbedtls_pk_context key;
+  int (*entropy_cb)(void *buf, size_t n, void *user);
+  void *entropy_user;
   int own, role, insecure;
 };
 
 struct ws_tls {
   mbedtls_ssl_context ssl;
   ws_tls_config *cfg;
-  int fd;
+  ws_tls_io io;         /* the transport (a copy) */
+  void *user;           /* its context */
+  int fd;               /* ws_tls_new(): the socket; else -1 */
   size_t wpend;         /* plaintext bytes of a write that would-blocked */
   unsigned char want;   /* WS_TLS_WANT_* the last blocked step waits for */
   unsigned char hs_done, io_failed, peer_closed, closed;
@@ -2499,7 +2510,7 @@ static void ws__tls_errtext(int r, char *buf, size_t cap) {
 #if defined(MBEDTLS_ERROR_C)
   mbedtls_strerror(r, buf, cap);
 #else
-  snprintf(buf, cap, "mbedTLS error -0x%04x", (unsigned)-r);
+  mbedtls_snprintf(buf, cap, "mbedTLS error -0x%04x", (unsigned)-r);
 #endif
 }
 
@@ -2507,44 +2518,112 @@ static void ws__tls_seterr(char *err, size_t cap, const char *what, int r) {
   char m[128];
   if (err == NULL || cap == 0) return;
   if (r == 0) {
-    snprintf(err, cap, "%s", what);
+    mbedtls_snprintf(err, cap, "%s", what);
     return;
   }
   ws__tls_errtext(r, m, sizeof m);
-  snprintf(err, cap, "%s: %s", what, m);
+  mbedtls_snprintf(err, cap, "%s: %s", what, m);
 }
 
-/* The socket under a session (the BIO). */
-static int ws__tls_send(void *ctx, const unsigned char *buf, size_t len) {
+/* The transport under a session (the BIO): the caller's callbacks, their
+ * codes turned into mbedTLS's. A callback that takes or gives nothing with
+ * WS_OK on a write is treated as WS_EAGAIN (mbedTLS reads a 0 from send as
+ * success); a count past the buffer is a broken transport. */
+static int ws__tls_bio_send(void *ctx, const unsigned char *buf, size_t len) {
   ws_tls *t = (ws_tls *)ctx;
-  int flags = 0;
-#ifdef MSG_NOSIGNAL
-  flags = MSG_NOSIGNAL;
-#endif
+  size_t n = 0;
+  int rc;
   if (len > INT_MAX) len = INT_MAX;
-  for (;;) {
-    ssize_t r = send(t->fd, buf, len, flags);
-    if (r >= 0) return (int)r;
-    if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return MBEDTLS_ERR_SSL_WANT_WRITE;
-    t->io_failed = 1;
-    return errno == EPIPE || errno == ECONNRESET ? MBEDTLS_ERR_NET_CONN_RESET
-                                                : MBEDTLS_ERR_NET_SEND_FAILED;
-  }
+  rc = t->io.send(t, buf, len, &n, t->user);
+  if (rc == WS_OK && n > 0 && n <= len) return (int)n;
+  if (rc == WS_EAGAIN || (rc == WS_OK && n == 0)) return MBEDTLS_ERR_SSL_WANT_WRITE;
+  t->io_failed = 1;
+  return rc == WS_EEOF ? MBEDTLS_ERR_NET_CONN_RESET : MBEDTLS_ERR_NET_SEND_FAILED;
 }
 
-static int ws__tls_recv(void *ctx, unsigned char *buf, size_t len) {
+static int ws__tls_bio_recv(void *ctx, unsigned char *buf, size_t len) {
   ws_tls *t = (ws_tls *)ctx;
+  size_t n = 0;
+  int rc;
   if (len > INT_MAX) len = INT_MAX;
-  for (;;) {
-    ssize_t r = recv(t->fd, buf, len, 0);
-    if (r >= 0) return (int)r; /* 0: end of stream */
-    if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return MBEDTLS_ERR_SSL_WANT_READ;
-    t->io_failed = 1;
-    return errno == ECONNRESET ? MBEDTLS_ERR_NET_CONN_RESET
-                               : MBEDTLS_ERR_NET_RECV_FAILED;
+  rc = t->io.recv(t, buf, len, &n, t->user);
+  if (rc == WS_OK && n <= len) return (int)n; /* 0: end of stream */
+  if (rc == WS_EAGAIN) return MBEDTLS_ERR_SSL_WANT_READ;
+  t->io_failed = 1;
+  return rc == WS_EEOF ? MBEDTLS_ERR_NET_CONN_RESET : MBEDTLS_ERR_NET_RECV_FAILED;
+}
+
+/* An IP literal, without the OS's inet_pton: dotted quad (no leading
+ * zeros) or RFC 4291 text (one "::", an IPv4 tail). Returns 4, 16, or 0
+ * when s is not one (a host name). */
+static int ws__tls_ip4(const char *s, unsigned char o[4]) {
+  int k;
+  for (k = 0; k < 4; k++) {
+    unsigned v = 0;
+    int d = 0;
+    for (; *s >= '0' && *s <= '9'; s++, d++) {
+      if (d > 0 && v == 0) return 0; /* leading zero */
+      v = v * 10 + (unsigned)(*s - '0');
+      if (v > 255) return 0;
+    }
+    if (d == 0) return 0;
+    o[k] = (unsigned char)v;
+    if (k < 3 && *s++ != '.') return 0;
   }
+  return *s == '\0' ? 4 : 0;
+}
+
+static int ws__tls_hex(char ch) {
+  if (ch >= '0' && ch <= '9') return ch - '0';
+  if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+  if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+  return -1;
+}
+
+static int ws__tls_ip(const char *s, unsigned char o[16]) {
+  unsigned char w[16];
+  int n = 0, gap = -1;
+  if (ws__tls_ip4(s, o) == 4) return 4;
+  if (s[0] == ':') { /* a leading "::" */
+    if (s[1] != ':') return 0;
+    gap = 0;
+    s += 2;
+  }
+  while (*s != '\0') {
+    const char *q = s;
+    unsigned v = 0;
+    int h;
+    while (q - s < 5 && (h = ws__tls_hex(*q)) >= 0) v = v * 16 + (unsigned)h, q++;
+    if (q == s || q - s > 4) return 0;
+    if (*q == '.') { /* the last 32 bits as a dotted quad */
+      if (n > 12 || ws__tls_ip4(s, w + n) != 4) return 0;
+      n += 4;
+      break;
+    }
+    if (n == 16) return 0;
+    w[n++] = (unsigned char)(v >> 8);
+    w[n++] = (unsigned char)v;
+    if (*q == '\0') break;
+    if (*q++ != ':') return 0;
+    if (*q == ':') {
+      if (gap >= 0) return 0;
+      gap = n;
+      q++;
+    } else if (*q == '\0') {
+      return 0; /* a trailing single ':' */
+    }
+    s = q;
+  }
+  if (gap < 0) {
+    if (n != 16) return 0;
+    memcpy(o, w, 16);
+  } else {
+    if (n > 14) return 0;
+    memset(o, 0, 16);
+    memcpy(o, w, (size_t)gap);
+    memcpy(o + 16 - (n - gap), w + gap, (size_t)(n - gap));
+  }
+  return 16;
 }
 
 /* mbedTLS 2.x matches host names against DNS names only: for a URL with
@@ -2572,7 +2651,7 @@ static int ws__tls_parse(int what, ws_tls_config *tc, const void *data,
                          size_t len, const char *pwd) {
   unsigned char *copy;
   int r;
-  copy = (unsigned char *)malloc(len + 1);
+  copy = (unsigned char *)mbedtls_calloc(1, len + 1);
   if (copy == NULL) return MBEDTLS_ERR_SSL_ALLOC_FAILED;
   memcpy(copy, data, len);
   copy[len] = 0;
@@ -2590,8 +2669,27 @@ static int ws__tls_parse(int what, ws_tls_config *tc, const void *data,
     r = mbedtls_pk_parse_key(&tc->key, copy, len, (const unsigned char *)pwd,
                              pwd ? strlen(pwd) : 0);
 #endif
-  free(copy);
+  mbedtls_free(copy);
   return r;
+}
+
+/* A file, where mbedTLS can read files (MBEDTLS_FS_IO); else the file
+ * options fail and the *_pem ones remain. */
+static int ws__tls_parse_file(int what, ws_tls_config *tc, const char *file,
+                              const char *pwd) {
+#if defined(MBEDTLS_FS_IO)
+  if (what == 0) return mbedtls_x509_crt_parse_file(&tc->ca, file);
+  if (what == 1) return mbedtls_x509_crt_parse_file(&tc->cert, file);
+#if MBEDTLS_VERSION_NUMBER >= 0x03000000
+  return mbedtls_pk_parse_keyfile(&tc->key, file, pwd, mbedtls_ctr_drbg_random,
+                                  &tc->drbg);
+#else
+  return mbedtls_pk_parse_keyfile(&tc->key, file, pwd);
+#endif
+#else
+  (void)what, (void)tc, (void)file, (void)pwd;
+  return MBEDTLS_ERR_X509_FEATURE_UNAVAILABLE;
+#endif
 }
 
 static int ws__tls_psa_init(void) {
@@ -2600,6 +2698,17 @@ static int ws__tls_psa_init(void) {
 #else
   return 0;
 #endif
+}
+
+/* The caller's entropy source, as an mbedTLS strong source. */
+static int ws__tls_entropy(void *ctx, unsigned char *out, size_t len,
+                           size_t *olen) {
+  ws_tls_config *tc = (ws_tls_config *)ctx;
+  *olen = 0;
+  if (tc->entropy_cb(out, len, tc->entropy_user) != WS_OK)
+    return MBEDTLS_ERR_ENTROPY_SOURCE_FAILED;
+  *olen = len;
+  return 0;
 }
 
 /* see ws.h */
@@ -2611,12 +2720,15 @@ void ws_tls_options_init(ws_tls_options *o, int role) {
 /* see ws.h */
 int ws_tls_config_new(ws_tls_config **out, const ws_tls_options *o,
                       char *err, size_t errcap) {
+#if WS__HAVE_OS && defined(MBEDTLS_FS_IO)
   static const char *bundles[] = {"/etc/ssl/certs/ca-certificates.crt",
                                   "/etc/pki/tls/certs/ca-bundle.crt",
                                   "/etc/ssl/cert.pem", NULL};
+  int i;
+#endif
   static const char pers[] = "ws_tls";
   ws_tls_config *tc;
-  int r, i;
+  int r;
   if (err && errcap) err[0] = '\0';
   if (out == NULL || o == NULL || (o->role != WS_SERVER && o->role != WS_CLIENT)) {
     ws__tls_seterr(err, errcap, "bad arguments", 0);
@@ -2627,9 +2739,8 @@ int ws_tls_config_new(ws_tls_config **out, const ws_tls_options *o,
     ws__tls_seterr(err, errcap, "psa_crypto_init failed", 0);
     return WS_EIO;
   }
-  tc = (ws_tls_config *)malloc(sizeof *tc);
+  tc = (ws_tls_config *)mbedtls_calloc(1, sizeof *tc);
   if (tc == NULL) return WS_ENOMEM;
-  memset(tc, 0, sizeof *tc);
   tc->own = 1;
   tc->role = o->role;
   tc->insecure = o->role == WS_CLIENT && o->insecure_skip_verify;
@@ -2640,10 +2751,21 @@ int ws_tls_config_new(ws_tls_config **out, const ws_tls_options *o,
   mbedtls_x509_crt_init(&tc->ca);
   mbedtls_x509_crt_init(&tc->cert);
   mbedtls_pk_init(&tc->key);
+  if (o->entropy != NULL) {
+    tc->entropy_cb = o->entropy;
+    tc->entropy_user = o->entropy_user;
+    r = mbedtls_entropy_add_source(&tc->entropy, ws__tls_entropy, tc, 32,
+                                   MBEDTLS_ENTROPY_SOURCE_STRONG);
+    if (r != 0) {
+      ws__tls_seterr(err, errcap, "entropy source", r);
+      goto fail;
+    }
+  }
   r = mbedtls_ctr_drbg_seed(&tc->drbg, mbedtls_entropy_func, &tc->entropy,
                             (const unsigned char *)pers, sizeof pers - 1);
   if (r != 0) {
-    ws__tls_seterr(err, errcap, "random generator", r);
+    ws__tls_seterr(err, errcap, o->entropy ? "random generator"
+                       : "random generator (no entropy: set ws_tls_options.entropy)", r);
     goto fail;
   }
   r = mbedtls_ssl_config_defaults(&tc->conf,
@@ -2664,7 +2786,7 @@ int ws_tls_config_new(ws_tls_config **out, const ws_tls_options *o,
 #endif
   if (o->role == WS_SERVER) {
     if (o->cert_file)
-      r = mbedtls_x509_crt_parse_file(&tc->cert, o->cert_file);
+      r = ws__tls_parse_file(1, tc, o->cert_file, NULL);
     else if (o->cert_pem)
       r = ws__tls_parse(1, tc, o->cert_pem, o->cert_pem_len, NULL);
     else
@@ -2674,12 +2796,7 @@ int ws_tls_config_new(ws_tls_config **out, const ws_tls_options *o,
       goto fail;
     }
     if (o->key_file)
-#if MBEDTLS_VERSION_NUMBER >= 0x03000000
-      r = mbedtls_pk_parse_keyfile(&tc->key, o->key_file, o->key_password,
-                                   mbedtls_ctr_drbg_random, &tc->drbg);
-#else
-      r = mbedtls_pk_parse_keyfile(&tc->key, o->key_file, o->key_password);
-#endif
+      r = ws__tls_parse_file(2, tc, o->key_file, o->key_password);
     else if (o->key_pem)
       r = ws__tls_parse(2, tc, o->key_pem, o->key_pem_len, o->key_password);
     else
@@ -2697,16 +2814,18 @@ int ws_tls_config_new(ws_tls_config **out, const ws_tls_options *o,
   } else {
     r = 0;
     if (o->ca_file) {
-      r = mbedtls_x509_crt_parse_file(&tc->ca, o->ca_file);
+      r = ws__tls_parse_file(0, tc, o->ca_file, NULL);
     } else if (o->ca_pem) {
       r = ws__tls_parse(0, tc, o->ca_pem, o->ca_pem_len, NULL);
     } else if (!tc->insecure) {
       r = MBEDTLS_ERR_X509_FILE_IO_ERROR;
+#if WS__HAVE_OS && defined(MBEDTLS_FS_IO)
       for (i = 0; bundles[i] && r < 0; i++)
         r = mbedtls_x509_crt_parse_file(&tc->ca, bundles[i]);
       /* A bundle with a few certificates mbedTLS cannot read still loads
        * the rest (r > 0 counts the failures). */
       if (r > 0 && tc->ca.version != 0) r = 0;
+#endif
     }
     if (r != 0) {
       ws__tls_seterr(err, errcap, o->ca_file || o->ca_pem
@@ -2737,9 +2856,8 @@ int ws_tls_config_wrap(ws_tls_config **out, int role, void *mbedtls_conf) {
     return WS_EINVAL;
   *out = NULL;
   if (ws__tls_psa_init() != 0) return WS_EIO;
-  tc = (ws_tls_config *)malloc(sizeof *tc);
+  tc = (ws_tls_config *)mbedtls_calloc(1, sizeof *tc);
   if (tc == NULL) return WS_ENOMEM;
-  memset(tc, 0, sizeof *tc);
   tc->role = role;
   tc->use = (mbedtls_ssl_config *)mbedtls_conf;
   *out = tc;
@@ -2760,47 +2878,92 @@ void ws_tls_config_free(ws_tls_config *tc) {
     mbedtls_ctr_drbg_free(&tc->drbg);
     mbedtls_entropy_free(&tc->entropy);
   }
-  free(tc);
+  mbedtls_free(tc);
 }
 
 /* see ws.h */
-int ws_tls_new(ws_tls **out, ws_tls_config *tc, int fd, const char *host) {
+int ws_tls_new_io(ws_tls **out, ws_tls_config *tc, const ws_tls_io *io,
+                  void *user, const char *host) {
   ws_tls *t;
   int r;
-  if (out == NULL || tc == NULL || fd < 0) return WS_EINVAL;
+  if (out == NULL) return WS_EINVAL;
   *out = NULL;
-  t = (ws_tls *)malloc(sizeof *t);
+  if (tc == NULL || io == NULL || io->send == NULL || io->recv == NULL)
+    return WS_EINVAL;
+  t = (ws_tls *)mbedtls_calloc(1, sizeof *t);
   if (t == NULL) return WS_ENOMEM;
-  memset(t, 0, sizeof *t);
   t->cfg = tc;
-  t->fd = fd;
+  t->io = *io;
+  t->user = user;
+  t->fd = -1;
   t->want = tc->role == WS_CLIENT ? WS_TLS_WANT_WRITE : WS_TLS_WANT_READ;
   mbedtls_ssl_init(&t->ssl);
   r = mbedtls_ssl_setup(&t->ssl, tc->use);
   if (r == 0 && tc->role == WS_CLIENT && host != NULL) {
-    struct in6_addr a6;
-    struct in_addr a4;
     /* SNI and the name checked against the certificate: the URL's host. */
     r = mbedtls_ssl_set_hostname(&t->ssl, host);
-    if (inet_pton(AF_INET, host, &a4) == 1) {
-      memcpy(t->ip, &a4, 4);
-      t->ip_len = 4;
-    } else if (inet_pton(AF_INET6, host, &a6) == 1) {
-      memcpy(t->ip, &a6, 16);
-      t->ip_len = 16;
-    }
+    t->ip_len = (unsigned char)ws__tls_ip(host, t->ip);
     if (t->ip_len && !tc->insecure)
       mbedtls_ssl_set_verify(&t->ssl, ws__tls_verify_ip, t);
   }
   if (r != 0) {
     mbedtls_ssl_free(&t->ssl);
-    free(t);
+    mbedtls_free(t);
     return r == MBEDTLS_ERR_SSL_ALLOC_FAILED ? WS_ENOMEM : WS_EINVAL;
   }
-  mbedtls_ssl_set_bio(&t->ssl, t, ws__tls_send, ws__tls_recv, NULL);
+  mbedtls_ssl_set_bio(&t->ssl, t, ws__tls_bio_send, ws__tls_bio_recv, NULL);
   *out = t;
   return WS_OK;
 }
+
+#if WS__HAVE_OS
+/* A non-blocking socket as the transport (the session's fd). */
+static int ws__tls_sock_send(ws_tls *t, const void *buf, size_t len,
+                             size_t *n, void *user) {
+  int flags = 0;
+#ifdef MSG_NOSIGNAL
+  flags = MSG_NOSIGNAL;
+#endif
+  (void)user;
+  for (;;) {
+    ssize_t r = send(t->fd, buf, len, flags);
+    if (r >= 0) {
+      *n = (size_t)r;
+      return WS_OK;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return WS_EAGAIN;
+    return errno == EPIPE || errno == ECONNRESET ? WS_EEOF : WS_EIO;
+  }
+}
+
+static int ws__tls_sock_recv(ws_tls *t, void *buf, size_t cap, size_t *n,
+                             void *user) {
+  (void)user;
+  for (;;) {
+    ssize_t r = recv(t->fd, buf, cap, 0);
+    if (r >= 0) {
+      *n = (size_t)r; /* 0: end of stream */
+      return WS_OK;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return WS_EAGAIN;
+    return errno == ECONNRESET ? WS_EEOF : WS_EIO;
+  }
+}
+
+/* see ws.h */
+int ws_tls_new(ws_tls **out, ws_tls_config *tc, int fd, const char *host) {
+  static const ws_tls_io sock = {ws__tls_sock_send, ws__tls_sock_recv};
+  int rc;
+  if (out == NULL) return WS_EINVAL;
+  *out = NULL;
+  if (fd < 0) return WS_EINVAL;
+  rc = ws_tls_new_io(out, tc, &sock, NULL, host);
+  if (rc == WS_OK) (*out)->fd = fd;
+  return rc;
+}
+#endif /* WS__HAVE_OS */
 
 static int ws__tls_fail(ws_tls *t, int r, const char *what) {
   if (t->err[0] == '\0') {
@@ -2811,10 +2974,10 @@ static int ws__tls_fail(ws_tls *t, int r, const char *what) {
       mbedtls_x509_crt_verify_info(info, sizeof info, "", fl);
       for (s = info; *s; s++) /* one line: "a; b" */
         if (*s == '\n') *s = s[1] ? ';' : '\0';
-      snprintf(t->err, sizeof t->err,
-               "TLS certificate verification failed: %s", info);
+      mbedtls_snprintf(t->err, sizeof t->err,
+                       "TLS certificate verification failed: %s", info);
     } else if (r == MBEDTLS_ERR_SSL_CONN_EOF) {
-      snprintf(t->err, sizeof t->err, "%s: connection closed by peer", what);
+      mbedtls_snprintf(t->err, sizeof t->err, "%s: connection closed by peer", what);
     } else {
       ws__tls_seterr(t->err, sizeof t->err, what, r);
     }
@@ -2824,6 +2987,10 @@ static int ws__tls_fail(ws_tls *t, int r, const char *what) {
 
 static int ws__tls_handshake(ws_tls *t) {
   int r = mbedtls_ssl_handshake(&t->ssl);
+#ifdef MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET
+  while (r == MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET)
+    r = mbedtls_ssl_handshake(&t->ssl); /* as in ws_tls_read */
+#endif
   if (r == 0) {
     t->hs_done = 1;
     t->want = 0;
@@ -2925,7 +3092,7 @@ const char *ws_tls_error(const ws_tls *t) { return t ? t->err : ""; }
 void ws_tls_free(ws_tls *t) {
   if (t == NULL) return;
   mbedtls_ssl_free(&t->ssl);
-  free(t);
+  mbedtls_free(t);
 }
 
 /* see ws.h */

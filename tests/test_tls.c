@@ -365,6 +365,407 @@ static void test_interop(void) {
   CHECK_INT(rc, 0);
 }
 
+/* TLS over a caller's transport (ws_tls_new_io): no sockets. ----------- */
+
+/* IP literals are parsed without the OS: the same answers as inet_pton. */
+static void test_ip_literal(void) {
+  static const char *cases[] = {
+      "127.0.0.1", "0.0.0.0", "255.255.255.255", "1.2.3.4", "01.2.3.4",
+      "256.1.1.1", "1.2.3", "1.2.3.4.5", "1.2.3.", ".1.2.3", "1..2.3",
+      "1.2.3.4 ", "localhost", "", ":", "::", "::1", "1::", ":::", "1:::2",
+      "1::2::3", "12345::", "g::", "::ffff:1.2.3.4", "::1.2.3.4",
+      "2001:db8::8:800:200c:417a", "FE80::AbCd", "1:2:3:4:5:6:7:8",
+      "1:2:3:4:5:6:7:8:9", "1:2:3:4:5:6:7::", "::2:3:4:5:6:7:8",
+      "1:2:3:4:5:6:7::8", "1:2:3:4:5:6:1.2.3.4", "1:2:3:4:5:6:7:1.2.3.4",
+      "1:2:3:4:5::1.2.3.4", "::1.2.3", "1.2.3.4:", "1:", ":1", "1:2",
+      "fe80::1%eth0", "[::1]", "0:0:0:0:0:0:0:0", "::ffff:01.2.3.4"};
+  size_t i;
+  for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    unsigned char a[16], b[16];
+    int got = ws__tls_ip(cases[i], a), want = 0;
+    if (inet_pton(AF_INET, cases[i], b) == 1)
+      want = 4;
+    else if (inet_pton(AF_INET6, cases[i], b) == 1)
+      want = 16;
+    if (got != want) printf("# ip literal '%s': got %d, want %d\n", cases[i], got, want);
+    CHECK_INT(got, want);
+    if (got == want && want) CHECK_MEM(a, b, (size_t)want);
+  }
+}
+
+#define MP_CAP 4096
+
+/* mbedTLS 3.6 with TLS 1.3 tickets: a client that asks to be told of them
+ * gets MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET from reads. */
+#if MBEDTLS_VERSION_NUMBER >= 0x03060000 && defined(MBEDTLS_SSL_PROTO_TLS1_3) && \
+    defined(MBEDTLS_SSL_SESSION_TICKETS) && defined(MBEDTLS_SSL_TICKET_C) && \
+    defined(MBEDTLS_SSL_CLI_C) && defined(MBEDTLS_SSL_SRV_C)
+#include <mbedtls/ssl_ticket.h>
+#define WS__TEST_TICKETS 1
+#else
+#define WS__TEST_TICKETS 0
+#endif
+
+typedef struct mpipe {
+  unsigned char buf[MP_CAP];
+  size_t len;
+  int eof; /* the writer is gone: once empty, end of stream */
+} mpipe;
+
+typedef struct mend {
+  const char *name;
+  ws_conn c;
+  ws_tls *t;
+  mpipe *in, *out;
+  size_t maxio;            /* bytes per transport call, at most */
+  unsigned long nsend, nrecv, eagain_send, eagain_recv, entropy_calls;
+  unsigned wants_seen;     /* every ws_tls_wants() bit seen */
+  int fail_recv;           /* recv returns this (not WS_OK) from the start */
+  int opened, closed, code, step, done, stream_mid;
+  char err[200];
+} mend;
+
+static const size_t g_io_sizes[] = {5, 1000, 40000, 100000, 300000};
+static size_t g_io_nsizes;
+
+static int mp_send(ws_tls *t, const void *buf, size_t len, size_t *n, void *user) {
+  mend *e = (mend *)user;
+  size_t k;
+  (void)t;
+  if (++e->nsend % 2) { /* every other call would block */
+    e->eagain_send++;
+    return WS_EAGAIN;
+  }
+  k = WS__MIN(WS__MIN(len, e->maxio), MP_CAP - e->out->len);
+  if (k == 0) {
+    e->eagain_send++;
+    return WS_EAGAIN;
+  }
+  memcpy(e->out->buf + e->out->len, buf, k);
+  e->out->len += k;
+  *n = k;
+  return WS_OK;
+}
+
+static int mp_recv(ws_tls *t, void *buf, size_t cap, size_t *n, void *user) {
+  mend *e = (mend *)user;
+  size_t k;
+  (void)t;
+  if (e->fail_recv) return e->fail_recv;
+  if (++e->nrecv % 2) {
+    e->eagain_recv++;
+    return WS_EAGAIN;
+  }
+  k = WS__MIN(WS__MIN(cap, e->maxio), e->in->len);
+  if (k == 0) {
+    if (e->in->eof) {
+      *n = 0;
+      return WS_OK;
+    }
+    e->eagain_recv++;
+    return WS_EAGAIN;
+  }
+  memcpy(buf, e->in->buf, k);
+  memmove(e->in->buf, e->in->buf + k, e->in->len - k);
+  e->in->len -= k;
+  *n = k;
+  return WS_OK;
+}
+
+static int mc_read(ws_conn *c, void *buf, size_t cap, size_t *n, void *user) {
+  (void)c;
+  return ws_tls_read(((mend *)user)->t, buf, cap, n);
+}
+
+static int mc_write(ws_conn *c, const void *buf, size_t len, size_t *n, void *user) {
+  (void)c;
+  return ws_tls_write(((mend *)user)->t, buf, len, n);
+}
+
+static int mc_send_step(mend *e) {
+  size_t n = g_io_sizes[e->step];
+  return ws_send(&e->c, n == 5 ? WS_OP_TEXT : WS_OP_BINARY,
+                 n == 5 ? (const void *)"hello" : g_big, n);
+}
+
+static void mc_on_open(ws_conn *c, const char *p, size_t n, void *user) {
+  mend *e = (mend *)user;
+  (void)c, (void)p, (void)n;
+  e->opened++;
+  if (ws_conn_state(c) == WS_STATE_OPEN && e->name[0] == 'c') CHECK_INT(mc_send_step(e), WS_OK);
+}
+
+static int mc_on_message(ws_conn *c, int op, const void *data, size_t len,
+                         int fin, void *user) {
+  mend *e = (mend *)user;
+  size_t want;
+  if (e->name[0] == 's') { /* server: echo, piece by piece when streaming */
+    int rc = ws_send_fragment(c, e->stream_mid ? WS_OP_CONT : op, data, len, fin);
+    e->stream_mid = !fin;
+    return rc == WS_OK ? 0 : -1;
+  }
+  want = g_io_sizes[e->step];
+  CHECK_INT(len, want);
+  CHECK(len == want && memcmp(data, want == 5 ? (const void *)"hello" : g_big, len) == 0);
+  CHECK_INT(op, want == 5 ? WS_OP_TEXT : WS_OP_BINARY);
+  CHECK_INT(fin, 1);
+  if ((size_t)++e->step < g_io_nsizes)
+    CHECK_INT(mc_send_step(e), WS_OK);
+  else
+    ws_close(c, WS_CLOSE_NORMAL, "done", 4);
+  return 0;
+}
+
+static void mc_on_close(ws_conn *c, int code, const char *reason, size_t len,
+                        void *user) {
+  mend *e = (mend *)user;
+  (void)c, (void)reason, (void)len;
+  e->closed++;
+  e->code = code;
+  snprintf(e->err, sizeof e->err, "%s", ws_tls_error(e->t));
+}
+
+static int test_entropy(void *buf, size_t n, void *user) {
+  mend *e = (mend *)user;
+  e->entropy_calls++;
+  return ws__os_random(buf, n);
+}
+
+static char *slurp(const char *name, size_t *len) {
+  FILE *f = fopen(path(name), "rb");
+  char *b = (char *)malloc(8192);
+  *len = f && b ? fread(b, 1, 8192, f) : 0;
+  if (f) fclose(f);
+  return b;
+}
+
+typedef struct io_opts {
+  const char *host;
+  size_t maxio, max_msgs; /* max_msgs: how many of g_io_sizes */
+  int stream, fixed;      /* fixed: ws_conn_set_buffers, 64 KiB each way */
+  int fail_srv_recv;      /* the server's transport fails at once */
+  int tickets;            /* TLS 1.3 session tickets, signalled (3.6) */
+} io_opts;
+
+/* A ws client and a ws server, each a ws_conn over a TLS session over an
+ * in-memory pipe pair; both transports would-block on every other call.
+ * Runs until both connections are CLOSED (or a bound is hit). */
+static void run_io_pair(const io_opts *io, mend *srv, mend *cli) {
+  static mpipe a2b, b2a;
+  static unsigned char fbuf[4][65536];
+  static const ws_tls_io mio = {mp_send, mp_recv};
+  ws_tls_options o;
+  ws_tls_config *stc = NULL, *ctc = NULL;
+  ws_config cfg;
+  ws_callbacks cb;
+  ws_client_opts co;
+  char *cert, *key, *ca, err[200];
+  size_t cert_len, key_len, ca_len;
+  unsigned long rounds = 0;
+  uint64_t end = ws__loop_clock() + 60000;
+  mend *ends[2];
+  int k;
+#if WS__TEST_TICKETS
+  mbedtls_ssl_ticket_context tickets;
+#endif
+  memset(srv, 0, sizeof *srv);
+  memset(cli, 0, sizeof *cli);
+  memset(&a2b, 0, sizeof a2b);
+  memset(&b2a, 0, sizeof b2a);
+  g_io_nsizes = io->max_msgs;
+  srv->name = "server";
+  cli->name = "client";
+  srv->in = cli->out = &a2b;
+  cli->in = srv->out = &b2a;
+  srv->maxio = cli->maxio = io->maxio;
+  srv->fail_recv = io->fail_srv_recv;
+  cert = slurp("srv.pem", &cert_len);
+  key = slurp("srv.key", &key_len);
+  ca = slurp("ca.pem", &ca_len);
+  /* PEM from memory and the caller's entropy: what firmware has. */
+  ws_tls_options_init(&o, WS_SERVER);
+  o.cert_pem = cert, o.cert_pem_len = cert_len;
+  o.key_pem = key, o.key_pem_len = key_len;
+  o.entropy = test_entropy, o.entropy_user = srv;
+  if (!CHECK(ws_tls_config_new(&stc, &o, err, sizeof err) == WS_OK)) printf("# %s\n", err);
+  ws_tls_options_init(&o, WS_CLIENT);
+  o.ca_pem = ca, o.ca_pem_len = ca_len;
+  o.entropy = test_entropy, o.entropy_user = cli;
+  if (!CHECK(ws_tls_config_new(&ctc, &o, err, sizeof err) == WS_OK)) printf("# %s\n", err);
+  free(cert), free(key), free(ca);
+  if (stc == NULL || ctc == NULL) goto out;
+  CHECK(srv->entropy_calls > 0 && cli->entropy_calls > 0);
+#if WS__TEST_TICKETS
+  mbedtls_ssl_ticket_init(&tickets);
+  if (io->tickets) {
+    CHECK_INT(mbedtls_ssl_ticket_setup(&tickets, mbedtls_ctr_drbg_random, &stc->drbg,
+                                       MBEDTLS_CIPHER_AES_256_GCM, 600), 0);
+    mbedtls_ssl_conf_session_tickets_cb(ws_tls_config_mbedtls(stc), mbedtls_ssl_ticket_write,
+                                        mbedtls_ssl_ticket_parse, &tickets);
+    mbedtls_ssl_conf_tls13_enable_signal_new_session_tickets(
+        ws_tls_config_mbedtls(ctc), MBEDTLS_SSL_TLS1_3_SIGNAL_NEW_SESSION_TICKETS_ENABLED);
+  }
+#endif
+  CHECK_INT(ws_tls_new_io(&srv->t, stc, &mio, srv, NULL), WS_OK);
+  CHECK_INT(ws_tls_new_io(&cli->t, ctc, &mio, cli, io->host), WS_OK);
+  if (srv->t == NULL || cli->t == NULL) goto out;
+  memset(&cb, 0, sizeof cb);
+  cb.read = mc_read;
+  cb.write = mc_write;
+  cb.on_open = mc_on_open;
+  cb.on_message = mc_on_message;
+  cb.on_close = mc_on_close;
+  ws_config_init(&cfg, WS_SERVER);
+  cfg.stream = io->stream;
+  CHECK_INT(ws_conn_init(&srv->c, &cfg, &cb, srv), WS_OK);
+  ws_config_init(&cfg, WS_CLIENT);
+  CHECK_INT(ws_conn_init(&cli->c, &cfg, &cb, cli), WS_OK);
+  if (io->fixed) {
+    CHECK_INT(ws_conn_set_buffers(&srv->c, fbuf[0], sizeof fbuf[0], fbuf[1], sizeof fbuf[1]), WS_OK);
+    CHECK_INT(ws_conn_set_buffers(&cli->c, fbuf[2], sizeof fbuf[2], fbuf[3], sizeof fbuf[3]), WS_OK);
+  }
+  memset(&co, 0, sizeof co);
+  co.host = io->host;
+  co.path = "/io";
+  CHECK_INT(ws_client_start(&cli->c, &co), WS_OK);
+  ends[0] = cli, ends[1] = srv;
+  while ((!srv->done || !cli->done) && ws__loop_clock() < end) {
+    rounds++;
+    for (k = 0; k < 2; k++) {
+      mend *e = ends[k];
+      if (e->done) continue;
+      e->wants_seen |= ws_tls_wants(e->t);
+      if (ws_conn_on_readable(&e->c) != WS_ECLOSED && ws_conn_state(&e->c) != WS_STATE_CLOSED)
+        (void)ws_conn_on_writable(&e->c);
+      e->wants_seen |= ws_tls_wants(e->t);
+      if (ws_conn_state(&e->c) == WS_STATE_CLOSED) {
+        e->done = 1;
+        (void)ws_tls_close(e->t); /* close_notify, then the "FIN" */
+        e->out->eof = 1;
+      }
+    }
+  }
+  printf("# %s, %zu B per call: %lu rounds; would-block: client %lu of %lu sends, "
+         "%lu of %lu recvs; server %lu of %lu, %lu of %lu; %s\n", io->host,
+         io->maxio, rounds, cli->eagain_send, cli->nsend, cli->eagain_recv,
+         cli->nrecv, srv->eagain_send, srv->nsend, srv->eagain_recv, srv->nrecv,
+         mbedtls_ssl_get_version(&cli->t->ssl));
+  CHECK(srv->done && cli->done);
+out:
+  ws_conn_free(&srv->c);
+  ws_conn_free(&cli->c);
+  ws_tls_free(srv->t);
+  ws_tls_free(cli->t);
+  ws_tls_config_free(stc);
+  ws_tls_config_free(ctc);
+#if WS__TEST_TICKETS
+  mbedtls_ssl_ticket_free(&tickets);
+#endif
+}
+
+static void check_io_echo(const mend *srv, const mend *cli, size_t msgs) {
+  CHECK_INT(cli->opened, 1);
+  CHECK_INT(srv->opened, 1);
+  CHECK_INT(cli->step, msgs);
+  CHECK_INT(cli->closed, 1);
+  CHECK_INT(srv->closed, 1);
+  CHECK_INT(cli->code, WS_CLOSE_NORMAL);
+  CHECK_INT(srv->code, WS_CLOSE_NORMAL);
+  /* Every step would-block in both directions, on both sides. */
+  CHECK(cli->eagain_send > 0 && cli->eagain_recv > 0);
+  CHECK(srv->eagain_send > 0 && srv->eagain_recv > 0);
+  CHECK(cli->wants_seen & WS_TLS_HANDSHAKING);
+  CHECK((cli->wants_seen & WS_TLS_WANT_READ) && (srv->wants_seen & WS_TLS_WANT_READ));
+  CHECK_MEM(cli->err, "", 1);
+  CHECK_MEM(srv->err, "", 1);
+}
+
+static void test_io_pipe_echo(void) {
+  mend srv, cli;
+  io_opts io = {"127.0.0.1", 1500, 5, 0, 0, 0, 0};
+  run_io_pair(&io, &srv, &cli);
+  check_io_echo(&srv, &cli, 5);
+}
+
+static void test_io_pipe_stream_by_name(void) {
+  mend srv, cli;
+  io_opts io = {"localhost", 700, 4, 1, 0, 0, 0};
+  run_io_pair(&io, &srv, &cli);
+  check_io_echo(&srv, &cli, 4);
+}
+
+/* One byte per transport call: every TLS record arrives in pieces. */
+static void test_io_pipe_one_byte(void) {
+  mend srv, cli;
+  io_opts io = {"localhost", 1, 2, 0, 0, 0, 0};
+  run_io_pair(&io, &srv, &cli);
+  check_io_echo(&srv, &cli, 2);
+}
+
+/* Fixed buffers (the connection never allocates) over TLS. */
+static void test_io_pipe_fixed_buffers(void) {
+  mend srv, cli;
+  io_opts io = {"localhost", 4096, 3, 0, 1, 0, 0};
+  run_io_pair(&io, &srv, &cli);
+  check_io_echo(&srv, &cli, 3);
+}
+
+/* A transport error fails the session with a reason; a reset says so. */
+static void test_io_transport_errors(void) {
+  mend srv, cli;
+  io_opts io = {"localhost", 4096, 1, 0, 0, WS_EEOF, 0};
+  ws_tls *t = (ws_tls *)&io;
+  ws_tls_io bad = {mp_send, NULL};
+  run_io_pair(&io, &srv, &cli);
+  CHECK_INT(srv.opened, 0);
+  CHECK_INT(cli.opened, 0);
+  CHECK_INT(srv.code, WS_CLOSE_ABNORMAL);
+  CHECK_INT(cli.code, WS_CLOSE_ABNORMAL);
+  printf("# server: %s\n# client: %s\n", srv.err, cli.err);
+  CHECK(strstr(srv.err, "TLS handshake failed") != NULL);
+  CHECK(strstr(srv.err, "reset") != NULL);
+  CHECK(cli.err[0] != '\0');
+  io.fail_srv_recv = WS_EIO;
+  run_io_pair(&io, &srv, &cli);
+  CHECK_INT(srv.code, WS_CLOSE_ABNORMAL);
+  CHECK(strstr(srv.err, "TLS handshake failed") != NULL && strstr(srv.err, "reset") == NULL);
+  /* Arguments. */
+  CHECK_INT(ws_tls_new_io(&t, NULL, &bad, NULL, NULL), WS_EINVAL);
+  CHECK(t == NULL);
+}
+
+/* TLS 1.3 session tickets arrive in the middle of the data (3.6). */
+static void test_io_pipe_tls13_tickets(void) {
+#if WS__TEST_TICKETS
+  mend srv, cli;
+  io_opts io = {"localhost", 2000, 3, 0, 0, 0, 1};
+  run_io_pair(&io, &srv, &cli);
+  check_io_echo(&srv, &cli, 3);
+#else
+  printf("# skipped: needs mbedTLS 3.6 with TLS 1.3 session tickets (this is %s)\n",
+         MBEDTLS_VERSION_STRING);
+#endif
+}
+
+static int failing_entropy(void *buf, size_t n, void *user) {
+  (void)buf, (void)n, (void)user;
+  return WS_EIO;
+}
+
+/* The caller's entropy source is used, and its failure is reported. */
+static void test_io_entropy_fails(void) {
+  ws_tls_options o;
+  ws_tls_config *tc = (ws_tls_config *)&o;
+  char err[200];
+  ws_tls_options_init(&o, WS_CLIENT);
+  o.insecure_skip_verify = 1;
+  o.entropy = failing_entropy;
+  CHECK_INT(ws_tls_config_new(&tc, &o, err, sizeof err), WS_EINVAL);
+  CHECK(tc == NULL);
+  printf("# %s\n", err);
+  CHECK(strstr(err, "random generator") != NULL);
+}
+
 int main(void) {
   size_t i;
   signal(SIGPIPE, SIG_IGN);
@@ -389,6 +790,14 @@ int main(void) {
   RUN(test_plain_http_client);
   RUN(test_handshake_timeout);
   RUN(test_ws_client_on_tls_port);
+  RUN(test_ip_literal);
+  RUN(test_io_pipe_echo);
+  RUN(test_io_pipe_stream_by_name);
+  RUN(test_io_pipe_one_byte);
+  RUN(test_io_pipe_fixed_buffers);
+  RUN(test_io_pipe_tls13_tickets);
+  RUN(test_io_transport_errors);
+  RUN(test_io_entropy_fails);
   if (getenv("WS_TLS_NO_INTEROP") == NULL) RUN(test_interop);
   free(g_big);
   sh("rm -rf %s", g_dir);

@@ -1,6 +1,7 @@
 # tests/bench/bench.mk - the benchmarks; included by the Makefile.
 #   make bench         full run against ws and its peers: build/bench/report.md
 #   make bench-smoke   each mode once, briefly (CI: fails only if a tool breaks)
+#   make bench-tls     wss:// costs (tests/bench/tls_run.sh): build/bench/tls_report.md
 #   make bench-tools   builds the load generator, the servers and the micro
 #                      benchmarks into build/bench/
 # The peers' servers are built when their libraries are installed
@@ -15,7 +16,7 @@ ifneq ($(wildcard /usr/include/wslay/wslay.h),)
 BENCH_TOOLS += $(BENCH_DIR)/wslay_server
 endif
 
-.PHONY: bench bench-smoke bench-tools
+.PHONY: bench bench-smoke bench-tools bench-tls
 
 bench-tools: $(BUILD)/echo_server $(BENCH_TOOLS)
 
@@ -25,6 +26,11 @@ bench: bench-tools
 bench-smoke: bench-tools
 	@bash tests/bench/run.sh --smoke
 
+# wss:// costs: idle memory per TLS connection, TLS handshakes/s against
+# plain ones, code size of the TLS part: build/bench/tls_report.md.
+bench-tls: $(BUILD)/echo_server $(BENCH_DIR)/tlsbench $(BENCH_DIR)/loadgen
+	@bash tests/bench/tls_run.sh $(BENCH_TLS_ARGS)
+
 $(BENCH_DIR)/loadgen: tests/bench/loadgen.c tests/bench/bench_common.h
 	@mkdir -p $(BENCH_DIR)
 	$(CC) $(BENCH_CFLAGS) tests/bench/loadgen.c -o $@
@@ -32,6 +38,11 @@ $(BENCH_DIR)/loadgen: tests/bench/loadgen.c tests/bench/bench_common.h
 $(BENCH_DIR)/micro: tests/bench/micro.c tests/bench/bench_common.h $(BUILD)/libws.a
 	@mkdir -p $(BENCH_DIR)
 	$(CC) $(BENCH_CFLAGS) $(CPPFLAGS) tests/bench/micro.c $(BUILD)/libws.a -o $@ $(LDLIBS)
+
+# TLS costs (make bench-tls; tests/bench/tls_run.sh): needs a TLS build.
+$(BENCH_DIR)/tlsbench: tests/bench/tlsbench.c tests/bench/bench_common.h $(BUILD)/libws.a
+	@mkdir -p $(BENCH_DIR)
+	$(CC) $(BENCH_CFLAGS) $(CPPFLAGS) tests/bench/tlsbench.c $(BUILD)/libws.a -o $@ $(LDLIBS)
 
 $(BENCH_DIR)/ws_bcast_server: tests/bench/ws_bcast_server.c $(BUILD)/libws.a
 	@mkdir -p $(BENCH_DIR)
