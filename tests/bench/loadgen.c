@@ -6,7 +6,7 @@
  * Sec-WebSocket-Accept and every echoed or broadcast payload byte for byte,
  * and masks every frame it sends, as a browser would.
  *
- *   loadgen echo      -p PORT [-c CONNS] [-k INFLIGHT] [-s SIZE] [-t|-b] [-d SECS]
+ *   loadgen echo      -p PORT [-c CONNS] [-k INFLIGHT] [-s SIZE] [-t|-u|-b] [-d SECS]
  *   loadgen idle      -p PORT [-n CONNS] --pid SERVER_PID
  *   loadgen handshake -p PORT [-c CONCURRENT] [-d SECS]
  *   loadgen broadcast -p PORT [-n SUBSCRIBERS] [-s SIZE] [-d SECS]
@@ -14,6 +14,8 @@
  *   loadgen wait -p PORT         waits (10 s at most) until PORT accepts
  * Common: -H HOST (127.0.0.1), -w WARMUP_SECS, --pid PID (the server, for
  * its CPU time and memory), --timeout SECS (hard bound; default D + 60).
+ * -t sends text of printable ASCII, -u text of mostly 2- to 4-byte UTF-8
+ * characters (SIZE a multiple of 4), -b binary (the default).
  *
  * Output: human-readable lines on stderr and one machine-readable line on
  * stdout, "RESULT mode=... key=value ...". Exit status 0 on success, 1 on
@@ -67,7 +69,7 @@ typedef struct conn {
 static int g_mode;
 static const char *g_host = "127.0.0.1";
 static int g_port;
-static int g_conns = 16, g_inflight = 1, g_text;
+static int g_conns = 16, g_inflight = 1, g_text;  /* 1: ASCII, 2: multi-byte UTF-8 */
 static size_t g_size = 32;
 static double g_secs = 2, g_warm = -1;
 static int g_n = 1000;
@@ -355,7 +357,8 @@ static void send_frame(conn *c, int op, const unsigned char *src, size_t len) {
 }
 
 static size_t pat_off(uint64_t seq, int idx) {
-  return (size_t)((seq * 2654435761u + (uint64_t)idx * 40503u) & 4095u);
+  /* -u: on a 4-byte boundary, where every character of the pattern starts */
+  return (size_t)((seq * 2654435761u + (uint64_t)idx * 40503u) & (g_text == 2 ? 4092u : 4095u));
 }
 
 static void echo_send_next(conn *c) {
@@ -626,8 +629,18 @@ static void make_pattern(void) {
   uint32_t s = 0xC0FFEEu;
   size_t i;
   g_patlen = g_size + 4096 + 16;
-  g_pat = malloc(g_patlen);
+  g_pat = malloc(g_patlen + 3);
   if (!g_pat) die("malloc");
+  if (g_text == 2) {
+    /* 4-byte units that are whole characters: 2+2, 3+1, 4 bytes, and 1 in
+     * 8 ASCII; every offset pat_off() returns starts a unit */
+    static const char units[8][5] = {"\xc3\xa9\xc3\xa9", "\xd0\xb6\xd1\x8b",
+      "\xe2\x82\xac" "a", "\xe4\xb8\xad" "b", "\xf0\x9d\x84\x9e",
+      "\xf0\x9f\x98\x80", "\xce\xbb\xcf\x80", "ab c"};
+    g_patlen = (g_patlen + 3) & ~(size_t)3;
+    for (i = 0; i < g_patlen; i += 4) memcpy(g_pat + i, units[xs32(&s) % 8], 4);
+    return;
+  }
   for (i = 0; i < g_patlen; i++) {
     uint32_t r = xs32(&s);
     g_pat[i] = g_text ? (unsigned char)(" abcdefghijklmnopqrstuvwxyz0123456789.,"[r % 39])
@@ -699,7 +712,7 @@ static int mode_echo(void) {
   fprintf(stderr,
           "echo: %d conns x %d in flight, %zu-byte %s: %.0f msg/s, %.2f MB/s, "
           "rtt p50 %.1f us p99 %.1f us, server cpu %.2f, errors %d\n",
-          g_conns, g_inflight, g_size, g_text ? "text" : "binary", msgs,
+          g_conns, g_inflight, g_size, g_text == 2 ? "UTF-8 text" : g_text ? "text" : "binary", msgs,
           (double)g_bytes / el / 1e6, pct(0.5) / 1e3, pct(0.99) / 1e3,
           (cpu1 - cpu0) / el, g_errors);
   printf("RESULT mode=echo conns=%d inflight=%d size=%zu text=%d msgs_per_s=%.0f "
@@ -896,7 +909,7 @@ static int mode_wait(void) {
 static void usage(void) {
   fprintf(stderr,
           "usage: loadgen echo|idle|handshake|broadcast -p PORT [-H HOST] [-c CONNS]\n"
-          "         [-k INFLIGHT] [-s SIZE] [-t|-b] [-n N] [-d SECS] [-w WARMUP]\n"
+          "         [-k INFLIGHT] [-s SIZE] [-t|-u|-b] [-n N] [-d SECS] [-w WARMUP]\n"
           "         [--pid SERVER_PID] [--timeout SECS]\n"
           "       loadgen freeport | loadgen wait -p PORT\n");
   exit(2);
@@ -911,6 +924,7 @@ int main(int argc, char **argv) {
   for (i = 2; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!strcmp(a, "-t")) { g_text = 1; continue; }
+    if (!strcmp(a, "-u")) { g_text = 2; continue; }
     if (!strcmp(a, "-b")) { g_text = 0; continue; }
     if (!v) usage();
     i++;
@@ -934,6 +948,10 @@ int main(int argc, char **argv) {
   else if (!strcmp(m, "broadcast")) g_mode = M_BROADCAST;
   else usage();
   if (g_port <= 0 || g_conns < 1 || g_inflight < 1 || g_n < 1 || g_secs <= 0) usage();
+  if (g_text == 2 && (g_size % 4 || g_mode != M_ECHO)) {
+    fprintf(stderr, "loadgen: -u is for echo, with a SIZE that is a multiple of 4\n");
+    return 2;
+  }
   if (g_warm < 0) g_warm = g_secs / 4 < 1 ? g_secs / 4 : 1;
   if (timeout < 0) timeout = g_secs + g_warm + 90;
   signal(SIGALRM, on_alarm);

@@ -4,6 +4,7 @@
 #
 #   bash tests/bench/run.sh [--smoke] [--rounds N] [--secs S] [--idle N]
 #                           [--servers "ws lws wslay node"] [--modes "..."]
+#   BENCH_EXTRA="NAME=ECHO[,BROADCAST] ..." bash tests/bench/run.sh ...
 #
 # Each round runs every mode against every server in turn (ws lws wslay
 # node ws lws wslay node ...), the server pinned to CPU 0 and the load
@@ -13,6 +14,16 @@
 # it fails only when a tool fails (a refused connection, a wrong byte, a
 # crash), never because of a number. Every process started here is killed
 # by PID on exit; every run is bounded in time; traffic stays on 127.0.0.x.
+#
+# BENCH_EXTRA adds peers built elsewhere (never by this script), e.g.
+#   BENCH_EXTRA="uws=/tmp/uws/uws_server,--broadcast"
+# Each entry (entries separated by spaces) is NAME=ECHO[,BROADCAST]: the
+# echo server is run as "ECHO -p PORT", the broadcast server as
+# "BROADCAST -p PORT", or as "ECHO -p PORT --broadcast" when BROADCAST is
+# the word --broadcast; without BROADCAST the broadcast mode skips NAME.
+# ECHO and BROADCAST must be executables (not shell wrappers: their PID is
+# the one whose CPU time and memory are measured), listening on 127.0.0.1.
+# NAME joins the default server list (name it in --servers otherwise).
 set -u
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
@@ -24,6 +35,23 @@ SECS=3
 IDLE_N=10000
 SERVERS="ws lws wslay node"
 MODES=""
+ARGS="$*"   # for the report (the loop below shifts them away)
+declare -A XECHO=() XBCAST=()
+XNAMES=""
+for e in ${BENCH_EXTRA:-}; do
+  name=${e%%=*} spec=${e#*=}
+  case "$name" in
+    ws|lws|wslay|node|'') echo "bench: BENCH_EXTRA: bad or reserved name in '$e'" >&2; exit 2 ;;
+  esac
+  if [ "$name" = "$e" ] || ! [[ "$name" =~ ^[a-z0-9_]+$ ]]; then
+    echo "bench: BENCH_EXTRA: '$e' is not NAME=ECHO[,BROADCAST] (NAME: a-z 0-9 _)" >&2; exit 2
+  fi
+  XECHO[$name]=${spec%%,*}
+  XBCAST[$name]=""
+  [ "$spec" != "${spec#*,}" ] && XBCAST[$name]=${spec#*,}
+  XNAMES="$XNAMES $name"
+done
+SERVERS="$SERVERS$XNAMES"
 while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) SMOKE=1 ;;
@@ -38,7 +66,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-ALL_MODES="idle echo_small echo_text echo_large echo_rtt handshake broadcast"
+ALL_MODES="idle echo_small echo_conc echo_pipe echo_text echo_large echo_64k echo_64k_text echo_64k_utf8 echo_rtt handshake broadcast"
 if [ "$SMOKE" = 1 ]; then
   ROUNDS=1 SECS=0.5 IDLE_N=200
 fi
@@ -81,15 +109,22 @@ have() {
     lws) [ -x $B/lws_server ] ;;
     wslay) [ -x $B/wslay_server ] ;;
     node) command -v node >/dev/null 2>&1 && [ -d tests/bench/node_modules/ws ] ;;
+    *) [ -n "${XECHO[$1]:-}" ] && [ -x "${XECHO[$1]}" ] &&
+       case "${XBCAST[$1]}" in ''|--broadcast) true ;; *) [ -x "${XBCAST[$1]}" ] ;; esac ;;
   esac
 }
 AVAIL=""
 for s in $SERVERS; do
-  if have "$s"; then AVAIL="$AVAIL $s"
-  else echo "bench: $s not available (run tests/bench/install.sh, then make bench-tools): skipped" >&2
-  fi
+  if have "$s"; then AVAIL="$AVAIL $s"; continue; fi
+  case "$s" in
+    ws|lws|wslay|node) echo "bench: $s not available (run tests/bench/install.sh, then make bench-tools): skipped" >&2 ;;
+    *) if [ -n "${XECHO[$s]+x}" ]; then echo "bench: $s (BENCH_EXTRA) not executable: ${XECHO[$s]} ${XBCAST[$s]}: skipped" >&2
+       else echo "bench: unknown server $s (not in BENCH_EXTRA): skipped" >&2; fi ;;
+  esac
 done
-AVAIL=${AVAIL# }
+# ws first: the report's ratios are ws/each of the others.
+case " $AVAIL " in *" ws "*) AVAIL="ws $(echo " $AVAIL " | sed 's/ ws / /')" ;; esac
+AVAIL=$(echo $AVAIL)
 [ -x $B/loadgen ] || { echo "bench: $B/loadgen missing: make bench-tools" >&2; exit 1; }
 
 # server_cmd SERVER KIND PORT: the command line (KIND: echo or broadcast).
@@ -103,6 +138,13 @@ server_cmd() {
     wslay:broadcast) echo "$B/wslay_server -p $3 --broadcast" ;;
     node:echo) echo "node tests/bench/node_server.js $3 echo" ;;
     node:broadcast) echo "node tests/bench/node_server.js $3 broadcast" ;;
+    *:echo) echo "${XECHO[$1]} -p $3" ;;
+    *:broadcast)
+      case "${XBCAST[$1]}" in
+        '') ;;   # no broadcast server: the mode skips it
+        --broadcast) echo "${XECHO[$1]} -p $3 --broadcast" ;;
+        *) echo "${XBCAST[$1]} -p $3" ;;
+      esac ;;
   esac
 }
 
@@ -113,6 +155,11 @@ mode_args() {
     case "$1" in
       idle) echo "idle -n $IDLE_N" ;;
       echo_small) echo "echo -c 8 -k 4 -s 32 -b -d $d" ;;
+      echo_conc) echo "echo -c 32 -k 1 -s 32 -b -d $d" ;;
+      echo_pipe) echo "echo -c 4 -k 16 -s 32 -b -d $d" ;;
+      echo_64k) echo "echo -c 2 -k 2 -s 65536 -b -d $d" ;;
+      echo_64k_text) echo "echo -c 2 -k 2 -s 65536 -t -d $d" ;;
+      echo_64k_utf8) echo "echo -c 2 -k 2 -s 65536 -u -d $d" ;;
       echo_text) echo "echo -c 8 -k 4 -s 1024 -t -d $d" ;;
       echo_large) echo "echo -c 2 -k 2 -s 262144 -b -d $d" ;;
       echo_rtt) echo "echo -c 1 -k 1 -s 32 -b -d $d" ;;
@@ -124,6 +171,11 @@ mode_args() {
   case "$1" in
     idle) echo "idle -n $IDLE_N" ;;
     echo_small) echo "echo -c 50 -k 4 -s 32 -b -d $d" ;;
+    echo_conc) echo "echo -c 200 -k 1 -s 32 -b -d $d" ;;
+    echo_pipe) echo "echo -c 16 -k 16 -s 32 -b -d $d" ;;
+    echo_64k) echo "echo -c 8 -k 2 -s 65536 -b -d $d" ;;
+    echo_64k_text) echo "echo -c 8 -k 2 -s 65536 -t -d $d" ;;
+    echo_64k_utf8) echo "echo -c 8 -k 2 -s 65536 -u -d $d" ;;
     echo_text) echo "echo -c 50 -k 4 -s 1024 -t -d $d" ;;
     echo_large) echo "echo -c 4 -k 2 -s 262144 -b -d $d" ;;
     echo_rtt) echo "echo -c 1 -k 1 -s 32 -b -d $d" ;;
@@ -138,6 +190,10 @@ run_one() {
   [ "$mode" = broadcast ] && kind=broadcast
   port=$($B/loadgen freeport) || return 1
   cmd=$(server_cmd "$srv" "$kind" "$port")
+  if [ -z "$cmd" ]; then
+    [ "$round" = 1 ] && echo "bench: $srv has no $kind server (BENCH_EXTRA): $mode skipped" >&2
+    return 0
+  fi
   log=$B/logs/r$round-$mode-$srv
   # shellcheck disable=SC2086
   $PIN_S $cmd > "$log.server" 2>&1 &
@@ -185,7 +241,8 @@ run_one() {
 if [ "$REPORT_ONLY" = 0 ]; then
 START=$(date -u '+%Y-%m-%d %H:%M UTC')
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
-CMDLINE="bash tests/bench/run.sh $*"
+CMDLINE="bash tests/bench/run.sh $ARGS"
+[ -n "${BENCH_EXTRA:-}" ] && CMDLINE="BENCH_EXTRA=\"$BENCH_EXTRA\" $CMDLINE"
 echo "bench: servers: $AVAIL; modes: $MODES; rounds: $ROUNDS; ${SECS}s each" >&2
 
 if [ "$SMOKE" = 1 ]; then
@@ -193,7 +250,7 @@ if [ "$SMOKE" = 1 ]; then
   for srv in $AVAIL; do
     [ "$srv" = ws ] && continue
     run_one 1 echo_small "$srv"
-    run_one 1 broadcast "$srv"
+    run_one 1 broadcast "$srv"   # skipped for a BENCH_EXTRA peer without one
   done
   $PIN_L $B/micro --quick > $B/micro.md 2> $B/logs/micro || { echo "bench: micro failed" >&2; FAILED=$((FAILED + 1)); }
   if [ "$FAILED" -ne 0 ]; then echo "bench-smoke: $FAILED run(s) failed" >&2; exit 1; fi
@@ -219,11 +276,17 @@ done
 echo "bench: micro benchmarks" >&2
 $PIN_L $B/micro > $B/micro.md 2> $B/logs/micro || FAILED=$((FAILED + 1))
 LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
-printf 'START=%q\nLOAD0=%q\nLOAD1=%q\nCMDLINE=%q\nROUNDS=%q\nSECS=%q\nAVAIL=%q\n' \
-  "$START" "$LOAD0" "$LOAD1" "$CMDLINE" "$ROUNDS" "$SECS" "$AVAIL" > $B/meta.sh
+XDESC=""
+for s in $AVAIL; do
+  [ -n "${XECHO[$s]+x}" ] || continue
+  XDESC="$XDESC$s: built elsewhere, \`${XECHO[$s]}\`$([ -n "${XBCAST[$s]}" ] && printf ' (broadcast: `%s`)' "${XBCAST[$s]}"); "
+done
+printf 'START=%q\nLOAD0=%q\nLOAD1=%q\nCMDLINE=%q\nROUNDS=%q\nSECS=%q\nAVAIL=%q\nXDESC=%q\n' \
+  "$START" "$LOAD0" "$LOAD1" "$CMDLINE" "$ROUNDS" "$SECS" "$AVAIL" "$XDESC" > $B/meta.sh
 else
   # shellcheck disable=SC1090
   . ./$B/meta.sh
+  XDESC=${XDESC:-}
   FAILED=$(grep -c FAILED "$RES")
 fi
 
@@ -239,7 +302,7 @@ fi
         lws) printf 'libwebsockets %s; ' "$(dpkg-query -W -f '${Version}' libwebsockets-dev 2>/dev/null)";;
         wslay) printf 'wslay %s; ' "$(dpkg-query -W -f '${Version}' libwslay-dev 2>/dev/null)";;
         node) printf 'Node %s with ws %s; ' "$(node --version)" "$(node -p "require('./tests/bench/node_modules/ws/package.json').version")";;
-      esac; done)"
+      esac; done)$XDESC"
   echo "- $ROUNDS rounds, servers interleaved in each; server on CPU 0, load generator on CPU 1; ${SECS} s per timed run"
   echo "- each cell: the median over the rounds; ws/peer: the median of the per-round ratios"
   echo "  (ratio > 1 means ws is ahead for \"higher\" metrics, < 1 for \"lower\" ones)"
@@ -270,10 +333,22 @@ fi
         "|echo_small:msgs_per_s:higher:echo 50 conns x 4 in flight, 32 B binary: msg/s " \
         "|echo_small:msgs_per_cpu_s:higher:  same, msg per server CPU-second " \
         "|echo_small:p99_us:lower:  same, round trip p99 (us) " \
+        "|echo_conc:msgs_per_s:higher:echo 200 conns x 1 in flight, 32 B binary: msg/s " \
+        "|echo_conc:msgs_per_cpu_s:higher:  same, msg per server CPU-second " \
+        "|echo_conc:p99_us:lower:  same, round trip p99 (us) " \
+        "|echo_pipe:msgs_per_s:higher:echo 16 conns x 16 in flight (pipelined), 32 B binary: msg/s " \
+        "|echo_pipe:msgs_per_cpu_s:higher:  same, msg per server CPU-second " \
+        "|echo_pipe:p99_us:lower:  same, round trip p99 (us) " \
         "|echo_text:msgs_per_s:higher:echo 50 x 4, 1 KiB text: msg/s " \
         "|echo_text:msgs_per_cpu_s:higher:  same, msg per server CPU-second " \
         "|echo_large:mb_per_s:higher:echo 4 x 2, 256 KiB binary: MB/s " \
         "|echo_large:msgs_per_cpu_s:higher:  same, msg per server CPU-second " \
+        "|echo_64k:mb_per_s:higher:echo 8 x 2, 64 KiB binary: MB/s " \
+        "|echo_64k:msgs_per_cpu_s:higher:  same, msg per server CPU-second " \
+        "|echo_64k_text:mb_per_s:higher:echo 8 x 2, 64 KiB ASCII text (UTF-8 checked): MB/s " \
+        "|echo_64k_text:msgs_per_cpu_s:higher:  same, msg per server CPU-second " \
+        "|echo_64k_utf8:mb_per_s:higher:echo 8 x 2, 64 KiB text of 2- to 4-byte UTF-8: MB/s " \
+        "|echo_64k_utf8:msgs_per_cpu_s:higher:  same, msg per server CPU-second " \
         "|echo_rtt:p50_us:lower:echo 1 conn, 1 in flight, 32 B: round trip p50 (us) " \
         "|echo_rtt:p99_us:lower:  same, p99 (us) " \
         "|handshake:hs_per_s:higher:handshakes (connect, upgrade, close; 32 at once)/s " \
@@ -315,8 +390,8 @@ fi
       printf "\n| --- |"
       for (s = 1; s <= ns; s++) printf " --- |"
       printf "\n"
-      split("echo_small echo_text echo_large echo_rtt handshake broadcast", MM, " ")
-      for (m = 1; m <= 6; m++) {
+      nmm = split("echo_small echo_conc echo_pipe echo_text echo_large echo_64k echo_64k_text echo_64k_utf8 echo_rtt handshake broadcast", MM, " ")
+      for (m = 1; m <= nmm; m++) {
         if (!(MM[m] in seen)) continue
         printf "| %s |", MM[m]
         for (s = 1; s <= ns; s++) {
