@@ -485,6 +485,22 @@ int ws_conn_on_readable(ws_conn *c);
  * Returns as ws_conn_on_readable(). */
 int ws_conn_feed(ws_conn *c, const void *data, size_t len);
 
+/*
+ * Like ws_conn_feed(), for bytes in a buffer the caller lets the connection
+ * modify until the call returns (a loop's one receive buffer shared by all
+ * its sockets): whole frames are unmasked and delivered where they lie, with
+ * no copy and no allocation, while the connection holds no input; only what
+ * cannot be finished yet (a frame still arriving, a fragmented message) is
+ * copied in. Returns as ws_conn_on_readable().
+ */
+int ws_conn_feed_inplace(ws_conn *c, void *data, size_t len);
+
+/* Input the connection holds: bytes of an unfinished frame, message or
+ * handshake (1 or more while a frame or message is in progress, even with
+ * no bytes held); 0 when it holds none, and ws_conn_feed_inplace() can
+ * work in place. */
+size_t ws_conn_buffered(const ws_conn *c);
+
 /* Flushes queued output through the write callback. Returns as
  * ws_conn_on_readable(). */
 int ws_conn_on_writable(ws_conn *c);
@@ -853,7 +869,8 @@ struct ws__loop_priv {
   void *lingering;
   size_t nlinger;
   void *tls_default;                /* client TLS config made on demand */
-  int stop, shutting, paused, freeing;
+  unsigned char *rbuf;              /* one receive buffer for all sockets */
+  int stop, shutting, paused, freeing, rbusy;
 };
 
 struct ws_loop { struct ws__loop_priv ws__lp; };

@@ -2056,18 +2056,10 @@ int ws_conn_on_readable(ws_conn *c) {
   return ws__end_batch(c, rc);
 }
 
-/* see ws.h */
-int ws_conn_feed(ws_conn *c, const void *data, size_t len) {
-  struct ws__conn_priv *p;
-  const unsigned char *d = (const unsigned char *)data;
+/* Copies bytes in and processes them: the body of ws_conn_feed(). */
+static int ws__feed(ws_conn *c, const unsigned char *d, size_t len) {
+  struct ws__conn_priv *p = WS__P(c);
   int rc = WS_OK;
-  WS_ASSERT(c != NULL);
-  p = WS__P(c);
-  WS_ASSERT(p->depth == 0);
-  if (data == NULL && len > 0) return WS_EINVAL;
-  if (p->flags & WS__F_CLOSED) return ws__done(c, WS_ECLOSED);
-  if (p->state == WS_STATE_INIT) return WS_ESTATE;
-  p->flags |= WS__F_BATCH;
   while (len > 0 && !(p->flags & (WS__F_CLOSED | WS__F_FAILING))) {
     size_t take;
     long room;
@@ -2089,6 +2081,88 @@ int ws_conn_feed(ws_conn *c, const void *data, size_t len) {
     rc = ws__process(c);
     if (rc != WS_OK) break;
   }
+  return rc;
+}
+
+/* see ws.h */
+int ws_conn_feed(ws_conn *c, const void *data, size_t len) {
+  struct ws__conn_priv *p;
+  WS_ASSERT(c != NULL);
+  p = WS__P(c);
+  WS_ASSERT(p->depth == 0);
+  if (data == NULL && len > 0) return WS_EINVAL;
+  if (p->flags & WS__F_CLOSED) return ws__done(c, WS_ECLOSED);
+  if (p->state == WS_STATE_INIT) return WS_ESTATE;
+  p->flags |= WS__F_BATCH;
+  return ws__end_batch(c, ws__feed(c, (const unsigned char *)data, len));
+}
+
+/* No input held: no bytes, no frame or message in progress. */
+static int ws__in_empty(const struct ws__conn_priv *p) {
+  const struct ws__ibuf *b = p->in;
+  return b == NULL || (b->rpos == b->rlen && b->mlen == 0 && b->op == 0 &&
+                       b->msg_op == 0);
+}
+
+/* see ws.h */
+size_t ws_conn_buffered(const ws_conn *c) {
+  const struct ws__conn_priv *p = WS__P(c);
+  if (ws__in_empty(p)) return 0;
+  return p->in->rlen - p->in->rpos + p->in->mlen + (p->in->op != 0 || p->in->msg_op != 0);
+}
+
+/* see ws.h */
+int ws_conn_feed_inplace(ws_conn *c, void *data, size_t len) {
+  struct ws__conn_priv *p;
+  unsigned char *d = (unsigned char *)data;
+  size_t pos = 0;
+  int rc = WS_OK;
+  WS_ASSERT(c != NULL);
+  p = WS__P(c);
+  WS_ASSERT(p->depth == 0);
+  if (data == NULL && len > 0) return WS_EINVAL;
+  if (p->flags & WS__F_CLOSED) return ws__done(c, WS_ECLOSED);
+  if (p->state == WS_STATE_INIT) return WS_ESTATE;
+  p->flags |= WS__F_BATCH;
+  /* Whole frames, while nothing is held, are handled where they lie. The
+   * first thing that is not a whole data frame with FIN or a whole ping or
+   * pong (a fragment, a close, anything to refuse, a frame still arriving)
+   * goes, with the rest, through the copying path, which decides. */
+  while (pos < len && p->state == WS_STATE_OPEN &&
+         !(p->flags & (WS__F_CLOSE_RCVD | WS__F_FAILING | WS__F_CLOSED)) &&
+         ws__in_empty(p)) {
+    ws_frame f;
+    size_t hl;
+    unsigned char *pl;
+    if (ws_frame_parse(d + pos, len - pos, &f, &hl) != WS_OK || f.rsv != 0 ||
+        f.masked != (p->role == WS_SERVER ? 1 : 0) ||
+        f.len > (uint64_t)(len - pos - hl) || f.opcode == WS_OP_CLOSE)
+      break;
+    pl = d + pos + hl;
+    if (f.opcode >= 8) {
+      if ((rc = ws__control(c, &f, pl)) != WS_OK) break;
+      pos += hl + (size_t)f.len;
+      continue;
+    }
+    if (f.opcode == WS_OP_CONT || !f.fin || f.len > p->cfg->max_frame ||
+        f.len > p->cfg->max_message ||
+        ((p->flags & WS__F_FIXED) && !p->cfg->stream &&
+         f.len + WS__IN_RESERVE > p->in->cap))
+      break;
+    if (f.masked) ws_mask(pl, (size_t)f.len, f.mask, 0);
+    if (f.opcode == WS_OP_TEXT) {
+      uint32_t st = WS_UTF8_INIT;
+      if (ws_utf8_check(&st, pl, (size_t)f.len, 1, NULL) != WS_OK) {
+        ws__fail(c, WS_EUTF8, WS_CLOSE_INVALID_DATA);
+        rc = WS_EUTF8;
+        break;
+      }
+    }
+    pos += hl + (size_t)f.len;
+    if ((rc = ws__call_message(c, f.opcode, pl, (size_t)f.len, 1)) != WS_OK)
+      break;
+  }
+  if (rc == WS_OK && pos < len) rc = ws__feed(c, d + pos, len - pos);
   return ws__end_batch(c, rc);
 }
 
@@ -3200,6 +3274,11 @@ enum {
 #define WS__LP(l) (&(l)->ws__lp)
 #define WS__LC(c) ((ws_loop_conn *)(c))
 #define WS__TN_NONE UINT32_MAX
+
+/* The loop's one receive buffer, shared by its plain sockets. */
+#ifndef WS__LOOP_RBUF
+#define WS__LOOP_RBUF (256u * 1024)
+#endif
 #define WS__LOOP_NEVER UINT64_MAX
 
 typedef struct ws__listener {
@@ -3883,6 +3962,40 @@ static void ws__loop_flush_pending(ws_loop *l) {
   }
 }
 
+/* Input on a connection. A plain socket whose connection holds no input is
+ * read into the loop's one receive buffer and processed there, in place:
+ * no per-connection buffer is allocated for whole frames. Anything else
+ * (TLS, a handshake, a frame or message still arriving, end of stream, an
+ * error) goes through the connection's own read. */
+static int ws__loop_readable(ws_loop *l, ws_loop_conn *lc) {
+  struct ws__loop_priv *p = WS__LP(l);
+  struct ws__loop_conn_priv *q = &lc->ws__l;
+  ws_conn *c = &lc->conn;
+  int i, rc = WS_OK;
+  for (i = 0; i < 16; i++) {
+    ssize_t r;
+    if (q->tls || p->rbusy || ws_conn_state(c) != WS_STATE_OPEN ||
+        ws_conn_buffered(c) != 0 || !ws_conn_want_read(c))
+      return ws_conn_on_readable(c);
+    if (p->rbuf == NULL &&
+        (p->rbuf = (unsigned char *)ws__loop_alloc(l, NULL, WS__LOOP_RBUF)) == NULL)
+      return ws_conn_on_readable(c);
+    r = recv(q->io.fd, p->rbuf, WS__LOOP_RBUF, 0);
+    if (r <= 0) {
+      if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return rc;
+      if (r < 0 && errno == EINTR) continue;
+      return ws_conn_on_readable(c); /* its own read meets the end or error */
+    }
+    q->last_rx = (uint32_t)p->now;
+    p->rbusy = 1;
+    rc = ws_conn_feed_inplace(c, p->rbuf, (size_t)r);
+    p->rbusy = 0;
+    if (rc == WS_ECLOSED || (q->io.flags & WS__LC_DEAD)) return WS_ECLOSED;
+    if ((size_t)r < WS__LOOP_RBUF) break; /* the socket is empty */
+  }
+  return rc;
+}
+
 /* Readiness on a connection. */
 static void ws__loop_conn_event(ws_loop *l, ws_loop_conn *lc, unsigned ev) {
   struct ws__loop_priv *p = WS__LP(l);
@@ -3902,7 +4015,7 @@ static void ws__loop_conn_event(ws_loop *l, ws_loop_conn *lc, unsigned ev) {
   }
   q->io.flags &= (unsigned char)~WS__LC_DRAINED; /* a new event: read */
   if (ev & WS__LOOP_IN) {
-    if (ws_conn_on_readable(c) == WS_ECLOSED || (q->io.flags & WS__LC_DEAD)) return;
+    if (ws__loop_readable(l, lc) == WS_ECLOSED || (q->io.flags & WS__LC_DEAD)) return;
   }
   if (ev & WS__LOOP_OUT) {
     size_t before = ws_conn_queued(c);
@@ -4715,6 +4828,8 @@ void ws_loop_free(ws_loop *l) {
   }
   ws__loop_alloc(l, p->topics, 0);
   ws__loop_alloc(l, p->heap, 0);
+  ws__loop_alloc(l, p->rbuf, 0);
+  p->rbuf = NULL;
   free(p->ready);
   p->topics = NULL;
   p->heap = NULL;

@@ -114,6 +114,8 @@ typedef struct endpoint {
   size_t pieces;           /* stream mode: pieces seen */
   unsigned long hash;      /* FNV-1a of streamed bytes */
   buf msg;                 /* stream mode: the reassembled message */
+  const void *last_data;   /* where the last message was delivered from */
+  int nmsgs;               /* on_message calls */
   int free_on_close;
   /* Fault injection: at I/O call number fault_at (1-based, reads and
    * writes counted together), do `fault` instead. */
@@ -215,6 +217,8 @@ static int ep_message(ws_conn *c, int op, const void *d, size_t n, int fin,
                       void *user) {
   endpoint *e = (endpoint *)user;
   if (ws_conn_user(c) != user) buf_puts(&e->log, "bad user pointer\n");
+  e->last_data = d;
+  e->nmsgs++;
   if (WS__P(c)->cfg->stream) {
     /* Pieces vary with input chunking; log the reassembled message. */
     buf_put(&e->msg, d, n);
@@ -383,7 +387,24 @@ static int out_close_code(const buf *tx, int masked_expected) {
  * Scripts: one server connection, every input and output mode
  * ------------------------------------------------------------------- */
 
-enum { IN_ALL, IN_BYTES, IN_READ1, IN_READ7, IN_SPLIT, IN__N };
+enum {
+  IN_ALL, IN_BYTES, IN_READ1, IN_READ7, IN_SPLIT,
+  IN_INPLACE,       /* all at once through ws_conn_feed_inplace() */
+  IN_INPLACE7,      /* 7 bytes per ws_conn_feed_inplace() */
+  IN_SPLIT_INPLACE, /* two ws_conn_feed_inplace() calls, cut at `split` */
+  IN__N
+};
+
+/* ws_conn_feed_inplace() on a scratch copy that is then scribbled over, so
+ * a connection that kept a pointer into it would see garbage. */
+static void feed_inplace(ws_conn *c, const unsigned char *d, size_t n) {
+  unsigned char *m = (unsigned char *)malloc(n ? n : 1);
+  if (m == NULL) abort();
+  memcpy(m, d, n);
+  ws_conn_feed_inplace(c, m, n);
+  memset(m, 0xA5, n);
+  free(m);
+}
 enum { OUT_ALL, OUT_BYTE, OUT_BLOCK, OUT__N };
 
 typedef struct run_result {
@@ -421,6 +442,30 @@ static void run_script(const buf *in, int inmode, int outmode, size_t split,
     case IN_SPLIT:
       ws_conn_feed(&e.c, in->d, split);
       ws_conn_feed(&e.c, in->d + split, in->len - split);
+      break;
+    case IN_INPLACE:
+    case IN_INPLACE7:
+      /* The head first, so the frames after it meet an open connection. */
+      {
+        size_t h;
+        for (h = 0; h + 4 <= in->len && memcmp(in->d + h, "\r\n\r\n", 4); h++)
+          ;
+        h = h + 4 <= in->len ? h + 4 : in->len;
+        feed_inplace(&e.c, in->d, h);
+        i = h;
+      }
+      if (inmode == IN_INPLACE) {
+        feed_inplace(&e.c, in->d + i, in->len - i);
+        break;
+      }
+      for (; i < in->len; i += 7) {
+        feed_inplace(&e.c, in->d + i, in->len - i < 7 ? in->len - i : 7);
+        if (outmode != OUT_ALL) ep_drain(&e);
+      }
+      break;
+    case IN_SPLIT_INPLACE:
+      feed_inplace(&e.c, in->d, split);
+      feed_inplace(&e.c, in->d + split, in->len - split);
       break;
     default:
       buf_put(&rx, in->d, in->len);
@@ -499,8 +544,10 @@ static void script(const char *name, const buf *in, const char *expect,
   /* Every other mode agrees. */
   for (im = 0; im < IN__N; im++) {
     for (om = 0; om < OUT__N; om++) {
-      if (im == IN_SPLIT) continue;
-      if ((im == IN_BYTES || im == IN_READ1) && in->len > 300000) continue;
+      if (im == IN_SPLIT || im == IN_SPLIT_INPLACE) continue;
+      if ((im == IN_BYTES || im == IN_READ1 || im == IN_INPLACE7) &&
+          in->len > 300000)
+        continue;
       if (im == IN_ALL && om == OUT_ALL) continue;
       run_script(in, im, om, 0, eof, tweak, &r);
       if (!CHECK(buf_eq(&r.log, &ref.log) && buf_eq(&r.tx, &ref.tx) &&
@@ -516,6 +563,11 @@ static void script(const char *name, const buf *in, const char *expect,
       run_script(in, IN_SPLIT, OUT_ALL, cut, eof, tweak, &r);
       if (!CHECK(buf_eq(&r.log, &ref.log) && buf_eq(&r.tx, &ref.tx)))
         printf("    %s: cut at %lu differs\n", name, (unsigned long)cut);
+      result_free(&r);
+      run_script(in, IN_SPLIT_INPLACE, OUT_ALL, cut, eof, tweak, &r);
+      if (!CHECK(buf_eq(&r.log, &ref.log) && buf_eq(&r.tx, &ref.tx)))
+        printf("    %s: in place, cut at %lu differs\n", name,
+               (unsigned long)cut);
       result_free(&r);
     }
   }
@@ -912,6 +964,64 @@ static void test_server_plain_http(void) {
   ep_init(&e, &cfg, &rx, &tx);
   CHECK_INT(ws_http_respond(&e.c, 200, NULL, 0, NULL, 0), WS_ESTATE);
   ep_free(&e);
+}
+
+static void test_feed_inplace(void) {
+  /* Whole frames are delivered from the caller's buffer, allocating
+   * nothing; a frame cut by the end of the buffer is copied in and
+   * finished from the next one. */
+  ws_config cfg;
+  endpoint e;
+  buf rx = {0}, tx = {0}, in = {0};
+  counting_alloc a = {0, 0, 0, 0};
+  unsigned char big[3000];
+  size_t i, n;
+  ws_config_init(&cfg, WS_SERVER);
+  cfg.realloc = counting_realloc;
+  cfg.alloc_ctx = &a;
+  ep_init(&e, &cfg, &rx, &tx);
+  ws_conn_feed(&e.c, REQ, strlen(REQ));
+  ep_drain(&e);
+  CHECK_INT(ws_conn_state(&e.c), WS_STATE_OPEN);
+  CHECK_INT(a.live, 0); /* nothing held once the 101 is out */
+  memset(big, 'z', sizeof big);
+  for (i = 0; i < 40; i++) {
+    add_frame(&in, 1, i % 2 ? WS_OP_TEXT : WS_OP_BINARY, big, i * 70, 1);
+    if (i == 20) cframe(&in, 1, WS_OP_PONG, "p");
+  }
+  a.calls = 0;
+  ws_conn_feed_inplace(&e.c, in.d, in.len);
+  CHECK_INT(a.calls, 0);
+  CHECK_INT(e.nmsgs, 40);
+  CHECK((const unsigned char *)e.last_data > in.d &&
+        (const unsigned char *)e.last_data < in.d + in.len);
+  CHECK_INT(ws_conn_buffered(&e.c), 0);
+  /* The payload was unmasked where it lay. */
+  CHECK(memcmp(in.d + in.len - 39 * 70, big, 39 * 70) == 0);
+  /* Cut inside a frame: the head of it is copied in, then finished. */
+  in.len = 0;
+  add_frame(&in, 1, WS_OP_BINARY, big, 2000, 1);
+  add_frame(&in, 1, WS_OP_TEXT, "hi", 2, 1);
+  n = 700;
+  ws_conn_feed_inplace(&e.c, in.d, n);
+  CHECK(ws_conn_buffered(&e.c) > 0);
+  CHECK(a.live > 0);
+  ws_conn_feed_inplace(&e.c, in.d + n, in.len - n);
+  CHECK_INT(e.nmsgs, 42);
+  CHECK_INT(ws_conn_buffered(&e.c), 0);
+  CHECK_INT(a.live, 0);
+  /* Bad UTF-8 in a whole frame: 1007, as on the copying path. */
+  in.len = 0;
+  add_frame(&in, 1, WS_OP_TEXT, "\xc3\x28", 2, 1);
+  tx.len = 0;
+  ws_conn_feed_inplace(&e.c, in.d, in.len);
+  ep_drain(&e);
+  CHECK_INT(out_close_code(&tx, 0), 1007);
+  CHECK_INT(e.nmsgs, 42);
+  ep_free(&e);
+  buf_free(&rx);
+  buf_free(&tx);
+  buf_free(&in);
 }
 
 static void test_fixed_buffers(void) {
@@ -1918,6 +2028,7 @@ int main(void) {
   RUN(test_server_refuse_and_headers);
   RUN(test_server_plain_http);
   RUN(test_fixed_buffers);
+  RUN(test_feed_inplace);
   RUN(test_alloc_hook_and_failures);
   RUN(test_idle_holds_no_buffer);
   RUN(test_io_faults);
