@@ -336,6 +336,18 @@ typedef struct ws_accept {
   size_t num_headers;
 } ws_accept;
 
+/* A piece of output for ws_callbacks.writev. */
+typedef struct ws_iovec {
+  const void *base;
+  size_t len;
+} ws_iovec;
+
+/* Sends from this size up go out without a copy where the transport has a
+ * writev (ws_callbacks.writev). */
+#ifndef WS_DIRECT_MIN
+#define WS_DIRECT_MIN 16384
+#endif
+
 typedef struct ws_callbacks {
   /* Transport. read: store up to cap bytes in buf and set *n. Return WS_OK
    * with *n > 0 for data, WS_OK with *n == 0 for end of stream, WS_EAGAIN
@@ -382,6 +394,13 @@ typedef struct ws_callbacks {
    * ws_conn_free(c) and release the memory holding c. */
   void (*on_close)(ws_conn *c, int code, const char *reason, size_t len,
                    void *user);
+  /* Optional, server: write the n pieces in order, as one write (writev,
+   * sendmsg), setting *written (0..total) as write does. With it, a large
+   * send (WS_DIRECT_MIN bytes or more) leaves from the caller's buffer,
+   * after what is queued, without being copied; only what the transport
+   * does not take is queued. NULL: every send is copied into the queue. */
+  int (*writev)(ws_conn *c, const ws_iovec *iov, int n, size_t *written,
+                void *user);
 } ws_callbacks;
 
 typedef struct ws_config {

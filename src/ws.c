@@ -2314,6 +2314,61 @@ int ws_client_start(ws_conn *c, const ws_client_opts *o) {
 #endif /* WS_NO_CLIENT */
 
 /* Queues data frames for one send: the whole of it, or nothing. */
+#ifndef WS_NO_SERVER
+/* A server's large single-frame send with nothing holding output: what is
+ * queued, the header and the payload leave in one writev; only the part
+ * the transport did not take is copied into the queue. */
+static int ws__send_direct(ws_conn *c, int op, const unsigned char *d,
+                           size_t len, int fin) {
+  struct ws__conn_priv *p = WS__P(c);
+  unsigned char hdr[WS_FRAME_HEADER_MAX];
+  size_t hl = ws_frame_write(hdr, fin, op, len, NULL), q = WS__QUEUED(p);
+  size_t w = 0, skip;
+  ws_iovec iov[3];
+  int n = 0, rc;
+  if (q) {
+    iov[n].base = p->out->d + p->out->head;
+    iov[n++].len = q;
+  }
+  iov[n].base = hdr;
+  iov[n++].len = hl;
+  iov[n].base = d;
+  iov[n++].len = len;
+  p->depth++;
+  rc = p->cb->writev(c, iov, n, &w, p->user);
+  p->depth--;
+  if (rc == WS_EAGAIN) rc = WS_OK, w = 0;
+  if (rc != WS_OK || w > q + hl + len) {
+    ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_EIO);
+    return WS_EIO;
+  }
+  if (q) {
+    size_t t = WS__MIN(w, q);
+    p->out->head += t;
+    w -= t;
+  }
+  /* w bytes of header + payload are out: queue the rest. A frame that left
+   * in part must be finished: if that fails, the stream is broken. */
+  skip = w;
+  if (skip < hl + len) {
+    rc = ws__out_room(p, hl + len - skip);
+    if (rc != WS_OK) {
+      if (skip == 0) return rc;
+      ws__set_closed(p, WS_CLOSE_ABNORMAL, rc);
+      return rc;
+    }
+    if (skip < hl) {
+      memcpy(p->out->d + p->out->len, hdr + skip, hl - skip);
+      p->out->len += hl - skip;
+      skip = hl;
+    }
+    memcpy(p->out->d + p->out->len, d + (skip - hl), len - (skip - hl));
+    p->out->len += len - (skip - hl);
+  }
+  return WS_OK;
+}
+#endif
+
 static int ws__send_data(ws_conn *c, int op, const void *data, size_t len,
                          int fin) {
   struct ws__conn_priv *p = WS__P(c);
@@ -2325,6 +2380,12 @@ static int ws__send_data(ws_conn *c, int op, const void *data, size_t len,
   int rc;
   if (total < len || WS__QUEUED(p) + total > p->cfg->max_queued)
     return WS_EFULL;
+#ifndef WS_NO_SERVER
+  if (len >= WS_DIRECT_MIN && frames == 1 && p->cb->writev &&
+      p->role == WS_SERVER &&
+      !(p->flags & (WS__F_CORK | WS__F_CLOSED | WS__F_FIXED)))
+    return ws__send_direct(c, op, d, len, fin);
+#endif
   /* Room up front for all of it (total bounds every frame's header; the
    * spare header covers ws__queue_frame's own check on the last one), so
    * the frames below neither move the queue nor fail half-way for want of
@@ -2353,8 +2414,10 @@ static int ws__can_send(const struct ws__conn_priv *p) {
 }
 
 static int ws__send_end(ws_conn *c, int rc) {
-  if (rc != WS_OK) return rc;
-  rc = ws__maybe_flush(c);
+  /* A refused send returns its reason; one that broke the transport (a
+   * direct write) ends the connection like a failed flush. */
+  if (rc != WS_OK && !(WS__P(c)->flags & WS__F_CLOSED)) return rc;
+  if (rc == WS_OK) rc = ws__maybe_flush(c);
   if (WS__P(c)->depth) return rc;
   return ws__result(c, rc);
 }
@@ -3729,6 +3792,58 @@ static int ws__loop_write(ws_conn *c, const void *buf, size_t len, size_t *n,
   }
 }
 
+/* The pieces of one send, in one sendmsg (TLS: one record at a time). */
+static int ws__loop_writev(ws_conn *c, const ws_iovec *iov, int cnt,
+                           size_t *n, void *user) {
+  ws_loop_conn *lc = WS__LC(c);
+  struct iovec v[8];
+  struct msghdr m;
+  size_t total = 0;
+  int i, flags = 0;
+#if WS_ENABLE_MBEDTLS
+  if (lc->ws__l.tls || cnt > 8) {
+#else
+  if (cnt > 8) {
+#endif
+    *n = 0;
+    for (i = 0; i < cnt; i++) {
+      size_t k = 0;
+      int rc = ws__loop_write(c, iov[i].base, iov[i].len, &k, user);
+      if (rc != WS_OK && rc != WS_EAGAIN) return rc;
+      *n += k;
+      if (rc == WS_EAGAIN || k < iov[i].len) return *n ? WS_OK : WS_EAGAIN;
+    }
+    return WS_OK;
+  }
+#ifdef MSG_NOSIGNAL
+  flags = MSG_NOSIGNAL;
+#endif
+  ws__loop_touch(lc);
+  if (lc->ws__l.io.flags & WS__LC_CONNECTING) return WS_EAGAIN;
+  for (i = 0; i < cnt; i++) {
+    v[i].iov_base = (void *)(uintptr_t)iov[i].base;
+    v[i].iov_len = iov[i].len;
+    total += iov[i].len;
+  }
+  memset(&m, 0, sizeof m);
+  m.msg_iov = v;
+  m.msg_iovlen = cnt;
+  for (;;) {
+    ssize_t r = sendmsg(lc->ws__l.io.fd, &m, flags);
+    if (r >= 0) {
+      *n = (size_t)r;
+      if ((size_t)r < total) lc->ws__l.io.flags |= WS__LC_WAITED;
+      return WS_OK;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      lc->ws__l.io.flags |= WS__LC_WAITED;
+      return WS_EAGAIN;
+    }
+    return WS_EIO;
+  }
+}
+
 static void ws__sub_drop_all(ws_loop_conn *lc);
 
 static void ws__linger_end(ws_loop *l, ws__linger *g) {
@@ -4638,6 +4753,7 @@ int ws_loop_init(ws_loop *l, const ws_loop_config *cfg,
   p->ccb = p->cb.conn;
   p->ccb.read = ws__loop_read;
   p->ccb.write = ws__loop_write;
+  p->ccb.writev = ws__loop_writev;
   p->ccb.on_close = ws__loop_on_close;
   p->user = user;
   p->bfd = -1;

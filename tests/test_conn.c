@@ -116,6 +116,7 @@ typedef struct endpoint {
   buf msg;                 /* stream mode: the reassembled message */
   const void *last_data;   /* where the last message was delivered from */
   int nmsgs;               /* on_message calls */
+  int writevs;             /* writev calls */
   int free_on_close;
   /* Fault injection: at I/O call number fault_at (1-based, reads and
    * writes counted together), do `fault` instead. */
@@ -269,9 +270,30 @@ static int ep_http(ws_conn *c, const ws_request *req, void *user) {
   return 404;
 }
 
+/* writev: the pieces joined, then the same transport as write (faults,
+ * short writes and would-block included). */
+static int ep_writev(ws_conn *c, const ws_iovec *iov, int n, size_t *w,
+                     void *user) {
+  endpoint *e = (endpoint *)user;
+  size_t total = 0, off = 0;
+  unsigned char *flat;
+  int i, rc;
+  for (i = 0; i < n; i++) total += iov[i].len;
+  flat = (unsigned char *)malloc(total ? total : 1);
+  if (flat == NULL) abort();
+  for (i = 0; i < n; i++) {
+    memcpy(flat + off, iov[i].base, iov[i].len);
+    off += iov[i].len;
+  }
+  e->writevs++;
+  rc = ep_write(c, flat, total, w, user);
+  free(flat);
+  return rc;
+}
+
 static const ws_callbacks ep_callbacks = {
     ep_read, ep_write, ep_random, ep_handshake, ep_open, ep_message,
-    ep_ping, ep_pong,  ep_http,   ep_close};
+    ep_ping, ep_pong,  ep_http,   ep_close,     ep_writev};
 
 static void ep_init(endpoint *e, const ws_config *cfg, buf *rx, buf *tx) {
   memset(e, 0, sizeof *e);
@@ -1022,6 +1044,79 @@ static void test_feed_inplace(void) {
   buf_free(&rx);
   buf_free(&tx);
   buf_free(&in);
+}
+
+/* Checks that tx holds, from off, one unmasked frame of op with payload
+ * `want`; returns the offset after it. */
+static size_t expect_frame(const buf *tx, size_t off, int op,
+                           const unsigned char *want, size_t n) {
+  ws_frame f;
+  size_t hl;
+  if (!CHECK(ws_frame_parse(tx->d + off, tx->len - off, &f, &hl) == WS_OK))
+    return tx->len;
+  CHECK_INT(f.opcode, op);
+  CHECK(f.fin && !f.masked && f.len == n);
+  CHECK(tx->len - off - hl >= n && memcmp(tx->d + off + hl, want, n) == 0);
+  return off + hl + (size_t)f.len;
+}
+
+static void test_send_direct(void) {
+  /* A large send with a writev transport leaves from the caller's buffer:
+   * nothing is copied or allocated when the transport takes it all; what
+   * it does not take is queued and follows; queued output goes first. */
+  ws_config cfg;
+  endpoint e;
+  buf rx = {0}, tx = {0};
+  counting_alloc a = {0, 0, 0, 0};
+  static unsigned char big[100000];
+  size_t i, off;
+  for (i = 0; i < sizeof big; i++) big[i] = (unsigned char)(i * 7 + 3);
+  ws_config_init(&cfg, WS_SERVER);
+  cfg.realloc = counting_realloc;
+  cfg.alloc_ctx = &a;
+  ep_init(&e, &cfg, &rx, &tx);
+  ws_conn_feed(&e.c, REQ, strlen(REQ));
+  ep_drain(&e);
+  tx.len = 0;
+  a.calls = 0;
+  CHECK_INT(ws_send(&e.c, WS_OP_BINARY, big, sizeof big), WS_OK);
+  CHECK_INT(a.calls, 0);
+  CHECK_INT(e.writevs, 1);
+  CHECK_INT(ws_conn_queued(&e.c), 0);
+  expect_frame(&tx, 0, WS_OP_BINARY, big, sizeof big);
+  /* Below WS_DIRECT_MIN: the queue, as before. */
+  tx.len = 0;
+  CHECK_INT(ws_send(&e.c, WS_OP_BINARY, big, WS_DIRECT_MIN - 1), WS_OK);
+  CHECK_INT(e.writevs, 1);
+  expect_frame(&tx, 0, WS_OP_BINARY, big, WS_DIRECT_MIN - 1);
+  /* Short writes: the rest is queued (a copy of it) and flushed later;
+   * a small message queued before goes out first. */
+  tx.len = 0;
+  e.write_block = 1; /* the next write would block */
+  e.block_toggle = 0;
+  CHECK_INT(ws_send(&e.c, WS_OP_TEXT, "first", 5), WS_OK);
+  CHECK_INT(ws_conn_queued(&e.c), 7);
+  e.write_max = 5000; /* writev takes 5000 bytes, the next write blocks */
+  CHECK_INT(ws_send(&e.c, WS_OP_BINARY, big, sizeof big), WS_OK);
+  CHECK_INT(e.writevs, 2);
+  CHECK_INT(tx.len, 5000);
+  e.write_block = 0;
+  memset(big, 0, 10); /* the caller may reuse its buffer at once */
+  e.write_max = 0;
+  ep_drain(&e);
+  CHECK_INT(ws_conn_queued(&e.c), 0);
+  off = expect_frame(&tx, 0, WS_OP_TEXT, (const unsigned char *)"first", 5);
+  for (i = 0; i < 10; i++) big[i] = (unsigned char)(i * 7 + 3);
+  off = expect_frame(&tx, off, WS_OP_BINARY, big, sizeof big);
+  CHECK_INT(off, tx.len);
+  /* A transport error in the middle ends the connection (1006). */
+  e.write_fail = 1;
+  CHECK_INT(ws_send(&e.c, WS_OP_BINARY, big, sizeof big), WS_ECLOSED);
+  CHECK_INT(e.close_code, 1006);
+  ep_free(&e);
+  CHECK_INT(a.live, 0);
+  buf_free(&rx);
+  buf_free(&tx);
 }
 
 static void test_fixed_buffers(void) {
@@ -2029,6 +2124,7 @@ int main(void) {
   RUN(test_server_plain_http);
   RUN(test_fixed_buffers);
   RUN(test_feed_inplace);
+  RUN(test_send_direct);
   RUN(test_alloc_hook_and_failures);
   RUN(test_idle_holds_no_buffer);
   RUN(test_io_faults);
