@@ -16,7 +16,11 @@
  * ==================================================================== */
 
 #if !defined(_POSIX_C_SOURCE) && !defined(_GNU_SOURCE)
+#if defined(__linux__)
+#define _GNU_SOURCE 1 /* POSIX 2008 and accept4() */
+#else
 #define _POSIX_C_SOURCE 200809L
+#endif
 #endif
 #if defined(__APPLE__) && !defined(_DARWIN_C_SOURCE)
 #define _DARWIN_C_SOURCE 1
@@ -3911,6 +3915,9 @@ static void ws__loop_on_close(ws_conn *c, int code, const char *reason,
   ws_loop *l = q->loop;
   struct ws__loop_priv *p = WS__LP(l);
   int err = ws_conn_error(c);
+  /* A plain connection whose closing handshake completed has nothing more
+   * coming: it closes at once. The others linger (see ws__loop_linger). */
+  int linger = err != WS_OK || q->tls != NULL;
   if (p->cb.conn.on_close) p->cb.conn.on_close(c, code, reason, len, user);
   q->io.flags |= WS__LC_DEAD;
   (void)ws__be_set(p, &q->io, 0);
@@ -3921,7 +3928,10 @@ static void ws__loop_on_close(ws_conn *c, int code, const char *reason,
     q->tls = NULL;
   }
 #endif
-  ws__loop_linger(l, q->io.fd, err);
+  if (linger)
+    ws__loop_linger(l, q->io.fd, err);
+  else if (q->io.fd >= 0)
+    close(q->io.fd);
   q->io.fd = -1;
   ws__tn_remove(p, &q->tn);
   ws__sub_drop_all(lc);
@@ -4178,7 +4188,14 @@ static void ws__loop_accept(ws_loop *l, ws__listener *ls) {
   struct ws__loop_priv *p = WS__LP(l);
   int i;
   for (i = 0; i < 64 && !p->shutting; i++) {
+#if defined(__linux__) && defined(_GNU_SOURCE) && defined(SOCK_NONBLOCK)
+    /* Non-blocking and close-on-exec at once; TCP_NODELAY comes from the
+     * listener (Linux copies it to accepted sockets). */
+    int fd = accept4(ls->io.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+#define WS__ACCEPT4 1
+#else
     int fd = accept(ls->io.fd, NULL, NULL), one = 1;
+#endif
     if (fd < 0) {
       if (errno == EINTR || errno == ECONNABORTED) continue;
       if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
@@ -4192,11 +4209,13 @@ static void ws__loop_accept(ws_loop *l, ws__listener *ls) {
       }
       return;
     }
+#ifndef WS__ACCEPT4
     if (ws__io_nonblock(fd) < 0) {
       close(fd);
       continue;
     }
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+#endif
     {
       ws_conn *c = NULL;
       if (ws__loop_start_server(l, fd, NULL, 0, p->user, &c) == WS_ENOMEM) {
@@ -4282,6 +4301,7 @@ static int ws__loop_listen(ws_loop *l, const char *host, unsigned port,
   fd = socket(ss.ss_family, SOCK_STREAM, 0);
   if (fd < 0) return WS_EIO;
   (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   if (ss.ss_family == AF_INET6) {
     int v6only = strcmp(host, "::") != 0;
     (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof v6only);

@@ -18,7 +18,9 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <unistd.h>
 
 /* ---------------------------------------------------------------------
@@ -27,6 +29,7 @@
 
 typedef struct peer {
   int opened, closes, close_code, msgs, drains, pongs;
+  int nagle; /* connections opened without TCP_NODELAY */
   size_t bytes;
   unsigned long hash; /* FNV-1a over every message, in order */
   int echo;
@@ -55,8 +58,13 @@ static peer *peer_of(ws_conn *c, void *user) {
 }
 
 static void on_open(ws_conn *c, const char *proto, size_t n, void *user) {
+  int v = 0;
+  socklen_t sl = sizeof v;
   (void)proto, (void)n;
   peer_of(c, user)->opened++;
+  if (getsockopt(ws_loop_conn_fd(c), IPPROTO_TCP, TCP_NODELAY, &v, &sl) != 0 ||
+      !v)
+    peer_of(c, user)->nagle++;
 }
 
 static int on_message(ws_conn *c, int op, const void *d, size_t n, int fin,
@@ -240,6 +248,8 @@ static void test_echo_many(void) {
   for (i = 0; i < n; i++) cl[i] = connect_client(&w, i, "/echo");
   CHECK(run_until(&w, c_opened, &n, 5000));
   CHECK_INT(w.server.opened, n);
+  CHECK_INT(w.server.nagle, 0); /* accepted sockets have TCP_NODELAY */
+  CHECK_INT(w.clients[0].nagle, 0);
   for (k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
     for (i = 0; i < n; i++)
       CHECK_INT(ws_send(cl[i], WS_OP_BINARY, big, sizes[k]), WS_OK);
@@ -319,6 +329,49 @@ static void test_keepalive(void) {
   CHECK_INT(w.clients[0].closes, 0);
   CHECK_INT(ws_loop_conn_count(&w.loop), 2); /* loop client + its server */
   CHECK(!run_until(&w, c_server_closes, &two, 1500)); /* still alive */
+  close(fd);
+  ws_loop_free(&w.loop);
+}
+
+/* Open file descriptors of this process (Linux), or -1. */
+static int open_fds(void) {
+  DIR *d = opendir("/proc/self/fd");
+  struct dirent *e;
+  int n = 0;
+  if (d == NULL) return -1;
+  while ((e = readdir(d)) != NULL) n += e->d_name[0] != '.';
+  closedir(d);
+  return n - 1; /* the directory's own descriptor */
+}
+
+static void test_clean_close_no_linger(void) {
+  /* After a completed closing handshake the server closes its socket at
+   * once (nothing more can come); after a protocol error it lingers until
+   * the peer's FIN. */
+  world w;
+  int fd, base, one = 1, two = 2;
+  unsigned char buf[4096];
+  static const unsigned char close1000[] = {0x88, 0x82, 1, 2, 3, 4,
+                                            0x03 ^ 1, 0xe8 ^ 2};
+  world_init(&w);
+  base = open_fds();
+  fd = raw_connect(w.port, NULL);
+  CHECK(send(fd, RAW_REQ, strlen(RAW_REQ), 0) == (ssize_t)strlen(RAW_REQ));
+  CHECK(send(fd, close1000, sizeof close1000, 0) == (ssize_t)sizeof close1000);
+  CHECK(run_until(&w, c_server_closes, &one, 3000));
+  CHECK_INT(w.server.close_code, 1000);
+  ws_loop_run_once(&w.loop, 10);
+  if (base >= 0) CHECK_INT(open_fds(), base + 1); /* only our raw socket */
+  CHECK(raw_drain(fd, buf, sizeof buf) > 0);      /* 101, close, then FIN */
+  close(fd);
+  /* A protocol error: the server lingers, holding its socket open. */
+  fd = raw_connect(w.port, NULL);
+  CHECK(send(fd, RAW_REQ, strlen(RAW_REQ), 0) == (ssize_t)strlen(RAW_REQ));
+  CHECK(send(fd, "\xc1\x80\x00\x00\x00\x00", 6, 0) == 6); /* RSV1 */
+  CHECK(run_until(&w, c_server_closes, &two, 3000));
+  CHECK_INT(w.server.close_code, 1002);
+  ws_loop_run_once(&w.loop, 10);
+  if (base >= 0) CHECK_INT(open_fds(), base + 2);
   close(fd);
   ws_loop_free(&w.loop);
 }
@@ -925,6 +978,7 @@ int main(void) {
   RUN(test_handshake_timeout);
   RUN(test_keepalive);
   RUN(test_idle_timeout);
+  RUN(test_clean_close_no_linger);
   RUN(test_backpressure);
   RUN(test_lingering_close);
   RUN(test_broadcast);
