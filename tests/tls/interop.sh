@@ -47,6 +47,15 @@ else
   bad "openssl s_client: $(head -c 300 "$out/sc.err")"
 fi
 
+# 1b. the key exchange uses a fast curve (X25519 or P-256), not the largest
+#     one mbedTLS 2.x would otherwise prefer
+$T openssl s_client -connect 127.0.0.1:"$port" -servername localhost </dev/null >"$out/kx" 2>&1
+kx=$(grep -i 'temp key' "$out/kx" | head -1)
+case $kx in
+  *X25519*|*P-256*|*prime256v1*) ok "key exchange: $kx" ;;
+  *) bad "key exchange not X25519/P-256: '$kx'" ;;
+esac
+
 # 2. our own client, end to end
 r=$(printf 'hello over tls\n' | $T "$build/wsc" --cafile "$dir/ca.pem" --linger 300 "wss://localhost:$port/" 2>"$out/wsc.err")
 [ "$r" = "hello over tls" ] && ok "wsc --cafile wss://localhost echoes" || bad "wsc: got '$r' $(cat "$out/wsc.err")"
