@@ -131,7 +131,7 @@ if [ -x $PY ] && $PY -c 'import websockets' 2>/dev/null; then
   r=$($T $PY "$here/py_tls.py" client "$port" "$dir/ca.pem" 2>&1); rc=$?
   echo "$r" | grep '^not ok' | sed 's/^not ok - /#   /'
   n=$(echo "$r" | grep -c '^ok - ')
-  if [ $rc -eq 0 ] && [ "$n" -ge 25 ] && ! echo "$r" | grep -q '^not ok'; then
+  if [ $rc -eq 0 ] && [ "$n" -ge 28 ] && ! echo "$r" | grep -q '^not ok'; then
     ok "python websockets client (wss, test CA) against echo_server: $n checks"
   else
     bad "python websockets client: exit $rc, $n checks passed: $(echo "$r" | grep -v '^ok' | tail -n 3 | tr '\n' ' ' | head -c 400)"
@@ -144,7 +144,7 @@ if [ -x $PY ] && $PY -c 'import websockets' 2>/dev/null; then
     i=0
     while [ $i -lt 50 ] && ! grep -q '^close path=/drive ' "$out/py"; do sleep 0.1; i=$((i + 1)); done
     n=$(grep -c '^ok - python server drive' "$out/py")
-    if [ $rc -eq 0 ] && [ "$n" -ge 19 ] && grep -q '^drive done fail=0$' "$out/py" &&
+    if [ $rc -eq 0 ] && [ "$n" -ge 20 ] && grep -q '^drive done fail=0$' "$out/py" &&
        grep -q '^close path=/drive code=1000$' "$out/py" && ! grep -q '^not ok' "$out/py"; then
       ok "echo_client --cafile against a python websockets wss server: $n messages echoed, close 1000"
     else
