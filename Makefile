@@ -90,12 +90,13 @@ $(BUILD)/asan/test_%: tests/test_%.c tests/t.h src/ws.c include/ws.h | $(BUILD)
 
 # make test: every test with the default build, then under ASan+UBSan, then
 # under valgrind where installed, then the protocol conformance suite
-# against the examples. tests/run.sh prints the grand total last.
+# against the examples (over TLS too when TLS is on). tests/run.sh prints
+# the grand total last.
 test: all $(VARIANTS) $(TESTS:%=$(BUILD)/%) $(TESTS:%=$(BUILD)/asan/%)
-	@sh tests/run.sh $(BUILD) "$(TESTS)"
+	@WS_TLS=$(WS_TLS) sh tests/run.sh $(BUILD) "$(TESTS)"
 
 test-conformance: all $(VARIANTS)
-	@sh tests/run.sh $(BUILD) "" conformance-only
+	@WS_TLS=$(WS_TLS) sh tests/run.sh $(BUILD) "" conformance-only
 
 check: test check-api check-configs check-layers
 

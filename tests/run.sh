@@ -1,6 +1,8 @@
 #!/bin/sh
 # Runs the test binaries in every mode and prints the grand total last:
-#   sh tests/run.sh BUILD_DIR "test_a test_b" [conformance-only]
+#   [WS_TLS=1] sh tests/run.sh BUILD_DIR "test_a test_b" [conformance-only]
+# WS_TLS=1 (make sets it from its TLS: on/off) adds the conformance suites
+# over TLS.
 # Each suite prints "name: N passed, M failed"; a suite that crashes or
 # exits non-zero without failures counts as one failure.
 build=$1
@@ -61,6 +63,20 @@ if [ -f tests/conformance/run.sh ]; then
     [ -x "$dir/echo_server" ] || continue
     run "conformance ($dir)" sh tests/conformance/run.sh "$dir"
   done
+fi
+
+# The same suites over TLS when the build has it (the Makefile passes
+# WS_TLS): the loop's examples take --cert/--key and --cafile; the core
+# examples have no TLS.
+if [ -f tests/conformance/run.sh ]; then
+  if [ "${WS_TLS:-0}" = 1 ]; then
+    for dir in "$build" "$build/poll"; do
+      [ -x "$dir/echo_server" ] || continue
+      run "conformance over TLS ($dir)" env CONFORMANCE_TLS=1 sh tests/conformance/run.sh "$dir"
+    done
+  else
+    echo "== conformance over TLS: skipped (built without TLS)"
+  fi
 fi
 
 echo "total: $passed passed, $failed failed"

@@ -1,11 +1,14 @@
 /*
  * test_tls.c - wss:// over mbedTLS on loopback, with certificates made at
- * test time by the openssl CLI in a temporary directory: a CA, a server
- * certificate for localhost and 127.0.0.1, one for another host, an
- * expired one and a self-signed one. ws client against ws server on one
- * loop (whole messages and streamed), refusals with a clear error, a
- * plain client on the TLS port, the handshake timeout covering TLS, then
- * tests/tls/interop.sh (openssl s_client, Node ws) against the examples.
+ * test time by tests/tls/certs.sh (openssl CLI) in a temporary directory: a
+ * CA, a server certificate for localhost and 127.0.0.1, one for another
+ * host, an expired one and a self-signed one. ws client against ws server
+ * on one loop (whole messages and streamed), refusals with a clear error, a
+ * plain client on the TLS port, the handshake timeout covering TLS; then,
+ * without the loop, a ws_conn pair over ws_tls sessions on fixed buffers
+ * (ws_conn_set_buffers(): echoes, 1009 over the limit, no allocation);
+ * then tests/tls/interop.sh (openssl s_client, Node ws, Python websockets)
+ * against the examples.
  * Built without mbedTLS it prints a skip line and passes nothing.
  */
 #include "../src/ws.c"
@@ -49,45 +52,12 @@ static const char *path(const char *name) {
   return buf[k];
 }
 
+/* The certificates: tests/tls/certs.sh (openssl CLI) in a fresh temporary
+ * directory. */
 static int make_certs(void) {
-  FILE *f;
   strcpy(g_dir, "/tmp/ws_tls_XXXXXX");
   if (mkdtemp(g_dir) == NULL) return -1;
-  f = fopen(path("t.cnf"), "w");
-  if (f == NULL) return -1;
-  fprintf(f,
-          "[req]\ndistinguished_name = dn\n[dn]\n"
-          "[v3ca]\nbasicConstraints = critical,CA:TRUE\n"
-          "keyUsage = critical,keyCertSign,cRLSign\nsubjectKeyIdentifier = hash\n"
-          "[srv]\nbasicConstraints = CA:FALSE\n"
-          "keyUsage = critical,digitalSignature,keyEncipherment\n"
-          "extendedKeyUsage = serverAuth\n"
-          "subjectAltName = DNS:localhost,IP:127.0.0.1,IP:::1\n"
-          "[other]\nbasicConstraints = CA:FALSE\n"
-          "extendedKeyUsage = serverAuth\nsubjectAltName = DNS:other.example\n"
-          "[expca]\ndir = %s\ndatabase = $dir/index.txt\nnew_certs_dir = $dir\n"
-          "serial = $dir/serial\ncertificate = $dir/ca.pem\n"
-          "private_key = $dir/ca.key\ndefault_md = sha256\npolicy = pol\n"
-          "x509_extensions = srv\nunique_subject = no\n"
-          "[pol]\ncommonName = supplied\n",
-          g_dir);
-  fclose(f);
-  return sh("(cd %s && : > index.txt && echo 10 > serial && "
-            "K='openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256' && "
-            "$K -out ca.key && $K -out srv.key && "
-            "openssl req -x509 -new -key ca.key -subj /CN=ws-test-ca -days 2 "
-            "-config t.cnf -extensions v3ca -out ca.pem && "
-            "openssl req -new -key srv.key -subj /CN=localhost -config t.cnf -out srv.csr && "
-            "openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -set_serial 2 "
-            "-days 2 -extfile t.cnf -extensions srv -out srv.pem && "
-            "openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -set_serial 3 "
-            "-days 2 -extfile t.cnf -extensions other -out other.pem && "
-            "openssl ca -batch -notext -config t.cnf -name expca -in srv.csr "
-            "-startdate 20200101000000Z -enddate 20200102000000Z -out expired.pem && "
-            "openssl req -x509 -new -key srv.key -subj /CN=localhost -days 2 "
-            "-config t.cnf -extensions srv -out self.pem"
-            ") >%s/openssl.log 2>&1",
-            g_dir, g_dir);
+  return sh("sh tests/tls/certs.sh %s", g_dir);
 }
 
 /* One loop holds the server and the client. ----------------------------- */
@@ -344,6 +314,366 @@ static void test_ws_client_on_tls_port(void) {
   ws_tls_config_free(stc);
 }
 
+/* Fixed buffers over TLS, without the loop. -------------------------------
+ * A ws server and a ws client, each a ws_conn over a ws_tls session on a
+ * loopback socket pair, driven by a poll() loop written here as docs/tls.md
+ * ("Without the loop") says. Either side, or both, runs on fixed buffers
+ * (ws_conn_set_buffers()) and must never call its allocator; the other
+ * side grows its buffers through the same counting allocator. The
+ * capacities are generous (the connection may keep part of a buffer for
+ * itself), and the checks are on behaviour: echoes up to FB_MAX_ECHO bytes
+ * come back whole, a message over the limit fails the connection with
+ * 1009, a send too big for the fixed output buffer returns WS_EFULL. */
+
+#include <poll.h>
+
+#define FB_IN (96u * 1024)    /* either side's fixed input buffer */
+#define FB_SRV_OUT (128u * 1024)
+#define FB_CLI_OUT (256u * 1024)
+#define FB_MAX_ECHO 90000u    /* fits FB_IN with room to spare */
+#define FB_OVER 150000u       /* does not fit FB_IN */
+
+typedef struct fb_side {
+  ws_conn c;
+  ws_config cfg;          /* kept by pointer by the connection */
+  ws_callbacks cb;
+  ws_tls *t;
+  int fd, fixed, started, opened, closed, code, fd_closed;
+  unsigned long allocs;   /* calls of the allocator that asked for memory */
+  int efull;              /* server: ws_send returned WS_EFULL */
+  unsigned char *in, *out;
+} fb_side;
+
+/* A client step: send `len` bytes (text when `text`); `big` > 0 sends
+ * "big N" instead, asking the server for N bytes. The expected answer is
+ * the echo, the N bytes, or the text "EFULL" (want_efull). over: the
+ * connection must end after this send, with the case's close codes. */
+typedef struct fb_step {
+  size_t len;
+  int text;
+  size_t big;
+  int want_efull, over;
+} fb_step;
+
+typedef struct fb_case {
+  const char *name;
+  int srv_fixed, cli_fixed, srv_code, cli_code;
+  const fb_step *steps;
+  size_t nsteps;
+} fb_case;
+
+static fb_side g_fs, g_fc;
+static const fb_case *g_fb;
+static size_t g_fb_step, g_fb_done;
+static unsigned char *g_text; /* FB_OVER bytes of ASCII text */
+
+static void *fb_realloc(void *ptr, size_t size, void *ctx) {
+  fb_side *s = (fb_side *)ctx;
+  if (size == 0) {
+    free(ptr);
+    return NULL;
+  }
+  s->allocs++;
+  return realloc(ptr, size);
+}
+
+static int fb_read(ws_conn *c, void *buf, size_t cap, size_t *n, void *user) {
+  (void)c;
+  return ws_tls_read(((fb_side *)user)->t, buf, cap, n);
+}
+
+static int fb_write(ws_conn *c, const void *buf, size_t len, size_t *n,
+                    void *user) {
+  (void)c;
+  return ws_tls_write(((fb_side *)user)->t, buf, len, n);
+}
+
+static const void *fb_payload(const fb_step *st) {
+  return st->text ? (const void *)g_text : (const void *)g_big;
+}
+
+/* The client sends the current step, or closes with 1000 after the last. */
+static void fb_send_step(ws_conn *c) {
+  const fb_step *st;
+  if (g_fb_step == g_fb->nsteps) {
+    CHECK_INT(ws_close(c, WS_CLOSE_NORMAL, "done", 4), WS_OK);
+    return;
+  }
+  st = &g_fb->steps[g_fb_step];
+  if (st->big) {
+    char cmd[32];
+    int n = snprintf(cmd, sizeof cmd, "big %lu", (unsigned long)st->big);
+    CHECK_INT(ws_send(c, WS_OP_TEXT, cmd, (size_t)n), WS_OK);
+  } else {
+    int rc = ws_send(c, st->text ? WS_OP_TEXT : WS_OP_BINARY, fb_payload(st), st->len);
+    if (rc != WS_OK) printf("#   %s: client send of %lu bytes: %s\n", g_fb->name,
+                            (unsigned long)st->len, ws_errname(rc));
+    CHECK_INT(rc, WS_OK);
+  }
+}
+
+static void fb_on_open(ws_conn *c, const char *p, size_t n, void *user) {
+  fb_side *s = (fb_side *)user;
+  (void)p, (void)n;
+  s->opened++;
+  if (s == &g_fc) fb_send_step(c);
+}
+
+static int fb_on_message(ws_conn *c, int op, const void *data, size_t len,
+                         int fin, void *user) {
+  fb_side *s = (fb_side *)user;
+  const fb_step *st;
+  CHECK_INT(fin, 1);
+  if (s == &g_fs) { /* the server: echo, or "big N" */
+    if (op == WS_OP_TEXT && len > 4 && len < 32 && memcmp(data, "big ", 4) == 0) {
+      char num[32];
+      unsigned long n;
+      int rc;
+      memcpy(num, (const char *)data + 4, len - 4); /* data is not a C string */
+      num[len - 4] = '\0';
+      n = strtoul(num, NULL, 10);
+      rc = ws_send(c, WS_OP_BINARY, g_big, (size_t)n);
+      if (rc == WS_EFULL) {
+        s->efull++;
+        rc = ws_send(c, WS_OP_TEXT, "EFULL", 5);
+      }
+      return rc == WS_OK ? 0 : -1;
+    }
+    return ws_send(c, op, data, len) == WS_OK ? 0 : -1;
+  }
+  if (!CHECK(g_fb_step < g_fb->nsteps)) return -1;
+  st = &g_fb->steps[g_fb_step];
+  if (st->over) {
+    printf("#   %s: step %lu (%lu bytes over the limit) was answered\n", g_fb->name,
+           (unsigned long)g_fb_step, (unsigned long)(st->big ? st->big : st->len));
+    CHECK(0);
+    return -1;
+  }
+  if (st->want_efull) {
+    CHECK(op == WS_OP_TEXT && len == 5 && memcmp(data, "EFULL", 5) == 0);
+  } else if (st->big) {
+    CHECK_INT(op, WS_OP_BINARY);
+    CHECK_INT(len, st->big);
+    CHECK(len == st->big && memcmp(data, g_big, len) == 0);
+  } else {
+    CHECK_INT(op, st->text ? WS_OP_TEXT : WS_OP_BINARY);
+    CHECK_INT(len, st->len);
+    if (!CHECK(len == st->len && memcmp(data, fb_payload(st), len) == 0))
+      printf("#   %s: echo of step %lu differs\n", g_fb->name, (unsigned long)g_fb_step);
+  }
+  g_fb_done++;
+  g_fb_step++;
+  fb_send_step(c);
+  return 0;
+}
+
+static void fb_on_close(ws_conn *c, int code, const char *reason, size_t len,
+                        void *user) {
+  fb_side *s = (fb_side *)user;
+  (void)c, (void)reason, (void)len;
+  s->closed++;
+  s->code = code;
+}
+
+/* Sets up one side on a connected socket: TLS session, connection, fixed
+ * buffers or the counting allocator. */
+static int fb_side_init(fb_side *s, int role, int fd, ws_tls_config *tc, int fixed) {
+  ws_config *cfg = &s->cfg;
+  ws_callbacks *cb = &s->cb;
+  memset(s, 0, sizeof *s);
+  s->fd = fd;
+  s->fixed = fixed;
+  if (ws__io_nonblock(fd) < 0) return -1;
+  if (ws_tls_new(&s->t, tc, fd, role == WS_CLIENT ? "localhost" : NULL) != WS_OK) return -1;
+  ws_config_init(cfg, role);
+  cfg->realloc = fb_realloc;
+  cfg->alloc_ctx = s;
+  cb->read = fb_read;
+  cb->write = fb_write;
+  cb->on_open = fb_on_open;
+  cb->on_message = fb_on_message;
+  cb->on_close = fb_on_close;
+  if (ws_conn_init(&s->c, cfg, cb, s) != WS_OK) return -1;
+  if (fixed) {
+    size_t out = role == WS_SERVER ? FB_SRV_OUT : FB_CLI_OUT;
+    s->in = (unsigned char *)malloc(FB_IN);
+    s->out = (unsigned char *)malloc(out);
+    if (s->in == NULL || s->out == NULL) return -1;
+    if (ws_conn_set_buffers(&s->c, s->in, FB_IN, s->out, out) != WS_OK) return -1;
+  }
+  return 0;
+}
+
+/* One poll() round's interest for a side, as docs/tls.md says: during the
+ * TLS handshake exactly what TLS waits for, then the connection's wishes
+ * plus any TLS want. */
+static short fb_events(fb_side *s) {
+  unsigned w = ws_tls_wants(s->t);
+  short ev = 0;
+  if (!(w & WS_TLS_HANDSHAKING)) {
+    if (ws_conn_want_read(&s->c)) ev |= POLLIN;
+    if (ws_conn_want_write(&s->c)) ev |= POLLOUT;
+  }
+  if (w & WS_TLS_WANT_READ) ev |= POLLIN;
+  if (w & WS_TLS_WANT_WRITE) ev |= POLLOUT;
+  return ev;
+}
+
+static void fb_event(fb_side *s, short rev) {
+  int hs = (ws_tls_wants(s->t) & WS_TLS_HANDSHAKING) != 0;
+  if (ws_conn_state(&s->c) == WS_STATE_CLOSED) return;
+  if ((rev & (POLLIN | POLLHUP | POLLERR)) || (hs && (rev & POLLOUT)))
+    ws_conn_on_readable(&s->c);
+  if (ws_conn_state(&s->c) == WS_STATE_CLOSED) return;
+  if (rev & POLLOUT) ws_conn_on_writable(&s->c);
+  /* Input paused for backpressure may go on now. */
+  if (ws_conn_state(&s->c) != WS_STATE_CLOSED && ws_conn_want_read(&s->c) &&
+      !(rev & POLLIN))
+    ws_conn_on_readable(&s->c);
+}
+
+/* Once CLOSED: close_notify, then the socket (the server's first). */
+static void fb_finish(fb_side *s) {
+  if (s->fd_closed || ws_conn_state(&s->c) != WS_STATE_CLOSED) return;
+  ws_tls_close(s->t);
+  close(s->fd);
+  s->fd_closed = 1;
+}
+
+static void fb_run(const fb_case *fc) {
+  ws_tls_config *stc = server_config("srv.pem"), *ctc = client_config(0);
+  struct sockaddr_in a;
+  socklen_t alen = sizeof a;
+  int lfd = -1, cfd = -1, sfd = -1;
+  ws_client_opts co;
+  uint64_t end;
+  printf("# fixed buffers over TLS: %s\n", fc->name);
+  g_fb = fc;
+  g_fb_step = g_fb_done = 0;
+  memset(&g_fs, 0, sizeof g_fs);
+  memset(&g_fc, 0, sizeof g_fc);
+  if (stc == NULL || ctc == NULL) goto out;
+  lfd = socket(AF_INET, SOCK_STREAM, 0);
+  memset(&a, 0, sizeof a);
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(0x7f000001);
+  if (!CHECK(lfd >= 0 && bind(lfd, (struct sockaddr *)&a, sizeof a) == 0 &&
+             listen(lfd, 4) == 0 &&
+             getsockname(lfd, (struct sockaddr *)&a, &alen) == 0))
+    goto out;
+  cfd = socket(AF_INET, SOCK_STREAM, 0);
+  if (!CHECK(cfd >= 0 && connect(cfd, (struct sockaddr *)&a, sizeof a) == 0)) goto out;
+  sfd = accept(lfd, NULL, NULL);
+  if (!CHECK(sfd >= 0)) goto out;
+  if (!CHECK(fb_side_init(&g_fs, WS_SERVER, sfd, stc, fc->srv_fixed) == 0)) goto out;
+  g_fs.started = 1;
+  if (!CHECK(fb_side_init(&g_fc, WS_CLIENT, cfd, ctc, fc->cli_fixed) == 0)) goto out;
+  memset(&co, 0, sizeof co);
+  co.host = "localhost";
+  co.path = "/fixed";
+  CHECK_INT(ws_client_start(&g_fc.c, &co), WS_OK);
+  g_fc.started = 1;
+  end = ws__loop_clock() + 15000;
+  while ((!g_fs.fd_closed || !g_fc.fd_closed) && ws__loop_clock() < end) {
+    struct pollfd pf[2];
+    fb_side *sides[2];
+    int n = 0, i;
+    if (!g_fs.fd_closed) sides[n] = &g_fs, pf[n].fd = g_fs.fd, pf[n].events = fb_events(&g_fs), n++;
+    if (!g_fc.fd_closed) sides[n] = &g_fc, pf[n].fd = g_fc.fd, pf[n].events = fb_events(&g_fc), n++;
+    for (i = 0; i < n; i++) pf[i].revents = 0;
+    if (poll(pf, (nfds_t)n, 100) < 0 && errno != EINTR) break;
+    for (i = 0; i < n; i++) {
+      if (pf[i].revents) fb_event(sides[i], pf[i].revents);
+      ws_conn_tick(&sides[i]->c, ws__loop_clock());
+      fb_finish(sides[i]);
+    }
+  }
+  if (!CHECK(g_fs.fd_closed && g_fc.fd_closed))
+    printf("#   %s: not finished in 15 s (server state %d, client state %d, step %lu)\n",
+           fc->name, ws_conn_state(&g_fs.c), ws_conn_state(&g_fc.c), (unsigned long)g_fb_step);
+  CHECK_INT(g_fs.opened, 1);
+  CHECK_INT(g_fc.opened, 1);
+  CHECK_INT(g_fs.closed, 1);
+  CHECK_INT(g_fc.closed, 1);
+  if (!CHECK(g_fb_done == fc->nsteps - (fc->steps[fc->nsteps - 1].over ? 1u : 0u)))
+    printf("#   %s: %lu of %lu steps answered\n", fc->name, (unsigned long)g_fb_done,
+           (unsigned long)fc->nsteps);
+  CHECK_INT(g_fs.code, fc->srv_code);
+  CHECK_INT(g_fc.code, fc->cli_code);
+  /* Fixed buffers never allocate; growing ones do (the hook is live). */
+  if (fc->srv_fixed) CHECK_INT(g_fs.allocs, 0); else CHECK(g_fs.allocs > 0);
+  if (fc->cli_fixed) CHECK_INT(g_fc.allocs, 0); else CHECK(g_fc.allocs > 0);
+out:
+  if (g_fs.started) ws_conn_free(&g_fs.c);
+  if (g_fc.started) ws_conn_free(&g_fc.c);
+  ws_tls_free(g_fs.t);
+  ws_tls_free(g_fc.t);
+  free(g_fs.in), free(g_fs.out), free(g_fc.in), free(g_fc.out);
+  if (sfd >= 0 && !g_fs.fd_closed) close(sfd);
+  if (cfd >= 0 && !g_fc.fd_closed) close(cfd);
+  if (lfd >= 0) close(lfd);
+  ws_tls_config_free(stc);
+  ws_tls_config_free(ctc);
+}
+
+/* Echoes of many sizes, around the 126/65536 length forms and the 16 KiB
+ * TLS record, text and binary, up to FB_MAX_ECHO. */
+#define FB_ECHOES                                                          \
+  {0, 1, 0, 0, 0}, {1, 0, 0, 0, 0}, {125, 1, 0, 0, 0}, {126, 0, 0, 0, 0},  \
+  {127, 1, 0, 0, 0}, {1000, 0, 0, 0, 0}, {16383, 1, 0, 0, 0},              \
+  {16384, 0, 0, 0, 0}, {16385, 1, 0, 0, 0}, {40000, 0, 0, 0, 0},           \
+  {65535, 1, 0, 0, 0}, {65536, 0, 0, 0, 0}, {65537, 1, 0, 0, 0},           \
+  {80000, 0, 0, 0, 0}, {FB_MAX_ECHO, 1, 0, 0, 0}, {FB_MAX_ECHO, 0, 0, 0, 0}
+
+static const fb_step fb_echo_then_over[] = {
+  FB_ECHOES,
+  {0, 0, FB_MAX_ECHO, 0, 0},   /* the server sends that much unasked */
+  {0, 0, 200000, 1, 0},        /* too big for its out: WS_EFULL */
+  {FB_OVER, 0, 0, 0, 1},       /* over the server's input: 1009 */
+};
+static const fb_step fb_big_to_client[] = {
+  {5, 1, 0, 0, 0}, {0, 0, 40000, 0, 0},
+  {0, 0, 120000, 0, 1},        /* over the client's input: 1009 */
+};
+static const fb_step fb_echoes_only[] = {FB_ECHOES};
+static const fb_step fb_echo_over_client[] = {
+  FB_ECHOES,
+  {FB_OVER, 1, 0, 0, 1},       /* the server echoes it; the client fails */
+};
+
+#define FB_N(a) (sizeof a / sizeof a[0])
+
+static void test_fixed_both(void) {
+  static const fb_case fc = {"both fixed; echoes, then a message over the server's buffer",
+                             1, 1, 1009, 1009, fb_echo_then_over, FB_N(fb_echo_then_over)};
+  fb_run(&fc);
+  CHECK_INT(g_fs.efull, 1);
+}
+
+static void test_fixed_both_client_limit(void) {
+  static const fb_case fc = {"both fixed; the server sends more than the client's buffer",
+                             1, 1, 1009, 1009, fb_big_to_client, FB_N(fb_big_to_client)};
+  fb_run(&fc);
+}
+
+static void test_fixed_both_clean_close(void) {
+  static const fb_case fc = {"both fixed; echoes, then close 1000",
+                             1, 1, 1000, 1000, fb_echoes_only, FB_N(fb_echoes_only)};
+  fb_run(&fc);
+}
+
+static void test_fixed_server_only(void) {
+  static const fb_case fc = {"fixed server, growing client; then over the server's buffer",
+                             1, 0, 1009, 1009, fb_echo_then_over, FB_N(fb_echo_then_over)};
+  fb_run(&fc);
+}
+
+static void test_fixed_client_only(void) {
+  static const fb_case fc = {"fixed client, growing server; the echo of an over-limit message",
+                             0, 1, 1009, 1009, fb_echo_over_client, FB_N(fb_echo_over_client)};
+  fb_run(&fc);
+}
+
 static void test_config_errors(void) {
   ws_tls_options o;
   ws_tls_config *tc = NULL;
@@ -556,7 +886,7 @@ static void run_io_pair(const io_opts *io, mend *srv, mend *cli) {
   static const ws_tls_io mio = {mp_send, mp_recv};
   ws_tls_options o;
   ws_tls_config *stc = NULL, *ctc = NULL;
-  ws_config cfg;
+  ws_config cfg, ccfg;
   ws_callbacks cb;
   ws_client_opts co;
   char *cert, *key, *ca, err[200];
@@ -618,8 +948,8 @@ static void run_io_pair(const io_opts *io, mend *srv, mend *cli) {
   ws_config_init(&cfg, WS_SERVER);
   cfg.stream = io->stream;
   CHECK_INT(ws_conn_init(&srv->c, &cfg, &cb, srv), WS_OK);
-  ws_config_init(&cfg, WS_CLIENT);
-  CHECK_INT(ws_conn_init(&cli->c, &cfg, &cb, cli), WS_OK);
+  ws_config_init(&ccfg, WS_CLIENT); /* its own: the connection keeps a pointer */
+  CHECK_INT(ws_conn_init(&cli->c, &ccfg, &cb, cli), WS_OK);
   if (io->fixed) {
     CHECK_INT(ws_conn_set_buffers(&srv->c, fbuf[0], sizeof fbuf[0], fbuf[1], sizeof fbuf[1]), WS_OK);
     CHECK_INT(ws_conn_set_buffers(&cli->c, fbuf[2], sizeof fbuf[2], fbuf[3], sizeof fbuf[3]), WS_OK);
@@ -779,6 +1109,8 @@ int main(void) {
   }
   g_big = (unsigned char *)malloc(BIG);
   for (i = 0; i < BIG; i++) g_big[i] = (unsigned char)(i * 7 + (i >> 9));
+  g_text = (unsigned char *)malloc(FB_OVER);
+  for (i = 0; i < FB_OVER; i++) g_text[i] = (unsigned char)('a' + i % 26);
   RUN(test_config_errors);
   RUN(test_echo_ip);
   RUN(test_echo_name_stream);
@@ -798,8 +1130,14 @@ int main(void) {
   RUN(test_io_pipe_tls13_tickets);
   RUN(test_io_transport_errors);
   RUN(test_io_entropy_fails);
+  RUN(test_fixed_both);
+  RUN(test_fixed_both_client_limit);
+  RUN(test_fixed_both_clean_close);
+  RUN(test_fixed_server_only);
+  RUN(test_fixed_client_only);
   if (getenv("WS_TLS_NO_INTEROP") == NULL) RUN(test_interop);
   free(g_big);
+  free(g_text);
   sh("rm -rf %s", g_dir);
   return t_done("test_tls");
 }

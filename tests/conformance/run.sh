@@ -8,11 +8,18 @@
 # "conformance: N passed, M failed" (exit status 0 only when M is 0).
 # The whole run is bounded by CONFORMANCE_TIMEOUT seconds (300); set
 # CONFORMANCE_SEED to replay a run's chop sizes and payloads.
+# CONFORMANCE_TLS=1 runs both suites over TLS (needs a build with TLS and
+# the openssl command): tests/tls/certs.sh makes a CA and a server
+# certificate for 127.0.0.1, echo_server serves wss:// with --cert/--key,
+# client_cases connects with Node's tls module trusting the CA, and
+# server_cases is a TLS server that echo_client reaches with --cafile.
 build=${1:-build}
 here=$(cd "$(dirname "$0")" && pwd)
 limit=${CONFORMANCE_TIMEOUT:-300}
 seed=${CONFORMANCE_SEED:-$(( $(date +%s) % 1000000 ))}
 begin=$(date +%s)
+tls=
+case ${CONFORMANCE_TLS:-} in 1 | yes | true) tls=1 ;; esac
 passed=0
 failed=0
 server_pid=
@@ -65,13 +72,34 @@ for b in echo_server echo_client; do
   fi
 done
 
-# The server prints "echo_server listening on ws://127.0.0.1:PORT/" first.
-"$build/echo_server" -p 0 >"$tmp/server.out" 2>"$tmp/server.err" &
+# Over TLS: certificates first; the suites get --tls CERTDIR.
+scheme=ws
+set --
+if [ -n "$tls" ]; then
+  if ! command -v openssl >/dev/null 2>&1; then
+    problem "CONFORMANCE_TLS=1 needs the openssl command (apt-get install openssl)"
+    finish
+  fi
+  if ! sh "$here/../tls/certs.sh" "$tmp/certs"; then
+    problem "tests/tls/certs.sh failed: $(tail -c 300 "$tmp/certs/openssl.log")"
+    finish
+  fi
+  scheme=wss
+  set -- --tls "$tmp/certs"
+  echo "# over TLS: echo_server --cert/--key, echo_client --cafile (certificates in $tmp/certs)"
+fi
+
+# The server prints "echo_server listening on ws[s]://127.0.0.1:PORT/" first.
+if [ -n "$tls" ]; then
+  "$build/echo_server" -p 0 --cert "$tmp/certs/srv.pem" --key "$tmp/certs/srv.key" >"$tmp/server.out" 2>"$tmp/server.err" &
+else
+  "$build/echo_server" -p 0 >"$tmp/server.out" 2>"$tmp/server.err" &
+fi
 server_pid=$!
 port=
 i=0
 while [ $i -lt 50 ]; do
-  port=$(sed -n 's|^echo_server listening on ws://127\.0\.0\.1:\([0-9][0-9]*\)/$|\1|p' "$tmp/server.out")
+  port=$(sed -n "s|^echo_server listening on $scheme://127\\.0\\.0\\.1:\\([0-9][0-9]*\\)/\$|\\1|p" "$tmp/server.out")
   [ -n "$port" ] && break
   kill -0 "$server_pid" 2>/dev/null || break
   sleep 0.1
@@ -113,13 +141,13 @@ suite() { # name, command...
   failed=$((failed + f))
 }
 
-suite client_cases node "$here/client_cases.js" --port "$port"
+suite client_cases node "$here/client_cases.js" --port "$port" "$@"
 if ! kill -0 "$server_pid" 2>/dev/null; then
   wait "$server_pid"
   problem "echo_server died during the run (status $?): $(tail -c 300 "$tmp/server.err")"
   server_pid=
 fi
-suite server_cases node "$here/server_cases.js" --client "$build/echo_client"
+suite server_cases node "$here/server_cases.js" --client "$build/echo_client" "$@"
 
 # The server must still be alive, and exit 0 on SIGTERM.
 if [ -n "$server_pid" ]; then

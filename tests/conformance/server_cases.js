@@ -9,13 +9,20 @@
  * echoes masked with fresh keys, pongs, the exact close code, and the
  * client's exit status (0 after a clean close, non-zero after a failure).
  *
- *   node tests/conformance/server_cases.js [--client PATH]
+ *   node tests/conformance/server_cases.js [--client PATH] [--tls CERTDIR]
  *        [--case ID]... [--list] [--verbose] [--seed N]
+ *
+ * --tls: the suite's server is a TLS server (Node's tls module) with
+ * CERTDIR/srv.pem and srv.key (tests/tls/certs.sh makes them), and the
+ * client is started with --cafile CERTDIR/ca.pem and a wss:// URL; the
+ * cases run unchanged on the plaintext inside TLS.
  *
  * The last line is "server_cases: N passed, M failed".
  */
+const fs = require('fs');
 const net = require('net');
 const path = require('path');
+const tls = require('tls');
 const crypto = require('crypto');
 const { spawn } = require('child_process');
 const W = require('./wire');
@@ -44,11 +51,14 @@ const BIG = 20000;
  * ------------------------------------------------------------------- */
 
 class Listener {
-  constructor() {
-    this.server = net.createServer();
+  /* certs: { cert, key } (PEM) for a TLS server; null for plain TCP. A TLS
+   * connection is handed over once its handshake is done. */
+  constructor(certs) {
+    this.server = certs ? tls.createServer(certs) : net.createServer();
     this.queue = [];
     this.waiter = null;
-    this.server.on('connection', (s) => {
+    if (certs) this.server.on('tlsClientError', () => {}); // the case sees no connection
+    this.server.on(certs ? 'secureConnection' : 'connection', (s) => {
       s.on('error', () => {}); // readers install their own
       s.pause();
       if (this.waiter) {
@@ -79,8 +89,9 @@ class Listener {
 
 /* Starts the client under test; ctx.proc tracks it for the clean-up. */
 function spawnClient(ctx, extraArgs = []) {
-  const url = `ws://127.0.0.1:${ctx.port}/case/${ctx.id}`;
-  const child = spawn(ctx.clientPath, [url, ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const url = `${ctx.cafile ? 'wss' : 'ws'}://127.0.0.1:${ctx.port}/case/${ctx.id}`;
+  const tlsArgs = ctx.cafile ? ['--cafile', ctx.cafile] : [];
+  const child = spawn(ctx.clientPath, [...tlsArgs, url, ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'] });
   const proc = { child, out: '', exit: null };
   const keep = (s, d) => (s + d.toString()).slice(-2000);
   child.stdout.on('data', (d) => (proc.out = keep(proc.out, d)));
@@ -776,24 +787,30 @@ add('H.15', 'HTTP/1.0 101 -> exit non-zero', async (ctx) => {
 async function main() {
   let opts;
   try {
-    opts = W.parseArgs(process.argv.slice(2), { '--client': 'client' });
+    opts = W.parseArgs(process.argv.slice(2), { '--client': 'client', '--tls': 'tls' });
   } catch (e) {
     console.error(`server_cases: ${e.message}`);
     process.exit(2);
   }
   if (opts.help) {
-    console.error('usage: node server_cases.js [--client build/echo_client] [--case ID]... [--list] [--verbose] [--seed N]');
+    console.error('usage: node server_cases.js [--client build/echo_client] [--tls CERTDIR] [--case ID]... [--list] [--verbose] [--seed N]');
     process.exit(2);
   }
   const clientPath = path.resolve(opts.client || path.join(__dirname, '..', '..', 'build', 'echo_client'));
-  const listener = new Listener();
+  const certs = opts.tls
+    ? { cert: fs.readFileSync(path.join(opts.tls, 'srv.pem')), key: fs.readFileSync(path.join(opts.tls, 'srv.key')) }
+    : null;
+  const cafile = opts.tls ? path.resolve(opts.tls, 'ca.pem') : null;
+  const listener = new Listener(certs);
   const port = opts.list ? 0 : await listener.listen();
+  if (certs && !opts.list) console.log(`# over TLS: wss://127.0.0.1:${port}/, the client trusts ${cafile}`);
   let n = 0;
   const code = await W.runCases('server_cases', cases, CATEGORIES, opts, (c) => {
     const ctx = {
       id: c.id,
       port,
       clientPath,
+      cafile,
       listener,
       rng: W.makeRng(opts.seed + n++),
       proc: null,

@@ -439,6 +439,14 @@ class Peer {
       this.q.push(leftover);
       this._decode();
     }
+    // The end may have come before these listeners: over TLS, a peer's
+    // last bytes and its close arrive in one read, and 'end' follows the
+    // 'data' that completed readHead() in the same tick.
+    if (sock.readableEnded) {
+      this.ended = true;
+      this.cleanEnd = true;
+    }
+    if (sock.destroyed) this.gone = true;
     sock.resume();
   }
 

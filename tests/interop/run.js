@@ -377,14 +377,15 @@ function relayCases(row, r, what, prefix = '') {
 
 // ------------------------------------------------------------ Chromium
 
-async function withBrowser(peer, fn) {
+// extraArgs: more Chromium flags, for this profile only.
+async function withBrowser(peer, fn, extraArgs = []) {
   const dir = fs.mkdtempSync(path.join(tmp, 'chromium-profile-'));
   const ctx = await peer.pw.chromium.launchPersistentContext(dir, {
     executablePath: CHROMIUM,
     headless: true,
     timeout: 60000,
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-      '--no-first-run', '--disable-quic', '--disable-component-update', '--disable-sync'],
+      '--no-first-run', '--disable-quic', '--disable-component-update', '--disable-sync', ...extraArgs],
   });
   try {
     versions.chromium = ctx.browser() ? ctx.browser().version() : versions.chromium;
@@ -407,25 +408,44 @@ async function chromiumCases(row, ctx, pageUrl, server, tag) {
   await closeSeen(row, server, tag, mark);
 }
 
-async function chatDemo(row, ctx) {
-  const child = track(spawn(bin('chat'), ['-p', '0'], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] }), 'chat');
+// tls: { cert, key } runs build/chat --cert/--key (an https:// page and a
+// wss:// socket); the browser must trust the certificate (chatTlsRow).
+async function chatDemo(row, ctx, tls = null) {
+  const argv = ['-p', '0', ...(tls ? ['--cert', tls.cert, '--key', tls.key] : [])];
+  const child = track(spawn(bin('chat'), argv, { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] }), 'chat');
+  const scheme = tls ? 'https' : 'http';
   let out = '';
   child.stdout.on('data', (d) => { out += d; });
+  child.stderr.on('data', (d) => { out += d; });
   let port = null;
-  for (let i = 0; i < 100 && !port; i++) {
-    const m = /http:\/\/127\.0\.0\.1:(\d+)\//.exec(out);
+  for (let i = 0; i < 100 && !port && child.exitCode === null; i++) {
+    const m = new RegExp(`${scheme}://127\\.0\\.0\\.1:(\\d+)/`).exec(out);
     if (m) port = Number(m[1]);
     else await sleep(100);
   }
-  if (!port) { row.fail('chat demo started', `no URL printed: ${out}`); await stop(child); return; }
+  if (!port) {
+    if (tls && /built without TLS/.test(out)) row.missing('TLS in this build (build/chat)', 'apt-get install libmbedtls-dev, then make WS_TLS=1');
+    else row.fail('chat demo started', `no ${scheme}:// URL printed: ${out.trim()}`);
+    await stop(child);
+    return;
+  }
   try {
-    const url = `http://127.0.0.1:${port}/`;
+    const url = `${scheme}://127.0.0.1:${port}/`;
     const a = await ctx.newPage(), b = await ctx.newPage();
+    const sockets = [];
+    for (const p of [a, b]) p.on('websocket', (w) => sockets.push(w.url()));
     for (const p of [a, b]) {
       await p.goto(url, { timeout: 20000 });
       await p.waitForFunction(() => document.getElementById('status').textContent === 'connected', null, { timeout: 20000 });
     }
-    row.ok('two pages load the chat page and connect to /ws');
+    row.ok(`two pages load the chat page (${url}) and connect to /ws`);
+    if (tls) {
+      const wss = `wss://127.0.0.1:${port}/ws`;
+      row.check(`both pages' WebSockets are ${wss}`, sockets.length === 2 && sockets.every((u) => u === wss),
+        `sockets: ${JSON.stringify(sockets)}`);
+      const proto = await Promise.all([a, b].map((p) => p.evaluate(() => location.protocol)));
+      row.check('both pages were loaded over https:', proto.every((x) => x === 'https:'), JSON.stringify(proto));
+    }
     const join = async (p, name) => {
       await p.fill('#name', name);
       await p.fill('#room', 'interop');
@@ -458,6 +478,25 @@ async function chatDemo(row, ctx) {
   } finally {
     await stop(child);
   }
+}
+
+// The chat demo over TLS: certificates from tests/tls/certs.sh, and a
+// browser profile that trusts exactly the server's key (Chromium's
+// --ignore-certificate-errors-spki-list, honoured with a user data dir,
+// which a persistent context has): no other certificate error is ignored.
+async function chatTlsRow(row, peer) {
+  const dir = fs.mkdtempSync(path.join(tmp, 'chat-tls-'));
+  const mk = await runProgram('sh', [path.join(here, '..', 'tls', 'certs.sh'), dir], { timeout: 30000 });
+  if (mk.code !== 0) { row.fail('test certificates made (tests/tls/certs.sh)', `exit ${mk.code}: ${mk.stderr}`); return; }
+  const spki = spawnSync('sh', ['-c', 'openssl x509 -pubkey -noout -in "$1" | openssl pkey -pubin -outform der | ' +
+    'openssl dgst -sha256 -binary | base64', 'sh', path.join(dir, 'srv.pem')], { encoding: 'utf8' });
+  const hash = (spki.stdout || '').trim();
+  if (spki.status !== 0 || !/^[A-Za-z0-9+/]{43}=$/.test(hash)) {
+    row.fail('SPKI hash of the test certificate', `${spki.stderr || hash}`);
+    return;
+  }
+  const tls = { cert: path.join(dir, 'srv.pem'), key: path.join(dir, 'srv.key') };
+  await withBrowser(peer, (ctx) => chatDemo(row, ctx, tls), [`--ignore-certificate-errors-spki-list=${hash}`]);
 }
 
 // ------------------------------------------------------------ ws as the client
@@ -677,6 +716,7 @@ async function idleCases(row, WebSocket, viaPings, backendPings, viaNoPings, bac
 const ROWS = {
   chromium: ['chromium', 'Chromium', 'chromium', 'browser -> ws server'],
   chat: ['chromium-chat-demo', 'Chromium', 'chromium', 'browser -> build/chat'],
+  chatTls: ['chromium-chat-demo-tls', 'Chromium', 'chromium', 'browser -> build/chat (https, wss)'],
   node: ['node-ws-client', 'Node ws', 'ws', 'client -> ws server'],
   python: ['python-websockets-client', 'Python websockets', 'websockets', 'client -> ws server'],
   wsNode: ['ws-client/node-ws-server', 'Node ws', 'ws', 'ws client -> server'],
@@ -728,6 +768,11 @@ async function main() {
         if (r2) { r2.t0 = Date.now(); await guard(r2, () => chatDemo(r2, ctx)); }
       }));
     }
+  }
+  if (want('chatTls')) {
+    const row = newRow('chatTls');
+    if (!peers.chromium) row.missing(peers.chromiumWhy, INSTALL_HINT);
+    else await guard(row, () => chatTlsRow(row, peers.chromium));
   }
   if (want('node')) {
     const row = newRow('node');
