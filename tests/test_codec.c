@@ -1365,22 +1365,23 @@ static int utf8_agrees(const unsigned char *s, size_t n, size_t align,
   static unsigned char space[4096 + 128];
   unsigned char *b =
       space + (64 - (size_t)((uintptr_t)space % 64)) % 64 + align;
-  size_t rbad = 0, bad = (size_t)-1, from = 0, k;
+  size_t rbad = 0, rbad2 = 0, bad = (size_t)-1, from = 0, k;
   uint32_t st = WS_UTF8_INIT;
-  int want, rc;
+  int want, want2, rc;
   if (n + align + 64 > sizeof space) abort();
   memcpy(b, s, n);
   want = ref_utf8(b, n, 1, &rbad);
   rc = ws_utf8_check(&st, b, n, 1, &bad);
   if (want == 1 ? rc != WS_OK || st != 0 : rc != WS_EUTF8 || bad != rbad)
     return 0;
-  want = ref_utf8(b, n, 0, &rbad);
+  /* Not final: the same, but where the input ends inside a sequence. */
+  rbad2 = rbad;
+  want2 = want == 0 && rbad == n ? ref_utf8(b, n, 0, &rbad2) : want;
   st = WS_UTF8_INIT;
   rc = ws_utf8_check(&st, b, n, 0, &bad);
-  if (want == 0 ? rc != WS_EUTF8 || bad != rbad
-                : rc != WS_OK || (st != 0) != (want == 2))
+  if (want2 == 0 ? rc != WS_EUTF8 || bad != rbad2
+                 : rc != WS_OK || (st != 0) != (want2 == 2))
     return 0;
-  want = ref_utf8(b, n, 1, &rbad);
   st = WS_UTF8_INIT;
   for (k = 0; k <= ncuts; k++) {
     size_t to = k < ncuts ? cuts[k] : n;
@@ -1398,7 +1399,7 @@ static void utf8_show(const char *what, const unsigned char *s, size_t n) {
   printf("\n");
 }
 
-#define UTF8_LONG 20000
+#define UTF8_LONG 8000
 
 /* Random text of 0..700 bytes, mostly ASCII to mostly multi-byte, with
  * up to three bytes then broken (a random byte, an edge byte, or one
@@ -1454,8 +1455,7 @@ static void test_utf8_long(void) {
  * Covers each range rule at each lane, and sequences cut by a block's end.
  */
 static void test_utf8_pairs(void) {
-  static const size_t at[] = {0, 2, 15, 18, 61, 62, 63, 64, 65, 66, 67,
-                              77, 127, 130};
+  static const size_t at[] = {0, 18, 61, 63, 64, 65, 66, 67, 130};
   static const unsigned char some[] = {0x00, 0x41, 0x7F, 0x80, 0x8F, 0x90,
                                        0x9F, 0xA0, 0xBF, 0xC0, 0xC2, 0xE0,
                                        0xED, 0xF0, 0xF4, 0xFF};
@@ -1464,8 +1464,8 @@ static void test_utf8_pairs(void) {
   for (bg = 0; bg < 2; bg++)
     for (a = 0; a < sizeof at / sizeof at[0]; a++)
       for (b1 = 0; b1 < 256; b1++)
-        /* every second byte after a lead, some after others */
-        for (b2 = 0; b2 < (b1 >= 0xC0 ? 256 : sizeof some); b2++)
+        /* every second byte after E0..FF, some after others */
+        for (b2 = 0; b2 < (b1 >= 0xE0 ? 256 : sizeof some); b2++)
           for (shrt = 0; shrt < 2; shrt++) {
             want = b1 >= 0xF0 ? 2 : b1 >= 0xE0 ? 1 : 0;
             if (shrt && want == 0) continue;
@@ -1475,7 +1475,7 @@ static void test_utf8_pairs(void) {
                              : (unsigned char)(k % 2 ? 0xA9 : 0xC3);
             pos = at[a] + (bg == 1 && at[a] % 2); /* a character boundary */
             s[pos] = (unsigned char)b1;
-            s[pos + 1] = b1 >= 0xC0 ? (unsigned char)b2 : some[b2];
+            s[pos + 1] = b1 >= 0xE0 ? (unsigned char)b2 : some[b2];
             for (k = 0; k < want; k++)
               s[pos + 2 + k] = (unsigned char)(0x80 + k);
             if (bg == 1 && want % 2 == 1) s[pos + 2 + want] = 'a';
