@@ -622,20 +622,23 @@ int ws_utf8_check(uint32_t *state, const void *buf, size_t len, int final,
   if (state == NULL || (buf == NULL && len > 0)) return WS_EINVAL;
   st = *state;
 #ifdef WS__U8_SIMD
-  /* Finish a sequence carried in (and reach byte 3, so the vector loop may
-   * look three bytes back), then the vector loop, which stops at a block
-   * boundary: back up to the start of the character that may cross it. */
-  while (i < len && (st != WS__U8_OK || i < 3)) {
-    st = ws__u8_step(st, p[i]) & 63;
-    if (st == WS__U8_BAD) goto bad;
-    i++;
-  }
-  if (len - i >= 64) {
-    size_t from = i, k;
-    i = ws__u8_simd(p, i, len);
-    if (i > from) {
-      for (k = 0; k < 3 && (p[i - 1] & 0xC0) == 0x80; k++) i--;
-      if (p[i - 1] >= 0xC0) i--;
+  /* Long input: finish a sequence carried in, and reach byte 3 (the vector
+   * loop looks three bytes back); then the vector loop, which stops at a
+   * block boundary: back up to the start of the character that may cross
+   * it. */
+  if (len >= 64 + 3 + 6) {
+    while (st != WS__U8_OK || i < 3) {
+      st = ws__u8_step(st, p[i]) & 63;
+      if (st == WS__U8_BAD) goto bad;
+      i++;
+    }
+    if (len - i >= 64) {
+      size_t from = i, k;
+      i = ws__u8_simd(p, i, len);
+      if (i > from) {
+        for (k = 0; k < 3 && (p[i - 1] & 0xC0) == 0x80; k++) i--;
+        if (p[i - 1] >= 0xC0) i--;
+      }
     }
   }
 #endif
