@@ -69,6 +69,9 @@ FRAMES = {
     "empty_cont": bytes([0x80, 0x80]) + KEY,
 }
 
+LONG = ("The quick brown fox \u2014 jumps over \U0001F600 the lazy dog, "
+        "caf\u00e9 \u4e2d\u6587 \u0416 \u03b1 ").encode() * 3
+
 UTF8 = {
     "ascii": b"Hello, world",
     "two": "caf\u00e9".encode(),
@@ -87,6 +90,10 @@ UTF8 = {
     "stray_cont": bytes.fromhex("41 80 42".replace(" ", "")),
     "truncated": bytes.fromhex("41e282"),
     "fe_ff": bytes.fromhex("feff"),
+    # Long enough for the 64-byte SIMD blocks of ws_utf8_check.
+    "long_text": LONG,
+    "long_surrogate": LONG + bytes.fromhex("eda080") + LONG,
+    "long_cut_lead": b"a" * 125 + bytes.fromhex("f09f98") + b"a" * 70,
 }
 
 REQ = (b"GET /chat HTTP/1.1\r\n"
@@ -253,6 +260,8 @@ def main():
     for name, data in UTF8.items():
         write("fuzz_utf8", name, b"\x00" + data)
         write("fuzz_utf8", name + "_split", b"\x03\x01\x02\x01" + data)
+        if len(data) > 128:
+            write("fuzz_utf8", name + "_halves", b"\x02\x50\x60" + data)
     # fuzz_request: [max_headers][request]
     for name, data in REQUESTS.items():
         write("fuzz_request", name, b"\x20" + data)

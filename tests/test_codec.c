@@ -1287,6 +1287,205 @@ static void test_utf8_differential(void) {
   }
 }
 
+/*
+ * Long inputs: ws_utf8_check() checks 64-byte blocks with SIMD where the
+ * build has it (SSE2, NEON; not with -DWS_NO_SIMD, which the Makefile
+ * builds as test_codec_nosimd), the rest with the DFA. These compare both
+ * with the reference on inputs that cross many block boundaries.
+ */
+#if !defined(WS_NO_SIMD) && !defined(WS__U8_SIMD) &&                        \
+    (defined(__SSE2__) || (defined(__ARM_NEON) && defined(__aarch64__)))
+#error "this build should have the SIMD UTF-8 path: the tests would miss it"
+#endif
+#if defined(WS_NO_SIMD) && defined(WS__U8_SIMD)
+#error "WS_NO_SIMD should leave the plain C path only"
+#endif
+
+/* Writes code point cp as UTF-8 (cp < 0x110000, not a surrogate). */
+static size_t put_cp(unsigned char *o, uint32_t cp) {
+  if (cp < 0x80) {
+    o[0] = (unsigned char)cp;
+    return 1;
+  }
+  if (cp < 0x800) {
+    o[0] = (unsigned char)(0xC0 | (cp >> 6));
+    o[1] = (unsigned char)(0x80 | (cp & 0x3F));
+    return 2;
+  }
+  if (cp < 0x10000) {
+    o[0] = (unsigned char)(0xE0 | (cp >> 12));
+    o[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+    o[2] = (unsigned char)(0x80 | (cp & 0x3F));
+    return 3;
+  }
+  o[0] = (unsigned char)(0xF0 | (cp >> 18));
+  o[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
+  o[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+  o[3] = (unsigned char)(0x80 | (cp & 0x3F));
+  return 4;
+}
+
+/* Valid text of about `want` bytes (at most want + 3): ASCII, and with
+ * probability mb_pct% a multi-byte character, often at the edge of a
+ * range (the smallest and largest of each length, around the surrogates
+ * and U+10FFFF). */
+static size_t gen_text(uint32_t *rng, unsigned char *out, size_t want,
+                       unsigned mb_pct) {
+  static const uint32_t edge[] = {0x80,   0x7FF,   0x800,   0xFFF,  0x1000,
+                                  0xD7FF, 0xE000,  0xFFFD,  0xFFFF, 0x10000,
+                                  0x3FFFF, 0x40000, 0xFFFFF, 0x100000,
+                                  0x10FFFF};
+  size_t n = 0;
+  while (n < want) {
+    uint32_t r = rnd(rng), cp;
+    if (r % 100 >= mb_pct) {
+      out[n++] = (unsigned char)(0x20 + (r >> 8) % 95);
+      continue;
+    }
+    switch ((r >> 8) & 7) {
+      case 0: cp = edge[(r >> 11) % (sizeof edge / sizeof edge[0])]; break;
+      case 1:
+      case 2: cp = 0x80 + (r >> 11) % 0x780; break;
+      case 3:
+      case 4:
+      case 5: cp = 0x800 + (r >> 11) % 0xF800; break;
+      default: cp = 0x10000 + (r >> 11) % 0x100000; break;
+    }
+    if (cp >= 0xD800 && cp < 0xE000) cp += 0x800;
+    n += put_cp(out + n, cp);
+  }
+  return n;
+}
+
+/* Checks s[0..n) placed at `align` bytes past a 64-byte boundary, whole
+ * (final and not) and in the chunks ending at cuts[0..ncuts), against the
+ * reference. Returns 1 when all agree. */
+static int utf8_agrees(const unsigned char *s, size_t n, size_t align,
+                       const size_t *cuts, size_t ncuts) {
+  static unsigned char space[4096 + 128];
+  unsigned char *b =
+      space + (64 - (size_t)((uintptr_t)space % 64)) % 64 + align;
+  size_t rbad = 0, rbad2 = 0, bad = (size_t)-1, from = 0, k;
+  uint32_t st = WS_UTF8_INIT;
+  int want, want2, rc;
+  if (n + align + 64 > sizeof space) abort();
+  memcpy(b, s, n);
+  want = ref_utf8(b, n, 1, &rbad);
+  rc = ws_utf8_check(&st, b, n, 1, &bad);
+  if (want == 1 ? rc != WS_OK || st != 0 : rc != WS_EUTF8 || bad != rbad)
+    return 0;
+  /* Not final: the same, but where the input ends inside a sequence. */
+  rbad2 = rbad;
+  want2 = want == 0 && rbad == n ? ref_utf8(b, n, 0, &rbad2) : want;
+  st = WS_UTF8_INIT;
+  rc = ws_utf8_check(&st, b, n, 0, &bad);
+  if (want2 == 0 ? rc != WS_EUTF8 || bad != rbad2
+                 : rc != WS_OK || (st != 0) != (want2 == 2))
+    return 0;
+  st = WS_UTF8_INIT;
+  for (k = 0; k <= ncuts; k++) {
+    size_t to = k < ncuts ? cuts[k] : n;
+    rc = ws_utf8_check(&st, b + from, to - from, k == ncuts, &bad);
+    if (rc != WS_OK) return want == 0 && rc == WS_EUTF8 && from + bad == rbad;
+    from = to;
+  }
+  return want == 1 && st == 0;
+}
+
+static void utf8_show(const char *what, const unsigned char *s, size_t n) {
+  size_t k;
+  printf("    %s (%u bytes):", what, (unsigned)n);
+  for (k = 0; k < n; k++) printf(" %02x", s[k]);
+  printf("\n");
+}
+
+#define UTF8_LONG 8000
+
+/* Random text of 0..700 bytes, mostly ASCII to mostly multi-byte, with
+ * up to three bytes then broken (a random byte, an edge byte, or one
+ * dropped), at random alignments and cut into up to four chunks. */
+static void test_utf8_long(void) {
+  static const unsigned char edge[] = {0x00, 0x41, 0x7F, 0x80, 0x8F, 0x90,
+                                       0x9F, 0xA0, 0xBF, 0xC0, 0xC1, 0xC2,
+                                       0xDF, 0xE0, 0xE1, 0xEC, 0xED, 0xEE,
+                                       0xEF, 0xF0, 0xF1, 0xF3, 0xF4, 0xF5,
+                                       0xF7, 0xF8, 0xFE, 0xFF};
+  static const unsigned pct[] = {0, 1, 3, 10, 30, 60, 90, 100};
+  unsigned char s[800];
+  uint32_t rng = 0xC0FFEEu;
+  size_t i, mism = 0, valid = 0;
+  for (i = 0; i < UTF8_LONG; i++) {
+    uint32_t r = rnd(&rng);
+    size_t n = gen_text(&rng, s, r % 700, pct[(r >> 10) % 8]), cuts[3], k,
+           nb = (r >> 13) % 4;
+    for (k = 0; k < nb && n > 0; k++) {
+      uint32_t q = rnd(&rng);
+      size_t at = q % n;
+      if ((q >> 20) % 4 == 0) {
+        memmove(s + at, s + at + 1, n - at - 1);
+        n--;
+      } else {
+        s[at] = (q >> 20) % 4 == 1 ? (unsigned char)(q >> 24)
+                                   : edge[(q >> 24) % sizeof edge];
+      }
+    }
+    if ((r >> 16) % 8 == 0 && n > 0) n -= 1 + (r >> 19) % (n < 3 ? n : 3);
+    for (k = 0; k < 3; k++) cuts[k] = n ? rnd(&rng) % (n + 1) : 0;
+    if (cuts[0] > cuts[1]) { size_t t = cuts[0]; cuts[0] = cuts[1]; cuts[1] = t; }
+    if (cuts[1] > cuts[2]) { size_t t = cuts[1]; cuts[1] = cuts[2]; cuts[2] = t; }
+    if (cuts[0] > cuts[1]) { size_t t = cuts[0]; cuts[0] = cuts[1]; cuts[1] = t; }
+    {
+      size_t rb;
+      valid += ref_utf8(s, n, 1, &rb) == 1;
+    }
+    if (!utf8_agrees(s, n, (r >> 22) % 64, cuts, (r >> 28) % 4) &&
+        mism++ == 0)
+      utf8_show("differs from the reference", s, n);
+  }
+  CHECK_INT(mism, 0);
+  CHECK(valid > UTF8_LONG / 4);
+  CHECK(valid < UTF8_LONG - UTF8_LONG / 4);
+}
+
+/*
+ * Every pair of bytes (lead, next), followed by the continuation bytes a
+ * lead of that kind wants (all of them, or one short), placed at offsets
+ * that straddle the 16- and 64-byte blocks (which begin 3 bytes into a
+ * buffer) of ASCII and of two-byte text, fed whole and in two pieces.
+ * Covers each range rule at each lane, and sequences cut by a block's end.
+ */
+static void test_utf8_pairs(void) {
+  static const size_t at[] = {0, 18, 61, 63, 64, 65, 66, 67, 130};
+  static const unsigned char some[] = {0x00, 0x41, 0x7F, 0x80, 0x8F, 0x90,
+                                       0x9F, 0xA0, 0xBF, 0xC0, 0xC2, 0xE0,
+                                       0xED, 0xF0, 0xF4, 0xFF};
+  unsigned char s[150];
+  size_t mism = 0, bg, a, b1, b2, k, n = sizeof s, cut, pos, want, shrt;
+  for (bg = 0; bg < 2; bg++)
+    for (a = 0; a < sizeof at / sizeof at[0]; a++)
+      for (b1 = 0; b1 < 256; b1++)
+        /* every second byte after E0..FF, some after others */
+        for (b2 = 0; b2 < (b1 >= 0xE0 ? 256 : sizeof some); b2++)
+          for (shrt = 0; shrt < 2; shrt++) {
+            want = b1 >= 0xF0 ? 2 : b1 >= 0xE0 ? 1 : 0;
+            if (shrt && want == 0) continue;
+            want -= shrt;
+            for (k = 0; k < n; k++)
+              s[k] = bg == 0 ? (unsigned char)'a'
+                             : (unsigned char)(k % 2 ? 0xA9 : 0xC3);
+            pos = at[a] + (bg == 1 && at[a] % 2); /* a character boundary */
+            s[pos] = (unsigned char)b1;
+            s[pos + 1] = b1 >= 0xE0 ? (unsigned char)b2 : some[b2];
+            for (k = 0; k < want; k++)
+              s[pos + 2 + k] = (unsigned char)(0x80 + k);
+            if (bg == 1 && want % 2 == 1) s[pos + 2 + want] = 'a';
+            cut = pos + (b1 + b2) % 4;
+            if (!utf8_agrees(s, n, (b1 ^ b2) % 16, &cut, 1) && mism++ == 0)
+              utf8_show("differs from the reference", s, n);
+          }
+  CHECK_INT(mism, 0);
+}
+
 /* ------------------------------------------------------------------------
  * 6. Close payloads
  * ---------------------------------------------------------------------- */
@@ -2485,6 +2684,8 @@ int main(void) {
   RUN(test_mask);
   RUN(test_utf8_table);
   RUN(test_utf8_differential);
+  RUN(test_utf8_long);
+  RUN(test_utf8_pairs);
   RUN(test_close);
   RUN(test_request_valid);
   RUN(test_request_invalid);
