@@ -798,18 +798,20 @@ size_t ws_frame_write(void *out, int fin, int opcode, uint64_t len,
 void ws_mask(void *buf, size_t len, const uint8_t key[4], uint64_t offset) {
   unsigned char *p = (unsigned char *)buf;
   unsigned k = (unsigned)(offset & 3);
-  unsigned char rot[8];
+  unsigned char kk[12], *rot = kk + k;
   uint64_t w8;
   size_t i;
-  /* Bytes up to an 8-byte boundary, then whole words with the key rotated
-   * to where the payload now stands. memcpy keeps it alias- and
-   * alignment-safe; compilers turn it into plain loads and stores. */
-  while (len > 0 && ((uintptr_t)p & 7) != 0) {
-    *p++ ^= key[k];
-    k = (k + 1) & 3;
-    len--;
+  if (len < 8) {
+    for (i = 0; i < len; i++) p[i] ^= key[(k + i) & 3];
+    return;
   }
-  for (i = 0; i < 8; i++) rot[i] = key[(k + i) & 3];
+  /* Whole 8-byte words with the key rotated to where the payload stands
+   * (the key three times over, read from offset k), at any alignment:
+   * memcpy keeps the loads and stores alias- and alignment-safe, and
+   * compilers turn them into plain (unaligned) moves. */
+  memcpy(kk, key, 4);
+  memcpy(kk + 4, key, 4);
+  memcpy(kk + 8, key, 4);
   memcpy(&w8, rot, 8);
   while (len >= 32) {
     uint64_t a, b, c, d;
