@@ -2715,7 +2715,30 @@ int ws_send_encoded(ws_conn *c, const void *frame, size_t len) {
   if ((rc = ws__can_send(p)) != WS_OK) return rc;
   if (p->send_op && f.opcode < 8) return WS_ESTATE;
   if (WS__QUEUED(p) + len > p->cfg->max_queued) return WS_EFULL;
-  if ((rc = ws__out_room(p, len)) != WS_OK) return rc;
+  /* Nothing queued and nothing holding output (a publish to many): write
+   * from the caller's bytes and queue only what the transport leaves. */
+  if (WS__QUEUED(p) == 0 && p->cb->write && !p->depth &&
+      !(p->flags & (WS__F_CORK | WS__F_BATCH | WS__F_FIXED))) {
+    size_t n = 0;
+    p->depth++;
+    rc = p->cb->write(c, frame, len, &n, p->user);
+    p->depth--;
+    if (rc == WS_EAGAIN) rc = WS_OK, n = 0;
+    if (rc != WS_OK || n > len) {
+      ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_EIO);
+      return ws__send_end(c, WS_EIO);
+    }
+    frame = (const unsigned char *)frame + n;
+    len -= n;
+    if (len == 0) return ws__send_end(c, WS_OK);
+    if ((rc = ws__out_room(p, len)) != WS_OK) {
+      if (n == 0) return rc;
+      ws__set_closed(p, WS_CLOSE_ABNORMAL, rc); /* half a frame is out */
+      return ws__send_end(c, rc);
+    }
+  } else if ((rc = ws__out_room(p, len)) != WS_OK) {
+    return rc;
+  }
   memcpy(p->out->d + p->out->len, frame, len);
   p->out->len += len;
   return ws__send_end(c, WS_OK);

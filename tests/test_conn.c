@@ -1853,6 +1853,55 @@ static void test_send_encoded(void) {
   pair_pump(&p);
   CHECK(strstr(cstr(&p.cl.log), "msg 1 3") != NULL);
   pair_free(&p);
+  /* With nothing queued it is written from the caller's bytes: nothing
+   * allocated; a short write queues the rest (a copy: the caller may reuse
+   * its buffer), and what was queued goes first next time. */
+  {
+    ws_config cfg;
+    endpoint e;
+    buf rx = {0}, tx = {0};
+    counting_alloc a = {0, 0, 0, 0};
+    static unsigned char big[3000];
+    size_t i, off;
+    for (i = 0; i < sizeof big; i++) big[i] = (unsigned char)(i * 11);
+    ws_config_init(&cfg, WS_SERVER);
+    cfg.realloc = counting_realloc;
+    cfg.alloc_ctx = &a;
+    ep_init(&e, &cfg, &rx, &tx);
+    ws_conn_feed(&e.c, REQ, strlen(REQ));
+    ep_drain(&e);
+    tx.len = 0;
+    hl = ws_frame_write(fr, 1, WS_OP_TEXT, 3, NULL);
+    memcpy(fr + hl, "abc", 3);
+    a.calls = 0;
+    CHECK_INT(ws_send_encoded(&e.c, fr, hl + 3), WS_OK);
+    CHECK_INT(a.calls, 0);
+    CHECK_INT(tx.len, hl + 3);
+    {
+      unsigned char *enc = (unsigned char *)malloc(sizeof big + 14);
+      size_t el = ws_frame_write(enc, 1, WS_OP_BINARY, sizeof big, NULL);
+      memcpy(enc + el, big, sizeof big);
+      e.write_max = 1000; /* one write of 1000, then would-block */
+      e.write_block = 1;
+      e.block_toggle = 1;
+      CHECK_INT(ws_send_encoded(&e.c, enc, el + sizeof big), WS_OK);
+      CHECK_INT(ws_conn_queued(&e.c), el + sizeof big - 1000);
+      memset(enc, 0, el + sizeof big); /* the caller reuses its buffer */
+      CHECK_INT(ws_send_encoded(&e.c, fr, hl + 3), WS_OK); /* queued */
+      e.write_max = 0;
+      e.write_block = 0;
+      ep_drain(&e);
+      off = expect_frame(&tx, 0, WS_OP_TEXT, (const unsigned char *)"abc", 3);
+      off = expect_frame(&tx, off, WS_OP_BINARY, big, sizeof big);
+      off = expect_frame(&tx, off, WS_OP_TEXT, (const unsigned char *)"abc", 3);
+      CHECK_INT(off, tx.len);
+      free(enc);
+    }
+    ep_free(&e);
+    CHECK_INT(a.live, 0);
+    buf_free(&rx);
+    buf_free(&tx);
+  }
 }
 
 /* A client session under allocation failure k: handshake, a 1 MiB send, an

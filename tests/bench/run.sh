@@ -33,6 +33,7 @@ REPORT_ONLY=0
 ROUNDS=3
 SECS=3
 IDLE_N=10000
+BCAST_N=10000
 SERVERS="ws lws wslay node"
 MODES=""
 ARGS="$*"   # for the report (the loop below shifts them away)
@@ -59,9 +60,10 @@ while [ $# -gt 0 ]; do
     --rounds) ROUNDS=$2; shift ;;
     --secs) SECS=$2; shift ;;
     --idle) IDLE_N=$2; shift ;;
+    --bcast) BCAST_N=$2; shift ;;  # subscribers in the broadcast mode
     --servers) SERVERS=$2; shift ;;
     --modes) MODES=$2; shift ;;
-    *) echo "usage: $0 [--smoke] [--rounds N] [--secs S] [--idle N] [--servers LIST] [--modes LIST]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--smoke] [--rounds N] [--secs S] [--idle N] [--bcast N] [--servers LIST] [--modes LIST]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -180,7 +182,7 @@ mode_args() {
     echo_large) echo "echo -c 4 -k 2 -s 262144 -b -d $d" ;;
     echo_rtt) echo "echo -c 1 -k 1 -s 32 -b -d $d" ;;
     handshake) echo "handshake -c 32 -d $d" ;;
-    broadcast) echo "broadcast -n 1000 -s 64 -d $d" ;;
+    broadcast) echo "broadcast -n $BCAST_N -s 64 -d $d" ;;
   esac
 }
 
@@ -307,7 +309,7 @@ fi
   echo "- each cell: the median over the rounds; ws/peer: the median of the per-round ratios"
   echo "  (ratio > 1 means ws is ahead for \"higher\" metrics, < 1 for \"lower\" ones)"
   echo
-  awk -F'\t' -v servers="$AVAIL" '
+  awk -F'\t' -v servers="$AVAIL" -v bcast_n="$BCAST_N" '
     function med(a, n,   i, j, t) {
       for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
       return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
@@ -353,7 +355,7 @@ fi
         "|echo_rtt:p99_us:lower:  same, p99 (us) " \
         "|handshake:hs_per_s:higher:handshakes (connect, upgrade, close; 32 at once)/s " \
         "|handshake:hs_per_cpu_s:higher:  same, per server CPU-second " \
-        "|broadcast:all_p50_us:lower:broadcast to 1000, 64 B: until all have it, p50 (us) " \
+        "|broadcast:all_p50_us:lower:broadcast to " bcast_n ", 64 B: until all have it, p50 (us) " \
         "|broadcast:ns_per_recipient:lower:  same, per recipient (ns) " \
         "|broadcast:cpu_ns_per_delivery:lower:  server CPU per delivery (ns)", M, "|")
       printf "| metric | better |"
