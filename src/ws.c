@@ -2602,8 +2602,10 @@ static int ws__send_data(ws_conn *c, int op, const void *data, size_t len,
                          int fin) {
   struct ws__conn_priv *p = WS__P(c);
   const unsigned char *d = (const unsigned char *)data;
-  size_t fs = p->cfg->frame_size ? p->cfg->frame_size : (len ? len : 1);
-  size_t frames = len ? (len + fs - 1) / fs : 1;
+  size_t fs = p->cfg->frame_size && len > p->cfg->frame_size
+                  ? p->cfg->frame_size
+                  : (len ? len : 1);
+  size_t frames = fs >= len ? 1 : (len + fs - 1) / fs; /* no division: one */
   size_t total = len + frames * ws__hdr_size(WS__MIN(fs, len), p->role);
   size_t olen, i;
   int rc;
