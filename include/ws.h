@@ -418,7 +418,8 @@ typedef struct ws_config {
                                      after each pong; 0: no pings */
   uint32_t pong_timeout_ms;       /* 10000: a pong must answer a ping by
                                      then (one ping in flight at a time) */
-  /* Allocator: like realloc(ptr, size); size 0 frees and returns NULL.
+  /* Allocator: like realloc(ptr, size), with memory aligned as malloc's
+   * (buffers start with 64-bit counters); size 0 frees and returns NULL.
    * NULL: libc realloc/free (none under WS_NO_MALLOC: then use fixed
    * buffers). */
   void *(*realloc)(void *ptr, size_t size, void *ctx);
