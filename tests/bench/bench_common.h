@@ -9,7 +9,10 @@
 
 #include <stdint.h>
 #include <string.h>
+#include <stdio.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #define BENCH_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -127,6 +130,49 @@ static inline const char *bench_header(const char *head, size_t n, const char *n
     i = e + 1;
   }
   return NULL;
+}
+
+/* ---- what a process costs (Linux /proc, getrusage) -------------------- */
+
+/* Resident set size of a process, kB (VmRSS); -1 when it cannot be read. */
+static inline long bench_rss_kb(int pid) {
+  char path[64], line[256];
+  long v = -1;
+  FILE *f;
+  snprintf(path, sizeof path, "/proc/%d/status", pid);
+  if (!(f = fopen(path, "r"))) return -1;
+  while (fgets(line, sizeof line, f))
+    if (sscanf(line, "VmRSS: %ld", &v) == 1) break;
+  fclose(f);
+  return v;
+}
+
+/* CPU seconds (user + system) a process has used; 0 when unknown. */
+static inline double bench_cpu_s(int pid) {
+  char path[64], buf[2048], *p;
+  unsigned long ut = 0, st = 0;
+  size_t n;
+  FILE *f;
+  if (pid <= 0) return 0;
+  snprintf(path, sizeof path, "/proc/%d/stat", pid);
+  if (!(f = fopen(path, "r"))) return 0;
+  n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = 0;
+  if (!(p = strrchr(buf, ')'))) return 0;
+  /* fields after the name: state(3) ... utime(14) stime(15) */
+  if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut,
+             &st) != 2)
+    return 0;
+  return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* This process's CPU seconds: is the load generator the bottleneck? */
+static inline double bench_self_cpu_s(void) {
+  struct rusage u;
+  getrusage(RUSAGE_SELF, &u);
+  return (double)u.ru_utime.tv_sec + (double)u.ru_utime.tv_usec / 1e6 +
+         (double)u.ru_stime.tv_sec + (double)u.ru_stime.tv_usec / 1e6;
 }
 
 #endif

@@ -145,47 +145,9 @@ static double pct(double p) {
   return (double)g_lat[i];
 }
 
-/* ---- /proc readers ---------------------------------------------------- */
+/* ---- /proc readers (the per-process ones are in bench_common.h) ------- */
 
-static long proc_rss_kb(int pid) {
-  char path[64], line[256];
-  long v = -1;
-  FILE *f;
-  snprintf(path, sizeof path, "/proc/%d/status", pid);
-  if (!(f = fopen(path, "r"))) return -1;
-  while (fgets(line, sizeof line, f))
-    if (sscanf(line, "VmRSS: %ld", &v) == 1) break;
-  fclose(f);
-  return v;
-}
-
-/* This process's CPU seconds: is the load generator the bottleneck? */
-static double self_cpu_s(void) {
-  struct rusage u;
-  getrusage(RUSAGE_SELF, &u);
-  return (double)u.ru_utime.tv_sec + (double)u.ru_utime.tv_usec / 1e6 +
-         (double)u.ru_stime.tv_sec + (double)u.ru_stime.tv_usec / 1e6;
-}
 static double g_lg0, g_lg1;
-
-static double proc_cpu_s(int pid) {
-  char path[64], buf[2048], *p;
-  unsigned long ut = 0, st = 0;
-  size_t n;
-  FILE *f;
-  if (pid <= 0) return 0;
-  snprintf(path, sizeof path, "/proc/%d/stat", pid);
-  if (!(f = fopen(path, "r"))) return 0;
-  n = fread(buf, 1, sizeof buf - 1, f);
-  fclose(f);
-  buf[n] = 0;
-  if (!(p = strrchr(buf, ')'))) return 0;
-  /* fields after the name: state(3) ... utime(14) stime(15) */
-  if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut,
-             &st) != 2)
-    return 0;
-  return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
-}
 
 static long meminfo_kb(const char *key) {
   char line[256];
@@ -665,14 +627,14 @@ static void set_window(void) {
 /* Waits for the window to open; returns the server's CPU seconds then. */
 static double wait_window_start(void) {
   while (bench_now_ns() < g_ws_start) poll_once(1);
-  g_lg0 = self_cpu_s();
-  return proc_cpu_s(g_pid);
+  g_lg0 = bench_self_cpu_s();
+  return bench_cpu_s(g_pid);
 }
 
 static double wait_window_end(void) {
   while (bench_now_ns() < g_ws_end && !g_errors) poll_once(5);
-  g_lg1 = self_cpu_s();
-  return proc_cpu_s(g_pid);
+  g_lg1 = bench_self_cpu_s();
+  return bench_cpu_s(g_pid);
 }
 
 static int mode_echo(void) {
@@ -736,12 +698,12 @@ static int mode_idle(void) {
   alloc_conns(g_n);
   g_src_spread = 64;
   run_for(0.3);
-  rss0 = proc_rss_kb(g_pid);
+  rss0 = bench_rss_kb(g_pid);
   slab0 = meminfo_kb("Slab");
   sockstat(&inuse0, &mem0);
   if (open_all(g_n, 200, 120) < 0) return 1;
   run_for(1.0);
-  rss1 = proc_rss_kb(g_pid);
+  rss1 = bench_rss_kb(g_pid);
   slab1 = meminfo_kb("Slab");
   sockstat(&inuse1, &mem1);
   /* Then one small message each way on every connection, and idle again. */
@@ -764,7 +726,7 @@ static int mode_idle(void) {
       break;
     }
   run_for(1.0);
-  rss2 = proc_rss_kb(g_pid);
+  rss2 = bench_rss_kb(g_pid);
   fprintf(stderr,
           "idle: %d connections: server RSS %ld -> %ld kB (%.0f B/conn), after one "
           "message each %ld kB (%.0f B/conn); kernel slab %+ld kB (%.0f B per "
@@ -798,8 +760,8 @@ static int mode_handshake(void) {
   while (bench_now_ns() < g_ws_end && !g_errors) {
     poll_once(1);
     if (cpu0 < 0 && bench_now_ns() >= g_ws_start) {
-      cpu0 = proc_cpu_s(g_pid);
-      g_lg0 = self_cpu_s();
+      cpu0 = bench_cpu_s(g_pid);
+      g_lg0 = bench_self_cpu_s();
     }
     for (i = 0; i < g_conns; i++)
       if (g_c[i].st == ST_FREE) {
@@ -807,8 +769,8 @@ static int mode_handshake(void) {
         conn_start(&g_c[i]);
       }
   }
-  cpu1 = proc_cpu_s(g_pid);
-  g_lg1 = self_cpu_s();
+  cpu1 = bench_cpu_s(g_pid);
+  g_lg1 = bench_self_cpu_s();
   if (cpu0 < 0) cpu0 = cpu1;
   dl = bench_now_ns() + 5000000000ull;
   while (bench_now_ns() < dl && !g_errors) {

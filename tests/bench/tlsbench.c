@@ -75,45 +75,6 @@ static void die(const char *what) {
   exit(1);
 }
 
-/* ---- /proc readers ---------------------------------------------------- */
-
-static long proc_rss_kb(int pid) {
-  char path[64], line[256];
-  long v = -1;
-  FILE *f;
-  snprintf(path, sizeof path, "/proc/%d/status", pid);
-  if (!(f = fopen(path, "r"))) return -1;
-  while (fgets(line, sizeof line, f))
-    if (sscanf(line, "VmRSS: %ld", &v) == 1) break;
-  fclose(f);
-  return v;
-}
-
-static double proc_cpu_s(int pid) {
-  char path[64], buf[2048], *p;
-  unsigned long ut = 0, st = 0;
-  size_t n;
-  FILE *f;
-  if (pid <= 0) return 0;
-  snprintf(path, sizeof path, "/proc/%d/stat", pid);
-  if (!(f = fopen(path, "r"))) return 0;
-  n = fread(buf, 1, sizeof buf - 1, f);
-  fclose(f);
-  buf[n] = 0;
-  if (!(p = strrchr(buf, ')'))) return 0;
-  if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut,
-             &st) != 2)
-    return 0;
-  return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
-}
-
-static double self_cpu_s(void) {
-  struct rusage u;
-  getrusage(RUSAGE_SELF, &u);
-  return (double)u.ru_utime.tv_sec + (double)u.ru_utime.tv_usec / 1e6 +
-         (double)u.ru_stime.tv_sec + (double)u.ru_stime.tv_usec / 1e6;
-}
-
 /* ---- the transport under each ws_conn --------------------------------- */
 
 static int tb_read(ws_conn *c, void *buf, size_t cap, size_t *n, void *user) {
@@ -291,8 +252,8 @@ static int mode_idle(void) {
   }
   g_src_spread = 64;
   run_for(0.3);
-  rss0 = proc_rss_kb(g_pid);
-  self0 = proc_rss_kb(getpid());
+  rss0 = bench_rss_kb(g_pid);
+  self0 = bench_rss_kb(getpid());
   end = bench_now_ns() + 120000000000ull;
   while (g_open < g_n && !g_errors && bench_now_ns() < end) {
     while (next < g_n && g_opening < 64) conn_start(&g_c[next++]);
@@ -303,8 +264,8 @@ static int mode_idle(void) {
     return 1;
   }
   run_for(1.0);
-  rss1 = proc_rss_kb(g_pid);
-  self1 = proc_rss_kb(getpid());
+  rss1 = bench_rss_kb(g_pid);
+  self1 = bench_rss_kb(getpid());
   fprintf(stderr,
           "idle %s: %d connections: server RSS %ld -> %ld kB (%.0f B/conn); "
           "client RSS %+ld kB (%.0f B/conn); errors %d\n",
@@ -331,12 +292,12 @@ static int mode_handshake(void) {
       if (g_c[i].st == ST_FREE) conn_start(&g_c[i]);
     poll_once(1);
     if (cpu0 < 0 && bench_now_ns() >= g_ws_start) {
-      cpu0 = proc_cpu_s(g_pid);
-      lg0 = self_cpu_s();
+      cpu0 = bench_cpu_s(g_pid);
+      lg0 = bench_self_cpu_s();
     }
   }
-  cpu1 = proc_cpu_s(g_pid);
-  lg1 = self_cpu_s();
+  cpu1 = bench_cpu_s(g_pid);
+  lg1 = bench_self_cpu_s();
   if (cpu0 < 0) cpu0 = cpu1;
   end = bench_now_ns() + 5000000000ull; /* let the last ones finish */
   for (;;) {
