@@ -4034,68 +4034,17 @@ static void ws__loop_touch(ws_loop_conn *lc) {
   q->loop->ws__lp.pend = lc;
 }
 
-static int ws__loop_write(ws_conn *c, const void *buf, size_t len, size_t *n,
-                          void *user) {
-  ws_loop_conn *lc = WS__LC(c);
-  int flags = 0;
-  (void)user;
-#ifdef MSG_NOSIGNAL
-  flags = MSG_NOSIGNAL;
-#endif
-  ws__loop_touch(lc);
-  if (lc->ws__l.io.flags & WS__LC_CONNECTING) return WS_EAGAIN;
-#if WS_ENABLE_MBEDTLS
-  if (lc->ws__l.tls) {
-    int rc = ws_tls_write((ws_tls *)lc->ws__l.tls, buf, len, n);
-    if (rc == WS_EAGAIN || (rc == WS_OK && *n < len))
-      lc->ws__l.io.flags |= WS__LC_WAITED;
-    return rc;
-  }
-#endif
-  for (;;) {
-    ssize_t r = send(lc->ws__l.io.fd, buf, len, flags);
-    if (r >= 0) {
-      *n = (size_t)r;
-      if ((size_t)r < len) lc->ws__l.io.flags |= WS__LC_WAITED;
-      return WS_OK;
-    }
-    if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      lc->ws__l.io.flags |= WS__LC_WAITED;
-      return WS_EAGAIN;
-    }
-    return WS_EIO;
-  }
-}
-
-/* The pieces of one send, in one sendmsg (TLS: one record at a time). */
-static int ws__loop_writev(ws_conn *c, const ws_iovec *iov, int cnt,
-                           size_t *n, void *user) {
-  ws_loop_conn *lc = WS__LC(c);
-  struct iovec v[8];
+/* Sends pieces on a plain socket in one sendmsg; a short count or
+ * would-block marks the connection as having waited (for on_drain). */
+static int ws__loop_sendv(ws_loop_conn *lc, const ws_iovec *iov, int cnt,
+                          size_t *n) {
+  struct iovec v[3];
   struct msghdr m;
   size_t total = 0;
   int i, flags = 0;
-#if WS_ENABLE_MBEDTLS
-  if (lc->ws__l.tls || cnt > 8) {
-#else
-  if (cnt > 8) {
-#endif
-    *n = 0;
-    for (i = 0; i < cnt; i++) {
-      size_t k = 0;
-      int rc = ws__loop_write(c, iov[i].base, iov[i].len, &k, user);
-      if (rc != WS_OK && rc != WS_EAGAIN) return rc;
-      *n += k;
-      if (rc == WS_EAGAIN || k < iov[i].len) return *n ? WS_OK : WS_EAGAIN;
-    }
-    return WS_OK;
-  }
 #ifdef MSG_NOSIGNAL
   flags = MSG_NOSIGNAL;
 #endif
-  ws__loop_touch(lc);
-  if (lc->ws__l.io.flags & WS__LC_CONNECTING) return WS_EAGAIN;
   for (i = 0; i < cnt; i++) {
     v[i].iov_base = (void *)(uintptr_t)iov[i].base;
     v[i].iov_len = iov[i].len;
@@ -4118,6 +4067,48 @@ static int ws__loop_writev(ws_conn *c, const ws_iovec *iov, int cnt,
     }
     return WS_EIO;
   }
+}
+
+static int ws__loop_write(ws_conn *c, const void *buf, size_t len, size_t *n,
+                          void *user) {
+  ws_loop_conn *lc = WS__LC(c);
+  ws_iovec one;
+  (void)user;
+  ws__loop_touch(lc);
+  if (lc->ws__l.io.flags & WS__LC_CONNECTING) return WS_EAGAIN;
+#if WS_ENABLE_MBEDTLS
+  if (lc->ws__l.tls) {
+    int rc = ws_tls_write((ws_tls *)lc->ws__l.tls, buf, len, n);
+    if (rc == WS_EAGAIN || (rc == WS_OK && *n < len))
+      lc->ws__l.io.flags |= WS__LC_WAITED;
+    return rc;
+  }
+#endif
+  one.base = buf;
+  one.len = len;
+  return ws__loop_sendv(lc, &one, 1, n);
+}
+
+/* The pieces of one send (layer 1 passes at most 3): one sendmsg on a
+ * plain socket; through TLS, one piece after another (a record each). */
+static int ws__loop_writev(ws_conn *c, const ws_iovec *iov, int cnt,
+                           size_t *n, void *user) {
+  ws_loop_conn *lc = WS__LC(c);
+  int i;
+  if (cnt <= 3 && !lc->ws__l.tls) {
+    ws__loop_touch(lc);
+    if (lc->ws__l.io.flags & WS__LC_CONNECTING) return WS_EAGAIN;
+    return ws__loop_sendv(lc, iov, cnt, n);
+  }
+  *n = 0;
+  for (i = 0; i < cnt; i++) {
+    size_t k = 0;
+    int rc = ws__loop_write(c, iov[i].base, iov[i].len, &k, user);
+    if (rc != WS_OK && rc != WS_EAGAIN) return rc;
+    *n += k;
+    if (rc == WS_EAGAIN || k < iov[i].len) return *n ? WS_OK : WS_EAGAIN;
+  }
+  return WS_OK;
 }
 
 static void ws__sub_drop_all(ws_loop_conn *lc);
