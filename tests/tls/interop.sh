@@ -119,7 +119,7 @@ openssl s_server -accept 0 -cert "$dir/srv.pem" -key "$dir/srv.key" -www >"$out/
 pids="$pids $!"
 i=0; sport=""
 while [ $i -lt 50 ] && [ -z "$sport" ]; do
-  sport=$(sed -n 's/^ACCEPT .*:\([0-9][0-9]*\)$/\1/p' "$out/ss"); sleep 0.1; i=$((i + 1))
+  sport=$(sed -n 's/^ACCEPT .*:\([0-9][0-9]*\)$/\1/p' "$out/ss" 2>/dev/null); sleep 0.1; i=$((i + 1))
 done
 if [ -n "$sport" ]; then
   r=$(printf 'x\n' | $T "$build/wsc" --cafile "$dir/ca.pem" "wss://localhost:$sport/" 2>&1); rc=$?
