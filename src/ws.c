@@ -2542,29 +2542,33 @@ int ws_client_start(ws_conn *c, const ws_client_opts *o) {
 }
 #endif /* WS_NO_CLIENT */
 
-/* Queues data frames for one send: the whole of it, or nothing. */
 #ifndef WS_NO_SERVER
-/* A server's large single-frame send with nothing holding output: what is
- * queued, the header and the payload leave in one writev; only the part
- * the transport did not take is copied into the queue. */
-static int ws__send_direct(ws_conn *c, int op, const unsigned char *d,
-                           size_t len, int fin) {
+/* Writes what is queued, then hdr and d, in one call of the transport
+ * (writev; write when d alone is to go: nothing queued, no header), and
+ * queues only what it leaves.
+ * A frame that left in part and cannot be queued breaks the stream: the
+ * connection ends. */
+static int ws__send_now(ws_conn *c, const unsigned char *hdr, size_t hl,
+                        const unsigned char *d, size_t len) {
   struct ws__conn_priv *p = WS__P(c);
-  unsigned char hdr[WS_FRAME_HEADER_MAX];
-  size_t hl = ws_frame_write(hdr, fin, op, len, NULL), q = WS__QUEUED(p);
-  size_t w = 0, skip;
+  size_t q = WS__QUEUED(p), w = 0, skip;
   ws_iovec iov[3];
   int n = 0, rc;
   if (q) {
     iov[n].base = p->out->d + p->out->head;
     iov[n++].len = q;
   }
-  iov[n].base = hdr;
-  iov[n++].len = hl;
+  if (hl) {
+    iov[n].base = hdr;
+    iov[n++].len = hl;
+  }
   iov[n].base = d;
   iov[n++].len = len;
   p->depth++;
-  rc = p->cb->writev(c, iov, n, &w, p->user);
+  if (n == 1)
+    rc = p->cb->write(c, d, len, &w, p->user);
+  else
+    rc = p->cb->writev(c, iov, n, &w, p->user);
   p->depth--;
   if (rc == WS_EAGAIN) rc = WS_OK, w = 0;
   if (rc != WS_OK || w > q + hl + len) {
@@ -2576,8 +2580,7 @@ static int ws__send_direct(ws_conn *c, int op, const unsigned char *d,
     p->out->head += t;
     w -= t;
   }
-  /* w bytes of header + payload are out: queue the rest. A frame that left
-   * in part must be finished: if that fails, the stream is broken. */
+  /* w bytes of header + payload are out: queue the rest. */
   skip = w;
   if (skip < hl + len) {
     rc = ws__out_room(p, hl + len - skip);
@@ -2598,6 +2601,8 @@ static int ws__send_direct(ws_conn *c, int op, const unsigned char *d,
 }
 #endif
 
+/* Queues data frames for one send: the whole of it, or nothing. */
+
 static int ws__send_data(ws_conn *c, int op, const void *data, size_t len,
                          int fin) {
   struct ws__conn_priv *p = WS__P(c);
@@ -2612,10 +2617,15 @@ static int ws__send_data(ws_conn *c, int op, const void *data, size_t len,
   if (total < len || WS__QUEUED(p) + total > p->cfg->max_queued)
     return WS_EFULL;
 #ifndef WS_NO_SERVER
+  /* A server's large single-frame send leaves from the caller's buffer
+   * (after what is queued), without a copy of what the transport takes. */
   if (len >= WS_DIRECT_MIN && frames == 1 && p->cb->writev &&
       p->role == WS_SERVER &&
-      !(p->flags & (WS__F_CORK | WS__F_CLOSED | WS__F_FIXED)))
-    return ws__send_direct(c, op, d, len, fin);
+      !(p->flags & (WS__F_CORK | WS__F_CLOSED | WS__F_FIXED))) {
+    unsigned char hdr[WS_FRAME_HEADER_MAX];
+    size_t hl = ws_frame_write(hdr, fin, op, len, NULL);
+    return ws__send_now(c, hdr, hl, d, len);
+  }
 #endif
   /* Room up front for all of it (total bounds every frame's header; the
    * spare header covers ws__queue_frame's own check on the last one), so
@@ -2719,28 +2729,12 @@ int ws_send_encoded(ws_conn *c, const void *frame, size_t len) {
   if (WS__QUEUED(p) + len > p->cfg->max_queued) return WS_EFULL;
   /* Nothing queued and nothing holding output (a publish to many): write
    * from the caller's bytes and queue only what the transport leaves. */
+#ifndef WS_NO_SERVER
   if (WS__QUEUED(p) == 0 && p->cb->write && !p->depth &&
-      !(p->flags & (WS__F_CORK | WS__F_BATCH | WS__F_FIXED))) {
-    size_t n = 0;
-    p->depth++;
-    rc = p->cb->write(c, frame, len, &n, p->user);
-    p->depth--;
-    if (rc == WS_EAGAIN) rc = WS_OK, n = 0;
-    if (rc != WS_OK || n > len) {
-      ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_EIO);
-      return ws__send_end(c, WS_EIO);
-    }
-    frame = (const unsigned char *)frame + n;
-    len -= n;
-    if (len == 0) return ws__send_end(c, WS_OK);
-    if ((rc = ws__out_room(p, len)) != WS_OK) {
-      if (n == 0) return rc;
-      ws__set_closed(p, WS_CLOSE_ABNORMAL, rc); /* half a frame is out */
-      return ws__send_end(c, rc);
-    }
-  } else if ((rc = ws__out_room(p, len)) != WS_OK) {
-    return rc;
-  }
+      !(p->flags & (WS__F_CORK | WS__F_BATCH | WS__F_FIXED)))
+    return ws__send_end(c, ws__send_now(c, NULL, 0, frame, len));
+#endif
+  if ((rc = ws__out_room(p, len)) != WS_OK) return rc;
   memcpy(p->out->d + p->out->len, frame, len);
   p->out->len += len;
   return ws__send_end(c, WS_OK);
