@@ -1867,6 +1867,16 @@ static void ws__in_idle(struct ws__conn_priv *p) {
   }
 }
 
+/* A data frame of len bytes, after total bytes of its message of which
+ * mlen are held, is over a limit: max_frame, max_message, or (fixed
+ * buffers, not streaming) what the input buffer can hold. */
+static int ws__too_big(const struct ws__conn_priv *p, uint64_t len,
+                       uint64_t total, size_t mlen) {
+  return len > p->cfg->max_frame || len > p->cfg->max_message - total ||
+         (!p->cfg->stream && (p->flags & WS__F_FIXED) &&
+          mlen + len + WS__IN_RESERVE > p->in->cap);
+}
+
 /* Processes frames in in[rpos..rlen). */
 static int ws__frames(ws_conn *c) {
   struct ws__conn_priv *p = WS__P(c);
@@ -1897,9 +1907,7 @@ static int ws__frames(ws_conn *c) {
         return WS_EPROTO;
       }
       if (f.opcode != WS_OP_CONT) p->in->msg_total = 0;
-      if (f.len > p->cfg->max_frame || f.len > p->cfg->max_message - p->in->msg_total ||
-          (!p->cfg->stream && (p->flags & WS__F_FIXED) &&
-           p->in->mlen + f.len + WS__IN_RESERVE > p->in->cap)) {
+      if (ws__too_big(p, f.len, p->in->msg_total, p->in->mlen)) {
         ws__fail(c, WS_ETOOBIG, WS_CLOSE_TOO_BIG);
         return WS_ETOOBIG;
       }
@@ -2373,10 +2381,7 @@ int ws_conn_feed_inplace(ws_conn *c, void *data, size_t len) {
       pos += hl + (size_t)f.len;
       continue;
     }
-    if (f.opcode == WS_OP_CONT || !f.fin || f.len > p->cfg->max_frame ||
-        f.len > p->cfg->max_message ||
-        ((p->flags & WS__F_FIXED) && !p->cfg->stream &&
-         f.len + WS__IN_RESERVE > p->in->cap))
+    if (f.opcode == WS_OP_CONT || !f.fin || ws__too_big(p, f.len, 0, 0))
       break;
     if (f.masked) ws_mask(pl, (size_t)f.len, f.mask, 0);
     if (f.opcode == WS_OP_TEXT) {
