@@ -69,6 +69,17 @@
 #ifndef WS_READ_CHUNK
 #define WS_READ_CHUNK 4096
 #endif
+/* Bytes of stack that input processing lends the output queue, when the
+ * connection has none, so that replies made while it runs need no
+ * allocation when they all leave at its end (see ws__end_batch); 0: none. */
+#ifndef WS_BATCH_STACK
+#ifdef WS_NO_MALLOC
+#define WS_BATCH_STACK 0
+#else
+#define WS_BATCH_STACK 2048
+#endif
+#endif
+
 #ifndef WS_KEEP_BUFFER
 #define WS_KEEP_BUFFER 0
 #endif
@@ -1339,7 +1350,8 @@ enum {
   WS__F_PEER_CODE = 1u << 12,  /* close_code came from the peer */
   WS__F_EOF = 1u << 13,        /* the transport reported end of stream */
   WS__F_IN_HTTP = 1u << 14,    /* inside on_http */
-  WS__F_PONG_WAIT = 1u << 15   /* open: t is the pong deadline, not a ping's */
+  WS__F_PONG_WAIT = 1u << 15,  /* open: t is the pong deadline, not a ping's */
+  WS__F_STACK_OUT = 1u << 16   /* the queue is the batch's stack buffer */
 };
 
 #define WS__P(c) (&(c)->ws__p)
@@ -1574,7 +1586,24 @@ static int ws__out_room(struct ws__conn_priv *p, size_t n) {
   }
   need = (o ? o->len : 0) + n;
   if (need < n) return WS_ENOMEM;
-  cap = o ? o->cap : 1024;
+#if WS_BATCH_STACK
+  if (p->flags & WS__F_STACK_OUT) { /* outgrown: to the heap */
+    p->out = NULL;
+    p->flags &= ~(uint32_t)WS__F_STACK_OUT;
+    if (ws__out_room(p, need) != WS_OK) {
+      p->out = o;
+      p->flags |= WS__F_STACK_OUT;
+      return WS_ENOMEM;
+    }
+    memcpy(p->out->d, o->d, o->len);
+    p->out->len = o->len;
+    return WS_OK;
+  }
+#endif
+  /* The first buffer, counters included, is 1 KiB: small enough for the
+   * allocators' per-thread caches (glibc's takes up to 1032 bytes), since
+   * it comes and goes with each burst of output. */
+  cap = o ? o->cap : 1024 - sizeof *o;
   while (cap < need) cap = cap * 2 < cap ? need : cap * 2;
   if (cap + sizeof *o < cap) return WS_ENOMEM;
   q = (struct ws__obuf *)ws__realloc(p, o, sizeof *o + cap);
@@ -1610,7 +1639,8 @@ static int ws__flush(ws_conn *c) {
   }
   if (o && o->head == o->len) {
     o->head = o->len = 0;
-    if (!(p->flags & WS__F_FIXED) && o->cap > WS_KEEP_BUFFER) {
+    if (!(p->flags & (WS__F_FIXED | WS__F_STACK_OUT)) &&
+        o->cap > WS_KEEP_BUFFER) {
       ws__realloc(p, o, 0);
       p->out = NULL;
     }
@@ -2224,12 +2254,48 @@ static int ws__result(ws_conn *c, int rc) {
   return ws__done(c, rc);
 }
 
-/* Batch: replies queued while input is processed leave in one flush. */
+#if WS_BATCH_STACK
+/* Lends the output queue a stack buffer for one call that processes input,
+ * when the connection has no queue. */
+#define WS__STACK_OUT(p)                                                  \
+  union {                                                                 \
+    size_t align;                                                         \
+    unsigned char b[WS_BATCH_STACK];                                      \
+  } ws__sb;                                                               \
+  if ((p)->out == NULL && !((p)->flags & WS__F_FIXED)) {                  \
+    (p)->out = (struct ws__obuf *)(void *)ws__sb.b;                       \
+    (p)->out->cap = sizeof ws__sb - sizeof *(p)->out;                     \
+    (p)->out->head = (p)->out->len = 0;                                   \
+    (p)->flags |= WS__F_STACK_OUT;                                        \
+  }
+#else
+#define WS__STACK_OUT(p)
+#endif
+
+/* Batch: replies queued while input is processed leave in one flush. What
+ * the transport does not take moves from a lent stack buffer to the heap
+ * before the call returns (or on_close runs). */
 static int ws__end_batch(ws_conn *c, int rc) {
   struct ws__conn_priv *p = WS__P(c);
   int frc;
   p->flags &= ~(uint32_t)WS__F_BATCH;
   frc = ws__flush(c);
+#if WS_BATCH_STACK
+  if (p->flags & WS__F_STACK_OUT) {
+    struct ws__obuf *o = p->out;
+    size_t n = o->len - o->head;
+    p->out = NULL;
+    p->flags &= ~(uint32_t)WS__F_STACK_OUT;
+    if (n > 0 && !(p->flags & WS__F_CLOSED)) {
+      if (ws__out_room(p, n) != WS_OK) {
+        ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_ENOMEM);
+      } else {
+        memcpy(p->out->d, o->d + o->head, n);
+        p->out->len = n;
+      }
+    }
+  }
+#endif
   return ws__result(c, rc != WS_OK ? rc : frc);
 }
 
@@ -2255,6 +2321,7 @@ int ws_conn_on_readable(ws_conn *c) {
   WS_ASSERT(p->depth == 0);
   if (p->flags & WS__F_CLOSED) return ws__done(c, WS_ECLOSED);
   p->flags |= WS__F_BATCH;
+  WS__STACK_OUT(p)
   while (ws_conn_want_read(c)) {
     size_t n = 0;
     long room = ws__in_room(p, ws__read_want(p));
@@ -2331,7 +2398,10 @@ int ws_conn_feed(ws_conn *c, const void *data, size_t len) {
   if (p->flags & WS__F_CLOSED) return ws__done(c, WS_ECLOSED);
   if (p->state == WS_STATE_INIT) return WS_ESTATE;
   p->flags |= WS__F_BATCH;
-  return ws__end_batch(c, ws__feed(c, (const unsigned char *)data, len));
+  {
+    WS__STACK_OUT(p)
+    return ws__end_batch(c, ws__feed(c, (const unsigned char *)data, len));
+  }
 }
 
 /* No input held: no bytes, no frame or message in progress. */
@@ -2361,6 +2431,7 @@ int ws_conn_feed_inplace(ws_conn *c, void *data, size_t len) {
   if (p->flags & WS__F_CLOSED) return ws__done(c, WS_ECLOSED);
   if (p->state == WS_STATE_INIT) return WS_ESTATE;
   p->flags |= WS__F_BATCH;
+  WS__STACK_OUT(p)
   /* Whole frames, while nothing is held, are handled where they lie. The
    * first thing that is not a whole data frame with FIN or a whole ping or
    * pong (a fragment, a close, anything to refuse, a frame still arriving)

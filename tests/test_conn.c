@@ -1119,6 +1119,106 @@ static void test_send_direct(void) {
   buf_free(&tx);
 }
 
+static void test_batch_stack(void) {
+  /* Replies made while input is processed are gathered on the stack: an
+   * echo that the transport takes at once allocates nothing; what it does
+   * not take moves to the heap, in order; replies that outgrow the stack
+   * move to the heap on the way; with no memory for the move, 1006. */
+  ws_config cfg;
+  endpoint e;
+  buf rx = {0}, tx = {0}, in = {0};
+  counting_alloc a = {0, 0, 0, 0};
+  unsigned char pl[100];
+  size_t i, off;
+  long n;
+  for (i = 0; i < sizeof pl; i++) pl[i] = (unsigned char)(i * 5 + 1);
+  ws_config_init(&cfg, WS_SERVER);
+  cfg.realloc = counting_realloc;
+  cfg.alloc_ctx = &a;
+  ep_init(&e, &cfg, &rx, &tx);
+  e.echo = 1;
+  ws_conn_feed(&e.c, REQ, strlen(REQ));
+  ep_drain(&e);
+  CHECK_INT(a.live, 0);
+  /* One echo, taken at once: no allocation. */
+  tx.len = 0;
+  add_frame(&in, 1, WS_OP_BINARY, pl, 32, 1);
+  a.calls = 0;
+  CHECK_INT(ws_conn_feed_inplace(&e.c, in.d, in.len), WS_OK);
+  CHECK_INT(a.calls, 0);
+  CHECK_INT(expect_frame(&tx, 0, WS_OP_BINARY, pl, 32), tx.len);
+  /* The transport blocks: the replies wait on the heap and follow.
+   * (Input fed in place is unmasked where it lies: built anew each time.) */
+  tx.len = in.len = 0;
+  add_frame(&in, 1, WS_OP_TEXT, "abc", 3, 1);
+  add_frame(&in, 1, WS_OP_BINARY, pl, 100, 1);
+  e.write_block = 1;
+  e.block_toggle = 0;
+  CHECK_INT(ws_conn_feed_inplace(&e.c, in.d, in.len), WS_OK);
+  CHECK_INT(tx.len, 0);
+  CHECK_INT(ws_conn_queued(&e.c), 5 + 102);
+  CHECK_INT(a.live, 1);
+  e.write_block = 0;
+  ep_drain(&e);
+  off = expect_frame(&tx, 0, WS_OP_TEXT, (const unsigned char *)"abc", 3);
+  CHECK_INT(expect_frame(&tx, off, WS_OP_BINARY, pl, 100), tx.len);
+  CHECK_INT(a.live, 0);
+  /* A short write, then a blocked one: the rest, from the right byte. */
+  tx.len = in.len = 0;
+  add_frame(&in, 1, WS_OP_TEXT, "abc", 3, 1);
+  add_frame(&in, 1, WS_OP_BINARY, pl, 100, 1);
+  e.write_max = 4;
+  e.fault = FAULT_EAGAIN;
+  e.fault_at = e.io_calls + 2;
+  CHECK_INT(ws_conn_feed_inplace(&e.c, in.d, in.len), WS_OK);
+  CHECK_INT(tx.len, 4);
+  CHECK_INT(ws_conn_queued(&e.c), 5 + 102 - 4);
+  e.write_max = 0;
+  e.fault_at = 0;
+  ep_drain(&e);
+  off = expect_frame(&tx, 0, WS_OP_TEXT, (const unsigned char *)"abc", 3);
+  CHECK_INT(expect_frame(&tx, off, WS_OP_BINARY, pl, 100), tx.len);
+  /* More replies than the stack holds (40 x ~100 bytes), after one still
+   * queued from a blocked write: all of them, in order. */
+  tx.len = in.len = 0;
+  e.write_block = 1;
+  e.block_toggle = 0;
+  CHECK_INT(ws_send(&e.c, WS_OP_TEXT, "zz", 2), WS_OK);
+  for (i = 0; i < 40; i++) add_frame(&in, 1, WS_OP_BINARY, pl, 100 - i, 1);
+  CHECK_INT(ws_conn_feed_inplace(&e.c, in.d, in.len), WS_OK);
+  e.write_block = 0;
+  ep_drain(&e);
+  off = expect_frame(&tx, 0, WS_OP_TEXT, (const unsigned char *)"zz", 2);
+  for (i = 0; i < 40; i++) off = expect_frame(&tx, off, WS_OP_BINARY, pl, 100 - i);
+  CHECK_INT(off, tx.len);
+  CHECK_INT(a.live, 0);
+  /* The same through ws_conn_feed (input copied), the transport taking
+   * everything: one write for all 40 replies. */
+  tx.len = in.len = 0;
+  for (i = 0; i < 40; i++) add_frame(&in, 1, WS_OP_BINARY, pl, 100 - i, 1);
+  n = e.io_calls;
+  CHECK_INT(ws_conn_feed(&e.c, in.d, in.len), WS_OK);
+  CHECK_INT(e.io_calls - n, 1);
+  for (off = 0, i = 0; i < 40; i++) off = expect_frame(&tx, off, WS_OP_BINARY, pl, 100 - i);
+  CHECK_INT(off, tx.len);
+  CHECK_INT(a.live, 0);
+  /* No memory to keep what the transport left: the connection ends. */
+  in.len = 0;
+  add_frame(&in, 1, WS_OP_BINARY, pl, 50, 1);
+  e.write_block = 1;
+  e.block_toggle = 0;
+  a.calls = 0;
+  a.fail_at = 1;
+  CHECK_INT(ws_conn_feed_inplace(&e.c, in.d, in.len), WS_ECLOSED);
+  CHECK_INT(e.close_code, 1006);
+  CHECK_INT(ws_conn_error(&e.c), WS_ENOMEM);
+  ep_free(&e);
+  CHECK_INT(a.live, 0);
+  buf_free(&rx);
+  buf_free(&tx);
+  buf_free(&in);
+}
+
 static void test_fixed_buffers(void) {
   /* Fixed buffers: no allocation at all, messages up to
    * in_cap - WS_BUFFER_OVERHEAD - 256. */
@@ -2181,6 +2281,7 @@ int main(void) {
   RUN(test_server_plain_http);
   RUN(test_fixed_buffers);
   RUN(test_feed_inplace);
+  RUN(test_batch_stack);
   RUN(test_send_direct);
   RUN(test_alloc_hook_and_failures);
   RUN(test_idle_holds_no_buffer);
