@@ -261,31 +261,32 @@ typedef struct ws__sha1 {
 
 #define WS__ROL(x, n) (((x) << (n)) | ((x) >> (32 - (n))))
 
+/* The schedule lives in 16 words (w[i & 15]), computed as the rounds go. */
 static void ws__sha1_block(uint32_t h[5], const unsigned char *p) {
-  uint32_t w[80], a, b, c, d, e, t;
+  uint32_t w[16], a, b, c, d, e, t;
   int i;
   for (i = 0; i < 16; i++) w[i] = ws__get32(p + 4 * i);
-  for (i = 16; i < 80; i++) {
-    t = w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16];
-    w[i] = WS__ROL(t, 1);
-  }
   a = h[0], b = h[1], c = h[2], d = h[3], e = h[4];
   for (i = 0; i < 80; i++) {
     uint32_t f, k;
+    if (i >= 16) {
+      t = w[(i + 13) & 15] ^ w[(i + 8) & 15] ^ w[(i + 2) & 15] ^ w[i & 15];
+      w[i & 15] = WS__ROL(t, 1);
+    }
     if (i < 20) {
-      f = (b & c) | (~b & d);
+      f = d ^ (b & (c ^ d));
       k = 0x5A827999u;
     } else if (i < 40) {
       f = b ^ c ^ d;
       k = 0x6ED9EBA1u;
     } else if (i < 60) {
-      f = (b & c) | (b & d) | (c & d);
+      f = (b & c) | (d & (b | c));
       k = 0x8F1BBCDCu;
     } else {
       f = b ^ c ^ d;
       k = 0xCA62C1D6u;
     }
-    t = WS__ROL(a, 5) + f + e + k + w[i];
+    t = WS__ROL(a, 5) + f + e + k + w[i & 15];
     e = d;
     d = c;
     c = WS__ROL(b, 30);
