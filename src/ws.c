@@ -163,19 +163,24 @@ static int ws__ieq(const char *s, size_t n, const char *lit) {
   return lit[n] == '\0';
 }
 
-/* RFC 9110 tchar. */
+/* RFC 9110 tchar: letters, digits and !#$%&'*+-.^_`|~ (a bit per ASCII
+ * character). */
+static const unsigned char ws__tchar_map[16] = {
+    0x00, 0x00, 0x00, 0x00, 0xFA, 0x6C, 0xFF, 0x03,
+    0xFE, 0xFF, 0xFF, 0xC7, 0xFF, 0xFF, 0xFF, 0x57};
+#define WS__TCHAR(ch) ((ch) < 128 && (ws__tchar_map[(ch) >> 3] >> ((ch) & 7)) & 1)
+
 static int ws__is_tchar(int ch) {
-  if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-      (ch >= '0' && ch <= '9'))
-    return 1;
-  return ch != 0 && strchr("!#$%&'*+-.^_`|~", ch) != NULL;
+  return ch >= 0 && WS__TCHAR((unsigned)ch);
 }
 
 static int ws__is_token(const char *s, size_t n) {
   size_t i;
   if (n == 0) return 0;
-  for (i = 0; i < n; i++)
-    if (!ws__is_tchar((unsigned char)s[i])) return 0;
+  for (i = 0; i < n; i++) {
+    unsigned ch = (unsigned char)s[i];
+    if (!WS__TCHAR(ch)) return 0;
+  }
   return 1;
 }
 
@@ -324,13 +329,16 @@ static void ws__sha1_update(ws__sha1 *s, const void *data, size_t n) {
 
 static void ws__sha1_final(ws__sha1 *s, unsigned char out[20]) {
   uint64_t bits = s->bytes * 8;
-  unsigned char pad = 0x80, len[8];
   int i;
-  ws__sha1_update(s, &pad, 1);
-  pad = 0;
-  while (s->fill != 56) ws__sha1_update(s, &pad, 1);
-  for (i = 0; i < 8; i++) len[i] = (unsigned char)(bits >> (56 - 8 * i));
-  ws__sha1_update(s, len, 8);
+  s->block[s->fill++] = 0x80; /* fill < 64: update leaves no full block */
+  if (s->fill > 56) {
+    memset(s->block + s->fill, 0, 64 - s->fill);
+    ws__sha1_block(s->h, s->block);
+    s->fill = 0;
+  }
+  memset(s->block + s->fill, 0, 56 - s->fill);
+  for (i = 0; i < 8; i++) s->block[56 + i] = (unsigned char)(bits >> (56 - 8 * i));
+  ws__sha1_block(s->h, s->block);
   for (i = 0; i < 5; i++) ws__put32(out + 4 * i, s->h[i]);
 }
 
@@ -968,10 +976,10 @@ static int ws__parse_headers(const char *p, const char *end, ws_header *h,
  * -1 if repeated. */
 static int ws__one_header(const ws_header *h, size_t n, const char *name,
                           const ws_header **out) {
-  size_t i;
+  size_t i, len = strlen(name);
   int found = 0;
   for (i = 0; i < n; i++) {
-    if (ws__ieq(h[i].name, h[i].name_len, name)) {
+    if (h[i].name_len == len && ws__ieq(h[i].name, len, name)) {
       if (found) return -1;
       *out = &h[i];
       found = 1;
@@ -983,9 +991,9 @@ static int ws__one_header(const ws_header *h, size_t n, const char *name,
 /* Does any header of that name hold the token in its comma list? */
 static int ws__headers_have_token(const ws_header *h, size_t n,
                                   const char *name, const char *tok) {
-  size_t i;
+  size_t i, len = strlen(name);
   for (i = 0; i < n; i++)
-    if (ws__ieq(h[i].name, h[i].name_len, name) &&
+    if (h[i].name_len == len && ws__ieq(h[i].name, len, name) &&
         ws__list_has(h[i].value, h[i].value_len, tok))
       return 1;
   return 0;

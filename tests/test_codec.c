@@ -1998,6 +1998,33 @@ static void test_request_invalid(void) {
   guard_free(&g);
 }
 
+static void test_header_name_bytes(void) {
+  /* A header name is a token (RFC 9110 tchar): every byte value, in the
+   * middle of a name, is accepted exactly when it is a tchar. */
+  static const char *tchars = "!#$%&'*+-.^_`|~";
+  int c;
+  for (c = 1; c < 256; c++) {
+    char text[256];
+    ws_header hdrs[32];
+    ws_request req;
+    size_t consumed = 0;
+    int status = 0, rc, want;
+    if (c == ':' || c == '\r' || c == '\n') continue;
+    want = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           (c >= '0' && c <= '9') || (c < 128 && strchr(tchars, c) != NULL);
+    sprintf(text,
+            "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nX%cY: v\r\n\r\n",
+            c);
+    rc = ws_request_parse(text, strlen(text), &req, hdrs, 32, &consumed,
+                          &status);
+    if (!t_check(want ? rc == WS_OK : rc == WS_EHANDSHAKE && status == 400,
+                 __FILE__, __LINE__, "header name byte"))
+      printf("    byte %d: %s, status %d\n", c, ws_errname(rc), status);
+  }
+}
+
 typedef struct garbage {
   const char *name;
   const char *text;
@@ -2689,6 +2716,7 @@ int main(void) {
   RUN(test_close);
   RUN(test_request_valid);
   RUN(test_request_invalid);
+  RUN(test_header_name_bytes);
   RUN(test_request_garbage);
   RUN(test_response_write);
   RUN(test_http_error_write);
