@@ -308,6 +308,8 @@ fi
   echo "- $ROUNDS rounds, servers interleaved in each; server on CPU 0, load generator on CPU 1; ${SECS} s per timed run"
   echo "- each cell: the median over the rounds; ws/peer: the median of the per-round ratios"
   echo "  (ratio > 1 means ws is ahead for \"higher\" metrics, < 1 for \"lower\" ones)"
+  echo "- user-space / kernel CPU per message: the server's utime / stime (/proc/PID/stat) over the"
+  echo "  window; the kernel splits the total between them at the timer tick, so a small share is rough"
   echo
   awk -F'\t' -v servers="$AVAIL" -v bcast_n="$BCAST_N" '
     function med(a, n,   i, j, t) {
@@ -334,25 +336,43 @@ fi
         "|idle:slab_per_pair:lower:idle, kernel slab per client+server socket pair (B) " \
         "|echo_small:msgs_per_s:higher:echo 50 conns x 4 in flight, 32 B binary: msg/s " \
         "|echo_small:msgs_per_cpu_s:higher:  same, msg per server CPU-second " \
+        "|echo_small:usr_ns_per_msg:lower:  same, user-space CPU per message (ns) " \
+        "|echo_small:sys_ns_per_msg:lower:  same, kernel CPU per message (ns) " \
         "|echo_small:p99_us:lower:  same, round trip p99 (us) " \
         "|echo_conc:msgs_per_s:higher:echo 200 conns x 1 in flight, 32 B binary: msg/s " \
         "|echo_conc:msgs_per_cpu_s:higher:  same, msg per server CPU-second " \
+        "|echo_conc:usr_ns_per_msg:lower:  same, user-space CPU per message (ns) " \
+        "|echo_conc:sys_ns_per_msg:lower:  same, kernel CPU per message (ns) " \
         "|echo_conc:p99_us:lower:  same, round trip p99 (us) " \
         "|echo_pipe:msgs_per_s:higher:echo 16 conns x 16 in flight (pipelined), 32 B binary: msg/s " \
         "|echo_pipe:msgs_per_cpu_s:higher:  same, msg per server CPU-second " \
+        "|echo_pipe:usr_ns_per_msg:lower:  same, user-space CPU per message (ns) " \
+        "|echo_pipe:sys_ns_per_msg:lower:  same, kernel CPU per message (ns) " \
         "|echo_pipe:p99_us:lower:  same, round trip p99 (us) " \
         "|echo_text:msgs_per_s:higher:echo 50 x 4, 1 KiB text: msg/s " \
         "|echo_text:msgs_per_cpu_s:higher:  same, msg per server CPU-second " \
+        "|echo_text:usr_ns_per_msg:lower:  same, user-space CPU per message (ns) " \
+        "|echo_text:sys_ns_per_msg:lower:  same, kernel CPU per message (ns) " \
         "|echo_large:mb_per_s:higher:echo 4 x 2, 256 KiB binary: MB/s " \
         "|echo_large:msgs_per_cpu_s:higher:  same, msg per server CPU-second " \
+        "|echo_large:usr_ns_per_msg:lower:  same, user-space CPU per message (ns) " \
+        "|echo_large:sys_ns_per_msg:lower:  same, kernel CPU per message (ns) " \
         "|echo_64k:mb_per_s:higher:echo 8 x 2, 64 KiB binary: MB/s " \
         "|echo_64k:msgs_per_cpu_s:higher:  same, msg per server CPU-second " \
+        "|echo_64k:usr_ns_per_msg:lower:  same, user-space CPU per message (ns) " \
+        "|echo_64k:sys_ns_per_msg:lower:  same, kernel CPU per message (ns) " \
         "|echo_64k_text:mb_per_s:higher:echo 8 x 2, 64 KiB ASCII text (UTF-8 checked): MB/s " \
         "|echo_64k_text:msgs_per_cpu_s:higher:  same, msg per server CPU-second " \
+        "|echo_64k_text:usr_ns_per_msg:lower:  same, user-space CPU per message (ns) " \
+        "|echo_64k_text:sys_ns_per_msg:lower:  same, kernel CPU per message (ns) " \
         "|echo_64k_utf8:mb_per_s:higher:echo 8 x 2, 64 KiB text of 2- to 4-byte UTF-8: MB/s " \
         "|echo_64k_utf8:msgs_per_cpu_s:higher:  same, msg per server CPU-second " \
+        "|echo_64k_utf8:usr_ns_per_msg:lower:  same, user-space CPU per message (ns) " \
+        "|echo_64k_utf8:sys_ns_per_msg:lower:  same, kernel CPU per message (ns) " \
         "|echo_rtt:p50_us:lower:echo 1 conn, 1 in flight, 32 B: round trip p50 (us) " \
         "|echo_rtt:p99_us:lower:  same, p99 (us) " \
+        "|echo_rtt:usr_ns_per_msg:lower:  same, user-space CPU per message (ns) " \
+        "|echo_rtt:sys_ns_per_msg:lower:  same, kernel CPU per message (ns) " \
         "|handshake:hs_per_s:higher:handshakes (connect, upgrade, close; 32 at once)/s " \
         "|handshake:hs_per_cpu_s:higher:  same, per server CPU-second " \
         "|broadcast:all_p50_us:lower:broadcast to " bcast_n ", 64 B: until all have it, p50 (us) " \
