@@ -2,8 +2,9 @@
 #   make bench         full run against ws and its peers: build/bench/report.md
 #   make bench-smoke   each mode once, briefly (CI: fails only if a tool breaks)
 #   make bench-tls     wss:// costs (tests/bench/tls_run.sh): build/bench/tls_report.md
-#   make bench-tools   builds the load generator, the servers and the micro
-#                      benchmarks into build/bench/
+#   make bench-tools   builds the load generator, the servers (ours, the
+#                      peers' and the library-free floor_server) and the
+#                      micro benchmarks into build/bench/
 # The peers' servers are built when their libraries are installed
 # (tests/bench/install.sh installs them and the Node peer).
 BENCH_DIR    = $(BUILD)/bench
@@ -14,6 +15,10 @@ BENCH_TOOLS += $(BENCH_DIR)/lws_server
 endif
 ifneq ($(wildcard /usr/include/wslay/wslay.h),)
 BENCH_TOOLS += $(BENCH_DIR)/wslay_server
+endif
+# The floor: an echo server with no library (epoll, or io_uring with --uring).
+ifeq ($(shell uname -s),Linux)
+BENCH_TOOLS += $(BENCH_DIR)/floor_server
 endif
 
 .PHONY: bench bench-smoke bench-tools bench-tls
@@ -47,6 +52,10 @@ $(BENCH_DIR)/tlsbench: tests/bench/tlsbench.c tests/bench/bench_common.h $(BUILD
 $(BENCH_DIR)/ws_bcast_server: tests/bench/ws_bcast_server.c $(BUILD)/libws.a
 	@mkdir -p $(BENCH_DIR)
 	$(CC) $(BENCH_CFLAGS) $(CPPFLAGS) tests/bench/ws_bcast_server.c $(BUILD)/libws.a -o $@ $(LDLIBS)
+
+$(BENCH_DIR)/floor_server: tests/bench/floor_server.c tests/bench/bench_common.h
+	@mkdir -p $(BENCH_DIR)
+	$(CC) $(BENCH_CFLAGS) tests/bench/floor_server.c -o $@
 
 # The peers: their headers are not ours to hold to -Wpedantic.
 $(BENCH_DIR)/lws_server: tests/bench/lws_server.c

@@ -147,24 +147,36 @@ static inline long bench_rss_kb(int pid) {
   return v;
 }
 
-/* CPU seconds (user + system) a process has used; 0 when unknown. */
-static inline double bench_cpu_s(int pid) {
+/* CPU seconds a process has used in user space (*usr, utime) and in the
+ * kernel (*sys, stime); both 0 when unknown. The kernel splits its precise
+ * total between the two by sampling at the timer tick, so the split is
+ * statistical: over a short window a small share is only roughly right. */
+static inline void bench_cpu_split(int pid, double *usr, double *sys) {
   char path[64], buf[2048], *p;
   unsigned long ut = 0, st = 0;
   size_t n;
   FILE *f;
-  if (pid <= 0) return 0;
+  *usr = *sys = 0;
+  if (pid <= 0) return;
   snprintf(path, sizeof path, "/proc/%d/stat", pid);
-  if (!(f = fopen(path, "r"))) return 0;
+  if (!(f = fopen(path, "r"))) return;
   n = fread(buf, 1, sizeof buf - 1, f);
   fclose(f);
   buf[n] = 0;
-  if (!(p = strrchr(buf, ')'))) return 0;
+  if (!(p = strrchr(buf, ')'))) return;
   /* fields after the name: state(3) ... utime(14) stime(15) */
   if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut,
              &st) != 2)
-    return 0;
-  return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+    return;
+  *usr = (double)ut / (double)sysconf(_SC_CLK_TCK);
+  *sys = (double)st / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* CPU seconds (user + system) a process has used; 0 when unknown. */
+static inline double bench_cpu_s(int pid) {
+  double usr, sys;
+  bench_cpu_split(pid, &usr, &sys);
+  return usr + sys;
 }
 
 /* This process's CPU seconds: is the load generator the bottleneck? */

@@ -18,7 +18,9 @@
  * characters (SIZE a multiple of 4), -b binary (the default).
  *
  * Output: human-readable lines on stderr and one machine-readable line on
- * stdout, "RESULT mode=... key=value ...". Exit status 0 on success, 1 on
+ * stdout, "RESULT mode=... key=value ...". The server's CPU per second of the
+ * window: server_cpu (user + kernel), server_usr and server_sys (the two
+ * parts; echo also gives them per message: usr_ns_per_msg, sys_ns_per_msg). Exit status 0 on success, 1 on
  * any verification or protocol error (a wrong byte, a missing reply, a
  * refused connection), 2 on bad usage, 3 on the hard timeout. It never
  * fails because of a number.
@@ -148,6 +150,11 @@ static double pct(double p) {
 /* ---- /proc readers (the per-process ones are in bench_common.h) ------- */
 
 static double g_lg0, g_lg1;
+static double g_usr0, g_sys0, g_usr1, g_sys1;   /* the server's, at the window's ends */
+
+/* The server's user-space and kernel CPU seconds per second of window. */
+static double usr_rate(double el) { return (g_usr1 - g_usr0) / el; }
+static double sys_rate(double el) { return (g_sys1 - g_sys0) / el; }
 
 static long meminfo_kb(const char *key) {
   char line[256];
@@ -628,13 +635,15 @@ static void set_window(void) {
 static double wait_window_start(void) {
   while (bench_now_ns() < g_ws_start) poll_once(1);
   g_lg0 = bench_self_cpu_s();
-  return bench_cpu_s(g_pid);
+  bench_cpu_split(g_pid, &g_usr0, &g_sys0);
+  return g_usr0 + g_sys0;
 }
 
 static double wait_window_end(void) {
   while (bench_now_ns() < g_ws_end && !g_errors) poll_once(5);
   g_lg1 = bench_self_cpu_s();
-  return bench_cpu_s(g_pid);
+  bench_cpu_split(g_pid, &g_usr1, &g_sys1);
+  return g_usr1 + g_sys1;
 }
 
 static int mode_echo(void) {
@@ -673,16 +682,22 @@ static int mode_echo(void) {
   msgs = (double)g_count / el;
   fprintf(stderr,
           "echo: %d conns x %d in flight, %zu-byte %s: %.0f msg/s, %.2f MB/s, "
-          "rtt p50 %.1f us p99 %.1f us, server cpu %.2f, errors %d\n",
+          "rtt p50 %.1f us p99 %.1f us, server cpu %.2f (user %.2f, kernel %.2f), "
+          "errors %d\n",
           g_conns, g_inflight, g_size, g_text == 2 ? "UTF-8 text" : g_text ? "text" : "binary", msgs,
           (double)g_bytes / el / 1e6, pct(0.5) / 1e3, pct(0.99) / 1e3,
-          (cpu1 - cpu0) / el, g_errors);
+          (cpu1 - cpu0) / el, usr_rate(el), sys_rate(el), g_errors);
+  /* New keys go after the old ones, which keep their places. */
   printf("RESULT mode=echo conns=%d inflight=%d size=%zu text=%d msgs_per_s=%.0f "
          "mb_per_s=%.3f p50_us=%.1f p99_us=%.1f server_cpu=%.3f "
-         "msgs_per_cpu_s=%.0f lg_cpu=%.3f errors=%d\n",
+         "msgs_per_cpu_s=%.0f lg_cpu=%.3f errors=%d server_usr=%.3f server_sys=%.3f "
+         "usr_ns_per_msg=%.1f sys_ns_per_msg=%.1f\n",
          g_conns, g_inflight, g_size, g_text, msgs, (double)g_bytes / el / 1e6,
          pct(0.5) / 1e3, pct(0.99) / 1e3, (cpu1 - cpu0) / el,
-         cpu1 > cpu0 ? (double)g_count / (cpu1 - cpu0) : 0.0, (g_lg1 - g_lg0) / el, g_errors);
+         cpu1 > cpu0 ? (double)g_count / (cpu1 - cpu0) : 0.0, (g_lg1 - g_lg0) / el, g_errors,
+         usr_rate(el), sys_rate(el),
+         g_count ? (g_usr1 - g_usr0) * 1e9 / (double)g_count : 0.0,
+         g_count ? (g_sys1 - g_sys0) * 1e9 / (double)g_count : 0.0);
   return g_errors ? 1 : 0;
 }
 
@@ -760,7 +775,8 @@ static int mode_handshake(void) {
   while (bench_now_ns() < g_ws_end && !g_errors) {
     poll_once(1);
     if (cpu0 < 0 && bench_now_ns() >= g_ws_start) {
-      cpu0 = bench_cpu_s(g_pid);
+      bench_cpu_split(g_pid, &g_usr0, &g_sys0);
+      cpu0 = g_usr0 + g_sys0;
       g_lg0 = bench_self_cpu_s();
     }
     for (i = 0; i < g_conns; i++)
@@ -769,9 +785,10 @@ static int mode_handshake(void) {
         conn_start(&g_c[i]);
       }
   }
-  cpu1 = bench_cpu_s(g_pid);
+  bench_cpu_split(g_pid, &g_usr1, &g_sys1);
+  cpu1 = g_usr1 + g_sys1;
   g_lg1 = bench_self_cpu_s();
-  if (cpu0 < 0) cpu0 = cpu1;
+  if (cpu0 < 0) cpu0 = cpu1, g_usr0 = g_usr1, g_sys0 = g_sys1;
   dl = bench_now_ns() + 5000000000ull;
   while (bench_now_ns() < dl && !g_errors) {
     int busy = 0;
@@ -782,15 +799,16 @@ static int mode_handshake(void) {
   qsort(g_lat, g_nlat, sizeof *g_lat, cmp_u64);
   fprintf(stderr,
           "handshake: %d at once: %.0f connect+upgrade+close per s, p50 %.1f us, "
-          "p99 %.1f us, server cpu %.2f, errors %d\n",
+          "p99 %.1f us, server cpu %.2f (user %.2f, kernel %.2f), errors %d\n",
           g_conns, (double)g_count / g_secs, pct(0.5) / 1e3, pct(0.99) / 1e3,
-          (cpu1 - cpu0) / g_secs, g_errors);
+          (cpu1 - cpu0) / g_secs, usr_rate(g_secs), sys_rate(g_secs), g_errors);
   printf("RESULT mode=handshake conns=%d hs_per_s=%.0f p50_us=%.1f p99_us=%.1f "
-         "server_cpu=%.3f hs_per_cpu_s=%.0f lg_cpu=%.3f errors=%d\n",
+         "server_cpu=%.3f hs_per_cpu_s=%.0f lg_cpu=%.3f errors=%d server_usr=%.3f "
+         "server_sys=%.3f\n",
          g_conns, (double)g_count / g_secs, pct(0.5) / 1e3, pct(0.99) / 1e3,
          (cpu1 - cpu0) / g_secs,
          cpu1 > cpu0 ? (double)g_count / (cpu1 - cpu0) : 0.0,
-         (g_lg1 - g_lg0) / g_secs, g_errors);
+         (g_lg1 - g_lg0) / g_secs, g_errors, usr_rate(g_secs), sys_rate(g_secs));
   return g_errors ? 1 : 0;
 }
 
@@ -818,18 +836,19 @@ static int mode_broadcast(void) {
   fprintf(stderr,
           "broadcast: %d subscribers, %zu bytes: %.0f broadcasts/s, all received "
           "after p50 %.1f us p99 %.1f us (%.0f ns per recipient), mean latency "
-          "%.1f us, server cpu %.2f, errors %d\n",
+          "%.1f us, server cpu %.2f (user %.2f, kernel %.2f), errors %d\n",
           g_n, g_size, (double)g_count / g_secs, pct(0.5) / 1e3, pct(0.99) / 1e3,
           pct(0.5) / g_n, g_count ? (double)g_bytes / deliveries / 1e3 : 0.0,
-          (cpu1 - cpu0) / g_secs, g_errors);
+          (cpu1 - cpu0) / g_secs, usr_rate(g_secs), sys_rate(g_secs), g_errors);
   printf("RESULT mode=broadcast subs=%d size=%zu bcast_per_s=%.1f all_p50_us=%.1f "
          "all_p99_us=%.1f ns_per_recipient=%.1f mean_us=%.1f deliveries_per_s=%.0f "
-         "server_cpu=%.3f cpu_ns_per_delivery=%.1f lg_cpu=%.3f errors=%d\n",
+         "server_cpu=%.3f cpu_ns_per_delivery=%.1f lg_cpu=%.3f errors=%d "
+         "server_usr=%.3f server_sys=%.3f\n",
          g_n, g_size, (double)g_count / g_secs, pct(0.5) / 1e3, pct(0.99) / 1e3,
          pct(0.5) / g_n, g_count ? (double)g_bytes / deliveries / 1e3 : 0.0,
          deliveries / g_secs, (cpu1 - cpu0) / g_secs,
          deliveries > 0 ? (cpu1 - cpu0) * 1e9 / deliveries : 0.0,
-         (g_lg1 - g_lg0) / g_secs, g_errors);
+         (g_lg1 - g_lg0) / g_secs, g_errors, usr_rate(g_secs), sys_rate(g_secs));
   return g_errors ? 1 : 0;
 }
 

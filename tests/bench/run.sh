@@ -3,17 +3,25 @@
 # writes build/bench/report.md (see docs/performance.md).
 #
 #   bash tests/bench/run.sh [--smoke] [--rounds N] [--secs S] [--idle N]
-#                           [--servers "ws lws wslay node"] [--modes "..."]
+#                           [--servers "ws lws wslay node floor floor_uring"]
+#                           [--modes "..."]
 #   BENCH_EXTRA="NAME=ECHO[,BROADCAST] ..." bash tests/bench/run.sh ...
 #
 # Each round runs every mode against every server in turn (ws lws wslay
 # node ws lws wslay node ...), the server pinned to CPU 0 and the load
 # generator to CPU 1. The report gives each server's median over the rounds
 # and, per peer, the median of the per-round ratios ws/peer. --smoke runs
-# each mode once, briefly, against ws, and one short echo against each peer:
-# it fails only when a tool fails (a refused connection, a wrong byte, a
+# each mode once, briefly, against ws, and one short echo against each peer
+# (floor and floor_uring: also 64 KiB text, 256 KiB and handshakes): it
+# fails only when a tool fails (a refused connection, a wrong byte, a
 # crash), never because of a number. Every process started here is killed
 # by PID on exit; every run is bounded in time; traffic stays on 127.0.0.x.
+#
+# floor and floor_uring are no library: tests/bench/floor_server.c (epoll;
+# --uring: io_uring), the least user-space work an echo server can do, to
+# show what the kernel alone costs. They have no broadcast server (that
+# mode skips them); floor_uring is skipped when this kernel does not give
+# floor_server the io_uring it needs (floor_server --uring --probe).
 #
 # BENCH_EXTRA adds peers built elsewhere (never by this script), e.g.
 #   BENCH_EXTRA="uws=/tmp/uws/uws_server,--broadcast"
@@ -34,7 +42,7 @@ ROUNDS=3
 SECS=3
 IDLE_N=10000
 BCAST_N=10000
-SERVERS="ws lws wslay node"
+SERVERS="ws lws wslay node floor floor_uring"
 MODES=""
 ARGS="$*"   # for the report (the loop below shifts them away)
 declare -A XECHO=() XBCAST=()
@@ -42,7 +50,7 @@ XNAMES=""
 for e in ${BENCH_EXTRA:-}; do
   name=${e%%=*} spec=${e#*=}
   case "$name" in
-    ws|lws|wslay|node|'') echo "bench: BENCH_EXTRA: bad or reserved name in '$e'" >&2; exit 2 ;;
+    ws|lws|wslay|node|floor|floor_uring|'') echo "bench: BENCH_EXTRA: bad or reserved name in '$e'" >&2; exit 2 ;;
   esac
   if [ "$name" = "$e" ] || ! [[ "$name" =~ ^[a-z0-9_]+$ ]]; then
     echo "bench: BENCH_EXTRA: '$e' is not NAME=ECHO[,BROADCAST] (NAME: a-z 0-9 _)" >&2; exit 2
@@ -111,6 +119,8 @@ have() {
     lws) [ -x $B/lws_server ] ;;
     wslay) [ -x $B/wslay_server ] ;;
     node) command -v node >/dev/null 2>&1 && [ -d tests/bench/node_modules/ws ] ;;
+    floor) [ -x $B/floor_server ] ;;
+    floor_uring) [ -x $B/floor_server ] && $B/floor_server --uring --probe 2> $B/logs/floor_uring.probe ;;
     *) [ -n "${XECHO[$1]:-}" ] && [ -x "${XECHO[$1]}" ] &&
        case "${XBCAST[$1]}" in ''|--broadcast) true ;; *) [ -x "${XBCAST[$1]}" ] ;; esac ;;
   esac
@@ -119,7 +129,10 @@ AVAIL=""
 for s in $SERVERS; do
   if have "$s"; then AVAIL="$AVAIL $s"; continue; fi
   case "$s" in
-    ws|lws|wslay|node) echo "bench: $s not available (run tests/bench/install.sh, then make bench-tools): skipped" >&2 ;;
+    ws|lws|wslay|node|floor) echo "bench: $s not available (run tests/bench/install.sh, then make bench-tools): skipped" >&2 ;;
+    floor_uring)
+      if [ -x $B/floor_server ]; then echo "bench: floor_uring not available (no io_uring here: $(tail -1 $B/logs/floor_uring.probe)): skipped" >&2
+      else echo "bench: floor_uring not available (make bench-tools): skipped" >&2; fi ;;
     *) if [ -n "${XECHO[$s]+x}" ]; then echo "bench: $s (BENCH_EXTRA) not executable: ${XECHO[$s]} ${XBCAST[$s]}: skipped" >&2
        else echo "bench: unknown server $s (not in BENCH_EXTRA): skipped" >&2; fi ;;
   esac
@@ -140,6 +153,9 @@ server_cmd() {
     wslay:broadcast) echo "$B/wslay_server -p $3 --broadcast" ;;
     node:echo) echo "node tests/bench/node_server.js $3 echo" ;;
     node:broadcast) echo "node tests/bench/node_server.js $3 broadcast" ;;
+    floor:echo) echo "$B/floor_server -p $3" ;;
+    floor_uring:echo) echo "$B/floor_server -p $3 --uring" ;;
+    floor:broadcast|floor_uring:broadcast) ;;   # no broadcast server: skipped
     *:echo) echo "${XECHO[$1]} -p $3" ;;
     *:broadcast)
       case "${XBCAST[$1]}" in
@@ -193,7 +209,7 @@ run_one() {
   port=$($B/loadgen freeport) || return 1
   cmd=$(server_cmd "$srv" "$kind" "$port")
   if [ -z "$cmd" ]; then
-    [ "$round" = 1 ] && echo "bench: $srv has no $kind server (BENCH_EXTRA): $mode skipped" >&2
+    [ "$round" = 1 ] && echo "bench: $srv has no $kind server: $mode skipped" >&2
     return 0
   fi
   log=$B/logs/r$round-$mode-$srv
@@ -252,7 +268,11 @@ if [ "$SMOKE" = 1 ]; then
   for srv in $AVAIL; do
     [ "$srv" = ws ] && continue
     run_one 1 echo_small "$srv"
-    run_one 1 broadcast "$srv"   # skipped for a BENCH_EXTRA peer without one
+    run_one 1 broadcast "$srv"   # skipped for a peer without one
+    # the floor is our own code: every frame length and the close too
+    case "$srv" in floor|floor_uring)
+      for mode in echo_64k_text echo_large handshake; do run_one 1 "$mode" "$srv"; done ;;
+    esac
   done
   $PIN_L $B/micro --quick > $B/micro.md 2> $B/logs/micro || { echo "bench: micro failed" >&2; FAILED=$((FAILED + 1)); }
   if [ "$FAILED" -ne 0 ]; then echo "bench-smoke: $FAILED run(s) failed" >&2; exit 1; fi
@@ -304,10 +324,14 @@ fi
         lws) printf 'libwebsockets %s; ' "$(dpkg-query -W -f '${Version}' libwebsockets-dev 2>/dev/null)";;
         wslay) printf 'wslay %s; ' "$(dpkg-query -W -f '${Version}' libwslay-dev 2>/dev/null)";;
         node) printf 'Node %s with ws %s; ' "$(node --version)" "$(node -p "require('./tests/bench/node_modules/ws/package.json').version")";;
+        floor) printf "floor: library-free echo server (tests/bench/floor_server.c): the kernel's cost alone; ";;
+        floor_uring) printf 'floor_uring: the same over io_uring (`floor_server --uring`); ';;
       esac; done)$XDESC"
   echo "- $ROUNDS rounds, servers interleaved in each; server on CPU 0, load generator on CPU 1; ${SECS} s per timed run"
   echo "- each cell: the median over the rounds; ws/peer: the median of the per-round ratios"
   echo "  (ratio > 1 means ws is ahead for \"higher\" metrics, < 1 for \"lower\" ones)"
+  echo "- user-space / kernel CPU per message: the server's utime / stime (/proc/PID/stat) over the"
+  echo "  window; the kernel splits the total between them at the timer tick, so a small share is rough"
   echo
   awk -F'\t' -v servers="$AVAIL" -v bcast_n="$BCAST_N" '
     function med(a, n,   i, j, t) {
@@ -334,25 +358,43 @@ fi
         "|idle:slab_per_pair:lower:idle, kernel slab per client+server socket pair (B) " \
         "|echo_small:msgs_per_s:higher:echo 50 conns x 4 in flight, 32 B binary: msg/s " \
         "|echo_small:msgs_per_cpu_s:higher:  same, msg per server CPU-second " \
+        "|echo_small:usr_ns_per_msg:lower:  same, user-space CPU per message (ns) " \
+        "|echo_small:sys_ns_per_msg:lower:  same, kernel CPU per message (ns) " \
         "|echo_small:p99_us:lower:  same, round trip p99 (us) " \
         "|echo_conc:msgs_per_s:higher:echo 200 conns x 1 in flight, 32 B binary: msg/s " \
         "|echo_conc:msgs_per_cpu_s:higher:  same, msg per server CPU-second " \
+        "|echo_conc:usr_ns_per_msg:lower:  same, user-space CPU per message (ns) " \
+        "|echo_conc:sys_ns_per_msg:lower:  same, kernel CPU per message (ns) " \
         "|echo_conc:p99_us:lower:  same, round trip p99 (us) " \
         "|echo_pipe:msgs_per_s:higher:echo 16 conns x 16 in flight (pipelined), 32 B binary: msg/s " \
         "|echo_pipe:msgs_per_cpu_s:higher:  same, msg per server CPU-second " \
+        "|echo_pipe:usr_ns_per_msg:lower:  same, user-space CPU per message (ns) " \
+        "|echo_pipe:sys_ns_per_msg:lower:  same, kernel CPU per message (ns) " \
         "|echo_pipe:p99_us:lower:  same, round trip p99 (us) " \
         "|echo_text:msgs_per_s:higher:echo 50 x 4, 1 KiB text: msg/s " \
         "|echo_text:msgs_per_cpu_s:higher:  same, msg per server CPU-second " \
+        "|echo_text:usr_ns_per_msg:lower:  same, user-space CPU per message (ns) " \
+        "|echo_text:sys_ns_per_msg:lower:  same, kernel CPU per message (ns) " \
         "|echo_large:mb_per_s:higher:echo 4 x 2, 256 KiB binary: MB/s " \
         "|echo_large:msgs_per_cpu_s:higher:  same, msg per server CPU-second " \
+        "|echo_large:usr_ns_per_msg:lower:  same, user-space CPU per message (ns) " \
+        "|echo_large:sys_ns_per_msg:lower:  same, kernel CPU per message (ns) " \
         "|echo_64k:mb_per_s:higher:echo 8 x 2, 64 KiB binary: MB/s " \
         "|echo_64k:msgs_per_cpu_s:higher:  same, msg per server CPU-second " \
+        "|echo_64k:usr_ns_per_msg:lower:  same, user-space CPU per message (ns) " \
+        "|echo_64k:sys_ns_per_msg:lower:  same, kernel CPU per message (ns) " \
         "|echo_64k_text:mb_per_s:higher:echo 8 x 2, 64 KiB ASCII text (UTF-8 checked): MB/s " \
         "|echo_64k_text:msgs_per_cpu_s:higher:  same, msg per server CPU-second " \
+        "|echo_64k_text:usr_ns_per_msg:lower:  same, user-space CPU per message (ns) " \
+        "|echo_64k_text:sys_ns_per_msg:lower:  same, kernel CPU per message (ns) " \
         "|echo_64k_utf8:mb_per_s:higher:echo 8 x 2, 64 KiB text of 2- to 4-byte UTF-8: MB/s " \
         "|echo_64k_utf8:msgs_per_cpu_s:higher:  same, msg per server CPU-second " \
+        "|echo_64k_utf8:usr_ns_per_msg:lower:  same, user-space CPU per message (ns) " \
+        "|echo_64k_utf8:sys_ns_per_msg:lower:  same, kernel CPU per message (ns) " \
         "|echo_rtt:p50_us:lower:echo 1 conn, 1 in flight, 32 B: round trip p50 (us) " \
         "|echo_rtt:p99_us:lower:  same, p99 (us) " \
+        "|echo_rtt:usr_ns_per_msg:lower:  same, user-space CPU per message (ns) " \
+        "|echo_rtt:sys_ns_per_msg:lower:  same, kernel CPU per message (ns) " \
         "|handshake:hs_per_s:higher:handshakes (connect, upgrade, close; 32 at once)/s " \
         "|handshake:hs_per_cpu_s:higher:  same, per server CPU-second " \
         "|broadcast:all_p50_us:lower:broadcast to " bcast_n ", 64 B: until all have it, p50 (us) " \
