@@ -738,14 +738,12 @@ const char *ws_errname(int err) {
   return "UNKNOWN";
 }
 
-/* see ws.h */
-int ws_frame_parse(const void *buf, size_t len, ws_frame *f, size_t *hdr_len) {
-  const unsigned char *p = (const unsigned char *)buf;
+/* ws_frame_parse() without the argument checks, for the core's own calls. */
+static int ws__frame_parse(const unsigned char *p, size_t len, ws_frame *f,
+                           size_t *hdr_len) {
   unsigned op, l7;
   size_t need;
   uint64_t n;
-  if (f == NULL || hdr_len == NULL || (buf == NULL && len > 0))
-    return WS_EINVAL;
   if (len < 1) return WS_EAGAIN;
   op = p[0] & 0x0F;
   if ((op >= 3 && op <= 7) || op >= 11) return WS_EPROTO;
@@ -782,6 +780,13 @@ int ws_frame_parse(const void *buf, size_t len, ws_frame *f, size_t *hdr_len) {
     memset(f->mask, 0, 4);
   *hdr_len = need;
   return WS_OK;
+}
+
+/* see ws.h */
+int ws_frame_parse(const void *buf, size_t len, ws_frame *f, size_t *hdr_len) {
+  if (f == NULL || hdr_len == NULL || (buf == NULL && len > 0))
+    return WS_EINVAL;
+  return ws__frame_parse((const unsigned char *)buf, len, f, hdr_len);
 }
 
 /* see ws.h */
@@ -1669,7 +1674,13 @@ static int ws__flush(ws_conn *c) {
  * anyway so one read cannot pile up unbounded replies. */
 static int ws__maybe_flush(ws_conn *c) {
   struct ws__conn_priv *p = WS__P(c);
-  if ((p->flags & WS__F_BATCH) && WS__QUEUED(p) >= WS_BATCH_FLUSH) {
+  size_t q = WS__QUEUED(p);
+  /* Held output that stays held: nothing for ws__flush to do. */
+  if (q > 0 && !(p->flags & WS__F_CLOSED) &&
+      ((p->flags & WS__F_CORK) ||
+       ((p->flags & WS__F_BATCH) && q < WS_BATCH_FLUSH)))
+    return WS_OK;
+  if ((p->flags & WS__F_BATCH) && q >= WS_BATCH_FLUSH) {
     int rc;
     p->flags &= ~(uint32_t)WS__F_BATCH;
     rc = ws__flush(c);
@@ -1679,30 +1690,43 @@ static int ws__maybe_flush(ws_conn *c) {
   return ws__flush(c);
 }
 
-/* Appends one frame. The payload may be NULL when len is 0. */
-static int ws__queue_frame(ws_conn *c, int fin, int op, const void *data,
-                           size_t len) {
+/* Appends one frame to a queue known to have room for it. The payload may
+ * be NULL when len is 0. */
+static int ws__put_frame(ws_conn *c, int fin, int op, const void *data,
+                         size_t len) {
   struct ws__conn_priv *p = WS__P(c);
-#ifndef WS_NO_CLIENT
-  uint8_t key[4];
-#endif
+  unsigned char *o = p->out->d + p->out->len;
   size_t hl;
-  int rc;
-  if ((rc = ws__out_room(p, WS_FRAME_HEADER_MAX + len)) != WS_OK) return rc;
 #ifndef WS_NO_CLIENT
   if (p->role == WS_CLIENT) {
+    uint8_t key[4];
+    int rc;
     if ((rc = ws__random(c, key, 4)) != WS_OK) return rc;
-    hl = ws_frame_write(p->out->d + p->out->len, fin, op, len, key);
-    if (len) memcpy(p->out->d + p->out->len + hl, data, len);
-    ws_mask(p->out->d + p->out->len + hl, len, key, 0);
+    hl = ws_frame_write(o, fin, op, len, key);
+    if (len) memcpy(o + hl, data, len);
+    ws_mask(o + hl, len, key, 0);
   } else
 #endif
-  {
-    hl = ws_frame_write(p->out->d + p->out->len, fin, op, len, NULL);
-    if (len) memcpy(p->out->d + p->out->len + hl, data, len);
+  if (len < 126) { /* the usual small frame: its two bytes here */
+    o[0] = (unsigned char)((fin ? 0x80 : 0) | op);
+    o[1] = (unsigned char)len;
+    hl = 2;
+    if (len) memcpy(o + 2, data, len);
+  } else {
+    hl = ws_frame_write(o, fin, op, len, NULL);
+    memcpy(o + hl, data, len);
   }
   p->out->len += hl + len;
   return WS_OK;
+}
+
+/* Appends one frame. The payload may be NULL when len is 0. */
+static int ws__queue_frame(ws_conn *c, int fin, int op, const void *data,
+                           size_t len) {
+  int rc;
+  if ((rc = ws__out_room(WS__P(c), WS_FRAME_HEADER_MAX + len)) != WS_OK)
+    return rc;
+  return ws__put_frame(c, fin, op, data, len);
 }
 
 static size_t ws__hdr_size(size_t len, int role) {
@@ -1924,7 +1948,7 @@ static int ws__frames(ws_conn *c) {
       /* Between frames: parse a header. */
       ws_frame f;
       size_t hl;
-      int rc = ws_frame_parse(p->in->d + p->in->rpos, p->in->rlen - p->in->rpos, &f, &hl);
+      int rc = ws__frame_parse(p->in->d + p->in->rpos, p->in->rlen - p->in->rpos, &f, &hl);
       if (rc == WS_EAGAIN) break;
       if (rc != WS_OK || f.rsv != 0 ||
           f.masked != (p->role == WS_SERVER ? 1 : 0)) {
@@ -2451,7 +2475,7 @@ int ws_conn_feed_inplace(ws_conn *c, void *data, size_t len) {
     ws_frame f;
     size_t hl;
     unsigned char *pl;
-    if (ws_frame_parse(d + pos, len - pos, &f, &hl) != WS_OK || f.rsv != 0 ||
+    if (ws__frame_parse(d + pos, len - pos, &f, &hl) != WS_OK || f.rsv != 0 ||
         f.masked != (p->role == WS_SERVER ? 1 : 0) ||
         f.len > (uint64_t)(len - pos - hl) || f.opcode == WS_OP_CLOSE)
       break;
@@ -2712,18 +2736,16 @@ static int ws__send_data(ws_conn *c, int op, const void *data, size_t len,
     return ws__send_now(c, hdr, hl, d, len);
   }
 #endif
-  /* Room up front for all of it (total bounds every frame's header; the
-   * spare header covers ws__queue_frame's own check on the last one), so
-   * the frames below neither move the queue nor fail half-way for want of
+  /* Room up front for all of it (total bounds every frame's header), so the
+   * frames below neither move the queue nor fail half-way for want of
    * space, and the buffer stays within what max_queued allows. */
-  if ((rc = ws__out_room(p, total + WS_FRAME_HEADER_MAX)) != WS_OK)
-    return rc;
+  if ((rc = ws__out_room(p, total)) != WS_OK) return rc;
   olen = p->out->len; /* after ws__out_room(), which may move the queue down */
   for (i = 0; i < frames; i++) {
     size_t n = WS__MIN(fs, len - i * fs);
     if (!len) n = 0;
-    rc = ws__queue_frame(c, fin && i + 1 == frames, i == 0 ? op : WS_OP_CONT,
-                         d + i * fs, n);
+    rc = ws__put_frame(c, fin && i + 1 == frames, i == 0 ? op : WS_OP_CONT,
+                       d + i * fs, n);
     if (rc != WS_OK) {
       p->out->len = olen; /* all or nothing */
       return rc;
