@@ -4135,7 +4135,7 @@ static void ws__loop_touch(ws_loop_conn *lc) {
   q->loop->ws__lp.pend = lc;
 }
 
-/* Sends pieces on a plain socket in one sendmsg; a short count or
+/* Sends pieces on a plain socket in one call; a short count or
  * would-block marks the connection as having waited (for on_drain). */
 static int ws__loop_sendv(ws_loop_conn *lc, const ws_iovec *iov, int cnt,
                           size_t *n) {
@@ -4155,7 +4155,9 @@ static int ws__loop_sendv(ws_loop_conn *lc, const ws_iovec *iov, int cnt,
   m.msg_iov = v;
   m.msg_iovlen = cnt;
   for (;;) {
-    ssize_t r = sendmsg(lc->ws__l.io.fd, &m, flags);
+    /* One piece: send(), which spares the kernel the message header. */
+    ssize_t r = cnt == 1 ? send(lc->ws__l.io.fd, v[0].iov_base, total, flags)
+                         : sendmsg(lc->ws__l.io.fd, &m, flags);
     if (r >= 0) {
       *n = (size_t)r;
       if ((size_t)r < total) lc->ws__l.io.flags |= WS__LC_WAITED;
