@@ -170,10 +170,6 @@ static const unsigned char ws__tchar_map[16] = {
     0xFE, 0xFF, 0xFF, 0xC7, 0xFF, 0xFF, 0xFF, 0x57};
 #define WS__TCHAR(ch) ((ch) < 128 && (ws__tchar_map[(ch) >> 3] >> ((ch) & 7)) & 1)
 
-static int ws__is_tchar(int ch) {
-  return ch >= 0 && WS__TCHAR((unsigned)ch);
-}
-
 static int ws__is_token(const char *s, size_t n) {
   size_t i;
   if (n == 0) return 0;
@@ -1021,7 +1017,7 @@ int ws_request_parse(const void *buf, size_t len, ws_request *req,
   *status = 400;
   /* Fail fast on bytes that cannot start a request line. */
   for (i = 0; i < len && p[i] != ' '; i++)
-    if (!ws__is_tchar((unsigned char)p[i])) return WS_EHANDSHAKE;
+    if (!WS__TCHAR((unsigned char)p[i])) return WS_EHANDSHAKE;
   head = ws__head_end(p, len, 0);
   if (ws__bare_lf(p, head ? head : len)) return WS_EHANDSHAKE;
   if (head == 0) return WS_EAGAIN;
