@@ -11,6 +11,11 @@
  *                client frames (payloads 0..300 bytes), skipping payloads
  *   handshake    ws_request_parse() + ws_response_write() walking a buffer
  *                of back-to-back browser-like upgrade requests
+ *   echo         an open server connection echoing: 16 masked 32-byte binary
+ *                frames at a time copied out of the buffer and handed to
+ *                ws_conn_feed_inplace(), each message sent back with
+ *                ws_send() through a write callback that takes everything
+ *                (the user-space work of a server per small message)
  * Each is timed as the median of 5 trials of at least 0.2 s (--quick:
  * 0.01 s); "x memcpy" is its time over memcpy's time for the same bytes
  * (1.0 = as fast as copying the buffer; lower is better). Prints a
@@ -86,6 +91,83 @@ static size_t op_handshake(unsigned char *buf, size_t len, unsigned char *aux) {
     n++;
   }
   g_hs = n;
+  return off;
+}
+
+static uint32_t rnd(void);
+
+/* The echo row: one server connection, opened once. */
+#define ECHO_BATCH 16
+#define ECHO_FRAME 38 /* 2 header bytes, a 4-byte key, 32 bytes */
+static ws_conn g_echo;
+static ws_config g_echo_cfg;
+static ws_callbacks g_echo_cb;
+static size_t g_echo_msgs, g_echo_out;
+
+static int echo_read(ws_conn *c, void *b, size_t cap, size_t *n, void *u) {
+  (void)c, (void)b, (void)cap, (void)u;
+  *n = 0;
+  return WS_EAGAIN;
+}
+
+static int echo_write(ws_conn *c, const void *b, size_t len, size_t *n, void *u) {
+  (void)c, (void)b, (void)u;
+  g_echo_out += len;
+  *n = len;
+  return WS_OK;
+}
+
+static int echo_message(ws_conn *c, int op, const void *d, size_t n, int fin,
+                        void *u) {
+  (void)fin, (void)u;
+  g_echo_msgs++;
+  return ws_send(c, op, d, n) == WS_OK ? 0 : -1;
+}
+
+static void echo_open(void) {
+  static const char req[] =
+      "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n"
+      "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+  ws_config_init(&g_echo_cfg, WS_SERVER);
+  g_echo_cb.read = echo_read;
+  g_echo_cb.write = echo_write;
+  g_echo_cb.on_message = echo_message;
+  if (ws_conn_init(&g_echo, &g_echo_cfg, &g_echo_cb, NULL) != WS_OK ||
+      ws_conn_feed(&g_echo, req, sizeof req - 1) != WS_OK ||
+      ws_conn_state(&g_echo) != WS_STATE_OPEN) {
+    fprintf(stderr, "micro: the echo connection did not open\n");
+    exit(1);
+  }
+}
+
+/* Back-to-back masked 32-byte binary frames; returns the bytes used. */
+static size_t fill_echo(unsigned char *buf, size_t len) {
+  size_t o = 0;
+  while (o + ECHO_FRAME <= len) {
+    unsigned char *f = buf + o;
+    int j;
+    f[0] = 0x82;
+    f[1] = 0x80 | 32;
+    for (j = 0; j < 4; j++) f[2 + j] = (unsigned char)rnd();
+    for (j = 0; j < 32; j++) f[6 + j] = (unsigned char)('a' + j % 26) ^ f[2 + j % 4];
+    o += ECHO_FRAME;
+  }
+  memset(buf + o, 0, len - o);
+  return o;
+}
+
+static size_t op_echo(unsigned char *buf, size_t len, unsigned char *aux) {
+  const size_t chunk = ECHO_BATCH * ECHO_FRAME;
+  size_t off, before = g_echo_msgs;
+  for (off = 0; off + chunk <= len; off += chunk) {
+    memcpy(aux, buf + off, chunk); /* unmasked in place: a fresh copy */
+    if (ws_conn_feed_inplace(&g_echo, aux, chunk) != WS_OK) {
+      fprintf(stderr, "micro: the echo connection failed\n");
+      exit(1);
+    }
+  }
+  g_frames = g_echo_msgs - before;
   return off;
 }
 
@@ -198,9 +280,10 @@ static size_t fill_requests(unsigned char *buf, size_t len) {
 int main(int argc, char **argv) {
   static const size_t sizes[] = {64 * 1024, 16 * 1024 * 1024};
   static const char *names[] = {"mask", "utf8-ascii", "utf8-multi", "frame-parse",
-                                "handshake"};
+                                "handshake", "echo"};
   size_t si;
   if (argc > 1 && strcmp(argv[1], "--quick") == 0) g_min_s = 0.01;
+  echo_open();
   printf("| operation | buffer | GB/s | memcpy GB/s | x memcpy time | per item |\n");
   printf("| --- | --- | ---: | ---: | ---: | --- |\n");
   for (si = 0; si < 2; si++) {
@@ -211,7 +294,7 @@ int main(int argc, char **argv) {
     memset(buf, 0xA5, len);
     memset(aux, 0, len);
     tm = time_op(op_memcpy, buf, len, aux);
-    for (k = 0; k < 5; k++) {
+    for (k = 0; k < 6; k++) {
       double t;
       size_t used = len;
       char item[64] = "";
@@ -225,11 +308,17 @@ int main(int argc, char **argv) {
         snprintf(item, sizeof item, "%.1f ns/frame (%zu frames)",
                  t * 1e9 / (double)g_frames, g_frames);
         break;
-      default:
+      case 4:
         used = fill_requests(buf, len);
         t = time_op(op_handshake, buf, len, aux);
         snprintf(item, sizeof item, "%.0f ns/handshake (%zu requests)",
                  t * 1e9 / (double)g_hs, g_hs);
+        break;
+      default:
+        used = fill_echo(buf, len);
+        t = time_op(op_echo, buf, used, aux);
+        snprintf(item, sizeof item, "%.1f ns/message (%zu messages)",
+                 t * 1e9 / (double)g_frames, g_frames);
         break;
       }
       (void)used;
