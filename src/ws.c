@@ -1579,6 +1579,29 @@ static int ws__done(ws_conn *c, int rc) {
 
 /* Output queue --------------------------------------------------------- */
 
+static int ws__out_room(struct ws__conn_priv *p, size_t n);
+
+#if WS_BATCH_STACK
+/* Takes the queue off a lent stack buffer: its live bytes move to a heap
+ * buffer with room for `more` after them (no bytes and no room: no buffer).
+ * Without memory the stack buffer stays the queue. */
+static int ws__out_unstack(struct ws__conn_priv *p, size_t more) {
+  struct ws__obuf *o = p->out;
+  size_t n = o->len - o->head;
+  p->out = NULL;
+  p->flags &= ~(uint32_t)WS__F_STACK_OUT;
+  if (n + more == 0) return WS_OK;
+  if (ws__out_room(p, n + more) != WS_OK) {
+    p->out = o;
+    p->flags |= WS__F_STACK_OUT;
+    return WS_ENOMEM;
+  }
+  memcpy(p->out->d, o->d + o->head, n);
+  p->out->len = n;
+  return WS_OK;
+}
+#endif
+
 /* Makes room for n more bytes at the end of the output queue, allocating
  * it when there is none. */
 static int ws__out_room(struct ws__conn_priv *p, size_t n) {
@@ -1597,18 +1620,7 @@ static int ws__out_room(struct ws__conn_priv *p, size_t n) {
   need = (o ? o->len : 0) + n;
   if (need < n) return WS_ENOMEM;
 #if WS_BATCH_STACK
-  if (p->flags & WS__F_STACK_OUT) { /* outgrown: to the heap */
-    p->out = NULL;
-    p->flags &= ~(uint32_t)WS__F_STACK_OUT;
-    if (ws__out_room(p, need) != WS_OK) {
-      p->out = o;
-      p->flags |= WS__F_STACK_OUT;
-      return WS_ENOMEM;
-    }
-    memcpy(p->out->d, o->d, o->len);
-    p->out->len = o->len;
-    return WS_OK;
-  }
+  if (p->flags & WS__F_STACK_OUT) return ws__out_unstack(p, n); /* outgrown */
 #endif
   /* The first buffer, counters included, is 1 KiB: small enough for the
    * allocators' per-thread caches (glibc's takes up to 1032 bytes), since
@@ -2310,19 +2322,12 @@ static int ws__end_batch(ws_conn *c, int rc) {
   p->flags &= ~(uint32_t)WS__F_BATCH;
   frc = ws__flush(c);
 #if WS_BATCH_STACK
-  if (p->flags & WS__F_STACK_OUT) {
-    struct ws__obuf *o = p->out;
-    size_t n = o->len - o->head;
-    p->out = NULL;
+  if ((p->flags & WS__F_STACK_OUT) &&
+      ((p->flags & WS__F_CLOSED) || ws__out_unstack(p, 0) != WS_OK)) {
+    p->out = NULL; /* closed, or no memory: what is left is dropped */
     p->flags &= ~(uint32_t)WS__F_STACK_OUT;
-    if (n > 0 && !(p->flags & WS__F_CLOSED)) {
-      if (ws__out_room(p, n) != WS_OK) {
-        ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_ENOMEM);
-      } else {
-        memcpy(p->out->d, o->d + o->head, n);
-        p->out->len = n;
-      }
-    }
+    if (!(p->flags & WS__F_CLOSED))
+      ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_ENOMEM);
   }
 #endif
   return ws__result(c, rc != WS_OK ? rc : frc);
@@ -2417,8 +2422,9 @@ static int ws__feed(ws_conn *c, const unsigned char *d, size_t len) {
   return rc;
 }
 
-/* see ws.h */
-int ws_conn_feed(ws_conn *c, const void *data, size_t len) {
+/* The checks both feeds start with; WS_OK, and a batch begun, when the
+ * bytes may be processed. */
+static int ws__feed_begin(ws_conn *c, const void *data, size_t len) {
   struct ws__conn_priv *p;
   WS_ASSERT(c != NULL);
   p = WS__P(c);
@@ -2427,10 +2433,15 @@ int ws_conn_feed(ws_conn *c, const void *data, size_t len) {
   if (p->flags & WS__F_CLOSED) return ws__done(c, WS_ECLOSED);
   if (p->state == WS_STATE_INIT) return WS_ESTATE;
   p->flags |= WS__F_BATCH;
-  {
-    WS__STACK_OUT(p)
-    return ws__end_batch(c, ws__feed(c, (const unsigned char *)data, len));
-  }
+  return WS_OK;
+}
+
+/* see ws.h */
+int ws_conn_feed(ws_conn *c, const void *data, size_t len) {
+  int rc = ws__feed_begin(c, data, len);
+  if (rc != WS_OK) return rc;
+  WS__STACK_OUT(WS__P(c))
+  return ws__end_batch(c, ws__feed(c, (const unsigned char *)data, len));
 }
 
 /* No input held: no bytes, no frame or message in progress. */
@@ -2452,14 +2463,9 @@ int ws_conn_feed_inplace(ws_conn *c, void *data, size_t len) {
   struct ws__conn_priv *p;
   unsigned char *d = (unsigned char *)data;
   size_t pos = 0;
-  int rc = WS_OK;
-  WS_ASSERT(c != NULL);
+  int rc = ws__feed_begin(c, data, len);
+  if (rc != WS_OK) return rc;
   p = WS__P(c);
-  WS_ASSERT(p->depth == 0);
-  if (data == NULL && len > 0) return WS_EINVAL;
-  if (p->flags & WS__F_CLOSED) return ws__done(c, WS_ECLOSED);
-  if (p->state == WS_STATE_INIT) return WS_ESTATE;
-  p->flags |= WS__F_BATCH;
   WS__STACK_OUT(p)
   /* Whole frames, while nothing is held, are handled where they lie. The
    * first thing that is not a whole data frame with FIN or a whole ping or
