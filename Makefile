@@ -1,4 +1,6 @@
-# ws - build, test and check. Plain make; no generation step.
+# ws - build, test and check. Plain make. src/ws.c is generated from the
+# parts in src/ws/ and committed, so users (and a build from a clean clone)
+# need no generation step; make regenerates it when a part changes.
 CC      ?= cc
 CFLAGS  ?= -O2 -g
 WARN     = -std=c99 -Wall -Wextra -Wpedantic -Werror
@@ -36,12 +38,33 @@ endif
 TESTS   += test_tls
 
 .PHONY: all test test-plain test-asan test-valgrind test-conformance check \
-        check-api check-configs check-layers size install clean run
+        check-api check-configs check-layers check-amalgamation amalgamate \
+        size install clean run
+
+# The parts of src/ws.c, in layer order; each uses only those before it.
+WS_PARTS = $(addprefix src/ws/,config.h private.h util.c sha1_base64_utf8.c \
+             codec.c handshake.c conn.c tls.c loop.c loop_epoll.c \
+             loop_kqueue.c loop_poll.c)
 
 all: $(BUILD)/libws.a $(BUILD)/libws.so $(EXAMPLES:%=$(BUILD)/%)
 
 $(BUILD):
 	@mkdir -p $(BUILD)
+
+# The amalgamation: what users vendor, what every build and test compiles.
+src/ws.c: $(WS_PARTS) src/amalgamate.sh
+	sh src/amalgamate.sh $(WS_PARTS) > $@.tmp && mv $@.tmp $@
+
+amalgamate:
+	sh src/amalgamate.sh $(WS_PARTS) > src/ws.c.tmp && mv src/ws.c.tmp src/ws.c
+
+# CI runs this first, on the committed file: it must equal a fresh join.
+check-amalgamation: | $(BUILD)
+	@sh src/amalgamate.sh $(WS_PARTS) > $(BUILD)/ws.c.fresh
+	@cmp -s $(BUILD)/ws.c.fresh src/ws.c || { \
+	  echo "check-amalgamation: src/ws.c differs from its parts (src/ws/): run make amalgamate and commit it"; \
+	  diff -u src/ws.c $(BUILD)/ws.c.fresh | head -20; exit 1; }
+	@echo "check-amalgamation: ok (src/ws.c is the join of $(words $(WS_PARTS)) parts)"
 
 $(BUILD)/ws.o: src/ws.c include/ws.h | $(BUILD)
 	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) -c src/ws.c -o $@
@@ -106,7 +129,7 @@ test: all $(VARIANTS) $(TESTS:%=$(BUILD)/%) $(TESTS:%=$(BUILD)/asan/%)
 test-conformance: all $(VARIANTS)
 	@WS_TLS=$(WS_TLS) sh tests/run.sh $(BUILD) "" conformance-only
 
-check: test check-api check-configs check-layers
+check: check-amalgamation test check-api check-configs check-layers
 
 # Every global symbol ws.o defines starts with ws_.
 check-api: $(BUILD)/ws.o
@@ -114,18 +137,10 @@ check-api: $(BUILD)/ws.o
 	if [ -n "$$bad" ]; then echo "check-api: symbols without the ws_ prefix:"; echo "$$bad"; exit 1; fi; \
 	echo "check-api: ok ($$(nm -g --defined-only $(BUILD)/ws.o | wc -l) symbols, all ws_)"
 
-# The loop (section 6 of src/ws.c) uses the public API only: compiled on its
-# own against ws.h it must build, and it may name none of the private
-# identifiers that the sections before it define.
+# The TLS part and the loop with each backend compile alone against ws.h
+# and name no core internals (tests/check_layers.sh says how).
 check-layers: | $(BUILD)
-	@awk '/^ \* 6\. Layer 2: the event loop/{f=1} f' src/ws.c | sed '1s/^/\/* /' > $(BUILD)/loop_only.c
-	@printf '#define _POSIX_C_SOURCE 200809L\n#include "ws.h"\n#include <assert.h>\n#define WS_ASSERT(x) assert(x)\n#define WS__HAVE_OS 1\n' | cat - $(BUILD)/loop_only.c > $(BUILD)/loop_alone.c
-	$(CC) -std=c99 -Wall -Wextra -Wpedantic -Werror -Iinclude $(TLS_CPPFLAGS) -c $(BUILD)/loop_alone.c -o $(BUILD)/loop_alone.o
-	@awk '/^ \* 6\. Layer 2: the event loop/{exit} {print}' src/ws.c | grep -o 'ws__[A-Za-z0-9_]*' | sort -u > $(BUILD)/core_private.txt
-	@grep -o 'ws__[A-Za-z0-9_]*' $(BUILD)/loop_only.c | sort -u > $(BUILD)/loop_private.txt
-	@used=$$(comm -12 $(BUILD)/core_private.txt $(BUILD)/loop_private.txt); \
-	if [ -n "$$used" ]; then echo "check-layers: the loop uses core internals:"; echo "$$used"; exit 1; fi; \
-	echo "check-layers: ok (the loop builds alone against ws.h and names no core internals)"
+	@CC="$(CC)" sh tests/check_layers.sh $(BUILD) "$(TLS_CPPFLAGS)" $(WS_PARTS)
 
 # Warning-free with gcc and clang in several configurations, and ws.h as C++.
 check-configs: | $(BUILD)

@@ -1,10 +1,12 @@
+/* SPDX-License-Identifier: MIT. Copyright (c) 2026 the ws authors; terms in LICENSE. */
 /*
  * ws.h - an embeddable WebSocket (RFC 6455) library.
  *
  * Conventions
  * -----------
  * - Two files: this header and src/ws.c. `cc app.c ws.c` builds; nothing is
- *   generated. Every public name starts with `ws_` or `WS_`; names with a
+ *   to be generated (ws.c is itself joined from the parts in the project's
+ *   src/ws/, and committed). Every public name starts with `ws_` or `WS_`; names with a
  *   double underscore (`ws__`) are private and may change at any time.
  * - Return values: functions returning `int` return WS_OK (0) or a negative
  *   WS_E* code (see WS_ERRNO_MAP). WS_EAGAIN is a status ("need more bytes",
@@ -623,7 +625,7 @@ int ws_conn_abort(ws_conn *c, int err);
 void ws_conn_free(ws_conn *c);
 
 /* ------------------------------------------------------------------------
- * TLS over mbedTLS (section 5 of ws.c; built when WS_ENABLE_MBEDTLS is 1,
+ * TLS over mbedTLS (src/ws/tls.c in ws.c; built when WS_ENABLE_MBEDTLS is 1,
  * linked with -lmbedtls -lmbedx509 -lmbedcrypto; mbedTLS 2.28 and 3.x).
  * A TLS session is a transport under layer 1: a connection whose read and
  * write callbacks call ws_tls_read() and ws_tls_write() sees plaintext.

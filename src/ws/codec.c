@@ -1,0 +1,186 @@
+/* codec.c - part 3, layer 0: error names, frame headers, masking, close payloads. Pure functions.
+ * Uses parts 0-2. No state, no allocation, no I/O. */
+#include "private.h"
+
+/* see ws.h */
+const char *ws_version(void) { return "0.1.0"; }
+
+/* see ws.h */
+const char *ws_strerror(int err) {
+  switch (err) {
+#define WS__ERR_STR(name, val, text) \
+  case (val):                        \
+    return text;
+    WS_ERRNO_MAP(WS__ERR_STR)
+#undef WS__ERR_STR
+  }
+  return "unknown error";
+}
+
+/* see ws.h */
+const char *ws_errname(int err) {
+  switch (err) {
+#define WS__ERR_NAME(name, val, text) \
+  case (val):                         \
+    return #name;
+    WS_ERRNO_MAP(WS__ERR_NAME)
+#undef WS__ERR_NAME
+  }
+  return "UNKNOWN";
+}
+
+/* ws_frame_parse() without the argument checks, for the core's own calls. */
+static int ws__frame_parse(const unsigned char *p, size_t len, ws_frame *f,
+                           size_t *hdr_len) {
+  unsigned op, l7;
+  size_t need;
+  uint64_t n;
+  if (len < 1) return WS_EAGAIN;
+  op = p[0] & 0x0F;
+  if ((op >= 3 && op <= 7) || op >= 11) return WS_EPROTO;
+  if (op >= 8 && !(p[0] & 0x80)) return WS_EPROTO; /* fragmented control */
+  if (len < 2) return WS_EAGAIN;
+  l7 = p[1] & 0x7F;
+  if (op >= 8 && l7 > WS_CONTROL_MAX) return WS_EPROTO;
+  need = 2 + (l7 == 126 ? 2 : l7 == 127 ? 8 : 0);
+  if (len < need) {
+    /* The top bit of a 64-bit length is visible in its first byte. */
+    if (l7 == 127 && len > 2 && (p[2] & 0x80)) return WS_EPROTO;
+    return WS_EAGAIN;
+  }
+  if (l7 == 126) {
+    n = ws__get16(p + 2);
+    if (n < 126) return WS_EPROTO; /* not minimal */
+  } else if (l7 == 127) {
+    n = ((uint64_t)ws__get32(p + 2) << 32) | ws__get32(p + 6);
+    if (n >> 63) return WS_EPROTO;
+    if (n <= 0xFFFF) return WS_EPROTO; /* not minimal */
+  } else {
+    n = l7;
+  }
+  if (p[1] & 0x80) need += 4;
+  if (len < need) return WS_EAGAIN;
+  f->fin = (uint8_t)(p[0] >> 7);
+  f->rsv = (uint8_t)((p[0] >> 4) & 7);
+  f->opcode = (uint8_t)op;
+  f->masked = (uint8_t)(p[1] >> 7);
+  f->len = n;
+  if (f->masked)
+    memcpy(f->mask, p + need - 4, 4);
+  else
+    memset(f->mask, 0, 4);
+  *hdr_len = need;
+  return WS_OK;
+}
+
+/* see ws.h */
+int ws_frame_parse(const void *buf, size_t len, ws_frame *f, size_t *hdr_len) {
+  if (f == NULL || hdr_len == NULL || (buf == NULL && len > 0))
+    return WS_EINVAL;
+  return ws__frame_parse((const unsigned char *)buf, len, f, hdr_len);
+}
+
+/* see ws.h */
+size_t ws_frame_write(void *out, int fin, int opcode, uint64_t len,
+                      const uint8_t *mask) {
+  unsigned char *p = (unsigned char *)out;
+  size_t n;
+  if (opcode < 0 || opcode > 15 || (len >> 63)) return 0;
+  if (opcode >= 8 && (!fin || len > WS_CONTROL_MAX)) return 0;
+  p[0] = (unsigned char)((fin ? 0x80 : 0) | opcode);
+  if (len < 126) {
+    p[1] = (unsigned char)len;
+    n = 2;
+  } else if (len <= 0xFFFF) {
+    p[1] = 126;
+    p[2] = (unsigned char)(len >> 8);
+    p[3] = (unsigned char)len;
+    n = 4;
+  } else {
+    int i;
+    p[1] = 127;
+    for (i = 0; i < 8; i++) p[2 + i] = (unsigned char)(len >> (56 - 8 * i));
+    n = 10;
+  }
+  if (mask) {
+    p[1] |= 0x80;
+    memcpy(p + n, mask, 4);
+    n += 4;
+  }
+  return n;
+}
+
+/* see ws.h */
+void ws_mask(void *buf, size_t len, const uint8_t key[4], uint64_t offset) {
+  unsigned char *p = (unsigned char *)buf;
+  unsigned k = (unsigned)(offset & 3);
+  unsigned char kk[12], *rot = kk + k;
+  uint64_t w8;
+  size_t i;
+  if (len < 8) {
+    for (i = 0; i < len; i++) p[i] ^= key[(k + i) & 3];
+    return;
+  }
+  /* Whole 8-byte words with the key rotated to where the payload stands
+   * (the key three times over, read from offset k), at any alignment:
+   * memcpy keeps the loads and stores alias- and alignment-safe, and
+   * compilers turn them into plain (unaligned) moves. */
+  memcpy(kk, key, 4);
+  memcpy(kk + 4, key, 4);
+  memcpy(kk + 8, key, 4);
+  memcpy(&w8, rot, 8);
+  while (len >= 32) {
+    uint64_t a, b, c, d;
+    memcpy(&a, p, 8);
+    memcpy(&b, p + 8, 8);
+    memcpy(&c, p + 16, 8);
+    memcpy(&d, p + 24, 8);
+    a ^= w8, b ^= w8, c ^= w8, d ^= w8;
+    memcpy(p, &a, 8);
+    memcpy(p + 8, &b, 8);
+    memcpy(p + 16, &c, 8);
+    memcpy(p + 24, &d, 8);
+    p += 32;
+    len -= 32;
+  }
+  while (len >= 8) {
+    uint64_t a;
+    memcpy(&a, p, 8);
+    a ^= w8;
+    memcpy(p, &a, 8);
+    p += 8;
+    len -= 8;
+  }
+  for (i = 0; i < len; i++) p[i] ^= rot[i];
+}
+
+/* see ws.h */
+int ws_close_code_valid(unsigned code) {
+  return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
+         (code >= 3000 && code <= 4999);
+}
+
+/* see ws.h */
+int ws_close_parse(const void *buf, size_t len, uint16_t *code,
+                   const char **reason, size_t *reason_len) {
+  const unsigned char *p = (const unsigned char *)buf;
+  uint32_t st = WS_UTF8_INIT;
+  uint16_t c;
+  if (code == NULL || reason == NULL || reason_len == NULL ||
+      (buf == NULL && len > 0))
+    return WS_EINVAL;
+  *reason = (const char *)p;
+  *reason_len = 0;
+  if (len == 0) {
+    *code = WS_CLOSE_NO_STATUS;
+    return WS_OK;
+  }
+  if (len == 1 || len > WS_CONTROL_MAX) return WS_EPROTO;
+  c = ws__get16(p);
+  if (!ws_close_code_valid(c)) return WS_EPROTO;
+  *code = c;
+  if (ws_utf8_check(&st, p + 2, len - 2, 1, NULL) != WS_OK) return WS_EUTF8;
+  *reason = (const char *)p + 2;
+  *reason_len = len - 2;
+  return WS_OK;
+}

@@ -1,0 +1,1595 @@
+/* conn.c - part 5, layer 1: ws_conn, one connection's state machine over the caller's callbacks.
+ * Uses parts 0-4: buffers, output queue, input, timers, the closing handshake. */
+#include "private.h"
+
+/* Bytes an input buffer keeps free beyond a whole message: room for the
+ * next frame header and a control frame that may interleave. */
+#define WS__IN_RESERVE 256
+
+/* Connection flags. */
+enum {
+  WS__F_STARTED = 1u << 0,     /* on_close is owed */
+  WS__F_NOTIFIED = 1u << 1,    /* on_close has run */
+  WS__F_CLOSED = 1u << 2,      /* reached CLOSED; on_close pending */
+  WS__F_CLOSE_SENT = 1u << 3,
+  WS__F_CLOSE_RCVD = 1u << 4,
+  WS__F_FAILING = 1u << 5,     /* flush what is queued, then CLOSED */
+  WS__F_FIXED = 1u << 6,       /* caller's buffers: never allocate */
+  WS__F_CORK = 1u << 7,        /* caller holds output */
+  WS__F_BATCH = 1u << 8,       /* processing input: flush once at the end */
+  WS__F_ARM_HS = 1u << 9,      /* timers to arm at the next tick */
+  WS__F_ARM_CLOSE = 1u << 10,
+  WS__F_ARM_PING = 1u << 11,
+  WS__F_PEER_CODE = 1u << 12,  /* close_code came from the peer */
+  WS__F_EOF = 1u << 13,        /* the transport reported end of stream */
+  WS__F_IN_HTTP = 1u << 14,    /* inside on_http */
+  WS__F_PONG_WAIT = 1u << 15,  /* open: t is the pong deadline, not a ping's */
+  WS__F_STACK_OUT = 1u << 16   /* the queue is the batch's stack buffer */
+};
+
+#define WS__P(c) (&(c)->ws__p)
+#define WS__MAX_HDRS(p) WS__MIN((p)->cfg->max_headers, (size_t)WS_MAX_HEADERS)
+
+/* The buffers carry their own bookkeeping, so an idle connection, which
+ * holds no buffer, pays for none of it: two NULL pointers. */
+struct ws__ibuf {
+  size_t cap;          /* bytes at d */
+  size_t mstart, mlen; /* the message being assembled */
+  size_t rpos, rlen;   /* parsed up to rpos; bytes up to rlen */
+  /* The frame being read: payload still to come (while connecting: where
+   * the search for the end of the head resumes), the message so far. */
+  uint64_t frame_left, msg_total;
+  uint32_t utf8;       /* UTF-8 state of the text message being read */
+  uint16_t proto_len;  /* client, connecting: bytes of offered protocols */
+  uint8_t key[4];      /* the frame's mask key */
+  uint8_t op;          /* the frame's opcode (0x0F: continuation; 0: none) */
+  uint8_t fin, msg_op; /* the frame's FIN; the message's opcode (0: none) */
+  uint8_t off;         /* mask key position */
+  unsigned char d[];
+};
+struct ws__obuf {
+  size_t cap, head, len; /* bytes at d; sent up to head; queued up to len */
+  unsigned char d[];
+};
+/* The buffers start 8-byte aligned for their counters. */
+typedef char ws__buffer_overhead_ok[sizeof(struct ws__ibuf) + 7 <=
+                                            WS_BUFFER_OVERHEAD &&
+                                        sizeof(struct ws__obuf) + 7 <=
+                                            WS_BUFFER_OVERHEAD
+                                    ? 1
+                                    : -1];
+
+/* Output bytes not yet written. */
+#define WS__QUEUED(p) ((p)->out ? (p)->out->len - (p)->out->head : (size_t)0)
+
+static const ws_callbacks ws__no_callbacks;
+
+static void *ws__realloc(struct ws__conn_priv *p, void *ptr, size_t n) {
+  if (p->cfg->realloc) return p->cfg->realloc(ptr, n, p->cfg->alloc_ctx);
+#ifndef WS_NO_MALLOC
+  if (n == 0) {
+    free(ptr);
+    return NULL;
+  }
+  return realloc(ptr, n);
+#else
+  return NULL;
+#endif
+}
+
+#ifndef WS_NO_CLIENT
+#if WS__HAVE_OS
+static int ws__os_random(void *buf, size_t n) {
+  unsigned char *p = (unsigned char *)buf;
+#if defined(__linux__)
+  while (n > 0) {
+    ssize_t r = getrandom(p, n, 0);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      break; /* ENOSYS on old kernels: fall through to /dev/urandom */
+    }
+    p += r;
+    n -= (size_t)r;
+  }
+  if (n == 0) return WS_OK;
+#elif defined(__APPLE__) || defined(__OpenBSD__) || defined(__FreeBSD__) || \
+    defined(__NetBSD__) || defined(__DragonFly__)
+  arc4random_buf(p, n);
+  return WS_OK;
+#endif
+  {
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return WS_ERANDOM;
+    while (n > 0) {
+      ssize_t r = read(fd, p, n);
+      if (r <= 0) {
+        if (r < 0 && errno == EINTR) continue;
+        close(fd);
+        return WS_ERANDOM;
+      }
+      p += r;
+      n -= (size_t)r;
+    }
+    close(fd);
+    return WS_OK;
+  }
+}
+#endif
+
+static int ws__random(ws_conn *c, void *buf, size_t n) {
+  struct ws__conn_priv *p = WS__P(c);
+  if (p->cb->random) {
+    int rc;
+    p->depth++;
+    rc = p->cb->random(c, buf, n, p->user);
+    p->depth--;
+    return rc == WS_OK ? WS_OK : WS_ERANDOM;
+  }
+#if WS__HAVE_OS
+  return ws__os_random(buf, n);
+#else
+  (void)buf, (void)n;
+  return WS_ERANDOM;
+#endif
+}
+#endif /* WS_NO_CLIENT */
+
+/* see ws.h */
+void ws_config_init(ws_config *cfg, int role) {
+  WS_ASSERT(cfg != NULL);
+  memset(cfg, 0, sizeof *cfg);
+  cfg->role = role;
+  cfg->max_handshake = WS_MAX_HANDSHAKE;
+  cfg->max_headers = WS_MAX_HEADERS;
+  cfg->max_frame = WS_MAX_FRAME;
+  cfg->max_message = WS_MAX_MESSAGE;
+  cfg->max_queued = WS_MAX_QUEUED;
+  cfg->frame_size = 0;
+  cfg->stream = 0;
+  cfg->handshake_timeout_ms = WS_HANDSHAKE_TIMEOUT_MS;
+  cfg->close_timeout_ms = WS_CLOSE_TIMEOUT_MS;
+  cfg->ping_interval_ms = 0;
+  cfg->pong_timeout_ms = WS_PONG_TIMEOUT_MS;
+}
+
+/* see ws.h */
+int ws_conn_init(ws_conn *c, const ws_config *cfg, const ws_callbacks *cb,
+                 void *user) {
+  struct ws__conn_priv *p;
+  if (c == NULL || cfg == NULL ||
+#ifdef WS_NO_SERVER
+      cfg->role == WS_SERVER ||
+#endif
+#ifdef WS_NO_CLIENT
+      cfg->role == WS_CLIENT ||
+#endif
+      (cfg->role != WS_SERVER && cfg->role != WS_CLIENT) ||
+      cfg->max_handshake < 64 || cfg->max_handshake > 65535)
+    return WS_EINVAL;
+  p = WS__P(c);
+  memset(p, 0, sizeof *p);
+  p->cfg = cfg;
+  p->cb = cb ? cb : &ws__no_callbacks;
+  p->user = user;
+  p->t = WS__NONE;
+  p->role = (uint8_t)cfg->role;
+  p->state = WS_STATE_INIT;
+  if (p->role == WS_SERVER) {
+    p->state = WS_STATE_CONNECTING;
+    p->flags |= WS__F_STARTED | WS__F_ARM_HS;
+  }
+  return WS_OK;
+}
+
+/* see ws.h */
+int ws_conn_set_buffers(ws_conn *c, void *in, size_t in_cap, void *out,
+                        size_t out_cap) {
+  struct ws__conn_priv *p;
+  if (c == NULL || in == NULL || out == NULL ||
+      in_cap < 2 * WS__IN_RESERVE + WS_BUFFER_OVERHEAD ||
+      out_cap < 2 * WS__IN_RESERVE + WS_BUFFER_OVERHEAD)
+    return WS_EINVAL;
+  p = WS__P(c);
+  if (p->in || p->out || p->state > WS_STATE_CONNECTING) return WS_ESTATE;
+  /* Each buffer starts with its bookkeeping, aligned for it. */
+  {
+    size_t ia = (size_t)(-(uintptr_t)in & 7);
+    size_t oa = (size_t)(-(uintptr_t)out & 7);
+    p->in = (struct ws__ibuf *)(void *)((unsigned char *)in + ia);
+    p->out = (struct ws__obuf *)(void *)((unsigned char *)out + oa);
+    memset(p->in, 0, sizeof *p->in);
+    memset(p->out, 0, sizeof *p->out);
+    /* The same capacity whatever the alignment: ia + the header never
+     * exceed WS_BUFFER_OVERHEAD. */
+    p->in->cap = in_cap - WS_BUFFER_OVERHEAD;
+    p->out->cap = out_cap - WS_BUFFER_OVERHEAD;
+  }
+  p->flags |= WS__F_FIXED;
+  return WS_OK;
+}
+
+/* Moves to CLOSED. code/err say why; on_close runs when the outermost API
+ * call returns (never inside another callback). */
+static void ws__set_closed(struct ws__conn_priv *p, int code, int err) {
+  if (p->flags & WS__F_CLOSED) return;
+  p->flags |= WS__F_CLOSED;
+  p->state = WS_STATE_CLOSED;
+  if (!(p->flags & WS__F_PEER_CODE)) p->close_code = (uint16_t)code;
+  if (err != WS_OK && p->err == WS_OK) p->err = err;
+}
+
+/* Runs owed on_close at the end of a public call. Returns rc, or
+ * WS_ECLOSED when the connection is now closed (and c may be gone). */
+static int ws__done(ws_conn *c, int rc) {
+  struct ws__conn_priv *p = WS__P(c);
+  const char *reason;
+  size_t len;
+  if (!(p->flags & WS__F_CLOSED)) return rc;
+  if (p->depth) return rc == WS_OK ? WS_ECLOSED : rc;
+  if ((p->flags & WS__F_NOTIFIED) || !(p->flags & WS__F_STARTED))
+    return WS_ECLOSED;
+  p->flags |= WS__F_NOTIFIED;
+  if (p->flags & WS__F_PEER_CODE) {
+    reason = p->in ? (const char *)p->in->d : "";
+    len = p->in ? p->close_len : 0;
+  } else {
+    reason = ws_strerror(p->err);
+    len = strlen(reason);
+  }
+  if (p->cb->on_close) p->cb->on_close(c, p->close_code, reason, len, p->user);
+  return WS_ECLOSED; /* c must not be touched after on_close */
+}
+
+/* Output queue --------------------------------------------------------- */
+
+static int ws__out_room(struct ws__conn_priv *p, size_t n);
+
+#if WS_BATCH_STACK
+/* Takes the queue off a lent stack buffer: its live bytes move to a heap
+ * buffer with room for `more` after them (no bytes and no room: no buffer).
+ * Without memory the stack buffer stays the queue. */
+static int ws__out_unstack(struct ws__conn_priv *p, size_t more) {
+  struct ws__obuf *o = p->out;
+  size_t n = o->len - o->head;
+  p->out = NULL;
+  p->flags &= ~(uint32_t)WS__F_STACK_OUT;
+  if (n + more == 0) return WS_OK;
+  if (ws__out_room(p, n + more) != WS_OK) {
+    p->out = o;
+    p->flags |= WS__F_STACK_OUT;
+    return WS_ENOMEM;
+  }
+  memcpy(p->out->d, o->d + o->head, n);
+  p->out->len = n;
+  return WS_OK;
+}
+#endif
+
+/* Makes room for n more bytes at the end of the output queue, allocating
+ * it when there is none. */
+static int ws__out_room(struct ws__conn_priv *p, size_t n) {
+  struct ws__obuf *o = p->out, *q;
+  size_t need, cap;
+  if (o) {
+    if (o->cap - o->len >= n) return WS_OK;
+    if (o->head > 0) {
+      memmove(o->d, o->d + o->head, o->len - o->head);
+      o->len -= o->head;
+      o->head = 0;
+      if (o->cap - o->len >= n) return WS_OK;
+    }
+    if (p->flags & WS__F_FIXED) return WS_EFULL;
+  }
+  need = (o ? o->len : 0) + n;
+  if (need < n) return WS_ENOMEM;
+#if WS_BATCH_STACK
+  if (p->flags & WS__F_STACK_OUT) return ws__out_unstack(p, n); /* outgrown */
+#endif
+  /* The first buffer, counters included, is 1 KiB: small enough for the
+   * allocators' per-thread caches (glibc's takes up to 1032 bytes), since
+   * it comes and goes with each burst of output. */
+  cap = o ? o->cap : 1024 - sizeof *o;
+  while (cap < need) cap = cap * 2 < cap ? need : cap * 2;
+  if (cap + sizeof *o < cap) return WS_ENOMEM;
+  q = (struct ws__obuf *)ws__realloc(p, o, sizeof *o + cap);
+  if (q == NULL) return WS_ENOMEM;
+  if (o == NULL) q->head = q->len = 0;
+  q->cap = cap;
+  p->out = q;
+  return WS_OK;
+}
+
+static void ws__fail(ws_conn *c, int err, int code);
+
+/* Writes queued output through the write callback. */
+static int ws__flush(ws_conn *c) {
+  struct ws__conn_priv *p = WS__P(c);
+  struct ws__obuf *o = p->out;
+  if (p->flags & WS__F_CLOSED) return WS_OK;
+  while (o && o->head < o->len && !(p->flags & (WS__F_CORK | WS__F_BATCH))) {
+    size_t n = 0;
+    int rc = WS_EIO;
+    if (p->cb->write) {
+      p->depth++;
+      rc = p->cb->write(c, o->d + o->head, o->len - o->head, &n, p->user);
+      p->depth--;
+    }
+    if (rc == WS_EAGAIN || (rc == WS_OK && n == 0)) break;
+    if (rc != WS_OK || n > o->len - o->head) {
+      p->err = p->err ? p->err : WS_EIO;
+      ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_EIO);
+      return WS_EIO;
+    }
+    o->head += n;
+  }
+  if (o && o->head == o->len) {
+    o->head = o->len = 0;
+    if (!(p->flags & (WS__F_FIXED | WS__F_STACK_OUT)) &&
+        o->cap > WS_KEEP_BUFFER) {
+      ws__realloc(p, o, 0);
+      p->out = NULL;
+    }
+  }
+  /* Everything is out: a failing connection, or a server whose closing
+   * handshake is complete, is done (the server closes TCP first). */
+  if (WS__QUEUED(p) == 0 &&
+      ((p->flags & WS__F_FAILING) ||
+       (p->role == WS_SERVER &&
+        (p->flags & (WS__F_CLOSE_SENT | WS__F_CLOSE_RCVD)) ==
+            (WS__F_CLOSE_SENT | WS__F_CLOSE_RCVD))))
+    ws__set_closed(p, p->close_code, WS_OK);
+  return WS_OK;
+}
+
+/* Flushes unless a batch holds output; a batch that grows large is flushed
+ * anyway so one read cannot pile up unbounded replies. */
+static int ws__maybe_flush(ws_conn *c) {
+  struct ws__conn_priv *p = WS__P(c);
+  size_t q = WS__QUEUED(p);
+  /* Held output that stays held: nothing for ws__flush to do. */
+  if (q > 0 && !(p->flags & WS__F_CLOSED) &&
+      ((p->flags & WS__F_CORK) ||
+       ((p->flags & WS__F_BATCH) && q < WS_BATCH_FLUSH)))
+    return WS_OK;
+  if ((p->flags & WS__F_BATCH) && q >= WS_BATCH_FLUSH) {
+    int rc;
+    p->flags &= ~(uint32_t)WS__F_BATCH;
+    rc = ws__flush(c);
+    p->flags |= WS__F_BATCH;
+    return rc;
+  }
+  return ws__flush(c);
+}
+
+/* Appends one frame to a queue known to have room for it. The payload may
+ * be NULL when len is 0. */
+static int ws__put_frame(ws_conn *c, int fin, int op, const void *data,
+                         size_t len) {
+  struct ws__conn_priv *p = WS__P(c);
+  unsigned char *o = p->out->d + p->out->len;
+  size_t hl;
+#ifndef WS_NO_CLIENT
+  if (p->role == WS_CLIENT) {
+    uint8_t key[4];
+    int rc;
+    if ((rc = ws__random(c, key, 4)) != WS_OK) return rc;
+    hl = ws_frame_write(o, fin, op, len, key);
+    if (len) memcpy(o + hl, data, len);
+    ws_mask(o + hl, len, key, 0);
+  } else
+#endif
+  if (len < 126) { /* the usual small frame: its two bytes here */
+    o[0] = (unsigned char)((fin ? 0x80 : 0) | op);
+    o[1] = (unsigned char)len;
+    hl = 2;
+    if (len) memcpy(o + 2, data, len);
+  } else {
+    hl = ws_frame_write(o, fin, op, len, NULL);
+    memcpy(o + hl, data, len);
+  }
+  p->out->len += hl + len;
+  return WS_OK;
+}
+
+/* Appends one frame. The payload may be NULL when len is 0. */
+static int ws__queue_frame(ws_conn *c, int fin, int op, const void *data,
+                           size_t len) {
+  int rc;
+  if ((rc = ws__out_room(WS__P(c), WS_FRAME_HEADER_MAX + len)) != WS_OK)
+    return rc;
+  return ws__put_frame(c, fin, op, data, len);
+}
+
+static size_t ws__hdr_size(size_t len, int role) {
+  return (len < 126 ? 2 : len <= 0xFFFF ? 4 : 10) + (role == WS_CLIENT ? 4 : 0);
+}
+
+/* Queues a close frame (code 0: none) and marks it sent. A close frame is
+ * small and is queued past max_queued: it must not be lost. */
+static int ws__queue_close(ws_conn *c, int code, const char *reason,
+                           size_t rlen) {
+  struct ws__conn_priv *p = WS__P(c);
+  unsigned char body[WS_CONTROL_MAX];
+  size_t n = 0;
+  int rc;
+  if (code) {
+    body[0] = (unsigned char)(code >> 8);
+    body[1] = (unsigned char)code;
+    n = 2;
+    if (rlen) memcpy(body + 2, reason, rlen);
+    n += rlen;
+  }
+  p->flags |= WS__F_CLOSE_SENT | WS__F_ARM_CLOSE;
+  rc = ws__queue_frame(c, 1, WS_OP_CLOSE, body, n);
+  return rc;
+}
+
+/* Fails the connection: a close frame with `code` when one may still be
+ * sent (code 0: drop the transport at once, 1006), then CLOSED once the
+ * output is flushed. Only the first error sticks. */
+static void ws__fail(ws_conn *c, int err, int code) {
+  struct ws__conn_priv *p = WS__P(c);
+  if (p->flags & (WS__F_FAILING | WS__F_CLOSED)) return;
+  if (p->err == WS_OK) p->err = err;
+  p->flags |= WS__F_FAILING;
+  if (code && (p->state == WS_STATE_OPEN || p->state == WS_STATE_CLOSING) &&
+      !(p->flags & WS__F_CLOSE_SENT)) {
+    p->state = WS_STATE_CLOSING;
+    p->close_code = (uint16_t)code;
+    if (ws__queue_close(c, code, NULL, 0) != WS_OK)
+      ws__set_closed(p, code, err);
+    return;
+  }
+  if (!code || !(p->flags & WS__F_CLOSE_SENT)) {
+    ws__set_closed(p, code ? code : WS_CLOSE_ABNORMAL, err);
+    return;
+  }
+  /* A close frame was already sent: finish once it is flushed, reporting
+   * why this side gave up. */
+  if (!(p->flags & WS__F_PEER_CODE)) p->close_code = (uint16_t)code;
+}
+
+/* Input --------------------------------------------------------------- */
+
+/* Makes room for at least `want` bytes at in + rlen, moving live bytes to
+ * the front and growing the buffer when allowed. Returns the room (0 when a
+ * fixed buffer is full), or a negative error. */
+static long ws__in_room(struct ws__conn_priv *p, size_t want) {
+  struct ws__ibuf *b = p->in, *q;
+  size_t need, cap;
+  if (b) {
+    if (b->cap - b->rlen >= want)
+      return (long)WS__MIN(b->cap - b->rlen, (size_t)0x7FFFFFFF);
+    /* Squeeze out what was consumed: the bytes before the message, and the
+     * frame headers between its fragments. The peer's close reason, kept at
+     * the front for on_close, stays where it is. */
+    if (p->state >= WS_STATE_OPEN && !(p->flags & WS__F_CLOSE_RCVD) &&
+        (b->mstart > 0 || b->rpos > b->mstart + b->mlen)) {
+      if (b->mstart > 0) memmove(b->d, b->d + b->mstart, b->mlen);
+      memmove(b->d + b->mlen, b->d + b->rpos, b->rlen - b->rpos);
+      b->rlen = b->mlen + (b->rlen - b->rpos);
+      b->rpos = b->mlen;
+      b->mstart = 0;
+      if (b->cap - b->rlen >= want)
+        return (long)WS__MIN(b->cap - b->rlen, (size_t)0x7FFFFFFF);
+    }
+    if (p->flags & WS__F_FIXED)
+      return (long)WS__MIN(b->cap - b->rlen, (size_t)0x7FFFFFFF);
+  }
+  need = (b ? b->rlen : 0) + want;
+  cap = b ? b->cap : 1024;
+  while (cap < need) cap *= 2;
+  q = (struct ws__ibuf *)ws__realloc(p, b, sizeof *b + cap);
+  if (q == NULL) return WS_ENOMEM;
+  if (b == NULL) memset(q, 0, sizeof *q);
+  q->cap = cap;
+  p->in = q;
+  return (long)WS__MIN(q->cap - q->rlen, (size_t)0x7FFFFFFF);
+}
+
+/* Client: the nonce and the offered subprotocols sit at the front of the
+ * input buffer until the response has been checked. */
+#define WS__CLI_BASE(p) ((size_t)16 + (p)->in->proto_len)
+
+/* How many bytes the next read should have room for. */
+static size_t ws__read_want(const struct ws__conn_priv *p) {
+  if (p->state == WS_STATE_CONNECTING) {
+    size_t base = p->role == WS_CLIENT ? WS__CLI_BASE(p) : 0;
+    size_t rlen = p->in ? p->in->rlen : 0, cap = p->in ? p->in->cap : 0;
+    size_t used = rlen - base;
+    /* Small steps: a head is usually a few hundred bytes, and a client
+     * that trickles one should not pin max_handshake bytes. */
+    if (used > p->cfg->max_handshake || cap > rlen) return 1;
+    return WS__MIN(p->cfg->max_handshake + 1 - used, (size_t)1024);
+  }
+  if (p->in && p->in->frame_left > WS_READ_CHUNK && !p->cfg->stream)
+    return (size_t)WS__MIN(p->in->frame_left, (uint64_t)(1u << 20));
+  return WS_READ_CHUNK;
+}
+
+static int ws__call_message(ws_conn *c, int op, const void *d, size_t n,
+                            int fin) {
+  struct ws__conn_priv *p = WS__P(c);
+  int rc = 0;
+  if (p->cb->on_message) {
+    p->depth++;
+    rc = p->cb->on_message(c, op, d, n, fin, p->user);
+    p->depth--;
+  }
+  if (rc < 0) {
+    ws__fail(c, WS_EAPP, WS_CLOSE_INTERNAL);
+    return WS_EAPP;
+  }
+  return WS_OK;
+}
+
+/* A whole control frame sits at in + rpos. */
+static int ws__control(ws_conn *c, const ws_frame *f, unsigned char *d) {
+  struct ws__conn_priv *p = WS__P(c);
+  size_t n = (size_t)f->len;
+  if (f->masked) ws_mask(d, n, f->mask, 0);
+  if (f->opcode == WS_OP_PING) {
+    if (p->cb->on_ping) {
+      p->depth++;
+      p->cb->on_ping(c, d, n, p->user);
+      p->depth--;
+    }
+    /* Answer unless closing; a peer that pings faster than it reads gets
+     * no more pongs once the queue is full (a later ping is answered). */
+    if (!(p->flags & (WS__F_CLOSE_SENT | WS__F_FAILING | WS__F_CLOSED)) &&
+        WS__QUEUED(p) + n + 14 <= p->cfg->max_queued) {
+      int rc = ws__queue_frame(c, 1, WS_OP_PONG, d, n);
+      if (rc == WS_ENOMEM) {
+        ws__fail(c, rc, WS_CLOSE_INTERNAL);
+        return rc;
+      }
+    }
+    return WS_OK;
+  }
+  if (f->opcode == WS_OP_PONG) {
+    if ((p->flags & WS__F_PONG_WAIT) && p->state == WS_STATE_OPEN) {
+      /* Answered: the next ping one interval from now. */
+      p->flags &= ~(uint32_t)WS__F_PONG_WAIT;
+      p->flags |= WS__F_ARM_PING;
+    }
+    if (p->cb->on_pong) {
+      p->depth++;
+      p->cb->on_pong(c, d, n, p->user);
+      p->depth--;
+    }
+    return WS_OK;
+  }
+  /* Close */
+  {
+    uint16_t code;
+    const char *reason;
+    size_t rlen;
+    int rc = ws_close_parse(d, n, &code, &reason, &rlen);
+    if (rc != WS_OK) {
+      ws__fail(c, rc, rc == WS_EUTF8 ? WS_CLOSE_INVALID_DATA : WS_CLOSE_PROTOCOL);
+      return rc;
+    }
+    /* Keep the reason at the front of the buffer for on_close. */
+    memmove(p->in->d, reason, rlen);
+    p->close_len = (uint8_t)rlen;
+    p->close_code = code;
+    p->flags |= WS__F_CLOSE_RCVD | WS__F_PEER_CODE | WS__F_ARM_CLOSE;
+    p->state = WS_STATE_CLOSING;
+    p->in->rpos = p->in->rlen = p->in->mstart = rlen;
+    p->in->mlen = 0;
+    if (!(p->flags & WS__F_CLOSE_SENT)) {
+      /* Echo the peer's code (none if it sent none). */
+      rc = ws__queue_close(c, code == WS_CLOSE_NO_STATUS ? 0 : code, NULL, 0);
+      if (rc != WS_OK) ws__set_closed(p, code, rc);
+    }
+    return WS_OK;
+  }
+}
+
+/* Nothing pending in the input buffer: rewind it, and give it back when
+ * it is over WS_KEEP_BUFFER (so an idle connection holds none). */
+static void ws__in_idle(struct ws__conn_priv *p) {
+  struct ws__ibuf *b = p->in;
+  if (b == NULL || b->rpos != b->rlen || b->mlen != 0 || b->op != 0 ||
+      b->msg_op != 0 || p->state < WS_STATE_OPEN ||
+      (p->flags & (WS__F_CLOSE_RCVD | WS__F_CLOSED)))
+    return;
+  b->rpos = b->rlen = b->mstart = 0;
+  if (!(p->flags & WS__F_FIXED) && b->cap > WS_KEEP_BUFFER) {
+    ws__realloc(p, b, 0);
+    p->in = NULL;
+  }
+}
+
+/* A data frame of len bytes, after total bytes of its message of which
+ * mlen are held, is over a limit: max_frame, max_message, or (fixed
+ * buffers, not streaming) what the input buffer can hold. */
+static int ws__too_big(const struct ws__conn_priv *p, uint64_t len,
+                       uint64_t total, size_t mlen) {
+  return len > p->cfg->max_frame || len > p->cfg->max_message - total ||
+         (!p->cfg->stream && (p->flags & WS__F_FIXED) &&
+          mlen + len + WS__IN_RESERVE > p->in->cap);
+}
+
+/* Processes frames in in[rpos..rlen). */
+static int ws__frames(ws_conn *c) {
+  struct ws__conn_priv *p = WS__P(c);
+  while (!(p->flags & (WS__F_CLOSE_RCVD | WS__F_FAILING | WS__F_CLOSED))) {
+    if (p->in->op == 0) {
+      /* Between frames: parse a header. */
+      ws_frame f;
+      size_t hl;
+      int rc = ws__frame_parse(p->in->d + p->in->rpos, p->in->rlen - p->in->rpos, &f, &hl);
+      if (rc == WS_EAGAIN) break;
+      if (rc != WS_OK || f.rsv != 0 ||
+          f.masked != (p->role == WS_SERVER ? 1 : 0)) {
+        ws__fail(c, WS_EPROTO, WS_CLOSE_PROTOCOL);
+        return WS_EPROTO;
+      }
+      if (f.opcode >= 8) {
+        if (p->in->rlen - p->in->rpos < hl + f.len) break; /* whole frame first */
+        rc = ws__control(c, &f, p->in->d + p->in->rpos + hl);
+        if (rc != WS_OK) return rc;
+        if (!(p->flags & WS__F_CLOSE_RCVD)) {
+          p->in->rpos += hl + (size_t)f.len;
+          if (p->in->msg_op == 0) p->in->mstart = p->in->rpos;
+        }
+        continue;
+      }
+      if ((f.opcode == WS_OP_CONT) != (p->in->msg_op != 0)) {
+        ws__fail(c, WS_EPROTO, WS_CLOSE_PROTOCOL);
+        return WS_EPROTO;
+      }
+      if (f.opcode != WS_OP_CONT) p->in->msg_total = 0;
+      if (ws__too_big(p, f.len, p->in->msg_total, p->in->mlen)) {
+        ws__fail(c, WS_ETOOBIG, WS_CLOSE_TOO_BIG);
+        return WS_ETOOBIG;
+      }
+      p->in->rpos += hl;
+      if (f.opcode != WS_OP_CONT) {
+        p->in->msg_op = f.opcode;
+        p->in->mstart = p->in->rpos;
+        p->in->mlen = 0;
+        p->in->utf8 = WS_UTF8_INIT;
+      }
+      p->in->op = f.opcode == WS_OP_CONT ? 0x0F : f.opcode; /* 0: none */
+      p->in->fin = f.fin;
+      memcpy(p->in->key, f.mask, 4);
+      p->in->frame_left = f.len;
+      p->in->off = 0;
+    }
+    /* Inside a data frame: take what payload is here. */
+    {
+      size_t avail = (size_t)WS__MIN(p->in->frame_left, (uint64_t)(p->in->rlen - p->in->rpos));
+      int last = (avail == p->in->frame_left);
+      int done = last && p->in->fin;
+      unsigned char *d = p->in->d + p->in->rpos;
+      if (avail == 0 && !last) break;
+      if (p->role == WS_SERVER) ws_mask(d, avail, p->in->key, p->in->off);
+      if (p->in->msg_op == WS_OP_TEXT) {
+        size_t bad;
+        if (ws_utf8_check(&p->in->utf8, d, avail, done, &bad) != WS_OK) {
+          ws__fail(c, WS_EUTF8, WS_CLOSE_INVALID_DATA);
+          return WS_EUTF8;
+        }
+      }
+      p->in->frame_left -= avail;
+      p->in->off = (uint8_t)((p->in->off + avail) & 3);
+      p->in->msg_total += avail;
+      p->in->rpos += avail;
+      if (p->cfg->stream) {
+        /* Deliver the piece now; nothing is kept. An empty piece is only
+         * worth a call when it ends the message. */
+        int op = p->in->msg_op;
+        if (last) p->in->op = 0;
+        if (done) p->in->msg_op = 0;
+        p->in->mstart = p->in->rpos;
+        if (avail > 0 || done) {
+          int rc = ws__call_message(c, op, d, avail, done);
+          if (rc != WS_OK) return rc;
+        }
+        continue;
+      }
+      if (p->in->mstart + p->in->mlen != (size_t)(d - p->in->d))
+        memmove(p->in->d + p->in->mstart + p->in->mlen, d, avail);
+      p->in->mlen += avail;
+      if (last) p->in->op = 0;
+      if (done) {
+        int op = p->in->msg_op, rc;
+        p->in->msg_op = 0;
+        rc = ws__call_message(c, op, p->in->d + p->in->mstart, p->in->mlen, 1);
+        p->in->mstart = p->in->rpos;
+        p->in->mlen = 0;
+        if (rc != WS_OK) return rc;
+      }
+    }
+  }
+  ws__in_idle(p);
+  return WS_OK;
+}
+
+static void ws__open(ws_conn *c, const char *proto, size_t plen) {
+  struct ws__conn_priv *p = WS__P(c);
+  p->state = WS_STATE_OPEN;
+  p->flags &= ~(uint32_t)WS__F_ARM_HS;
+  p->t = WS__NONE;
+  if (p->cfg->ping_interval_ms) p->flags |= WS__F_ARM_PING;
+  if (p->cb->on_open) {
+    p->depth++;
+    p->cb->on_open(c, proto, plen, p->user);
+    p->depth--;
+  }
+}
+
+#ifndef WS_NO_SERVER
+/* Refuses an upgrade with an HTTP error and ends the connection. */
+static int ws__refuse(ws_conn *c, int status, int err) {
+  struct ws__conn_priv *p = WS__P(c);
+  size_t n;
+  p->err = err;
+  p->close_code = WS_CLOSE_ABNORMAL;
+  p->flags |= WS__F_FAILING;
+  if (ws__out_room(p, 160) != WS_OK ||
+      ws_http_error_write(p->out->d + p->out->len, p->out->cap - p->out->len, status, &n) !=
+          WS_OK) {
+    ws__set_closed(p, WS_CLOSE_ABNORMAL, err);
+    return err;
+  }
+  p->out->len += n;
+  return err;
+}
+
+/* see ws.h */
+int ws_http_respond(ws_conn *c, int status, const ws_header *headers,
+                    size_t num_headers, const void *body, size_t len) {
+  struct ws__conn_priv *p;
+  ws__wbuf w;
+  size_t i, need = 128 + len;
+  int rc;
+  WS_ASSERT(c != NULL);
+  p = WS__P(c);
+  if (!(p->flags & WS__F_IN_HTTP) || (p->flags & WS__F_FAILING))
+    return WS_ESTATE;
+  if (status < 100 || status > 599 || (body == NULL && len > 0) ||
+      (headers == NULL && num_headers > 0))
+    return WS_EINVAL;
+  for (i = 0; i < num_headers; i++) need += headers[i].name_len + headers[i].value_len + 4;
+  if ((rc = ws__out_room(p, need)) != WS_OK) return rc;
+  w.p = (char *)p->out->d + p->out->len, w.cap = p->out->cap - p->out->len, w.len = 0, w.over = 0;
+  ws__wrs(&w, "HTTP/1.1 ");
+  ws__wr_uint(&w, (unsigned)status);
+  ws__wrs(&w, " ");
+  ws__wrs(&w, status == 200 ? "OK" : ws__reason_phrase(status));
+  ws__wrs(&w, "\r\nConnection: close\r\nContent-Length: ");
+  ws__wr_uint(&w, len);
+  ws__wrs(&w, "\r\n");
+  if (ws__wr_extra(&w, headers, num_headers) != WS_OK) return WS_EINVAL;
+  ws__wrs(&w, "\r\n");
+  if (len) ws__wr(&w, (const char *)body, len);
+  if (w.over) return WS_ENOSPC;
+  p->out->len += w.len;
+  /* The exchange ends once the response is out. */
+  p->flags |= WS__F_FAILING;
+  p->close_code = WS_CLOSE_ABNORMAL;
+  return WS_OK;
+}
+
+/* Server: look for a complete request and answer it. */
+static int ws__server_handshake(ws_conn *c) {
+  struct ws__conn_priv *p = WS__P(c);
+  ws_header hdrs[WS_MAX_HEADERS];
+  ws_request req;
+  ws_accept acc;
+  size_t head, consumed, n, extra = 0, i;
+  int status, rc;
+  size_t from = (size_t)p->in->frame_left;
+  head = ws__head_end((const char *)p->in->d, p->in->rlen, from);
+  if (ws__bare_lf_from(p->in->d, head ? head : p->in->rlen, from))
+    return ws__refuse(c, 400, WS_EHANDSHAKE);
+  p->in->frame_left = p->in->rlen; /* resume the searches here next time */
+  if (head == 0 || head > p->cfg->max_handshake) {
+    if (p->in->rlen > p->cfg->max_handshake) return ws__refuse(c, 431, WS_EHANDSHAKE);
+    /* A bad first line fails at once, without waiting for the rest; only
+     * its first bytes are looked at, so a trickled head costs O(n). */
+    rc = ws_request_parse(p->in->d, WS__MIN(p->in->rlen, (size_t)16), &req, hdrs, 0,
+                          &consumed, &status);
+    if (rc == WS_EHANDSHAKE) return ws__refuse(c, status, WS_EHANDSHAKE);
+    return WS_OK;
+  }
+  rc = ws_request_parse(p->in->d, head, &req, hdrs, WS__MAX_HDRS(p), &consumed,
+                        &status);
+  if (rc != WS_OK && req.method && !req.upgrade && p->cb->on_http) {
+    /* A well-formed plain HTTP request: the application may answer it. */
+    size_t before = WS__QUEUED(p);
+    p->depth++;
+    p->flags |= WS__F_IN_HTTP;
+    status = p->cb->on_http(c, &req, p->user);
+    p->flags &= ~(uint32_t)WS__F_IN_HTTP;
+    p->depth--;
+    if (p->flags & WS__F_CLOSED) return WS_ECLOSED;
+    if (status == 0 && WS__QUEUED(p) > before) return WS_OK; /* answered */
+    return ws__refuse(c, status >= 400 && status <= 599 ? status : 404,
+                      WS_EHANDSHAKE);
+  }
+  if (rc != WS_OK) return ws__refuse(c, status, WS_EHANDSHAKE);
+  memset(&acc, 0, sizeof acc);
+  status = 0;
+  if (p->cb->on_handshake) {
+    p->depth++;
+    status = p->cb->on_handshake(c, &req, &acc, p->user);
+    p->depth--;
+    if (p->flags & WS__F_CLOSED) return WS_ECLOSED;
+  }
+  if (status != 0)
+    return ws__refuse(c, (status >= 400 && status <= 599) ? status : 500,
+                      WS_EREFUSED);
+  if (acc.protocol) {
+    size_t k, cnt = ws_request_protocol_count(&req), plen = strlen(acc.protocol);
+    int offered = 0;
+    for (k = 0; k < cnt; k++) {
+      const char *t;
+      size_t tl;
+      ws_request_protocol(&req, k, &t, &tl);
+      if (tl == plen && memcmp(t, acc.protocol, tl) == 0) offered = 1;
+    }
+    if (!offered) return ws__refuse(c, 500, WS_EINVAL);
+  }
+  for (i = 0; i < acc.num_headers && acc.headers; i++)
+    extra += acc.headers[i].name_len + acc.headers[i].value_len + 4;
+  if (acc.protocol) extra += strlen(acc.protocol) + 32;
+  if ((rc = ws__out_room(p, 160 + extra)) != WS_OK)
+    return ws__refuse(c, 500, rc);
+  rc = ws_response_write(p->out->d + p->out->len, p->out->cap - p->out->len, req.key,
+                         req.key_len, acc.protocol, acc.headers,
+                         acc.num_headers, &n);
+  if (rc != WS_OK) return ws__refuse(c, 500, rc);
+  p->out->len += n;
+  p->in->rpos = p->in->mstart = consumed;
+  p->in->frame_left = 0;
+  ws__open(c, acc.protocol, acc.protocol ? strlen(acc.protocol) : 0);
+  return WS_OK;
+}
+#endif /* WS_NO_SERVER */
+
+#ifndef WS_NO_CLIENT
+
+/* Client: look for the server's response and check it. */
+static int ws__client_handshake(ws_conn *c) {
+  struct ws__conn_priv *p = WS__P(c);
+  ws_header hdrs[WS_MAX_HEADERS];
+  ws_response resp;
+  size_t base = WS__CLI_BASE(p), head, consumed;
+  uint8_t nonce[16];
+  int rc;
+  memcpy(nonce, p->in->d, 16);
+  head = ws__head_end((const char *)p->in->d + base, p->in->rlen - base,
+                      (size_t)p->in->frame_left);
+  if (ws__bare_lf_from(p->in->d + base, head ? head : p->in->rlen - base,
+                       (size_t)p->in->frame_left)) {
+    ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_EHANDSHAKE);
+    return WS_EHANDSHAKE;
+  }
+  p->in->frame_left = p->in->rlen - base; /* resume the searches here next time */
+  if (head == 0 || head > p->cfg->max_handshake) {
+    if (p->in->rlen - base > p->cfg->max_handshake) {
+      ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_EHANDSHAKE);
+      return WS_EHANDSHAKE;
+    }
+    rc = ws_response_parse(p->in->d + base, WS__MIN(p->in->rlen - base, (size_t)16),
+                           nonce, NULL, 0, &resp, hdrs, 0, &consumed);
+    if (rc == WS_EHANDSHAKE) {
+      ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_EHANDSHAKE);
+      return WS_EHANDSHAKE;
+    }
+    return WS_OK;
+  }
+  rc = ws_response_parse(p->in->d + base, head, nonce,
+                         (const char *)p->in->d + 16, p->in->proto_len,
+                         &resp, hdrs, WS__MAX_HDRS(p), &consumed);
+  if (rc != WS_OK) {
+    ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_EHANDSHAKE);
+    return WS_EHANDSHAKE;
+  }
+  /* From here the union holds frame state. */
+  p->in->proto_len = 0;
+  p->in->rpos = p->in->mstart = base + consumed;
+  p->in->frame_left = 0;
+  ws__open(c, resp.protocol, resp.protocol_len);
+  return WS_OK;
+}
+#endif /* WS_NO_CLIENT */
+
+/* Processes whatever input is buffered. */
+static int ws__process(ws_conn *c) {
+  struct ws__conn_priv *p = WS__P(c);
+  int rc = WS_OK;
+  if (p->flags & (WS__F_FAILING | WS__F_CLOSED)) return p->err;
+  if (p->state == WS_STATE_CONNECTING) {
+#if !defined(WS_NO_SERVER) && !defined(WS_NO_CLIENT)
+    rc = p->role == WS_SERVER ? ws__server_handshake(c)
+                              : ws__client_handshake(c);
+#elif !defined(WS_NO_SERVER)
+    rc = ws__server_handshake(c);
+#else
+    rc = ws__client_handshake(c);
+#endif
+    if (rc != WS_OK || p->state != WS_STATE_OPEN) return rc;
+  }
+  if (p->state >= WS_STATE_OPEN && !(p->flags & WS__F_CLOSE_RCVD)) {
+    if (p->flags & WS__F_CLOSED) return rc;
+    rc = ws__frames(c);
+  } else if (p->flags & WS__F_CLOSE_RCVD) {
+    p->in->rlen = p->in->rpos; /* after the peer's close, input is ignored */
+  }
+  return rc;
+}
+
+/* End of stream from the transport. */
+static void ws__eof(ws_conn *c) {
+  struct ws__conn_priv *p = WS__P(c);
+  p->flags |= WS__F_EOF;
+  if (p->flags & WS__F_CLOSE_RCVD)
+    ws__set_closed(p, p->close_code, WS_OK);
+  else
+    ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_EEOF);
+}
+
+/* see ws.h */
+int ws_conn_want_read(const ws_conn *c) {
+  const struct ws__conn_priv *p = WS__P(c);
+  size_t q;
+  if (p->state == WS_STATE_INIT || (p->flags & (WS__F_CLOSED | WS__F_FAILING)))
+    return 0;
+  if (p->role == WS_SERVER && (p->flags & WS__F_CLOSE_RCVD)) return 0;
+  /* Stop reading once half the output limit is queued (and always before
+   * a pong could no longer fit): a peer that sends faster than it reads is
+   * paused, and what it already sent still has room for its replies. */
+  q = WS__QUEUED(p);
+  if (q == 0) return 1; /* nothing queued: never stall */
+  return q <= p->cfg->max_queued / 2 &&
+         q + WS_FRAME_HEADER_MAX + WS_CONTROL_MAX <= p->cfg->max_queued;
+}
+
+/* The sticky error or WS_OK, at the end of a public call. */
+static int ws__result(ws_conn *c, int rc) {
+  struct ws__conn_priv *p = WS__P(c);
+  if (rc == WS_OK && p->err != WS_OK && !(p->flags & WS__F_CLOSED))
+    rc = p->err;
+  return ws__done(c, rc);
+}
+
+#if WS_BATCH_STACK
+/* Lends the output queue a stack buffer for one call that processes input,
+ * when the connection has no queue. */
+#define WS__STACK_OUT(p)                                                  \
+  union {                                                                 \
+    size_t align;                                                         \
+    unsigned char b[WS_BATCH_STACK];                                      \
+  } ws__sb;                                                               \
+  if ((p)->out == NULL && !((p)->flags & WS__F_FIXED)) {                  \
+    (p)->out = (struct ws__obuf *)(void *)ws__sb.b;                       \
+    (p)->out->cap = sizeof ws__sb - sizeof *(p)->out;                     \
+    (p)->out->head = (p)->out->len = 0;                                   \
+    (p)->flags |= WS__F_STACK_OUT;                                        \
+  }
+#else
+#define WS__STACK_OUT(p)
+#endif
+
+/* Batch: replies queued while input is processed leave in one flush. What
+ * the transport does not take moves from a lent stack buffer to the heap
+ * before the call returns (or on_close runs). */
+static int ws__end_batch(ws_conn *c, int rc) {
+  struct ws__conn_priv *p = WS__P(c);
+  int frc;
+  p->flags &= ~(uint32_t)WS__F_BATCH;
+  frc = ws__flush(c);
+#if WS_BATCH_STACK
+  if ((p->flags & WS__F_STACK_OUT) &&
+      ((p->flags & WS__F_CLOSED) || ws__out_unstack(p, 0) != WS_OK)) {
+    p->out = NULL; /* closed, or no memory: what is left is dropped */
+    p->flags &= ~(uint32_t)WS__F_STACK_OUT;
+    if (!(p->flags & WS__F_CLOSED))
+      ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_ENOMEM);
+  }
+#endif
+  return ws__result(c, rc != WS_OK ? rc : frc);
+}
+
+/* A fixed input buffer is full and nothing in it can be consumed: the
+ * request head or the message is larger than the buffer. */
+static void ws__input_full(ws_conn *c) {
+#ifndef WS_NO_SERVER
+  struct ws__conn_priv *p = WS__P(c);
+  if (p->state == WS_STATE_CONNECTING && p->role == WS_SERVER) {
+    ws__refuse(c, 431, WS_EHANDSHAKE);
+    return;
+  }
+#endif
+  ws__fail(c, WS_ETOOBIG, WS_CLOSE_TOO_BIG);
+}
+
+/* see ws.h */
+int ws_conn_on_readable(ws_conn *c) {
+  struct ws__conn_priv *p;
+  int rc = WS_OK;
+  WS_ASSERT(c != NULL);
+  p = WS__P(c);
+  WS_ASSERT(p->depth == 0);
+  if (p->flags & WS__F_CLOSED) return ws__done(c, WS_ECLOSED);
+  p->flags |= WS__F_BATCH;
+  WS__STACK_OUT(p)
+  while (ws_conn_want_read(c)) {
+    size_t n = 0;
+    long room = ws__in_room(p, ws__read_want(p));
+    if (room < 0) {
+      ws__fail(c, (int)room, WS_CLOSE_INTERNAL);
+      break;
+    }
+    if (room == 0) { /* a fixed buffer that cannot take more */
+      ws__input_full(c);
+      break;
+    }
+    rc = WS_EIO;
+    if (p->cb->read) {
+      p->depth++;
+      rc = p->cb->read(c, p->in->d + p->in->rlen, (size_t)room, &n, p->user);
+      p->depth--;
+    }
+    if (rc == WS_EAGAIN) {
+      rc = WS_OK;
+      ws__in_idle(p); /* the room made for this read was not needed */
+      break;
+    }
+    if (rc != WS_OK || n > (size_t)room) {
+      ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_EIO);
+      rc = WS_EIO;
+      break;
+    }
+    if (n == 0) {
+      ws__eof(c);
+      break;
+    }
+    p->in->rlen += n;
+    rc = ws__process(c);
+    if (rc != WS_OK) break;
+  }
+  return ws__end_batch(c, rc);
+}
+
+/* Copies bytes in and processes them: the body of ws_conn_feed(). */
+static int ws__feed(ws_conn *c, const unsigned char *d, size_t len) {
+  struct ws__conn_priv *p = WS__P(c);
+  int rc = WS_OK;
+  while (len > 0 && !(p->flags & (WS__F_CLOSED | WS__F_FAILING))) {
+    size_t take;
+    long room;
+    if (p->flags & WS__F_CLOSE_RCVD) break; /* the rest is ignored */
+    room = ws__in_room(p, WS__MIN(len, WS__MAX(ws__read_want(p), (size_t)WS_READ_CHUNK)));
+    if (room < 0) {
+      ws__fail(c, (int)room, WS_CLOSE_INTERNAL);
+      break;
+    }
+    if (room == 0) {
+      ws__input_full(c);
+      break;
+    }
+    take = WS__MIN(len, (size_t)room);
+    memcpy(p->in->d + p->in->rlen, d, take);
+    p->in->rlen += take;
+    d += take;
+    len -= take;
+    rc = ws__process(c);
+    if (rc != WS_OK) break;
+  }
+  return rc;
+}
+
+/* The checks both feeds start with; WS_OK, and a batch begun, when the
+ * bytes may be processed. */
+static int ws__feed_begin(ws_conn *c, const void *data, size_t len) {
+  struct ws__conn_priv *p;
+  WS_ASSERT(c != NULL);
+  p = WS__P(c);
+  WS_ASSERT(p->depth == 0);
+  if (data == NULL && len > 0) return WS_EINVAL;
+  if (p->flags & WS__F_CLOSED) return ws__done(c, WS_ECLOSED);
+  if (p->state == WS_STATE_INIT) return WS_ESTATE;
+  p->flags |= WS__F_BATCH;
+  return WS_OK;
+}
+
+/* see ws.h */
+int ws_conn_feed(ws_conn *c, const void *data, size_t len) {
+  int rc = ws__feed_begin(c, data, len);
+  if (rc != WS_OK) return rc;
+  WS__STACK_OUT(WS__P(c))
+  return ws__end_batch(c, ws__feed(c, (const unsigned char *)data, len));
+}
+
+/* No input held: no bytes, no frame or message in progress. */
+static int ws__in_empty(const struct ws__conn_priv *p) {
+  const struct ws__ibuf *b = p->in;
+  return b == NULL || (b->rpos == b->rlen && b->mlen == 0 && b->op == 0 &&
+                       b->msg_op == 0);
+}
+
+/* see ws.h */
+size_t ws_conn_buffered(const ws_conn *c) {
+  const struct ws__conn_priv *p = WS__P(c);
+  if (ws__in_empty(p)) return 0;
+  return p->in->rlen - p->in->rpos + p->in->mlen + (p->in->op != 0 || p->in->msg_op != 0);
+}
+
+/* see ws.h */
+int ws_conn_feed_inplace(ws_conn *c, void *data, size_t len) {
+  struct ws__conn_priv *p;
+  unsigned char *d = (unsigned char *)data;
+  size_t pos = 0;
+  int rc = ws__feed_begin(c, data, len);
+  if (rc != WS_OK) return rc;
+  p = WS__P(c);
+  WS__STACK_OUT(p)
+  /* Whole frames, while nothing is held, are handled where they lie. The
+   * first thing that is not a whole data frame with FIN or a whole ping or
+   * pong (a fragment, a close, anything to refuse, a frame still arriving)
+   * goes, with the rest, through the copying path, which decides. */
+  while (pos < len && p->state == WS_STATE_OPEN &&
+         !(p->flags & (WS__F_CLOSE_RCVD | WS__F_FAILING | WS__F_CLOSED)) &&
+         ws__in_empty(p)) {
+    ws_frame f;
+    size_t hl;
+    unsigned char *pl;
+    if (ws__frame_parse(d + pos, len - pos, &f, &hl) != WS_OK || f.rsv != 0 ||
+        f.masked != (p->role == WS_SERVER ? 1 : 0) ||
+        f.len > (uint64_t)(len - pos - hl) || f.opcode == WS_OP_CLOSE)
+      break;
+    pl = d + pos + hl;
+    if (f.opcode >= 8) {
+      if ((rc = ws__control(c, &f, pl)) != WS_OK) break;
+      pos += hl + (size_t)f.len;
+      continue;
+    }
+    if (f.opcode == WS_OP_CONT || !f.fin || ws__too_big(p, f.len, 0, 0))
+      break;
+    if (f.masked) ws_mask(pl, (size_t)f.len, f.mask, 0);
+    if (f.opcode == WS_OP_TEXT) {
+      uint32_t st = WS_UTF8_INIT;
+      if (ws_utf8_check(&st, pl, (size_t)f.len, 1, NULL) != WS_OK) {
+        ws__fail(c, WS_EUTF8, WS_CLOSE_INVALID_DATA);
+        rc = WS_EUTF8;
+        break;
+      }
+    }
+    pos += hl + (size_t)f.len;
+    if ((rc = ws__call_message(c, f.opcode, pl, (size_t)f.len, 1)) != WS_OK)
+      break;
+  }
+  if (rc == WS_OK && pos < len) rc = ws__feed(c, d + pos, len - pos);
+  return ws__end_batch(c, rc);
+}
+
+/* see ws.h */
+int ws_conn_on_writable(ws_conn *c) {
+  WS_ASSERT(c != NULL);
+  WS_ASSERT(WS__P(c)->depth == 0);
+  if (WS__P(c)->flags & WS__F_CLOSED) return ws__done(c, WS_ECLOSED);
+  return ws__result(c, ws__flush(c));
+}
+
+/* see ws.h */
+int ws_conn_tick(ws_conn *c, uint64_t now) {
+  struct ws__conn_priv *p;
+  WS_ASSERT(c != NULL);
+  p = WS__P(c);
+  WS_ASSERT(p->depth == 0);
+  if (p->flags & WS__F_CLOSED) return ws__done(c, WS_ECLOSED);
+  /* One timer at a time: the state says which (the handshake while
+   * connecting, the close once closing, a ping or the pong it waits for
+   * while open). A timer armed later in a call wins. */
+  if (p->flags & WS__F_ARM_HS)
+    p->t = p->cfg->handshake_timeout_ms ? now + p->cfg->handshake_timeout_ms
+                                        : WS__NONE;
+  if ((p->flags & WS__F_ARM_PING) && p->state == WS_STATE_OPEN)
+    p->t = p->cfg->ping_interval_ms ? now + p->cfg->ping_interval_ms : WS__NONE;
+  if (p->flags & WS__F_ARM_CLOSE)
+    p->t = p->cfg->close_timeout_ms ? now + p->cfg->close_timeout_ms
+                                    : WS__NONE;
+  p->flags &= ~(uint32_t)(WS__F_ARM_HS | WS__F_ARM_CLOSE | WS__F_ARM_PING);
+  if (now < p->t) return ws__result(c, WS_OK);
+  if (p->state == WS_STATE_CONNECTING) {
+    ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_ETIMEDOUT);
+  } else if (p->state == WS_STATE_CLOSING || (p->flags & WS__F_FAILING)) {
+    if (p->flags & WS__F_CLOSE_RCVD)
+      ws__set_closed(p, p->close_code, WS_OK);
+    else
+      ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_ETIMEDOUT);
+  } else if (p->state == WS_STATE_OPEN) {
+    if (p->flags & WS__F_PONG_WAIT) {
+      ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_ETIMEDOUT);
+    } else {
+      /* A ping, then its pong awaited (the next ping follows the pong);
+       * with the queue full, the ping waits one more interval. */
+      p->t = now + p->cfg->ping_interval_ms;
+      if (WS__QUEUED(p) + 14 <= p->cfg->max_queued &&
+          ws__queue_frame(c, 1, WS_OP_PING, NULL, 0) == WS_OK) {
+        if (p->cfg->pong_timeout_ms) {
+          p->t = now + p->cfg->pong_timeout_ms;
+          p->flags |= WS__F_PONG_WAIT;
+        }
+        return ws__result(c, ws__flush(c));
+      }
+    }
+  } else {
+    p->t = WS__NONE;
+  }
+  return ws__result(c, WS_OK);
+}
+
+/* see ws.h */
+uint64_t ws_conn_next_deadline(const ws_conn *c) {
+  const struct ws__conn_priv *p = WS__P(c);
+  if (p->flags & WS__F_CLOSED) return WS__NONE;
+  if (p->flags & (WS__F_ARM_HS | WS__F_ARM_CLOSE | WS__F_ARM_PING)) return 0;
+  return p->t;
+}
+
+/* see ws.h */
+int ws_conn_want_write(const ws_conn *c) {
+  const struct ws__conn_priv *p = WS__P(c);
+  return WS__QUEUED(p) > 0 && !(p->flags & WS__F_CLOSED);
+}
+
+/* see ws.h */
+size_t ws_conn_queued(const ws_conn *c) {
+  return WS__QUEUED(WS__P(c));
+}
+
+/* see ws.h */
+int ws_conn_state(const ws_conn *c) { return WS__P(c)->state; }
+
+/* see ws.h */
+int ws_conn_error(const ws_conn *c) { return WS__P(c)->err; }
+
+/* see ws.h */
+void *ws_conn_user(const ws_conn *c) { return WS__P(c)->user; }
+
+/* see ws.h */
+void ws_conn_set_user(ws_conn *c, void *user) { WS__P(c)->user = user; }
+
+/* see ws.h */
+int ws_conn_cork(ws_conn *c, int on) {
+  struct ws__conn_priv *p = WS__P(c);
+  if (on) {
+    p->flags |= WS__F_CORK;
+    return WS_OK;
+  }
+  p->flags &= ~(uint32_t)WS__F_CORK;
+  if (p->depth) return ws__flush(c);
+  return ws__result(c, ws__flush(c));
+}
+
+#ifndef WS_NO_CLIENT
+/* see ws.h */
+int ws_client_start(ws_conn *c, const ws_client_opts *o) {
+  struct ws__conn_priv *p;
+  size_t n, plen;
+  uint8_t nonce[16];
+  long room;
+  int rc;
+  WS_ASSERT(c != NULL);
+  p = WS__P(c);
+  if (p->role != WS_CLIENT || p->state != WS_STATE_INIT) return WS_ESTATE;
+  if (o == NULL) return WS_EINVAL;
+  plen = o->protocols ? strlen(o->protocols) : 0;
+  if (plen > p->cfg->max_handshake / 2) return WS_EINVAL;
+  if ((rc = ws__random(c, nonce, 16)) != WS_OK) return rc;
+  if ((rc = ws__out_room(p, 256 + plen + strlen(o->host ? o->host : "") +
+                                strlen(o->path ? o->path : "") +
+                                strlen(o->origin ? o->origin : ""))) != WS_OK)
+    return rc;
+  rc = ws_client_request_write(p->out->d + p->out->len, p->out->cap - p->out->len, o,
+                               nonce, &n);
+  if (rc == WS_ENOSPC) {
+    size_t i, extra = 0;
+    for (i = 0; i < o->num_headers && o->headers; i++)
+      extra += o->headers[i].name_len + o->headers[i].value_len + 4;
+    if ((rc = ws__out_room(p, p->out->cap - p->out->len + extra)) != WS_OK)
+      return rc;
+    rc = ws_client_request_write(p->out->d + p->out->len, p->out->cap - p->out->len, o,
+                                 nonce, &n);
+  }
+  if (rc != WS_OK) return rc;
+  /* The nonce and the offered subprotocols stay at the front of the input
+   * buffer until the response has been checked against them. */
+  room = ws__in_room(p, 16 + plen + WS_READ_CHUNK);
+  if (room < 0) return (int)room;
+  if ((size_t)room < 16 + plen + 1) return WS_EFULL;
+  memcpy(p->in->d, nonce, 16);
+  if (plen) memcpy(p->in->d + 16, o->protocols, plen);
+  p->in->proto_len = (uint16_t)plen;
+  p->in->rpos = p->in->rlen = p->in->mstart = 16 + plen;
+  p->out->len += n;
+  p->state = WS_STATE_CONNECTING;
+  p->flags |= WS__F_STARTED | WS__F_ARM_HS;
+  return ws__result(c, ws__flush(c));
+}
+#endif /* WS_NO_CLIENT */
+
+#ifndef WS_NO_SERVER
+/* Writes what is queued, then hdr and d, in one call of the transport
+ * (writev; write when d alone is to go: nothing queued, no header), and
+ * queues only what it leaves.
+ * A frame that left in part and cannot be queued breaks the stream: the
+ * connection ends. */
+static int ws__send_now(ws_conn *c, const unsigned char *hdr, size_t hl,
+                        const unsigned char *d, size_t len) {
+  struct ws__conn_priv *p = WS__P(c);
+  size_t q = WS__QUEUED(p), w = 0, skip;
+  ws_iovec iov[3];
+  int n = 0, rc;
+  if (q) {
+    iov[n].base = p->out->d + p->out->head;
+    iov[n++].len = q;
+  }
+  if (hl) {
+    iov[n].base = hdr;
+    iov[n++].len = hl;
+  }
+  iov[n].base = d;
+  iov[n++].len = len;
+  p->depth++;
+  if (n == 1)
+    rc = p->cb->write(c, d, len, &w, p->user);
+  else
+    rc = p->cb->writev(c, iov, n, &w, p->user);
+  p->depth--;
+  if (rc == WS_EAGAIN) rc = WS_OK, w = 0;
+  if (rc != WS_OK || w > q + hl + len) {
+    ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_EIO);
+    return WS_EIO;
+  }
+  if (q) {
+    size_t t = WS__MIN(w, q);
+    p->out->head += t;
+    w -= t;
+  }
+  /* w bytes of header + payload are out: queue the rest. */
+  skip = w;
+  if (skip < hl + len) {
+    rc = ws__out_room(p, hl + len - skip);
+    if (rc != WS_OK) {
+      if (skip == 0) return rc;
+      ws__set_closed(p, WS_CLOSE_ABNORMAL, rc);
+      return rc;
+    }
+    if (skip < hl) {
+      memcpy(p->out->d + p->out->len, hdr + skip, hl - skip);
+      p->out->len += hl - skip;
+      skip = hl;
+    }
+    memcpy(p->out->d + p->out->len, d + (skip - hl), len - (skip - hl));
+    p->out->len += len - (skip - hl);
+  }
+  return WS_OK;
+}
+#endif
+
+/* Queues data frames for one send: the whole of it, or nothing. */
+
+static int ws__send_data(ws_conn *c, int op, const void *data, size_t len,
+                         int fin) {
+  struct ws__conn_priv *p = WS__P(c);
+  const unsigned char *d = (const unsigned char *)data;
+  size_t fs = p->cfg->frame_size && len > p->cfg->frame_size
+                  ? p->cfg->frame_size
+                  : (len ? len : 1);
+  size_t frames = fs >= len ? 1 : (len + fs - 1) / fs; /* no division: one */
+  size_t total = len + frames * ws__hdr_size(WS__MIN(fs, len), p->role);
+  size_t olen, i;
+  int rc;
+  if (total < len || WS__QUEUED(p) + total > p->cfg->max_queued)
+    return WS_EFULL;
+#ifndef WS_NO_SERVER
+  /* A server's large single-frame send leaves from the caller's buffer
+   * (after what is queued), without a copy of what the transport takes. */
+  if (len >= WS_DIRECT_MIN && frames == 1 && p->cb->writev &&
+      p->role == WS_SERVER &&
+      !(p->flags & (WS__F_CORK | WS__F_CLOSED | WS__F_FIXED))) {
+    unsigned char hdr[WS_FRAME_HEADER_MAX];
+    size_t hl = ws_frame_write(hdr, fin, op, len, NULL);
+    return ws__send_now(c, hdr, hl, d, len);
+  }
+#endif
+  /* Room up front for all of it (total bounds every frame's header), so the
+   * frames below neither move the queue nor fail half-way for want of
+   * space, and the buffer stays within what max_queued allows. */
+  if ((rc = ws__out_room(p, total)) != WS_OK) return rc;
+  olen = p->out->len; /* after ws__out_room(), which may move the queue down */
+  for (i = 0; i < frames; i++) {
+    size_t n = WS__MIN(fs, len - i * fs);
+    if (!len) n = 0;
+    rc = ws__put_frame(c, fin && i + 1 == frames, i == 0 ? op : WS_OP_CONT,
+                       d + i * fs, n);
+    if (rc != WS_OK) {
+      p->out->len = olen; /* all or nothing */
+      return rc;
+    }
+  }
+  return WS_OK;
+}
+
+static int ws__can_send(const struct ws__conn_priv *p) {
+  if (p->state != WS_STATE_OPEN ||
+      (p->flags & (WS__F_CLOSE_SENT | WS__F_FAILING | WS__F_CLOSED)))
+    return p->state == WS_STATE_CLOSED ? WS_ECLOSED : WS_ESTATE;
+  return WS_OK;
+}
+
+static int ws__send_end(ws_conn *c, int rc) {
+  /* A refused send returns its reason; one that broke the transport (a
+   * direct write) ends the connection like a failed flush. */
+  if (rc != WS_OK && !(WS__P(c)->flags & WS__F_CLOSED)) return rc;
+  if (rc == WS_OK) rc = ws__maybe_flush(c);
+  if (WS__P(c)->depth) return rc;
+  return ws__result(c, rc);
+}
+
+/* see ws.h */
+int ws_send(ws_conn *c, int op, const void *data, size_t len) {
+  struct ws__conn_priv *p;
+  int rc;
+  WS_ASSERT(c != NULL);
+  p = WS__P(c);
+  if ((op != WS_OP_TEXT && op != WS_OP_BINARY) || (data == NULL && len > 0))
+    return WS_EINVAL;
+  if ((rc = ws__can_send(p)) != WS_OK) return rc;
+  if (p->send_op) return WS_ESTATE; /* a fragmented send is open */
+  if (op == WS_OP_TEXT) {
+    uint32_t st = WS_UTF8_INIT;
+    if (ws_utf8_check(&st, data, len, 1, NULL) != WS_OK) return WS_EUTF8;
+  }
+  return ws__send_end(c, ws__send_data(c, op, data, len, 1));
+}
+
+/* see ws.h */
+int ws_send_fragment(ws_conn *c, int op, const void *data, size_t len,
+                     int fin) {
+  struct ws__conn_priv *p;
+  uint32_t st;
+  int rc, frame_op, msg_op;
+  WS_ASSERT(c != NULL);
+  p = WS__P(c);
+  if (data == NULL && len > 0) return WS_EINVAL;
+  if ((rc = ws__can_send(p)) != WS_OK) return rc;
+  msg_op = p->send_op; /* the open fragmented send's opcode, or 0 */
+  if (msg_op == 0) {
+    if (op != WS_OP_TEXT && op != WS_OP_BINARY) return WS_EINVAL;
+    msg_op = op;
+    frame_op = op;
+    st = WS_UTF8_INIT;
+  } else {
+    if (op != WS_OP_CONT && op != msg_op) return WS_EINVAL;
+    frame_op = WS_OP_CONT;
+    st = p->utf8_out;
+  }
+  if (msg_op == WS_OP_TEXT && ws_utf8_check(&st, data, len, fin, NULL) != WS_OK)
+    return WS_EUTF8;
+  rc = ws__send_data(c, frame_op, data, len, fin);
+  if (rc == WS_OK) {
+    p->utf8_out = st;
+    p->send_op = (uint8_t)(fin ? 0 : msg_op);
+  }
+  return ws__send_end(c, rc);
+}
+
+/* see ws.h */
+int ws_send_encoded(ws_conn *c, const void *frame, size_t len) {
+  struct ws__conn_priv *p;
+  ws_frame f;
+  size_t hl;
+  int rc;
+  WS_ASSERT(c != NULL);
+  p = WS__P(c);
+  if (frame == NULL || p->role != WS_SERVER) return WS_EINVAL;
+  if (ws_frame_parse(frame, len, &f, &hl) != WS_OK || f.masked || f.rsv ||
+      hl + f.len != len || f.opcode == WS_OP_CLOSE || f.opcode == WS_OP_CONT ||
+      !f.fin)
+    return WS_EINVAL;
+  if ((rc = ws__can_send(p)) != WS_OK) return rc;
+  if (p->send_op && f.opcode < 8) return WS_ESTATE;
+  if (WS__QUEUED(p) + len > p->cfg->max_queued) return WS_EFULL;
+  /* Nothing queued and nothing holding output (a publish to many): write
+   * from the caller's bytes and queue only what the transport leaves. */
+#ifndef WS_NO_SERVER
+  if (WS__QUEUED(p) == 0 && p->cb->write && !p->depth &&
+      !(p->flags & (WS__F_CORK | WS__F_BATCH | WS__F_FIXED)))
+    return ws__send_end(c, ws__send_now(c, NULL, 0, frame, len));
+#endif
+  if ((rc = ws__out_room(p, len)) != WS_OK) return rc;
+  memcpy(p->out->d + p->out->len, frame, len);
+  p->out->len += len;
+  return ws__send_end(c, WS_OK);
+}
+
+static int ws__send_control(ws_conn *c, int op, const void *data, size_t len) {
+  struct ws__conn_priv *p;
+  int rc;
+  WS_ASSERT(c != NULL);
+  p = WS__P(c);
+  if (len > WS_CONTROL_MAX || (data == NULL && len > 0)) return WS_EINVAL;
+  if ((rc = ws__can_send(p)) != WS_OK) return rc;
+  if (WS__QUEUED(p) + len + WS_FRAME_HEADER_MAX > p->cfg->max_queued)
+    return WS_EFULL;
+  return ws__send_end(c, ws__queue_frame(c, 1, op, data, len));
+}
+
+/* see ws.h */
+int ws_ping(ws_conn *c, const void *data, size_t len) {
+  return ws__send_control(c, WS_OP_PING, data, len);
+}
+
+/* see ws.h */
+int ws_pong(ws_conn *c, const void *data, size_t len) {
+  return ws__send_control(c, WS_OP_PONG, data, len);
+}
+
+/* see ws.h */
+int ws_close(ws_conn *c, int code, const char *reason, size_t reason_len) {
+  struct ws__conn_priv *p;
+  uint32_t st = WS_UTF8_INIT;
+  int rc;
+  WS_ASSERT(c != NULL);
+  p = WS__P(c);
+  if ((code != 0 && !ws_close_code_valid((unsigned)code)) ||
+      (code == 0 && reason_len > 0) || reason_len > WS_CONTROL_MAX - 2 ||
+      (reason == NULL && reason_len > 0) ||
+      ws_utf8_check(&st, reason, reason_len, 1, NULL) != WS_OK)
+    return WS_EINVAL;
+  if ((rc = ws__can_send(p)) != WS_OK) return rc;
+  p->state = WS_STATE_CLOSING;
+  rc = ws__queue_close(c, code, reason, reason_len);
+  if (rc != WS_OK) {
+    ws__set_closed(p, WS_CLOSE_ABNORMAL, rc);
+    if (p->depth) return rc;
+    return ws__done(c, rc);
+  }
+  return ws__send_end(c, WS_OK);
+}
+
+/* see ws.h */
+int ws_conn_abort(ws_conn *c, int err) {
+  struct ws__conn_priv *p;
+  WS_ASSERT(c != NULL);
+  p = WS__P(c);
+  if (!(p->flags & WS__F_STARTED)) return WS_ESTATE;
+  ws__set_closed(p, WS_CLOSE_ABNORMAL, err < 0 ? err : WS_EIO);
+  if (p->depth) return WS_OK; /* on_close runs when the outer call returns */
+  return ws__done(c, WS_OK);
+}
+
+/* see ws.h */
+void ws_conn_free(ws_conn *c) {
+  struct ws__conn_priv *p;
+  int notify;
+  const ws_callbacks *cb;
+  void *user;
+  if (c == NULL) return;
+  p = WS__P(c);
+  WS_ASSERT(p->depth == 0);
+  notify = (p->flags & WS__F_STARTED) && !(p->flags & WS__F_NOTIFIED);
+  p->flags |= WS__F_NOTIFIED | WS__F_CLOSED;
+  p->state = WS_STATE_CLOSED;
+  if (!(p->flags & WS__F_FIXED)) {
+    if (p->in) ws__realloc(p, p->in, 0);
+    if (p->out) ws__realloc(p, p->out, 0);
+  }
+  p->in = NULL;
+  p->out = NULL;
+  cb = p->cb;
+  user = p->user;
+  if (notify && cb->on_close) {
+    const char *r = "aborted";
+    cb->on_close(c, WS_CLOSE_ABNORMAL, r, strlen(r), user);
+  }
+}

@@ -1,0 +1,448 @@
+/* handshake.c - part 4, layer 0: the accept key and the HTTP upgrade, parsed and written for both roles.
+ * Uses parts 0-3. Pure functions, like the codec. */
+#include "private.h"
+
+static const char ws__guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/* see ws.h */
+int ws_accept_key(const char *key, size_t key_len, char out[29]) {
+  ws__sha1 s;
+  unsigned char md[20];
+  if (key == NULL || out == NULL || key_len > 64) return WS_EINVAL;
+  ws__sha1_init(&s);
+  ws__sha1_update(&s, key, key_len);
+  ws__sha1_update(&s, ws__guid, sizeof ws__guid - 1);
+  ws__sha1_final(&s, md);
+  ws__b64_encode(md, 20, out);
+  out[WS_ACCEPT_LEN] = '\0';
+  return WS_OK;
+}
+
+/* Finds the blank line that ends an HTTP head. Returns the head length
+ * (through "\r\n\r\n"), or 0 if buf does not hold it yet. */
+static size_t ws__head_end(const char *p, size_t len, size_t from) {
+  size_t i = from >= 3 ? from - 3 : 0;
+  for (; i + 3 < len; i++) {
+    const char *q = (const char *)memchr(p + i, '\r', len - 3 - i);
+    if (q == NULL) return 0;
+    i = (size_t)(q - p);
+    if (q[1] == '\n' && q[2] == '\r' && q[3] == '\n') return i + 4;
+  }
+  return 0;
+}
+
+/* Lines end in CRLF. A bare LF is refused at once: a peer that only sends
+ * LF would otherwise stall the handshake waiting for CRLF CRLF, and a
+ * lenient reading could split headers differently from a proxy's. */
+static int ws__bare_lf_from(const unsigned char *p, size_t n, size_t from) {
+  const unsigned char *q = p + from, *end = p + n;
+  if (from >= n) return 0;
+  while ((q = (const unsigned char *)memchr(q, '\n', (size_t)(end - q))) !=
+         NULL) {
+    if (q == p || q[-1] != '\r') return 1;
+    q++;
+  }
+  return 0;
+}
+
+static int ws__bare_lf(const char *p, size_t n) {
+  return ws__bare_lf_from((const unsigned char *)p, n, 0);
+}
+
+/* Parses header lines from p (just after the start line) to the blank line.
+ * Returns 0, 400 (syntax) or 431 (too many). */
+static int ws__parse_headers(const char *p, const char *end, ws_header *h,
+                             size_t max, size_t *count) {
+  size_t n = 0;
+  for (;;) {
+    const char *eol, *colon, *v, *ve;
+    if (end - p < 2) return 400;
+    if (p[0] == '\r' && p[1] == '\n') break;
+    eol = (const char *)memchr(p, '\r', (size_t)(end - p));
+    if (eol == NULL || eol + 1 >= end || eol[1] != '\n') return 400;
+    colon = (const char *)memchr(p, ':', (size_t)(eol - p));
+    if (colon == NULL || !ws__is_token(p, (size_t)(colon - p))) return 400;
+    v = colon + 1;
+    while (v < eol && (*v == ' ' || *v == '\t')) v++;
+    ve = eol;
+    while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t')) ve--;
+    {
+      const char *q;
+      for (q = v; q < ve; q++) {
+        unsigned char ch = (unsigned char)*q;
+        if ((ch < 0x20 && ch != '\t') || ch == 0x7F) return 400;
+      }
+    }
+    if (n == max) return 431;
+    h[n].name = p;
+    h[n].name_len = (size_t)(colon - p);
+    h[n].value = v;
+    h[n].value_len = (size_t)(ve - v);
+    n++;
+    p = eol + 2;
+  }
+  *count = n;
+  return 0;
+}
+
+/* The single header of that name: 1 and *out if exactly one, 0 if none,
+ * -1 if repeated. */
+static int ws__one_header(const ws_header *h, size_t n, const char *name,
+                          const ws_header **out) {
+  size_t i, len = strlen(name);
+  int found = 0;
+  for (i = 0; i < n; i++) {
+    if (h[i].name_len == len && ws__ieq(h[i].name, len, name)) {
+      if (found) return -1;
+      *out = &h[i];
+      found = 1;
+    }
+  }
+  return found;
+}
+
+/* Does any header of that name hold the token in its comma list? */
+static int ws__headers_have_token(const ws_header *h, size_t n,
+                                  const char *name, const char *tok) {
+  size_t i, len = strlen(name);
+  for (i = 0; i < n; i++)
+    if (h[i].name_len == len && ws__ieq(h[i].name, len, name) &&
+        ws__list_has(h[i].value, h[i].value_len, tok))
+      return 1;
+  return 0;
+}
+
+#ifndef WS_NO_SERVER
+/* see ws.h */
+int ws_request_parse(const void *buf, size_t len, ws_request *req,
+                     ws_header *headers, size_t max_headers, size_t *consumed,
+                     int *status) {
+  const char *p = (const char *)buf, *end, *sp1, *sp2, *eol;
+  const ws_header *h;
+  size_t head, i;
+  int rc, st;
+  unsigned char key[18];
+  if (req == NULL || consumed == NULL || status == NULL ||
+      (buf == NULL && len > 0) || (headers == NULL && max_headers > 0))
+    return WS_EINVAL;
+  memset(req, 0, sizeof *req);
+  *status = 400;
+  /* Fail fast on bytes that cannot start a request line. */
+  for (i = 0; i < len && p[i] != ' '; i++)
+    if (!WS__TCHAR((unsigned char)p[i])) return WS_EHANDSHAKE;
+  head = ws__head_end(p, len, 0);
+  if (ws__bare_lf(p, head ? head : len)) return WS_EHANDSHAKE;
+  if (head == 0) return WS_EAGAIN;
+  end = p + head;
+  /* Request line: method SP target SP HTTP/1.x CRLF */
+  eol = (const char *)memchr(p, '\r', head);
+  sp1 = (const char *)memchr(p, ' ', (size_t)(eol - p));
+  if (sp1 == NULL || sp1 == p) return WS_EHANDSHAKE;
+  sp2 = (const char *)memchr(sp1 + 1, ' ', (size_t)(eol - sp1 - 1));
+  if (sp2 == NULL || sp2 == sp1 + 1) return WS_EHANDSHAKE;
+  for (i = 0; sp1 + 1 + i < sp2; i++) {
+    unsigned char ch = (unsigned char)sp1[1 + i];
+    if (ch <= 0x20 || ch == 0x7F) return WS_EHANDSHAKE;
+  }
+  if (eol - sp2 != 9 || memcmp(sp2 + 1, "HTTP/1.", 7) != 0 || sp2[8] < '0' ||
+      sp2[8] > '9')
+    return WS_EHANDSHAKE;
+  st = ws__parse_headers(eol + 2, end, headers, max_headers, &req->num_headers);
+  if (st != 0) {
+    req->num_headers = 0;
+    *status = st;
+    return WS_EHANDSHAKE;
+  }
+  req->method = p;
+  req->method_len = (size_t)(sp1 - p);
+  req->path = sp1 + 1;
+  req->path_len = (size_t)(sp2 - sp1 - 1);
+  req->minor_version = sp2[8] - '0';
+  req->headers = headers;
+  *consumed = head;
+  if ((rc = ws__one_header(headers, req->num_headers, "host", &h)) == 1) {
+    req->host = h->value;
+    req->host_len = h->value_len;
+  }
+  if (rc != 1) return WS_EHANDSHAKE; /* RFC 9112: exactly one Host */
+  if (ws__one_header(headers, req->num_headers, "origin", &h) == 1) {
+    req->origin = h->value;
+    req->origin_len = h->value_len;
+  }
+  req->upgrade = ws__headers_have_token(headers, req->num_headers, "upgrade",
+                                        "websocket");
+  if (!req->upgrade) return WS_EHANDSHAKE;
+  if (req->method_len != 3 || memcmp(req->method, "GET", 3) != 0 ||
+      req->minor_version < 1)
+    return WS_EHANDSHAKE;
+  if (!ws__headers_have_token(headers, req->num_headers, "connection",
+                              "upgrade"))
+    return WS_EHANDSHAKE;
+  rc = ws__one_header(headers, req->num_headers, "sec-websocket-version", &h);
+  if (rc == 0) return WS_EHANDSHAKE;
+  if (rc < 0 || h->value_len != 2 || memcmp(h->value, "13", 2) != 0) {
+    *status = 426;
+    return WS_EHANDSHAKE;
+  }
+  if (ws__one_header(headers, req->num_headers, "sec-websocket-key", &h) != 1)
+    return WS_EHANDSHAKE;
+  if (ws__b64_decode(h->value, h->value_len, key, sizeof key) != 16)
+    return WS_EHANDSHAKE;
+  req->key = h->value;
+  req->key_len = h->value_len;
+  *status = 101;
+  return WS_OK;
+}
+
+/* see ws.h */
+const ws_header *ws_request_header(const ws_request *req, const char *name) {
+  size_t i;
+  if (req == NULL || name == NULL) return NULL;
+  for (i = 0; i < req->num_headers; i++)
+    if (ws__ieq(req->headers[i].name, req->headers[i].name_len, name))
+      return &req->headers[i];
+  return NULL;
+}
+
+/* Walks the offered subprotocols; returns how many, and the i-th in *tok. */
+static size_t ws__protocols(const ws_request *req, size_t want,
+                            const char **tok, size_t *tok_len) {
+  size_t i, count = 0;
+  for (i = 0; i < req->num_headers; i++) {
+    const ws_header *h = &req->headers[i];
+    const char *pos = h->value, *t;
+    size_t n;
+    if (!ws__ieq(h->name, h->name_len, "sec-websocket-protocol")) continue;
+    while (ws__list_next(&pos, h->value + h->value_len, &t, &n)) {
+      if (count == want && tok) {
+        *tok = t;
+        *tok_len = n;
+      }
+      count++;
+    }
+  }
+  return count;
+}
+
+/* see ws.h */
+size_t ws_request_protocol_count(const ws_request *req) {
+  if (req == NULL) return 0;
+  return ws__protocols(req, (size_t)-1, NULL, NULL);
+}
+
+/* see ws.h */
+int ws_request_protocol(const ws_request *req, size_t i, const char **name,
+                        size_t *name_len) {
+  if (req == NULL || name == NULL || name_len == NULL) return WS_EINVAL;
+  if (ws__protocols(req, i, name, name_len) <= i) return WS_EINVAL;
+  return WS_OK;
+}
+#endif /* WS_NO_SERVER */
+
+static int ws__wr_extra(ws__wbuf *w, const ws_header *extra, size_t n) {
+  size_t i;
+  if (n > 0 && extra == NULL) return WS_EINVAL;
+  for (i = 0; i < n; i++) {
+    const ws_header *h = &extra[i];
+    if (h->name == NULL || !ws__is_token(h->name, h->name_len) ||
+        (h->value == NULL && h->value_len > 0) ||
+        !ws__safe_value(h->value, h->value_len))
+      return WS_EINVAL;
+    ws__wr(w, h->name, h->name_len);
+    ws__wrs(w, ": ");
+    if (h->value_len) ws__wr(w, h->value, h->value_len);
+    ws__wrs(w, "\r\n");
+  }
+  return WS_OK;
+}
+
+#ifndef WS_NO_SERVER
+/* see ws.h */
+int ws_response_write(void *out, size_t cap, const char *key, size_t key_len,
+                      const char *protocol, const ws_header *extra,
+                      size_t n_extra, size_t *out_len) {
+  ws__wbuf w;
+  char accept[29];
+  if (out == NULL || out_len == NULL || key == NULL) return WS_EINVAL;
+  if (ws_accept_key(key, key_len, accept) != WS_OK) return WS_EINVAL;
+  if (protocol && !ws__is_token(protocol, strlen(protocol))) return WS_EINVAL;
+  w.p = (char *)out, w.cap = cap, w.len = 0, w.over = 0;
+  ws__wrs(&w,
+          "HTTP/1.1 101 Switching Protocols\r\n"
+          "Upgrade: websocket\r\n"
+          "Connection: Upgrade\r\n"
+          "Sec-WebSocket-Accept: ");
+  ws__wr(&w, accept, WS_ACCEPT_LEN);
+  ws__wrs(&w, "\r\n");
+  if (protocol) {
+    ws__wrs(&w, "Sec-WebSocket-Protocol: ");
+    ws__wrs(&w, protocol);
+    ws__wrs(&w, "\r\n");
+  }
+  if (ws__wr_extra(&w, extra, n_extra) != WS_OK) return WS_EINVAL;
+  ws__wrs(&w, "\r\n");
+  if (w.over) return WS_ENOSPC;
+  *out_len = w.len;
+  return WS_OK;
+}
+
+static const char *ws__reason_phrase(int status) {
+  switch (status) {
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 426: return "Upgrade Required";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 503: return "Service Unavailable";
+    default: return "Error";
+  }
+}
+
+/* see ws.h */
+int ws_http_error_write(void *out, size_t cap, int status, size_t *out_len) {
+  ws__wbuf w;
+  if (out == NULL || out_len == NULL || status < 400 || status > 599)
+    return WS_EINVAL;
+  w.p = (char *)out, w.cap = cap, w.len = 0, w.over = 0;
+  ws__wrs(&w, "HTTP/1.1 ");
+  ws__wr_uint(&w, (unsigned)status);
+  ws__wrs(&w, " ");
+  ws__wrs(&w, ws__reason_phrase(status));
+  ws__wrs(&w, "\r\n");
+  if (status == 426) ws__wrs(&w, "Sec-WebSocket-Version: 13\r\n");
+  ws__wrs(&w, "Connection: close\r\nContent-Length: 0\r\n\r\n");
+  if (w.over) return WS_ENOSPC;
+  *out_len = w.len;
+  return WS_OK;
+}
+#endif /* WS_NO_SERVER */
+
+#ifndef WS_NO_CLIENT
+/* A request-target or Host value: printable, no spaces. */
+static int ws__safe_word(const char *s) {
+  for (; *s; s++)
+    if ((unsigned char)*s <= 0x20 || *s == 0x7F) return 0;
+  return 1;
+}
+
+/* see ws.h */
+int ws_client_request_write(void *out, size_t cap, const ws_client_opts *o,
+                            const uint8_t nonce[16], size_t *out_len) {
+  ws__wbuf w;
+  char key[24];
+  const char *path;
+  if (out == NULL || o == NULL || nonce == NULL || out_len == NULL ||
+      o->host == NULL || o->host[0] == '\0' || !ws__safe_word(o->host))
+    return WS_EINVAL;
+  path = (o->path && o->path[0]) ? o->path : "/";
+  if (!ws__safe_word(path) ||
+      (o->origin && !ws__safe_value(o->origin, strlen(o->origin))))
+    return WS_EINVAL;
+  if (o->protocols) {
+    const char *pos = o->protocols, *t;
+    size_t n, len = strlen(o->protocols);
+    if (!ws__safe_value(o->protocols, len)) return WS_EINVAL;
+    while (ws__list_next(&pos, o->protocols + len, &t, &n))
+      if (!ws__is_token(t, n)) return WS_EINVAL;
+  }
+  ws__b64_encode(nonce, 16, key);
+  w.p = (char *)out, w.cap = cap, w.len = 0, w.over = 0;
+  ws__wrs(&w, "GET ");
+  ws__wrs(&w, path);
+  ws__wrs(&w, " HTTP/1.1\r\nHost: ");
+  ws__wrs(&w, o->host);
+  ws__wrs(&w,
+          "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+          "Sec-WebSocket-Key: ");
+  ws__wr(&w, key, sizeof key);
+  ws__wrs(&w, "\r\nSec-WebSocket-Version: 13\r\n");
+  if (o->origin) {
+    ws__wrs(&w, "Origin: ");
+    ws__wrs(&w, o->origin);
+    ws__wrs(&w, "\r\n");
+  }
+  if (o->protocols && o->protocols[0]) {
+    ws__wrs(&w, "Sec-WebSocket-Protocol: ");
+    ws__wrs(&w, o->protocols);
+    ws__wrs(&w, "\r\n");
+  }
+  if (ws__wr_extra(&w, o->headers, o->num_headers) != WS_OK) return WS_EINVAL;
+  ws__wrs(&w, "\r\n");
+  if (w.over) return WS_ENOSPC;
+  *out_len = w.len;
+  return WS_OK;
+}
+
+/* see ws.h */
+int ws_response_parse(const void *buf, size_t len, const uint8_t nonce[16],
+                      const char *protocols, size_t protocols_len,
+                      ws_response *resp, ws_header *headers,
+                      size_t max_headers, size_t *consumed) {
+  const char *p = (const char *)buf, *eol;
+  const ws_header *h;
+  size_t head, i;
+  int rc;
+  char key[24], accept[29];
+  if (resp == NULL || consumed == NULL || nonce == NULL ||
+      (buf == NULL && len > 0) || (headers == NULL && max_headers > 0) ||
+      (protocols == NULL && protocols_len > 0))
+    return WS_EINVAL;
+  memset(resp, 0, sizeof *resp);
+  /* Fail fast when the bytes cannot be an HTTP/1.1 status line. */
+  for (i = 0; i < len && i < 9; i++)
+    if (p[i] != "HTTP/1.1 "[i]) return WS_EHANDSHAKE;
+  head = ws__head_end(p, len, 0);
+  if (ws__bare_lf(p, head ? head : len)) return WS_EHANDSHAKE;
+  if (head == 0) return WS_EAGAIN;
+  eol = (const char *)memchr(p, '\r', head);
+  if (eol - p < 12 || p[9] < '1' || p[9] > '5' || p[10] < '0' ||
+      p[10] > '9' || p[11] < '0' || p[11] > '9' ||
+      (eol - p > 12 && p[12] != ' '))
+    return WS_EHANDSHAKE;
+  resp->status = (p[9] - '0') * 100 + (p[10] - '0') * 10 + (p[11] - '0');
+  if (ws__parse_headers(eol + 2, p + head, headers, max_headers,
+                        &resp->num_headers) != 0)
+    return WS_EHANDSHAKE;
+  resp->headers = headers;
+  *consumed = head;
+  if (resp->status != 101) return WS_EHANDSHAKE;
+  if (!ws__headers_have_token(headers, resp->num_headers, "upgrade",
+                              "websocket") ||
+      !ws__headers_have_token(headers, resp->num_headers, "connection",
+                              "upgrade"))
+    return WS_EHANDSHAKE;
+  ws__b64_encode(nonce, 16, key);
+  ws_accept_key(key, sizeof key, accept);
+  if (ws__one_header(headers, resp->num_headers, "sec-websocket-accept", &h) !=
+          1 ||
+      h->value_len != WS_ACCEPT_LEN ||
+      memcmp(h->value, accept, WS_ACCEPT_LEN) != 0)
+    return WS_EHANDSHAKE;
+  /* We offer no extensions, so the server may not pick any. */
+  for (i = 0; i < resp->num_headers; i++)
+    if (ws__ieq(headers[i].name, headers[i].name_len,
+                "sec-websocket-extensions") &&
+        headers[i].value_len > 0)
+      return WS_EHANDSHAKE;
+  rc = ws__one_header(headers, resp->num_headers, "sec-websocket-protocol", &h);
+  if (rc < 0) return WS_EHANDSHAKE;
+  if (rc == 1) {
+    const char *pos = protocols, *t;
+    size_t n;
+    int offered = 0;
+    if (!ws__is_token(h->value, h->value_len)) return WS_EHANDSHAKE;
+    while (protocols && ws__list_next(&pos, protocols + protocols_len, &t, &n))
+      if (n == h->value_len && memcmp(t, h->value, n) == 0) offered = 1;
+    if (!offered) return WS_EHANDSHAKE;
+    resp->protocol = h->value;
+    resp->protocol_len = h->value_len;
+  }
+  return WS_OK;
+}
+#endif /* WS_NO_CLIENT */

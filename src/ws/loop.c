@@ -1,0 +1,1538 @@
+/* loop.c - part 7, layer 2: the event loop: sockets, timers, topics, posts from other threads.
+ * Uses ws.h and config.h only: `make check-layers` compiles it alone with each backend. */
+#include "config.h"
+
+#if !defined(WS_NO_LOOP) && WS__HAVE_OS
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+#if !defined(WS_LOOP_POLL) && !defined(WS_LOOP_EPOLL) && !defined(WS_LOOP_KQUEUE)
+#if defined(__linux__)
+#define WS_LOOP_EPOLL 1
+#elif defined(__APPLE__) || defined(__FreeBSD__) || defined(__OpenBSD__) || \
+    defined(__NetBSD__) || defined(__DragonFly__)
+#define WS_LOOP_KQUEUE 1
+#else
+#define WS_LOOP_POLL 1
+#endif
+#endif
+
+
+#define WS__LOOP_IN 1u
+#define WS__LOOP_OUT 2u
+
+/* io kinds */
+enum { WS__IO_CONN = 1, WS__IO_LISTENER = 2, WS__IO_WAKE = 3, WS__IO_LINGER = 4 };
+/* timer-node kinds */
+enum { WS__TN_CONN = 1, WS__TN_TIMER = 2, WS__TN_LINGER = 3 };
+/* connection flags */
+enum {
+  WS__LC_CONNECTING = 1, /* non-blocking connect() in progress */
+  WS__LC_DEAD = 2,       /* on_close ran; released at the end of the turn */
+  WS__LC_PEND = 4,       /* on the pending-update list */
+  WS__LC_OWNED = 8,      /* memory from the loop's allocator */
+  WS__LC_WAITED = 16,    /* output had to wait for the socket */
+  WS__LC_DRAINED = 32    /* a read came back short: the socket is empty */
+};
+
+#define WS__LP(l) (&(l)->ws__lp)
+#define WS__LC(c) ((ws_loop_conn *)(c))
+#define WS__TN_NONE UINT32_MAX
+
+/* The loop's one receive buffer, shared by its plain sockets. */
+#ifndef WS__LOOP_RBUF
+#define WS__LOOP_RBUF (256u * 1024)
+#endif
+#define WS__LOOP_NEVER UINT64_MAX
+
+typedef struct ws__listener {
+  struct ws__io io;
+  struct ws__listener *next;
+  ws_tls_config *tls; /* NULL: plain */
+} ws__listener;
+
+/* A finished connection's socket, half-closed, read to its end before it is
+ * closed: closing with unread input makes the kernel send a reset, which
+ * can destroy the close frame just sent before the peer reads it. */
+typedef struct ws__linger {
+  struct ws__io io;
+  struct ws__tnode tn;
+  struct ws__linger *next, *prev;
+} ws__linger;
+
+typedef struct ws__post_item {
+  void (*fn)(ws_loop *l, void *arg);
+  void *arg;
+  struct ws__post_item *next;
+} ws__post_item;
+
+typedef struct ws__post_q {
+  pthread_mutex_t mu;
+  ws__post_item *head, *tail;
+} ws__post_q;
+
+struct ws__sub;
+typedef struct ws__topic {
+  struct ws__topic *hnext;
+  struct ws__sub *head;
+  size_t count, len;
+  char name[1];
+} ws__topic;
+
+typedef struct ws__sub {
+  ws__topic *t;
+  ws_loop_conn *lc;
+  struct ws__sub *tnext, *tprev, *cnext;
+} ws__sub;
+
+static uint64_t ws__loop_clock(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void *ws__loop_alloc(ws_loop *l, void *p, size_t n) {
+  const ws_config *cfg = &WS__LP(l)->cfg.server;
+  if (cfg->realloc) return cfg->realloc(p, n, cfg->alloc_ctx);
+  if (n == 0) {
+    free(p);
+    return NULL;
+  }
+  return realloc(p, n);
+}
+
+/* An id for the calling thread, for the debug check only. pthread_t is
+ * opaque, but it is an integer or a pointer on the systems this loop runs
+ * on; pthread_equal would need the value stored as pthread_t in ws.h. */
+static unsigned long ws__loop_self(void) {
+  pthread_t t = pthread_self();
+  unsigned long id = 0;
+  memcpy(&id, &t, sizeof t < sizeof id ? sizeof t : sizeof id);
+  return id;
+}
+
+#ifndef NDEBUG
+#define WS__LOOP_THREAD(l) WS_ASSERT(WS__LP(l)->owner == ws__loop_self())
+#else
+#define WS__LOOP_THREAD(l) ((void)0)
+#endif
+
+static int ws__io_nonblock(int fd) {
+  int fl = fcntl(fd, F_GETFL, 0);
+  if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) return -1;
+  fl = fcntl(fd, F_GETFD, 0);
+  if (fl >= 0) (void)fcntl(fd, F_SETFD, fl | FD_CLOEXEC);
+#ifdef SO_NOSIGPIPE
+  {
+    int one = 1;
+    (void)setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
+  }
+#endif
+  return 0;
+}
+
+
+/* Backends --------------------------------------------------------------
+ * One contract, filled by the one backend part compiled in (loop_epoll.c,
+ * loop_kqueue.c, loop_poll.c): create, set interest (0 removes), wait
+ * (fills ready[]), destroy, name. Errors and hang-ups are reported as
+ * readable+writable so the one read/write path finds them. */
+static int ws__be_create(struct ws__loop_priv *p);
+static int ws__be_set(struct ws__loop_priv *p, struct ws__io *io, unsigned ev);
+static int ws__be_wait(struct ws__loop_priv *p, int timeout);
+static void ws__be_destroy(struct ws__loop_priv *p);
+static const char *ws__be_name(void);
+
+/* see ws.h */
+const char *ws_loop_backend(void) { return ws__be_name(); }
+
+/* see ws.h */
+int ws_loop_backend_fd(const ws_loop *l) { return WS__LP(l)->bfd; }
+
+/* Timer heap (a binary min-heap of nodes, each knowing its index) ------- */
+
+static void ws__tn_swap(struct ws__loop_priv *p, size_t a, size_t b) {
+  struct ws__tnode *t = p->heap[a];
+  p->heap[a] = p->heap[b];
+  p->heap[b] = t;
+  p->heap[a]->idx = (uint32_t)a;
+  p->heap[b]->idx = (uint32_t)b;
+}
+
+static void ws__tn_up(struct ws__loop_priv *p, size_t i) {
+  while (i > 0 && p->heap[(i - 1) / 2]->when > p->heap[i]->when) {
+    ws__tn_swap(p, i, (i - 1) / 2);
+    i = (i - 1) / 2;
+  }
+}
+
+static void ws__tn_down(struct ws__loop_priv *p, size_t i) {
+  for (;;) {
+    size_t m = i, a = 2 * i + 1, b = a + 1;
+    if (a < p->hcount && p->heap[a]->when < p->heap[m]->when) m = a;
+    if (b < p->hcount && p->heap[b]->when < p->heap[m]->when) m = b;
+    if (m == i) return;
+    ws__tn_swap(p, i, m);
+    i = m;
+  }
+}
+
+static void ws__tn_remove(struct ws__loop_priv *p, struct ws__tnode *t) {
+  size_t i = t->idx, last;
+  if (i == WS__TN_NONE) return;
+  last = --p->hcount;
+  if (i != last) {
+    p->heap[i] = p->heap[last];
+    p->heap[i]->idx = (uint32_t)i;
+    ws__tn_down(p, i);
+    ws__tn_up(p, i);
+  }
+  t->idx = WS__TN_NONE;
+}
+
+/* Sets a node's time (NEVER removes it). */
+static int ws__tn_set(ws_loop *l, struct ws__tnode *t, uint64_t when) {
+  struct ws__loop_priv *p = WS__LP(l);
+  if (when == WS__LOOP_NEVER) {
+    ws__tn_remove(p, t);
+    return WS_OK;
+  }
+  if (t->idx == WS__TN_NONE) {
+    if (p->hcount == p->hcap) {
+      size_t cap = p->hcap ? p->hcap * 2 : 64;
+      void *h = ws__loop_alloc(l, p->heap, cap * sizeof *p->heap);
+      if (h == NULL) return WS_ENOMEM;
+      p->heap = (struct ws__tnode **)h;
+      p->hcap = cap;
+    }
+    t->when = when;
+    t->idx = (uint32_t)p->hcount;
+    p->heap[p->hcount++] = t;
+    ws__tn_up(p, t->idx);
+  } else if (when != t->when) {
+    uint64_t old = t->when;
+    t->when = when;
+    if (when < old)
+      ws__tn_up(p, t->idx);
+    else
+      ws__tn_down(p, t->idx);
+  }
+  return WS_OK;
+}
+
+/* see ws.h */
+void ws_timer_start(ws_loop *l, ws_timer *t, uint64_t after_ms,
+                    uint64_t repeat_ms,
+                    void (*cb)(ws_loop *l, ws_timer *t, void *user),
+                    void *user) {
+  struct ws__timer_priv *tp = &t->ws__t;
+  WS__LOOP_THREAD(l);
+  if (tp->tn.kind != WS__TN_TIMER) {
+    tp->tn.kind = WS__TN_TIMER;
+    tp->tn.idx = WS__TN_NONE;
+  }
+  tp->repeat = repeat_ms;
+  tp->cb = cb;
+  tp->user = user;
+  (void)ws__tn_set(l, &tp->tn, WS__LP(l)->now + after_ms);
+}
+
+/* see ws.h */
+void ws_timer_stop(ws_loop *l, ws_timer *t) {
+  WS__LOOP_THREAD(l);
+  if (t->ws__t.tn.kind == WS__TN_TIMER) ws__tn_remove(WS__LP(l), &t->ws__t.tn);
+}
+
+/* Connections ------------------------------------------------------------ */
+
+static int ws__loop_read(ws_conn *c, void *buf, size_t cap, size_t *n,
+                         void *user) {
+  ws_loop_conn *lc = WS__LC(c);
+  (void)user;
+#if WS_ENABLE_MBEDTLS
+  if (lc->ws__l.tls) {
+    int rc = ws_tls_read((ws_tls *)lc->ws__l.tls, buf, cap, n);
+    if (rc == WS_OK && *n > 0) lc->ws__l.last_rx = (uint32_t)lc->ws__l.loop->ws__lp.now;
+    return rc;
+  }
+#endif
+  /* A read that came back short emptied the socket: the next one would
+   * only say EAGAIN, so it is skipped (readiness is level-triggered: bytes
+   * that arrive meanwhile bring another event). */
+  if (lc->ws__l.io.flags & WS__LC_DRAINED) {
+    lc->ws__l.io.flags &= (unsigned char)~WS__LC_DRAINED;
+    return WS_EAGAIN;
+  }
+  for (;;) {
+    ssize_t r = recv(lc->ws__l.io.fd, buf, cap, 0);
+    if (r >= 0) {
+      *n = (size_t)r;
+      if (r > 0) {
+        lc->ws__l.last_rx = (uint32_t)lc->ws__l.loop->ws__lp.now;
+        if ((size_t)r < cap) lc->ws__l.io.flags |= WS__LC_DRAINED;
+      }
+      return WS_OK;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return WS_EAGAIN;
+    return WS_EIO;
+  }
+}
+
+/* Puts a connection on the list whose interest and timers are brought up
+ * to date at the end of the current step: sends made from anywhere (another
+ * connection's callback, a timer, a post) change what it waits for. */
+static void ws__loop_touch(ws_loop_conn *lc) {
+  struct ws__loop_conn_priv *q = &lc->ws__l;
+  if (q->io.flags & (WS__LC_PEND | WS__LC_DEAD)) return;
+  q->io.flags |= WS__LC_PEND;
+  q->pend = q->loop->ws__lp.pend;
+  q->loop->ws__lp.pend = lc;
+}
+
+/* Sends pieces on a plain socket in one call; a short count or
+ * would-block marks the connection as having waited (for on_drain). */
+static int ws__loop_sendv(ws_loop_conn *lc, const ws_iovec *iov, int cnt,
+                          size_t *n) {
+  struct iovec v[3];
+  struct msghdr m;
+  size_t total = 0;
+  int i, flags = 0;
+#ifdef MSG_NOSIGNAL
+  flags = MSG_NOSIGNAL;
+#endif
+  for (i = 0; i < cnt; i++) {
+    v[i].iov_base = (void *)(uintptr_t)iov[i].base;
+    v[i].iov_len = iov[i].len;
+    total += iov[i].len;
+  }
+  memset(&m, 0, sizeof m);
+  m.msg_iov = v;
+  m.msg_iovlen = cnt;
+  for (;;) {
+    /* One piece: send(), which spares the kernel the message header. */
+    ssize_t r = cnt == 1 ? send(lc->ws__l.io.fd, v[0].iov_base, total, flags)
+                         : sendmsg(lc->ws__l.io.fd, &m, flags);
+    if (r >= 0) {
+      *n = (size_t)r;
+      if ((size_t)r < total) lc->ws__l.io.flags |= WS__LC_WAITED;
+      return WS_OK;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      lc->ws__l.io.flags |= WS__LC_WAITED;
+      return WS_EAGAIN;
+    }
+    return WS_EIO;
+  }
+}
+
+static int ws__loop_write(ws_conn *c, const void *buf, size_t len, size_t *n,
+                          void *user) {
+  ws_loop_conn *lc = WS__LC(c);
+  ws_iovec one;
+  (void)user;
+  ws__loop_touch(lc);
+  if (lc->ws__l.io.flags & WS__LC_CONNECTING) return WS_EAGAIN;
+#if WS_ENABLE_MBEDTLS
+  if (lc->ws__l.tls) {
+    int rc = ws_tls_write((ws_tls *)lc->ws__l.tls, buf, len, n);
+    if (rc == WS_EAGAIN || (rc == WS_OK && *n < len))
+      lc->ws__l.io.flags |= WS__LC_WAITED;
+    return rc;
+  }
+#endif
+  one.base = buf;
+  one.len = len;
+  return ws__loop_sendv(lc, &one, 1, n);
+}
+
+/* The pieces of one send (layer 1 passes at most 3): one sendmsg on a
+ * plain socket; through TLS, one piece after another (a record each). */
+static int ws__loop_writev(ws_conn *c, const ws_iovec *iov, int cnt,
+                           size_t *n, void *user) {
+  ws_loop_conn *lc = WS__LC(c);
+  int i;
+  if (cnt <= 3 && !lc->ws__l.tls) {
+    ws__loop_touch(lc);
+    if (lc->ws__l.io.flags & WS__LC_CONNECTING) return WS_EAGAIN;
+    return ws__loop_sendv(lc, iov, cnt, n);
+  }
+  *n = 0;
+  for (i = 0; i < cnt; i++) {
+    size_t k = 0;
+    int rc = ws__loop_write(c, iov[i].base, iov[i].len, &k, user);
+    if (rc != WS_OK && rc != WS_EAGAIN) return rc;
+    *n += k;
+    if (rc == WS_EAGAIN || k < iov[i].len) return *n ? WS_OK : WS_EAGAIN;
+  }
+  return WS_OK;
+}
+
+static void ws__sub_drop_all(ws_loop_conn *lc);
+
+static void ws__linger_end(ws_loop *l, ws__linger *g) {
+  struct ws__loop_priv *p = WS__LP(l);
+  (void)ws__be_set(p, &g->io, 0);
+  close(g->io.fd);
+  ws__tn_remove(p, &g->tn);
+  if (g->prev)
+    g->prev->next = g->next;
+  else
+    p->lingering = g->next;
+  if (g->next) g->next->prev = g->prev;
+  p->nlinger--;
+  ws__loop_alloc(l, g, 0);
+}
+
+/* Hands a finished connection's socket over to lingering: FIN now, then
+ * read and drop until the peer's FIN or the linger time. A socket that
+ * failed, or the end of a loop, closes at once. */
+static void ws__loop_linger(ws_loop *l, int fd, int err) {
+  struct ws__loop_priv *p = WS__LP(l);
+  ws__linger *g = NULL;
+  if (fd < 0) return;
+  if (err != WS_EIO && p->cfg.linger_ms && !p->freeing &&
+      shutdown(fd, SHUT_WR) == 0)
+    g = (ws__linger *)ws__loop_alloc(l, NULL, sizeof *g);
+  if (g == NULL) {
+    close(fd);
+    return;
+  }
+  memset(g, 0, sizeof *g);
+  g->io.fd = fd;
+  g->io.pidx = -1;
+  g->io.kind = WS__IO_LINGER;
+  g->tn.kind = WS__TN_LINGER;
+  g->tn.idx = WS__TN_NONE;
+  g->next = (ws__linger *)p->lingering;
+  if (g->next) g->next->prev = g;
+  p->lingering = g;
+  p->nlinger++;
+  if (ws__be_set(p, &g->io, WS__LOOP_IN) != WS_OK ||
+      ws__tn_set(l, &g->tn, p->now + p->cfg.linger_ms) != WS_OK)
+    ws__linger_end(l, g);
+}
+
+static void ws__linger_read(ws_loop *l, ws__linger *g) {
+  char sink[4096];
+  for (;;) {
+    ssize_t r = recv(g->io.fd, sink, sizeof sink, 0);
+    if (r > 0) continue;
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+    ws__linger_end(l, g); /* end of stream or an error */
+    return;
+  }
+}
+
+/* on_close of every loop connection: the application's, then the loop's
+ * part. The memory stays until the end of the turn, so code still holding
+ * the pointer in this turn finds it marked dead rather than freed. */
+static void ws__loop_on_close(ws_conn *c, int code, const char *reason,
+                              size_t len, void *user) {
+  ws_loop_conn *lc = WS__LC(c);
+  struct ws__loop_conn_priv *q = &lc->ws__l;
+  ws_loop *l = q->loop;
+  struct ws__loop_priv *p = WS__LP(l);
+  int err = ws_conn_error(c);
+  /* A plain connection whose closing handshake completed has nothing more
+   * coming: it closes at once. The others linger (see ws__loop_linger). */
+  int linger = err != WS_OK || q->tls != NULL;
+  if (p->cb.conn.on_close) p->cb.conn.on_close(c, code, reason, len, user);
+  q->io.flags |= WS__LC_DEAD;
+  (void)ws__be_set(p, &q->io, 0);
+#if WS_ENABLE_MBEDTLS
+  if (q->tls) { /* close_notify; a TLS failure on a sound socket lingers */
+    err = ws_tls_close((ws_tls *)q->tls);
+    ws_tls_free((ws_tls *)q->tls);
+    q->tls = NULL;
+  }
+#endif
+  if (linger)
+    ws__loop_linger(l, q->io.fd, err);
+  else if (q->io.fd >= 0)
+    close(q->io.fd);
+  q->io.fd = -1;
+  ws__tn_remove(p, &q->tn);
+  ws__sub_drop_all(lc);
+  /* From the live list to the dead list. */
+  if (q->prev)
+    q->prev->ws__l.next = q->next;
+  else
+    p->conns = q->next;
+  if (q->next) q->next->ws__l.prev = q->prev;
+  q->next = p->dead;
+  q->prev = NULL;
+  p->dead = lc;
+  p->nconns--;
+  if (p->paused) { /* a file descriptor is free again: accept again */
+    ws__listener *ls;
+    p->paused = 0;
+    for (ls = (ws__listener *)p->listeners; ls; ls = ls->next)
+      if (ls->io.fd >= 0) (void)ws__be_set(p, &ls->io, WS__LOOP_IN);
+  }
+}
+
+static void ws__loop_release_dead(ws_loop *l) {
+  struct ws__loop_priv *p = WS__LP(l);
+  while (p->dead) {
+    ws_loop_conn *lc = p->dead;
+    p->dead = lc->ws__l.next;
+    ws_conn_free(&lc->conn);
+    if (lc->ws__l.io.flags & WS__LC_OWNED)
+      ws__loop_alloc(l, lc, 0);
+    else if (p->cb.free_conn)
+      p->cb.free_conn(l, lc, p->user);
+  }
+}
+
+/* A new connection record around fd, registered, not yet started. */
+static ws_loop_conn *ws__loop_new_conn(ws_loop *l, int fd, const ws_config *cfg,
+                                       void *user) {
+  struct ws__loop_priv *p = WS__LP(l);
+  ws_loop_conn *lc;
+  int owned = 0;
+  if (p->cfg.max_conns && p->nconns >= p->cfg.max_conns) return NULL;
+  if (p->cb.alloc_conn) {
+    lc = p->cb.alloc_conn(l, p->user);
+  } else {
+    lc = (ws_loop_conn *)ws__loop_alloc(l, NULL, sizeof *lc);
+    owned = 1;
+  }
+  if (lc == NULL) return NULL;
+  memset(&lc->ws__l, 0, sizeof lc->ws__l);
+  /* The config and callbacks are the loop's: shared, not copied. */
+  if (ws_conn_init(&lc->conn, cfg, &p->ccb, user) != WS_OK) {
+    if (owned)
+      ws__loop_alloc(l, lc, 0);
+    else if (p->cb.free_conn)
+      p->cb.free_conn(l, lc, p->user);
+    return NULL;
+  }
+  lc->ws__l.io.flags = (unsigned char)(owned ? WS__LC_OWNED : 0);
+  lc->ws__l.loop = l;
+  lc->ws__l.io.fd = fd;
+  lc->ws__l.io.pidx = -1;
+  lc->ws__l.io.kind = WS__IO_CONN;
+  lc->ws__l.tn.kind = WS__TN_CONN;
+  lc->ws__l.tn.idx = WS__TN_NONE;
+  lc->ws__l.last_rx = (uint32_t)p->now;
+  lc->ws__l.next = p->conns;
+  if (p->conns) p->conns->ws__l.prev = lc;
+  p->conns = lc;
+  p->nconns++;
+  return lc;
+}
+
+/* Undoes ws__loop_new_conn for a connection that never started. */
+static void ws__loop_discard(ws_loop *l, ws_loop_conn *lc) {
+  struct ws__loop_priv *p = WS__LP(l);
+  struct ws__loop_conn_priv *q = &lc->ws__l;
+  (void)ws__be_set(p, &q->io, 0);
+#if WS_ENABLE_MBEDTLS
+  ws_tls_free((ws_tls *)q->tls);
+  q->tls = NULL;
+#endif
+  if (q->prev)
+    q->prev->ws__l.next = q->next;
+  else
+    p->conns = q->next;
+  if (q->next) q->next->ws__l.prev = q->prev;
+  p->nconns--;
+  ws_conn_free(&lc->conn);
+  if (q->io.flags & WS__LC_OWNED)
+    ws__loop_alloc(l, lc, 0);
+  else if (p->cb.free_conn)
+    p->cb.free_conn(l, lc, p->user);
+}
+
+/* Brings a connection's interest and timer up to date, running its timers
+ * when due. */
+static void ws__loop_update(ws_loop *l, ws_loop_conn *lc) {
+  struct ws__loop_priv *p = WS__LP(l);
+  struct ws__loop_conn_priv *q = &lc->ws__l;
+  ws_conn *c = &lc->conn;
+  uint64_t when;
+  unsigned ev;
+  int i;
+  for (i = 0; i < 3; i++) {
+    if (q->io.flags & WS__LC_DEAD) return;
+    when = ws_conn_next_deadline(c);
+    if (when > p->now) break;
+    if (ws_conn_tick(c, p->now) == WS_ECLOSED) return;
+  }
+  if (q->io.flags & WS__LC_DEAD) return;
+  if (p->cfg.idle_timeout_ms && ws_conn_state(c) == WS_STATE_OPEN) {
+    /* ms since the last input (32 bits, wrapping: differences only) */
+    uint32_t quiet = (uint32_t)p->now - q->last_rx;
+    uint64_t idle = p->now;
+    if (quiet < p->cfg.idle_timeout_ms) idle += p->cfg.idle_timeout_ms - quiet;
+    if (quiet >= p->cfg.idle_timeout_ms) {
+      if (ws_close(c, WS_CLOSE_GOING_AWAY, "idle", 4) == WS_ECLOSED ||
+          (q->io.flags & WS__LC_DEAD))
+        return;
+      when = ws_conn_next_deadline(c);
+      if (when <= p->now) when = p->now;
+    } else if (idle < when) {
+      when = idle;
+    }
+  }
+  if (q->io.flags & WS__LC_CONNECTING)
+    ev = WS__LOOP_OUT;
+  else
+    ev = (ws_conn_want_read(c) ? WS__LOOP_IN : 0u) |
+         (ws_conn_want_write(c) ? WS__LOOP_OUT : 0u);
+#if WS_ENABLE_MBEDTLS
+  if (q->tls && !(q->io.flags & WS__LC_CONNECTING)) {
+    unsigned w = ws_tls_wants((const ws_tls *)q->tls);
+    if (w & WS_TLS_HANDSHAKING) ev = 0; /* the TLS handshake decides */
+    if (w & WS_TLS_WANT_READ) ev |= WS__LOOP_IN;
+    if (w & WS_TLS_WANT_WRITE) ev |= WS__LOOP_OUT;
+  }
+#endif
+  if (ev != q->io.events && ws__be_set(p, &q->io, ev) != WS_OK) {
+    ws_conn_abort(c, WS_EIO);
+    return;
+  }
+  if (ws__tn_set(l, &q->tn, when) != WS_OK) ws_conn_abort(c, WS_ENOMEM);
+}
+
+static void ws__loop_flush_pending(ws_loop *l) {
+  struct ws__loop_priv *p = WS__LP(l);
+  while (p->pend) {
+    ws_loop_conn *lc = p->pend;
+    p->pend = lc->ws__l.pend;
+    lc->ws__l.io.flags &= (unsigned char)~WS__LC_PEND;
+    ws__loop_update(l, lc);
+  }
+}
+
+/* Input on a connection. A plain socket whose connection holds no input is
+ * read into the loop's one receive buffer and processed there, in place:
+ * no per-connection buffer is allocated for whole frames. Anything else
+ * (TLS, a handshake, a frame or message still arriving, end of stream, an
+ * error) goes through the connection's own read. */
+static int ws__loop_readable(ws_loop *l, ws_loop_conn *lc) {
+  struct ws__loop_priv *p = WS__LP(l);
+  struct ws__loop_conn_priv *q = &lc->ws__l;
+  ws_conn *c = &lc->conn;
+  int i, rc = WS_OK;
+  for (i = 0; i < 16; i++) {
+    ssize_t r;
+    if (q->tls || p->rbusy || ws_conn_state(c) != WS_STATE_OPEN ||
+        ws_conn_buffered(c) != 0 || !ws_conn_want_read(c))
+      return ws_conn_on_readable(c);
+    if (p->rbuf == NULL &&
+        (p->rbuf = (unsigned char *)ws__loop_alloc(l, NULL, WS__LOOP_RBUF)) == NULL)
+      return ws_conn_on_readable(c);
+    r = recv(q->io.fd, p->rbuf, WS__LOOP_RBUF, 0);
+    if (r <= 0) {
+      if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return rc;
+      if (r < 0 && errno == EINTR) continue;
+      return ws_conn_on_readable(c); /* its own read meets the end or error */
+    }
+    q->last_rx = (uint32_t)p->now;
+    p->rbusy = 1;
+    rc = ws_conn_feed_inplace(c, p->rbuf, (size_t)r);
+    p->rbusy = 0;
+    if (rc == WS_ECLOSED || (q->io.flags & WS__LC_DEAD)) return WS_ECLOSED;
+    if ((size_t)r < WS__LOOP_RBUF) break; /* the socket is empty */
+  }
+  return rc;
+}
+
+/* Readiness on a connection. */
+static void ws__loop_conn_event(ws_loop *l, ws_loop_conn *lc, unsigned ev) {
+  struct ws__loop_priv *p = WS__LP(l);
+  struct ws__loop_conn_priv *q = &lc->ws__l;
+  ws_conn *c = &lc->conn;
+  if (q->io.flags & WS__LC_CONNECTING) {
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(q->io.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
+    if (err == EINPROGRESS || err == EALREADY || err == EINTR) return;
+    q->io.flags &= (unsigned char)~WS__LC_CONNECTING;
+    if (err != 0) {
+      ws_conn_abort(c, WS_EIO);
+      return;
+    }
+    ev = WS__LOOP_OUT;
+  }
+  q->io.flags &= (unsigned char)~WS__LC_DRAINED; /* a new event: read */
+  if (ev & WS__LOOP_IN) {
+    if (ws__loop_readable(l, lc) == WS_ECLOSED || (q->io.flags & WS__LC_DEAD)) return;
+  }
+  if (ev & WS__LOOP_OUT) {
+    size_t before = ws_conn_queued(c);
+    if (ws_conn_on_writable(c) == WS_ECLOSED || (q->io.flags & WS__LC_DEAD)) return;
+    if (before > 0 && ws_conn_queued(c) == 0 && (q->io.flags & WS__LC_WAITED)) {
+      q->io.flags &= (unsigned char)~WS__LC_WAITED;
+      if (p->cb.on_drain && ws_conn_state(c) == WS_STATE_OPEN)
+        p->cb.on_drain(c, ws_conn_user(c));
+      if (q->io.flags & WS__LC_DEAD) return;
+    }
+    /* Input paused for backpressure may go on now. */
+    if (ws_conn_want_read(c) && !(ev & WS__LOOP_IN)) {
+      q->io.flags &= (unsigned char)~WS__LC_DRAINED;
+      if (ws_conn_on_readable(c) == WS_ECLOSED || (q->io.flags & WS__LC_DEAD))
+        return;
+    }
+  }
+  ws__loop_touch(lc);
+}
+
+/* Starts a server connection on fd with `data` already read. */
+static int ws__loop_start_server(ws_loop *l, int fd, const void *data,
+                                 size_t len, void *user, ws_conn **out) {
+  struct ws__loop_priv *p = WS__LP(l);
+  ws_loop_conn *lc;
+  int rc;
+  lc = ws__loop_new_conn(l, fd, &p->cfg.server, user);
+  if (out) *out = NULL;
+  if (lc == NULL) return WS_ENOMEM;
+  if (ws__be_set(p, &lc->ws__l.io, WS__LOOP_IN) != WS_OK) {
+    lc->ws__l.io.fd = -1; /* the caller still owns fd */
+    ws__loop_discard(l, lc);
+    return WS_EIO;
+  }
+  if (len > 0) {
+    rc = ws_conn_feed(&lc->conn, data, len);
+    if (rc == WS_ECLOSED || (lc->ws__l.io.flags & WS__LC_DEAD)) return WS_ECLOSED;
+  }
+  ws__loop_touch(lc);
+  if (out) *out = &lc->conn;
+  return WS_OK;
+}
+
+static void ws__loop_accept(ws_loop *l, ws__listener *ls) {
+  struct ws__loop_priv *p = WS__LP(l);
+  int i;
+  for (i = 0; i < 64 && !p->shutting; i++) {
+#if defined(__linux__) && defined(_GNU_SOURCE) && defined(SOCK_NONBLOCK)
+    /* Non-blocking and close-on-exec at once; TCP_NODELAY comes from the
+     * listener (Linux copies it to accepted sockets). */
+    int fd = accept4(ls->io.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+#define WS__ACCEPT4 1
+#else
+    int fd = accept(ls->io.fd, NULL, NULL), one = 1;
+#endif
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+          errno == ENOMEM) {
+        /* Out of descriptors: stop accepting until a connection ends,
+         * instead of spinning on a listener that stays readable. */
+        ws__listener *it;
+        p->paused = 1;
+        for (it = (ws__listener *)p->listeners; it; it = it->next)
+          if (it->io.fd >= 0) (void)ws__be_set(p, &it->io, 0);
+      }
+      return;
+    }
+#ifndef WS__ACCEPT4
+    if (ws__io_nonblock(fd) < 0) {
+      close(fd);
+      continue;
+    }
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+#endif
+    {
+      ws_conn *c = NULL;
+      if (ws__loop_start_server(l, fd, NULL, 0, p->user, &c) == WS_ENOMEM) {
+        close(fd); /* refused: max_conns, or no memory */
+        continue;
+      }
+#if WS_ENABLE_MBEDTLS
+      if (c && ls->tls) { /* nothing was read yet: TLS goes under it now */
+        ws_tls *t = NULL;
+        if (ws_tls_new(&t, ls->tls, fd, NULL) != WS_OK)
+          ws_conn_abort(c, WS_ENOMEM);
+        else
+          WS__LC(c)->ws__l.tls = t;
+      }
+#else
+      (void)c;
+#endif
+    }
+  }
+}
+
+/* Listeners ---------------------------------------------------------------- */
+
+static int ws__loop_add_listener(ws_loop *l, int fd, ws_tls_config *tls) {
+  struct ws__loop_priv *p = WS__LP(l);
+  ws__listener *ls;
+  if (ws__io_nonblock(fd) < 0) return WS_EIO;
+  ls = (ws__listener *)ws__loop_alloc(l, NULL, sizeof *ls);
+  if (ls == NULL) return WS_ENOMEM;
+  memset(ls, 0, sizeof *ls);
+  ls->io.fd = fd;
+  ls->io.pidx = -1;
+  ls->io.kind = WS__IO_LISTENER;
+  ls->tls = tls;
+  if (ws__be_set(p, &ls->io, WS__LOOP_IN) != WS_OK) {
+    ws__loop_alloc(l, ls, 0);
+    return WS_EIO;
+  }
+  ls->next = (ws__listener *)p->listeners;
+  p->listeners = ls;
+  return WS_OK;
+}
+
+/* A numeric IPv4 or IPv6 host and a port as a socket address; 0, or -1
+ * when host is not a numeric address. */
+static int ws__loop_numeric(const char *host, unsigned port,
+                            struct sockaddr_storage *ss, socklen_t *alen) {
+  struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
+  struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
+  memset(ss, 0, sizeof *ss);
+  if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
+    a4->sin_family = AF_INET;
+    a4->sin_port = htons((uint16_t)port);
+    *alen = sizeof *a4;
+  } else if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
+    a6->sin6_family = AF_INET6;
+    a6->sin6_port = htons((uint16_t)port);
+    *alen = sizeof *a6;
+  } else {
+    return -1;
+  }
+  return 0;
+}
+
+/* see ws.h */
+int ws_loop_listen_fd(ws_loop *l, int fd) {
+  WS__LOOP_THREAD(l);
+  if (fd < 0) return WS_EINVAL;
+  return ws__loop_add_listener(l, fd, NULL);
+}
+
+static int ws__loop_listen(ws_loop *l, const char *host, unsigned port,
+                           ws_tls_config *tls, unsigned *bound_port) {
+  struct sockaddr_storage ss;
+  struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
+  struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+  socklen_t alen;
+  int fd, one = 1, rc;
+  WS__LOOP_THREAD(l);
+  if (port > 65535) return WS_EINVAL;
+  if (host == NULL) host = "::";
+  if (ws__loop_numeric(host, port, &ss, &alen) != 0) return WS_EINVAL;
+  fd = socket(ss.ss_family, SOCK_STREAM, 0);
+  if (fd < 0) return WS_EIO;
+  (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (ss.ss_family == AF_INET6) {
+    int v6only = strcmp(host, "::") != 0;
+    (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof v6only);
+  }
+  if (bind(fd, (struct sockaddr *)&ss, alen) < 0 ||
+      listen(fd, WS__LP(l)->cfg.backlog) < 0) {
+    int e = errno;
+    close(fd);
+    errno = e;
+    return WS_EIO;
+  }
+  if (bound_port) {
+    alen = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &alen) == 0)
+      *bound_port = ntohs(ss.ss_family == AF_INET ? a4->sin_port : a6->sin6_port);
+  }
+  rc = ws__loop_add_listener(l, fd, tls);
+  if (rc != WS_OK) close(fd);
+  return rc;
+}
+
+/* see ws.h */
+int ws_loop_listen(ws_loop *l, const char *host, unsigned port,
+                   unsigned *bound_port) {
+  return ws__loop_listen(l, host, port, NULL, bound_port);
+}
+
+/* see ws.h */
+int ws_loop_listen_tls(ws_loop *l, const char *host, unsigned port,
+                       ws_tls_config *tls, unsigned *bound_port) {
+#if WS_ENABLE_MBEDTLS
+  if (tls == NULL) return WS_EINVAL;
+  return ws__loop_listen(l, host, port, tls, bound_port);
+#else
+  (void)l, (void)host, (void)port, (void)tls, (void)bound_port;
+  return WS_EINVAL;
+#endif
+}
+
+/* Connecting --------------------------------------------------------------- */
+
+/* Splits "ws[s]://host[:port][/path]" into its parts (host without
+ * brackets); *tls is 1 for wss://. */
+static int ws__loop_parse_url(const char *url, char *host, size_t hcap,
+                              unsigned *port, const char **path, int *tls) {
+  const char *h, *e, *colon = NULL;
+  size_t n;
+  if (strncmp(url, "ws://", 5) == 0) {
+    *tls = 0;
+    h = url + 5;
+  } else if (strncmp(url, "wss://", 6) == 0) {
+    *tls = 1;
+    h = url + 6;
+  } else {
+    return WS_EINVAL;
+  }
+  if (*h == '[') {
+    e = strchr(h, ']');
+    if (e == NULL) return WS_EINVAL;
+    n = (size_t)(e - h - 1);
+    if (n == 0 || n >= hcap) return WS_EINVAL;
+    memcpy(host, h + 1, n);
+    e++;
+    if (*e == ':') colon = e;
+  } else {
+    e = h;
+    while (*e && *e != ':' && *e != '/' && *e != '?') e++;
+    n = (size_t)(e - h);
+    if (n == 0 || n >= hcap) return WS_EINVAL;
+    memcpy(host, h, n);
+    if (*e == ':') colon = e;
+  }
+  host[n] = '\0';
+  *port = *tls ? 443 : 80;
+  if (colon) {
+    unsigned long v = 0;
+    e = colon + 1;
+    if (*e < '0' || *e > '9') return WS_EINVAL;
+    while (*e >= '0' && *e <= '9') {
+      v = v * 10 + (unsigned long)(*e - '0');
+      if (v > 65535) return WS_EINVAL;
+      e++;
+    }
+    if (v == 0) return WS_EINVAL;
+    *port = (unsigned)v;
+  }
+  if (*e != '\0' && *e != '/' && *e != '?') return WS_EINVAL;
+  *path = *e ? e : "/";
+  return WS_OK;
+}
+
+/* see ws.h */
+int ws_loop_connect(ws_loop *l, const char *url, const ws_client_opts *o,
+                    void *user, ws_conn **out) {
+  struct ws__loop_priv *p = WS__LP(l);
+  char host[256], hosthdr[300], pathbuf[2048];
+  const char *path;
+  unsigned port;
+  struct sockaddr_storage ss;
+  socklen_t alen = 0;
+  ws_client_opts opts;
+  ws_loop_conn *lc;
+  int fd, one = 1, rc, tls = 0;
+  unsigned defport;
+  ws_tls_config *tc = NULL;
+  WS__LOOP_THREAD(l);
+  if (out) *out = NULL;
+  if (url == NULL) return WS_EINVAL;
+  if (ws__loop_parse_url(url, host, sizeof host, &port, &path, &tls) != WS_OK)
+    return WS_EINVAL;
+  defport = tls ? 443 : 80;
+  if (tls) {
+#if WS_ENABLE_MBEDTLS
+    tc = p->cfg.tls_client;
+    if (tc == NULL) { /* verification on, the system's CAs */
+      if (p->tls_default == NULL) {
+        ws_tls_options to;
+        ws_tls_config *d = NULL;
+        ws_tls_options_init(&to, WS_CLIENT);
+        if (ws_tls_config_new(&d, &to, NULL, 0) != WS_OK) return WS_EINVAL;
+        p->tls_default = d;
+      }
+      tc = (ws_tls_config *)p->tls_default;
+    }
+#else
+    return WS_EINVAL;
+#endif
+  }
+  if (strlen(path) >= sizeof pathbuf) return WS_EINVAL;
+  memcpy(pathbuf, path, strlen(path) + 1);
+  if (ws__loop_numeric(host, port, &ss, &alen) != 0) {
+    /* A name: getaddrinfo() may block; numeric hosts never do. */
+    struct addrinfo hints, *res = NULL;
+    char service[8];
+    memset(&hints, 0, sizeof hints);
+    hints.ai_socktype = SOCK_STREAM;
+    snprintf(service, sizeof service, "%u", port);
+    if (getaddrinfo(host, service, &hints, &res) != 0 || res == NULL)
+      return WS_EIO;
+    memcpy(&ss, res->ai_addr, res->ai_addrlen);
+    alen = (socklen_t)res->ai_addrlen;
+    freeaddrinfo(res);
+  }
+  if (ss.ss_family == AF_INET6)
+    snprintf(hosthdr, sizeof hosthdr, port == defport ? "[%s]" : "[%s]:%u", host, port);
+  else
+    snprintf(hosthdr, sizeof hosthdr, port == defport ? "%s" : "%s:%u", host, port);
+  fd = socket(ss.ss_family, SOCK_STREAM, 0);
+  if (fd < 0) return WS_EIO;
+  if (ws__io_nonblock(fd) < 0) {
+    close(fd);
+    return WS_EIO;
+  }
+  (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (connect(fd, (struct sockaddr *)&ss, alen) < 0 && errno != EINPROGRESS &&
+      errno != EINTR) {
+    close(fd);
+    return WS_EIO;
+  }
+  lc = ws__loop_new_conn(l, fd, &p->cfg.client, user);
+  if (lc == NULL) {
+    close(fd);
+    return WS_ENOMEM;
+  }
+  lc->ws__l.io.flags |= WS__LC_CONNECTING;
+#if WS_ENABLE_MBEDTLS
+  if (tc) {
+    ws_tls *t = NULL;
+    if ((rc = ws_tls_new(&t, tc, fd, host)) != WS_OK) {
+      ws__loop_discard(l, lc);
+      close(fd);
+      return rc;
+    }
+    lc->ws__l.tls = t;
+  }
+#else
+  (void)tc;
+#endif
+  if (o)
+    opts = *o;
+  else
+    memset(&opts, 0, sizeof opts);
+  if (opts.host == NULL) opts.host = hosthdr;
+  if (opts.path == NULL) opts.path = pathbuf;
+  rc = ws_client_start(&lc->conn, &opts); /* queued until connected */
+  if (rc != WS_OK || ws__be_set(p, &lc->ws__l.io, WS__LOOP_OUT) != WS_OK) {
+    ws__loop_discard(l, lc);
+    close(fd);
+    return rc != WS_OK ? rc : WS_EIO;
+  }
+  ws__loop_touch(lc);
+  if (out) *out = &lc->conn;
+  return WS_OK;
+}
+
+/* see ws.h */
+int ws_loop_adopt(ws_loop *l, int fd, const void *data, size_t len,
+                  void *user, ws_conn **out) {
+  int one = 1;
+  WS__LOOP_THREAD(l);
+  if (fd < 0 || (data == NULL && len > 0)) return WS_EINVAL;
+  if (ws__io_nonblock(fd) < 0) return WS_EINVAL;
+  (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  return ws__loop_start_server(l, fd, data, len, user, out);
+}
+
+/* Topics ------------------------------------------------------------------- */
+
+static size_t ws__topic_hash(const char *s, size_t n) {
+  size_t h = 2166136261u, i;
+  for (i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 16777619u;
+  return h;
+}
+
+static ws__topic **ws__topic_slot(struct ws__loop_priv *p, const char *name,
+                                  size_t n) {
+  ws__topic **t;
+  if (p->tcap == 0) return NULL;
+  t = (ws__topic **)&p->topics[ws__topic_hash(name, n) & (p->tcap - 1)];
+  while (*t && ((*t)->len != n || memcmp((*t)->name, name, n) != 0))
+    t = &(*t)->hnext;
+  return t;
+}
+
+static ws__topic *ws__topic_get(ws_loop *l, const char *name, int create) {
+  struct ws__loop_priv *p = WS__LP(l);
+  size_t n = strlen(name);
+  ws__topic **slot = ws__topic_slot(p, name, n), *t;
+  if (slot && *slot) return *slot;
+  if (!create) return NULL;
+  if (p->ntopics + 1 > p->tcap) { /* grow and rehash */
+    size_t cap = p->tcap ? p->tcap * 2 : 16, i;
+    void **nt = (void **)ws__loop_alloc(l, NULL, cap * sizeof *nt);
+    if (nt == NULL) return NULL;
+    memset(nt, 0, cap * sizeof *nt);
+    for (i = 0; i < p->tcap; i++) {
+      ws__topic *it = (ws__topic *)p->topics[i], *next;
+      for (; it; it = next) {
+        size_t b = ws__topic_hash(it->name, it->len) & (cap - 1);
+        next = it->hnext;
+        it->hnext = (ws__topic *)nt[b];
+        nt[b] = it;
+      }
+    }
+    ws__loop_alloc(l, p->topics, 0);
+    p->topics = nt;
+    p->tcap = cap;
+    slot = ws__topic_slot(p, name, n);
+  }
+  t = (ws__topic *)ws__loop_alloc(l, NULL, sizeof *t + n);
+  if (t == NULL) return NULL;
+  memset(t, 0, sizeof *t);
+  memcpy(t->name, name, n + 1);
+  t->len = n;
+  *slot = t;
+  p->ntopics++;
+  return t;
+}
+
+static void ws__topic_drop_if_empty(ws_loop *l, ws__topic *t) {
+  struct ws__loop_priv *p = WS__LP(l);
+  ws__topic **slot;
+  if (t->count) return;
+  slot = ws__topic_slot(p, t->name, t->len);
+  if (slot && *slot == t) *slot = t->hnext;
+  p->ntopics--;
+  ws__loop_alloc(l, t, 0);
+}
+
+static void ws__sub_unlink(ws_loop *l, ws__sub *s) {
+  ws__topic *t = s->t;
+  if (s->tprev)
+    s->tprev->tnext = s->tnext;
+  else
+    t->head = s->tnext;
+  if (s->tnext) s->tnext->tprev = s->tprev;
+  t->count--;
+  ws__topic_drop_if_empty(l, t);
+  ws__loop_alloc(l, s, 0);
+}
+
+static void ws__sub_drop_all(ws_loop_conn *lc) {
+  ws__sub *s = (ws__sub *)lc->ws__l.subs;
+  while (s) {
+    ws__sub *next = s->cnext;
+    ws__sub_unlink(lc->ws__l.loop, s);
+    s = next;
+  }
+  lc->ws__l.subs = NULL;
+}
+
+/* see ws.h */
+int ws_loop_subscribe(ws_conn *c, const char *topic) {
+  ws_loop_conn *lc = WS__LC(c);
+  ws_loop *l = lc->ws__l.loop;
+  ws__topic *t;
+  ws__sub *s;
+  if (topic == NULL || l == NULL || (lc->ws__l.io.flags & WS__LC_DEAD))
+    return WS_EINVAL;
+  WS__LOOP_THREAD(l);
+  for (s = (ws__sub *)lc->ws__l.subs; s; s = s->cnext)
+    if (strcmp(s->t->name, topic) == 0) return WS_OK;
+  t = ws__topic_get(l, topic, 1);
+  if (t == NULL) return WS_ENOMEM;
+  s = (ws__sub *)ws__loop_alloc(l, NULL, sizeof *s);
+  if (s == NULL) {
+    ws__topic_drop_if_empty(l, t);
+    return WS_ENOMEM;
+  }
+  s->t = t;
+  s->lc = lc;
+  s->tprev = NULL;
+  s->tnext = t->head;
+  if (t->head) t->head->tprev = s;
+  t->head = s;
+  t->count++;
+  s->cnext = (ws__sub *)lc->ws__l.subs;
+  lc->ws__l.subs = s;
+  return WS_OK;
+}
+
+/* see ws.h */
+int ws_loop_unsubscribe(ws_conn *c, const char *topic) {
+  ws_loop_conn *lc = WS__LC(c);
+  ws__sub **sp;
+  if (topic == NULL || lc->ws__l.loop == NULL) return WS_EINVAL;
+  WS__LOOP_THREAD(lc->ws__l.loop);
+  for (sp = (ws__sub **)&lc->ws__l.subs; *sp; sp = &(*sp)->cnext) {
+    if (strcmp((*sp)->t->name, topic) == 0) {
+      ws__sub *s = *sp;
+      *sp = s->cnext;
+      ws__sub_unlink(lc->ws__l.loop, s);
+      return WS_OK;
+    }
+  }
+  return WS_EINVAL;
+}
+
+/* see ws.h */
+size_t ws_loop_topic_size(ws_loop *l, const char *topic) {
+  ws__topic *t;
+  WS__LOOP_THREAD(l);
+  t = topic ? ws__topic_get(l, topic, 0) : NULL;
+  return t ? t->count : 0;
+}
+
+/* see ws.h */
+int ws_loop_publish(ws_loop *l, const char *topic, int op, const void *data,
+                    size_t len, size_t *sent) {
+  ws__topic *t;
+  ws__sub *s, *next;
+  unsigned char small[4096], *frame;
+  size_t hl, n = 0;
+  WS__LOOP_THREAD(l);
+  if (sent) *sent = 0;
+  if (topic == NULL || (op != WS_OP_TEXT && op != WS_OP_BINARY) ||
+      (data == NULL && len > 0))
+    return WS_EINVAL;
+  if (op == WS_OP_TEXT) {
+    uint32_t st = WS_UTF8_INIT;
+    if (ws_utf8_check(&st, data, len, 1, NULL) != WS_OK) return WS_EUTF8;
+  }
+  t = ws__topic_get(l, topic, 0);
+  if (t == NULL) return WS_OK;
+  /* Encode once; the same bytes go to every subscriber. */
+  if (len + WS_FRAME_HEADER_MAX <= sizeof small) {
+    frame = small;
+  } else {
+    frame = (unsigned char *)ws__loop_alloc(l, NULL, len + WS_FRAME_HEADER_MAX);
+    if (frame == NULL) return WS_ENOMEM;
+  }
+  hl = ws_frame_write(frame, 1, op, len, NULL);
+  if (len) memcpy(frame + hl, data, len);
+  for (s = t->head; s; s = next) {
+    /* A send may end its connection (a write error), and its
+     * subscriptions go with it, this node included: step on first. Other
+     * connections' nodes are untouched. */
+    int rc;
+    next = s->tnext;
+    rc = ws_send_encoded(&s->lc->conn, frame, hl + len);
+    if (rc == WS_EINVAL) /* a client connection masks each frame itself */
+      rc = ws_send(&s->lc->conn, op, data, len);
+    if (rc == WS_OK) n++;
+  }
+  if (frame != small) ws__loop_alloc(l, frame, 0);
+  if (sent) *sent = n;
+  return WS_OK;
+}
+
+/* Posting from other threads ---------------------------------------------- */
+
+/* see ws.h */
+int ws_loop_post(ws_loop *l, void (*fn)(ws_loop *l, void *arg), void *arg) {
+  struct ws__loop_priv *p = WS__LP(l);
+  ws__post_q *q = (ws__post_q *)p->post;
+  ws__post_item *it;
+  int was_empty;
+  if (fn == NULL || q == NULL) return WS_EINVAL;
+  it = (ws__post_item *)malloc(sizeof *it);
+  if (it == NULL) return WS_ENOMEM;
+  it->fn = fn;
+  it->arg = arg;
+  it->next = NULL;
+  pthread_mutex_lock(&q->mu);
+  was_empty = q->head == NULL;
+  if (q->tail)
+    q->tail->next = it;
+  else
+    q->head = it;
+  q->tail = it;
+  pthread_mutex_unlock(&q->mu);
+  if (was_empty) {
+    char b = 1;
+    ssize_t r;
+    do r = write(p->wake_w, &b, 1);
+    while (r < 0 && errno == EINTR);
+    /* EAGAIN: the pipe is full, so a wake-up is pending anyway. */
+    if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK) return WS_EIO;
+  }
+  return WS_OK;
+}
+
+static void ws__loop_run_posts(ws_loop *l) {
+  struct ws__loop_priv *p = WS__LP(l);
+  ws__post_q *q = (ws__post_q *)p->post;
+  ws__post_item *it;
+  char drain[64];
+  while (read(p->wake.fd, drain, sizeof drain) > 0) {
+  }
+  pthread_mutex_lock(&q->mu);
+  it = q->head;
+  q->head = q->tail = NULL;
+  pthread_mutex_unlock(&q->mu);
+  while (it) {
+    ws__post_item *next = it->next;
+    it->fn(l, it->arg);
+    free(it);
+    it = next;
+  }
+}
+
+/* The loop ------------------------------------------------------------------ */
+
+/* see ws.h */
+void ws_loop_config_init(ws_loop_config *cfg) {
+  memset(cfg, 0, sizeof *cfg);
+  ws_config_init(&cfg->server, WS_SERVER);
+  ws_config_init(&cfg->client, WS_CLIENT);
+  cfg->server.ping_interval_ms = cfg->client.ping_interval_ms = 30000;
+  cfg->server.pong_timeout_ms = cfg->client.pong_timeout_ms = 10000;
+  cfg->backlog = 511;
+  cfg->max_events = 256;
+  cfg->linger_ms = 2000;
+}
+
+/* see ws.h */
+int ws_loop_init(ws_loop *l, const ws_loop_config *cfg,
+                 const ws_loop_callbacks *cb, void *user) {
+  struct ws__loop_priv *p;
+  ws__post_q *q;
+  int fds[2], rc;
+  if (l == NULL || cfg == NULL || cfg->max_events <= 0) return WS_EINVAL;
+  p = WS__LP(l);
+  memset(p, 0, sizeof *p);
+  p->cfg = *cfg;
+  p->cfg.server.role = WS_SERVER;
+  p->cfg.client.role = WS_CLIENT;
+  if (cb) p->cb = *cb;
+  p->ccb = p->cb.conn;
+  p->ccb.read = ws__loop_read;
+  p->ccb.write = ws__loop_write;
+  p->ccb.writev = ws__loop_writev;
+  p->ccb.on_close = ws__loop_on_close;
+  p->user = user;
+  p->bfd = -1;
+  p->wake.fd = p->wake_w = -1;
+  p->owner = ws__loop_self();
+  p->now = ws__loop_clock();
+  p->ready = malloc(sizeof *p->ready * (size_t)cfg->max_events);
+  q = (ws__post_q *)malloc(sizeof *q);
+  if (p->ready == NULL || q == NULL) {
+    free(p->ready);
+    free(q);
+    return WS_ENOMEM;
+  }
+  memset(q, 0, sizeof *q);
+  pthread_mutex_init(&q->mu, NULL);
+  p->post = q;
+  if ((rc = ws__be_create(p)) != WS_OK) {
+    ws_loop_free(l);
+    return rc;
+  }
+  if (pipe(fds) < 0) {
+    ws_loop_free(l);
+    return WS_EIO;
+  }
+  p->wake.fd = fds[0];
+  p->wake_w = fds[1];
+  p->wake.pidx = -1;
+  p->wake.kind = WS__IO_WAKE;
+  if (ws__io_nonblock(fds[0]) < 0 || ws__io_nonblock(fds[1]) < 0 ||
+      ws__be_set(p, &p->wake, WS__LOOP_IN) != WS_OK) {
+    ws_loop_free(l);
+    return WS_EIO;
+  }
+  return WS_OK;
+}
+
+/* Runs due timers: connection deadlines and application timers. */
+static void ws__loop_timers(ws_loop *l) {
+  struct ws__loop_priv *p = WS__LP(l);
+  int guard = 0;
+  while (p->hcount > 0 && p->heap[0]->when <= p->now && guard++ < 100000) {
+    struct ws__tnode *t = p->heap[0];
+    if (t->kind == WS__TN_CONN) {
+      ws_loop_conn *lc =
+          (ws_loop_conn *)((char *)t - offsetof(ws_loop_conn, ws__l.tn));
+      ws__tn_remove(p, t);
+      ws__loop_update(l, lc); /* ticks, then files the next deadline */
+    } else if (t->kind == WS__TN_LINGER) {
+      ws__linger_end(l, (ws__linger *)((char *)t - offsetof(ws__linger, tn)));
+    } else {
+      ws_timer *tm = (ws_timer *)((char *)t - offsetof(ws_timer, ws__t.tn));
+      ws__tn_remove(p, t);
+      if (tm->ws__t.repeat) (void)ws__tn_set(l, t, p->now + tm->ws__t.repeat);
+      tm->ws__t.cb(l, tm, tm->ws__t.user);
+    }
+  }
+}
+
+/* see ws.h */
+int ws_loop_run_once(ws_loop *l, int timeout_ms) {
+  struct ws__loop_priv *p = WS__LP(l);
+  int i, rc, wait = timeout_ms;
+  p->owner = ws__loop_self(); /* the thread that runs the loop owns it */
+  p->now = ws__loop_clock();
+  ws__loop_timers(l);
+  ws__loop_flush_pending(l);
+  ws__loop_release_dead(l);
+  if (p->hcount > 0) {
+    uint64_t due = p->heap[0]->when;
+    int until = due <= p->now ? 0 : due - p->now > 0x7FFFFFFF ? 0x7FFFFFFF
+                                                              : (int)(due - p->now);
+    if (wait < 0 || until < wait) wait = until;
+  }
+  if (p->stop) wait = 0;
+  /* A wait cut short by a signal reports nothing: the last turn's events,
+   * whose connections may be gone, must not be handled again. */
+  p->nready = 0;
+  rc = ws__be_wait(p, wait);
+  if (rc != WS_OK) return rc;
+  p->now = ws__loop_clock();
+  for (i = 0; i < p->nready; i++) {
+    struct ws__io *io = p->ready[i].io;
+    unsigned ev = p->ready[i].ev;
+    if (io->fd < 0) continue; /* closed earlier in this turn */
+    if (io->kind == WS__IO_CONN) {
+      ws_loop_conn *lc =
+          (ws_loop_conn *)((char *)io - offsetof(ws_loop_conn, ws__l.io));
+      if (!(lc->ws__l.io.flags & WS__LC_DEAD)) ws__loop_conn_event(l, lc, ev);
+    } else if (io->kind == WS__IO_LISTENER) {
+      ws__loop_accept(l, (ws__listener *)io);
+    } else if (io->kind == WS__IO_WAKE) {
+      ws__loop_run_posts(l);
+    } else if (io->kind == WS__IO_LINGER) {
+      ws__linger_read(l, (ws__linger *)io);
+    }
+    ws__loop_flush_pending(l);
+  }
+  ws__loop_timers(l);
+  ws__loop_flush_pending(l);
+  ws__loop_release_dead(l);
+  return WS_OK;
+}
+
+/* see ws.h */
+int ws_loop_run(ws_loop *l) {
+  struct ws__loop_priv *p = WS__LP(l);
+  p->stop = 0;
+  while (!p->stop && !(p->shutting && p->nconns == 0 && p->nlinger == 0)) {
+    int rc = ws_loop_run_once(l, -1);
+    if (rc != WS_OK) return rc;
+  }
+  p->stop = 0;
+  return WS_OK;
+}
+
+/* see ws.h */
+void ws_loop_stop(ws_loop *l) { WS__LP(l)->stop = 1; }
+
+static void ws__loop_close_listeners(struct ws__loop_priv *p) {
+  ws__listener *ls;
+  for (ls = (ws__listener *)p->listeners; ls; ls = ls->next) {
+    if (ls->io.fd < 0) continue;
+    (void)ws__be_set(p, &ls->io, 0);
+    close(ls->io.fd);
+    ls->io.fd = -1;
+  }
+}
+
+/* see ws.h */
+void ws_loop_shutdown(ws_loop *l) {
+  struct ws__loop_priv *p = WS__LP(l);
+  ws_loop_conn *lc, *next;
+  WS__LOOP_THREAD(l);
+  p->shutting = 1;
+  ws__loop_close_listeners(p);
+  for (lc = p->conns; lc; lc = next) {
+    next = lc->ws__l.next; /* this one may move to the dead list */
+    if (ws_conn_state(&lc->conn) == WS_STATE_OPEN)
+      ws_close(&lc->conn, WS_CLOSE_GOING_AWAY, "shutdown", 8);
+    else if (ws_conn_state(&lc->conn) < WS_STATE_OPEN)
+      ws_conn_abort(&lc->conn, WS_ECLOSED);
+    if (!(lc->ws__l.io.flags & WS__LC_DEAD)) ws__loop_touch(lc);
+  }
+  ws__loop_flush_pending(l);
+}
+
+/* see ws.h */
+void ws_loop_free(ws_loop *l) {
+  struct ws__loop_priv *p = WS__LP(l);
+  ws__post_q *q = (ws__post_q *)p->post;
+  size_t i;
+  p->freeing = 1;
+  while (p->conns) ws_conn_abort(&p->conns->conn, WS_ECLOSED);
+  ws__loop_release_dead(l);
+  while (p->lingering) ws__linger_end(l, (ws__linger *)p->lingering);
+  ws__loop_close_listeners(p);
+  while (p->listeners) {
+    ws__listener *ls = (ws__listener *)p->listeners;
+    p->listeners = ls->next;
+    ws__loop_alloc(l, ls, 0);
+  }
+  if (p->wake.fd >= 0) close(p->wake.fd);
+  if (p->wake_w >= 0) close(p->wake_w);
+  p->wake.fd = p->wake_w = -1;
+#if WS_ENABLE_MBEDTLS
+  ws_tls_config_free((ws_tls_config *)p->tls_default);
+  p->tls_default = NULL;
+#endif
+  ws__be_destroy(p);
+  if (q) {
+    ws__post_item *it = q->head;
+    while (it) {
+      ws__post_item *next = it->next;
+      free(it);
+      it = next;
+    }
+    pthread_mutex_destroy(&q->mu);
+    free(q);
+    p->post = NULL;
+  }
+  for (i = 0; i < p->tcap; i++) { /* topics left by no one: none expected */
+    ws__topic *t = (ws__topic *)p->topics[i];
+    while (t) {
+      ws__topic *next = t->hnext;
+      ws__loop_alloc(l, t, 0);
+      t = next;
+    }
+  }
+  ws__loop_alloc(l, p->topics, 0);
+  ws__loop_alloc(l, p->heap, 0);
+  ws__loop_alloc(l, p->rbuf, 0);
+  p->rbuf = NULL;
+  free(p->ready);
+  p->topics = NULL;
+  p->heap = NULL;
+  p->ready = NULL;
+  p->tcap = p->hcap = p->hcount = 0;
+}
+
+/* see ws.h */
+int ws_loop_timeout(const ws_loop *l) {
+  const struct ws__loop_priv *p = WS__LP(l);
+  uint64_t now = ws__loop_clock(), due;
+  if (p->pend) return 0;
+  if (p->hcount == 0) return -1;
+  due = p->heap[0]->when;
+  if (due <= now) return 0;
+  return due - now > 0x7FFFFFFF ? 0x7FFFFFFF : (int)(due - now);
+}
+
+/* see ws.h */
+size_t ws_loop_conn_count(const ws_loop *l) { return WS__LP(l)->nconns; }
+
+/* see ws.h */
+uint64_t ws_loop_now(const ws_loop *l) { return WS__LP(l)->now; }
+
+/* see ws.h */
+int ws_loop_conn_fd(const ws_conn *c) { return WS__LC(c)->ws__l.io.fd; }
+
+/* see ws.h */
+ws_loop *ws_loop_of(const ws_conn *c) { return WS__LC(c)->ws__l.loop; }
+
+/* see ws.h */
+ws_tls *ws_loop_conn_tls(const ws_conn *c) {
+  return (ws_tls *)WS__LC(c)->ws__l.tls;
+}
+
+#endif /* !WS_NO_LOOP */

@@ -1,0 +1,26 @@
+/* private.h - types and macros the core's parts (util.c to conn.c) share.
+ * Uses config.h. The TLS and loop parts never include it: they use ws.h and config.h only. */
+#ifndef WS__PRIVATE_H
+#define WS__PRIVATE_H
+
+#include "config.h"
+
+#define WS__MIN(a, b) ((a) < (b) ? (a) : (b))
+#define WS__MAX(a, b) ((a) > (b) ? (a) : (b))
+#define WS__NONE UINT64_MAX
+
+/* A small writer that appends to a bounded buffer and remembers overflow. */
+typedef struct ws__wbuf {
+  char *p;
+  size_t cap, len;
+  int over;
+} ws__wbuf;
+
+typedef struct ws__sha1 {
+  uint32_t h[5];
+  uint64_t bytes;
+  unsigned char block[64];
+  size_t fill;
+} ws__sha1;
+
+#endif /* WS__PRIVATE_H */
