@@ -411,7 +411,8 @@ typedef struct ws_config {
   size_t max_headers;           /* header lines (32, at most WS_MAX_HEADERS) */
   uint64_t max_frame;           /* incoming frame payload (16 MiB) */
   uint64_t max_message;         /* incoming message (16 MiB) */
-  size_t max_queued;            /* queued output bytes (16 MiB + 1 KiB) */
+  size_t max_queued;            /* queued output bytes (16 MiB + 1 KiB);
+                                   also the largest send: see ws_send() */
   size_t frame_size;            /* sends above this are split; 0: never */
   int stream;                   /* 1: deliver messages piece by piece */
   uint32_t handshake_timeout_ms;  /* 10000; 0: none */
@@ -474,8 +475,9 @@ int ws_conn_init(ws_conn *c, const ws_config *cfg, const ws_callbacks *cb,
  * connection's bookkeeping (any alignment is fine). `in` holds incoming
  * bytes and, unless streaming, one whole message: messages larger than
  * in_cap - WS_BUFFER_OVERHEAD - 256 are refused with 1009 (or streamed
- * with cfg.stream). `out` holds queued output; sends that do not fit
- * return WS_EFULL. Both must be at least 512 + WS_BUFFER_OVERHEAD bytes
+ * with cfg.stream). `out` holds queued output; a send larger than
+ * out_cap - WS_BUFFER_OVERHEAD returns WS_ETOOBIG, one that does not fit
+ * beside what is queued WS_EFULL. Both must be at least 512 + WS_BUFFER_OVERHEAD bytes
  * and outlive the connection.
  *   WS_OK, WS_EINVAL (too small, NULL), WS_ESTATE (I/O already happened)
  */
@@ -561,8 +563,23 @@ int ws_conn_cork(ws_conn *c, int on);
 /*
  * Sends a whole message (op WS_OP_TEXT or WS_OP_BINARY); split into frames
  * of at most cfg.frame_size when set. Text is checked for UTF-8.
+ * A send is taken whole or not at all, and the output queue never holds
+ * more than max_queued bytes, frame headers counted (2 to 14 bytes a
+ * frame: len < 126: 2, < 65536: 4, else 10; a client adds 4). So the
+ * largest message one call can send is max_queued less its headers (and,
+ * with ws_conn_set_buffers(), out_cap - WS_BUFFER_OVERHEAD less them),
+ * whatever the queue and the transport: a larger one is refused with
+ * WS_ETOOBIG, even on an empty queue and a writable socket. Send it with
+ * ws_send_fragment() in pieces that fit (max_queued - WS_FRAME_HEADER_MAX
+ * bytes always do unless cfg.frame_size splits them), each when the queue
+ * has drained enough for it (WS_EFULL: wait for writability), or raise
+ * max_queued.
  *   WS_OK      queued (and flushed as far as the transport took it)
- *   WS_EFULL   over max_queued (or the fixed out buffer): nothing queued
+ *   WS_EFULL   does not fit beside what is queued now: nothing queued;
+ *              it will fit once the queue drains (retry after
+ *              ws_conn_on_writable() has written some)
+ *   WS_ETOOBIG can never fit (see above): nothing queued, the connection
+ *              is unaffected; retrying cannot succeed
  *   WS_ESTATE  not open, or a fragmented send is in progress
  *   WS_EUTF8, WS_EINVAL, WS_ENOMEM
  */
@@ -570,7 +587,8 @@ int ws_send(ws_conn *c, int op, const void *data, size_t len);
 
 /* Sends one fragment of a message: op is WS_OP_TEXT/BINARY on the first
  * fragment (WS_OP_CONT or the same op after), fin 1 on the last. Control
- * frames may be sent in between. Returns as ws_send(). */
+ * frames may be sent in between. Returns as ws_send(), with the same limit
+ * per fragment: the way to send a message larger than max_queued. */
 int ws_send_fragment(ws_conn *c, int op, const void *data, size_t len,
                      int fin);
 
@@ -581,7 +599,9 @@ int ws_send_fragment(ws_conn *c, int op, const void *data, size_t len,
  * text/binary messages (fin set) and ping/pong frames; the bytes are
  * copied. Text payloads are not re-checked for UTF-8: check once before.
  *   WS_OK, WS_EINVAL (not such a frame, or a client connection), WS_EFULL,
- *   WS_ESTATE (not open, or a fragmented send is open), WS_ENOMEM
+ *   WS_ETOOBIG (len over max_queued or the fixed out buffer: as
+ *   ws_send()), WS_ESTATE (not open, or a fragmented send is open),
+ *   WS_ENOMEM
  */
 int ws_send_encoded(ws_conn *c, const void *frame, size_t len);
 

@@ -1254,7 +1254,7 @@ static void test_fixed_buffers(void) {
   CHECK_INT(a.calls, 0);
   ep_free(&e);
   CHECK_INT(a.calls, 0);
-  /* An echo that does not fit the fixed out buffer is refused. */
+  /* An echo larger than the fixed out buffer is refused: it never fits. */
   buf_free(&tx);
   buf_free(&rx);
   buf_free(&in);
@@ -1266,7 +1266,7 @@ static void test_fixed_buffers(void) {
     ep_init(&s, &cfg, &rx, &tx);
     CHECK_INT(ws_conn_set_buffers(&s.c, ibuf, sizeof ibuf, obuf, sizeof obuf), WS_OK);
     ws_conn_feed(&s.c, REQ, strlen(REQ));
-    CHECK_INT(ws_send(&s.c, WS_OP_BINARY, big, sizeof big), WS_EFULL);
+    CHECK_INT(ws_send(&s.c, WS_OP_BINARY, big, sizeof big), WS_ETOOBIG);
     CHECK_INT(ws_send(&s.c, WS_OP_BINARY, big, 1000), WS_OK);
     ep_free(&s);
     buf_free(&tx);
@@ -2012,6 +2012,157 @@ static void test_send_encoded(void) {
   }
 }
 
+/* Reassembles the unmasked frames of one message in tx from off on into
+ * msg; returns the frames read, or -1 if they are not one message. */
+static int tx_message(const buf *tx, size_t off, int op, buf *msg) {
+  int n = 0;
+  while (off < tx->len) {
+    ws_frame f;
+    size_t hl;
+    if (ws_frame_parse(tx->d + off, tx->len - off, &f, &hl) != WS_OK ||
+        f.masked || tx->len - off - hl < f.len ||
+        f.opcode != (n == 0 ? op : WS_OP_CONT))
+      return -1;
+    buf_put(msg, tx->d + off + hl, (size_t)f.len);
+    off += hl + (size_t)f.len;
+    n++;
+    if (f.fin) return off == tx->len ? n : -1;
+  }
+  return -1;
+}
+
+static void q10k(ws_config *cfg) { cfg->max_queued = 10000; }
+
+static void test_send_over_queue_limit(void) {
+  /* max_queued bounds one send too: a message that does not fit it with
+   * its headers can never be queued whole, so it is refused with
+   * WS_ETOOBIG whatever the queue and the transport, and the connection
+   * carries on; WS_EFULL means it fits once the queue drains. A larger
+   * message goes out with ws_send_fragment(). */
+  ws_config cfg;
+  endpoint e;
+  buf rx = {0}, tx = {0}, msg = {0};
+  static unsigned char big[50000], enc[20000 + WS_FRAME_HEADER_MAX];
+  size_t i, off, maxq = 0, hl;
+  int rc, efulls = 0, guard = 0;
+  for (i = 0; i < sizeof big; i++) big[i] = (unsigned char)('a' + i % 26);
+  ws_config_init(&cfg, WS_SERVER);
+  cfg.max_queued = 10000;
+  ep_init(&e, &cfg, &rx, &tx);
+  ws_conn_feed(&e.c, REQ, strlen(REQ));
+  ep_drain(&e);
+  tx.len = 0;
+  /* An empty queue and a transport that takes everything (through writev:
+   * the direct path for 16 KiB and more): still refused, nothing written. */
+  CHECK_INT(ws_send(&e.c, WS_OP_BINARY, big, 20000), WS_ETOOBIG);
+  CHECK_INT(ws_send(&e.c, WS_OP_TEXT, big, 20000), WS_ETOOBIG);
+  CHECK_INT(ws_send_fragment(&e.c, WS_OP_BINARY, big, 20000, 0), WS_ETOOBIG);
+  hl = ws_frame_write(enc, 1, WS_OP_BINARY, 20000, NULL);
+  memcpy(enc + hl, big, 20000);
+  CHECK_INT(ws_send_encoded(&e.c, enc, hl + 20000), WS_ETOOBIG);
+  CHECK_INT(tx.len, 0);
+  CHECK_INT(ws_conn_queued(&e.c), 0);
+  CHECK_INT(ws_conn_state(&e.c), WS_STATE_OPEN);
+  CHECK_INT(ws_conn_error(&e.c), WS_OK);
+  CHECK_INT(e.closes, 0);
+  /* Exactly max_queued with the header (4 bytes here) fits; a byte more
+   * does not. The refused fragment opened no message. */
+  CHECK_INT(ws_send(&e.c, WS_OP_BINARY, big, 9997), WS_ETOOBIG);
+  CHECK_INT(ws_send(&e.c, WS_OP_BINARY, big, 9996), WS_OK);
+  CHECK_INT(expect_frame(&tx, 0, WS_OP_BINARY, big, 9996), tx.len);
+  /* A transport that takes nothing: the queue fills to max_queued exactly;
+   * then a send that would fit an empty queue is WS_EFULL, one that never
+   * fits still WS_ETOOBIG. */
+  tx.len = 0;
+  e.write_block = 1;
+  e.block_toggle = 0;
+  CHECK_INT(ws_send(&e.c, WS_OP_BINARY, big, 9996), WS_OK);
+  CHECK_INT(ws_conn_queued(&e.c), 10000);
+  CHECK_INT(tx.len, 0);
+  e.block_toggle = 0;
+  CHECK_INT(ws_send(&e.c, WS_OP_BINARY, big, 1), WS_EFULL);
+  e.block_toggle = 0;
+  CHECK_INT(ws_send(&e.c, WS_OP_BINARY, big, 20000), WS_ETOOBIG);
+  CHECK_INT(ws_conn_queued(&e.c), 10000);
+  /* Partial takes: 3000 bytes leave, 7000 stay; 2996 + 4 fit beside them,
+   * 2997 + 4 do not (WS_EFULL), 9997 + 4 never do. */
+  e.write_max = 3000;
+  e.block_toggle = 1; /* one write of 3000, then would-block */
+  ws_conn_on_writable(&e.c);
+  CHECK_INT(ws_conn_queued(&e.c), 7000);
+  e.block_toggle = 0;
+  CHECK_INT(ws_send(&e.c, WS_OP_BINARY, big, 2997), WS_EFULL);
+  e.block_toggle = 0;
+  CHECK_INT(ws_send(&e.c, WS_OP_BINARY, big, 9997), WS_ETOOBIG);
+  e.block_toggle = 0;
+  CHECK_INT(ws_send(&e.c, WS_OP_BINARY, big + 1, 2996), WS_OK);
+  CHECK_INT(ws_conn_queued(&e.c), 10000);
+  e.write_block = 0;
+  e.write_max = 0;
+  ep_drain(&e);
+  off = expect_frame(&tx, 0, WS_OP_BINARY, big, 9996);
+  CHECK_INT(expect_frame(&tx, off, WS_OP_BINARY, big + 1, 2996), tx.len);
+  /* Fragments: 50000 bytes in pieces of max_queued - WS_FRAME_HEADER_MAX
+   * through a transport that takes 3000 bytes, then would block; each
+   * WS_EFULL waits for writability. The queue stays within max_queued and
+   * the peer gets the message whole. */
+  tx.len = 0;
+  e.write_max = 3000;
+  e.write_block = 1;
+  for (off = 0; off < sizeof big && guard++ < 1000;) {
+    size_t n = WS__MIN(sizeof big - off, 10000 - WS_FRAME_HEADER_MAX);
+    rc = ws_send_fragment(&e.c, off ? WS_OP_CONT : WS_OP_BINARY, big + off,
+                          n, off + n == sizeof big);
+    if (ws_conn_queued(&e.c) > maxq) maxq = ws_conn_queued(&e.c);
+    if (rc == WS_EFULL) {
+      efulls++;
+      ws_conn_on_writable(&e.c);
+      continue;
+    }
+    if (!CHECK(rc == WS_OK)) break;
+    off += n;
+  }
+  CHECK_INT(off, sizeof big);
+  CHECK(efulls > 0);
+  CHECK(maxq <= 10000);
+  e.write_block = 0;
+  e.write_max = 0;
+  ep_drain(&e);
+  CHECK_INT(tx_message(&tx, 0, WS_OP_BINARY, &msg), 6);
+  CHECK(msg.len == sizeof big && memcmp(msg.d, big, sizeof big) == 0);
+  CHECK_INT(e.closes, 0);
+  ep_free(&e);
+  /* With frame_size, every frame's header counts: 9960 bytes in 10 frames
+   * of 4-byte headers make 10000 and fit; 9961 do not. */
+  tx.len = 0;
+  cfg.frame_size = 1000;
+  ep_init(&e, &cfg, &rx, &tx);
+  rx.off = 0;
+  ws_conn_feed(&e.c, REQ, strlen(REQ));
+  ep_drain(&e);
+  tx.len = 0;
+  CHECK_INT(ws_send(&e.c, WS_OP_BINARY, big, 9961), WS_ETOOBIG);
+  CHECK_INT(ws_send(&e.c, WS_OP_BINARY, big, 9960), WS_OK);
+  msg.len = 0;
+  CHECK_INT(tx_message(&tx, 0, WS_OP_BINARY, &msg), 10);
+  CHECK(msg.len == 9960 && memcmp(msg.d, big, 9960) == 0);
+  ep_free(&e);
+  buf_free(&rx);
+  buf_free(&tx);
+  buf_free(&msg);
+  /* A client's frames carry 4 more bytes (the mask key): 9992 + 8 fit. */
+  {
+    pair p;
+    pair_init(&p, "chat", q10k);
+    CHECK_INT(ws_send(&p.cl.c, WS_OP_BINARY, big, 9993), WS_ETOOBIG);
+    CHECK_INT(ws_send(&p.cl.c, WS_OP_BINARY, big, 9992), WS_OK);
+    pair_pump(&p);
+    CHECK(strstr(cstr(&p.s.log), "msg 2 9992 ") != NULL);
+    CHECK_INT(ws_conn_state(&p.cl.c), WS_STATE_OPEN);
+    pair_free(&p);
+  }
+}
+
 /* A client session under allocation failure k: handshake, a 1 MiB send, an
  * echo of it, a close. */
 static void test_client_alloc_failures(void) {
@@ -2304,5 +2455,6 @@ int main(void) {
   RUN(test_callback_may_close);
   RUN(test_cork);
   RUN(test_send_encoded);
+  RUN(test_send_over_queue_limit);
   return t_done("test_conn");
 }

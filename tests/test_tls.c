@@ -323,7 +323,7 @@ static void test_ws_client_on_tls_port(void) {
  * capacities are generous (the connection may keep part of a buffer for
  * itself), and the checks are on behaviour: echoes up to FB_MAX_ECHO bytes
  * come back whole, a message over the limit fails the connection with
- * 1009, a send too big for the fixed output buffer returns WS_EFULL. */
+ * 1009, a send too big for the fixed output buffer returns WS_ETOOBIG. */
 
 #include <poll.h>
 
@@ -340,19 +340,19 @@ typedef struct fb_side {
   ws_tls *t;
   int fd, fixed, started, opened, closed, code, fd_closed;
   unsigned long allocs;   /* calls of the allocator that asked for memory */
-  int efull;              /* server: ws_send returned WS_EFULL */
+  int toobig;             /* server: ws_send returned WS_ETOOBIG */
   unsigned char *in, *out;
 } fb_side;
 
 /* A client step: send `len` bytes (text when `text`); `big` > 0 sends
  * "big N" instead, asking the server for N bytes. The expected answer is
- * the echo, the N bytes, or the text "EFULL" (want_efull). over: the
+ * the echo, the N bytes, or the text "TOOBIG" (want_toobig). over: the
  * connection must end after this send, with the case's close codes. */
 typedef struct fb_step {
   size_t len;
   int text;
   size_t big;
-  int want_efull, over;
+  int want_toobig, over;
 } fb_step;
 
 typedef struct fb_case {
@@ -433,9 +433,9 @@ static int fb_on_message(ws_conn *c, int op, const void *data, size_t len,
       num[len - 4] = '\0';
       n = strtoul(num, NULL, 10);
       rc = ws_send(c, WS_OP_BINARY, g_big, (size_t)n);
-      if (rc == WS_EFULL) {
-        s->efull++;
-        rc = ws_send(c, WS_OP_TEXT, "EFULL", 5);
+      if (rc == WS_ETOOBIG) {
+        s->toobig++;
+        rc = ws_send(c, WS_OP_TEXT, "TOOBIG", 6);
       }
       return rc == WS_OK ? 0 : -1;
     }
@@ -449,8 +449,8 @@ static int fb_on_message(ws_conn *c, int op, const void *data, size_t len,
     CHECK(0);
     return -1;
   }
-  if (st->want_efull) {
-    CHECK(op == WS_OP_TEXT && len == 5 && memcmp(data, "EFULL", 5) == 0);
+  if (st->want_toobig) {
+    CHECK(op == WS_OP_TEXT && len == 6 && memcmp(data, "TOOBIG", 6) == 0);
   } else if (st->big) {
     CHECK_INT(op, WS_OP_BINARY);
     CHECK_INT(len, st->big);
@@ -628,7 +628,7 @@ out:
 static const fb_step fb_echo_then_over[] = {
   FB_ECHOES,
   {0, 0, FB_MAX_ECHO, 0, 0},   /* the server sends that much unasked */
-  {0, 0, 200000, 1, 0},        /* too big for its out: WS_EFULL */
+  {0, 0, 200000, 1, 0},        /* too big for its out: WS_ETOOBIG */
   {FB_OVER, 0, 0, 0, 1},       /* over the server's input: 1009 */
 };
 static const fb_step fb_big_to_client[] = {
@@ -647,7 +647,7 @@ static void test_fixed_both(void) {
   static const fb_case fc = {"both fixed; echoes, then a message over the server's buffer",
                              1, 1, 1009, 1009, fb_echo_then_over, FB_N(fb_echo_then_over)};
   fb_run(&fc);
-  CHECK_INT(g_fs.efull, 1);
+  CHECK_INT(g_fs.toobig, 1);
 }
 
 static void test_fixed_both_client_limit(void) {

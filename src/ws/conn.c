@@ -299,6 +299,18 @@ static int ws__out_room(struct ws__conn_priv *p, size_t n) {
   return WS_OK;
 }
 
+/* Whether a send of `total` bytes (frames, headers counted) may be queued
+ * now: WS_ETOOBIG when it never can, being larger than max_queued (or a
+ * fixed out buffer) even with the queue empty; WS_EFULL when it can once
+ * the queue has drained. The queue never holds more than max_queued. */
+static int ws__out_fits(const struct ws__conn_priv *p, size_t total) {
+  size_t limit = p->cfg->max_queued;
+  if ((p->flags & WS__F_FIXED) && p->out->cap < limit) limit = p->out->cap;
+  if (total > limit) return WS_ETOOBIG;
+  if (WS__QUEUED(p) + total > p->cfg->max_queued) return WS_EFULL;
+  return WS_OK;
+}
+
 static void ws__fail(ws_conn *c, int err, int code);
 
 /* Writes queued output through the write callback. */
@@ -1388,8 +1400,8 @@ static int ws__send_data(ws_conn *c, int op, const void *data, size_t len,
   size_t total = len + frames * ws__hdr_size(WS__MIN(fs, len), p->role);
   size_t olen, i;
   int rc;
-  if (total < len || WS__QUEUED(p) + total > p->cfg->max_queued)
-    return WS_EFULL;
+  if (total < len) return WS_ETOOBIG;
+  if ((rc = ws__out_fits(p, total)) != WS_OK) return rc;
 #ifndef WS_NO_SERVER
   /* A server's large single-frame send leaves from the caller's buffer
    * (after what is queued), without a copy of what the transport takes. */
@@ -1498,7 +1510,7 @@ int ws_send_encoded(ws_conn *c, const void *frame, size_t len) {
     return WS_EINVAL;
   if ((rc = ws__can_send(p)) != WS_OK) return rc;
   if (p->send_op && f.opcode < 8) return WS_ESTATE;
-  if (WS__QUEUED(p) + len > p->cfg->max_queued) return WS_EFULL;
+  if ((rc = ws__out_fits(p, len)) != WS_OK) return rc;
   /* Nothing queued and nothing holding output (a publish to many): write
    * from the caller's bytes and queue only what the transport leaves. */
 #ifndef WS_NO_SERVER
@@ -1519,8 +1531,7 @@ static int ws__send_control(ws_conn *c, int op, const void *data, size_t len) {
   p = WS__P(c);
   if (len > WS_CONTROL_MAX || (data == NULL && len > 0)) return WS_EINVAL;
   if ((rc = ws__can_send(p)) != WS_OK) return rc;
-  if (WS__QUEUED(p) + len + WS_FRAME_HEADER_MAX > p->cfg->max_queued)
-    return WS_EFULL;
+  if ((rc = ws__out_fits(p, len + WS_FRAME_HEADER_MAX)) != WS_OK) return rc;
   return ws__send_end(c, ws__queue_frame(c, 1, op, data, len));
 }
 
