@@ -17,6 +17,24 @@ endif
 TESTS    = test_codec test_codec_nosimd test_conn test_loop test_loop_poll test_chat
 ARM_CC  ?= arm-none-eabi-gcc
 
+# Every output depends on the configuration that made it: a stamp file
+# holds the values of the variables that made it (CONFIG_STAMP: compilers,
+# flags, the detected TLS; fuzz.mk and bench.mk have their own), and is
+# rewritten only when they change. So make WS_TLS=1 after a build without
+# TLS rebuilds the library and everything built with it, and an unchanged
+# configuration rebuilds nothing (make -q says so).
+CONFIG_STAMP = $(BUILD)/config.stamp
+CONFIG_VARS  = CC AR CFLAGS WARN CPPFLAGS LDLIBS SAN WS_TLS
+# $(call stamp_lines,VARS): one 'VAR=value' per variable, quoted for sh.
+stamp_lines = $(foreach v,$(1),'$(v)=$(subst ','\'',$($(v)))')
+# $(call stamp_force,FILE,VARS): FORCE when FILE is missing or holds other
+# values (then its rule rewrites it and all that depends on it is rebuilt),
+# else nothing. Nothing is written while make reads this file, so make -n
+# and make -q change nothing.
+stamp_force = $(if $(shell printf '%s\n' $(call stamp_lines,$(2)) | cmp -s - $(1) 2>/dev/null || echo x),FORCE)
+# $(call stamp_write,FILE,VARS): a recipe line that writes the stamp.
+stamp_write = mkdir -p $(dir $(1)) && printf '%s\n' $(call stamp_lines,$(2)) > $(1)
+
 # TLS (wss://) over mbedTLS: on when its headers are installed (Debian:
 # apt-get install libmbedtls-dev), or forced with WS_TLS=1 / WS_TLS=0.
 MBEDTLS_H ?= /usr/include/mbedtls/ssl.h
@@ -39,7 +57,7 @@ TESTS   += test_tls
 
 .PHONY: all test test-plain test-asan test-valgrind test-conformance check \
         check-api check-configs check-layers check-amalgamation amalgamate \
-        size install clean run
+        size install clean run FORCE
 
 # The parts of src/ws.c, in layer order; each uses only those before it.
 WS_PARTS = $(addprefix src/ws/,config.h private.h util.c sha1_base64_utf8.c \
@@ -51,7 +69,12 @@ all: $(BUILD)/libws.a $(BUILD)/libws.so $(EXAMPLES:%=$(BUILD)/%)
 $(BUILD):
 	@mkdir -p $(BUILD)
 
+$(CONFIG_STAMP): $(call stamp_force,$(CONFIG_STAMP),$(CONFIG_VARS))
+	@$(call stamp_write,$@,$(CONFIG_VARS))
+FORCE:
+
 # The amalgamation: what users vendor, what every build and test compiles.
+# It does not depend on the configuration: flags never change it.
 src/ws.c: $(WS_PARTS) src/amalgamate.sh
 	sh src/amalgamate.sh $(WS_PARTS) > $@.tmp && mv $@.tmp $@
 
@@ -66,19 +89,19 @@ check-amalgamation: | $(BUILD)
 	  diff -u src/ws.c $(BUILD)/ws.c.fresh | head -20; exit 1; }
 	@echo "check-amalgamation: ok (src/ws.c is the join of $(words $(WS_PARTS)) parts)"
 
-$(BUILD)/ws.o: src/ws.c include/ws.h | $(BUILD)
+$(BUILD)/ws.o: src/ws.c include/ws.h $(CONFIG_STAMP) | $(BUILD)
 	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) -c src/ws.c -o $@
 
-$(BUILD)/ws.pic.o: src/ws.c include/ws.h | $(BUILD)
+$(BUILD)/ws.pic.o: src/ws.c include/ws.h $(CONFIG_STAMP) | $(BUILD)
 	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) -fPIC -c src/ws.c -o $@
 
-$(BUILD)/libws.a: $(BUILD)/ws.o
-	$(AR) rcs $@ $^
+$(BUILD)/libws.a: $(BUILD)/ws.o $(CONFIG_STAMP)
+	$(AR) rcs $@ $<
 
-$(BUILD)/libws.so: $(BUILD)/ws.pic.o
-	$(CC) -shared -o $@ $^ $(LDLIBS)
+$(BUILD)/libws.so: $(BUILD)/ws.pic.o $(CONFIG_STAMP)
+	$(CC) -shared -o $@ $< $(LDLIBS)
 
-$(BUILD)/%: examples/%.c $(BUILD)/libws.a
+$(BUILD)/%: examples/%.c $(BUILD)/libws.a $(CONFIG_STAMP)
 	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) $< $(BUILD)/libws.a -o $@ $(LDLIBS)
 
 # The conformance subjects, besides build/echo_server and build/echo_client:
@@ -87,35 +110,35 @@ $(BUILD)/%: examples/%.c $(BUILD)/libws.a
 VARIANTS = $(BUILD)/poll/echo_server $(BUILD)/poll/echo_client \
            $(BUILD)/core/echo_server $(BUILD)/core/echo_client
 
-$(BUILD)/poll/%: examples/%.c src/ws.c include/ws.h
+$(BUILD)/poll/%: examples/%.c src/ws.c include/ws.h $(CONFIG_STAMP)
 	@mkdir -p $(BUILD)/poll
 	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) -DWS_LOOP_POLL $< src/ws.c -o $@ $(LDLIBS)
 
-$(BUILD)/core/%: examples/core_%.c $(BUILD)/libws.a
+$(BUILD)/core/%: examples/core_%.c $(BUILD)/libws.a $(CONFIG_STAMP)
 	@mkdir -p $(BUILD)/core
 	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) $< $(BUILD)/libws.a -o $@ $(LDLIBS)
 
 # Tests include src/ws.c to reach its statics.
-$(BUILD)/test_%: tests/test_%.c tests/t.h src/ws.c include/ws.h | $(BUILD)
+$(BUILD)/test_%: tests/test_%.c tests/t.h src/ws.c include/ws.h $(CONFIG_STAMP) | $(BUILD)
 	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) $< -o $@ $(LDLIBS)
 
 # The loop tests again on the poll backend (the default is epoll on Linux).
-$(BUILD)/test_loop_poll: tests/test_loop.c tests/t.h src/ws.c include/ws.h | $(BUILD)
+$(BUILD)/test_loop_poll: tests/test_loop.c tests/t.h src/ws.c include/ws.h $(CONFIG_STAMP) | $(BUILD)
 	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) -DWS_LOOP_POLL $< -o $@ $(LDLIBS)
 
 # The codec tests again without the SIMD paths (UTF-8): the plain C code.
-$(BUILD)/test_codec_nosimd: tests/test_codec.c tests/t.h src/ws.c include/ws.h | $(BUILD)
+$(BUILD)/test_codec_nosimd: tests/test_codec.c tests/t.h src/ws.c include/ws.h $(CONFIG_STAMP) | $(BUILD)
 	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) -DWS_NO_SIMD $< -o $@ $(LDLIBS)
 
-$(BUILD)/asan/test_codec_nosimd: tests/test_codec.c tests/t.h src/ws.c include/ws.h | $(BUILD)
+$(BUILD)/asan/test_codec_nosimd: tests/test_codec.c tests/t.h src/ws.c include/ws.h $(CONFIG_STAMP) | $(BUILD)
 	@mkdir -p $(BUILD)/asan
 	$(CC) $(WARN) -O1 -g $(SAN) $(CPPFLAGS) -DWS_NO_SIMD $< -o $@ $(LDLIBS)
 
-$(BUILD)/asan/test_loop_poll: tests/test_loop.c tests/t.h src/ws.c include/ws.h | $(BUILD)
+$(BUILD)/asan/test_loop_poll: tests/test_loop.c tests/t.h src/ws.c include/ws.h $(CONFIG_STAMP) | $(BUILD)
 	@mkdir -p $(BUILD)/asan
 	$(CC) $(WARN) -O1 -g $(SAN) $(CPPFLAGS) -DWS_LOOP_POLL $< -o $@ $(LDLIBS)
 
-$(BUILD)/asan/test_%: tests/test_%.c tests/t.h src/ws.c include/ws.h | $(BUILD)
+$(BUILD)/asan/test_%: tests/test_%.c tests/t.h src/ws.c include/ws.h $(CONFIG_STAMP) | $(BUILD)
 	@mkdir -p $(BUILD)/asan
 	$(CC) $(WARN) -O1 -g $(SAN) $(CPPFLAGS) $< -o $@ $(LDLIBS)
 
@@ -124,7 +147,7 @@ $(BUILD)/asan/test_%: tests/test_%.c tests/t.h src/ws.c include/ws.h | $(BUILD)
 # against the examples (over TLS too when TLS is on). tests/run.sh prints
 # the grand total last.
 test: all $(VARIANTS) $(TESTS:%=$(BUILD)/%) $(TESTS:%=$(BUILD)/asan/%)
-	@WS_TLS=$(WS_TLS) sh tests/run.sh $(BUILD) "$(TESTS)"
+	@WS_TLS=$(WS_TLS) CC="$(CC)" sh tests/run.sh $(BUILD) "$(TESTS)"
 
 test-conformance: all $(VARIANTS)
 	@WS_TLS=$(WS_TLS) sh tests/run.sh $(BUILD) "" conformance-only
@@ -168,9 +191,16 @@ size: | $(BUILD)
 	$(ARM_CC) -mcpu=cortex-m4 -mthumb -Iinclude -c $(BUILD)/sz.c -o $(BUILD)/sz.o && \
 	echo "sizeof(ws_conn) on Cortex-M4: $$((0x$$(arm-none-eabi-nm -S $(BUILD)/sz.o | awk '{print $$2}'))) bytes"
 
-$(BUILD)/ws.pc: Makefile | $(BUILD)
-	@printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: ws\nDescription: Embeddable WebSocket (RFC 6455) library\nVersion: %s\nLibs: -L$${libdir} -lws\nCflags: -I$${includedir}\n' \
-	  "$(PREFIX)" "$$(sed -n 's/^#define WS_VERSION_\(MAJOR\|MINOR\|PATCH\) \([0-9]*\)/\2/p' include/ws.h | paste -sd.)" > $(BUILD)/ws.pc
+# The pkg-config file for PREFIX, which has a stamp of its own: only ws.pc
+# depends on it. Libs.private is what a static link with libws.a needs
+# besides it (pkg-config --static): -pthread, and mbedTLS in a TLS build.
+PREFIX_STAMP = $(BUILD)/prefix.stamp
+$(PREFIX_STAMP): $(call stamp_force,$(PREFIX_STAMP),PREFIX)
+	@$(call stamp_write,$@,PREFIX)
+
+$(BUILD)/ws.pc: include/ws.h Makefile $(CONFIG_STAMP) $(PREFIX_STAMP) | $(BUILD)
+	@printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: ws\nDescription: Embeddable WebSocket (RFC 6455) library\nVersion: %s\nLibs: -L$${libdir} -lws\nLibs.private: %s\nCflags: -I$${includedir}\n' \
+	  "$(PREFIX)" "$$(sed -n 's/^#define WS_VERSION_\(MAJOR\|MINOR\|PATCH\) \([0-9]*\)/\2/p' include/ws.h | paste -sd.)" "$(LDLIBS)" > $(BUILD)/ws.pc
 
 install: all $(BUILD)/ws.pc
 	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/lib/pkgconfig

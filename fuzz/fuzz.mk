@@ -12,7 +12,7 @@
 #                      afl-clang-fast); make fuzz-afl-run AFL_TARGET=fuzz_frame runs one
 #   make fuzz-seeds    regenerates fuzz/corpus/ with fuzz/make_seeds.py
 #
-# FUZZ_EXTRA=-DFZ_ALLOW_KNOWN_BUGS (with a clean build/fuzz) lets fuzz_conn run
+# FUZZ_EXTRA=-DFZ_ALLOW_KNOWN_BUGS (which rebuilds the targets) lets fuzz_conn run
 # past reported, not yet fixed bugs; FUZZ_OPTS adds libFuzzer flags.
 #
 # Each target is one translation unit: fuzz/fuzz_<x>.c does #include "../src/ws.c".
@@ -45,9 +45,16 @@ FUZZ_MAXLEN_fuzz_conn     = 8192
 
 .PHONY: fuzz fuzz-build fuzz-smoke fuzz-replay fuzz-afl fuzz-afl-run fuzz-seeds
 
+# The fuzzers' own configuration stamp (see CONFIG_STAMP in the Makefile):
+# a change of compiler or flags (FUZZ_EXTRA included) rebuilds them.
+FUZZ_STAMP = $(FUZZ_DIR)/config.stamp
+FUZZ_VARS  = FUZZ_CC FUZZ_CFLAGS REPLAY_CC REPLAY_CFLAGS
+$(FUZZ_STAMP): $(call stamp_force,$(FUZZ_STAMP),$(FUZZ_VARS))
+	@$(call stamp_write,$@,$(FUZZ_VARS))
+
 fuzz-build: $(FUZZ_TARGETS:%=$(FUZZ_DIR)/%)
 
-$(FUZZ_DIR)/fuzz_%: fuzz/fuzz_%.c $(FUZZ_DEPS)
+$(FUZZ_DIR)/fuzz_%: fuzz/fuzz_%.c $(FUZZ_DEPS) $(FUZZ_STAMP)
 	@mkdir -p $(FUZZ_DIR)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $< -o $@
 
@@ -74,7 +81,7 @@ fuzz-smoke: fuzz-build
 	$(foreach t,$(FUZZ_TARGETS),$(call fuzz_run,$(t),10))
 
 # Replay: every regression and seed, under plain gcc with ASan/UBSan.
-$(FUZZ_DIR)/replay/fuzz_%: fuzz/fuzz_%.c fuzz/driver_main.c $(FUZZ_DEPS)
+$(FUZZ_DIR)/replay/fuzz_%: fuzz/fuzz_%.c fuzz/driver_main.c $(FUZZ_DEPS) $(FUZZ_STAMP)
 	@mkdir -p $(FUZZ_DIR)/replay
 	$(REPLAY_CC) $(REPLAY_CFLAGS) $< fuzz/driver_main.c -o $@
 

@@ -52,6 +52,8 @@ fi
 
 if [ "$only" != conformance-only ]; then
   run "examples" sh tests/examples.sh "$build"
+  # make install into a temporary prefix; programs built through ws.pc.
+  run "install" sh tests/install.sh "$build"
   # Every fuzzing regression and seed, replayed with ASan+UBSan (gcc).
   run "fuzz-replay" make -s fuzz-replay
 fi

@@ -10,7 +10,10 @@
 BENCH_DIR    = $(BUILD)/bench
 BENCH_CFLAGS = -std=c99 -O2 -g -Wall -Wextra -Wpedantic -Werror
 BENCH_TOOLS  = $(BENCH_DIR)/loadgen $(BENCH_DIR)/micro $(BENCH_DIR)/ws_bcast_server
-ifneq ($(shell pkg-config --exists libwebsockets 2>/dev/null && echo yes),)
+# Empty when libwebsockets is not installed.
+LWS_FLAGS   := $(shell pkg-config --exists libwebsockets 2>/dev/null && \
+                 pkg-config --cflags --libs libwebsockets)
+ifneq ($(LWS_FLAGS),)
 BENCH_TOOLS += $(BENCH_DIR)/lws_server
 endif
 ifneq ($(wildcard /usr/include/wslay/wslay.h),)
@@ -22,6 +25,13 @@ BENCH_TOOLS += $(BENCH_DIR)/floor_server
 endif
 
 .PHONY: bench bench-smoke bench-tools bench-tls
+
+# The benchmarks' own configuration stamp (see CONFIG_STAMP in the
+# Makefile); the programs built with libws depend on both.
+BENCH_STAMP = $(BENCH_DIR)/config.stamp
+BENCH_VARS  = CC BENCH_CFLAGS LWS_FLAGS
+$(BENCH_STAMP): $(call stamp_force,$(BENCH_STAMP),$(BENCH_VARS))
+	@$(call stamp_write,$@,$(BENCH_VARS))
 
 bench-tools: $(BUILD)/echo_server $(BENCH_TOOLS)
 
@@ -36,33 +46,33 @@ bench-smoke: bench-tools
 bench-tls: $(BUILD)/echo_server $(BENCH_DIR)/tlsbench $(BENCH_DIR)/loadgen
 	@bash tests/bench/tls_run.sh $(BENCH_TLS_ARGS)
 
-$(BENCH_DIR)/loadgen: tests/bench/loadgen.c tests/bench/bench_common.h
+$(BENCH_DIR)/loadgen: tests/bench/loadgen.c tests/bench/bench_common.h $(BENCH_STAMP)
 	@mkdir -p $(BENCH_DIR)
 	$(CC) $(BENCH_CFLAGS) tests/bench/loadgen.c -o $@
 
-$(BENCH_DIR)/micro: tests/bench/micro.c tests/bench/bench_common.h $(BUILD)/libws.a
+$(BENCH_DIR)/micro: tests/bench/micro.c tests/bench/bench_common.h $(BUILD)/libws.a $(CONFIG_STAMP) $(BENCH_STAMP)
 	@mkdir -p $(BENCH_DIR)
 	$(CC) $(BENCH_CFLAGS) $(CPPFLAGS) tests/bench/micro.c $(BUILD)/libws.a -o $@ $(LDLIBS)
 
 # TLS costs (make bench-tls; tests/bench/tls_run.sh): needs a TLS build.
-$(BENCH_DIR)/tlsbench: tests/bench/tlsbench.c tests/bench/bench_common.h $(BUILD)/libws.a
+$(BENCH_DIR)/tlsbench: tests/bench/tlsbench.c tests/bench/bench_common.h $(BUILD)/libws.a $(CONFIG_STAMP) $(BENCH_STAMP)
 	@mkdir -p $(BENCH_DIR)
 	$(CC) $(BENCH_CFLAGS) $(CPPFLAGS) tests/bench/tlsbench.c $(BUILD)/libws.a -o $@ $(LDLIBS)
 
-$(BENCH_DIR)/ws_bcast_server: tests/bench/ws_bcast_server.c $(BUILD)/libws.a
+$(BENCH_DIR)/ws_bcast_server: tests/bench/ws_bcast_server.c $(BUILD)/libws.a $(CONFIG_STAMP) $(BENCH_STAMP)
 	@mkdir -p $(BENCH_DIR)
 	$(CC) $(BENCH_CFLAGS) $(CPPFLAGS) tests/bench/ws_bcast_server.c $(BUILD)/libws.a -o $@ $(LDLIBS)
 
-$(BENCH_DIR)/floor_server: tests/bench/floor_server.c tests/bench/bench_common.h
+$(BENCH_DIR)/floor_server: tests/bench/floor_server.c tests/bench/bench_common.h $(BENCH_STAMP)
 	@mkdir -p $(BENCH_DIR)
 	$(CC) $(BENCH_CFLAGS) tests/bench/floor_server.c -o $@
 
 # The peers: their headers are not ours to hold to -Wpedantic.
-$(BENCH_DIR)/lws_server: tests/bench/lws_server.c
+$(BENCH_DIR)/lws_server: tests/bench/lws_server.c $(BENCH_STAMP)
 	@mkdir -p $(BENCH_DIR)
 	$(CC) -std=gnu99 -O2 -g -Wall -Wextra -Werror tests/bench/lws_server.c -o $@ \
-	  $$(pkg-config --cflags --libs libwebsockets)
+	  $(LWS_FLAGS)
 
-$(BENCH_DIR)/wslay_server: tests/bench/wslay_server.c tests/bench/bench_common.h
+$(BENCH_DIR)/wslay_server: tests/bench/wslay_server.c tests/bench/bench_common.h $(BENCH_STAMP)
 	@mkdir -p $(BENCH_DIR)
 	$(CC) -std=gnu99 -O2 -g -Wall -Wextra -Werror tests/bench/wslay_server.c -o $@ -lwslay

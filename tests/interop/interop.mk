@@ -1,6 +1,6 @@
 # tests/interop/interop.mk - the interoperability matrix (docs/interop.md).
 # Included by the top-level Makefile; uses its BUILD, CC, WARN, CFLAGS,
-# CPPFLAGS and LDLIBS.
+# CPPFLAGS and LDLIBS, and its CONFIG_STAMP (what they were).
 #
 #   make interop                   install missing peers (install.sh), build
 #                                  the test programs, run the matrix
@@ -16,11 +16,11 @@ INTEROP_ARGS ?=
 
 .PHONY: interop interop-build interop-install
 
-$(INTEROP_BUILD)/ws_peer: tests/interop/ws_peer.c $(BUILD)/libws.a include/ws.h
+$(INTEROP_BUILD)/ws_peer: tests/interop/ws_peer.c $(BUILD)/libws.a include/ws.h $(CONFIG_STAMP)
 	@mkdir -p $(INTEROP_BUILD)
 	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) $< $(BUILD)/libws.a -o $@ $(LDLIBS)
 
-$(INTEROP_BUILD)/ws_client: tests/interop/ws_client.c $(BUILD)/libws.a include/ws.h
+$(INTEROP_BUILD)/ws_client: tests/interop/ws_client.c $(BUILD)/libws.a include/ws.h $(CONFIG_STAMP)
 	@mkdir -p $(INTEROP_BUILD)
 	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) $< $(BUILD)/libws.a -o $@ $(LDLIBS)
 
