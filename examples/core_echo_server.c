@@ -132,7 +132,8 @@ static int cb_message(ws_conn *c, int op, const void *data, size_t len,
   int rc;
   (void)fin, (void)user;
   rc = ws_send(c, op, data, len);
-  if (rc == WS_EFULL || rc == WS_ENOMEM || rc == WS_EINVAL || rc == WS_EUTF8)
+  if (rc == WS_EFULL || rc == WS_ETOOBIG || rc == WS_ENOMEM || rc == WS_EINVAL ||
+      rc == WS_EUTF8)
     return -1;
   return 0; /* other results (closing, a transport error) end it anyway */
 }
