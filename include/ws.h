@@ -529,11 +529,22 @@ int ws_conn_on_writable(ws_conn *c);
 
 /* Tells the connection the time (ms, any monotonic origin) and runs the
  * handshake, close, ping and pong timers. Returns as ws_conn_on_readable().
+ * Required: the core has no clock of its own, so a connection that is
+ * never ticked fails silently: its handshake never times out, it sends no
+ * ping and never notices a dead peer, and after ws_close() to a peer that
+ * does not answer it stays CLOSING forever. The loop ticks its own
+ * connections; a host loop MUST call this by ws_conn_next_deadline().
  */
 int ws_conn_tick(ws_conn *c, uint64_t now_ms);
 
 /* The time at which ws_conn_tick() should next be called; UINT64_MAX when
- * no timer runs. A value at or before now (0 included) means: call it now. */
+ * no timer runs. A value at or before now (0 included) means: call it now.
+ * A host loop MUST wake by then (a poll() timeout, a timer) and tick: a
+ * tick that does not come is not detected (see ws_conn_tick()). A timer
+ * counts from the first tick after it is set, so after a call that sets
+ * one (ws_conn_init(), ws_client_start(), the handshake's end, ws_close(),
+ * the peer's close) this returns 0 until the next tick. The deadline can
+ * move after any call on the connection: read it again after each. */
 uint64_t ws_conn_next_deadline(const ws_conn *c);
 
 /* 1 if output is queued (wait for writability), else 0. */
