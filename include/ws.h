@@ -541,9 +541,9 @@ int ws_conn_tick(ws_conn *c, uint64_t now_ms);
  * no timer runs. A value at or before now (0 included) means: call it now.
  * A host loop MUST wake by then (a poll() timeout, a timer) and tick: a
  * tick that does not come is not detected (see ws_conn_tick()). A timer
- * counts from the first tick after it is set, so after a call that sets
- * one (ws_conn_init(), ws_client_start(), the handshake's end, ws_close(),
- * the peer's close) this returns 0 until the next tick. The deadline can
+ * counts from the first tick after it is set, so once one is set (the
+ * handshake's start and end, ws_close(), the peer's close) this returns 0
+ * until the next tick. The deadline can
  * move after any call on the connection: read it again after each. */
 uint64_t ws_conn_next_deadline(const ws_conn *c);
 
