@@ -855,11 +855,13 @@ static void test_signal_during_wait(void) {
   ws_loop_free(&w.loop);
 }
 
+#ifndef NDEBUG
 static void *wrong_thread(void *arg) {
   size_t sent;
   ws_loop_publish((ws_loop *)arg, "t", WS_OP_TEXT, "x", 1, &sent);
   return NULL;
 }
+#endif
 
 static void test_wrong_thread_asserts(void) {
   /* Debug builds catch a loop call from a thread that does not run it, and
