@@ -531,7 +531,7 @@ int ws_conn_on_writable(ws_conn *c);
  * handshake, close, ping and pong timers. Returns as ws_conn_on_readable().
  * Required: the core has no clock of its own, so a connection that is
  * never ticked fails silently: its handshake never times out, it sends no
- * ping and never notices a dead peer, and after ws_close() to a peer that
+ * ping (whatever ping_interval_ms says) and never notices a dead peer, and after ws_close() to a peer that
  * does not answer it stays CLOSING forever. The loop ticks its own
  * connections; a host loop MUST call this by ws_conn_next_deadline().
  */
