@@ -531,9 +531,10 @@ int ws_conn_on_writable(ws_conn *c);
  * handshake, close, ping and pong timers. Returns as ws_conn_on_readable().
  * Required: the core has no clock of its own, so a connection that is
  * never ticked fails silently: its handshake never times out, it sends no
- * ping (whatever ping_interval_ms says) and never notices a dead peer, and after ws_close() to a peer that
- * does not answer it stays CLOSING forever. The loop ticks its own
- * connections; a host loop MUST call this by ws_conn_next_deadline().
+ * ping (whatever ping_interval_ms says) and never notices a dead peer,
+ * and after ws_close() to a peer that does not answer it stays CLOSING
+ * forever. The loop ticks its own connections; a host loop MUST call this
+ * by ws_conn_next_deadline().
  */
 int ws_conn_tick(ws_conn *c, uint64_t now_ms);
 
@@ -543,8 +544,8 @@ int ws_conn_tick(ws_conn *c, uint64_t now_ms);
  * tick that does not come is not detected (see ws_conn_tick()). A timer
  * counts from the first tick after it is set, so once one is set (the
  * handshake's start and end, ws_close(), the peer's close) this returns 0
- * until the next tick. The deadline can
- * move after any call on the connection: read it again after each. */
+ * until the next tick. The deadline can move after any call on the
+ * connection: read it again after each. */
 uint64_t ws_conn_next_deadline(const ws_conn *c);
 
 /* 1 if output is queued (wait for writability), else 0. */
@@ -1004,7 +1005,7 @@ void ws_loop_shutdown(ws_loop *l);
  * 1. Work still queued by ws_loop_post() runs, in order, with the loop as
  *    it is between two iterations: connections, listeners and timers still
  *    there, sends still written as far as the sockets take them at once
- *    (nothing is read any more, and no timer fires). So the code that
+ *    (nothing is read any more, and no ws_timer fires). So the code that
  *    releases a post's argument runs, as it would have at the next
  *    iteration. The queue closes at that moment: a ws_loop_post() made
  *    while ws_loop_free() runs (from a post function, or from on_close in

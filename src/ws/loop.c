@@ -128,8 +128,8 @@ static unsigned long ws__loop_self(void) {
 #ifndef NDEBUG
 /* One string literal: assert() prints the expression's text, and two
  * adjacent literals would print with their quotes between them. */
-#define WS__LOOP_THREAD(l)                      \
-  WS_ASSERT(WS__LP(l)->owner == ws__loop_self() && \
+#define WS__LOOP_THREAD(l)                         \
+  WS_ASSERT(WS__LP(l)->owner == ws__loop_self() &&  \
             "ws_loop_*() called from a thread other than the loop's")
 #else
 #define WS__LOOP_THREAD(l) ((void)0)
