@@ -187,9 +187,14 @@ size: | $(BUILD)
 	    -Wall -Wextra -Wpedantic -Werror -DWS_NO_LOOP -DWS_NO_MALLOC $$role -Iinclude -c src/ws.c -o $(BUILD)/ws-m4.o || exit 1; \
 	  echo "Cortex-M4 -Os -DWS_NO_LOOP -DWS_NO_MALLOC $$role:"; arm-none-eabi-size $(BUILD)/ws-m4.o; \
 	done && \
-	printf '#include "ws.h"\nchar ws_sizeof_conn[sizeof(ws_conn)];\n' > $(BUILD)/sz.c && \
+	printf '#include "ws.h"\nchar ws_sizeof_conn[sizeof(ws_conn)];\nchar ws_sizeof_config[sizeof(ws_config)];\nchar ws_buffer_overhead[WS_BUFFER_OVERHEAD];\n' > $(BUILD)/sz.c && \
 	$(ARM_CC) -mcpu=cortex-m4 -mthumb -Iinclude -c $(BUILD)/sz.c -o $(BUILD)/sz.o && \
-	echo "sizeof(ws_conn) on Cortex-M4: $$((0x$$(arm-none-eabi-nm -S $(BUILD)/sz.o | awk '{print $$2}'))) bytes"
+	arm-none-eabi-nm -S $(BUILD)/sz.o | while read a n t name; do \
+	  case $$name in ws_sizeof_*) name="sizeof(ws_$${name#ws_sizeof_})";; *) name=WS_BUFFER_OVERHEAD;; esac; \
+	  echo "$$name on Cortex-M4: $$((0x$$n)) bytes"; done
+	@# The same on this machine (the figures README.md and docs/ quote for 64-bit).
+	@printf '#include <stdio.h>\n#include "ws.h"\nint main(void) {\n  printf("on this host (%%u-bit): sizeof(ws_conn) %%u, sizeof(ws_config) %%u, WS_BUFFER_OVERHEAD %%u, sizeof(ws_loop_conn) %%u, sizeof(ws_loop) %%u bytes\\n", (unsigned)(8 * sizeof(void *)), (unsigned)sizeof(ws_conn), (unsigned)sizeof(ws_config), (unsigned)WS_BUFFER_OVERHEAD, (unsigned)sizeof(ws_loop_conn), (unsigned)sizeof(ws_loop));\n  return 0;\n}\n' > $(BUILD)/sz_host.c && \
+	$(CC) $(WARN) $(CPPFLAGS) $(BUILD)/sz_host.c -o $(BUILD)/sz_host && $(BUILD)/sz_host
 
 # The pkg-config file for PREFIX, which has a stamp of its own: only ws.pc
 # depends on it. Libs.private is what a static link with libws.a needs

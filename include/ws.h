@@ -531,11 +531,23 @@ int ws_conn_on_writable(ws_conn *c);
 
 /* Tells the connection the time (ms, any monotonic origin) and runs the
  * handshake, close, ping and pong timers. Returns as ws_conn_on_readable().
+ * Required: the core has no clock of its own, so a connection that is
+ * never ticked fails silently: its handshake never times out, it sends no
+ * ping (whatever ping_interval_ms says) and never notices a dead peer,
+ * and after ws_close() to a peer that does not answer it stays CLOSING
+ * forever. The loop ticks its own connections; a host loop MUST call this
+ * by ws_conn_next_deadline().
  */
 int ws_conn_tick(ws_conn *c, uint64_t now_ms);
 
 /* The time at which ws_conn_tick() should next be called; UINT64_MAX when
- * no timer runs. A value at or before now (0 included) means: call it now. */
+ * no timer runs. A value at or before now (0 included) means: call it now.
+ * A host loop MUST wake by then (a poll() timeout, a timer) and tick: a
+ * tick that does not come is not detected (see ws_conn_tick()). A timer
+ * counts from the first tick after it is set, so once one is set (the
+ * handshake's start and end, ws_close(), the peer's close) this returns 0
+ * until the next tick. The deadline can move after any call on the
+ * connection: read it again after each. */
 uint64_t ws_conn_next_deadline(const ws_conn *c);
 
 /* 1 if output is queued (wait for writability), else 0. */
@@ -1006,8 +1018,25 @@ void ws_loop_stop(ws_loop *l);
  * once all have closed (each bounded by its close timeout). */
 void ws_loop_shutdown(ws_loop *l);
 
-/* Aborts any connections left (on_close with 1006), closes every socket
- * and releases everything the loop holds. */
+/*
+ * Releases the loop, in two steps, on the calling thread, which becomes the
+ * loop's thread (as with ws_loop_run_once(); the loop MUST NOT be running
+ * on another):
+ * 1. Work still queued by ws_loop_post() runs, in order, with the loop as
+ *    it is between two iterations: connections, listeners and timers still
+ *    there, sends still written as far as the sockets take them at once
+ *    (nothing is read any more, and no ws_timer fires). So the code that
+ *    releases a post's argument runs, as it would have at the next
+ *    iteration. The queue closes at that moment: a ws_loop_post() made
+ *    while ws_loop_free() runs (from a post function, or from on_close in
+ *    step 2) returns WS_ECLOSED and its argument stays the caller's, so
+ *    the drain is bounded by what was queued when it began.
+ * 2. Aborts the connections left (on_close with 1006), closes every socket
+ *    and releases everything the loop holds.
+ * Other threads MUST have made their last ws_loop_post() on this loop
+ * before ws_loop_free() is called (join them, or otherwise know they are
+ * done): the queue and its lock go with the loop.
+ */
 void ws_loop_free(ws_loop *l);
 
 /* Milliseconds until the loop's next timer (0: due now), or -1 when none:
@@ -1032,8 +1061,19 @@ ws_tls *ws_loop_conn_tls(const ws_conn *c);
 
 /*
  * Thread-safe: runs fn(l, arg) on the loop's thread at its next iteration,
- * waking it. The supported way to send from another thread.
- *   WS_OK, WS_ENOMEM, WS_EIO
+ * waking it. The supported way to send from another thread. Once posted,
+ * fn runs exactly once: at an iteration, or, if the loop is freed first,
+ * inside ws_loop_free() (see there), so fn may own and release arg. The
+ * posts of one thread run in the order they were made.
+ *   WS_OK, WS_ENOMEM
+ *   WS_EIO      the wake-up failed; fn is queued all the same and runs
+ *               at a later wake-up or in ws_loop_free()
+ *   WS_ECLOSED  ws_loop_free() has begun (a post made by a post function
+ *               or by on_close during it): fn will not run, arg is still
+ *               the caller's
+ *   WS_EINVAL   fn is NULL, or the loop was never set up or is freed
+ * Posting from another thread while, or after, ws_loop_free() runs is a
+ * misuse with undefined results (see ws_loop_free()).
  */
 int ws_loop_post(ws_loop *l, void (*fn)(ws_loop *l, void *arg), void *arg);
 

@@ -3767,6 +3767,7 @@ typedef struct ws__post_item {
 typedef struct ws__post_q {
   pthread_mutex_t mu;
   ws__post_item *head, *tail;
+  int closed; /* ws_loop_free() has begun: posts are refused */
 } ws__post_q;
 
 struct ws__sub;
@@ -3810,7 +3811,11 @@ static unsigned long ws__loop_self(void) {
 }
 
 #ifndef NDEBUG
-#define WS__LOOP_THREAD(l) WS_ASSERT(WS__LP(l)->owner == ws__loop_self())
+/* One string literal: assert() prints the expression's text, and two
+ * adjacent literals would print with their quotes between them. */
+#define WS__LOOP_THREAD(l)                         \
+  WS_ASSERT(WS__LP(l)->owner == ws__loop_self() &&  \
+            "ws_loop_*() called from a thread other than the loop's")
 #else
 #define WS__LOOP_THREAD(l) ((void)0)
 #endif
@@ -4925,6 +4930,11 @@ int ws_loop_post(ws_loop *l, void (*fn)(ws_loop *l, void *arg), void *arg) {
   it->arg = arg;
   it->next = NULL;
   pthread_mutex_lock(&q->mu);
+  if (q->closed) { /* ws_loop_free() is running: arg stays the caller's */
+    pthread_mutex_unlock(&q->mu);
+    free(it);
+    return WS_ECLOSED;
+  }
   was_empty = q->head == NULL;
   if (q->tail)
     q->tail->next = it;
@@ -4943,14 +4953,18 @@ int ws_loop_post(ws_loop *l, void (*fn)(ws_loop *l, void *arg), void *arg) {
   return WS_OK;
 }
 
-static void ws__loop_run_posts(ws_loop *l) {
+/* Runs the posts queued so far. `last` (from ws_loop_free) also closes the
+ * queue, under the same lock, so no post can slip in after the final run
+ * and be dropped with its argument. */
+static void ws__loop_run_posts(ws_loop *l, int last) {
   struct ws__loop_priv *p = WS__LP(l);
   ws__post_q *q = (ws__post_q *)p->post;
   ws__post_item *it;
   char drain[64];
-  while (read(p->wake.fd, drain, sizeof drain) > 0) {
+  while (p->wake.fd >= 0 && read(p->wake.fd, drain, sizeof drain) > 0) {
   }
   pthread_mutex_lock(&q->mu);
+  if (last) q->closed = 1;
   it = q->head;
   q->head = q->tail = NULL;
   pthread_mutex_unlock(&q->mu);
@@ -5084,7 +5098,7 @@ int ws_loop_run_once(ws_loop *l, int timeout_ms) {
     } else if (io->kind == WS__IO_LISTENER) {
       ws__loop_accept(l, (ws__listener *)io);
     } else if (io->kind == WS__IO_WAKE) {
-      ws__loop_run_posts(l);
+      ws__loop_run_posts(l, 0);
     } else if (io->kind == WS__IO_LINGER) {
       ws__linger_read(l, (ws__linger *)io);
     }
@@ -5144,6 +5158,17 @@ void ws_loop_free(ws_loop *l) {
   struct ws__loop_priv *p = WS__LP(l);
   ws__post_q *q = (ws__post_q *)p->post;
   size_t i;
+  /* The calling thread takes the loop over, as in ws_loop_run_once: the
+   * posts below run on it and may use the loop. */
+  p->owner = ws__loop_self();
+  /* Posts still queued run first, with the loop whole (connections open,
+   * sends still possible), so whatever releases their arguments runs as
+   * it would have at the next iteration. The queue closes as they are
+   * taken: a post made from here on is refused, never dropped. */
+  if (q) {
+    ws__loop_run_posts(l, 1);
+    ws__loop_flush_pending(l);
+  }
   p->freeing = 1;
   while (p->conns) ws_conn_abort(&p->conns->conn, WS_ECLOSED);
   ws__loop_release_dead(l);
@@ -5162,13 +5187,7 @@ void ws_loop_free(ws_loop *l) {
   p->tls_default = NULL;
 #endif
   ws__be_destroy(p);
-  if (q) {
-    ws__post_item *it = q->head;
-    while (it) {
-      ws__post_item *next = it->next;
-      free(it);
-      it = next;
-    }
+  if (q) { /* empty: closed, and drained above */
     pthread_mutex_destroy(&q->mu);
     free(q);
     p->post = NULL;
