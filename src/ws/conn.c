@@ -627,15 +627,14 @@ static int ws__frame_fail(ws_conn *c, int err) {
 }
 
 /* Reads the frame header at d[0..len) and checks it against the role and
- * the message in progress (msg_op: its opcode, 0: none; total: its bytes so
- * far, of which mlen are held). Returns WS_OK, WS_EAGAIN (the header is
- * not all here), or why the frame is refused: WS_EPROTO (reserved bits or
- * opcodes, a bad control frame or length, the wrong masking, a
+ * the message in progress in b (NULL: none, as for ws_conn_feed_inplace(),
+ * which holds none). Returns WS_OK, WS_EAGAIN (the header is not all here),
+ * or why the frame is refused: WS_EPROTO (reserved bits or opcodes, a bad
+ * control frame or length, the wrong masking, a message's first frame or a
  * continuation out of place) or WS_ETOOBIG (over a limit). */
-static inline int ws__frame_head(const struct ws__conn_priv *p,
-                                 const unsigned char *d, size_t len,
-                                 ws_frame *f, size_t *hl, int msg_op,
-                                 uint64_t total, size_t mlen) {
+WS__INLINE int ws__frame_head(const struct ws__conn_priv *p,
+                              const unsigned char *d, size_t len, ws_frame *f,
+                              size_t *hl, const struct ws__ibuf *b) {
   int rc = ws__frame_parse(d, len, f, hl);
   if (rc != WS_OK) return rc;
   /* No extension is negotiated, so every RSV bit is refused; a client
@@ -643,19 +642,21 @@ static inline int ws__frame_head(const struct ws__conn_priv *p,
   if (f->rsv != 0 || f->masked != (p->role == WS_SERVER ? 1 : 0))
     return WS_EPROTO;
   if (f->opcode >= 8) return WS_OK; /* control frames may come in between */
-  if ((f->opcode == WS_OP_CONT) != (msg_op != 0)) return WS_EPROTO;
-  if (ws__too_big(p, f->len, f->opcode == WS_OP_CONT ? total : 0, mlen))
-    return WS_ETOOBIG;
-  return WS_OK;
+  if (f->opcode != WS_OP_CONT) { /* a message starts: none may be open */
+    if (b && b->msg_op) return WS_EPROTO;
+    return ws__too_big(p, f->len, 0, 0) ? WS_ETOOBIG : WS_OK;
+  }
+  if (!b || !b->msg_op) return WS_EPROTO; /* no message to continue */
+  return ws__too_big(p, f->len, b->msg_total, b->mlen) ? WS_ETOOBIG : WS_OK;
 }
 
 /* A piece of a data frame's payload, d[0..n) at offset off in its frame:
  * unmasked in place (a server's input), then, in a text message, checked
  * as UTF-8 from the message's state *utf8 (done: the message ends with
  * this piece). WS_OK, or the connection fails with 1007: WS_EUTF8. */
-static int ws__payload(ws_conn *c, unsigned char *d, size_t n,
-                       const uint8_t key[4], unsigned off, int msg_op,
-                       uint32_t *utf8, int done) {
+WS__INLINE int ws__payload(ws_conn *c, unsigned char *d, size_t n,
+                           const uint8_t key[4], unsigned off, int msg_op,
+                           uint32_t *utf8, int done) {
   if (WS__P(c)->role == WS_SERVER) ws_mask(d, n, key, off);
   if (msg_op == WS_OP_TEXT && ws_utf8_check(utf8, d, n, done, NULL) != WS_OK)
     return ws__frame_fail(c, WS_EUTF8);
@@ -671,8 +672,7 @@ static int ws__frames(ws_conn *c) {
       ws_frame f;
       size_t hl;
       int rc = ws__frame_head(p, p->in->d + p->in->rpos,
-                              p->in->rlen - p->in->rpos, &f, &hl,
-                              p->in->msg_op, p->in->msg_total, p->in->mlen);
+                              p->in->rlen - p->in->rpos, &f, &hl, p->in);
       if (rc == WS_EAGAIN) break;
       if (rc != WS_OK) return ws__frame_fail(c, rc);
       if (f.opcode >= 8) {
@@ -1178,7 +1178,7 @@ int ws_conn_feed_inplace(ws_conn *c, void *data, size_t len) {
     size_t hl;
     unsigned char *pl;
     uint32_t st = WS_UTF8_INIT;
-    rc = ws__frame_head(p, d + pos, len - pos, &f, &hl, 0, 0, 0);
+    rc = ws__frame_head(p, d + pos, len - pos, &f, &hl, NULL);
     if (rc != WS_OK) {
       if (rc == WS_EAGAIN) rc = WS_OK;
       else ws__frame_fail(c, rc);
