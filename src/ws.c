@@ -2035,7 +2035,8 @@ WS__INLINE int ws__frame_head(const struct ws__conn_priv *p,
   if (f->rsv != 0 || f->masked != (p->role == WS_SERVER ? 1 : 0))
     return WS_EPROTO;
   if (f->opcode >= 8) return WS_OK; /* control frames may come in between */
-  if (f->opcode != WS_OP_CONT) { /* a message starts: none may be open */
+  if (f->opcode != WS_OP_CONT) {
+    /* A message starts: none may be open, so nothing of one is held. */
     if (b && b->msg_op) return WS_EPROTO;
     return ws__too_big(p, f->len, 0, 0) ? WS_ETOOBIG : WS_OK;
   }
