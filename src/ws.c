@@ -148,6 +148,16 @@
 #define WS__MAX(a, b) ((a) > (b) ? (a) : (b))
 #define WS__NONE UINT64_MAX
 
+/* A small helper on the per-frame path, shared by callers that must not pay
+ * a call for sharing it: GCC and Clang are told to inline it (Clang would
+ * otherwise inline ws_mask() into it and keep it out of line); other
+ * compilers get the C99 hint. */
+#if defined(__GNUC__)
+#define WS__INLINE static inline __attribute__((always_inline))
+#else
+#define WS__INLINE static inline
+#endif
+
 /* A small writer that appends to a bounded buffer and remembers overflow. */
 typedef struct ws__wbuf {
   char *p;
@@ -760,6 +770,36 @@ const char *ws_errname(int err) {
   return "UNKNOWN";
 }
 
+/* A frame header's length classes (RFC 6455 5.2): a payload length is
+ * written in the 7 bits of the second byte, or as 126 and 16 bits, or as
+ * 127 and 64 bits, always in the smallest that holds it. Returns the size
+ * of the header up to the mask key. Every reader and writer of headers
+ * (ws__frame_parse, ws__put_head, the core's queue sizing) asks here. */
+static inline size_t ws__head_size(uint64_t len) {
+  return len < 126 ? 2 : len <= 0xFFFF ? 4 : 10;
+}
+
+/* Writes a frame header up to the mask key (FIN, 0 or 1; the opcode; the
+ * length in its class); returns its size. No checks: ws_frame_write()
+ * makes them. */
+static inline size_t ws__put_head(unsigned char *p, int fin, int opcode,
+                                  uint64_t len) {
+  size_t n = ws__head_size(len);
+  p[0] = (unsigned char)((unsigned)fin << 7 | (unsigned)opcode);
+  if (n == 2) {
+    p[1] = (unsigned char)len;
+  } else if (n == 4) {
+    p[1] = 126;
+    p[2] = (unsigned char)(len >> 8);
+    p[3] = (unsigned char)len;
+  } else {
+    int i;
+    p[1] = 127;
+    for (i = 0; i < 8; i++) p[2 + i] = (unsigned char)(len >> (56 - 8 * i));
+  }
+  return n;
+}
+
 /* ws_frame_parse() without the argument checks, for the core's own calls. */
 static int ws__frame_parse(const unsigned char *p, size_t len, ws_frame *f,
                            size_t *hdr_len) {
@@ -779,13 +819,11 @@ static int ws__frame_parse(const unsigned char *p, size_t len, ws_frame *f,
     if (l7 == 127 && len > 2 && (p[2] & 0x80)) return WS_EPROTO;
     return WS_EAGAIN;
   }
-  if (l7 == 126) {
-    n = ws__get16(p + 2);
-    if (n < 126) return WS_EPROTO; /* not minimal */
-  } else if (l7 == 127) {
-    n = ((uint64_t)ws__get32(p + 2) << 32) | ws__get32(p + 6);
+  if (l7 >= 126) {
+    n = l7 == 126 ? ws__get16(p + 2)
+                  : ((uint64_t)ws__get32(p + 2) << 32) | ws__get32(p + 6);
     if (n >> 63) return WS_EPROTO;
-    if (n <= 0xFFFF) return WS_EPROTO; /* not minimal */
+    if (ws__head_size(n) != need) return WS_EPROTO; /* not minimal */
   } else {
     n = l7;
   }
@@ -818,21 +856,7 @@ size_t ws_frame_write(void *out, int fin, int opcode, uint64_t len,
   size_t n;
   if (opcode < 0 || opcode > 15 || (len >> 63)) return 0;
   if (opcode >= 8 && (!fin || len > WS_CONTROL_MAX)) return 0;
-  p[0] = (unsigned char)((fin ? 0x80 : 0) | opcode);
-  if (len < 126) {
-    p[1] = (unsigned char)len;
-    n = 2;
-  } else if (len <= 0xFFFF) {
-    p[1] = 126;
-    p[2] = (unsigned char)(len >> 8);
-    p[3] = (unsigned char)len;
-    n = 4;
-  } else {
-    int i;
-    p[1] = 127;
-    for (i = 0; i < 8; i++) p[2 + i] = (unsigned char)(len >> (56 - 8 * i));
-    n = 10;
-  }
+  n = ws__put_head(p, fin != 0, opcode, len);
   if (mask) {
     p[1] |= 0x80;
     memcpy(p + n, mask, 4);
@@ -1742,30 +1766,26 @@ static int ws__maybe_flush(ws_conn *c) {
   return ws__flush(c);
 }
 
-/* Appends one frame to a queue known to have room for it. The payload may
- * be NULL when len is 0. */
+/* Appends one frame (fin: 0 or 1) to a queue known to have room for it.
+ * The payload may be NULL when len is 0. */
 static int ws__put_frame(ws_conn *c, int fin, int op, const void *data,
                          size_t len) {
   struct ws__conn_priv *p = WS__P(c);
   unsigned char *o = p->out->d + p->out->len;
-  size_t hl;
+  size_t hl = ws__put_head(o, fin, op, len);
 #ifndef WS_NO_CLIENT
-  if (p->role == WS_CLIENT) {
+  if (p->role == WS_CLIENT) { /* masked, with a fresh key */
     uint8_t key[4];
     int rc;
     if ((rc = ws__random(c, key, 4)) != WS_OK) return rc;
-    hl = ws_frame_write(o, fin, op, len, key);
+    o[1] |= 0x80;
+    memcpy(o + hl, key, 4);
+    hl += 4;
     if (len) memcpy(o + hl, data, len);
     ws_mask(o + hl, len, key, 0);
   } else
 #endif
-  if (len < 126) { /* the usual small frame: its two bytes here */
-    o[0] = (unsigned char)((fin ? 0x80 : 0) | op);
-    o[1] = (unsigned char)len;
-    hl = 2;
-    if (len) memcpy(o + 2, data, len);
-  } else {
-    hl = ws_frame_write(o, fin, op, len, NULL);
+  if (len) {
     memcpy(o + hl, data, len);
   }
   p->out->len += hl + len;
@@ -1781,8 +1801,9 @@ static int ws__queue_frame(ws_conn *c, int fin, int op, const void *data,
   return ws__put_frame(c, fin, op, data, len);
 }
 
+/* A data frame's header: its length's class, and a client's mask key. */
 static size_t ws__hdr_size(size_t len, int role) {
-  return (len < 126 ? 2 : len <= 0xFFFF ? 4 : 10) + (role == WS_CLIENT ? 4 : 0);
+  return ws__head_size(len) + (role == WS_CLIENT ? 4 : 0);
 }
 
 /* Queues a close frame (code 0: none) and marks it sent. A close frame is
@@ -1992,6 +2013,62 @@ static int ws__too_big(const struct ws__conn_priv *p, uint64_t len,
           mlen + len + WS__IN_RESERVE > p->in->cap);
 }
 
+/* Frame acceptance: the rules every frame meets, written once for both
+ * feeds: ws__frames() over the input buffer (ws_conn_on_readable,
+ * ws_conn_feed) and ws_conn_feed_inplace() over the caller's bytes. A
+ * header is checked by ws__frame_head(), a data payload unmasked and
+ * checked by ws__payload(), a control frame handled by ws__control(), a
+ * message delivered by ws__call_message(); a refused frame fails the
+ * connection through ws__frame_fail(). */
+
+/* Fails the connection for a refused frame with the close code its error
+ * calls for; returns the error. */
+static int ws__frame_fail(ws_conn *c, int err) {
+  ws__fail(c, err,
+           err == WS_ETOOBIG ? WS_CLOSE_TOO_BIG
+           : err == WS_EUTF8 ? WS_CLOSE_INVALID_DATA
+                             : WS_CLOSE_PROTOCOL);
+  return err;
+}
+
+/* Reads the frame header at d[0..len) and checks it against the role and
+ * the message in progress in b (NULL: none, as for ws_conn_feed_inplace(),
+ * which holds none). Returns WS_OK, WS_EAGAIN (the header is not all here),
+ * or why the frame is refused: WS_EPROTO (reserved bits or opcodes, a bad
+ * control frame or length, the wrong masking, a message's first frame or a
+ * continuation out of place) or WS_ETOOBIG (over a limit). */
+WS__INLINE int ws__frame_head(const struct ws__conn_priv *p,
+                              const unsigned char *d, size_t len, ws_frame *f,
+                              size_t *hl, const struct ws__ibuf *b) {
+  int rc = ws__frame_parse(d, len, f, hl);
+  if (rc != WS_OK) return rc;
+  /* No extension is negotiated, so every RSV bit is refused; a client
+   * masks its frames, a server does not. */
+  if (f->rsv != 0 || f->masked != (p->role == WS_SERVER ? 1 : 0))
+    return WS_EPROTO;
+  if (f->opcode >= 8) return WS_OK; /* control frames may come in between */
+  if (f->opcode != WS_OP_CONT) {
+    /* A message starts: none may be open, so nothing of one is held. */
+    if (b && b->msg_op) return WS_EPROTO;
+    return ws__too_big(p, f->len, 0, 0) ? WS_ETOOBIG : WS_OK;
+  }
+  if (!b || !b->msg_op) return WS_EPROTO; /* no message to continue */
+  return ws__too_big(p, f->len, b->msg_total, b->mlen) ? WS_ETOOBIG : WS_OK;
+}
+
+/* A piece of a data frame's payload, d[0..n) at offset off in its frame:
+ * unmasked in place (a server's input), then, in a text message, checked
+ * as UTF-8 from the message's state *utf8 (done: the message ends with
+ * this piece). WS_OK, or the connection fails with 1007: WS_EUTF8. */
+WS__INLINE int ws__payload(ws_conn *c, unsigned char *d, size_t n,
+                           const uint8_t key[4], unsigned off, int msg_op,
+                           uint32_t *utf8, int done) {
+  if (WS__P(c)->role == WS_SERVER) ws_mask(d, n, key, off);
+  if (msg_op == WS_OP_TEXT && ws_utf8_check(utf8, d, n, done, NULL) != WS_OK)
+    return ws__frame_fail(c, WS_EUTF8);
+  return WS_OK;
+}
+
 /* Processes frames in in[rpos..rlen). */
 static int ws__frames(ws_conn *c) {
   struct ws__conn_priv *p = WS__P(c);
@@ -2000,13 +2077,10 @@ static int ws__frames(ws_conn *c) {
       /* Between frames: parse a header. */
       ws_frame f;
       size_t hl;
-      int rc = ws__frame_parse(p->in->d + p->in->rpos, p->in->rlen - p->in->rpos, &f, &hl);
+      int rc = ws__frame_head(p, p->in->d + p->in->rpos,
+                              p->in->rlen - p->in->rpos, &f, &hl, p->in);
       if (rc == WS_EAGAIN) break;
-      if (rc != WS_OK || f.rsv != 0 ||
-          f.masked != (p->role == WS_SERVER ? 1 : 0)) {
-        ws__fail(c, WS_EPROTO, WS_CLOSE_PROTOCOL);
-        return WS_EPROTO;
-      }
+      if (rc != WS_OK) return ws__frame_fail(c, rc);
       if (f.opcode >= 8) {
         if (p->in->rlen - p->in->rpos < hl + f.len) break; /* whole frame first */
         rc = ws__control(c, &f, p->in->d + p->in->rpos + hl);
@@ -2017,17 +2091,9 @@ static int ws__frames(ws_conn *c) {
         }
         continue;
       }
-      if ((f.opcode == WS_OP_CONT) != (p->in->msg_op != 0)) {
-        ws__fail(c, WS_EPROTO, WS_CLOSE_PROTOCOL);
-        return WS_EPROTO;
-      }
-      if (f.opcode != WS_OP_CONT) p->in->msg_total = 0;
-      if (ws__too_big(p, f.len, p->in->msg_total, p->in->mlen)) {
-        ws__fail(c, WS_ETOOBIG, WS_CLOSE_TOO_BIG);
-        return WS_ETOOBIG;
-      }
       p->in->rpos += hl;
       if (f.opcode != WS_OP_CONT) {
+        p->in->msg_total = 0;
         p->in->msg_op = f.opcode;
         p->in->mstart = p->in->rpos;
         p->in->mlen = 0;
@@ -2046,14 +2112,9 @@ static int ws__frames(ws_conn *c) {
       int done = last && p->in->fin;
       unsigned char *d = p->in->d + p->in->rpos;
       if (avail == 0 && !last) break;
-      if (p->role == WS_SERVER) ws_mask(d, avail, p->in->key, p->in->off);
-      if (p->in->msg_op == WS_OP_TEXT) {
-        size_t bad;
-        if (ws_utf8_check(&p->in->utf8, d, avail, done, &bad) != WS_OK) {
-          ws__fail(c, WS_EUTF8, WS_CLOSE_INVALID_DATA);
-          return WS_EUTF8;
-        }
-      }
+      if (ws__payload(c, d, avail, p->in->key, p->in->off, p->in->msg_op,
+                      &p->in->utf8, done) != WS_OK)
+        return WS_EUTF8;
       p->in->frame_left -= avail;
       p->in->off = (uint8_t)((p->in->off + avail) & 3);
       p->in->msg_total += avail;
@@ -2511,19 +2572,26 @@ int ws_conn_feed_inplace(ws_conn *c, void *data, size_t len) {
   if (rc != WS_OK) return rc;
   p = WS__P(c);
   WS__STACK_OUT(p)
-  /* Whole frames, while nothing is held, are handled where they lie. The
-   * first thing that is not a whole data frame with FIN or a whole ping or
-   * pong (a fragment, a close, anything to refuse, a frame still arriving)
-   * goes, with the rest, through the copying path, which decides. */
+  /* Whole frames, while nothing is held, are handled where they lie, by the
+   * rules ws__frames() applies (a refused header fails here as it would
+   * there). The first thing that is not a whole data frame with FIN or a
+   * whole ping or pong (a fragment, a close, a frame still arriving) goes,
+   * with the rest, through the copying path. */
   while (pos < len && p->state == WS_STATE_OPEN &&
          !(p->flags & (WS__F_CLOSE_RCVD | WS__F_FAILING | WS__F_CLOSED)) &&
          ws__in_empty(p)) {
     ws_frame f;
     size_t hl;
     unsigned char *pl;
-    if (ws__frame_parse(d + pos, len - pos, &f, &hl) != WS_OK || f.rsv != 0 ||
-        f.masked != (p->role == WS_SERVER ? 1 : 0) ||
-        f.len > (uint64_t)(len - pos - hl) || f.opcode == WS_OP_CLOSE)
+    uint32_t st = WS_UTF8_INIT;
+    rc = ws__frame_head(p, d + pos, len - pos, &f, &hl, NULL);
+    if (rc != WS_OK) {
+      if (rc == WS_EAGAIN) rc = WS_OK;
+      else ws__frame_fail(c, rc);
+      break;
+    }
+    if (f.len > (uint64_t)(len - pos - hl) || !f.fin ||
+        f.opcode == WS_OP_CLOSE)
       break;
     pl = d + pos + hl;
     if (f.opcode >= 8) {
@@ -2531,17 +2599,9 @@ int ws_conn_feed_inplace(ws_conn *c, void *data, size_t len) {
       pos += hl + (size_t)f.len;
       continue;
     }
-    if (f.opcode == WS_OP_CONT || !f.fin || ws__too_big(p, f.len, 0, 0))
+    if ((rc = ws__payload(c, pl, (size_t)f.len, f.mask, 0, f.opcode, &st,
+                          1)) != WS_OK)
       break;
-    if (f.masked) ws_mask(pl, (size_t)f.len, f.mask, 0);
-    if (f.opcode == WS_OP_TEXT) {
-      uint32_t st = WS_UTF8_INIT;
-      if (ws_utf8_check(&st, pl, (size_t)f.len, 1, NULL) != WS_OK) {
-        ws__fail(c, WS_EUTF8, WS_CLOSE_INVALID_DATA);
-        rc = WS_EUTF8;
-        break;
-      }
-    }
     pos += hl + (size_t)f.len;
     if ((rc = ws__call_message(c, f.opcode, pl, (size_t)f.len, 1)) != WS_OK)
       break;

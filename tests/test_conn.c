@@ -431,7 +431,7 @@ enum { OUT_ALL, OUT_BYTE, OUT_BLOCK, OUT__N };
 
 typedef struct run_result {
   buf log, tx;
-  int closes, state;
+  int closes, state, err;
   size_t queued;
 } run_result;
 
@@ -508,6 +508,7 @@ static void run_script(const buf *in, int inmode, int outmode, size_t split,
   }
   r->closes = e.closes;
   r->state = ws_conn_state(&e.c);
+  r->err = ws_conn_error(&e.c);
   r->queued = ws_conn_queued(&e.c);
   r->log = e.log;
   memset(&e.log, 0, sizeof e.log);
@@ -573,7 +574,7 @@ static void script(const char *name, const buf *in, const char *expect,
       if (im == IN_ALL && om == OUT_ALL) continue;
       run_script(in, im, om, 0, eof, tweak, &r);
       if (!CHECK(buf_eq(&r.log, &ref.log) && buf_eq(&r.tx, &ref.tx) &&
-                 r.closes == ref.closes))
+                 r.closes == ref.closes && r.err == ref.err))
         printf("    %s: mode in=%d out=%d differs:\n%.*s\n--- ref:\n%.*s\n", name,
                im, om, (int)r.log.len, (const char *)r.log.d, (int)ref.log.len,
                (const char *)ref.log.d);
@@ -583,11 +584,13 @@ static void script(const char *name, const buf *in, const char *expect,
   if (in->len <= 4096) {
     for (cut = 1; cut < in->len; cut++) {
       run_script(in, IN_SPLIT, OUT_ALL, cut, eof, tweak, &r);
-      if (!CHECK(buf_eq(&r.log, &ref.log) && buf_eq(&r.tx, &ref.tx)))
+      if (!CHECK(buf_eq(&r.log, &ref.log) && buf_eq(&r.tx, &ref.tx) &&
+                 r.err == ref.err))
         printf("    %s: cut at %lu differs\n", name, (unsigned long)cut);
       result_free(&r);
       run_script(in, IN_SPLIT_INPLACE, OUT_ALL, cut, eof, tweak, &r);
-      if (!CHECK(buf_eq(&r.log, &ref.log) && buf_eq(&r.tx, &ref.tx)))
+      if (!CHECK(buf_eq(&r.log, &ref.log) && buf_eq(&r.tx, &ref.tx) &&
+                 r.err == ref.err))
         printf("    %s: in place, cut at %lu differs\n", name,
                (unsigned long)cut);
       result_free(&r);
@@ -1044,6 +1047,272 @@ static void test_feed_inplace(void) {
   buf_free(&rx);
   buf_free(&tx);
   buf_free(&in);
+}
+
+/* ---------------------------------------------------------------------
+ * Frame rules: one table, both roles, both feeds
+ * ------------------------------------------------------------------- */
+
+/* One frame of a rules case, built for the side that receives it. */
+typedef struct rule_frame {
+  int b0;        /* FIN, RSV and opcode, as sent (0 and p NULL: no frame) */
+  const char *p; /* payload */
+  size_t n;      /* its length: 0 for strlen(p); more: padded with 'x' */
+  int form;      /* length form: 0 the smallest, 16 or 64 forced, 63 the
+                    64-bit form with its top bit set */
+  int bad_mask;  /* masked the wrong way for the receiver */
+} rule_frame;
+
+typedef struct rule_case {
+  const char *name;
+  rule_frame f[4];
+  int code;           /* close code the receiver sends (-1: none) */
+  int err;            /* its error afterwards */
+  const char *expect; /* log lines that must appear, in order */
+} rule_case;
+
+static void rule_frame_add(buf *b, const rule_frame *f, int role) {
+  static const uint8_t key[4] = {0x37, 0xfa, 0x21, 0x3d};
+  size_t n = f->n ? f->n : strlen(f->p), pl = strlen(f->p), hl = 2, at, i;
+  int masked = (role == WS_SERVER) != (f->bad_mask != 0);
+  unsigned char h[14];
+  uint64_t len = n;
+  h[0] = (unsigned char)f->b0;
+  if (f->form == 0 && n < 126) {
+    h[1] = (unsigned char)n;
+  } else if (f->form == 16 || (f->form == 0 && n <= 0xFFFF)) {
+    h[1] = 126;
+    h[2] = (unsigned char)(n >> 8);
+    h[3] = (unsigned char)n;
+    hl = 4;
+  } else {
+    if (f->form == 63) len |= (uint64_t)1 << 63;
+    h[1] = 127;
+    for (i = 0; i < 8; i++) h[2 + i] = (unsigned char)(len >> (56 - 8 * i));
+    hl = 10;
+  }
+  if (masked) {
+    h[1] |= 0x80;
+    memcpy(h + hl, key, 4);
+    hl += 4;
+  }
+  buf_put(b, h, hl);
+  at = b->len;
+  for (i = 0; i < n; i++) buf_put(b, i < pl ? f->p + i : "x", 1);
+  if (masked) ws_mask(b->d + at, n, key, 0);
+}
+
+enum { FEED_COPY, FEED_INPLACE, FEED_BYTES, FEED_INPLACE_CUT, FEED__N };
+
+typedef struct rule_result {
+  buf log;
+  int rc, err, sent, state, closes, close_code;
+} rule_result;
+
+/* Opens a connection of `role` over memory (max_frame 600, max_message
+ * 1000), feeds `in` as `how` says (FEED_INPLACE_CUT: two in-place calls cut
+ * at `cut`) and records what came of it. */
+static void rule_run(int role, const buf *in, int how, size_t cut,
+                     rule_result *r) {
+  ws_config cfg;
+  endpoint e;
+  buf rx = {0}, tx = {0};
+  size_t i;
+  ws_config_init(&cfg, role);
+  limits_small(&cfg);
+  ep_init(&e, &cfg, &rx, &tx);
+  if (role == WS_SERVER) {
+    ws_conn_feed(&e.c, REQ, strlen(REQ));
+  } else {
+    ws_client_opts o;
+    char key[25], acc[29];
+    memset(&o, 0, sizeof o);
+    o.host = "h";
+    CHECK_INT(ws_client_start(&e.c, &o), WS_OK);
+    ws__b64_encode(WS__P(&e.c)->in->d, 16, key);
+    ws_accept_key(key, 24, acc);
+    buf_puts(&rx, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                  "Connection: Upgrade\r\nSec-WebSocket-Accept: ");
+    buf_puts(&rx, acc);
+    buf_puts(&rx, "\r\n\r\n");
+    ws_conn_on_readable(&e.c);
+  }
+  ep_drain(&e);
+  CHECK_INT(ws_conn_state(&e.c), WS_STATE_OPEN);
+  e.log.len = 0;
+  tx.len = 0;
+  r->rc = WS_OK;
+  switch (how) {
+    case FEED_COPY:
+      r->rc = ws_conn_feed(&e.c, in->d, in->len);
+      break;
+    case FEED_INPLACE:
+    case FEED_INPLACE_CUT: {
+      /* A scratch copy, scribbled over afterwards: nothing may be kept. */
+      unsigned char *m = (unsigned char *)malloc(in->len);
+      if (m == NULL) abort();
+      memcpy(m, in->d, in->len);
+      if (how == FEED_INPLACE_CUT) {
+        r->rc = ws_conn_feed_inplace(&e.c, m, cut);
+        if (r->rc == WS_OK)
+          r->rc = ws_conn_feed_inplace(&e.c, m + cut, in->len - cut);
+      } else {
+        r->rc = ws_conn_feed_inplace(&e.c, m, in->len);
+      }
+      memset(m, 0xA5, in->len);
+      free(m);
+      break;
+    }
+    default:
+      for (i = 0; i < in->len && r->rc == WS_OK; i++)
+        r->rc = ws_conn_feed(&e.c, in->d + i, 1);
+      break;
+  }
+  ep_drain(&e);
+  r->sent = out_close_code(&tx, role == WS_CLIENT);
+  r->err = ws_conn_error(&e.c);
+  r->state = ws_conn_state(&e.c);
+  r->closes = e.closes;
+  r->close_code = e.close_code;
+  r->log = e.log;
+  memset(&e.log, 0, sizeof e.log);
+  ep_free(&e);
+  buf_free(&rx);
+  buf_free(&tx);
+}
+
+/* Every line of `expect` appears in `log`, in order. */
+static int log_has(buf *log, const char *expect) {
+  const char *at = cstr(log);
+  while (*expect) {
+    const char *nl = strchr(expect, '\n');
+    size_t n = nl ? (size_t)(nl - expect) : strlen(expect);
+    char line[128];
+    memcpy(line, expect, n);
+    line[n] = '\0';
+    if ((at = strstr(at, line)) == NULL) return 0;
+    at += n;
+    expect += n + (nl ? 1 : 0);
+  }
+  return 1;
+}
+
+static void test_frame_rules_both_feeds(void) {
+  /* Each case follows a good text frame "ok" and is followed by a text
+   * frame "after", which a refused case must never deliver. */
+  static const rule_case cases[] = {
+      {"rsv1", {{0xC1, "x", 0, 0, 0}}, 1002, WS_EPROTO, ""},
+      {"rsv2", {{0xA2, "x", 0, 0, 0}}, 1002, WS_EPROTO, ""},
+      {"rsv3 ping", {{0x99, "x", 0, 0, 0}}, 1002, WS_EPROTO, ""},
+      {"rsv1 continuation", {{0x01, "a", 0, 0, 0}, {0xC0, "b", 0, 0, 0}},
+       1002, WS_EPROTO, ""},
+      {"opcode 3", {{0x83, "", 0, 0, 0}}, 1002, WS_EPROTO, ""},
+      {"opcode 7", {{0x87, "", 0, 0, 0}}, 1002, WS_EPROTO, ""},
+      {"opcode 11", {{0x8B, "", 0, 0, 0}}, 1002, WS_EPROTO, ""},
+      {"opcode 15", {{0x8F, "", 0, 0, 0}}, 1002, WS_EPROTO, ""},
+      {"fragmented ping", {{0x09, "p", 0, 0, 0}}, 1002, WS_EPROTO, ""},
+      {"fragmented close", {{0x08, "", 0, 0, 0}}, 1002, WS_EPROTO, ""},
+      {"ping of 126", {{0x89, "", 126, 0, 0}}, 1002, WS_EPROTO, ""},
+      {"pong, 16-bit length", {{0x8A, "p", 0, 16, 0}}, 1002, WS_EPROTO, ""},
+      {"continuation first", {{0x80, "x", 0, 0, 0}}, 1002, WS_EPROTO, ""},
+      {"text inside a message", {{0x01, "a", 0, 0, 0}, {0x81, "b", 0, 0, 0}},
+       1002, WS_EPROTO, ""},
+      {"binary inside a message",
+       {{0x02, "a", 0, 0, 0}, {0x89, "p", 0, 0, 0}, {0x02, "b", 0, 0, 0}},
+       1002, WS_EPROTO, ""},
+      {"masked the wrong way", {{0x81, "hello", 0, 0, 1}}, 1002, WS_EPROTO, ""},
+      {"ping masked the wrong way", {{0x89, "p", 0, 0, 1}}, 1002, WS_EPROTO, ""},
+      {"16-bit length under 126", {{0x82, "", 5, 16, 0}}, 1002, WS_EPROTO, ""},
+      {"64-bit length under 65536", {{0x82, "", 200, 64, 0}}, 1002, WS_EPROTO,
+       ""},
+      {"64-bit length top bit", {{0x82, "", 3, 63, 0}}, 1002, WS_EPROTO, ""},
+      {"bad utf-8", {{0x81, "\xce\xba\xed\xa0\x80", 0, 0, 0}}, 1007, WS_EUTF8,
+       ""},
+      {"bad utf-8 across fragments",
+       {{0x01, "\xce", 0, 0, 0}, {0x80, "\x28", 0, 0, 0}}, 1007, WS_EUTF8, ""},
+      {"bad utf-8 in a first fragment",
+       {{0x01, "ab\xc0", 0, 0, 0}}, 1007, WS_EUTF8, ""},
+      {"utf-8 cut at the end", {{0x01, "a", 0, 0, 0}, {0x80, "\xe2\x82", 0, 0, 0}},
+       1007, WS_EUTF8, ""},
+      {"frame over max_frame", {{0x82, "", 601, 0, 0}}, 1009, WS_ETOOBIG, ""},
+      {"text over max_frame", {{0x81, "", 601, 0, 0}}, 1009, WS_ETOOBIG, ""},
+      {"message over max_message",
+       {{0x02, "", 500, 0, 0}, {0x00, "", 400, 0, 0}, {0x80, "", 101, 0, 0}},
+       1009, WS_ETOOBIG, ""},
+      {"close of 1 byte", {{0x88, "\x03", 0, 0, 0}}, 1002, WS_EPROTO, ""},
+      {"close code 1005", {{0x88, "\x03\xed", 0, 0, 0}}, 1002, WS_EPROTO, ""},
+      {"close reason utf-8", {{0x88, "\x03\xe8\xff", 0, 0, 0}}, 1007, WS_EUTF8,
+       ""},
+      /* Good input: every feed delivers the same events. */
+      {"fragmented text, pings between",
+       {{0x01, "Hel", 0, 0, 0}, {0x89, "p1", 0, 0, 0}, {0x00, "", 0, 0, 0},
+        {0x80, "lo", 0, 0, 0}},
+       -1, WS_OK, "msg 1 2 \nping 2 p1\nmsg 1 5 \nmsg 1 5 \n"},
+      {"pong, then fragments",
+       {{0x8A, "p2", 0, 0, 0}, {0x02, "ab", 0, 0, 0}, {0x80, "c", 0, 0, 0}},
+       -1, WS_OK, "pong 2 p2\nmsg 2 3 \nmsg 1 5 \n"},
+      {"utf-8 split across fragments",
+       {{0x01, "\xe2", 0, 0, 0}, {0x00, "\x82", 0, 0, 0}, {0x80, "\xac", 0, 0, 0}},
+       -1, WS_OK, "msg 1 3 \nmsg 1 5 \n"},
+      {"lengths 125, 126 and 600",
+       {{0x82, "", 125, 0, 0}, {0x82, "", 126, 0, 0}, {0x81, "", 600, 0, 0}},
+       -1, WS_OK, "msg 2 125 \nmsg 2 126 \nmsg 1 600 \nmsg 1 5 \n"},
+      {"message at max_message",
+       {{0x02, "", 500, 0, 0}, {0x89, "", 125, 0, 0}, {0x80, "", 500, 0, 0}},
+       -1, WS_OK, "ping 125 \nmsg 2 1000 \nmsg 1 5 \n"},
+      {"close", {{0x88, "\x03\xe8" "bye", 0, 0, 0}}, 1000, WS_OK, ""},
+  };
+  static const int roles[] = {WS_SERVER, WS_CLIENT};
+  size_t i, k;
+  for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    for (k = 0; k < 2; k++) {
+      const rule_case *rc = &cases[i];
+      int role = roles[k], how, j;
+      static const rule_frame ok = {0x81, "ok", 0, 0, 0};
+      static const rule_frame after = {0x81, "after", 0, 0, 0};
+      buf in = {0};
+      rule_result ref, r;
+      size_t cut;
+      rule_frame_add(&in, &ok, role);
+      for (j = 0; j < 4 && (rc->f[j].b0 || rc->f[j].p); j++)
+        rule_frame_add(&in, &rc->f[j], role);
+      rule_frame_add(&in, &after, role);
+      rule_run(role, &in, FEED_COPY, 0, &ref);
+      /* The expectations, on the copying path. */
+      if (!CHECK(ref.sent == rc->code) | !CHECK(ref.err == rc->err) |
+          !CHECK(log_has(&ref.log, "msg 1 2 \n")) |
+          !CHECK(log_has(&ref.log, rc->expect)) |
+          !CHECK((strstr(cstr(&ref.log), "msg 1 5 ") != NULL) ==
+                 (rc->code == -1)))
+        printf("    %s, %s: sent %d err %d, log:\n%s", rc->name,
+               role == WS_SERVER ? "server" : "client", ref.sent, ref.err,
+               cstr(&ref.log));
+      if (rc->code != -1 && rc->err != WS_OK) {
+        CHECK_INT(ref.closes, 1);
+        CHECK_INT(ref.close_code, rc->code);
+      }
+      /* Every other feed agrees. */
+      for (how = FEED_INPLACE; how < FEED__N; how++) {
+        for (cut = 1; cut < (how == FEED_INPLACE_CUT ? in.len : 2); cut++) {
+          rule_run(role, &in, how, cut, &r);
+          if (!CHECK(buf_eq(&r.log, &ref.log) && r.sent == ref.sent &&
+                     r.err == ref.err && r.state == ref.state &&
+                     r.closes == ref.closes &&
+                     r.close_code == ref.close_code &&
+                     (how != FEED_INPLACE || r.rc == ref.rc)))
+            printf("    %s, %s, feed %d cut %lu: sent %d err %d rc %d, "
+                   "copying path: sent %d err %d rc %d; log:\n%s--- "
+                   "copying path:\n%s",
+                   rc->name, role == WS_SERVER ? "server" : "client", how,
+                   (unsigned long)cut, r.sent, r.err, r.rc, ref.sent, ref.err,
+                   ref.rc, cstr(&r.log), cstr(&ref.log));
+          buf_free(&r.log);
+        }
+      }
+      buf_free(&ref.log);
+      buf_free(&in);
+    }
+  }
 }
 
 /* Checks that tx holds, from off, one unmasked frame of op with payload
@@ -2432,6 +2701,7 @@ int main(void) {
   RUN(test_server_plain_http);
   RUN(test_fixed_buffers);
   RUN(test_feed_inplace);
+  RUN(test_frame_rules_both_feeds);
   RUN(test_batch_stack);
   RUN(test_send_direct);
   RUN(test_alloc_hook_and_failures);

@@ -29,6 +29,36 @@ const char *ws_errname(int err) {
   return "UNKNOWN";
 }
 
+/* A frame header's length classes (RFC 6455 5.2): a payload length is
+ * written in the 7 bits of the second byte, or as 126 and 16 bits, or as
+ * 127 and 64 bits, always in the smallest that holds it. Returns the size
+ * of the header up to the mask key. Every reader and writer of headers
+ * (ws__frame_parse, ws__put_head, the core's queue sizing) asks here. */
+static inline size_t ws__head_size(uint64_t len) {
+  return len < 126 ? 2 : len <= 0xFFFF ? 4 : 10;
+}
+
+/* Writes a frame header up to the mask key (FIN, 0 or 1; the opcode; the
+ * length in its class); returns its size. No checks: ws_frame_write()
+ * makes them. */
+static inline size_t ws__put_head(unsigned char *p, int fin, int opcode,
+                                  uint64_t len) {
+  size_t n = ws__head_size(len);
+  p[0] = (unsigned char)((unsigned)fin << 7 | (unsigned)opcode);
+  if (n == 2) {
+    p[1] = (unsigned char)len;
+  } else if (n == 4) {
+    p[1] = 126;
+    p[2] = (unsigned char)(len >> 8);
+    p[3] = (unsigned char)len;
+  } else {
+    int i;
+    p[1] = 127;
+    for (i = 0; i < 8; i++) p[2 + i] = (unsigned char)(len >> (56 - 8 * i));
+  }
+  return n;
+}
+
 /* ws_frame_parse() without the argument checks, for the core's own calls. */
 static int ws__frame_parse(const unsigned char *p, size_t len, ws_frame *f,
                            size_t *hdr_len) {
@@ -48,13 +78,11 @@ static int ws__frame_parse(const unsigned char *p, size_t len, ws_frame *f,
     if (l7 == 127 && len > 2 && (p[2] & 0x80)) return WS_EPROTO;
     return WS_EAGAIN;
   }
-  if (l7 == 126) {
-    n = ws__get16(p + 2);
-    if (n < 126) return WS_EPROTO; /* not minimal */
-  } else if (l7 == 127) {
-    n = ((uint64_t)ws__get32(p + 2) << 32) | ws__get32(p + 6);
+  if (l7 >= 126) {
+    n = l7 == 126 ? ws__get16(p + 2)
+                  : ((uint64_t)ws__get32(p + 2) << 32) | ws__get32(p + 6);
     if (n >> 63) return WS_EPROTO;
-    if (n <= 0xFFFF) return WS_EPROTO; /* not minimal */
+    if (ws__head_size(n) != need) return WS_EPROTO; /* not minimal */
   } else {
     n = l7;
   }
@@ -87,21 +115,7 @@ size_t ws_frame_write(void *out, int fin, int opcode, uint64_t len,
   size_t n;
   if (opcode < 0 || opcode > 15 || (len >> 63)) return 0;
   if (opcode >= 8 && (!fin || len > WS_CONTROL_MAX)) return 0;
-  p[0] = (unsigned char)((fin ? 0x80 : 0) | opcode);
-  if (len < 126) {
-    p[1] = (unsigned char)len;
-    n = 2;
-  } else if (len <= 0xFFFF) {
-    p[1] = 126;
-    p[2] = (unsigned char)(len >> 8);
-    p[3] = (unsigned char)len;
-    n = 4;
-  } else {
-    int i;
-    p[1] = 127;
-    for (i = 0; i < 8; i++) p[2 + i] = (unsigned char)(len >> (56 - 8 * i));
-    n = 10;
-  }
+  n = ws__put_head(p, fin != 0, opcode, len);
   if (mask) {
     p[1] |= 0x80;
     memcpy(p + n, mask, 4);

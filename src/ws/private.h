@@ -9,6 +9,16 @@
 #define WS__MAX(a, b) ((a) > (b) ? (a) : (b))
 #define WS__NONE UINT64_MAX
 
+/* A small helper on the per-frame path, shared by callers that must not pay
+ * a call for sharing it: GCC and Clang are told to inline it (Clang would
+ * otherwise inline ws_mask() into it and keep it out of line); other
+ * compilers get the C99 hint. */
+#if defined(__GNUC__)
+#define WS__INLINE static inline __attribute__((always_inline))
+#else
+#define WS__INLINE static inline
+#endif
+
 /* A small writer that appends to a bounded buffer and remembers overflow. */
 typedef struct ws__wbuf {
   char *p;

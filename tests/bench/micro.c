@@ -2,7 +2,7 @@
  * micro.c - micro benchmarks of ws's codec, each against memcpy over the
  * same buffer (64 KiB: in cache; 16 MiB: from memory).
  *
- *   build/bench/micro [--quick]
+ *   build/bench/micro [--quick] [--calls N] [row ...]
  *
  *   mask         ws_mask() in place over the buffer
  *   utf8-ascii   ws_utf8_check() over text that is ~97% ASCII
@@ -16,6 +16,13 @@
  *                ws_conn_feed_inplace(), each message sent back with
  *                ws_send() through a write callback that takes everything
  *                (the user-space work of a server per small message)
+ *   echo-copy    the same through ws_conn_feed(), the copying path
+ * Rows named on the command line run alone. --calls N calls each row's
+ * operation N times over the 64 KiB buffer, untimed, and prints the items
+ * done: instruction counts under callgrind, e.g.
+ *   valgrind --tool=callgrind --toggle-collect=ws_conn_feed_inplace \
+ *     build/bench/micro --calls 20 echo
+ * gives the instructions of 20 x 1,712 messages (Ir / messages: per message).
  * Each is timed as the median of 5 trials of at least 0.2 s (--quick:
  * 0.01 s); "x memcpy" is its time over memcpy's time for the same bytes
  * (1.0 = as fast as copying the buffer; lower is better). Prints a
@@ -157,18 +164,28 @@ static size_t fill_echo(unsigned char *buf, size_t len) {
   return o;
 }
 
-static size_t op_echo(unsigned char *buf, size_t len, unsigned char *aux) {
+static size_t echo_feed(unsigned char *buf, size_t len, unsigned char *aux,
+                        int copy) {
   const size_t chunk = ECHO_BATCH * ECHO_FRAME;
   size_t off, before = g_echo_msgs;
   for (off = 0; off + chunk <= len; off += chunk) {
     memcpy(aux, buf + off, chunk); /* unmasked in place: a fresh copy */
-    if (ws_conn_feed_inplace(&g_echo, aux, chunk) != WS_OK) {
+    if ((copy ? ws_conn_feed(&g_echo, aux, chunk)
+              : ws_conn_feed_inplace(&g_echo, aux, chunk)) != WS_OK) {
       fprintf(stderr, "micro: the echo connection failed\n");
       exit(1);
     }
   }
   g_frames = g_echo_msgs - before;
   return off;
+}
+
+static size_t op_echo(unsigned char *buf, size_t len, unsigned char *aux) {
+  return echo_feed(buf, len, aux, 0);
+}
+
+static size_t op_echo_copy(unsigned char *buf, size_t len, unsigned char *aux) {
+  return echo_feed(buf, len, aux, 1);
 }
 
 static int cmp_d(const void *a, const void *b) {
@@ -277,60 +294,106 @@ static size_t fill_requests(unsigned char *buf, size_t len) {
   return o;
 }
 
+#define NROWS 7
+static const char *g_names[NROWS] = {"mask",      "utf8-ascii", "utf8-multi",
+                                     "frame-parse", "handshake", "echo",
+                                     "echo-copy"};
+
+/* Fills buf for row k; returns its operation and sets the bytes it uses. */
+static op_fn row_setup(size_t k, unsigned char *buf, size_t len, size_t *used) {
+  *used = len;
+  switch (k) {
+  case 0: memset(buf, 0x5A, len); return op_mask;
+  case 1: fill_utf8(buf, len, 0); return op_utf8;
+  case 2: fill_utf8(buf, len, 1); return op_utf8;
+  case 3: fill_frames(buf, len); return op_frames;
+  case 4: fill_requests(buf, len); return op_handshake;
+  case 5: *used = fill_echo(buf, len); return op_echo;
+  default: *used = fill_echo(buf, len); return op_echo_copy;
+  }
+}
+
 int main(int argc, char **argv) {
   static const size_t sizes[] = {64 * 1024, 16 * 1024 * 1024};
-  static const char *names[] = {"mask", "utf8-ascii", "utf8-multi", "frame-parse",
-                                "handshake", "echo"};
+  int pick[NROWS] = {0}, picked = 0, a;
+  long calls = 0;
   size_t si;
-  if (argc > 1 && strcmp(argv[1], "--quick") == 0) g_min_s = 0.01;
+  for (a = 1; a < argc; a++) {
+    size_t k;
+    if (strcmp(argv[a], "--quick") == 0) {
+      g_min_s = 0.01;
+      continue;
+    }
+    if (strcmp(argv[a], "--calls") == 0 && a + 1 < argc) {
+      calls = atol(argv[++a]);
+      continue;
+    }
+    for (k = 0; k < NROWS && strcmp(argv[a], g_names[k]) != 0; k++)
+      ;
+    if (k == NROWS) {
+      fprintf(stderr, "usage: micro [--quick] [--calls N] [row ...]\n");
+      return 2;
+    }
+    pick[k] = 1;
+    picked = 1;
+  }
   echo_open();
+  if (calls > 0) {
+    /* Untimed, for instruction counts: each row's operation, N times. */
+    size_t len = sizes[0], k;
+    unsigned char *buf = malloc(len), *aux = malloc(len);
+    if (!buf || !aux) return 1;
+    for (k = 0; k < NROWS; k++) {
+      size_t used, items = 0;
+      op_fn f;
+      long i;
+      if (picked && !pick[k]) continue;
+      f = row_setup(k, buf, len, &used);
+      for (i = 0; i < calls; i++) {
+        g_sink += f(buf, used, aux);
+        items += k == 3 ? g_frames : k == 4 ? g_hs : k >= 5 ? g_frames : 1;
+      }
+      printf("%s: %ld calls, %zu items\n", g_names[k], calls, items);
+    }
+    free(buf);
+    free(aux);
+    return (int)(g_sink & 0);
+  }
   printf("| operation | buffer | GB/s | memcpy GB/s | x memcpy time | per item |\n");
   printf("| --- | --- | ---: | ---: | ---: | --- |\n");
   for (si = 0; si < 2; si++) {
     size_t len = sizes[si], k;
-    unsigned char *buf = malloc(len), *aux = malloc(len), *copy = malloc(len);
+    unsigned char *buf = malloc(len), *aux = malloc(len);
     double tm;
-    if (!buf || !aux || !copy) return 1;
+    if (!buf || !aux) return 1;
     memset(buf, 0xA5, len);
     memset(aux, 0, len);
     tm = time_op(op_memcpy, buf, len, aux);
-    for (k = 0; k < 6; k++) {
+    for (k = 0; k < NROWS; k++) {
       double t;
-      size_t used = len;
+      size_t used;
       char item[64] = "";
-      switch (k) {
-      case 0: memset(buf, 0x5A, len); t = time_op(op_mask, buf, len, aux); break;
-      case 1: fill_utf8(buf, len, 0); t = time_op(op_utf8, buf, len, aux); break;
-      case 2: fill_utf8(buf, len, 1); t = time_op(op_utf8, buf, len, aux); break;
-      case 3:
-        used = fill_frames(buf, len);
-        t = time_op(op_frames, buf, len, aux);
+      op_fn f;
+      if (picked && !pick[k]) continue;
+      f = row_setup(k, buf, len, &used);
+      t = time_op(f, buf, used, aux);
+      if (k == 3)
         snprintf(item, sizeof item, "%.1f ns/frame (%zu frames)",
                  t * 1e9 / (double)g_frames, g_frames);
-        break;
-      case 4:
-        used = fill_requests(buf, len);
-        t = time_op(op_handshake, buf, len, aux);
+      else if (k == 4)
         snprintf(item, sizeof item, "%.0f ns/handshake (%zu requests)",
                  t * 1e9 / (double)g_hs, g_hs);
-        break;
-      default:
-        used = fill_echo(buf, len);
-        t = time_op(op_echo, buf, used, aux);
+      else if (k >= 5)
         snprintf(item, sizeof item, "%.1f ns/message (%zu messages)",
                  t * 1e9 / (double)g_frames, g_frames);
-        break;
-      }
-      (void)used;
-      printf("| %s | %s | %.2f | %.2f | %.1f | %s |\n", names[k],
+      printf("| %s | %s | %.2f | %.2f | %.1f | %s |\n", g_names[k],
              len >= 1024 * 1024 ? "16 MiB" : "64 KiB", (double)len / t / 1e9,
              (double)len / tm / 1e9, t / tm, item);
       fprintf(stderr, "RESULT mode=micro op=%s size=%zu gbps=%.3f memcpy_gbps=%.3f x_memcpy=%.2f\n",
-              names[k], len, (double)len / t / 1e9, (double)len / tm / 1e9, t / tm);
+              g_names[k], len, (double)len / t / 1e9, (double)len / tm / 1e9, t / tm);
     }
     free(buf);
     free(aux);
-    free(copy);
   }
   return (int)(g_sink & 0);
 }
