@@ -1265,6 +1265,30 @@ static void test_batch_stack(void) {
   for (off = 0, i = 0; i < 40; i++) off = expect_frame(&tx, off, WS_OP_BINARY, pl, 100 - i);
   CHECK_INT(off, tx.len);
   CHECK_INT(a.live, 0);
+  /* Through ws_conn_on_readable(), one frame per read: the first reply is
+   * written before the second read, 4 bytes of it, then the transport
+   * blocks; the rest and the later replies gather on the stack buffer
+   * (no write per read once it blocked) and move to the heap at the end,
+   * in order. */
+  tx.len = in.len = 0;
+  for (i = 0; i < 5; i++) add_frame(&in, 1, WS_OP_BINARY, pl + i, 10, 1);
+  buf_put(&rx, in.d, in.len);
+  e.read_max = 16; /* one frame */
+  e.write_max = 4;
+  e.write_block = 1;
+  e.block_toggle = 1; /* take 4 bytes, block, take 4 bytes, block */
+  n = e.io_calls;
+  CHECK_INT(ws_conn_on_readable(&e.c), WS_OK);
+  CHECK_INT(e.io_calls - n, 6 + 4); /* 5 reads and a would-block; 4 writes */
+  CHECK_INT(tx.len, 8);
+  CHECK_INT(ws_conn_queued(&e.c), 5 * 12 - 8);
+  CHECK_INT(a.live, 1); /* the queue, off the stack */
+  e.read_max = e.write_max = 0;
+  e.write_block = 0;
+  ep_drain(&e);
+  for (off = 0, i = 0; i < 5; i++) off = expect_frame(&tx, off, WS_OP_BINARY, pl + i, 10);
+  CHECK_INT(off, tx.len);
+  CHECK_INT(a.live, 0);
   /* No memory to keep what the transport left: the connection ends. */
   in.len = 0;
   add_frame(&in, 1, WS_OP_BINARY, pl, 50, 1);
