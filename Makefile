@@ -14,7 +14,8 @@ EXAMPLES = echo_server echo_client chat wsc
 ifeq ($(shell uname -s),Linux)
 EXAMPLES += existing_server
 endif
-TESTS    = test_codec test_codec_nosimd test_conn test_loop test_loop_poll test_chat
+TESTS    = test_codec test_codec_nosimd test_conn test_conn_ndebug test_misuse \
+           test_loop test_loop_poll test_chat
 ARM_CC  ?= arm-none-eabi-gcc
 
 # Every output depends on the configuration that made it: a stamp file
@@ -125,6 +126,15 @@ $(BUILD)/test_%: tests/test_%.c tests/t.h src/ws.c include/ws.h $(CONFIG_STAMP) 
 # The loop tests again on the poll backend (the default is epoll on Linux).
 $(BUILD)/test_loop_poll: tests/test_loop.c tests/t.h src/ws.c include/ws.h $(CONFIG_STAMP) | $(BUILD)
 	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) -DWS_LOOP_POLL $< -o $@ $(LDLIBS)
+
+# The connection's lifecycle tests again with -DNDEBUG (WS_ASSERT compiled
+# out): misuse the asserts catch must still be safe there.
+$(BUILD)/test_conn_ndebug: tests/test_conn.c tests/t.h src/ws.c include/ws.h | $(BUILD)
+	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) -DNDEBUG $< -o $@ $(LDLIBS)
+
+$(BUILD)/asan/test_conn_ndebug: tests/test_conn.c tests/t.h src/ws.c include/ws.h | $(BUILD)
+	@mkdir -p $(BUILD)/asan
+	$(CC) $(WARN) -O1 -g $(SAN) $(CPPFLAGS) -DNDEBUG $< -o $@ $(LDLIBS)
 
 # The codec tests again without the SIMD paths (UTF-8): the plain C code.
 $(BUILD)/test_codec_nosimd: tests/test_codec.c tests/t.h src/ws.c include/ws.h $(CONFIG_STAMP) | $(BUILD)

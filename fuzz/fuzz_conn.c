@@ -21,7 +21,9 @@
  *         rest
  *   c[6]  chunking: bits 0..2 largest chunk, bits 3..7 seed
  *   c[7]  timers: handshake, close, ping interval, pong (2 bits each)
- *   c[8]  end: bits 0..1 nothing / end of stream / read error (pull mode);
+ *   c[8]  end: bits 0..1 nothing / end of stream (pull mode: the read
+ *         callback; push mode: a NULL ws_conn_feed or ws_conn_feed_inplace)
+ *         / read error (pull mode);
  *         bit2 ws_close() before ws_conn_free(); bits 3..7 max_headers
  *   c[9..16] script: actions callbacks take, used in turn
  *   c[17] extras: bits 0..1 a large binary frame (none, 70000, 200000,
@@ -32,8 +34,10 @@
  *
  * Invariants (abort() on violation):
  * - on_close runs at most once, exactly once by ws_conn_free() if the
- *   connection was started, never nested in another callback; no callback
- *   runs after it; on_open at most once, before any message;
+ *   connection was started (a server: by a call that drives it), never
+ *   nested in another callback; no callback runs after it, also when a
+ *   callback calls ws_conn_free(); on_open at most once, before any
+ *   message;
  * - ws_conn_queued() <= max_queued + 256 after every call and in every
  *   write (plus the size of the client's own extra header when it sends
  *   one: the application chose that);
@@ -473,8 +477,14 @@ static int cb_message(ws_conn *c, int op, const void *data, size_t len,
       break;
     default:
       if (a & 16) {
-        rc = ws_conn_abort(c, WS_EAPP);
-        FZ_CHECK(rc == WS_OK); /* inside a callback: on_close comes later */
+        /* Inside a callback: on_close comes when the outer call returns,
+         * and so does a free (c stays valid until then). */
+        if (a & 32) {
+          ws_conn_free(c);
+        } else {
+          rc = ws_conn_abort(c, WS_EAPP);
+          FZ_CHECK(rc == WS_OK);
+        }
         FZ_CHECK(ws_conn_state(c) == WS_STATE_CLOSED);
       }
       break;
@@ -703,7 +713,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   size_t stream_n = 0, pos = 0, maxchunk, iter = 0, stalls = 0, i;
   uint32_t seed;
   uint64_t now = 1000;
-  int started = 0, rc;
+  int started = 0, driven = 0, rc;
   static const size_t bigs[4] = {0, 70000, 200000, (1u << 20) + 100};
   size_t big;
   static char long_value[1200];
@@ -874,6 +884,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       size_t before = f->rpos;
       f->ravail = WS__MIN(stream_n, f->rpos + chunk);
       ws_conn_on_readable(f->c);
+      driven = 1;
       pos = f->rpos;
       progressed = f->rpos > before || f->eof_sent;
     } else if (chunk) {
@@ -886,6 +897,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         ws_conn_feed_inplace(f->c, copy, chunk);
       else
         ws_conn_feed(f->c, copy, chunk);
+      driven = 1;
       memset(copy, 0xA5, chunk);
       free(copy);
       pos += chunk;
@@ -898,6 +910,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     if (f->c && (ws_conn_want_write(f->c) || !progressed)) {
       ws_conn_on_writable(f->c);
+      driven = 1;
       check_live(f);
     }
     if (f->c && f->ticks) {
@@ -905,6 +918,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       now += lcg(&seed) % 64;
       if (dl <= now || (lcg(&seed) & 7) == 0) {
         ws_conn_tick(f->c, now);
+        driven = 1;
         check_live(f);
       }
     }
@@ -914,14 +928,29 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (stalls > 64) break;
   }
 
+  /* Push mode: the peer's end of the stream, as a NULL feed. */
+  if (!f->pull && f->end_mode == 1 && started && f->c != NULL &&
+      f->closes == 0) {
+    rc = (lcg(&seed) & 1) ? ws_conn_feed_inplace(f->c, NULL, 0)
+                          : ws_conn_feed(f->c, NULL, 0);
+    driven = 1;
+    FZ_CHECK(rc == WS_ECLOSED);
+    FZ_CHECK(f->closes == 1);
+    check_live(f);
+  }
+
   /* Drain, let the timers run out, maybe close, then free. */
   for (i = 0; i < 32 && f->c != NULL && f->closes == 0; i++) {
     if (f->cork) ws_conn_cork(f->c, 0);
-    if (f->c && ws_conn_want_write(f->c)) ws_conn_on_writable(f->c);
+    if (f->c && ws_conn_want_write(f->c)) {
+      ws_conn_on_writable(f->c);
+      driven = 1;
+    }
     check_live(f);
     if (f->c && f->ticks) {
       now += 1000;
       ws_conn_tick(f->c, now);
+      driven = 1;
       check_live(f);
     }
     if (i == 3 && f->c && (conf[8] & 4)) {
@@ -937,7 +966,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       f->c = NULL;
     }
   }
-  FZ_CHECK(f->closes == (started ? 1 : 0));
+  /* on_close is owed once the connection is started: a client by
+   * ws_client_start(), a server by the first call that drives it. */
+  FZ_CHECK(f->closes == ((f->role == WS_CLIENT ? started : driven) ? 1 : 0));
   FZ_CHECK(f->live == 0);
   for (i = 0; i < MAX_ALLOCS; i++) FZ_CHECK(f->ents[i].p == NULL);
   if (f->fixed) FZ_CHECK(!f->hook_called);

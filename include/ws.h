@@ -30,6 +30,9 @@
  *   source to ws_conn_tick().
  * - Network bytes never reach an assert. API misuse (for instance a NULL
  *   connection) may trip WS_ASSERT, which is assert() unless you define it.
+ *   The asserted expression ends in a string naming the misuse
+ *   (`c != NULL && "ws_send() called with a NULL connection"`), so the
+ *   assert's output says what went wrong.
  */
 #ifndef WS_H
 #define WS_H
@@ -317,6 +320,40 @@ int ws_response_parse(const void *buf, size_t len, const uint8_t nonce[16],
 
 /* ------------------------------------------------------------------------
  * Layer 1: one connection (server or client) over caller callbacks.
+ *
+ * Started. A connection is started by ws_client_start() (client) or by the
+ * first ws_conn_on_readable(), ws_conn_on_writable(), ws_conn_feed(),
+ * ws_conn_feed_inplace() or ws_conn_tick() call on it (server); from then
+ * on on_close is owed and runs exactly once, and before it ws_conn_abort()
+ * returns WS_ESTATE and ws_conn_free() runs no callback.
+ *
+ * Close codes. Whatever ends a connection (the closing handshake, end of
+ * stream, a timeout, a transport or protocol error, ws_conn_abort(),
+ * ws_conn_free()), on_close gets:
+ * - the code and reason of the peer's close frame, if it arrived (1005 and
+ *   no reason if it had no code);
+ * - otherwise the code of the close frame this side sent (ws_close(), or a
+ *   failure such as 1002 for a protocol error; 1005 if it had no code) and
+ *   ws_strerror(ws_conn_error(c)) as the reason;
+ * - otherwise 1006 and ws_strerror(ws_conn_error(c)).
+ * ws_conn_error() tells what ended it (WS_OK after a clean handshake).
+ *
+ * Socket modes. Every entry point works over a non-blocking transport
+ * (read and write return WS_EAGAIN rather than wait). Over a blocking one:
+ * - ws_conn_on_readable() reads until the read callback returns WS_EAGAIN,
+ *   which a blocking read never does: it returns only when the connection
+ *   ends, so the application acts from callbacks (a client sends its next
+ *   message from on_message), and no timer runs unless the read gives up
+ *   after a while (SO_RCVTIMEO) and returns WS_EAGAIN, letting the caller
+ *   call ws_conn_tick(). What each read's bytes produce (pongs, the close
+ *   echo, sends made from callbacks) is written before the next read.
+ * - ws_conn_feed() and ws_conn_feed_inplace() work in either mode: the
+ *   caller reads; what the bytes produce is written before they return.
+ * - ws_conn_on_writable(), ws_conn_tick(), ws_client_start(), ws_send()
+ *   and the other sends work in either mode: they write at once what the
+ *   transport takes (a blocking write waits until it takes it all). A send
+ *   made from a callback while input is processed is written with the
+ *   other replies, once that input's processing ends.
  * ---------------------------------------------------------------------- */
 
 typedef struct ws_conn ws_conn;
@@ -388,12 +425,11 @@ typedef struct ws_callbacks {
    * 0, or return an HTTP status 400..599 to refuse. NULL: 400 for all. The
    * connection ends once the response is written. */
   int (*on_http)(ws_conn *c, const ws_request *req, void *user);
-  /* Called exactly once per started connection, when it reaches CLOSED.
-   * code/reason: the peer's close frame if one arrived (1005: it had no
-   * code); else the code this side sent when it failed the connection; else
-   * 1006 (no closing handshake; reason is ws_strerror() of the cause).
-   * This is the last use of c by the library: the callback may call
-   * ws_conn_free(c) and release the memory holding c. */
+  /* Called exactly once per started connection (see "Started" above),
+   * when it reaches CLOSED, never from inside another callback. code and
+   * reason follow the close-code rule above. This is the last use of c by
+   * the library: the callback may call ws_conn_free(c) and release the
+   * memory holding c. */
   void (*on_close)(ws_conn *c, int code, const char *reason, size_t len,
                    void *user);
   /* Optional, server: write the n pieces in order, as one write (writev,
@@ -494,8 +530,10 @@ int ws_client_start(ws_conn *c, const ws_client_opts *o);
 
 /*
  * Reads through the read callback until it returns WS_EAGAIN, end of
- * stream or an error, processing everything read. Does not read while the
- * output queue is over max_queued (ws_conn_want_read() says so).
+ * stream or an error, processing everything read; what a read's bytes
+ * produce is written before the next read (see "Socket modes" above).
+ * Does not read while the output queue is over half of max_queued
+ * (ws_conn_want_read() says so).
  *   WS_OK      processed; the connection is still live
  *   WS_ECLOSED the connection reached CLOSED (on_close has run; c may be
  *              freed memory now: do not touch it unless you know it is not)
@@ -504,9 +542,17 @@ int ws_client_start(ws_conn *c, const ws_client_opts *o);
  */
 int ws_conn_on_readable(ws_conn *c);
 
-/* Processes bytes the caller already read (push mode; also the bytes a host
- * server read before handing the socket over). Copies what it needs.
- * Returns as ws_conn_on_readable(). */
+/*
+ * Processes bytes the caller already read (push mode; also the bytes a host
+ * server read before handing the socket over). Copies what it needs. What
+ * they produce is written before it returns.
+ * data NULL with len 0 is the end of the stream, as a read of 0 bytes: the
+ * peer closed its side. The connection reaches CLOSED at once (a client
+ * whose closing handshake is complete, with the close frame's code; in the
+ * middle of a message or of the handshake, 1006: see "Close codes").
+ * len 0 with data not NULL processes nothing.
+ * Returns as ws_conn_on_readable(): WS_ECLOSED after an end of stream.
+ */
 int ws_conn_feed(ws_conn *c, const void *data, size_t len);
 
 /*
@@ -515,7 +561,9 @@ int ws_conn_feed(ws_conn *c, const void *data, size_t len);
  * its sockets): whole frames are unmasked and delivered where they lie, with
  * no copy and no allocation, while the connection holds no input; only what
  * cannot be finished yet (a frame still arriving, a fragmented message) is
- * copied in. Returns as ws_conn_on_readable().
+ * copied in. data NULL with len 0 is the end of the stream and len 0 with
+ * data not NULL processes nothing, as for ws_conn_feed(). Returns as
+ * ws_conn_on_readable().
  */
 int ws_conn_feed_inplace(ws_conn *c, void *data, size_t len);
 
@@ -641,18 +689,31 @@ int ws_http_respond(ws_conn *c, int status, const ws_header *headers,
 
 /*
  * Ends the connection now, as when the transport is lost: no closing
- * handshake, state CLOSED, on_close with 1006 and ws_strerror(err) (err is
- * a negative WS_E* code; WS_EIO if not). From inside a callback, on_close
- * runs when the outermost ws_conn_* call returns.
- *   WS_ECLOSED (on_close has run), WS_OK (it will run), WS_ESTATE (never
- *   started)
+ * handshake and nothing more written, state CLOSED. err (a negative WS_E*
+ * code; WS_EIO if not) becomes ws_conn_error() unless an error came first.
+ * on_close gets what "Close codes" above says: the peer's code if its
+ * close frame arrived, else the code of ours if we sent one, else 1006;
+ * the reason is the peer's, or ws_strerror(ws_conn_error(c)). From inside
+ * a callback, on_close runs when the outermost call into the library for c
+ * returns.
+ *   WS_ECLOSED (on_close has run), WS_OK (it will run), WS_ESTATE (not
+ *   started: nothing happens, no on_close)
  */
 int ws_conn_abort(ws_conn *c, int err);
 
 /*
- * Releases the connection's buffers. If the connection was started and has
- * not reached CLOSED, it is aborted first and on_close runs with 1006. Do
- * not call it from callbacks other than on_close.
+ * Ends the connection, as ws_conn_abort(c, WS_ECLOSED) when it is started
+ * and not yet CLOSED (on_close runs, with the code "Close codes" gives),
+ * and releases its buffers. c may be NULL. Afterwards c's memory may be
+ * released, or given to ws_conn_init() again.
+ * From inside one of c's own callbacks other than on_close, it takes effect
+ * when the outermost call into the library for c (the one the application
+ * made, which ran the callback) returns, and that call returns WS_ECLOSED.
+ * Until then c's memory must stay valid, though c takes no more work
+ * (sends return WS_ECLOSED, no more input is processed); on_close, if
+ * owed, runs at that point, as the last use of c.
+ * Inside on_close it takes effect at once, and c's memory may be released
+ * before on_close returns.
  */
 void ws_conn_free(ws_conn *c);
 

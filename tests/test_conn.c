@@ -13,9 +13,14 @@
 #include "../src/ws.c"
 #include "t.h"
 
+#include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
 
 /* ---------------------------------------------------------------------
  * Byte buffers and a counting allocator
@@ -104,6 +109,10 @@ typedef struct endpoint {
   unsigned block_toggle;
   buf log;          /* events, one per line */
   int closes, close_code, opened;
+  char close_reason[128]; /* on_close's reason, NUL-terminated */
+  int free_in;      /* CB_*: ws_conn_free() from inside that callback */
+  int in_cb;        /* inside one of the other callbacks */
+  int after_close;  /* callbacks run after on_close (must stay 0) */
   int refuse;              /* on_handshake returns this */
   const char *pick;        /* subprotocol to choose */
   ws_header extra[2];
@@ -127,6 +136,26 @@ typedef struct endpoint {
 
 enum { FAULT_NONE, FAULT_EAGAIN, FAULT_SHORT, FAULT_ERROR, FAULT_EOF, FAULT__N };
 
+/* The callbacks, for endpoint.free_in. */
+enum {
+  CB_NONE, CB_READ, CB_WRITE, CB_WRITEV, CB_RANDOM, CB_HANDSHAKE, CB_HTTP,
+  CB_OPEN, CB_MESSAGE, CB_PING, CB_PONG, CB__N
+};
+
+/* Every callback but on_close starts here: when it is the chosen one, it
+ * frees the connection, which must then refuse more work. */
+static void ep_enter(endpoint *e, ws_conn *c, int which) {
+  if (e->closes) e->after_close++;
+  e->in_cb++;
+  if (e->free_in != which) return;
+  e->free_in = CB_NONE;
+  ws_conn_free(c);
+  CHECK_INT(ws_conn_state(c), WS_STATE_CLOSED);
+  CHECK_INT(e->closes, 0); /* on_close waits for the outermost call */
+  CHECK_INT(ws_send(c, WS_OP_TEXT, "late", 4), WS_ECLOSED);
+  ws_conn_free(c); /* twice: no harm */
+}
+
 /* The fault for this call, if it is the chosen one. */
 static int ep_fault(endpoint *e) {
   e->io_calls++;
@@ -141,7 +170,7 @@ static unsigned long fnv(const void *p, size_t n) {
   return h & 0xFFFFFFFFul;
 }
 
-static int ep_read(ws_conn *c, void *b, size_t cap, size_t *n, void *user) {
+static int ep_read_(ws_conn *c, void *b, size_t cap, size_t *n, void *user) {
   endpoint *e = (endpoint *)user;
   size_t avail = e->rx->len - e->rx->off;
   int f = ep_fault(e);
@@ -165,8 +194,8 @@ static int ep_read(ws_conn *c, void *b, size_t cap, size_t *n, void *user) {
   return WS_OK;
 }
 
-static int ep_write(ws_conn *c, const void *b, size_t len, size_t *n,
-                    void *user) {
+static int ep_write_(ws_conn *c, const void *b, size_t len, size_t *n,
+                     void *user) {
   endpoint *e = (endpoint *)user;
   int f = ep_fault(e);
   (void)c;
@@ -181,11 +210,31 @@ static int ep_write(ws_conn *c, const void *b, size_t len, size_t *n,
   return WS_OK;
 }
 
+static int ep_read(ws_conn *c, void *b, size_t cap, size_t *n, void *user) {
+  endpoint *e = (endpoint *)user;
+  int rc;
+  ep_enter(e, c, CB_READ);
+  rc = ep_read_(c, b, cap, n, user);
+  e->in_cb--;
+  return rc;
+}
+
+static int ep_write(ws_conn *c, const void *b, size_t len, size_t *n,
+                    void *user) {
+  endpoint *e = (endpoint *)user;
+  int rc;
+  ep_enter(e, c, CB_WRITE);
+  rc = ep_write_(c, b, len, n, user);
+  e->in_cb--;
+  return rc;
+}
+
 static int ep_random(ws_conn *c, void *b, size_t n, void *user) {
   endpoint *e = (endpoint *)user;
   unsigned char *p = (unsigned char *)b;
   size_t i;
-  (void)c;
+  ep_enter(e, c, CB_RANDOM);
+  e->in_cb--;
   if (++e->rnd_calls == e->rnd_fail_at) return WS_EIO;
   for (i = 0; i < n; i++) {
     e->rnd = e->rnd * 1103515245u + 12345u;
@@ -197,7 +246,8 @@ static int ep_random(ws_conn *c, void *b, size_t n, void *user) {
 static int ep_handshake(ws_conn *c, const ws_request *req, ws_accept *acc,
                         void *user) {
   endpoint *e = (endpoint *)user;
-  (void)c;
+  ep_enter(e, c, CB_HANDSHAKE);
+  e->in_cb--;
   buf_printf(&e->log, "handshake %.*s protos=%u\n", (int)req->path_len,
              req->path, (unsigned)ws_request_protocol_count(req));
   if (e->refuse) return e->refuse;
@@ -209,7 +259,8 @@ static int ep_handshake(ws_conn *c, const ws_request *req, ws_accept *acc,
 
 static void ep_open(ws_conn *c, const char *proto, size_t plen, void *user) {
   endpoint *e = (endpoint *)user;
-  (void)c;
+  ep_enter(e, c, CB_OPEN);
+  e->in_cb--;
   e->opened++;
   buf_printf(&e->log, "open %.*s\n", (int)plen, proto ? proto : "");
 }
@@ -217,6 +268,8 @@ static void ep_open(ws_conn *c, const char *proto, size_t plen, void *user) {
 static int ep_message(ws_conn *c, int op, const void *d, size_t n, int fin,
                       void *user) {
   endpoint *e = (endpoint *)user;
+  ep_enter(e, c, CB_MESSAGE);
+  e->in_cb--;
   if (ws_conn_user(c) != user) buf_puts(&e->log, "bad user pointer\n");
   e->last_data = d;
   e->nmsgs++;
@@ -237,14 +290,16 @@ static int ep_message(ws_conn *c, int op, const void *d, size_t n, int fin,
 
 static void ep_ping(ws_conn *c, const void *d, size_t n, void *user) {
   endpoint *e = (endpoint *)user;
-  (void)c;
+  ep_enter(e, c, CB_PING);
+  e->in_cb--;
   buf_printf(&e->log, "ping %lu %.*s\n", (unsigned long)n, (int)n,
              (const char *)d);
 }
 
 static void ep_pong(ws_conn *c, const void *d, size_t n, void *user) {
   endpoint *e = (endpoint *)user;
-  (void)c;
+  ep_enter(e, c, CB_PONG);
+  e->in_cb--;
   buf_printf(&e->log, "pong %lu %.*s\n", (unsigned long)n, (int)n,
              (const char *)d);
 }
@@ -252,8 +307,12 @@ static void ep_pong(ws_conn *c, const void *d, size_t n, void *user) {
 static void ep_close(ws_conn *c, int code, const char *r, size_t n,
                      void *user) {
   endpoint *e = (endpoint *)user;
+  if (e->closes || e->in_cb) e->after_close++; /* twice, or nested */
   e->closes++;
   e->close_code = code;
+  n = n < sizeof e->close_reason ? n : sizeof e->close_reason - 1;
+  memcpy(e->close_reason, r, n);
+  e->close_reason[n] = '\0';
   buf_printf(&e->log, "close %d %.*s\n", code, (int)n, r);
   if (e->free_on_close) ws_conn_free(c);
 }
@@ -261,6 +320,8 @@ static void ep_close(ws_conn *c, int code, const char *r, size_t n,
 static int ep_http(ws_conn *c, const ws_request *req, void *user) {
   endpoint *e = (endpoint *)user;
   static const ws_header ct = {"Content-Type", 12, "text/plain", 10};
+  ep_enter(e, c, CB_HTTP);
+  e->in_cb--;
   buf_printf(&e->log, "http %.*s\n", (int)req->path_len, req->path);
   if (req->path_len == 1 && req->path[0] == '/') {
     CHECK_INT(ws_http_respond(c, 200, &ct, 1, "hello", 5), WS_OK);
@@ -278,6 +339,8 @@ static int ep_writev(ws_conn *c, const ws_iovec *iov, int n, size_t *w,
   size_t total = 0, off = 0;
   unsigned char *flat;
   int i, rc;
+  ep_enter(e, c, CB_WRITEV);
+  e->in_cb--;
   for (i = 0; i < n; i++) total += iov[i].len;
   flat = (unsigned char *)malloc(total ? total : 1);
   if (flat == NULL) abort();
@@ -1471,6 +1534,30 @@ static void test_batch_stack(void) {
   for (off = 0, i = 0; i < 40; i++) off = expect_frame(&tx, off, WS_OP_BINARY, pl, 100 - i);
   CHECK_INT(off, tx.len);
   CHECK_INT(a.live, 0);
+  /* Through ws_conn_on_readable(), one frame per read: the first reply is
+   * written before the second read, 4 bytes of it, then the transport
+   * blocks; the rest and the later replies gather on the stack buffer
+   * (no write per read once it blocked) and move to the heap at the end,
+   * in order. */
+  tx.len = in.len = 0;
+  for (i = 0; i < 5; i++) add_frame(&in, 1, WS_OP_BINARY, pl + i, 10, 1);
+  buf_put(&rx, in.d, in.len);
+  e.read_max = 16; /* one frame */
+  e.write_max = 4;
+  e.write_block = 1;
+  e.block_toggle = 1; /* take 4 bytes, block, take 4 bytes, block */
+  n = e.io_calls;
+  CHECK_INT(ws_conn_on_readable(&e.c), WS_OK);
+  CHECK_INT(e.io_calls - n, 6 + 4); /* 5 reads and a would-block; 4 writes */
+  CHECK_INT(tx.len, 8);
+  CHECK_INT(ws_conn_queued(&e.c), 5 * 12 - 8);
+  CHECK_INT(a.live, 1); /* the queue, off the stack */
+  e.read_max = e.write_max = 0;
+  e.write_block = 0;
+  ep_drain(&e);
+  for (off = 0, i = 0; i < 5; i++) off = expect_frame(&tx, off, WS_OP_BINARY, pl + i, 10);
+  CHECK_INT(off, tx.len);
+  CHECK_INT(a.live, 0);
   /* No memory to keep what the transport left: the connection ends. */
   in.len = 0;
   add_frame(&in, 1, WS_OP_BINARY, pl, 50, 1);
@@ -1928,7 +2015,7 @@ static void test_timers(void) {
   ws_conn_tick(&e.c, 5050);
   CHECK_INT(ws_conn_state(&e.c), WS_STATE_CLOSED);
   CHECK_INT(e.closes, 1);
-  CHECK_INT(e.close_code, 1006);
+  CHECK_INT(e.close_code, 1001); /* the code our close frame carried */
   ep_free(&e);
   buf_free(&tx);
   buf_free(&in);
@@ -2685,7 +2772,647 @@ static void test_cork(void) {
   pair_free(&p);
 }
 
+/* ---------------------------------------------------------------------
+ * ws_conn_free() from inside the connection's own callbacks
+ * ------------------------------------------------------------------- */
+
+/* An endpoint on the heap, so that ASan sees any use of it after it is
+ * released; its allocations counted. */
+typedef struct fic {
+  endpoint *e;
+  ws_config cfg;
+  counting_alloc a;
+  buf rx, tx, in;
+} fic;
+
+/* CHECK_INT that says whether it held. */
+static int check_eq(long long got, long long want, int line, const char *what) {
+  if (t_check(got == want, __FILE__, line, what)) return 1;
+  printf("    got %lld, want %lld\n", got, want);
+  return 0;
+}
+#define CHECK_EQ(a, b) \
+  check_eq((long long)(a), (long long)(b), __LINE__, #a " == " #b)
+
+static void fic_init(fic *f, int role, int free_in) {
+  memset(f, 0, sizeof *f);
+  ws_config_init(&f->cfg, role);
+  f->cfg.realloc = counting_realloc;
+  f->cfg.alloc_ctx = &f->a;
+  f->e = (endpoint *)malloc(sizeof *f->e);
+  if (f->e == NULL) abort();
+  ep_init(f->e, &f->cfg, &f->rx, &f->tx);
+  f->e->free_in = free_in;
+}
+
+/* The outermost call returned rc: the free is done, on_close ran (once,
+ * not nested, nothing after it) when the connection was started, with the
+ * code the rule gives; then the memory is released, as a caller would. */
+static void fic_check(fic *f, const char *name, int rc, int closes, int code) {
+  endpoint *e = f->e;
+  int ok = 1;
+  ok &= CHECK_EQ(rc, WS_ECLOSED);
+  ok &= CHECK_EQ(e->free_in, CB_NONE); /* the callback did run */
+  ok &= CHECK_EQ(e->closes, closes);
+  ok &= CHECK_EQ(e->after_close, 0);
+  ok &= CHECK_EQ(e->in_cb, 0);
+  if (closes) ok &= CHECK_EQ(e->close_code, code);
+  ok &= CHECK_EQ(ws_conn_state(&e->c), WS_STATE_CLOSED);
+  ok &= CHECK_EQ(f->a.live, 0); /* the buffers are back */
+  if (!ok) printf("    in %s\n", name);
+  buf_free(&e->log);
+  buf_free(&e->msg);
+  memset(e, 0xA5, sizeof *e);
+  free(e);
+  buf_free(&f->rx);
+  buf_free(&f->tx);
+  buf_free(&f->in);
+}
+
+static void test_free_in_callbacks(void) {
+  fic f;
+  unsigned char big[WS_DIRECT_MIN];
+  ws_client_opts o;
+  memset(big, 'b', sizeof big);
+  /* The handshake decision, and the plain-HTTP answer. */
+  fic_init(&f, WS_SERVER, CB_HANDSHAKE);
+  fic_check(&f, "on_handshake", ws_conn_feed(&f.e->c, REQ, strlen(REQ)), 1,
+            1006);
+  fic_init(&f, WS_SERVER, CB_HTTP);
+  buf_puts(&f.in, "GET /page HTTP/1.1\r\nHost: a\r\n\r\n");
+  fic_check(&f, "on_http", ws_conn_feed(&f.e->c, f.in.d, f.in.len), 1, 1006);
+  /* on_open, with frames after the request that are never looked at. */
+  fic_init(&f, WS_SERVER, CB_OPEN);
+  buf_puts(&f.in, REQ);
+  cframe(&f.in, 1, WS_OP_TEXT, "never");
+  fic_check(&f, "on_open", ws_conn_feed(&f.e->c, f.in.d, f.in.len), 1, 1006);
+  /* on_message on each input path, after a ping whose pong sits in the
+   * batch's stack buffer, with a message after it that is dropped. */
+  {
+    int path;
+    for (path = 0; path < 3; path++) {
+      int rc;
+      fic_init(&f, WS_SERVER, CB_NONE);
+      CHECK_INT(ws_conn_feed(&f.e->c, REQ, strlen(REQ)), WS_OK);
+      f.e->free_in = CB_MESSAGE;
+      f.e->echo = 1;
+      cframe(&f.in, 1, WS_OP_PING, "p");
+      cframe(&f.in, 1, WS_OP_TEXT, "one");
+      cframe(&f.in, 1, WS_OP_TEXT, "two");
+      if (path == 0) {
+        rc = ws_conn_feed(&f.e->c, f.in.d, f.in.len);
+      } else if (path == 1) {
+        rc = ws_conn_feed_inplace(&f.e->c, f.in.d, f.in.len); /* zero-copy */
+      } else {
+        buf_put(&f.rx, f.in.d, f.in.len);
+        f.e->read_max = 7;
+        rc = ws_conn_on_readable(&f.e->c);
+      }
+      CHECK_INT(f.e->nmsgs, 1);
+      fic_check(&f, path == 0 ? "on_message, copied"
+                    : path == 1 ? "on_message, in place"
+                                : "on_message, read",
+                rc, 1, 1006);
+    }
+  }
+  /* on_ping (in place and copied), on_pong. */
+  {
+    int k;
+    for (k = 0; k < 3; k++) {
+      fic_init(&f, WS_SERVER, CB_NONE);
+      CHECK_INT(ws_conn_feed(&f.e->c, REQ, strlen(REQ)), WS_OK);
+      f.e->free_in = k < 2 ? CB_PING : CB_PONG;
+      cframe(&f.in, 1, k < 2 ? WS_OP_PING : WS_OP_PONG, "x");
+      cframe(&f.in, 1, WS_OP_TEXT, "after");
+      fic_check(&f, k == 0 ? "on_ping, in place" : k == 1 ? "on_ping" : "on_pong",
+                k == 1 ? ws_conn_feed(&f.e->c, f.in.d, f.in.len)
+                       : ws_conn_feed_inplace(&f.e->c, f.in.d, f.in.len),
+                1, 1006);
+    }
+  }
+  /* The read callback. */
+  fic_init(&f, WS_SERVER, CB_READ);
+  buf_puts(&f.rx, REQ);
+  fic_check(&f, "read", ws_conn_on_readable(&f.e->c), 1, 1006);
+  /* The write callback: the 101 in a feed; a reply written between two
+   * reads of ws_conn_on_readable(); a send; a close. */
+  fic_init(&f, WS_SERVER, CB_WRITE);
+  fic_check(&f, "write, feed", ws_conn_feed(&f.e->c, REQ, strlen(REQ)), 1,
+            1006);
+  fic_init(&f, WS_SERVER, CB_NONE);
+  CHECK_INT(ws_conn_feed(&f.e->c, REQ, strlen(REQ)), WS_OK);
+  cframe(&f.in, 1, WS_OP_PING, "1");
+  cframe(&f.in, 1, WS_OP_PING, "2");
+  buf_put(&f.rx, f.in.d, f.in.len);
+  f.e->read_max = 7; /* one frame per read */
+  f.e->free_in = CB_WRITE;
+  {
+    int rc = ws_conn_on_readable(&f.e->c);
+    CHECK_INT(f.rx.off, 7); /* the pong went before the next read; none */
+    fic_check(&f, "write, on_readable", rc, 1, 1006);
+  }
+  fic_init(&f, WS_SERVER, CB_NONE);
+  CHECK_INT(ws_conn_feed(&f.e->c, REQ, strlen(REQ)), WS_OK);
+  f.e->free_in = CB_WRITE;
+  fic_check(&f, "write, ws_send", ws_send(&f.e->c, WS_OP_TEXT, "x", 1), 1,
+            1006);
+  fic_init(&f, WS_SERVER, CB_NONE);
+  CHECK_INT(ws_conn_feed(&f.e->c, REQ, strlen(REQ)), WS_OK);
+  f.e->free_in = CB_WRITE;
+  fic_check(&f, "write, ws_close", ws_close(&f.e->c, 4000, "x", 1), 1, 4000);
+  /* writev: a large send from the caller's buffer. */
+  fic_init(&f, WS_SERVER, CB_NONE);
+  CHECK_INT(ws_conn_feed(&f.e->c, REQ, strlen(REQ)), WS_OK);
+  f.e->free_in = CB_WRITEV;
+  fic_check(&f, "writev", ws_send(&f.e->c, WS_OP_BINARY, big, sizeof big), 1,
+            1006);
+  /* The random source: a client's mask key in a send, and its nonce in
+   * ws_client_start(), before the connection is started (no on_close). */
+  memset(&o, 0, sizeof o);
+  o.host = "h";
+  fic_init(&f, WS_CLIENT, CB_NONE);
+  CHECK_INT(ws_client_start(&f.e->c, &o), WS_OK);
+  {
+    buf resp = {0};
+    buf_puts(&resp, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                    "Connection: Upgrade\r\nSec-WebSocket-Accept: ");
+    {
+      char key[25], acc[29];
+      ws__b64_encode(f.e->c.ws__p.in->d, 16, key);
+      key[24] = '\0';
+      ws_accept_key(key, 24, acc);
+      buf_put(&resp, acc, 28);
+    }
+    buf_puts(&resp, "\r\n\r\n");
+    CHECK_INT(ws_conn_feed(&f.e->c, resp.d, resp.len), WS_OK);
+    buf_free(&resp);
+  }
+  CHECK_INT(ws_conn_state(&f.e->c), WS_STATE_OPEN);
+  f.e->free_in = CB_RANDOM;
+  fic_check(&f, "random, ws_send", ws_send(&f.e->c, WS_OP_TEXT, "x", 1), 1,
+            1006);
+  fic_init(&f, WS_CLIENT, CB_RANDOM);
+  fic_check(&f, "random, ws_client_start", ws_client_start(&f.e->c, &o), 0, 0);
+}
+
+/* ---------------------------------------------------------------------
+ * Blocking sockets: replies leave before the next read
+ * ------------------------------------------------------------------- */
+
+#define B_ROUNDS 200
+
+/* One side of a connection over a blocking socket. */
+typedef struct bside {
+  ws_conn c;
+  ws_config cfg;
+  int fd, msgs, pings, pongs, closes, close_code, gave_up;
+  long reads, writes;
+} bside;
+
+static int b_read(ws_conn *c, void *b, size_t cap, size_t *n, void *user) {
+  bside *s = (bside *)user;
+  ssize_t r;
+  (void)c;
+  do r = read(s->fd, b, cap); while (r < 0 && errno == EINTR);
+  s->reads++;
+  if (r < 0) {
+    /* SO_RCVTIMEO expired: the peer waits for us too. A deadlock. */
+    s->gave_up = errno == EAGAIN || errno == EWOULDBLOCK;
+    return WS_EIO;
+  }
+  *n = (size_t)r;
+  return WS_OK;
+}
+
+static int b_write(ws_conn *c, const void *b, size_t len, size_t *n,
+                   void *user) {
+  bside *s = (bside *)user;
+  ssize_t r;
+  (void)c;
+  do r = write(s->fd, b, len); while (r < 0 && errno == EINTR);
+  s->writes++;
+  if (r < 0) return WS_EIO;
+  *n = (size_t)r;
+  return WS_OK;
+}
+
+static void b_open(ws_conn *c, const char *proto, size_t plen, void *user) {
+  bside *s = (bside *)user;
+  (void)proto, (void)plen;
+  if (s->cfg.role == WS_CLIENT) ws_send(c, WS_OP_TEXT, "0", 1);
+}
+
+/* The client sends its next message from on_message; the server echoes,
+ * and pings now and then (the client's pong is automatic). */
+static int b_message(ws_conn *c, int op, const void *d, size_t n, int fin,
+                     void *user) {
+  bside *s = (bside *)user;
+  char next[16];
+  (void)fin;
+  s->msgs++;
+  if (s->cfg.role == WS_SERVER) {
+    ws_send(c, op, d, n);
+    if (s->msgs % 10 == 5 && ws_ping(c, "p", 1) == WS_OK) s->pings++;
+  } else if (s->msgs < B_ROUNDS) {
+    snprintf(next, sizeof next, "%d", s->msgs);
+    ws_send(c, WS_OP_TEXT, next, strlen(next));
+  } else {
+    ws_close(c, 1000, "done", 4);
+  }
+  return 0;
+}
+
+static void b_pong(ws_conn *c, const void *d, size_t n, void *user) {
+  (void)c, (void)d, (void)n;
+  ((bside *)user)->pongs++;
+}
+
+static void b_close(ws_conn *c, int code, const char *r, size_t n,
+                    void *user) {
+  bside *s = (bside *)user;
+  (void)c, (void)r, (void)n;
+  s->closes++;
+  s->close_code = code;
+}
+
+static const ws_callbacks b_callbacks = {b_read,  b_write,   NULL, NULL,
+                                         b_open,  b_message, NULL, b_pong,
+                                         NULL,    b_close,   NULL};
+
+/* The server: one ws_conn_on_readable() call runs the whole session, as
+ * a blocking read never says WS_EAGAIN; then it closes TCP first. */
+static void *b_server(void *arg) {
+  bside *s = (bside *)arg;
+  while (ws_conn_on_readable(&s->c) == WS_OK) {
+  }
+  close(s->fd);
+  return NULL;
+}
+
+static void test_blocking_sockets(void) {
+  bside s, cl;
+  int sv[2];
+  pthread_t th;
+  struct timeval tv = {2, 0}; /* a deadlock fails the test in 2 s */
+  ws_client_opts o;
+  /* In memory first: three pings, one per read; each pong is written
+   * before the next read, not all at the end (4 reads, 3 writes). */
+  {
+    ws_config cfg;
+    endpoint e;
+    buf rx = {0}, tx = {0};
+    long before;
+    ws_config_init(&cfg, WS_SERVER);
+    ep_init(&e, &cfg, &rx, &tx);
+    CHECK_INT(ws_conn_feed(&e.c, REQ, strlen(REQ)), WS_OK);
+    tx.len = 0;
+    cframe(&rx, 1, WS_OP_PING, "1");
+    cframe(&rx, 1, WS_OP_PING, "2");
+    cframe(&rx, 1, WS_OP_PING, "3");
+    e.read_max = 7; /* one frame per read */
+    before = e.io_calls;
+    CHECK_INT(ws_conn_on_readable(&e.c), WS_OK);
+    CHECK_INT(e.io_calls - before, 4 + 3);
+    CHECK_INT(tx.len, 3 * 3);
+    ep_free(&e);
+    buf_free(&rx);
+    buf_free(&tx);
+  }
+  /* Over a blocking socket pair, a client and a server in two threads. */
+  memset(&s, 0, sizeof s);
+  memset(&cl, 0, sizeof cl);
+  if (!CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0)) return;
+  setsockopt(sv[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  setsockopt(sv[1], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  s.fd = sv[0];
+  cl.fd = sv[1];
+  ws_config_init(&s.cfg, WS_SERVER);
+  ws_config_init(&cl.cfg, WS_CLIENT);
+  CHECK_INT(ws_conn_init(&s.c, &s.cfg, &b_callbacks, &s), WS_OK);
+  CHECK_INT(ws_conn_init(&cl.c, &cl.cfg, &b_callbacks, &cl), WS_OK);
+  if (!CHECK(pthread_create(&th, NULL, b_server, &s) == 0)) return;
+  memset(&o, 0, sizeof o);
+  o.host = "localhost";
+  CHECK_INT(ws_client_start(&cl.c, &o), WS_OK);
+  while (ws_conn_on_readable(&cl.c) == WS_OK) {
+  }
+  pthread_join(th, NULL);
+  close(cl.fd);
+  CHECK_INT(cl.gave_up, 0);
+  CHECK_INT(s.gave_up, 0);
+  CHECK_INT(cl.msgs, B_ROUNDS);
+  CHECK_INT(s.msgs, B_ROUNDS);
+  CHECK_INT(s.pongs, s.pings);
+  CHECK(s.pings > 0);
+  CHECK_INT(cl.closes, 1);
+  CHECK_INT(cl.close_code, 1000);
+  CHECK_INT(ws_conn_error(&cl.c), WS_OK); /* the server's close, then EOF */
+  CHECK_INT(s.closes, 1);
+  CHECK_INT(s.close_code, 1000);
+  CHECK(s.writes <= s.reads); /* at most one write per read */
+  ws_conn_free(&s.c);
+  ws_conn_free(&cl.c);
+}
+
+/* ---------------------------------------------------------------------
+ * End of stream in push mode: ws_conn_feed(c, NULL, 0)
+ * ------------------------------------------------------------------- */
+
+/* Ends e's input the way `how` says: 0 the read callback, 1 ws_conn_feed,
+ * 2 ws_conn_feed_inplace. */
+static int end_input(endpoint *e, int how) {
+  if (how == 1) return ws_conn_feed(&e->c, NULL, 0);
+  if (how == 2) return ws_conn_feed_inplace(&e->c, NULL, 0);
+  e->eof = 1;
+  e->rx->off = e->rx->len;
+  return ws_conn_on_readable(&e->c);
+}
+
+static void test_feed_eof(void) {
+  int how;
+  for (how = 0; how < 3; how++) {
+    pair p;
+    ws_config cfg;
+    endpoint e;
+    buf rx = {0}, tx = {0}, in = {0};
+    size_t txlen;
+    /* A client whose closing handshake is complete: CLOSED at once, with
+     * the close frame's code, its own close or the server's. */
+    pair_init(&p, "chat", NULL);
+    CHECK_INT(ws_close(&p.cl.c, 1000, "bye", 3), WS_OK);
+    pair_pump(&p);
+    CHECK_INT(ws_conn_state(&p.cl.c), WS_STATE_CLOSING);
+    CHECK_INT(end_input(&p.cl, how), WS_ECLOSED);
+    CHECK_INT(ws_conn_state(&p.cl.c), WS_STATE_CLOSED);
+    CHECK_INT(p.cl.closes, 1);
+    CHECK_INT(p.cl.close_code, 1000);
+    CHECK(strcmp(p.cl.close_reason, "") == 0); /* the echo has no reason */
+    CHECK_INT(ws_conn_error(&p.cl.c), WS_OK);
+    CHECK_INT(end_input(&p.cl, how), WS_ECLOSED); /* again: nothing */
+    CHECK_INT(p.cl.closes, 1);
+    pair_free(&p);
+    pair_init(&p, "chat", NULL);
+    CHECK_INT(ws_close(&p.s.c, 4001, "restart", 7), WS_OK);
+    pair_pump(&p);
+    CHECK_INT(ws_conn_state(&p.cl.c), WS_STATE_CLOSING);
+    CHECK_INT(end_input(&p.cl, how), WS_ECLOSED);
+    CHECK_INT(p.cl.close_code, 4001);
+    CHECK(strcmp(p.cl.close_reason, "restart") == 0);
+    pair_free(&p);
+    /* A client in the middle of a message: 1006. */
+    pair_init(&p, "chat", NULL);
+    CHECK_INT(ws_send_fragment(&p.s.c, WS_OP_TEXT, "part", 4, 0), WS_OK);
+    ws_conn_on_readable(&p.cl.c);
+    CHECK_INT(ws_conn_buffered(&p.cl.c) > 0, 1);
+    CHECK_INT(end_input(&p.cl, how), WS_ECLOSED);
+    CHECK_INT(p.cl.close_code, 1006);
+    CHECK_INT(ws_conn_error(&p.cl.c), WS_EEOF);
+    CHECK(strcmp(p.cl.close_reason, ws_strerror(WS_EEOF)) == 0);
+    pair_free(&p);
+    /* A server in the middle of a frame: 1006, and nothing more written. */
+    ws_config_init(&cfg, WS_SERVER);
+    ep_init(&e, &cfg, &rx, &tx);
+    CHECK_INT(ws_conn_feed(&e.c, REQ, strlen(REQ)), WS_OK);
+    cframe(&in, 1, WS_OP_TEXT, "half a frame");
+    CHECK_INT(ws_conn_feed(&e.c, in.d, 6), WS_OK);
+    txlen = tx.len;
+    CHECK_INT(end_input(&e, how), WS_ECLOSED);
+    CHECK_INT(e.closes, 1);
+    CHECK_INT(e.close_code, 1006);
+    CHECK_INT(ws_conn_error(&e.c), WS_EEOF);
+    CHECK_INT(tx.len, txlen);
+    ep_free(&e);
+    /* A server whose peer left before sending anything. */
+    ep_init(&e, &cfg, &rx, &tx);
+    CHECK_INT(end_input(&e, how), WS_ECLOSED);
+    CHECK_INT(e.closes, 1);
+    CHECK_INT(e.close_code, 1006);
+    ep_free(&e);
+    buf_free(&rx);
+    buf_free(&tx);
+    buf_free(&in);
+  }
+  /* Zero bytes that are not NULL: nothing happens. */
+  {
+    pair p;
+    char none[1];
+    pair_init(&p, "chat", NULL);
+    p.s.log.len = 0;
+    CHECK_INT(ws_conn_feed(&p.s.c, "", 0), WS_OK);
+    CHECK_INT(ws_conn_feed_inplace(&p.s.c, none, 0), WS_OK);
+    CHECK_INT(ws_conn_feed(&p.cl.c, "", 0), WS_OK);
+    CHECK_INT(ws_conn_state(&p.s.c), WS_STATE_OPEN);
+    CHECK_INT(ws_conn_state(&p.cl.c), WS_STATE_OPEN);
+    CHECK_INT(p.s.log.len, 0);
+    CHECK_INT(ws_conn_queued(&p.s.c), 0);
+    pair_free(&p);
+  }
+  /* A client not yet started has no stream to end. */
+  {
+    ws_config cfg;
+    ws_conn c;
+    ws_config_init(&cfg, WS_CLIENT);
+    CHECK_INT(ws_conn_init(&c, &cfg, NULL, NULL), WS_OK);
+    CHECK_INT(ws_conn_feed(&c, NULL, 0), WS_ESTATE);
+    CHECK_INT(ws_conn_feed(&c, NULL, 1), WS_EINVAL);
+    ws_conn_free(&c);
+  }
+}
+
+/* ---------------------------------------------------------------------
+ * Close codes: one rule, whatever ends the connection
+ * ------------------------------------------------------------------- */
+
+enum { BEFORE_NOTHING, BEFORE_OURS, BEFORE_PEERS, BEFORE__N };
+enum {
+  END_ABORT, END_FREE, END_EOF, END_FEED_EOF, END_TIMEOUT, END_WRITE_ERROR,
+  END_PROTOCOL, END__N
+};
+
+static void test_close_codes(void) {
+  static const char *const before_names[] = {"nothing sent", "our close",
+                                             "the peer's close"};
+  static const char *const end_names[] = {
+      "ws_conn_abort", "ws_conn_free", "end of stream (read)",
+      "end of stream (feed)", "close timeout", "write error",
+      "protocol error"};
+  static const int end_err[] = {WS_EAPP, WS_ECLOSED, WS_EEOF, WS_EEOF,
+                                WS_ETIMEDOUT, WS_EIO, WS_EPROTO};
+  int side, before, end;
+  for (side = 0; side < 2; side++) {
+    for (before = 0; before < BEFORE__N; before++) {
+      for (end = 0; end < END__N; end++) {
+        pair p;
+        endpoint *e, *peer;
+        int code, err, ok = 1;
+        const char *reason;
+        /* Not a way to end: no timer runs in OPEN, input after the peer's
+         * close is ignored, and a server reads nothing more after it. */
+        if ((before == BEFORE_NOTHING && end == END_TIMEOUT) ||
+            (before == BEFORE_PEERS && end == END_PROTOCOL) ||
+            (side == 0 && before == BEFORE_PEERS && end == END_EOF))
+          continue;
+        pair_init(&p, "chat", NULL);
+        e = side ? &p.cl : &p.s;
+        peer = side ? &p.s : &p.cl;
+        /* What e writes stays queued: a write error can meet it, and a
+         * server's echo of a close does not end the handshake yet. */
+        ws_conn_cork(&e->c, 1);
+        if (before == BEFORE_OURS)
+          CHECK_INT(ws_close(&e->c, 4002, "ours", 4), WS_OK);
+        if (before == BEFORE_PEERS) {
+          CHECK_INT(ws_close(&peer->c, 4001, "theirs", 6), WS_OK);
+          CHECK_INT(ws_conn_on_readable(&e->c), WS_OK);
+          CHECK_INT(ws_conn_state(&e->c), WS_STATE_CLOSING);
+        }
+        if (before == BEFORE_NOTHING && end == END_WRITE_ERROR)
+          CHECK_INT(ws_send(&e->c, WS_OP_TEXT, "x", 1), WS_OK);
+        ws_conn_tick(&e->c, 100); /* arms the close timer */
+        switch (end) {
+          case END_ABORT:
+            CHECK_INT(ws_conn_abort(&e->c, WS_EAPP), WS_ECLOSED);
+            break;
+          case END_FREE: ws_conn_free(&e->c); break;
+          case END_EOF: CHECK_INT(end_input(e, 0), WS_ECLOSED); break;
+          case END_FEED_EOF: CHECK_INT(end_input(e, 1), WS_ECLOSED); break;
+          case END_TIMEOUT:
+            CHECK_INT(ws_conn_tick(&e->c, 100 + 5000), WS_ECLOSED);
+            break;
+          case END_WRITE_ERROR:
+            e->write_fail = 1;
+            CHECK_INT(ws_conn_cork(&e->c, 0), WS_ECLOSED);
+            break;
+          default: { /* a frame masked the wrong way for e's role */
+            buf bad = {0};
+            add_frame(&bad, 1, WS_OP_TEXT, "bad", 3, side);
+            buf_put(e->rx, bad.d, bad.len);
+            buf_free(&bad);
+            ws_conn_on_readable(&e->c);
+            CHECK_INT(ws_conn_state(&e->c), WS_STATE_CLOSING);
+            CHECK_INT(ws_conn_cork(&e->c, 0), WS_ECLOSED); /* sent: done */
+            break;
+          }
+        }
+        code = before == BEFORE_PEERS  ? 4001
+               : before == BEFORE_OURS ? 4002
+               : end == END_PROTOCOL   ? 1002
+                                       : 1006;
+        err = end_err[end];
+        reason = before == BEFORE_PEERS ? "theirs" : ws_strerror(err);
+        ok &= CHECK_EQ(e->closes, 1);
+        ok &= CHECK_EQ(e->close_code, code);
+        ok &= CHECK(strcmp(e->close_reason, reason) == 0);
+        if (before != BEFORE_PEERS) ok &= CHECK_EQ(ws_conn_error(&e->c), err);
+        if (!ok)
+          printf("    %s, %s then %s: got %d \"%s\"\n", side ? "client" : "server",
+                 before_names[before], end_names[end], e->close_code,
+                 e->close_reason);
+        pair_free(&p);
+      }
+    }
+  }
+  /* The opening handshake times out: nothing was sent, 1006. */
+  for (side = 0; side < 2; side++) {
+    pair p;
+    endpoint *e;
+    ws_config cfg;
+    ws_client_opts o;
+    memset(&p, 0, sizeof p);
+    ws_config_init(&cfg, WS_CLIENT);
+    ep_init(&p.cl, &cfg, &p.s2c, &p.c2s);
+    ws_config_init(&cfg, WS_SERVER);
+    ep_init(&p.s, &cfg, &p.c2s, &p.s2c);
+    e = side ? &p.cl : &p.s;
+    memset(&o, 0, sizeof o);
+    o.host = "h";
+    if (side) CHECK_INT(ws_client_start(&e->c, &o), WS_OK);
+    CHECK_INT(ws_conn_tick(&e->c, 0), WS_OK);
+    CHECK_INT(ws_conn_tick(&e->c, WS_HANDSHAKE_TIMEOUT_MS), WS_ECLOSED);
+    CHECK_INT(e->closes, 1);
+    CHECK_INT(e->close_code, 1006);
+    CHECK(strcmp(e->close_reason, ws_strerror(WS_ETIMEDOUT)) == 0);
+    pair_free(&p);
+  }
+  /* A close frame without a code counts as such: 1005. */
+  {
+    pair p;
+    pair_init(&p, "chat", NULL);
+    CHECK_INT(ws_close(&p.s.c, 0, NULL, 0), WS_OK);
+    CHECK_INT(ws_conn_abort(&p.s.c, WS_EAPP), WS_ECLOSED);
+    CHECK_INT(p.s.close_code, 1005);
+    pair_free(&p);
+  }
+}
+
+/* ---------------------------------------------------------------------
+ * Started: what on_close is owed to
+ * ------------------------------------------------------------------- */
+
+static void test_started(void) {
+  ws_config cfg;
+  endpoint e;
+  buf rx = {0}, tx = {0};
+  counting_alloc a = {0, 0, 0, 0};
+  int how;
+  char none[1];
+  ws_client_opts o;
+  /* A server nothing has driven yet: nothing to abort, nothing owed. */
+  ws_config_init(&cfg, WS_SERVER);
+  cfg.realloc = counting_realloc;
+  cfg.alloc_ctx = &a;
+  ep_init(&e, &cfg, &rx, &tx);
+  CHECK_INT(ws_conn_abort(&e.c, WS_EAPP), WS_ESTATE);
+  CHECK_INT(ws_conn_state(&e.c), WS_STATE_CONNECTING);
+  ep_free(&e);
+  CHECK_INT(e.closes, 0);
+  CHECK_INT(a.live, 0);
+  /* Each call that drives it starts it: then on_close is owed. */
+  for (how = 0; how < 5; how++) {
+    ep_init(&e, &cfg, &rx, &tx);
+    switch (how) {
+      case 0: CHECK_INT(ws_conn_on_readable(&e.c), WS_OK); break;
+      case 1: CHECK_INT(ws_conn_on_writable(&e.c), WS_OK); break;
+      case 2: CHECK_INT(ws_conn_feed(&e.c, "", 0), WS_OK); break;
+      case 3: CHECK_INT(ws_conn_feed_inplace(&e.c, none, 0), WS_OK); break;
+      default: CHECK_INT(ws_conn_tick(&e.c, 0), WS_OK); break;
+    }
+    CHECK_INT(e.closes, 0);
+    CHECK_INT(ws_conn_abort(&e.c, WS_EAPP), WS_ECLOSED);
+    CHECK_INT(e.closes, 1);
+    CHECK_INT(e.close_code, 1006);
+    ep_free(&e);
+    CHECK_INT(e.closes, 1);
+  }
+  ep_init(&e, &cfg, &rx, &tx);
+  CHECK_INT(ws_conn_tick(&e.c, 0), WS_OK);
+  ep_free(&e); /* started: freeing it ends it */
+  CHECK_INT(e.closes, 1);
+  /* A client starts at ws_client_start(), not before. */
+  ws_config_init(&cfg, WS_CLIENT);
+  ep_init(&e, &cfg, &rx, &tx);
+  CHECK_INT(ws_conn_tick(&e.c, 0), WS_OK);
+  CHECK_INT(ws_conn_on_readable(&e.c), WS_OK);
+  CHECK_INT(ws_conn_abort(&e.c, WS_EAPP), WS_ESTATE);
+  memset(&o, 0, sizeof o);
+  o.host = "h";
+  CHECK_INT(ws_client_start(&e.c, &o), WS_OK);
+  CHECK_INT(ws_conn_abort(&e.c, WS_EAPP), WS_ECLOSED);
+  CHECK_INT(e.closes, 1);
+  ep_free(&e);
+  buf_free(&rx);
+  buf_free(&tx);
+}
+
 int main(void) {
+  /* Built again with -DNDEBUG (test_conn_ndebug), where WS_ASSERT is gone:
+   * that build runs the lifecycle tests only, which misuse the library in
+   * ways the asserts would have stopped (ws_conn_free() in callbacks). */
+#ifdef NDEBUG
+  const int lifecycle_only = 1;
+#else
+  const int lifecycle_only = 0;
+#endif
+  if (lifecycle_only) goto lifecycle;
   RUN(test_server_basic);
   RUN(test_server_fragments);
   RUN(test_server_pong_reply);
@@ -2720,11 +3447,17 @@ int main(void) {
   RUN(test_client_protocol_errors);
   RUN(test_client_random);
   RUN(test_regressions_from_fuzzing);
-  RUN(test_write_error_and_free_in_close);
   RUN(test_adopt_with_bytes);
-  RUN(test_callback_may_close);
   RUN(test_cork);
   RUN(test_send_encoded);
   RUN(test_send_over_queue_limit);
+lifecycle:
+  RUN(test_write_error_and_free_in_close);
+  RUN(test_callback_may_close);
+  RUN(test_blocking_sockets);
+  RUN(test_feed_eof);
+  RUN(test_close_codes);
+  RUN(test_free_in_callbacks);
+  RUN(test_started);
   return t_done("test_conn");
 }

@@ -750,6 +750,18 @@ static void test_adopt(void) {
   CHECK(run_until(&w, c_server_closes, &one, 3000));
   CHECK_INT(w.server.close_code, 1006);
   ws_loop_free(&w.loop);
+
+  /* Adopted with no bytes and freed before any turn: the connection was
+   * started by the adoption (ws.h: "started"), so ws_loop_free() ends it
+   * like any other, on_close once and the socket closed. */
+  world_init(&w);
+  CHECK_INT(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  CHECK_INT(ws_loop_adopt(&w.loop, sv[0], NULL, 0, &w.server, &c), WS_OK);
+  ws_loop_free(&w.loop);
+  CHECK_INT(w.server.closes, 1);
+  CHECK_INT(w.server.close_code, 1006);
+  CHECK_INT(read(sv[1], buf, sizeof buf), 0); /* closed by the loop */
+  close(sv[1]);
 }
 
 static int g_timer_fired;

@@ -8,7 +8,7 @@
 
 /* Connection flags. */
 enum {
-  WS__F_STARTED = 1u << 0,     /* on_close is owed */
+  WS__F_STARTED = 1u << 0,     /* on_close is owed (see ws.h: "started") */
   WS__F_NOTIFIED = 1u << 1,    /* on_close has run */
   WS__F_CLOSED = 1u << 2,      /* reached CLOSED; on_close pending */
   WS__F_CLOSE_SENT = 1u << 3,
@@ -24,7 +24,8 @@ enum {
   WS__F_EOF = 1u << 13,        /* the transport reported end of stream */
   WS__F_IN_HTTP = 1u << 14,    /* inside on_http */
   WS__F_PONG_WAIT = 1u << 15,  /* open: t is the pong deadline, not a ping's */
-  WS__F_STACK_OUT = 1u << 16   /* the queue is the batch's stack buffer */
+  WS__F_STACK_OUT = 1u << 16,  /* the queue is the batch's stack buffer */
+  WS__F_FREE = 1u << 17        /* ws_conn_free() was called in a callback */
 };
 
 #define WS__P(c) (&(c)->ws__p)
@@ -136,7 +137,7 @@ static int ws__random(ws_conn *c, void *buf, size_t n) {
 
 /* see ws.h */
 void ws_config_init(ws_config *cfg, int role) {
-  WS_ASSERT(cfg != NULL);
+  WS_ASSERT(cfg != NULL && "ws_config_init() called with a NULL config");
   memset(cfg, 0, sizeof *cfg);
   cfg->role = role;
   cfg->max_handshake = WS_MAX_HANDSHAKE;
@@ -176,9 +177,15 @@ int ws_conn_init(ws_conn *c, const ws_config *cfg, const ws_callbacks *cb,
   p->state = WS_STATE_INIT;
   if (p->role == WS_SERVER) {
     p->state = WS_STATE_CONNECTING;
-    p->flags |= WS__F_STARTED | WS__F_ARM_HS;
+    p->flags |= WS__F_ARM_HS; /* started later, by ws__start() */
   }
   return WS_OK;
+}
+
+/* A server connection starts at the first call that drives it (see ws.h);
+ * a client at ws_client_start(). From then on on_close is owed. */
+static void ws__start(struct ws__conn_priv *p) {
+  if (p->state != WS_STATE_INIT) p->flags |= WS__F_STARTED;
 }
 
 /* see ws.h */
@@ -208,35 +215,59 @@ int ws_conn_set_buffers(ws_conn *c, void *in, size_t in_cap, void *out,
   return WS_OK;
 }
 
-/* Moves to CLOSED. code/err say why; on_close runs when the outermost API
- * call returns (never inside another callback). */
+/* Moves to CLOSED; on_close runs when the outermost API call returns
+ * (never inside another callback). err says why. The code on_close gets
+ * follows one rule (see ws.h): the peer's close frame's, else the one this
+ * side's close frame carried (both kept in close_code), else `code`. */
 static void ws__set_closed(struct ws__conn_priv *p, int code, int err) {
   if (p->flags & WS__F_CLOSED) return;
   p->flags |= WS__F_CLOSED;
   p->state = WS_STATE_CLOSED;
-  if (!(p->flags & WS__F_PEER_CODE)) p->close_code = (uint16_t)code;
+  if (!(p->flags & (WS__F_PEER_CODE | WS__F_CLOSE_SENT)))
+    p->close_code = (uint16_t)code;
   if (err != WS_OK && p->err == WS_OK) p->err = err;
 }
 
-/* Runs owed on_close at the end of a public call. Returns rc, or
- * WS_ECLOSED when the connection is now closed (and c may be gone). */
+/* Gives the buffers back (never the batch's stack buffer). */
+static void ws__release(struct ws__conn_priv *p) {
+  if (!(p->flags & WS__F_FIXED)) {
+    if (p->in) ws__realloc(p, p->in, 0);
+    if (p->out && !(p->flags & WS__F_STACK_OUT)) ws__realloc(p, p->out, 0);
+  }
+  p->in = NULL;
+  p->out = NULL;
+  p->flags &= ~(uint32_t)WS__F_STACK_OUT;
+}
+
+/* Runs owed on_close at the end of a public call, after finishing a
+ * ws_conn_free() made inside a callback. Returns rc, or WS_ECLOSED when
+ * the connection is now closed (and c may be gone). */
 static int ws__done(ws_conn *c, int rc) {
   struct ws__conn_priv *p = WS__P(c);
-  const char *reason;
-  size_t len;
+  const ws_callbacks *cb;
+  char reason[WS_CONTROL_MAX];
+  size_t len = 0;
+  int notify;
   if (!(p->flags & WS__F_CLOSED)) return rc;
   if (p->depth) return rc == WS_OK ? WS_ECLOSED : rc;
-  if ((p->flags & WS__F_NOTIFIED) || !(p->flags & WS__F_STARTED))
-    return WS_ECLOSED;
+  notify = (p->flags & WS__F_STARTED) && !(p->flags & WS__F_NOTIFIED);
   p->flags |= WS__F_NOTIFIED;
-  if (p->flags & WS__F_PEER_CODE) {
-    reason = p->in ? (const char *)p->in->d : "";
-    len = p->in ? p->close_len : 0;
-  } else {
-    reason = ws_strerror(p->err);
-    len = strlen(reason);
+  if (notify) {
+    /* A copy: a pending free releases the buffer holding the peer's
+     * reason before on_close runs, as on_close is the last use of c. */
+    const char *r = ws_strerror(p->err);
+    if (p->flags & WS__F_PEER_CODE) {
+      r = p->in ? (const char *)p->in->d : "";
+      len = p->in ? p->close_len : 0;
+    } else {
+      len = strlen(r);
+    }
+    len = WS__MIN(len, sizeof reason);
+    memcpy(reason, r, len);
   }
-  if (p->cb->on_close) p->cb->on_close(c, p->close_code, reason, len, p->user);
+  cb = p->cb;
+  if (p->flags & WS__F_FREE) ws__release(p);
+  if (notify && cb->on_close) cb->on_close(c, p->close_code, reason, len, p->user);
   return WS_ECLOSED; /* c must not be touched after on_close */
 }
 
@@ -318,7 +349,10 @@ static int ws__flush(ws_conn *c) {
   struct ws__conn_priv *p = WS__P(c);
   struct ws__obuf *o = p->out;
   if (p->flags & WS__F_CLOSED) return WS_OK;
-  while (o && o->head < o->len && !(p->flags & (WS__F_CORK | WS__F_BATCH))) {
+  /* The write callback may end the connection (ws_conn_abort or
+   * ws_conn_free from inside it): no further write then. */
+  while (o && o->head < o->len &&
+         !(p->flags & (WS__F_CORK | WS__F_BATCH | WS__F_CLOSED))) {
     size_t n = 0;
     int rc = WS_EIO;
     if (p->cb->write) {
@@ -428,9 +462,12 @@ static int ws__queue_close(ws_conn *c, int code, const char *reason,
     if (rlen) memcpy(body + 2, reason, rlen);
     n += rlen;
   }
+  if ((rc = ws__queue_frame(c, 1, WS_OP_CLOSE, body, n)) != WS_OK) return rc;
+  /* What on_close reports unless the peer's close frame arrives. */
+  if (!(p->flags & WS__F_PEER_CODE))
+    p->close_code = (uint16_t)(code ? code : WS_CLOSE_NO_STATUS);
   p->flags |= WS__F_CLOSE_SENT | WS__F_ARM_CLOSE;
-  rc = ws__queue_frame(c, 1, WS_OP_CLOSE, body, n);
-  return rc;
+  return WS_OK;
 }
 
 /* Fails the connection: a close frame with `code` when one may still be
@@ -444,18 +481,16 @@ static void ws__fail(ws_conn *c, int err, int code) {
   if (code && (p->state == WS_STATE_OPEN || p->state == WS_STATE_CLOSING) &&
       !(p->flags & WS__F_CLOSE_SENT)) {
     p->state = WS_STATE_CLOSING;
-    p->close_code = (uint16_t)code;
     if (ws__queue_close(c, code, NULL, 0) != WS_OK)
-      ws__set_closed(p, code, err);
+      ws__set_closed(p, WS_CLOSE_ABNORMAL, err);
     return;
   }
   if (!code || !(p->flags & WS__F_CLOSE_SENT)) {
-    ws__set_closed(p, code ? code : WS_CLOSE_ABNORMAL, err);
+    ws__set_closed(p, WS_CLOSE_ABNORMAL, err);
     return;
   }
-  /* A close frame was already sent: finish once it is flushed, reporting
-   * why this side gave up. */
-  if (!(p->flags & WS__F_PEER_CODE)) p->close_code = (uint16_t)code;
+  /* A close frame was already sent: finish once it is flushed (on_close
+   * gets the code it carried; p->err says why this side gave up). */
 }
 
 /* Input --------------------------------------------------------------- */
@@ -795,9 +830,9 @@ int ws_http_respond(ws_conn *c, int status, const ws_header *headers,
   ws__wbuf w;
   size_t i, need = 128 + len;
   int rc;
-  WS_ASSERT(c != NULL);
+  WS_ASSERT(c != NULL && "ws_http_respond() called with a NULL connection");
   p = WS__P(c);
-  if (!(p->flags & WS__F_IN_HTTP) || (p->flags & WS__F_FAILING))
+  if (!(p->flags & WS__F_IN_HTTP) || (p->flags & (WS__F_FAILING | WS__F_CLOSED)))
     return WS_ESTATE;
   if (status < 100 || status > 599 || (body == NULL && len > 0) ||
       (headers == NULL && num_headers > 0))
@@ -1061,11 +1096,14 @@ static void ws__input_full(ws_conn *c) {
 /* see ws.h */
 int ws_conn_on_readable(ws_conn *c) {
   struct ws__conn_priv *p;
-  int rc = WS_OK;
-  WS_ASSERT(c != NULL);
+  int rc = WS_OK, full = 0;
+  WS_ASSERT(c != NULL &&
+            "ws_conn_on_readable() called with a NULL connection");
   p = WS__P(c);
-  WS_ASSERT(p->depth == 0);
+  WS_ASSERT(p->depth == 0 &&
+            "ws_conn_on_readable() called from a callback of the same connection");
   if (p->flags & WS__F_CLOSED) return ws__done(c, WS_ECLOSED);
+  ws__start(p);
   p->flags |= WS__F_BATCH;
   WS__STACK_OUT(p)
   while (ws_conn_want_read(c)) {
@@ -1102,6 +1140,18 @@ int ws_conn_on_readable(ws_conn *c) {
     p->in->rlen += n;
     rc = ws__process(c);
     if (rc != WS_OK) break;
+    /* What this read's bytes produced (pongs, replies sent from callbacks)
+     * is written before the next read, one write per read: on a blocking
+     * socket that read waits for the peer, which may be waiting for these
+     * bytes. Once the transport has left some queued, the rest waits for
+     * the end of the call. */
+    if (!full && WS__QUEUED(p) > 0) {
+      p->flags &= ~(uint32_t)WS__F_BATCH;
+      rc = ws__flush(c);
+      p->flags |= WS__F_BATCH;
+      if (rc != WS_OK) break;
+      full = WS__QUEUED(p) > 0;
+    }
   }
   return ws__end_batch(c, rc);
 }
@@ -1135,15 +1185,22 @@ static int ws__feed(ws_conn *c, const unsigned char *d, size_t len) {
 }
 
 /* The checks both feeds start with; WS_OK, and a batch begun, when the
- * bytes may be processed. */
+ * bytes may be processed. NULL data (len 0) is the end of the stream, as
+ * a read of 0 bytes. */
 static int ws__feed_begin(ws_conn *c, const void *data, size_t len) {
   struct ws__conn_priv *p;
-  WS_ASSERT(c != NULL);
+  WS_ASSERT(c != NULL && "ws_conn_feed[_inplace]() called with a NULL connection");
   p = WS__P(c);
-  WS_ASSERT(p->depth == 0);
+  WS_ASSERT(p->depth == 0 &&
+            "ws_conn_feed[_inplace]() called from a callback of the same connection");
   if (data == NULL && len > 0) return WS_EINVAL;
   if (p->flags & WS__F_CLOSED) return ws__done(c, WS_ECLOSED);
   if (p->state == WS_STATE_INIT) return WS_ESTATE;
+  ws__start(p);
+  if (data == NULL) {
+    ws__eof(c);
+    return ws__done(c, WS_ECLOSED);
+  }
   p->flags |= WS__F_BATCH;
   return WS_OK;
 }
@@ -1219,19 +1276,24 @@ int ws_conn_feed_inplace(ws_conn *c, void *data, size_t len) {
 
 /* see ws.h */
 int ws_conn_on_writable(ws_conn *c) {
-  WS_ASSERT(c != NULL);
-  WS_ASSERT(WS__P(c)->depth == 0);
+  WS_ASSERT(c != NULL &&
+            "ws_conn_on_writable() called with a NULL connection");
+  WS_ASSERT(WS__P(c)->depth == 0 &&
+            "ws_conn_on_writable() called from a callback of the same connection");
   if (WS__P(c)->flags & WS__F_CLOSED) return ws__done(c, WS_ECLOSED);
+  ws__start(WS__P(c));
   return ws__result(c, ws__flush(c));
 }
 
 /* see ws.h */
 int ws_conn_tick(ws_conn *c, uint64_t now) {
   struct ws__conn_priv *p;
-  WS_ASSERT(c != NULL);
+  WS_ASSERT(c != NULL && "ws_conn_tick() called with a NULL connection");
   p = WS__P(c);
-  WS_ASSERT(p->depth == 0);
+  WS_ASSERT(p->depth == 0 &&
+            "ws_conn_tick() called from a callback of the same connection");
   if (p->flags & WS__F_CLOSED) return ws__done(c, WS_ECLOSED);
+  ws__start(p);
   /* One timer at a time: the state says which (the handshake while
    * connecting, the close once closing, a ping or the pong it waits for
    * while open). A timer armed later in a call wins. */
@@ -1325,13 +1387,15 @@ int ws_client_start(ws_conn *c, const ws_client_opts *o) {
   uint8_t nonce[16];
   long room;
   int rc;
-  WS_ASSERT(c != NULL);
+  WS_ASSERT(c != NULL && "ws_client_start() called with a NULL connection");
   p = WS__P(c);
   if (p->role != WS_CLIENT || p->state != WS_STATE_INIT) return WS_ESTATE;
   if (o == NULL) return WS_EINVAL;
   plen = o->protocols ? strlen(o->protocols) : 0;
   if (plen > p->cfg->max_handshake / 2) return WS_EINVAL;
-  if ((rc = ws__random(c, nonce, 16)) != WS_OK) return rc;
+  rc = ws__random(c, nonce, 16);
+  if (rc != WS_OK || (p->flags & WS__F_CLOSED)) /* freed from the callback */
+    return ws__done(c, rc != WS_OK ? rc : WS_ECLOSED);
   if ((rc = ws__out_room(p, 256 + plen + strlen(o->host ? o->host : "") +
                                 strlen(o->path ? o->path : "") +
                                 strlen(o->origin ? o->origin : ""))) != WS_OK)
@@ -1487,7 +1551,7 @@ static int ws__send_end(ws_conn *c, int rc) {
 int ws_send(ws_conn *c, int op, const void *data, size_t len) {
   struct ws__conn_priv *p;
   int rc;
-  WS_ASSERT(c != NULL);
+  WS_ASSERT(c != NULL && "ws_send() called with a NULL connection");
   p = WS__P(c);
   if ((op != WS_OP_TEXT && op != WS_OP_BINARY) || (data == NULL && len > 0))
     return WS_EINVAL;
@@ -1506,7 +1570,7 @@ int ws_send_fragment(ws_conn *c, int op, const void *data, size_t len,
   struct ws__conn_priv *p;
   uint32_t st;
   int rc, frame_op, msg_op;
-  WS_ASSERT(c != NULL);
+  WS_ASSERT(c != NULL && "ws_send_fragment() called with a NULL connection");
   p = WS__P(c);
   if (data == NULL && len > 0) return WS_EINVAL;
   if ((rc = ws__can_send(p)) != WS_OK) return rc;
@@ -1537,7 +1601,7 @@ int ws_send_encoded(ws_conn *c, const void *frame, size_t len) {
   ws_frame f;
   size_t hl;
   int rc;
-  WS_ASSERT(c != NULL);
+  WS_ASSERT(c != NULL && "ws_send_encoded() called with a NULL connection");
   p = WS__P(c);
   if (frame == NULL || p->role != WS_SERVER) return WS_EINVAL;
   if (ws_frame_parse(frame, len, &f, &hl) != WS_OK || f.masked || f.rsv ||
@@ -1563,7 +1627,8 @@ int ws_send_encoded(ws_conn *c, const void *frame, size_t len) {
 static int ws__send_control(ws_conn *c, int op, const void *data, size_t len) {
   struct ws__conn_priv *p;
   int rc;
-  WS_ASSERT(c != NULL);
+  WS_ASSERT(c != NULL &&
+            "ws_ping() or ws_pong() called with a NULL connection");
   p = WS__P(c);
   if (len > WS_CONTROL_MAX || (data == NULL && len > 0)) return WS_EINVAL;
   if ((rc = ws__can_send(p)) != WS_OK) return rc;
@@ -1586,7 +1651,7 @@ int ws_close(ws_conn *c, int code, const char *reason, size_t reason_len) {
   struct ws__conn_priv *p;
   uint32_t st = WS_UTF8_INIT;
   int rc;
-  WS_ASSERT(c != NULL);
+  WS_ASSERT(c != NULL && "ws_close() called with a NULL connection");
   p = WS__P(c);
   if ((code != 0 && !ws_close_code_valid((unsigned)code)) ||
       (code == 0 && reason_len > 0) || reason_len > WS_CONTROL_MAX - 2 ||
@@ -1607,7 +1672,7 @@ int ws_close(ws_conn *c, int code, const char *reason, size_t reason_len) {
 /* see ws.h */
 int ws_conn_abort(ws_conn *c, int err) {
   struct ws__conn_priv *p;
-  WS_ASSERT(c != NULL);
+  WS_ASSERT(c != NULL && "ws_conn_abort() called with a NULL connection");
   p = WS__P(c);
   if (!(p->flags & WS__F_STARTED)) return WS_ESTATE;
   ws__set_closed(p, WS_CLOSE_ABNORMAL, err < 0 ? err : WS_EIO);
@@ -1618,25 +1683,11 @@ int ws_conn_abort(ws_conn *c, int err) {
 /* see ws.h */
 void ws_conn_free(ws_conn *c) {
   struct ws__conn_priv *p;
-  int notify;
-  const ws_callbacks *cb;
-  void *user;
   if (c == NULL) return;
   p = WS__P(c);
-  WS_ASSERT(p->depth == 0);
-  notify = (p->flags & WS__F_STARTED) && !(p->flags & WS__F_NOTIFIED);
-  p->flags |= WS__F_NOTIFIED | WS__F_CLOSED;
-  p->state = WS_STATE_CLOSED;
-  if (!(p->flags & WS__F_FIXED)) {
-    if (p->in) ws__realloc(p, p->in, 0);
-    if (p->out) ws__realloc(p, p->out, 0);
-  }
-  p->in = NULL;
-  p->out = NULL;
-  cb = p->cb;
-  user = p->user;
-  if (notify && cb->on_close) {
-    const char *r = "aborted";
-    cb->on_close(c, WS_CLOSE_ABNORMAL, r, strlen(r), user);
-  }
+  /* As an abort; inside a callback of c, the outermost call finishes it
+   * (ws__done): the stack and the buffers are still in use there. */
+  ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_ECLOSED);
+  p->flags |= WS__F_FREE;
+  if (p->depth == 0) ws__done(c, WS_OK);
 }

@@ -714,6 +714,10 @@ static int ws__loop_start_server(ws_loop *l, int fd, const void *data,
     ws__loop_discard(l, lc);
     return WS_EIO;
   }
+  /* Started now (ws.h): on_close is owed from here, so every path that
+   * ends it (ws_loop_free() included) goes through on_close; and the
+   * handshake timer runs from the accept. */
+  (void)ws_conn_tick(&lc->conn, ws__loop_clock());
   if (len > 0) {
     rc = ws_conn_feed(&lc->conn, data, len);
     if (rc == WS_ECLOSED || (lc->ws__l.io.flags & WS__LC_DEAD)) return WS_ECLOSED;
