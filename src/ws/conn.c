@@ -10,13 +10,12 @@
 enum {
   WS__F_STARTED = 1u << 0,     /* on_close is owed (see ws.h: "started") */
   WS__F_NOTIFIED = 1u << 1,    /* on_close has run */
-  WS__F_CLOSED = 1u << 2,      /* reached CLOSED; on_close pending */
   WS__F_CLOSE_SENT = 1u << 3,
   WS__F_CLOSE_RCVD = 1u << 4,
   WS__F_FAILING = 1u << 5,     /* flush what is queued, then CLOSED */
   WS__F_FIXED = 1u << 6,       /* caller's buffers: never allocate */
   WS__F_CORK = 1u << 7,        /* caller holds output */
-  WS__F_BATCH = 1u << 8,       /* processing input: flush once at the end */
+  WS__F_INPUT = 1u << 8,       /* a call processes input: its batch is open */
   WS__F_ARM_HS = 1u << 9,      /* timers to arm at the next tick */
   WS__F_ARM_CLOSE = 1u << 10,
   WS__F_ARM_PING = 1u << 11,
@@ -25,8 +24,20 @@ enum {
   WS__F_IN_HTTP = 1u << 14,    /* inside on_http */
   WS__F_PONG_WAIT = 1u << 15,  /* open: t is the pong deadline, not a ping's */
   WS__F_STACK_OUT = 1u << 16,  /* the queue is the batch's stack buffer */
-  WS__F_FREE = 1u << 17        /* ws_conn_free() was called in a callback */
+  WS__F_FREE = 1u << 17,       /* ws_conn_free() was called in a callback */
+  WS__F_HOLD = 1u << 18        /* output waits for the batch's end (lifted
+                                * for the batch's early writes) */
 };
+
+/* CLOSED has one mark, the state, set by ws__set_closed() alone and never
+ * left; ws__done() then runs the on_close owed (WS__F_NOTIFIED). */
+#define WS__CLOSED(p) ((p)->state == WS_STATE_CLOSED)
+
+/* The one timer, p->t (WS__NONE: none), is what ws_conn_tick() makes of
+ * the state: while CONNECTING the handshake timeout; while CLOSING (or
+ * failing) the close timeout; while OPEN the next ping, or, with
+ * WS__F_PONG_WAIT, the deadline for the pong of the ping in flight. An
+ * event that starts one sets a WS__F_ARM_* flag; the next tick sets t. */
 
 #define WS__P(c) (&(c)->ws__p)
 #define WS__MAX_HDRS(p) WS__MIN((p)->cfg->max_headers, (size_t)WS_MAX_HEADERS)
@@ -38,12 +49,13 @@ struct ws__ibuf {
   size_t mstart, mlen; /* the message being assembled */
   size_t rpos, rlen;   /* parsed up to rpos; bytes up to rlen */
   /* The frame being read: payload still to come (while connecting: where
-   * the search for the end of the head resumes), the message so far. */
+   * the search for the end of the head resumes, see WS__HEAD_SCAN), the
+   * message so far. */
   uint64_t frame_left, msg_total;
   uint32_t utf8;       /* UTF-8 state of the text message being read */
   uint16_t proto_len;  /* client, connecting: bytes of offered protocols */
   uint8_t key[4];      /* the frame's mask key */
-  uint8_t op;          /* the frame's opcode (0x0F: continuation; 0: none) */
+  uint8_t op;          /* the frame's opcode (WS__OP_CONT_FRAME; 0: none) */
   uint8_t fin, msg_op; /* the frame's FIN; the message's opcode (0: none) */
   uint8_t off;         /* mask key position */
   unsigned char d[];
@@ -59,6 +71,14 @@ typedef char ws__buffer_overhead_ok[sizeof(struct ws__ibuf) + 7 <=
                                             WS_BUFFER_OVERHEAD
                                     ? 1
                                     : -1];
+
+/* ws__ibuf.op inside a continuation frame: its opcode, WS_OP_CONT, is 0,
+ * which there means "between frames". */
+#define WS__OP_CONT_FRAME 0x0F
+
+/* ws__ibuf.frame_left while connecting: no frame is read yet; it holds
+ * where the search for the end of the HTTP head resumes (0 once open). */
+#define WS__HEAD_SCAN(b) ((b)->frame_left)
 
 /* Output bytes not yet written. */
 #define WS__QUEUED(p) ((p)->out ? (p)->out->len - (p)->out->head : (size_t)0)
@@ -172,7 +192,7 @@ int ws_conn_init(ws_conn *c, const ws_config *cfg, const ws_callbacks *cb,
   p->cfg = cfg;
   p->cb = cb ? cb : &ws__no_callbacks;
   p->user = user;
-  p->t = WS__NONE;
+  p->t = WS__NONE; /* no timer until the first tick arms one */
   p->role = (uint8_t)cfg->role;
   p->state = WS_STATE_INIT;
   if (p->role == WS_SERVER) {
@@ -220,8 +240,7 @@ int ws_conn_set_buffers(ws_conn *c, void *in, size_t in_cap, void *out,
  * follows one rule (see ws.h): the peer's close frame's, else the one this
  * side's close frame carried (both kept in close_code), else `code`. */
 static void ws__set_closed(struct ws__conn_priv *p, int code, int err) {
-  if (p->flags & WS__F_CLOSED) return;
-  p->flags |= WS__F_CLOSED;
+  if (WS__CLOSED(p)) return;
   p->state = WS_STATE_CLOSED;
   if (!(p->flags & (WS__F_PEER_CODE | WS__F_CLOSE_SENT)))
     p->close_code = (uint16_t)code;
@@ -248,7 +267,7 @@ static int ws__done(ws_conn *c, int rc) {
   char reason[WS_CONTROL_MAX];
   size_t len = 0;
   int notify;
-  if (!(p->flags & WS__F_CLOSED)) return rc;
+  if (!WS__CLOSED(p)) return rc;
   if (p->depth) return rc == WS_OK ? WS_ECLOSED : rc;
   notify = (p->flags & WS__F_STARTED) && !(p->flags & WS__F_NOTIFIED);
   p->flags |= WS__F_NOTIFIED;
@@ -348,11 +367,11 @@ static void ws__fail(ws_conn *c, int err, int code);
 static int ws__flush(ws_conn *c) {
   struct ws__conn_priv *p = WS__P(c);
   struct ws__obuf *o = p->out;
-  if (p->flags & WS__F_CLOSED) return WS_OK;
+  if (WS__CLOSED(p)) return WS_OK;
   /* The write callback may end the connection (ws_conn_abort or
    * ws_conn_free from inside it): no further write then. */
   while (o && o->head < o->len &&
-         !(p->flags & (WS__F_CORK | WS__F_BATCH | WS__F_CLOSED))) {
+         !(p->flags & (WS__F_CORK | WS__F_HOLD)) && !WS__CLOSED(p)) {
     size_t n = 0;
     int rc = WS_EIO;
     if (p->cb->write) {
@@ -387,23 +406,28 @@ static int ws__flush(ws_conn *c) {
   return WS_OK;
 }
 
+/* An early write in a batch: what it holds goes now, and output is held
+ * again for the rest of the batch. */
+static int ws__flush_held(ws_conn *c) {
+  struct ws__conn_priv *p = WS__P(c);
+  int rc;
+  p->flags &= ~(uint32_t)WS__F_HOLD;
+  rc = ws__flush(c);
+  p->flags |= WS__F_HOLD;
+  return rc;
+}
+
 /* Flushes unless a batch holds output; a batch that grows large is flushed
  * anyway so one read cannot pile up unbounded replies. */
 static int ws__maybe_flush(ws_conn *c) {
   struct ws__conn_priv *p = WS__P(c);
   size_t q = WS__QUEUED(p);
-  /* Held output that stays held: nothing for ws__flush to do. */
-  if (q > 0 && !(p->flags & WS__F_CLOSED) &&
-      ((p->flags & WS__F_CORK) ||
-       ((p->flags & WS__F_BATCH) && q < WS_BATCH_FLUSH)))
+  /* Held output that stays held: nothing for ws__flush to do (nor when
+   * closed: ws__flush then returns at once). */
+  if (q > 0 && ((p->flags & WS__F_CORK) ||
+                ((p->flags & WS__F_HOLD) && q < WS_BATCH_FLUSH)))
     return WS_OK;
-  if ((p->flags & WS__F_BATCH) && q >= WS_BATCH_FLUSH) {
-    int rc;
-    p->flags &= ~(uint32_t)WS__F_BATCH;
-    rc = ws__flush(c);
-    p->flags |= WS__F_BATCH;
-    return rc;
-  }
+  if ((p->flags & WS__F_HOLD) && q >= WS_BATCH_FLUSH) return ws__flush_held(c);
   return ws__flush(c);
 }
 
@@ -475,7 +499,7 @@ static int ws__queue_close(ws_conn *c, int code, const char *reason,
  * output is flushed. Only the first error sticks. */
 static void ws__fail(ws_conn *c, int err, int code) {
   struct ws__conn_priv *p = WS__P(c);
-  if (p->flags & (WS__F_FAILING | WS__F_CLOSED)) return;
+  if ((p->flags & WS__F_FAILING) || WS__CLOSED(p)) return;
   if (p->err == WS_OK) p->err = err;
   p->flags |= WS__F_FAILING;
   if (code && (p->state == WS_STATE_OPEN || p->state == WS_STATE_CLOSING) &&
@@ -580,8 +604,8 @@ static int ws__control(ws_conn *c, const ws_frame *f, unsigned char *d) {
     }
     /* Answer unless closing; a peer that pings faster than it reads gets
      * no more pongs once the queue is full (a later ping is answered). */
-    if (!(p->flags & (WS__F_CLOSE_SENT | WS__F_FAILING | WS__F_CLOSED)) &&
-        WS__QUEUED(p) + n + 14 <= p->cfg->max_queued) {
+    if (!(p->flags & (WS__F_CLOSE_SENT | WS__F_FAILING)) && !WS__CLOSED(p) &&
+        WS__QUEUED(p) + n + WS_FRAME_HEADER_MAX <= p->cfg->max_queued) {
       int rc = ws__queue_frame(c, 1, WS_OP_PONG, d, n);
       if (rc == WS_ENOMEM) {
         ws__fail(c, rc, WS_CLOSE_INTERNAL);
@@ -636,7 +660,7 @@ static void ws__in_idle(struct ws__conn_priv *p) {
   struct ws__ibuf *b = p->in;
   if (b == NULL || b->rpos != b->rlen || b->mlen != 0 || b->op != 0 ||
       b->msg_op != 0 || p->state < WS_STATE_OPEN ||
-      (p->flags & (WS__F_CLOSE_RCVD | WS__F_CLOSED)))
+      (p->flags & WS__F_CLOSE_RCVD) || WS__CLOSED(p))
     return;
   b->rpos = b->rlen = b->mstart = 0;
   if (!(p->flags & WS__F_FIXED) && b->cap > WS_KEEP_BUFFER) {
@@ -714,7 +738,7 @@ WS__INLINE int ws__payload(ws_conn *c, unsigned char *d, size_t n,
 /* Processes frames in in[rpos..rlen). */
 static int ws__frames(ws_conn *c) {
   struct ws__conn_priv *p = WS__P(c);
-  while (!(p->flags & (WS__F_CLOSE_RCVD | WS__F_FAILING | WS__F_CLOSED))) {
+  while (!(p->flags & (WS__F_CLOSE_RCVD | WS__F_FAILING)) && !WS__CLOSED(p)) {
     if (p->in->op == 0) {
       /* Between frames: parse a header. */
       ws_frame f;
@@ -741,7 +765,7 @@ static int ws__frames(ws_conn *c) {
         p->in->mlen = 0;
         p->in->utf8 = WS_UTF8_INIT;
       }
-      p->in->op = f.opcode == WS_OP_CONT ? 0x0F : f.opcode; /* 0: none */
+      p->in->op = f.opcode == WS_OP_CONT ? WS__OP_CONT_FRAME : f.opcode;
       p->in->fin = f.fin;
       memcpy(p->in->key, f.mask, 4);
       p->in->frame_left = f.len;
@@ -796,7 +820,7 @@ static void ws__open(ws_conn *c, const char *proto, size_t plen) {
   struct ws__conn_priv *p = WS__P(c);
   p->state = WS_STATE_OPEN;
   p->flags &= ~(uint32_t)WS__F_ARM_HS;
-  p->t = WS__NONE;
+  p->t = WS__NONE; /* the handshake timeout stops; a ping's may follow */
   if (p->cfg->ping_interval_ms) p->flags |= WS__F_ARM_PING;
   if (p->cb->on_open) {
     p->depth++;
@@ -832,7 +856,7 @@ int ws_http_respond(ws_conn *c, int status, const ws_header *headers,
   int rc;
   WS_ASSERT(c != NULL && "ws_http_respond() called with a NULL connection");
   p = WS__P(c);
-  if (!(p->flags & WS__F_IN_HTTP) || (p->flags & (WS__F_FAILING | WS__F_CLOSED)))
+  if (!(p->flags & WS__F_IN_HTTP) || (p->flags & WS__F_FAILING) || WS__CLOSED(p))
     return WS_ESTATE;
   if (status < 100 || status > 599 || (body == NULL && len > 0) ||
       (headers == NULL && num_headers > 0))
@@ -866,11 +890,11 @@ static int ws__server_handshake(ws_conn *c) {
   ws_accept acc;
   size_t head, consumed, n, extra = 0, i;
   int status, rc;
-  size_t from = (size_t)p->in->frame_left;
+  size_t from = (size_t)WS__HEAD_SCAN(p->in);
   head = ws__head_end((const char *)p->in->d, p->in->rlen, from);
   if (ws__bare_lf_from(p->in->d, head ? head : p->in->rlen, from))
     return ws__refuse(c, 400, WS_EHANDSHAKE);
-  p->in->frame_left = p->in->rlen; /* resume the searches here next time */
+  WS__HEAD_SCAN(p->in) = p->in->rlen; /* resume the searches here next time */
   if (head == 0 || head > p->cfg->max_handshake) {
     if (p->in->rlen > p->cfg->max_handshake) return ws__refuse(c, 431, WS_EHANDSHAKE);
     /* A bad first line fails at once, without waiting for the rest; only
@@ -890,7 +914,7 @@ static int ws__server_handshake(ws_conn *c) {
     status = p->cb->on_http(c, &req, p->user);
     p->flags &= ~(uint32_t)WS__F_IN_HTTP;
     p->depth--;
-    if (p->flags & WS__F_CLOSED) return WS_ECLOSED;
+    if (WS__CLOSED(p)) return WS_ECLOSED;
     if (status == 0 && WS__QUEUED(p) > before) return WS_OK; /* answered */
     return ws__refuse(c, status >= 400 && status <= 599 ? status : 404,
                       WS_EHANDSHAKE);
@@ -902,7 +926,7 @@ static int ws__server_handshake(ws_conn *c) {
     p->depth++;
     status = p->cb->on_handshake(c, &req, &acc, p->user);
     p->depth--;
-    if (p->flags & WS__F_CLOSED) return WS_ECLOSED;
+    if (WS__CLOSED(p)) return WS_ECLOSED;
   }
   if (status != 0)
     return ws__refuse(c, (status >= 400 && status <= 599) ? status : 500,
@@ -929,7 +953,7 @@ static int ws__server_handshake(ws_conn *c) {
   if (rc != WS_OK) return ws__refuse(c, 500, rc);
   p->out->len += n;
   p->in->rpos = p->in->mstart = consumed;
-  p->in->frame_left = 0;
+  p->in->frame_left = 0; /* WS__HEAD_SCAN ends: no frame yet */
   ws__open(c, acc.protocol, acc.protocol ? strlen(acc.protocol) : 0);
   return WS_OK;
 }
@@ -947,13 +971,13 @@ static int ws__client_handshake(ws_conn *c) {
   int rc;
   memcpy(nonce, p->in->d, 16);
   head = ws__head_end((const char *)p->in->d + base, p->in->rlen - base,
-                      (size_t)p->in->frame_left);
+                      (size_t)WS__HEAD_SCAN(p->in));
   if (ws__bare_lf_from(p->in->d + base, head ? head : p->in->rlen - base,
-                       (size_t)p->in->frame_left)) {
+                       (size_t)WS__HEAD_SCAN(p->in))) {
     ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_EHANDSHAKE);
     return WS_EHANDSHAKE;
   }
-  p->in->frame_left = p->in->rlen - base; /* resume the searches here next time */
+  WS__HEAD_SCAN(p->in) = p->in->rlen - base; /* resume the searches here next time */
   if (head == 0 || head > p->cfg->max_handshake) {
     if (p->in->rlen - base > p->cfg->max_handshake) {
       ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_EHANDSHAKE);
@@ -977,7 +1001,7 @@ static int ws__client_handshake(ws_conn *c) {
   /* From here the union holds frame state. */
   p->in->proto_len = 0;
   p->in->rpos = p->in->mstart = base + consumed;
-  p->in->frame_left = 0;
+  p->in->frame_left = 0; /* WS__HEAD_SCAN ends: no frame yet */
   ws__open(c, resp.protocol, resp.protocol_len);
   return WS_OK;
 }
@@ -987,7 +1011,7 @@ static int ws__client_handshake(ws_conn *c) {
 static int ws__process(ws_conn *c) {
   struct ws__conn_priv *p = WS__P(c);
   int rc = WS_OK;
-  if (p->flags & (WS__F_FAILING | WS__F_CLOSED)) return p->err;
+  if ((p->flags & WS__F_FAILING) || WS__CLOSED(p)) return p->err;
   if (p->state == WS_STATE_CONNECTING) {
 #if !defined(WS_NO_SERVER) && !defined(WS_NO_CLIENT)
     rc = p->role == WS_SERVER ? ws__server_handshake(c)
@@ -1000,7 +1024,7 @@ static int ws__process(ws_conn *c) {
     if (rc != WS_OK || p->state != WS_STATE_OPEN) return rc;
   }
   if (p->state >= WS_STATE_OPEN && !(p->flags & WS__F_CLOSE_RCVD)) {
-    if (p->flags & WS__F_CLOSED) return rc;
+    if (WS__CLOSED(p)) return rc;
     rc = ws__frames(c);
   } else if (p->flags & WS__F_CLOSE_RCVD) {
     p->in->rlen = p->in->rpos; /* after the peer's close, input is ignored */
@@ -1022,7 +1046,7 @@ static void ws__eof(ws_conn *c) {
 int ws_conn_want_read(const ws_conn *c) {
   const struct ws__conn_priv *p = WS__P(c);
   size_t q;
-  if (p->state == WS_STATE_INIT || (p->flags & (WS__F_CLOSED | WS__F_FAILING)))
+  if (p->state == WS_STATE_INIT || WS__CLOSED(p) || (p->flags & WS__F_FAILING))
     return 0;
   if (p->role == WS_SERVER && (p->flags & WS__F_CLOSE_RCVD)) return 0;
   /* Stop reading once half the output limit is queued (and always before
@@ -1037,7 +1061,7 @@ int ws_conn_want_read(const ws_conn *c) {
 /* The sticky error or WS_OK, at the end of a public call. */
 static int ws__result(ws_conn *c, int rc) {
   struct ws__conn_priv *p = WS__P(c);
-  if (rc == WS_OK && p->err != WS_OK && !(p->flags & WS__F_CLOSED))
+  if (rc == WS_OK && p->err != WS_OK && !WS__CLOSED(p))
     rc = p->err;
   return ws__done(c, rc);
 }
@@ -1060,20 +1084,25 @@ static int ws__result(ws_conn *c, int rc) {
 #define WS__STACK_OUT(p)
 #endif
 
-/* Batch: replies queued while input is processed leave in one flush. What
- * the transport does not take moves from a lent stack buffer to the heap
+/* Batch: a call that processes input (WS__F_INPUT) holds the replies it
+ * queues (WS__F_HOLD) and lets them leave in one flush, here. What the
+ * transport does not take moves from a lent stack buffer to the heap
  * before the call returns (or on_close runs). */
+static void ws__begin_batch(struct ws__conn_priv *p) {
+  p->flags |= WS__F_INPUT | WS__F_HOLD;
+}
+
 static int ws__end_batch(ws_conn *c, int rc) {
   struct ws__conn_priv *p = WS__P(c);
   int frc;
-  p->flags &= ~(uint32_t)WS__F_BATCH;
+  p->flags &= ~(uint32_t)(WS__F_INPUT | WS__F_HOLD);
   frc = ws__flush(c);
 #if WS_BATCH_STACK
   if ((p->flags & WS__F_STACK_OUT) &&
-      ((p->flags & WS__F_CLOSED) || ws__out_unstack(p, 0) != WS_OK)) {
+      (WS__CLOSED(p) || ws__out_unstack(p, 0) != WS_OK)) {
     p->out = NULL; /* closed, or no memory: what is left is dropped */
     p->flags &= ~(uint32_t)WS__F_STACK_OUT;
-    if (!(p->flags & WS__F_CLOSED))
+    if (!WS__CLOSED(p))
       ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_ENOMEM);
   }
 #endif
@@ -1102,9 +1131,9 @@ int ws_conn_on_readable(ws_conn *c) {
   p = WS__P(c);
   WS_ASSERT(p->depth == 0 &&
             "ws_conn_on_readable() called from a callback of the same connection");
-  if (p->flags & WS__F_CLOSED) return ws__done(c, WS_ECLOSED);
+  if (WS__CLOSED(p)) return ws__done(c, WS_ECLOSED);
   ws__start(p);
-  p->flags |= WS__F_BATCH;
+  ws__begin_batch(p);
   WS__STACK_OUT(p)
   while (ws_conn_want_read(c)) {
     size_t n = 0;
@@ -1146,9 +1175,7 @@ int ws_conn_on_readable(ws_conn *c) {
      * bytes. Once the transport has left some queued, the rest waits for
      * the end of the call. */
     if (!full && WS__QUEUED(p) > 0) {
-      p->flags &= ~(uint32_t)WS__F_BATCH;
-      rc = ws__flush(c);
-      p->flags |= WS__F_BATCH;
+      rc = ws__flush_held(c);
       if (rc != WS_OK) break;
       full = WS__QUEUED(p) > 0;
     }
@@ -1160,7 +1187,7 @@ int ws_conn_on_readable(ws_conn *c) {
 static int ws__feed(ws_conn *c, const unsigned char *d, size_t len) {
   struct ws__conn_priv *p = WS__P(c);
   int rc = WS_OK;
-  while (len > 0 && !(p->flags & (WS__F_CLOSED | WS__F_FAILING))) {
+  while (len > 0 && !WS__CLOSED(p) && !(p->flags & WS__F_FAILING)) {
     size_t take;
     long room;
     if (p->flags & WS__F_CLOSE_RCVD) break; /* the rest is ignored */
@@ -1194,14 +1221,14 @@ static int ws__feed_begin(ws_conn *c, const void *data, size_t len) {
   WS_ASSERT(p->depth == 0 &&
             "ws_conn_feed[_inplace]() called from a callback of the same connection");
   if (data == NULL && len > 0) return WS_EINVAL;
-  if (p->flags & WS__F_CLOSED) return ws__done(c, WS_ECLOSED);
+  if (WS__CLOSED(p)) return ws__done(c, WS_ECLOSED);
   if (p->state == WS_STATE_INIT) return WS_ESTATE;
   ws__start(p);
   if (data == NULL) {
     ws__eof(c);
     return ws__done(c, WS_ECLOSED);
   }
-  p->flags |= WS__F_BATCH;
+  ws__begin_batch(p);
   return WS_OK;
 }
 
@@ -1242,7 +1269,7 @@ int ws_conn_feed_inplace(ws_conn *c, void *data, size_t len) {
    * whole ping or pong (a fragment, a close, a frame still arriving) goes,
    * with the rest, through the copying path. */
   while (pos < len && p->state == WS_STATE_OPEN &&
-         !(p->flags & (WS__F_CLOSE_RCVD | WS__F_FAILING | WS__F_CLOSED)) &&
+         !(p->flags & (WS__F_CLOSE_RCVD | WS__F_FAILING)) &&
          ws__in_empty(p)) {
     ws_frame f;
     size_t hl;
@@ -1280,7 +1307,7 @@ int ws_conn_on_writable(ws_conn *c) {
             "ws_conn_on_writable() called with a NULL connection");
   WS_ASSERT(WS__P(c)->depth == 0 &&
             "ws_conn_on_writable() called from a callback of the same connection");
-  if (WS__P(c)->flags & WS__F_CLOSED) return ws__done(c, WS_ECLOSED);
+  if (WS__CLOSED(WS__P(c))) return ws__done(c, WS_ECLOSED);
   ws__start(WS__P(c));
   return ws__result(c, ws__flush(c));
 }
@@ -1292,7 +1319,7 @@ int ws_conn_tick(ws_conn *c, uint64_t now) {
   p = WS__P(c);
   WS_ASSERT(p->depth == 0 &&
             "ws_conn_tick() called from a callback of the same connection");
-  if (p->flags & WS__F_CLOSED) return ws__done(c, WS_ECLOSED);
+  if (WS__CLOSED(p)) return ws__done(c, WS_ECLOSED);
   ws__start(p);
   /* One timer at a time: the state says which (the handshake while
    * connecting, the close once closing, a ping or the pong it waits for
@@ -1320,11 +1347,11 @@ int ws_conn_tick(ws_conn *c, uint64_t now) {
     } else {
       /* A ping, then its pong awaited (the next ping follows the pong);
        * with the queue full, the ping waits one more interval. */
-      p->t = now + p->cfg->ping_interval_ms;
-      if (WS__QUEUED(p) + 14 <= p->cfg->max_queued &&
+      p->t = now + p->cfg->ping_interval_ms; /* t: the next ping */
+      if (WS__QUEUED(p) + WS_FRAME_HEADER_MAX <= p->cfg->max_queued &&
           ws__queue_frame(c, 1, WS_OP_PING, NULL, 0) == WS_OK) {
         if (p->cfg->pong_timeout_ms) {
-          p->t = now + p->cfg->pong_timeout_ms;
+          p->t = now + p->cfg->pong_timeout_ms; /* t: the pong's deadline */
           p->flags |= WS__F_PONG_WAIT;
         }
         return ws__result(c, ws__flush(c));
@@ -1339,7 +1366,7 @@ int ws_conn_tick(ws_conn *c, uint64_t now) {
 /* see ws.h */
 uint64_t ws_conn_next_deadline(const ws_conn *c) {
   const struct ws__conn_priv *p = WS__P(c);
-  if (p->flags & WS__F_CLOSED) return WS__NONE;
+  if (WS__CLOSED(p)) return WS__NONE;
   if (p->flags & (WS__F_ARM_HS | WS__F_ARM_CLOSE | WS__F_ARM_PING)) return 0;
   return p->t;
 }
@@ -1347,7 +1374,7 @@ uint64_t ws_conn_next_deadline(const ws_conn *c) {
 /* see ws.h */
 int ws_conn_want_write(const ws_conn *c) {
   const struct ws__conn_priv *p = WS__P(c);
-  return WS__QUEUED(p) > 0 && !(p->flags & WS__F_CLOSED);
+  return WS__QUEUED(p) > 0 && !WS__CLOSED(p);
 }
 
 /* see ws.h */
@@ -1394,7 +1421,7 @@ int ws_client_start(ws_conn *c, const ws_client_opts *o) {
   plen = o->protocols ? strlen(o->protocols) : 0;
   if (plen > p->cfg->max_handshake / 2) return WS_EINVAL;
   rc = ws__random(c, nonce, 16);
-  if (rc != WS_OK || (p->flags & WS__F_CLOSED)) /* freed from the callback */
+  if (rc != WS_OK || WS__CLOSED(p)) /* freed from the callback */
     return ws__done(c, rc != WS_OK ? rc : WS_ECLOSED);
   if ((rc = ws__out_room(p, 256 + plen + strlen(o->host ? o->host : "") +
                                 strlen(o->path ? o->path : "") +
@@ -1507,7 +1534,7 @@ static int ws__send_data(ws_conn *c, int op, const void *data, size_t len,
    * (after what is queued), without a copy of what the transport takes. */
   if (len >= WS_DIRECT_MIN && frames == 1 && p->cb->writev &&
       p->role == WS_SERVER &&
-      !(p->flags & (WS__F_CORK | WS__F_CLOSED | WS__F_FIXED))) {
+      !(p->flags & (WS__F_CORK | WS__F_FIXED)) && !WS__CLOSED(p)) {
     unsigned char hdr[WS_FRAME_HEADER_MAX];
     size_t hl = ws_frame_write(hdr, fin, op, len, NULL);
     return ws__send_now(c, hdr, hl, d, len);
@@ -1533,7 +1560,7 @@ static int ws__send_data(ws_conn *c, int op, const void *data, size_t len,
 
 static int ws__can_send(const struct ws__conn_priv *p) {
   if (p->state != WS_STATE_OPEN ||
-      (p->flags & (WS__F_CLOSE_SENT | WS__F_FAILING | WS__F_CLOSED)))
+      (p->flags & (WS__F_CLOSE_SENT | WS__F_FAILING)))
     return p->state == WS_STATE_CLOSED ? WS_ECLOSED : WS_ESTATE;
   return WS_OK;
 }
@@ -1541,7 +1568,7 @@ static int ws__can_send(const struct ws__conn_priv *p) {
 static int ws__send_end(ws_conn *c, int rc) {
   /* A refused send returns its reason; one that broke the transport (a
    * direct write) ends the connection like a failed flush. */
-  if (rc != WS_OK && !(WS__P(c)->flags & WS__F_CLOSED)) return rc;
+  if (rc != WS_OK && !WS__CLOSED(WS__P(c))) return rc;
   if (rc == WS_OK) rc = ws__maybe_flush(c);
   if (WS__P(c)->depth) return rc;
   return ws__result(c, rc);
@@ -1611,11 +1638,12 @@ int ws_send_encoded(ws_conn *c, const void *frame, size_t len) {
   if ((rc = ws__can_send(p)) != WS_OK) return rc;
   if (p->send_op && f.opcode < 8) return WS_ESTATE;
   if ((rc = ws__out_fits(p, len)) != WS_OK) return rc;
-  /* Nothing queued and nothing holding output (a publish to many): write
-   * from the caller's bytes and queue only what the transport leaves. */
+  /* Nothing queued, nothing holding output and no input being processed
+   * (a publish to many): write from the caller's bytes and queue only what
+   * the transport leaves. */
 #ifndef WS_NO_SERVER
   if (WS__QUEUED(p) == 0 && p->cb->write && !p->depth &&
-      !(p->flags & (WS__F_CORK | WS__F_BATCH | WS__F_FIXED)))
+      !(p->flags & (WS__F_CORK | WS__F_INPUT | WS__F_HOLD | WS__F_FIXED)))
     return ws__send_end(c, ws__send_now(c, NULL, 0, frame, len));
 #endif
   if ((rc = ws__out_room(p, len)) != WS_OK) return rc;
