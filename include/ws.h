@@ -33,6 +33,30 @@
  *   The asserted expression ends in a string naming the misuse
  *   (`c != NULL && "ws_send() called with a NULL connection"`), so the
  *   assert's output says what went wrong.
+ *
+ * Overview
+ * --------
+ * Three layers, each built on the public API of the one below: the codec
+ * (pure functions: frame headers, masking, UTF-8, close payloads, the HTTP
+ * upgrade), the connection (ws_conn: one connection's state machine over
+ * your read and write callbacks, with no clock and no socket of its own),
+ * and the loop (ws_loop: sockets, timers, topics, over epoll, kqueue or
+ * poll). TLS sits beside the connection as a read/write pair. Choices that
+ * shape the API, and that differ from a first sketch of it:
+ * - ws_config and ws_callbacks are kept by pointer, never copied: one
+ *   `static const` pair serves every connection (and may sit in flash), so
+ *   it must outlive them all.
+ * - Replies made while input is processed (pongs, echoes sent from
+ *   on_message) are gathered in a buffer on the stack of that call and
+ *   written in one write per read, before the next read; only what the
+ *   transport does not take reaches a heap buffer.
+ * - One ping is in flight at a time: the next is due one interval after
+ *   the pong, so one deadline serves every timer (ws_conn_next_deadline()).
+ * - on_close runs exactly once, at the end of the outermost library call,
+ *   never inside another callback; one rule gives its code ("Close codes").
+ *
+ * (The project's docs/internals.md walks the code: bytes in to on_message,
+ * and ws_send() to the transport.)
  */
 #ifndef WS_H
 #define WS_H
@@ -1092,7 +1116,8 @@ void ws_loop_shutdown(ws_loop *l);
  *    while ws_loop_free() runs (from a post function, or from on_close in
  *    step 2) returns WS_ECLOSED and its argument stays the caller's, so
  *    the drain is bounded by what was queued when it began.
- * 2. Aborts the connections left (on_close with 1006), closes every socket
+ * 2. Aborts the connections left (on_close with the code "Close codes"
+ *    gives: 1006 unless a close frame was exchanged), closes every socket
  *    and releases everything the loop holds.
  * Other threads MUST have made their last ws_loop_post() on this loop
  * before ws_loop_free() is called (join them, or otherwise know they are
