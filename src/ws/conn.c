@@ -998,7 +998,7 @@ static int ws__client_handshake(ws_conn *c) {
     ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_EHANDSHAKE);
     return WS_EHANDSHAKE;
   }
-  /* From here the union holds frame state. */
+  /* From here the input buffer holds frames only. */
   p->in->proto_len = 0;
   p->in->rpos = p->in->mstart = base + consumed;
   p->in->frame_left = 0; /* WS__HEAD_SCAN ends: no frame yet */
