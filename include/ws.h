@@ -40,9 +40,10 @@
  * (pure functions: frame headers, masking, UTF-8, close payloads, the HTTP
  * upgrade), the connection (ws_conn: one connection's state machine over
  * your read and write callbacks, with no clock and no socket of its own),
- * and the loop (ws_loop: sockets, timers, topics, over epoll, kqueue or
- * poll). TLS sits beside the connection as a read/write pair. Choices that
- * shape the API, and that differ from a first sketch of it:
+ * and the loop (ws_loop: sockets, timers, topics, the caller's other fds
+ * (ws_watch), over epoll, kqueue or poll). TLS sits beside the connection
+ * as a read/write pair. Choices that shape the API, and that differ from a
+ * first sketch of it:
  * - ws_config and ws_callbacks are kept by pointer, never copied: one
  *   `static const` pair serves every connection (and may sit in flash), so
  *   it must outlive them all.
@@ -923,6 +924,7 @@ void ws_tls_free(ws_tls *t);
 typedef struct ws_loop ws_loop;
 typedef struct ws_loop_conn ws_loop_conn;
 typedef struct ws_timer ws_timer;
+typedef struct ws_watch ws_watch;
 
 typedef struct ws_loop_config {
   ws_config server;           /* template for accepted and adopted conns */
@@ -981,6 +983,13 @@ struct ws__timer_priv {
   void (*cb)(ws_loop *l, ws_timer *t, void *user);
   void *user;
 };
+struct ws__watch_priv {
+  struct ws__io io;                 /* io.events: the interest registered */
+  void (*cb)(ws_loop *l, ws_watch *w, unsigned ready, void *user);
+  void *user;
+  ws_loop *loop;                    /* the loop it is started on, or NULL */
+  ws_watch *next, *prev;            /* the loop's started watches */
+};
 struct ws__loop_priv {
   ws_loop_config cfg;
   ws_loop_callbacks cb;
@@ -997,6 +1006,7 @@ struct ws__loop_priv {
   size_t hcount, hcap;
   ws_loop_conn *conns, *dead, *pend;
   size_t nconns;
+  ws_watch *watches;                /* started watches (caller memory) */
   void *listeners;
   struct ws__io wake;
   int wake_w;
@@ -1019,6 +1029,7 @@ struct ws_loop_conn {
   struct ws__loop_conn_priv ws__l;
 };
 struct ws_timer { struct ws__timer_priv ws__t; };
+struct ws_watch { struct ws__watch_priv ws__w; };
 
 /* Initialises a loop in caller memory. cb may be NULL (no callbacks).
  *   WS_OK, WS_EINVAL, WS_EIO (the backend or wake-up pipe failed),
@@ -1172,6 +1183,95 @@ void ws_timer_start(ws_loop *l, ws_timer *t, uint64_t after_ms,
                     void *user);
 /* Stops a timer; harmless if it is not running. */
 void ws_timer_stop(ws_loop *l, ws_timer *t);
+
+/*
+ * Watches: any other file descriptor on the loop's thread (a Redis or NATS
+ * client's socket, a game's UDP socket, a database driver's connection).
+ * A ws_watch is caller memory, like ws_timer; the fd stays the caller's
+ * (the loop never reads, writes, closes it or changes its flags: make it
+ * non-blocking, or a callback that reads too much stalls the loop).
+ * Readiness is level-triggered, on every backend: cb runs once per loop
+ * iteration for as long as the fd is ready for something in the interest,
+ * with `ready` holding WS_WATCH_READ and/or WS_WATCH_WRITE, never a flag
+ * outside the interest, never 0. An error or a hang-up on the fd (the peer
+ * closed, a pipe's other end closed, POLLERR, POLLHUP, EV_EOF) is reported
+ * as READ|WRITE masked by the interest, so the read or write the callback
+ * makes meets it (end of stream, or the error in errno). Readiness is a
+ * hint: a callback may find nothing to read (EAGAIN), for instance when an
+ * earlier callback of the same iteration read the fd.
+ * cb may call any loop function, ws_watch_stop() and ws_watch_set() on any
+ * watch included, its own: a watch stopped during an iteration gets no
+ * further callback in it, even if its fd was ready, and a watch started
+ * during an iteration is called from the next one on.
+ * The descriptor MUST NOT be one the loop owns (a connection's, a
+ * listener's, ws_loop_backend_fd()), and MUST stay open until the watch is
+ * stopped: stop first, then close. Regular files are always ready under
+ * poll and refused by epoll (WS_EIO).
+ * ws_loop_run() does not return for lack of work, so a watch needs nothing
+ * to keep it running; after ws_loop_shutdown() it returns once the
+ * connections are done, whatever watches (and timers) are started.
+ * ws_loop_free() forgets the watches still started: it does not touch
+ * their memory (which may already be released) nor close their fds, and
+ * after it ws_watch_* MUST NOT be called on them. Stop them before it to
+ * release what they hold in their own code.
+ * Every ws_watch_* call MUST be made on the loop's thread.
+ */
+#define WS_WATCH_READ 1u
+#define WS_WATCH_WRITE 2u
+
+/*
+ * Starts watching fd for `events` (WS_WATCH_READ, WS_WATCH_WRITE, both, or
+ * 0: started, but not watched until ws_watch_set() asks for something).
+ * w is caller memory, in any state but started; it MUST stay valid, and
+ * MUST NOT be moved, until ws_watch_stop() returns (or ws_loop_free(),
+ * which forgets it). cb is called as described above with the user pointer
+ * given here, valid as long as the watch is started.
+ *   WS_OK
+ *   WS_EINVAL  fd < 0, cb NULL, a flag other than READ and WRITE in
+ *              events, w already started on this loop, fd already
+ *              watched by another started watch of this loop, or the
+ *              loop freed
+ *   WS_EIO     the backend refused the fd (errno says why; epoll refuses
+ *              regular files, and an fd the loop already watches); w is
+ *              not started
+ *   WS_ENOMEM  (poll) its array could not grow; w is not started
+ */
+int ws_watch_start(ws_loop *l, ws_watch *w, int fd, unsigned events,
+                   void (*cb)(ws_loop *l, ws_watch *w, unsigned ready,
+                              void *user),
+                   void *user);
+
+/*
+ * Changes what a started watch waits for (the same values as
+ * ws_watch_start(); 0 takes the fd off the backend and keeps the watch
+ * started, with its fd, callback and user pointer). Setting the interest it
+ * already has costs nothing, so an adapter may set WRITE each time it has
+ * output. A readiness already collected for the current iteration is
+ * masked by the new interest before it is delivered.
+ *   WS_OK
+ *   WS_EINVAL  w not started on this loop, or a flag other than READ and
+ *              WRITE in events
+ *   WS_EIO, WS_ENOMEM  as ws_watch_start(); the watch keeps its previous
+ *              interest
+ */
+int ws_watch_set(ws_loop *l, ws_watch *w, unsigned events);
+
+/*
+ * Stops a watch: its fd leaves the backend, and its callback is not called
+ * again, not even for readiness already collected in the current iteration.
+ * Harmless on a watch that is not started (stopped, or zeroed memory). When
+ * it returns the caller may release w and close the fd, from inside any
+ * callback too (the watch's own, another watch's, a connection's, a
+ * timer's, a post).
+ */
+void ws_watch_stop(ws_loop *l, ws_watch *w);
+
+/* The fd of a started watch; -1 when it is stopped. */
+int ws_watch_fd(const ws_watch *w);
+
+/* The interest of a started watch (0, WS_WATCH_READ, WS_WATCH_WRITE or
+ * both); 0 when it is stopped. */
+unsigned ws_watch_events(const ws_watch *w);
 
 /*
  * Topics: a server connection subscribes to any number of named topics;

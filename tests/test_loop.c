@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/time.h>
 #include <sys/socket.h>
@@ -67,6 +68,9 @@ static void on_open(ws_conn *c, const char *proto, size_t n, void *user) {
     peer_of(c, user)->nagle++;
 }
 
+/* Set by a test to run at every on_message (test_watch_with_conns). */
+static void (*g_on_message_hook)(ws_conn *c);
+
 static int on_message(ws_conn *c, int op, const void *d, size_t n, int fin,
                       void *user) {
   peer *p = peer_of(c, user);
@@ -77,6 +81,7 @@ static int on_message(ws_conn *c, int op, const void *d, size_t n, int fin,
   p->last_len = n < sizeof p->last ? n : sizeof p->last;
   memcpy(p->last, d, p->last_len);
   if (p->echo) ws_send(c, op, d, n);
+  if (g_on_message_hook) g_on_message_hook(c);
   return 0;
 }
 
@@ -1081,6 +1086,592 @@ static void test_slow_handshakes(void) {
   CHECK_INT(a.live, 0);
 }
 
+/* ---------------------------------------------------------------------
+ * Watches: the caller's descriptors on the loop
+ * ------------------------------------------------------------------- */
+
+typedef struct wrec {
+  int calls;
+  unsigned ready; /* the last call's */
+  unsigned mixed; /* every flag seen */
+  int consume;    /* read what is there */
+  int eof;
+  char data[256];
+  size_t len;
+} wrec;
+
+static void wrec_cb(ws_loop *l, ws_watch *w, unsigned ready, void *user) {
+  wrec *r = (wrec *)user;
+  (void)l;
+  r->calls++;
+  r->ready = ready;
+  r->mixed |= ready;
+  if (r->consume && (ready & WS_WATCH_READ)) {
+    ssize_t n = read(ws_watch_fd(w), r->data + r->len, sizeof r->data - 1 - r->len);
+    if (n > 0) r->len += (size_t)n;
+    if (n == 0) r->eof = 1;
+    r->data[r->len] = '\0';
+  }
+}
+
+static void loop_plain(ws_loop *l) {
+  ws_loop_config cfg;
+  ws_loop_config_init(&cfg);
+  CHECK_INT(ws_loop_init(l, &cfg, NULL, NULL), WS_OK);
+}
+
+/* Runs n iterations that do not wait. */
+static void turns(ws_loop *l, int n) {
+  while (n-- > 0) CHECK_INT(ws_loop_run_once(l, 0), WS_OK);
+}
+
+/* Runs iterations (up to 50 ms each, at most 100) until *v >= want. */
+static int turns_until(ws_loop *l, const int *v, int want) {
+  int i;
+  for (i = 0; i < 100 && *v < want; i++)
+    if (ws_loop_run_once(l, 50) != WS_OK) return 0;
+  return *v >= want;
+}
+
+static void nonblock(int fd) { fcntl(fd, F_SETFL, fcntl(fd, F_GETFL, 0) | O_NONBLOCK); }
+
+static void test_watch_read(void) {
+  /* A pipe watched for READ: nothing while it is empty, one call with READ
+   * when data arrives; level-triggered: a call every iteration while data
+   * stays unread; none after ws_watch_stop(). */
+  ws_loop l;
+  ws_watch w;
+  wrec r;
+  int p[2];
+  loop_plain(&l);
+  memset(&r, 0, sizeof r);
+  CHECK_INT(pipe(p), 0);
+  nonblock(p[0]);
+  r.consume = 1;
+  CHECK_INT(ws_watch_start(&l, &w, p[0], WS_WATCH_READ, wrec_cb, &r), WS_OK);
+  CHECK_INT(ws_watch_fd(&w), p[0]);
+  CHECK_INT(ws_watch_events(&w), WS_WATCH_READ);
+  turns(&l, 3);
+  CHECK_INT(r.calls, 0);
+  CHECK_INT(write(p[1], "hello", 5), 5);
+  CHECK(turns_until(&l, &r.calls, 1));
+  CHECK_INT(r.calls, 1);
+  CHECK_INT(r.ready, WS_WATCH_READ);
+  CHECK(strcmp(r.data, "hello") == 0);
+  turns(&l, 3);
+  CHECK_INT(r.calls, 1); /* read to the end: quiet */
+  r.consume = 0;
+  CHECK_INT(write(p[1], "x", 1), 1);
+  turns(&l, 3);
+  CHECK_INT(r.calls, 4); /* unread: every iteration */
+  CHECK_INT(r.mixed, WS_WATCH_READ);
+  ws_watch_stop(&l, &w);
+  CHECK_INT(ws_watch_fd(&w), -1);
+  CHECK_INT(ws_watch_events(&w), 0);
+  turns(&l, 3);
+  CHECK_INT(r.calls, 4);
+  ws_watch_stop(&l, &w); /* harmless twice */
+  ws_loop_free(&l);
+  close(p[0]);
+  close(p[1]);
+}
+
+static void test_watch_interest(void) {
+  /* A socketpair with unread input (so it is readable and writable):
+   * each interest gets exactly its flags, one call per iteration (kqueue's
+   * two filters merged), and 0 silences it while it stays started. */
+  ws_loop l;
+  ws_watch w, w2;
+  wrec r, r2;
+  int sv[2];
+  loop_plain(&l);
+  memset(&r, 0, sizeof r);
+  memset(&r2, 0, sizeof r2);
+  CHECK_INT(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  nonblock(sv[0]);
+  CHECK_INT(write(sv[1], "abc", 3), 3);
+  CHECK_INT(ws_watch_start(&l, &w, sv[0], WS_WATCH_READ, wrec_cb, &r), WS_OK);
+  turns(&l, 1);
+  CHECK_INT(r.calls, 1);
+  CHECK_INT(r.ready, WS_WATCH_READ);
+  CHECK_INT(ws_watch_set(&l, &w, WS_WATCH_WRITE), WS_OK);
+  CHECK_INT(ws_watch_events(&w), WS_WATCH_WRITE);
+  turns(&l, 1);
+  CHECK_INT(r.calls, 2);
+  CHECK_INT(r.ready, WS_WATCH_WRITE); /* the unread input is not asked for */
+  CHECK_INT(ws_watch_set(&l, &w, 0), WS_OK);
+  CHECK_INT(ws_watch_events(&w), 0);
+  CHECK_INT(ws_watch_fd(&w), sv[0]); /* still started */
+  turns(&l, 3);
+  CHECK_INT(r.calls, 2);
+  CHECK_INT(ws_watch_set(&l, &w, WS_WATCH_READ | WS_WATCH_WRITE), WS_OK);
+  turns(&l, 3);
+  CHECK_INT(r.calls, 5); /* once per iteration */
+  CHECK_INT(r.ready, WS_WATCH_READ | WS_WATCH_WRITE);
+  CHECK_INT(ws_watch_set(&l, &w, WS_WATCH_READ), WS_OK);
+  CHECK_INT(ws_watch_set(&l, &w, WS_WATCH_READ), WS_OK); /* unchanged: fine */
+  turns(&l, 1);
+  CHECK_INT(r.calls, 6);
+  CHECK_INT(r.ready, WS_WATCH_READ);
+  r.consume = 1;
+  turns(&l, 3);
+  CHECK_INT(r.calls, 7); /* read it all, then quiet */
+  CHECK(strcmp(r.data, "abc") == 0);
+  /* Started with no interest: nothing until it asks. */
+  CHECK_INT(ws_watch_start(&l, &w2, sv[1], 0, wrec_cb, &r2), WS_OK);
+  turns(&l, 2);
+  CHECK_INT(r2.calls, 0);
+  CHECK_INT(ws_watch_set(&l, &w2, WS_WATCH_WRITE), WS_OK);
+  turns(&l, 1);
+  CHECK_INT(r2.calls, 1);
+  CHECK_INT(r2.ready, WS_WATCH_WRITE);
+  ws_watch_stop(&l, &w2);
+  ws_watch_stop(&l, &w);
+  ws_loop_free(&l);
+  close(sv[0]);
+  close(sv[1]);
+}
+
+static void test_watch_write(void) {
+  /* WRITE readiness: a socket whose buffer is full is not writable; once
+   * the peer reads, the watch is called with WRITE. */
+  ws_loop l;
+  ws_watch w;
+  wrec r;
+  int sv[2];
+  char buf[65536];
+  size_t queued = 0;
+  ssize_t n;
+  loop_plain(&l);
+  memset(&r, 0, sizeof r);
+  memset(buf, 'q', sizeof buf);
+  CHECK_INT(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  nonblock(sv[0]);
+  nonblock(sv[1]);
+  while ((n = write(sv[0], buf, sizeof buf)) > 0) queued += (size_t)n;
+  CHECK(queued > 0);
+  CHECK_INT(ws_watch_start(&l, &w, sv[0], WS_WATCH_WRITE, wrec_cb, &r), WS_OK);
+  turns(&l, 3);
+  CHECK_INT(r.calls, 0);
+  while ((n = read(sv[1], buf, sizeof buf)) > 0) {
+  }
+  CHECK(turns_until(&l, &r.calls, 1));
+  CHECK_INT(r.ready, WS_WATCH_WRITE);
+  CHECK(write(sv[0], "more", 4) == 4);
+  ws_watch_stop(&l, &w);
+  ws_loop_free(&l);
+  close(sv[0]);
+  close(sv[1]);
+}
+
+static void stop_self_cb(ws_loop *l, ws_watch *w, unsigned ready, void *user) {
+  (void)ready;
+  ++*(int *)user;
+  ws_watch_stop(l, w);
+  free(w); /* at once: the loop must not read w again */
+}
+
+static void test_watch_stop_in_own_callback(void) {
+  /* The callback stops its watch and frees its memory; the fd stays
+   * readable, and nothing calls again (ASan would see a use after free). */
+  ws_loop l;
+  ws_watch *w = (ws_watch *)malloc(sizeof *w);
+  int p[2], calls = 0;
+  loop_plain(&l);
+  CHECK_INT(pipe(p), 0);
+  CHECK_INT(write(p[1], "z", 1), 1);
+  CHECK_INT(ws_watch_start(&l, w, p[0], WS_WATCH_READ | WS_WATCH_WRITE, stop_self_cb, &calls), WS_OK);
+  CHECK(turns_until(&l, &calls, 1));
+  turns(&l, 3);
+  CHECK_INT(calls, 1);
+  ws_loop_free(&l);
+  close(p[0]);
+  close(p[1]);
+}
+
+/* Two watches, both ready in one iteration: whichever runs first stops the
+ * other and frees its memory, or (restart) starts that same memory again on
+ * an idle pipe, for another user. */
+typedef struct wpair {
+  ws_watch *w[2];
+  int calls[2];
+  int restart_fd; /* -1: free the other */
+  wrec fresh;     /* the restarted watch's user */
+} wpair;
+typedef struct wside {
+  wpair *pr;
+  int idx;
+} wside;
+
+static void pair_cb(ws_loop *l, ws_watch *w, unsigned ready, void *user) {
+  wside *sd = (wside *)user;
+  wpair *pr = sd->pr;
+  int other = 1 - sd->idx;
+  (void)w, (void)ready;
+  pr->calls[sd->idx]++;
+  if (pr->w[other] == NULL) return;
+  ws_watch_stop(l, pr->w[other]);
+  if (pr->restart_fd < 0) {
+    free(pr->w[other]);
+  } else {
+    CHECK_INT(ws_watch_start(l, pr->w[other], pr->restart_fd, WS_WATCH_READ,
+                             wrec_cb, &pr->fresh), WS_OK);
+  }
+  pr->w[other] = NULL;
+}
+
+static void test_watch_stop_other(void) {
+  int round;
+  for (round = 0; round < 2; round++) {
+    ws_loop l;
+    wpair pr;
+    wside sd[2];
+    ws_watch *keep[2];
+    int a[2], b[2], q[2], i;
+    loop_plain(&l);
+    memset(&pr, 0, sizeof pr);
+    CHECK_INT(pipe(a), 0);
+    CHECK_INT(pipe(b), 0);
+    CHECK_INT(pipe(q), 0);
+    nonblock(q[0]);
+    pr.restart_fd = round == 0 ? -1 : q[0];
+    CHECK_INT(write(a[1], "a", 1), 1);
+    CHECK_INT(write(b[1], "b", 1), 1);
+    for (i = 0; i < 2; i++) {
+      sd[i].pr = &pr;
+      sd[i].idx = i;
+      keep[i] = pr.w[i] = (ws_watch *)malloc(sizeof(ws_watch));
+    }
+    CHECK_INT(ws_watch_start(&l, pr.w[0], a[0], WS_WATCH_READ, pair_cb, &sd[0]), WS_OK);
+    CHECK_INT(ws_watch_start(&l, pr.w[1], b[0], WS_WATCH_READ, pair_cb, &sd[1]), WS_OK);
+    /* Both are ready before the iteration begins. */
+    CHECK_INT(ws_loop_run_once(&l, 0), WS_OK);
+    CHECK_INT(pr.calls[0] + pr.calls[1], 1);
+    CHECK_INT(pr.fresh.calls, 0); /* no stale event for the new user */
+    if (round == 1) {
+      pr.fresh.consume = 1;
+      CHECK_INT(write(q[1], "new", 3), 3);
+      CHECK(turns_until(&l, &pr.fresh.calls, 1));
+      CHECK(strcmp(pr.fresh.data, "new") == 0);
+      CHECK_INT(pr.fresh.ready, WS_WATCH_READ);
+    }
+    i = pr.calls[0] + pr.calls[1];
+    turns(&l, 2);
+    CHECK_INT(pr.calls[0] + pr.calls[1], i + 2); /* the survivor, level-triggered */
+    for (i = 0; i < 2; i++) {
+      if (pr.w[i]) { /* the survivor */
+        ws_watch_stop(&l, pr.w[i]);
+        free(pr.w[i]);
+      } else if (round == 1) { /* the restarted one */
+        ws_watch_stop(&l, keep[i]);
+        free(keep[i]);
+      }
+    }
+    ws_loop_free(&l);
+    close(a[0]), close(a[1]), close(b[0]), close(b[1]), close(q[0]), close(q[1]);
+  }
+}
+
+static ws_watch *g_doomed[2];
+static void stop_from_timer(ws_loop *l, ws_timer *t, void *user) {
+  (void)t, (void)user;
+  ws_watch_stop(l, g_doomed[0]);
+  free(g_doomed[0]);
+  g_doomed[0] = NULL;
+}
+static void stop_from_post(ws_loop *l, void *arg) {
+  (void)arg;
+  ws_watch_stop(l, g_doomed[1]);
+  free(g_doomed[1]);
+  g_doomed[1] = NULL;
+}
+
+static void test_watch_stop_from_timer_and_post(void) {
+  /* A timer and a post stop and free ready watches; neither is called
+   * afterwards, and nothing reads their memory (ASan). */
+  ws_loop l;
+  ws_timer t;
+  wrec r[2];
+  int p[2], i, before;
+  loop_plain(&l);
+  memset(&t, 0, sizeof t);
+  memset(r, 0, sizeof r);
+  CHECK_INT(pipe(p), 0);
+  CHECK_INT(write(p[1], "r", 1), 1);
+  for (i = 0; i < 2; i++) {
+    g_doomed[i] = (ws_watch *)malloc(sizeof(ws_watch));
+    CHECK_INT(ws_watch_start(&l, g_doomed[i], i == 0 ? p[0] : p[1],
+                             i == 0 ? WS_WATCH_READ : WS_WATCH_WRITE, wrec_cb, &r[i]), WS_OK);
+  }
+  ws_timer_start(&l, &t, 0, 0, stop_from_timer, NULL);
+  CHECK_INT(ws_loop_post(&l, stop_from_post, NULL), WS_OK);
+  turns(&l, 1);
+  CHECK(g_doomed[0] == NULL && g_doomed[1] == NULL);
+  CHECK_INT(r[0].calls, 0); /* the timer ran before the wait */
+  before = r[1].calls;      /* the post and the write end: either order */
+  CHECK(before <= 1);
+  turns(&l, 3);
+  CHECK_INT(r[0].calls, 0);
+  CHECK_INT(r[1].calls, before);
+  ws_loop_free(&l);
+  close(p[0]);
+  close(p[1]);
+}
+
+typedef struct udp_srv {
+  int fd, got;
+  char last[64];
+} udp_srv;
+
+static void udp_cb(ws_loop *l, ws_watch *w, unsigned ready, void *user) {
+  udp_srv *u = (udp_srv *)user;
+  struct sockaddr_storage from;
+  socklen_t fl = sizeof from;
+  char buf[64];
+  ssize_t n;
+  (void)l;
+  CHECK_INT(ready, WS_WATCH_READ);
+  /* One datagram per call: the rest come at the next iterations. */
+  n = recvfrom(ws_watch_fd(w), buf, sizeof buf - 1, 0, (struct sockaddr *)&from, &fl);
+  if (n <= 0) return;
+  buf[n] = '\0';
+  u->got++;
+  memcpy(u->last, buf, (size_t)n + 1);
+  (void)sendto(u->fd, "ack", 3, 0, (struct sockaddr *)&from, fl);
+}
+
+static void test_watch_udp(void) {
+  /* A game's UDP socket on 127.0.0.1: datagrams arrive through the watch,
+   * the callback answers each; three sent at once take three calls. */
+  ws_loop l;
+  ws_watch w;
+  udp_srv u;
+  struct sockaddr_in a;
+  socklen_t al = sizeof a;
+  int c;
+  char buf[16];
+  loop_plain(&l);
+  memset(&u, 0, sizeof u);
+  memset(&a, 0, sizeof a);
+  u.fd = socket(AF_INET, SOCK_DGRAM, 0);
+  c = socket(AF_INET, SOCK_DGRAM, 0);
+  CHECK(u.fd >= 0 && c >= 0);
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  CHECK_INT(bind(u.fd, (struct sockaddr *)&a, sizeof a), 0);
+  CHECK_INT(getsockname(u.fd, (struct sockaddr *)&a, &al), 0);
+  nonblock(u.fd);
+  CHECK_INT(ws_watch_start(&l, &w, u.fd, WS_WATCH_READ, udp_cb, &u), WS_OK);
+  CHECK_INT(sendto(c, "pos 1 2", 7, 0, (struct sockaddr *)&a, sizeof a), 7);
+  CHECK(turns_until(&l, &u.got, 1));
+  CHECK(strcmp(u.last, "pos 1 2") == 0);
+  CHECK_INT(recv(c, buf, sizeof buf, 0), 3); /* the answer was sent */
+  CHECK_INT(sendto(c, "a", 1, 0, (struct sockaddr *)&a, sizeof a), 1);
+  CHECK_INT(sendto(c, "b", 1, 0, (struct sockaddr *)&a, sizeof a), 1);
+  CHECK_INT(sendto(c, "c", 1, 0, (struct sockaddr *)&a, sizeof a), 1);
+  CHECK(turns_until(&l, &u.got, 4));
+  CHECK(strcmp(u.last, "c") == 0);
+  ws_watch_stop(&l, &w);
+  ws_loop_free(&l);
+  close(u.fd);
+  close(c);
+}
+
+static void test_watch_hangup(void) {
+  /* A hang-up reaches the callback within its interest: a pipe's read end
+   * sees READ (and reads end of stream) when the writer closes; a full
+   * pipe's write end sees WRITE (and its write fails) when the reader
+   * closes. Neither sees the flag it did not ask for. */
+  ws_loop l;
+  ws_watch wr, ww;
+  wrec r, s;
+  int p[2], q[2];
+  char buf[4096];
+  loop_plain(&l);
+  memset(&r, 0, sizeof r);
+  memset(&s, 0, sizeof s);
+  memset(buf, 'f', sizeof buf);
+  CHECK_INT(pipe(p), 0);
+  CHECK_INT(pipe(q), 0);
+  nonblock(p[0]);
+  nonblock(q[1]);
+  while (write(q[1], buf, sizeof buf) > 0) {
+  }
+  r.consume = 1;
+  CHECK_INT(ws_watch_start(&l, &wr, p[0], WS_WATCH_READ, wrec_cb, &r), WS_OK);
+  CHECK_INT(ws_watch_start(&l, &ww, q[1], WS_WATCH_WRITE, wrec_cb, &s), WS_OK);
+  turns(&l, 2);
+  CHECK_INT(r.calls + s.calls, 0);
+  close(p[1]);
+  CHECK(turns_until(&l, &r.calls, 1));
+  CHECK_INT(r.mixed, WS_WATCH_READ);
+  CHECK_INT(r.eof, 1);
+  ws_watch_stop(&l, &wr);
+  close(q[0]);
+  CHECK(turns_until(&l, &s.calls, 1));
+  CHECK_INT(s.mixed, WS_WATCH_WRITE);
+  errno = 0;
+  CHECK(write(q[1], "x", 1) < 0 && errno == EPIPE);
+  ws_watch_stop(&l, &ww);
+  ws_loop_free(&l);
+  close(p[0]);
+  close(q[1]);
+}
+
+/* test_watch_with_conns: a pipe's input is sent over a loop connection. */
+static struct {
+  ws_conn *client;
+  ws_watch *w;
+  int calls;
+} g_pw;
+
+static void pipe_to_ws_cb(ws_loop *l, ws_watch *w, unsigned ready, void *user) {
+  char buf[64];
+  ssize_t n;
+  (void)l, (void)ready, (void)user;
+  g_pw.calls++;
+  n = read(ws_watch_fd(w), buf, sizeof buf);
+  if (n > 0) CHECK_INT(ws_send(g_pw.client, WS_OP_TEXT, buf, (size_t)n), WS_OK);
+}
+
+static void stop_watch_on_message(ws_conn *c) {
+  if (c != g_pw.client || g_pw.w == NULL) return;
+  ws_watch_stop(ws_loop_of(c), g_pw.w);
+  free(g_pw.w);
+  g_pw.w = NULL;
+}
+
+static void test_watch_with_conns(void) {
+  /* A watch beside WebSocket connections on one loop: what the pipe brings
+   * goes out over a loop client, the loop server echoes it, and the
+   * client's on_message (a connection callback) stops and frees the
+   * watch while more input waits in the pipe. */
+  world w;
+  int n = 1, p[2], args[2] = {1, 1};
+  world_init(&w);
+  w.server.echo = 1;
+  memset(&g_pw, 0, sizeof g_pw);
+  g_pw.client = connect_client(&w, 0, "/");
+  CHECK(run_until(&w, c_opened, &n, 3000));
+  CHECK_INT(pipe(p), 0);
+  nonblock(p[0]);
+  g_pw.w = (ws_watch *)malloc(sizeof(ws_watch));
+  CHECK_INT(ws_watch_start(&w.loop, g_pw.w, p[0], WS_WATCH_READ, pipe_to_ws_cb, NULL), WS_OK);
+  CHECK_INT(write(p[1], "from the pipe", 13), 13);
+  CHECK(run_until(&w, c_msgs, args, 3000));
+  CHECK_INT(w.clients[0].last_len, 13);
+  CHECK_MEM(w.clients[0].last, "from the pipe", 13);
+  CHECK_INT(g_pw.calls, 1);
+  /* The next echo stops the watch from on_message. */
+  g_on_message_hook = stop_watch_on_message;
+  CHECK_INT(write(p[1], "second", 6), 6);
+  args[1] = 2;
+  CHECK(run_until(&w, c_msgs, args, 3000));
+  g_on_message_hook = NULL;
+  CHECK(g_pw.w == NULL);
+  CHECK_INT(g_pw.calls, 2);
+  CHECK_INT(write(p[1], "third", 5), 5);
+  CHECK_INT(ws_send(g_pw.client, WS_OP_TEXT, "ws", 2), WS_OK);
+  args[1] = 3;
+  CHECK(run_until(&w, c_msgs, args, 3000)); /* the loop goes on */
+  CHECK_INT(g_pw.calls, 2);
+  CHECK_MEM(w.clients[0].last, "ws", 2);
+  ws_loop_free(&w.loop);
+  close(p[0]);
+  close(p[1]);
+}
+
+static ws_watch *g_stop_at_free;
+static void stop_at_free(ws_loop *l, void *arg) {
+  /* Stopping a watch touches its neighbours on the loop's list, which are
+   * started and so still valid; from here on nothing may touch *arg. */
+  ws_watch_stop(l, g_stop_at_free);
+  CHECK_INT(mprotect(arg, (size_t)sysconf(_SC_PAGESIZE), PROT_NONE), 0);
+}
+
+static void test_watch_loop_free(void) {
+  /* ws_loop_free() with watches started: it forgets them without touching
+   * their memory (here a page made inaccessible) and leaves their fds open;
+   * a post run by the free may still stop one. */
+  ws_loop l;
+  ws_watch *w, w2;
+  wrec r;
+  int p[2];
+  long pg = sysconf(_SC_PAGESIZE);
+  void *page = mmap(NULL, (size_t)pg, PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  CHECK(page != MAP_FAILED);
+  w = (ws_watch *)page;
+  loop_plain(&l);
+  memset(&r, 0, sizeof r);
+  CHECK_INT(pipe(p), 0);
+  CHECK_INT(write(p[1], "x", 1), 1);
+  CHECK_INT(ws_watch_start(&l, w, p[0], WS_WATCH_READ, wrec_cb, &r), WS_OK);
+  CHECK_INT(ws_watch_start(&l, &w2, p[1], WS_WATCH_WRITE, wrec_cb, &r), WS_OK);
+  turns(&l, 1);
+  CHECK_INT(r.calls, 2);
+  g_stop_at_free = &w2;
+  CHECK_INT(ws_loop_post(&l, stop_at_free, page), WS_OK);
+  ws_loop_free(&l); /* a touch of *w would crash here */
+  CHECK_INT(ws_watch_fd(&w2), -1); /* stopped by the post */
+  CHECK(fcntl(p[0], F_GETFD) != -1 && fcntl(p[1], F_GETFD) != -1);
+  munmap(page, (size_t)pg);
+  close(p[0]);
+  close(p[1]);
+}
+
+static void stop_run(ws_loop *l, ws_timer *t, void *user) {
+  (void)t;
+  ++*(int *)user;
+  ws_loop_stop(l);
+}
+
+static void test_watch_misuse_and_shutdown(void) {
+  ws_loop l;
+  ws_watch w, w2;
+  ws_timer t;
+  wrec r;
+  int p[2], stopped = 0;
+  FILE *f = tmpfile();
+  loop_plain(&l);
+  memset(&r, 0, sizeof r);
+  memset(&w2, 0, sizeof w2);
+  memset(&t, 0, sizeof t);
+  CHECK_INT(pipe(p), 0);
+  CHECK_INT(ws_watch_start(&l, &w, -1, WS_WATCH_READ, wrec_cb, &r), WS_EINVAL);
+  CHECK_INT(ws_watch_start(&l, &w, p[0], WS_WATCH_READ, NULL, &r), WS_EINVAL);
+  CHECK_INT(ws_watch_start(&l, &w, p[0], 4u, wrec_cb, &r), WS_EINVAL);
+  CHECK_INT(ws_watch_fd(&w2), -1); /* zeroed: not started */
+  ws_watch_stop(&l, &w2);          /* harmless */
+  CHECK_INT(ws_watch_set(&l, &w2, WS_WATCH_READ), WS_EINVAL);
+  CHECK_INT(ws_watch_start(&l, &w, p[0], WS_WATCH_READ, wrec_cb, &r), WS_OK);
+  CHECK_INT(ws_watch_start(&l, &w, p[1], WS_WATCH_WRITE, wrec_cb, &r), WS_EINVAL);
+  CHECK_INT(ws_watch_start(&l, &w2, p[0], WS_WATCH_WRITE, wrec_cb, &r), WS_EINVAL);
+  CHECK_INT(ws_watch_set(&l, &w, 8u), WS_EINVAL);
+  CHECK_INT(ws_watch_events(&w), WS_WATCH_READ);
+  /* A regular file: poll and kqueue take it, epoll refuses it. */
+  CHECK(f != NULL);
+#if defined(WS_LOOP_EPOLL)
+  CHECK_INT(ws_watch_start(&l, &w2, fileno(f), WS_WATCH_READ, wrec_cb, &r), WS_EIO);
+  CHECK_INT(ws_watch_fd(&w2), -1);
+#else
+  CHECK_INT(ws_watch_start(&l, &w2, fileno(f), WS_WATCH_READ, wrec_cb, &r), WS_OK);
+  ws_watch_stop(&l, &w2);
+#endif
+  fclose(f);
+  /* After ws_loop_shutdown(), ws_loop_run() returns once the connections
+   * are done: a started watch does not hold it (the timer would). */
+  ws_timer_start(&l, &t, 2000, 0, stop_run, &stopped);
+  ws_loop_shutdown(&l);
+  CHECK_INT(ws_loop_run(&l), WS_OK);
+  CHECK_INT(stopped, 0);
+  ws_timer_stop(&l, &t);
+  ws_watch_stop(&l, &w);
+  ws_loop_free(&l);
+  close(p[0]);
+  close(p[1]);
+}
+
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
   RUN(test_backend_name);
@@ -1103,6 +1694,17 @@ int main(void) {
   RUN(test_signal_during_wait);
   RUN(test_many_connections);
   RUN(test_slow_handshakes);
+  RUN(test_watch_read);
+  RUN(test_watch_interest);
+  RUN(test_watch_write);
+  RUN(test_watch_stop_in_own_callback);
+  RUN(test_watch_stop_other);
+  RUN(test_watch_stop_from_timer_and_post);
+  RUN(test_watch_udp);
+  RUN(test_watch_hangup);
+  RUN(test_watch_with_conns);
+  RUN(test_watch_loop_free);
+  RUN(test_watch_misuse_and_shutdown);
   return t_done(
 #ifdef WS_LOOP_POLL
       "test_loop_poll"

@@ -35,7 +35,13 @@
 #define WS__LOOP_OUT 2u
 
 /* io kinds */
-enum { WS__IO_CONN = 1, WS__IO_LISTENER = 2, WS__IO_WAKE = 3, WS__IO_LINGER = 4 };
+enum {
+  WS__IO_CONN = 1,
+  WS__IO_LISTENER = 2,
+  WS__IO_WAKE = 3,
+  WS__IO_LINGER = 4,
+  WS__IO_WATCH = 5 /* a caller's fd (ws_watch) */
+};
 /* timer-node kinds */
 enum { WS__TN_CONN = 1, WS__TN_TIMER = 2, WS__TN_LINGER = 3 };
 /* connection flags */
@@ -130,7 +136,7 @@ static unsigned long ws__loop_self(void) {
  * adjacent literals would print with their quotes between them. */
 #define WS__LOOP_THREAD(l)                         \
   WS_ASSERT(WS__LP(l)->owner == ws__loop_self() &&  \
-            "ws_loop_*() called from a thread other than the loop's")
+            "ws_loop_*(), ws_timer_*() or ws_watch_*() called from a thread other than the loop's")
 #else
 #define WS__LOOP_THREAD(l) ((void)0)
 #endif
@@ -259,6 +265,115 @@ void ws_timer_start(ws_loop *l, ws_timer *t, uint64_t after_ms,
 void ws_timer_stop(ws_loop *l, ws_timer *t) {
   WS__LOOP_THREAD(l);
   if (t->ws__t.tn.kind == WS__TN_TIMER) ws__tn_remove(WS__LP(l), &t->ws__t.tn);
+}
+
+/* Watches: the caller's descriptors ---------------------------------------
+ * The loop's interest bits are the public ones (WS__LOOP_IN is
+ * WS_WATCH_READ, WS__LOOP_OUT is WS_WATCH_WRITE), so io.events holds the
+ * interest as registered with the backend. */
+
+#define WS__WATCH_ALL (WS_WATCH_READ | WS_WATCH_WRITE)
+
+/* see ws.h */
+int ws_watch_start(ws_loop *l, ws_watch *w, int fd, unsigned events,
+                   void (*cb)(ws_loop *l, ws_watch *w, unsigned ready,
+                              void *user),
+                   void *user) {
+  struct ws__loop_priv *p = WS__LP(l);
+  struct ws__watch_priv *wp;
+  ws_watch *it;
+  int rc;
+  WS__LOOP_THREAD(l);
+  if (w == NULL || fd < 0 || cb == NULL || (events & ~WS__WATCH_ALL) ||
+      p->post == NULL)
+    return WS_EINVAL;
+  /* The list, not w's own fields, says whether w is started: w may be
+   * uninitialised memory. Watches are few; the walk is cheap. */
+  for (it = p->watches; it; it = it->ws__w.next)
+    if (it == w || it->ws__w.io.fd == fd) return WS_EINVAL;
+  wp = &w->ws__w;
+  memset(wp, 0, sizeof *wp);
+  wp->io.fd = fd;
+  wp->io.pidx = -1;
+  wp->io.kind = WS__IO_WATCH;
+  wp->cb = cb;
+  wp->user = user;
+  if ((rc = ws__be_set(p, &wp->io, events)) != WS_OK) {
+    wp->io.fd = -1;
+    return rc;
+  }
+  wp->loop = l;
+  wp->next = p->watches;
+  if (p->watches) p->watches->ws__w.prev = w;
+  p->watches = w;
+  return WS_OK;
+}
+
+/* see ws.h */
+int ws_watch_set(ws_loop *l, ws_watch *w, unsigned events) {
+  struct ws__loop_priv *p = WS__LP(l);
+  WS__LOOP_THREAD(l);
+  if (w == NULL || w->ws__w.loop != l || p->post == NULL ||
+      (events & ~WS__WATCH_ALL))
+    return WS_EINVAL;
+  /* On failure io.events keeps the interest the backend still has. */
+  return ws__be_set(p, &w->ws__w.io, events);
+}
+
+/* see ws.h */
+void ws_watch_stop(ws_loop *l, ws_watch *w) {
+  struct ws__loop_priv *p = WS__LP(l);
+  struct ws__watch_priv *wp;
+  int i;
+  WS__LOOP_THREAD(l);
+  /* p->post is NULL once ws_loop_free() has finished: its watches are
+   * forgotten, the backend and the list are gone. */
+  if (w == NULL || w->ws__w.loop != l || p->post == NULL) return;
+  wp = &w->ws__w;
+  (void)ws__be_set(p, &wp->io, 0);
+  /* The current iteration may still hold readiness for this watch (kqueue:
+   * one entry per filter). The caller may free w as soon as this returns,
+   * so the entries go now, and the dispatch never reads w again. */
+  for (i = 0; p->ready && i < p->nready; i++)
+    if (p->ready[i].io == &wp->io) p->ready[i].io = NULL;
+  if (wp->prev)
+    wp->prev->ws__w.next = wp->next;
+  else
+    p->watches = wp->next;
+  if (wp->next) wp->next->ws__w.prev = wp->prev;
+  wp->next = wp->prev = NULL;
+  wp->loop = NULL;
+  wp->io.fd = -1;
+}
+
+/* see ws.h */
+int ws_watch_fd(const ws_watch *w) {
+  return w->ws__w.loop ? w->ws__w.io.fd : -1;
+}
+
+/* see ws.h */
+unsigned ws_watch_events(const ws_watch *w) {
+  return w->ws__w.loop ? w->ws__w.io.events : 0u;
+}
+
+/* Readiness on a watch, entry i of the current iteration. kqueue reports a
+ * descriptor's read and write filters as two entries: they are merged into
+ * one call, so every backend calls once per iteration. What is delivered is
+ * masked by the interest now: an earlier callback may have changed it. */
+static void ws__watch_event(ws_loop *l, int i) {
+  struct ws__loop_priv *p = WS__LP(l);
+  struct ws__io *io = p->ready[i].io;
+  ws_watch *w = (ws_watch *)((char *)io - offsetof(ws_watch, ws__w.io));
+  unsigned ev = p->ready[i].ev;
+  int j;
+  for (j = i + 1; j < p->nready; j++) {
+    if (p->ready[j].io == io) {
+      ev |= p->ready[j].ev;
+      p->ready[j].io = NULL;
+    }
+  }
+  ev &= io->events;
+  if (ev) w->ws__w.cb(l, w, ev, w->ws__w.user);
 }
 
 /* Connections ------------------------------------------------------------ */
@@ -1409,6 +1524,7 @@ int ws_loop_run_once(ws_loop *l, int timeout_ms) {
   for (i = 0; i < p->nready; i++) {
     struct ws__io *io = p->ready[i].io;
     unsigned ev = p->ready[i].ev;
+    if (io == NULL) continue; /* a watch stopped earlier in this turn */
     if (io->fd < 0) continue; /* closed earlier in this turn */
     if (io->kind == WS__IO_CONN) {
       ws_loop_conn *lc =
@@ -1420,6 +1536,8 @@ int ws_loop_run_once(ws_loop *l, int timeout_ms) {
       ws__loop_run_posts(l, 0);
     } else if (io->kind == WS__IO_LINGER) {
       ws__linger_read(l, (ws__linger *)io);
+    } else if (io->kind == WS__IO_WATCH) {
+      ws__watch_event(l, i);
     }
     ws__loop_flush_pending(l);
   }
@@ -1506,6 +1624,10 @@ void ws_loop_free(ws_loop *l) {
   p->tls_default = NULL;
 #endif
   ws__be_destroy(p);
+  /* Watches still started are forgotten, not touched: their memory is the
+   * caller's and may be gone already; their registrations went with the
+   * backend, and their fds stay the caller's. */
+  p->watches = NULL;
   if (q) { /* empty: closed, and drained above */
     pthread_mutex_destroy(&q->mu);
     free(q);
