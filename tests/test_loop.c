@@ -873,46 +873,62 @@ static void test_signal_during_wait(void) {
 }
 
 #ifndef NDEBUG
+static ws_watch g_wrong_watch; /* started: the other thread changes it */
 static void *wrong_thread(void *arg) {
   size_t sent;
   ws_loop_publish((ws_loop *)arg, "t", WS_OP_TEXT, "x", 1, &sent);
   return NULL;
 }
+static void *wrong_thread_watch(void *arg) {
+  ws_watch_set((ws_loop *)arg, &g_wrong_watch, WS_WATCH_WRITE);
+  return NULL;
+}
+static void wrong_watch_cb(ws_loop *l, ws_watch *w, unsigned ready, void *user) {
+  (void)l, (void)w, (void)ready, (void)user;
+}
 #endif
 
 static void test_wrong_thread_asserts(void) {
-  /* Debug builds catch a loop call from a thread that does not run it, and
-   * the assertion's output names the misuse. */
+  /* Debug builds catch a loop call (ws_loop_*, ws_watch_*) from a thread
+   * that does not run it, and the assertion's output names the misuse. */
 #ifndef NDEBUG
-  int pfd[2];
-  pid_t pid;
-  CHECK_INT(pipe(pfd), 0);
-  pid = fork();
-  if (pid == 0) {
-    world w;
-    pthread_t th;
-    signal(SIGABRT, SIG_DFL);
-    close(pfd[0]);
-    dup2(pfd[1], 2); /* the assertion message goes to the parent */
-    world_init(&w);
-    ws_loop_run_once(&w.loop, 0);
-    pthread_create(&th, NULL, wrong_thread, &w.loop);
-    pthread_join(th, NULL);
-    _exit(0); /* not caught */
-  } else {
-    char out[4096];
-    size_t got = 0;
-    ssize_t r;
-    int st = 0;
-    close(pfd[1]);
-    while (got < sizeof out - 1 &&
-           (r = read(pfd[0], out + got, sizeof out - 1 - got)) > 0)
-      got += (size_t)r;
-    out[got] = '\0';
-    close(pfd[0]);
-    waitpid(pid, &st, 0);
-    CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
-    CHECK(strstr(out, "called from a thread other than the loop's") != NULL);
+  int mode;
+  for (mode = 0; mode < 2; mode++) { /* a ws_loop_* call, a ws_watch_* call */
+    int pfd[2];
+    pid_t pid;
+    CHECK_INT(pipe(pfd), 0);
+    pid = fork();
+    if (pid == 0) {
+      world w;
+      pthread_t th;
+      signal(SIGABRT, SIG_DFL);
+      close(pfd[0]);
+      dup2(pfd[1], 2); /* the assertion message goes to the parent */
+      world_init(&w);
+      ws_loop_run_once(&w.loop, 0);
+      if (mode == 1 && ws_watch_start(&w.loop, &g_wrong_watch, pfd[1], 0,
+                                      wrong_watch_cb, NULL) != WS_OK)
+        _exit(2);
+      pthread_create(&th, NULL, mode == 0 ? wrong_thread : wrong_thread_watch,
+                     &w.loop);
+      pthread_join(th, NULL);
+      _exit(0); /* not caught */
+    } else {
+      char out[4096];
+      size_t got = 0;
+      ssize_t r;
+      int st = 0;
+      close(pfd[1]);
+      while (got < sizeof out - 1 &&
+             (r = read(pfd[0], out + got, sizeof out - 1 - got)) > 0)
+        got += (size_t)r;
+      out[got] = '\0';
+      close(pfd[0]);
+      waitpid(pid, &st, 0);
+      CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
+      CHECK(strstr(out, "called from a thread other than the loop's") != NULL);
+      if (mode == 1) CHECK(strstr(out, "ws_watch_*()") != NULL);
+    }
   }
 #endif
 }
