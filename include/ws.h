@@ -1102,8 +1102,9 @@ int ws_loop_adopt(ws_loop *l, int fd, const void *data, size_t len,
  * when the wait failed. */
 int ws_loop_run_once(ws_loop *l, int timeout_ms);
 
-/* Runs until ws_loop_stop(), or until a ws_loop_shutdown() has finished.
- * WS_OK, or WS_EIO. */
+/* Runs until ws_loop_stop(), or until a ws_loop_shutdown() has finished
+ * (its connections and lingering sockets are done: started timers and
+ * watches do not hold it). WS_OK, or WS_EIO. */
 int ws_loop_run(ws_loop *l);
 
 /* Makes ws_loop_run() return after the current iteration. */
@@ -1129,7 +1130,9 @@ void ws_loop_shutdown(ws_loop *l);
  *    the drain is bounded by what was queued when it began.
  * 2. Aborts the connections left (on_close with the code "Close codes"
  *    gives: 1006 unless a close frame was exchanged), closes every socket
- *    and releases everything the loop holds.
+ *    and releases everything the loop holds. Watches still started are
+ *    forgotten, their memory untouched and their fds left open ("Watches",
+ *    below); a post or on_close above may still stop them.
  * Other threads MUST have made their last ws_loop_post() on this loop
  * before ws_loop_free() is called (join them, or otherwise know they are
  * done): the queue and its lock go with the loop.
@@ -1205,15 +1208,16 @@ void ws_timer_stop(ws_loop *l, ws_timer *t);
  * during an iteration is called from the next one on.
  * The descriptor MUST NOT be one the loop owns (a connection's, a
  * listener's, ws_loop_backend_fd()), and MUST stay open until the watch is
- * stopped: stop first, then close. Regular files are always ready under
- * poll and refused by epoll (WS_EIO).
+ * stopped: stop first, then close. Regular files: poll reports them
+ * always ready, kqueue readable until their end, epoll refuses them
+ * (WS_EIO).
  * ws_loop_run() does not return for lack of work, so a watch needs nothing
  * to keep it running; after ws_loop_shutdown() it returns once the
  * connections are done, whatever watches (and timers) are started.
  * ws_loop_free() forgets the watches still started: it does not touch
  * their memory (which may already be released) nor close their fds, and
- * after it ws_watch_* MUST NOT be called on them. Stop them before it to
- * release what they hold in their own code.
+ * after it ws_watch_* MUST NOT be called on them. Stop them before it
+ * when their owner has something to release.
  * Every ws_watch_* call MUST be made on the loop's thread.
  */
 #define WS_WATCH_READ 1u
@@ -1224,8 +1228,8 @@ void ws_timer_stop(ws_loop *l, ws_timer *t);
  * 0: started, but not watched until ws_watch_set() asks for something).
  * w is caller memory, in any state but started; it MUST stay valid, and
  * MUST NOT be moved, until ws_watch_stop() returns (or ws_loop_free(),
- * which forgets it). cb is called as described above with the user pointer
- * given here, valid as long as the watch is started.
+ * which forgets it). cb is called as described above, with w and the
+ * user pointer given here, on the loop's thread.
  *   WS_OK
  *   WS_EINVAL  fd < 0, cb NULL, a flag other than READ and WRITE in
  *              events, w already started on this loop, fd already
