@@ -5348,7 +5348,7 @@ int ws_loop_run_once(ws_loop *l, int timeout_ms) {
   for (i = 0; i < p->nready; i++) {
     struct ws__io *io = p->ready[i].io;
     unsigned ev = p->ready[i].ev;
-    if (io == NULL) continue; /* a watch stopped earlier in this turn */
+    if (io == NULL) continue; /* a watch stopped (or merged) in this turn */
     if (io->fd < 0) continue; /* closed earlier in this turn */
     if (io->kind == WS__IO_CONN) {
       ws_loop_conn *lc =
@@ -5590,7 +5590,20 @@ static int ws__be_set(struct ws__loop_priv *p, struct ws__io *io, unsigned ev) {
            (ev & WS__LOOP_OUT) ? EV_ADD : EV_DELETE, 0, 0, io);
     n++;
   }
-  if (n && kevent(p->bfd, ch, n, NULL, 0, NULL) < 0 && ev != 0) return WS_EIO;
+  if (n && kevent(p->bfd, ch, n, NULL, 0, NULL) < 0 && ev != 0) {
+    /* The changes before the failing one were made: a filter added there
+     * is taken back, so none is left pointing at an io whose owner hears
+     * "failed" (a ws_watch may be freed at once). */
+    int e = errno, i;
+    for (i = 0; i < n; i++) {
+      if (ch[i].flags & EV_ADD) {
+        ch[i].flags = EV_DELETE;
+        (void)kevent(p->bfd, &ch[i], 1, NULL, 0, NULL);
+      }
+    }
+    errno = e;
+    return WS_EIO;
+  }
   io->events = (unsigned char)ev;
   return WS_OK;
 }

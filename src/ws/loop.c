@@ -1524,7 +1524,7 @@ int ws_loop_run_once(ws_loop *l, int timeout_ms) {
   for (i = 0; i < p->nready; i++) {
     struct ws__io *io = p->ready[i].io;
     unsigned ev = p->ready[i].ev;
-    if (io == NULL) continue; /* a watch stopped earlier in this turn */
+    if (io == NULL) continue; /* a watch stopped (or merged) in this turn */
     if (io->fd < 0) continue; /* closed earlier in this turn */
     if (io->kind == WS__IO_CONN) {
       ws_loop_conn *lc =
