@@ -940,6 +940,14 @@ typedef struct ws_loop_config {
   ws_tls_config *tls_client;  /* wss:// connections (a WS_CLIENT config);
                                  NULL: made on first use with the system
                                  CAs and verification on. Not owned. */
+  int reuseport;              /* 1: ws_loop_listen*() set SO_REUSEPORT
+                                 (SO_REUSEPORT_LB on FreeBSD) before bind,
+                                 so several loops, in one process or in
+                                 several, listen on one port and the kernel
+                                 spreads connections over them; every
+                                 socket on the port must ask for it. Where
+                                 ws_loop_has_reuseport() is 0 listening
+                                 fails with WS_EINVAL (0: off) */
 } ws_loop_config;
 
 /* Fills *cfg with defaults: both templates from ws_config_init(), plus
@@ -1020,6 +1028,9 @@ struct ws__loop_priv {
   void *tls_default;                /* client TLS config made on demand */
   unsigned char *rbuf;              /* one receive buffer for all sockets */
   int stop, shutting, paused, freeing, rbusy;
+  size_t ginbox;                    /* bytes of group publishes queued to
+                                       this loop, not yet run (atomic) */
+  size_t gdrops;                    /* group publishes refused (atomic) */
 };
 
 struct ws_loop { struct ws__loop_priv ws__lp; };
@@ -1293,6 +1304,96 @@ int ws_loop_publish(ws_loop *l, const char *topic, int op, const void *data,
                     size_t len, size_t *sent);
 /* Subscribers of a topic (0 for an unknown topic). */
 size_t ws_loop_topic_size(ws_loop *l, const char *topic);
+
+/*
+ * Groups: several loops of one process, one per thread, serving one port
+ * and sharing topics (docs/loop.md, "Several loops"). A ws_loop_group is
+ * caller memory; it keeps the array of loops by pointer, and both MUST
+ * stay valid and unchanged until every loop of the group is freed (posts
+ * and handed-off sockets in flight refer to them). Nothing in a group
+ * needs releasing: free the loops (ws_loop_free() runs what is still
+ * queued to each) and the group's memory is the caller's again.
+ *
+ * Accepting: ws_loop_group_listen() makes every loop listen on the port
+ * with SO_REUSEPORT where ws_loop_has_reuseport() says the kernel spreads
+ * connections over such sockets (Linux, FreeBSD's SO_REUSEPORT_LB).
+ * Elsewhere, or when `handoff` is set, the first loop alone listens and
+ * hands each accepted socket to the loops in turn (round robin, itself
+ * included) through their post queues; the receiving loop adopts it as
+ * ws_loop_adopt() does, with its own user pointer.
+ *
+ * Publishing: ws_loop_group_publish() encodes the frame once, into one
+ * allocation shared by every loop with an atomic reference count (the last
+ * loop to send it frees it), and posts it to each other loop, which sends
+ * it to its own subscribers as ws_loop_publish() does. No lock is taken
+ * on the send path: the only lock is the post queue's, held for a list
+ * append. Each loop's post queue is FIFO, so the publishes of one thread
+ * reach every subscriber in the order they were made, on every loop.
+ * Bound: a loop's bytes queued by group publishes and not yet run are
+ * counted (payload + 64 per publish); a publish that would take a loop
+ * past `max_inbox` is not queued to that loop, is counted in
+ * ws_loop_group_drops(), and the call returns WS_EFULL (the other loops
+ * still get it). A loop stalled by a slow callback thus loses group
+ * publishes rather than holding unbounded memory.
+ */
+typedef struct ws_loop_group ws_loop_group;
+struct ws__loop_group_priv {
+  ws_loop *const *loops;
+  size_t n, next;                   /* next: handoff's round robin */
+};
+struct ws_loop_group {
+  size_t max_inbox;   /* bytes per loop (default 8 MiB); may be changed
+                         before the loops run on their threads */
+  int handoff;        /* 1: one acceptor hands sockets over even where
+                         SO_REUSEPORT exists (default 0) */
+  struct ws__loop_group_priv ws__g;
+};
+
+/* 1 where ws_loop_config.reuseport and ws_loop_group_listen() can share a
+ * port among loops with the kernel spreading connections; 0 otherwise. */
+int ws_loop_has_reuseport(void);
+
+/*
+ * Makes a group of the n loops in loops[] (each initialised, each to run
+ * on its own thread), with the defaults above. loops[] is kept by pointer.
+ *   WS_OK, WS_EINVAL (g or loops NULL, n 0, a NULL loop)
+ */
+int ws_loop_group_init(ws_loop_group *g, ws_loop *const *loops, size_t n);
+
+/*
+ * Listens on host:port for the whole group (as ws_loop_listen(): numeric
+ * host, port 0 picks one, stored in *bound_port). Reuseport mode: every
+ * loop listens (the loops' own `reuseport` setting is not needed).
+ * Handoff mode: the first loop listens. Call it from the thread that
+ * initialised the loops, before they run on their threads (each listen is
+ * the loop's own call).
+ *   WS_OK, or as ws_loop_listen(); on failure no loop of the group
+ *   listens on the port (the listeners already made are closed only
+ *   when their loops are freed, so treat a failure as fatal)
+ */
+int ws_loop_group_listen(ws_loop_group *g, const char *host, unsigned port,
+                         unsigned *bound_port);
+
+/*
+ * Publishes to a topic on every loop of the group. `from` is the loop
+ * whose thread makes the call (in its callback, timer, watch or post), or
+ * NULL from any other thread: from's subscribers get the frame at once,
+ * the other loops' at their next iteration. Callable from any thread.
+ * data is copied; the caller keeps it.
+ *   WS_OK
+ *   WS_EFULL    at least one loop was over max_inbox (or being freed):
+ *               it does not get this publish (counted); the others do
+ *   WS_EINVAL   NULL topic or g, op not TEXT or BINARY, data NULL with
+ *               len > 0, from not in the group
+ *   WS_EUTF8    op TEXT and data is not valid UTF-8; nothing sent
+ *   WS_ENOMEM   no memory for the shared copy; nothing sent
+ */
+int ws_loop_group_publish(ws_loop_group *g, ws_loop *from, const char *topic,
+                          int op, const void *data, size_t len);
+
+/* Group publishes refused so far (over max_inbox, or a loop being freed),
+ * over all the group's loops. Any thread. */
+size_t ws_loop_group_drops(const ws_loop_group *g);
 
 #endif /* WS_NO_LOOP */
 

@@ -3892,6 +3892,7 @@ typedef struct ws__listener {
   struct ws__io io;
   struct ws__listener *next;
   ws_tls_config *tls; /* NULL: plain */
+  ws_loop_group *group; /* handoff: accepted sockets go round the group */
 } ws__listener;
 
 /* A finished connection's socket, half-closed, read to its end before it is
@@ -3954,6 +3955,45 @@ static unsigned long ws__loop_self(void) {
   memcpy(&id, &t, sizeof t < sizeof id ? sizeof t : sizeof id);
   return id;
 }
+
+/* Counters shared between loops' threads (group inbox bytes, drops, the
+ * shared publish's references). C99 has no atomics: GCC and Clang have
+ * the __atomic builtins; other compilers take one process-wide mutex,
+ * held for an addition. */
+#if defined(__GNUC__)
+static size_t ws__atomic_add(size_t *v, size_t d) {
+  return __atomic_add_fetch(v, d, __ATOMIC_ACQ_REL);
+}
+static size_t ws__atomic_sub(size_t *v, size_t d) {
+  return __atomic_sub_fetch(v, d, __ATOMIC_ACQ_REL);
+}
+static size_t ws__atomic_load(const size_t *v) {
+  return __atomic_load_n(v, __ATOMIC_ACQUIRE);
+}
+#else
+static pthread_mutex_t ws__atomic_mu = PTHREAD_MUTEX_INITIALIZER;
+static size_t ws__atomic_add(size_t *v, size_t d) {
+  size_t r;
+  pthread_mutex_lock(&ws__atomic_mu);
+  r = *v += d;
+  pthread_mutex_unlock(&ws__atomic_mu);
+  return r;
+}
+static size_t ws__atomic_sub(size_t *v, size_t d) {
+  size_t r;
+  pthread_mutex_lock(&ws__atomic_mu);
+  r = *v -= d;
+  pthread_mutex_unlock(&ws__atomic_mu);
+  return r;
+}
+static size_t ws__atomic_load(const size_t *v) {
+  size_t r;
+  pthread_mutex_lock(&ws__atomic_mu);
+  r = *v;
+  pthread_mutex_unlock(&ws__atomic_mu);
+  return r;
+}
+#endif
 
 #ifndef NDEBUG
 /* One string literal: assert() prints the expression's text, and two
@@ -4666,6 +4706,28 @@ static int ws__loop_start_server(ws_loop *l, int fd, const void *data,
   return WS_OK;
 }
 
+/* Handoff mode: an accepted socket on the group's acceptor goes to the
+ * next loop in turn, through its post queue (the fd travels as the
+ * post's argument, so nothing is allocated beyond the post). */
+static void ws__group_adopt(ws_loop *l, void *arg) {
+  int fd = (int)(intptr_t)arg, rc;
+  rc = ws_loop_adopt(l, fd, NULL, 0, WS__LP(l)->user, NULL);
+  /* WS_ECLOSED: the loop owns fd and closed it; otherwise still ours. */
+  if (rc != WS_OK && rc != WS_ECLOSED) close(fd);
+}
+
+/* 1 when fd went to another loop (or was closed), 0 to accept it here. */
+static int ws__group_handoff(ws_loop *l, ws_loop_group *g, int fd) {
+  struct ws__loop_group_priv *gp = &g->ws__g;
+  ws_loop *to = gp->loops[gp->next++ % gp->n];
+  int rc;
+  if (to == l) return 0;
+  rc = ws_loop_post(to, ws__group_adopt, (void *)(intptr_t)fd);
+  /* WS_EIO: queued all the same, it runs at a later wake-up. */
+  if (rc != WS_OK && rc != WS_EIO) close(fd);
+  return 1;
+}
+
 static void ws__loop_accept(ws_loop *l, ws__listener *ls) {
   struct ws__loop_priv *p = WS__LP(l);
   int i;
@@ -4698,6 +4760,7 @@ static void ws__loop_accept(ws_loop *l, ws__listener *ls) {
     }
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 #endif
+    if (ls->group && ws__group_handoff(l, ls->group, fd)) continue;
     {
       ws_conn *c = NULL;
       if (ws__loop_start_server(l, fd, NULL, 0, p->user, &c) == WS_ENOMEM) {
@@ -4769,8 +4832,27 @@ int ws_loop_listen_fd(ws_loop *l, int fd) {
   return ws__loop_add_listener(l, fd, NULL);
 }
 
+/* The option that lets sockets share a port with the kernel spreading
+ * connections over them. macOS and older BSDs have SO_REUSEPORT without
+ * the spreading (the last socket bound takes everything): not used. */
+#if defined(SO_REUSEPORT_LB)
+#define WS__REUSEPORT SO_REUSEPORT_LB
+#elif defined(SO_REUSEPORT) && (defined(__linux__) || defined(__DragonFly__))
+#define WS__REUSEPORT SO_REUSEPORT
+#endif
+
+/* see ws.h */
+int ws_loop_has_reuseport(void) {
+#ifdef WS__REUSEPORT
+  return 1;
+#else
+  return 0;
+#endif
+}
+
 static int ws__loop_listen(ws_loop *l, const char *host, unsigned port,
-                           ws_tls_config *tls, unsigned *bound_port) {
+                           ws_tls_config *tls, int reuseport,
+                           unsigned *bound_port) {
   struct sockaddr_storage ss;
   struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
   struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
@@ -4778,11 +4860,21 @@ static int ws__loop_listen(ws_loop *l, const char *host, unsigned port,
   int fd, one = 1, rc;
   WS__LOOP_THREAD(l);
   if (port > 65535) return WS_EINVAL;
+  if (reuseport && !ws_loop_has_reuseport()) return WS_EINVAL;
   if (host == NULL) host = "::";
   if (ws__loop_numeric(host, port, &ss, &alen) != 0) return WS_EINVAL;
   fd = socket(ss.ss_family, SOCK_STREAM, 0);
   if (fd < 0) return WS_EIO;
   (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+#ifdef WS__REUSEPORT
+  if (reuseport &&
+      setsockopt(fd, SOL_SOCKET, WS__REUSEPORT, &one, sizeof one) < 0) {
+    int e = errno;
+    close(fd);
+    errno = e;
+    return WS_EIO;
+  }
+#endif
   (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   if (ss.ss_family == AF_INET6) {
     int v6only = strcmp(host, "::") != 0;
@@ -4808,7 +4900,8 @@ static int ws__loop_listen(ws_loop *l, const char *host, unsigned port,
 /* see ws.h */
 int ws_loop_listen(ws_loop *l, const char *host, unsigned port,
                    unsigned *bound_port) {
-  return ws__loop_listen(l, host, port, NULL, bound_port);
+  return ws__loop_listen(l, host, port, NULL, WS__LP(l)->cfg.reuseport,
+                         bound_port);
 }
 
 /* see ws.h */
@@ -4816,7 +4909,8 @@ int ws_loop_listen_tls(ws_loop *l, const char *host, unsigned port,
                        ws_tls_config *tls, unsigned *bound_port) {
 #if WS_ENABLE_MBEDTLS
   if (tls == NULL) return WS_EINVAL;
-  return ws__loop_listen(l, host, port, tls, bound_port);
+  return ws__loop_listen(l, host, port, tls, WS__LP(l)->cfg.reuseport,
+                         bound_port);
 #else
   (void)l, (void)host, (void)port, (void)tls, (void)bound_port;
   return WS_EINVAL;
@@ -5130,11 +5224,30 @@ size_t ws_loop_topic_size(ws_loop *l, const char *topic) {
   return t ? t->count : 0;
 }
 
+/* Sends an encoded frame (hl header bytes, then len payload bytes) to a
+ * topic's subscribers; how many took it. */
+static size_t ws__publish_frame(ws__topic *t, const unsigned char *frame,
+                                size_t hl, int op, size_t len) {
+  ws__sub *s, *next;
+  size_t n = 0;
+  for (s = t->head; s; s = next) {
+    /* A send may end its connection (a write error), and its
+     * subscriptions go with it, this node included: step on first. Other
+     * connections' nodes are untouched. */
+    int rc;
+    next = s->tnext;
+    rc = ws_send_encoded(&s->lc->conn, frame, hl + len);
+    if (rc == WS_EINVAL) /* a client connection masks each frame itself */
+      rc = ws_send(&s->lc->conn, op, frame + hl, len);
+    if (rc == WS_OK) n++;
+  }
+  return n;
+}
+
 /* see ws.h */
 int ws_loop_publish(ws_loop *l, const char *topic, int op, const void *data,
                     size_t len, size_t *sent) {
   ws__topic *t;
-  ws__sub *s, *next;
   unsigned char small[4096], *frame;
   size_t hl, n = 0;
   WS__LOOP_THREAD(l);
@@ -5157,20 +5270,152 @@ int ws_loop_publish(ws_loop *l, const char *topic, int op, const void *data,
   }
   hl = ws_frame_write(frame, 1, op, len, NULL);
   if (len) memcpy(frame + hl, data, len);
-  for (s = t->head; s; s = next) {
-    /* A send may end its connection (a write error), and its
-     * subscriptions go with it, this node included: step on first. Other
-     * connections' nodes are untouched. */
-    int rc;
-    next = s->tnext;
-    rc = ws_send_encoded(&s->lc->conn, frame, hl + len);
-    if (rc == WS_EINVAL) /* a client connection masks each frame itself */
-      rc = ws_send(&s->lc->conn, op, data, len);
-    if (rc == WS_OK) n++;
-  }
+  n = ws__publish_frame(t, frame, hl, op, len);
   if (frame != small) ws__loop_alloc(l, frame, 0);
   if (sent) *sent = n;
   return WS_OK;
+}
+
+/* Groups: several loops, one port, shared topics --------------------------- */
+
+#define WS__GROUP_INBOX_DEFAULT (8u * 1024 * 1024)
+#define WS__GROUP_ITEM_COST 64u /* charged per publish beside its payload */
+
+/* One group publish: the frame encoded once, shared by every loop it was
+ * posted to; the last to send it frees it. */
+typedef struct ws__gmsg {
+  size_t refs;          /* atomic */
+  size_t hl, len, cost; /* header bytes, payload bytes, inbox charge */
+  int op;
+  unsigned char *frame; /* after the topic, in the same allocation */
+  char topic[1];
+} ws__gmsg;
+
+static void ws__gmsg_release(ws__gmsg *m) {
+  if (ws__atomic_sub(&m->refs, 1) == 0) free(m);
+}
+
+static void ws__gmsg_send(ws_loop *l, const ws__gmsg *m) {
+  ws__topic *t = ws__topic_get(l, m->topic, 0);
+  if (t) (void)ws__publish_frame(t, m->frame, m->hl, m->op, m->len);
+}
+
+/* Runs on the receiving loop's thread, from its post queue. */
+static void ws__gmsg_run(ws_loop *l, void *arg) {
+  ws__gmsg *m = (ws__gmsg *)arg;
+  (void)ws__atomic_sub(&WS__LP(l)->ginbox, m->cost);
+  ws__gmsg_send(l, m);
+  ws__gmsg_release(m);
+}
+
+/* see ws.h */
+int ws_loop_group_init(ws_loop_group *g, ws_loop *const *loops, size_t n) {
+  size_t i;
+  if (g == NULL || loops == NULL || n == 0) return WS_EINVAL;
+  for (i = 0; i < n; i++)
+    if (loops[i] == NULL) return WS_EINVAL;
+  memset(g, 0, sizeof *g);
+  g->max_inbox = WS__GROUP_INBOX_DEFAULT;
+  g->ws__g.loops = loops;
+  g->ws__g.n = n;
+  return WS_OK;
+}
+
+/* see ws.h */
+int ws_loop_group_listen(ws_loop_group *g, const char *host, unsigned port,
+                         unsigned *bound_port) {
+  struct ws__loop_group_priv *gp;
+  unsigned bound = 0;
+  size_t i;
+  int rc;
+  if (g == NULL || g->ws__g.n == 0) return WS_EINVAL;
+  gp = &g->ws__g;
+  if (g->handoff || !ws_loop_has_reuseport()) {
+    ws_loop *l = gp->loops[0];
+    rc = ws__loop_listen(l, host, port, NULL, 0, &bound);
+    if (rc != WS_OK) return rc;
+    ((ws__listener *)WS__LP(l)->listeners)->group = g; /* the one just made */
+  } else {
+    /* The first bind picks the port (port 0); the others take the same. */
+    for (i = 0; i < gp->n; i++) {
+      rc = ws__loop_listen(gp->loops[i], host, i ? bound : port, NULL, 1,
+                           &bound);
+      if (rc != WS_OK) return rc;
+    }
+  }
+  if (bound_port) *bound_port = bound;
+  return WS_OK;
+}
+
+/* see ws.h */
+int ws_loop_group_publish(ws_loop_group *g, ws_loop *from, const char *topic,
+                          int op, const void *data, size_t len) {
+  struct ws__loop_group_priv *gp;
+  ws__gmsg *m;
+  size_t i, tlen, cost;
+  int full = 0;
+  if (g == NULL || topic == NULL || (op != WS_OP_TEXT && op != WS_OP_BINARY) ||
+      (data == NULL && len > 0))
+    return WS_EINVAL;
+  gp = &g->ws__g;
+  if (from) {
+    for (i = 0; i < gp->n && gp->loops[i] != from; i++) {
+    }
+    if (i == gp->n) return WS_EINVAL;
+    WS__LOOP_THREAD(from);
+  }
+  if (op == WS_OP_TEXT) { /* once here, not once per loop */
+    uint32_t st = WS_UTF8_INIT;
+    if (ws_utf8_check(&st, data, len, 1, NULL) != WS_OK) return WS_EUTF8;
+  }
+  tlen = strlen(topic);
+  if (len > (size_t)-1 - sizeof *m - tlen - WS_FRAME_HEADER_MAX - WS__GROUP_ITEM_COST)
+    return WS_ENOMEM;
+  /* One allocation: the header, the topic, the frame. malloc, not a
+   * loop's allocator: whichever loop sends it last frees it. */
+  m = (ws__gmsg *)malloc(sizeof *m + tlen + WS_FRAME_HEADER_MAX + len);
+  if (m == NULL) return WS_ENOMEM;
+  memcpy(m->topic, topic, tlen + 1);
+  m->frame = (unsigned char *)m->topic + tlen + 1;
+  m->hl = ws_frame_write(m->frame, 1, op, len, NULL);
+  if (len) memcpy(m->frame + m->hl, data, len);
+  m->len = len;
+  m->op = op;
+  m->cost = cost = len + WS__GROUP_ITEM_COST;
+  m->refs = 1; /* this call's own, released at the end */
+  for (i = 0; i < gp->n; i++) {
+    ws_loop *to = gp->loops[i];
+    struct ws__loop_priv *tp = WS__LP(to);
+    int rc;
+    if (to == from) continue;
+    /* Reserve first, then check: two publishers racing for the last room
+     * cannot both pass. */
+    if (ws__atomic_add(&tp->ginbox, cost) > g->max_inbox) {
+      (void)ws__atomic_sub(&tp->ginbox, cost);
+      (void)ws__atomic_add(&tp->gdrops, 1);
+      full = 1;
+      continue;
+    }
+    (void)ws__atomic_add(&m->refs, 1);
+    rc = ws_loop_post(to, ws__gmsg_run, m);
+    if (rc != WS_OK && rc != WS_EIO) { /* WS_EIO: queued all the same */
+      (void)ws__atomic_sub(&tp->ginbox, cost);
+      (void)ws__atomic_add(&tp->gdrops, 1);
+      (void)ws__atomic_sub(&m->refs, 1); /* ours is still held: not 0 */
+      full = 1;
+    }
+  }
+  if (from) ws__gmsg_send(from, m);
+  ws__gmsg_release(m);
+  return full ? WS_EFULL : WS_OK;
+}
+
+/* see ws.h */
+size_t ws_loop_group_drops(const ws_loop_group *g) {
+  size_t i, n = 0;
+  for (i = 0; i < g->ws__g.n; i++)
+    n += ws__atomic_load(&WS__LP(g->ws__g.loops[i])->gdrops);
+  return n;
 }
 
 /* Posting from other threads ---------------------------------------------- */

@@ -1688,6 +1688,326 @@ static void test_watch_misuse_and_shutdown(void) {
   close(p[1]);
 }
 
+/* ---------------------------------------------------------------------
+ * Groups: loops on threads sharing a port and topics
+ * ------------------------------------------------------------------- */
+
+typedef struct gsrv {
+  ws_loop loop;
+  pthread_t th;
+  int opened; /* written on the loop's thread, read with __atomic */
+} gsrv;
+
+static gsrv g_srv[3];
+static ws_loop *g_srv_loops[3];
+static ws_loop_group g_group;
+
+static void gsrv_open(ws_conn *c, const char *proto, size_t n, void *user) {
+  gsrv *s = (gsrv *)user;
+  (void)proto, (void)n;
+  /* Subscribed before it counts as open: the test publishes once every
+   * server connection is counted. */
+  if (ws_loop_subscribe(c, "t") == WS_OK) __atomic_add_fetch(&s->opened, 1, __ATOMIC_SEQ_CST);
+}
+
+/* "pub X": publish X to the group from this loop's own callback. */
+static int gsrv_message(ws_conn *c, int op, const void *d, size_t n, int fin,
+                        void *user) {
+  (void)op, (void)fin, (void)user;
+  if (n > 4 && memcmp(d, "pub ", 4) == 0)
+    CHECK_INT(ws_loop_group_publish(&g_group, ws_loop_of(c), "t", WS_OP_TEXT,
+                                    (const char *)d + 4, n - 4), WS_OK);
+  return 0;
+}
+
+static void *gsrv_thread(void *arg) {
+  ws_loop_run(&((gsrv *)arg)->loop);
+  return NULL;
+}
+
+static void gsrv_stop(ws_loop *l, void *arg) {
+  (void)arg;
+  ws_loop_stop(l);
+}
+
+/* One client: messages "<publisher letter><seq>", each publisher's in
+ * order, counted. */
+typedef struct gcl {
+  int opened, msgs, bad;
+  int next[3]; /* next seq expected from publishers m, a, b */
+} gcl;
+
+static void gcl_open(ws_conn *c, const char *proto, size_t n, void *user) {
+  (void)c, (void)proto, (void)n;
+  ((gcl *)user)->opened = 1;
+}
+
+static int gcl_message(ws_conn *c, int op, const void *d, size_t n, int fin,
+                       void *user) {
+  gcl *g = (gcl *)user;
+  const char *s = (const char *)d, *ids = "mab", *k;
+  char buf[16];
+  (void)c, (void)op, (void)fin;
+  g->msgs++;
+  if (n == 0 || n >= sizeof buf || (k = strchr(ids, s[0])) == NULL) {
+    g->bad++;
+    return 0;
+  }
+  memcpy(buf, s + 1, n - 1);
+  buf[n - 1] = '\0';
+  if (atoi(buf) != g->next[k - ids]) g->bad++; /* out of order, or twice */
+  g->next[k - ids] = atoi(buf) + 1;
+  return 0;
+}
+
+static int gsrv_opened_total(int nloops) {
+  int i, n = 0;
+  for (i = 0; i < nloops; i++) n += __atomic_load_n(&g_srv[i].opened, __ATOMIC_SEQ_CST);
+  return n;
+}
+
+/* Starts nloops server loops in a group (handoff or reuseport) on threads;
+ * the port in *port. */
+static void group_start(int nloops, int handoff, unsigned *port) {
+  ws_loop_config cfg;
+  ws_loop_callbacks cb;
+  int i;
+  ws_loop_config_init(&cfg);
+  memset(&cb, 0, sizeof cb);
+  cb.conn.on_open = gsrv_open;
+  cb.conn.on_message = gsrv_message;
+  memset(g_srv, 0, sizeof g_srv);
+  for (i = 0; i < nloops; i++) {
+    CHECK_INT(ws_loop_init(&g_srv[i].loop, &cfg, &cb, &g_srv[i]), WS_OK);
+    g_srv_loops[i] = &g_srv[i].loop;
+  }
+  CHECK_INT(ws_loop_group_init(&g_group, g_srv_loops, (size_t)nloops), WS_OK);
+  g_group.handoff = handoff;
+  CHECK_INT(ws_loop_group_listen(&g_group, "127.0.0.1", 0, port), WS_OK);
+  for (i = 0; i < nloops; i++)
+    CHECK_INT(pthread_create(&g_srv[i].th, NULL, gsrv_thread, &g_srv[i]), 0);
+}
+
+/* Stops and joins the threads; publishes while they are stopped, so posts
+ * are in flight when the loops are freed (ws_loop_free() runs them). */
+static void group_stop_free(int nloops, int in_flight) {
+  int i;
+  for (i = 0; i < nloops; i++) CHECK_INT(ws_loop_post(&g_srv[i].loop, gsrv_stop, NULL), WS_OK);
+  for (i = 0; i < nloops; i++) pthread_join(g_srv[i].th, NULL);
+  for (i = 0; i < in_flight; i++) {
+    char big[3000];
+    memset(big, 'x', sizeof big);
+    CHECK_INT(ws_loop_group_publish(&g_group, NULL, "t", WS_OP_BINARY, big,
+                                    sizeof big), WS_OK);
+  }
+  for (i = 0; i < nloops; i++) {
+    if (in_flight) CHECK(g_srv[i].loop.ws__lp.ginbox > 0);
+    ws_loop_free(&g_srv[i].loop);
+    CHECK(g_srv[i].loop.ws__lp.ginbox == 0); /* every post ran */
+  }
+}
+
+#define G_CLIENTS 40
+#define G_MAIN_PUBS 50
+#define G_LOOP_PUBS 20
+
+static void group_case(int nloops, int handoff) {
+  ws_loop cl;
+  ws_loop_config cfg;
+  ws_loop_callbacks cb;
+  static gcl cls[G_CLIENTS];
+  ws_conn *cc[G_CLIENTS];
+  unsigned port = 0;
+  uint64_t end;
+  int i, all, want = G_MAIN_PUBS + 2 * G_LOOP_PUBS;
+  char url[64], msg[32];
+  group_start(nloops, handoff, &port);
+  ws_loop_config_init(&cfg);
+  memset(&cb, 0, sizeof cb);
+  cb.conn.on_open = gcl_open;
+  cb.conn.on_message = gcl_message;
+  CHECK_INT(ws_loop_init(&cl, &cfg, &cb, NULL), WS_OK);
+  memset(cls, 0, sizeof cls);
+  snprintf(url, sizeof url, "ws://127.0.0.1:%u/", port);
+  for (i = 0; i < G_CLIENTS; i++)
+    CHECK_INT(ws_loop_connect(&cl, url, NULL, &cls[i], &cc[i]), WS_OK);
+  /* All accepted, all subscribed. */
+  end = ws__loop_clock() + 10000;
+  for (;;) {
+    for (all = 1, i = 0; i < G_CLIENTS; i++) all &= cls[i].opened;
+    if ((all && gsrv_opened_total(nloops) == G_CLIENTS) || ws__loop_clock() > end) break;
+    ws_loop_run_once(&cl, 10);
+  }
+  CHECK(all);
+  CHECK_INT(gsrv_opened_total(nloops), G_CLIENTS);
+  /* Spread over the loops: round robin exactly in handoff mode; by the
+   * kernel's hash with reuseport (a loop left empty by 40 connections has
+   * odds under 1e-6). */
+  for (i = 0; i < nloops; i++) {
+    int got = __atomic_load_n(&g_srv[i].opened, __ATOMIC_SEQ_CST);
+    if (handoff)
+      CHECK(got == G_CLIENTS / nloops || got == G_CLIENTS / nloops + 1);
+    else
+      CHECK(got > 0);
+  }
+  /* Publishers: this thread (no loop), and two clients' server loops
+   * (from their own on_message), interleaved. */
+  for (i = 0; i < G_MAIN_PUBS || i < G_LOOP_PUBS; i++) {
+    if (i < G_MAIN_PUBS) {
+      snprintf(msg, sizeof msg, "m%d", i);
+      CHECK_INT(ws_loop_group_publish(&g_group, NULL, "t", WS_OP_TEXT, msg, strlen(msg)), WS_OK);
+    }
+    if (i < G_LOOP_PUBS) {
+      snprintf(msg, sizeof msg, "pub a%d", i);
+      CHECK_INT(ws_send(cc[0], WS_OP_TEXT, msg, strlen(msg)), WS_OK);
+      snprintf(msg, sizeof msg, "pub b%d", i);
+      CHECK_INT(ws_send(cc[G_CLIENTS - 1], WS_OP_TEXT, msg, strlen(msg)), WS_OK);
+    }
+  }
+  end = ws__loop_clock() + 10000;
+  for (;;) {
+    for (all = 1, i = 0; i < G_CLIENTS; i++) all &= cls[i].msgs >= want;
+    if (all || ws__loop_clock() > end) break;
+    ws_loop_run_once(&cl, 10);
+  }
+  /* A little longer: a duplicate would show as a count past `want`. */
+  end = ws__loop_clock() + 100;
+  while (ws__loop_clock() < end) ws_loop_run_once(&cl, 10);
+  for (i = 0; i < G_CLIENTS; i++) {
+    CHECK_INT(cls[i].msgs, want);
+    CHECK_INT(cls[i].bad, 0);
+    CHECK_INT(cls[i].next[0], G_MAIN_PUBS);
+    CHECK_INT(cls[i].next[1], G_LOOP_PUBS);
+    CHECK_INT(cls[i].next[2], G_LOOP_PUBS);
+  }
+  CHECK_INT((int)ws_loop_group_drops(&g_group), 0);
+  group_stop_free(nloops, 3);
+  ws_loop_free(&cl);
+}
+
+static void test_group_reuseport_two(void) {
+  if (!ws_loop_has_reuseport()) {
+    printf("# skip: no SO_REUSEPORT spreading on this system\n");
+    return;
+  }
+  group_case(2, 0);
+}
+
+static void test_group_reuseport_three(void) {
+  if (!ws_loop_has_reuseport()) {
+    printf("# skip: no SO_REUSEPORT spreading on this system\n");
+    return;
+  }
+  group_case(3, 0);
+}
+
+static void test_group_handoff_two(void) { group_case(2, 1); }
+static void test_group_handoff_three(void) { group_case(3, 1); }
+
+/* ws_loop_config.reuseport: two loops of this process, and a loop of
+ * another process, share a port; a socket that does not ask is refused. */
+static void test_reuseport_bind(void) {
+  ws_loop a, b, c;
+  ws_loop_config cfg;
+  unsigned port = 0, p2 = 0;
+  pid_t pid;
+  int st = -1;
+  ws_loop_config_init(&cfg);
+  CHECK_INT(ws_loop_init(&c, &cfg, NULL, NULL), WS_OK);
+  if (!ws_loop_has_reuseport()) {
+    cfg.reuseport = 1;
+    CHECK_INT(ws_loop_init(&a, &cfg, NULL, NULL), WS_OK);
+    CHECK_INT(ws_loop_listen(&a, "127.0.0.1", 0, &port), WS_EINVAL);
+    ws_loop_free(&a);
+    ws_loop_free(&c);
+    return;
+  }
+  /* Without it, as before: the second bind fails. */
+  CHECK_INT(ws_loop_listen(&c, "127.0.0.1", 0, &port), WS_OK);
+  cfg.reuseport = 1;
+  CHECK_INT(ws_loop_init(&a, &cfg, NULL, NULL), WS_OK);
+  CHECK_INT(ws_loop_listen(&a, "127.0.0.1", port, NULL), WS_EIO);
+  ws_loop_free(&c);
+  port = 0;
+  CHECK_INT(ws_loop_listen(&a, "127.0.0.1", 0, &port), WS_OK);
+  CHECK_INT(ws_loop_init(&b, &cfg, NULL, NULL), WS_OK);
+  CHECK_INT(ws_loop_listen(&b, "127.0.0.1", port, &p2), WS_OK);
+  CHECK_INT((int)p2, (int)port);
+  cfg.reuseport = 0;
+  CHECK_INT(ws_loop_init(&c, &cfg, NULL, NULL), WS_OK);
+  CHECK_INT(ws_loop_listen(&c, "127.0.0.1", port, NULL), WS_EIO);
+  ws_loop_free(&c);
+  fflush(stdout);
+  pid = fork();
+  if (pid == 0) { /* another process, same port */
+    ws_loop d;
+    int rc;
+    cfg.reuseport = 1;
+    if (ws_loop_init(&d, &cfg, NULL, NULL) != WS_OK) _exit(2);
+    rc = ws_loop_listen(&d, "127.0.0.1", port, NULL);
+    _exit(rc == WS_OK ? 0 : 1);
+  }
+  CHECK(pid > 0);
+  if (pid > 0) waitpid(pid, &st, 0);
+  CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  ws_loop_free(&a);
+  ws_loop_free(&b);
+}
+
+/* max_inbox: a loop that does not run its queue refuses what goes past
+ * it, counted; once it runs, there is room again. Posts are FIFO. */
+static int g_fifo[8], g_nfifo;
+static void fifo_post(ws_loop *l, void *arg) {
+  (void)l;
+  if (g_nfifo < 8) g_fifo[g_nfifo++] = (int)(intptr_t)arg;
+}
+
+static void test_group_inbox_bound(void) {
+  ws_loop a, b;
+  ws_loop *ls[2];
+  ws_loop_config cfg;
+  ws_loop_group g;
+  ws_loop other; /* not in the group (only its address is used) */
+  char buf[400];
+  int i;
+  ws_loop_config_init(&cfg);
+  CHECK_INT(ws_loop_init(&a, &cfg, NULL, NULL), WS_OK);
+  CHECK_INT(ws_loop_init(&b, &cfg, NULL, NULL), WS_OK);
+  ls[0] = &a;
+  ls[1] = &b;
+  CHECK_INT(ws_loop_group_init(&g, ls, 0), WS_EINVAL);
+  CHECK_INT(ws_loop_group_init(&g, ls, 2), WS_OK);
+  CHECK(g.max_inbox == 8u * 1024 * 1024);
+  g.max_inbox = 1000; /* two publishes of 400 (+64) fit, not three */
+  memset(buf, 'y', sizeof buf);
+  CHECK_INT(ws_loop_group_publish(&g, NULL, "t", WS_OP_BINARY, buf, sizeof buf), WS_OK);
+  CHECK_INT(ws_loop_group_publish(&g, NULL, "t", WS_OP_BINARY, buf, sizeof buf), WS_OK);
+  CHECK_INT((int)ws_loop_group_drops(&g), 0);
+  CHECK_INT(ws_loop_group_publish(&g, NULL, "t", WS_OP_BINARY, buf, sizeof buf), WS_EFULL);
+  CHECK_INT((int)ws_loop_group_drops(&g), 2); /* one per loop */
+  /* From a, b alone is posted to (and it is full); a delivers at once. */
+  CHECK_INT(ws_loop_group_publish(&g, &a, "t", WS_OP_BINARY, buf, sizeof buf), WS_EFULL);
+  CHECK_INT((int)ws_loop_group_drops(&g), 3);
+  CHECK_INT(ws_loop_group_publish(&g, NULL, "t", WS_OP_TEXT, "\xff", 1), WS_EUTF8);
+  CHECK_INT(ws_loop_group_publish(&g, NULL, "t", 9, "x", 1), WS_EINVAL);
+  CHECK_INT(ws_loop_group_publish(&g, &other, "t", WS_OP_TEXT, "x", 1), WS_EINVAL);
+  for (i = 0; i < 3; i++) {
+    ws_loop_run_once(&a, 0);
+    ws_loop_run_once(&b, 0);
+  }
+  CHECK(a.ws__lp.ginbox == 0 && b.ws__lp.ginbox == 0);
+  CHECK_INT(ws_loop_group_publish(&g, NULL, "t", WS_OP_BINARY, buf, sizeof buf), WS_OK);
+  /* The queue is FIFO: posts run in the order they were made. */
+  g_nfifo = 0;
+  for (i = 0; i < 8; i++) CHECK_INT(ws_loop_post(&a, fifo_post, (void *)(intptr_t)i), WS_OK);
+  ws_loop_run_once(&a, 0);
+  CHECK_INT(g_nfifo, 8);
+  for (i = 0; i < g_nfifo; i++) CHECK_INT(g_fifo[i], i);
+  ws_loop_free(&a); /* runs b's publish still queued at free */
+  ws_loop_free(&b);
+  CHECK(b.ws__lp.ginbox == 0);
+}
+
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
   RUN(test_backend_name);
@@ -1721,6 +2041,12 @@ int main(void) {
   RUN(test_watch_with_conns);
   RUN(test_watch_loop_free);
   RUN(test_watch_misuse_and_shutdown);
+  RUN(test_reuseport_bind);
+  RUN(test_group_inbox_bound);
+  RUN(test_group_reuseport_two);
+  RUN(test_group_reuseport_three);
+  RUN(test_group_handoff_two);
+  RUN(test_group_handoff_three);
   return t_done(
 #ifdef WS_LOOP_POLL
       "test_loop_poll"
