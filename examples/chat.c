@@ -3,7 +3,13 @@
  * broadcast to everyone in the room, join/leave notices and a member list.
  * It serves its own page at / and speaks WebSocket at /ws.
  *
- *   build/chat [-p PORT] [-h HOST]     (default 127.0.0.1:8080)
+ *   build/chat [-p PORT] [-h HOST] [--threads N]   (default 127.0.0.1:8080)
+ *
+ * --threads N runs N loops on N threads, one port (SO_REUSEPORT where the
+ * system spreads connections over such sockets, else one acceptor hands
+ * them round): rooms are topics published to every loop of a ws_loop_group,
+ * so messages and join/leave notices cross loops. Member lists are per
+ * process: one list of clients under a mutex, read when an event is made.
  *
  * Protocol, client to server (text messages):
  *   join ROOM NAME     enter ROOM (leaving any other) as NAME
@@ -17,6 +23,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "ws.h"
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,8 +39,15 @@ typedef struct client {
   struct client *next, *prev;
 } client;
 
-static client *g_clients; /* everyone connected, for member lists */
-static ws_loop g_loop;
+#define MAX_THREADS 64
+
+/* Everyone connected, for member lists, across all loops: g_mu guards the
+ * list and every client's room and name. */
+static client *g_clients;
+static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
+static ws_loop g_loops[MAX_THREADS];
+static ws_loop *g_loop_ptrs[MAX_THREADS];
+static ws_loop_group g_group;
 
 static const char PAGE[] =
     "<!doctype html>\n"
@@ -159,18 +173,23 @@ static void send_error(ws_conn *c, const char *text) {
   if (at <= sizeof buf) ws_send(c, WS_OP_TEXT, buf, at);
 }
 
-/* Publishes an event about `who` to their room. */
+/* Publishes an event about `who` to their room, on every loop: at once to
+ * this loop's members, through the other loops' queues to theirs. */
 static void room_event(const client *who, const char *type, const char *text,
                        size_t tlen, int with_members) {
   char stack[4096], *buf = stack, topic[NAME_MAX_LEN + 8];
-  size_t n = make_event(stack, sizeof stack, type, who, text, tlen, with_members);
+  size_t n;
+  pthread_mutex_lock(&g_mu);
+  n = make_event(stack, sizeof stack, type, who, text, tlen, with_members);
   if (n > sizeof stack) {
     buf = (char *)malloc(n);
-    if (buf == NULL) return;
-    make_event(buf, n, type, who, text, tlen, with_members);
+    if (buf) make_event(buf, n, type, who, text, tlen, with_members);
   }
+  pthread_mutex_unlock(&g_mu);
+  if (buf == NULL) return;
   snprintf(topic, sizeof topic, "room:%s", who->room);
-  ws_loop_publish(&g_loop, topic, WS_OP_TEXT, buf, n, NULL);
+  ws_loop_group_publish(&g_group, ws_loop_of(who->conn), topic, WS_OP_TEXT,
+                        buf, n);
   if (buf != stack) free(buf);
 }
 
@@ -192,7 +211,9 @@ static void leave_room(client *cl) {
   if (!cl->room[0]) return;
   snprintf(topic, sizeof topic, "room:%s", cl->room);
   ws_loop_unsubscribe(cl->conn, topic);
+  pthread_mutex_lock(&g_mu);
   cl->room[0] = '\0'; /* no longer in the member list */
+  pthread_mutex_unlock(&g_mu);
   room_event(&gone, "leave", NULL, 0, 1);
 }
 
@@ -222,9 +243,11 @@ static void on_open(ws_conn *c, const char *proto, size_t n, void *user) {
     return;
   }
   cl->conn = c;
+  pthread_mutex_lock(&g_mu);
   cl->next = g_clients;
   if (g_clients) g_clients->prev = cl;
   g_clients = cl;
+  pthread_mutex_unlock(&g_mu);
   ws_conn_set_user(c, cl);
 }
 
@@ -254,10 +277,12 @@ static int on_message(ws_conn *c, int op, const void *data, size_t len,
       return 0;
     }
     leave_room(cl);
+    pthread_mutex_lock(&g_mu);
     memcpy(cl->room, room, rlen);
     cl->room[rlen] = '\0';
     memcpy(cl->name, name, nlen);
     cl->name[nlen] = '\0';
+    pthread_mutex_unlock(&g_mu);
     /* Tell the room first, then join it: the newcomer gets "joined". */
     room_event(cl, "join", NULL, 0, 1);
     snprintf(topic, sizeof topic, "room:%s", cl->room);
@@ -268,7 +293,10 @@ static int on_message(ws_conn *c, int op, const void *data, size_t len,
     }
     {
       char buf[4096];
-      size_t n = make_event(buf, sizeof buf, "joined", cl, NULL, 0, 1);
+      size_t n;
+      pthread_mutex_lock(&g_mu);
+      n = make_event(buf, sizeof buf, "joined", cl, NULL, 0, 1);
+      pthread_mutex_unlock(&g_mu);
       if (n <= sizeof buf) ws_send(c, WS_OP_TEXT, buf, n);
     }
     return 0;
@@ -298,11 +326,13 @@ static void on_close(ws_conn *c, int code, const char *reason, size_t len,
   client *cl = (client *)user;
   (void)c, (void)code, (void)reason, (void)len;
   if (cl == NULL) return; /* never opened: plain HTTP or a failed upgrade */
+  pthread_mutex_lock(&g_mu);
   if (cl->prev)
     cl->prev->next = cl->next;
   else
     g_clients = cl->next;
   if (cl->next) cl->next->prev = cl->prev;
+  pthread_mutex_unlock(&g_mu);
   if (cl->room[0]) {
     char topic[NAME_MAX_LEN + 8];
     snprintf(topic, sizeof topic, "room:%s", cl->room);
@@ -314,7 +344,19 @@ static void on_close(ws_conn *c, int code, const char *reason, size_t len,
 
 static void on_signal(int sig) {
   (void)sig;
-  ws_loop_stop(&g_loop); /* only sets a flag: safe in a handler */
+  /* Only sets a flag: safe in a handler. The other loops' threads block
+   * these signals, so the main thread's wait is the one cut short. */
+  ws_loop_stop(&g_loops[0]);
+}
+
+static void shutdown_post(ws_loop *l, void *arg) {
+  (void)arg;
+  ws_loop_shutdown(l);
+}
+
+static void *loop_thread(void *arg) {
+  ws_loop_run((ws_loop *)arg); /* until shutdown_post's shutdown is done */
+  return NULL;
 }
 
 int main(int argc, char **argv) {
@@ -323,7 +365,9 @@ int main(int argc, char **argv) {
   const char *host = "127.0.0.1", *cert = NULL, *key = NULL;
   unsigned port = 8080, bound = 0;
   ws_tls_config *tls = NULL;
-  int i, rc;
+  pthread_t th[MAX_THREADS];
+  sigset_t sigs, old;
+  int i, rc, threads = 1;
   for (i = 1; i < argc; i++) {
     if (strcmp(argv[i], "-p") == 0 && i + 1 < argc) {
       port = (unsigned)atoi(argv[++i]);
@@ -333,8 +377,12 @@ int main(int argc, char **argv) {
       cert = argv[++i];
     } else if (strcmp(argv[i], "--key") == 0 && i + 1 < argc) {
       key = argv[++i];
+    } else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc &&
+               (threads = atoi(argv[i + 1])) >= 1 && threads <= MAX_THREADS) {
+      i++;
     } else {
-      fprintf(stderr, "usage: %s [-p PORT] [-h HOST] [--cert FILE --key FILE]\n", argv[0]);
+      fprintf(stderr, "usage: %s [-p PORT] [-h HOST] [--cert FILE --key FILE] "
+                      "[--threads 1-%d]\n", argv[0], MAX_THREADS);
       return 2;
     }
   }
@@ -349,10 +397,20 @@ int main(int argc, char **argv) {
   cb.conn.on_open = on_open;
   cb.conn.on_message = on_message;
   cb.conn.on_close = on_close;
-  if (ws_loop_init(&g_loop, &cfg, &cb, NULL) != WS_OK) {
-    fprintf(stderr, "chat: cannot start the loop\n");
-    return 1;
+  if (threads > 1 && (cert || key)) {
+    /* One TLS config shared by loops on several threads would share its
+     * random generator unguarded. */
+    fprintf(stderr, "chat: --threads and --cert do not go together\n");
+    return 2;
   }
+  for (i = 0; i < threads; i++) {
+    if (ws_loop_init(&g_loops[i], &cfg, &cb, NULL) != WS_OK) {
+      fprintf(stderr, "chat: cannot start the loop\n");
+      return 1;
+    }
+    g_loop_ptrs[i] = &g_loops[i];
+  }
+  ws_loop_group_init(&g_group, g_loop_ptrs, (size_t)threads);
   if (cert || key) { /* https:// page, wss:// socket */
     ws_tls_options to;
     char err[200];
@@ -363,22 +421,41 @@ int main(int argc, char **argv) {
       fprintf(stderr, "chat: TLS: %s\n", !cert || !key ? "--cert and --key go together" : err);
       return 2;
     }
-    rc = ws_loop_listen_tls(&g_loop, host, port, tls, &bound);
+    rc = ws_loop_listen_tls(&g_loops[0], host, port, tls, &bound);
   } else {
-    rc = ws_loop_listen(&g_loop, host, port, &bound);
+    rc = ws_loop_group_listen(&g_group, host, port, &bound);
   }
   if (rc != WS_OK) {
     perror("chat: listen");
     return 1;
   }
-  printf("chat: open %s://%s:%u/ in a browser (%s backend)\n", tls ? "https" : "http",
-         strchr(host, ':') ? "[::1]" : host, bound, ws_loop_backend());
+  printf("chat: open %s://%s:%u/ in a browser (%s backend, %d thread%s, %s)\n",
+         tls ? "https" : "http", strchr(host, ':') ? "[::1]" : host, bound,
+         ws_loop_backend(), threads, threads > 1 ? "s" : "",
+         threads == 1 ? "one loop"
+         : ws_loop_has_reuseport() ? "SO_REUSEPORT" : "one acceptor hands off");
   fflush(stdout);
-  ws_loop_run(&g_loop);
-  /* Stopped by a signal: close everyone politely, then exit. */
-  ws_loop_shutdown(&g_loop);
-  ws_loop_run(&g_loop);
-  ws_loop_free(&g_loop);
+  /* Loop 0 runs on this thread, the others on their own, which block the
+   * stop signals so that they reach this one. */
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &sigs, &old);
+  for (i = 1; i < threads; i++) {
+    if (pthread_create(&th[i], NULL, loop_thread, &g_loops[i]) != 0) {
+      fprintf(stderr, "chat: cannot start thread %d\n", i);
+      return 1;
+    }
+  }
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  ws_loop_run(&g_loops[0]);
+  /* Stopped by a signal: every loop closes its clients politely, on its own
+   * thread; then all are freed here. */
+  for (i = 1; i < threads; i++) ws_loop_post(&g_loops[i], shutdown_post, NULL);
+  ws_loop_shutdown(&g_loops[0]);
+  ws_loop_run(&g_loops[0]);
+  for (i = 1; i < threads; i++) pthread_join(th[i], NULL);
+  for (i = 0; i < threads; i++) ws_loop_free(&g_loops[i]);
   ws_tls_config_free(tls);
   return 0;
 }

@@ -1,7 +1,10 @@
 /*
  * test_chat.c - drives build/chat (a real process on a loopback port) with
  * WebSocket clients on a ws_loop: join, messages broadcast to the room and
- * only to it, join/leave notices with member lists, errors, the page.
+ * only to it, join/leave notices with member lists, errors, the page. Run
+ * twice: one loop, and --threads 2 (two loops on one port; clients land
+ * on both, and everything above must hold across them), where several
+ * clients also check that each sender's messages arrive in order, once.
  */
 #define _DEFAULT_SOURCE 1
 #include "../src/ws.c"
@@ -17,7 +20,7 @@
 #endif
 
 typedef struct chatter {
-  char log[8192]; /* every message received, one per line */
+  char log[65536]; /* every message received, one per line */
   size_t len;
   int opened, closed;
 } chatter;
@@ -65,22 +68,83 @@ static void say(ws_conn *c, const char *text) {
   CHECK_INT(ws_send(c, WS_OP_TEXT, text, strlen(text)), WS_OK);
 }
 
-int main(int argc, char **argv) {
-  const char *bin = argc > 1 ? argv[1] : "build/chat";
+/* --threads: N clients in one room each say M numbered lines; each must
+ * see all N*M, each sender's in order, none twice. */
+#define LOAD_N 8
+#define LOAD_M 25
+static chatter g_load[LOAD_N];
+
+static int load_check(const chatter *ch, int verbose) {
+  int next[LOAD_N] = {0}, k, got = 0;
+  const char *p = ch->log;
+  while ((p = strstr(p, "\"text\":\"L")) != NULL) {
+    int who = -1, seq = -1;
+    if (sscanf(p + 9, "%d-%d", &who, &seq) != 2 || who < 0 || who >= LOAD_N ||
+        seq != next[who]) {
+      if (verbose) printf("    out of order or twice: %.20s\n", p);
+      return -1;
+    }
+    next[who]++;
+    got++;
+    p += 9;
+  }
+  for (k = 0; k < LOAD_N; k++)
+    if (next[k] != LOAD_M) return 0;
+  return got;
+}
+
+static void load_test(const char *url) {
+  ws_conn *cs[LOAD_N];
+  char text[64];
+  int i, k, done;
+  uint64_t end;
+  memset(g_load, 0, sizeof g_load);
+  for (i = 0; i < LOAD_N; i++)
+    CHECK_INT(ws_loop_connect(&g_loop, url, NULL, &g_load[i], &cs[i]), WS_OK);
+  for (i = 0; i < LOAD_N; i++) {
+    end = ws__loop_clock() + 5000;
+    while (!g_load[i].opened && ws__loop_clock() < end) ws_loop_run_once(&g_loop, 10);
+    snprintf(text, sizeof text, "join load u%d", i);
+    say(cs[i], text);
+    CHECK(wait_for(&g_load[i], "\"type\":\"joined\""));
+  }
+  for (k = 0; k < LOAD_M; k++) {
+    for (i = 0; i < LOAD_N; i++) {
+      snprintf(text, sizeof text, "say L%d-%d", i, k);
+      say(cs[i], text);
+    }
+    ws_loop_run_once(&g_loop, 0);
+  }
+  end = ws__loop_clock() + 10000;
+  do {
+    for (done = 1, i = 0; i < LOAD_N; i++)
+      if (load_check(&g_load[i], 0) != LOAD_N * LOAD_M) done = 0;
+    if (!done) ws_loop_run_once(&g_loop, 10);
+  } while (!done && ws__loop_clock() < end);
+  for (i = 0; i < LOAD_N; i++)
+    CHECK_INT(load_check(&g_load[i], 1), LOAD_N * LOAD_M);
+  for (i = 0; i < LOAD_N; i++) CHECK_INT(ws_close(cs[i], 1000, NULL, 0), WS_OK);
+  end = ws__loop_clock() + 5000;
+  do {
+    for (done = 1, i = 0; i < LOAD_N; i++) done &= g_load[i].closed;
+    if (!done) ws_loop_run_once(&g_loop, 10);
+  } while (!done && ws__loop_clock() < end);
+  CHECK(done);
+}
+
+static void scenario(const char *bin, const char *threads) {
   int out[2];
   pid_t pid;
   char line[256] = {0}, url[128];
   unsigned port = 0;
   ws_loop_config cfg;
   ws_loop_callbacks cb;
-  chatter alice, bob, carol;
   ws_conn *a, *b, *c;
-  signal(SIGPIPE, SIG_IGN);
-  if (access(bin, X_OK) != 0) {
-    printf("not ok - %s not built\n", bin);
-    return t_done("test_chat") | 1;
+  static chatter alice, bob, carol;
+  if (pipe(out) != 0) {
+    CHECK(0);
+    return;
   }
-  if (pipe(out) != 0) return 1;
   pid = fork();
   if (pid == 0) {
 #ifdef __linux__
@@ -88,7 +152,10 @@ int main(int argc, char **argv) {
 #endif
     dup2(out[1], 1);
     close(out[0]);
-    execl(bin, bin, "-p", "0", (char *)NULL);
+    if (threads)
+      execl(bin, bin, "-p", "0", "--threads", threads, (char *)NULL);
+    else
+      execl(bin, bin, "-p", "0", (char *)NULL);
     _exit(127);
   }
   close(out[1]);
@@ -99,7 +166,9 @@ int main(int argc, char **argv) {
   }
   if (!CHECK(port > 0)) {
     kill(pid, SIGKILL);
-    return t_done("test_chat");
+    waitpid(pid, NULL, 0);
+    close(out[0]);
+    return;
   }
   memset(&alice, 0, sizeof alice);
   memset(&bob, 0, sizeof bob);
@@ -154,6 +223,7 @@ int main(int argc, char **argv) {
   CHECK(wait_for(&alice, "\"name\":\"carol\",\"members\":[\"carol\",\"alice\"]"));
   CHECK_INT(ws_close(c, 1000, NULL, 0), WS_OK);
   CHECK(wait_for(&alice, "{\"type\":\"leave\",\"room\":\"general\",\"name\":\"carol\",\"members\":[\"alice\"]}"));
+  load_test(url);
 
   /* SIGTERM: the server closes every connection with 1001 and exits 0. */
   kill(pid, SIGTERM);
@@ -170,5 +240,18 @@ int main(int argc, char **argv) {
   }
   ws_loop_free(&g_loop);
   close(out[0]);
+}
+
+int main(int argc, char **argv) {
+  const char *bin = argc > 1 ? argv[1] : "build/chat";
+  signal(SIGPIPE, SIG_IGN);
+  if (access(bin, X_OK) != 0) {
+    printf("not ok - %s not built\n", bin);
+    return t_done("test_chat") | 1;
+  }
+  scenario(bin, NULL);
+  printf("ok one loop\n");
+  scenario(bin, "2");
+  printf("ok --threads 2\n");
   return t_done("test_chat");
 }
