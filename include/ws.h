@@ -916,8 +916,10 @@ void ws_tls_free(ws_tls *t);
  * -DWS_LOOP_EPOLL, -DWS_LOOP_KQUEUE force one). Built on the public API
  * above only. One loop per thread: every ws_loop_* function and every
  * ws_conn_* / ws_send* call on a loop's connections MUST be made on the
- * thread that runs the loop, except ws_loop_post() (debug builds assert
- * this). Link with -pthread where the C library needs it.
+ * thread that runs the loop, except ws_loop_post(), ws_loop_group_publish()
+ * and ws_loop_group_drops() (debug builds assert this). Several loops on
+ * several threads share a port and topics through a ws_loop_group. Link
+ * with -pthread where the C library needs it.
  * ---------------------------------------------------------------------- */
 #ifndef WS_NO_LOOP
 
