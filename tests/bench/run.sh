@@ -3,7 +3,7 @@
 # writes build/bench/report.md (see docs/performance.md).
 #
 #   bash tests/bench/run.sh [--smoke] [--rounds N] [--secs S] [--idle N]
-#                           [--servers "ws lws wslay node floor floor_uring"]
+#                           [--servers "ws ws-2loops lws wslay node floor floor_uring"]
 #                           [--modes "..."]
 #   BENCH_EXTRA="NAME=ECHO[,BROADCAST] ..." bash tests/bench/run.sh ...
 #
@@ -16,6 +16,12 @@
 # fails only when a tool fails (a refused connection, a wrong byte, a
 # crash), never because of a number. Every process started here is killed
 # by PID on exit; every run is bounded in time; traffic stays on 127.0.0.x.
+#
+# ws-2loops is ws on two loops on two threads, one port (ws_bcast_server
+# --threads 2 [--echo]: a ws_loop_group; broadcast through
+# ws_loop_group_publish). It is not pinned: its two threads share both
+# CPUs with the load generator, so on a 2-CPU machine it shows what a
+# second core buys when the load generator takes one of them.
 #
 # floor and floor_uring are no library: tests/bench/floor_server.c (epoll;
 # --uring: io_uring), the least user-space work an echo server can do, to
@@ -42,7 +48,7 @@ ROUNDS=3
 SECS=3
 IDLE_N=10000
 BCAST_N=10000
-SERVERS="ws lws wslay node floor floor_uring"
+SERVERS="ws ws-2loops lws wslay node floor floor_uring"
 MODES=""
 ARGS="$*"   # for the report (the loop below shifts them away)
 declare -A XECHO=() XBCAST=()
@@ -116,6 +122,7 @@ fi
 have() {
   case "$1" in
     ws) [ -x build/echo_server ] && [ -x $B/ws_bcast_server ] ;;
+    ws-2loops) [ -x $B/ws_bcast_server ] ;;
     lws) [ -x $B/lws_server ] ;;
     wslay) [ -x $B/wslay_server ] ;;
     node) command -v node >/dev/null 2>&1 && [ -d tests/bench/node_modules/ws ] ;;
@@ -129,7 +136,7 @@ AVAIL=""
 for s in $SERVERS; do
   if have "$s"; then AVAIL="$AVAIL $s"; continue; fi
   case "$s" in
-    ws|lws|wslay|node|floor) echo "bench: $s not available (run tests/bench/install.sh, then make bench-tools): skipped" >&2 ;;
+    ws|ws-2loops|lws|wslay|node|floor) echo "bench: $s not available (run tests/bench/install.sh, then make bench-tools): skipped" >&2 ;;
     floor_uring)
       if [ -x $B/floor_server ]; then echo "bench: floor_uring not available (no io_uring here: $(tail -1 $B/logs/floor_uring.probe)): skipped" >&2
       else echo "bench: floor_uring not available (make bench-tools): skipped" >&2; fi ;;
@@ -147,6 +154,8 @@ server_cmd() {
   case "$1:$2" in
     ws:echo) echo "build/echo_server -p $3" ;;
     ws:broadcast) echo "$B/ws_bcast_server -p $3" ;;
+    ws-2loops:echo) echo "$B/ws_bcast_server -p $3 --threads 2 --echo" ;;
+    ws-2loops:broadcast) echo "$B/ws_bcast_server -p $3 --threads 2" ;;
     lws:echo) echo "$B/lws_server -p $3" ;;
     lws:broadcast) echo "$B/lws_server -p $3 --broadcast" ;;
     wslay:echo) echo "$B/wslay_server -p $3" ;;
@@ -214,7 +223,10 @@ run_one() {
   fi
   log=$B/logs/r$round-$mode-$srv
   # shellcheck disable=SC2086
-  $PIN_S $cmd > "$log.server" 2>&1 &
+  case "$srv" in
+    ws-2loops) $cmd > "$log.server" 2>&1 & ;;   # both CPUs: see the top
+    *) $PIN_S $cmd > "$log.server" 2>&1 & ;;
+  esac
   SPID=$!
   if ! $B/loadgen wait -p "$port" 2>> "$log.server"; then
     echo "bench: $srv did not start: $(tail -3 "$log.server")" >&2
@@ -328,6 +340,9 @@ fi
         floor_uring) printf 'floor_uring: the same over io_uring (`floor_server --uring`); ';;
       esac; done)$XDESC"
   echo "- $ROUNDS rounds, servers interleaved in each; server on CPU 0, load generator on CPU 1; ${SECS} s per timed run"
+  case " $AVAIL " in *" ws-2loops "*)
+    echo "- ws-2loops: ws on two loops on two threads, one port (a ws_loop_group), not pinned: it shares both CPUs with the load generator" ;;
+  esac
   echo "- each cell: the median over the rounds; ws/peer: the median of the per-round ratios"
   echo "  (ratio > 1 means ws is ahead for \"higher\" metrics, < 1 for \"lower\" ones)"
   echo "- user-space / kernel CPU per message: the server's utime / stime (/proc/PID/stat) over the"
