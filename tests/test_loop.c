@@ -1696,6 +1696,7 @@ typedef struct gsrv {
   ws_loop loop;
   pthread_t th;
   int opened; /* written on the loop's thread, read with __atomic */
+  int done;   /* its ws_loop_run() returned (__atomic) */
 } gsrv;
 
 static gsrv g_srv[3];
@@ -1726,7 +1727,13 @@ static int gsrv_message(ws_conn *c, int op, const void *d, size_t n, int fin,
 
 static void *gsrv_thread(void *arg) {
   ws_loop_run(&((gsrv *)arg)->loop);
+  __atomic_store_n(&((gsrv *)arg)->done, 1, __ATOMIC_SEQ_CST);
   return NULL;
+}
+
+static void gsrv_shutdown(ws_loop *l, void *arg) {
+  (void)arg;
+  ws_loop_shutdown(l);
 }
 
 static void gsrv_stop(ws_loop *l, void *arg) {
@@ -1792,12 +1799,49 @@ static void group_start(int nloops, int handoff, unsigned *port) {
     CHECK_INT(pthread_create(&g_srv[i].th, NULL, gsrv_thread, &g_srv[i]), 0);
 }
 
-/* Stops and joins the threads; publishes while they are stopped, so posts
- * are in flight when the loops are freed (ws_loop_free() runs them). */
-static void group_stop_free(int nloops, int in_flight) {
-  int i;
-  for (i = 0; i < nloops; i++) CHECK_INT(ws_loop_post(&g_srv[i].loop, gsrv_stop, NULL), WS_OK);
+/* Shuts every loop down on its own thread (the clients' loop `cl` answers
+ * the close frames meanwhile) and joins the threads. Then, with the
+ * threads gone: in handoff mode, the acceptor takes `handed` connections
+ * and hands them to loops that no longer run; and group publishes are
+ * made. So sockets and publishes are in flight when the loops are freed
+ * (ws_loop_free() runs what is queued): nothing leaks (ASan), no fd stays
+ * open. */
+static void group_stop_free(int nloops, int in_flight, ws_loop *cl,
+                            unsigned port, int handed) {
+  int i, all, raw[4];
+  uint64_t end = ws__loop_clock() + 10000;
+  for (i = 0; i < nloops; i++) CHECK_INT(ws_loop_post(&g_srv[i].loop, gsrv_shutdown, NULL), WS_OK);
+  do {
+    for (all = 1, i = 0; i < nloops; i++) all &= __atomic_load_n(&g_srv[i].done, __ATOMIC_SEQ_CST);
+    if (!all) ws_loop_run_once(cl, 10);
+  } while (!all && ws__loop_clock() < end);
+  CHECK(all);
+  for (i = 0; i < nloops; i++) /* bounded even if shutdown hung */
+    if (!__atomic_load_n(&g_srv[i].done, __ATOMIC_SEQ_CST)) ws_loop_post(&g_srv[i].loop, gsrv_stop, NULL);
   for (i = 0; i < nloops; i++) pthread_join(g_srv[i].th, NULL);
+  /* Every client got its 1001; the last ones see the server's FIN now. */
+  end = ws__loop_clock() + 5000;
+  while (ws_loop_conn_count(cl) > 0 && ws__loop_clock() < end) ws_loop_run_once(cl, 10);
+  CHECK_INT((int)ws_loop_conn_count(cl), 0);
+  if (handed) {
+    /* The acceptor's listener closed at shutdown: listen again, as the
+     * group does, on loop 0 (this thread owns the loops now). */
+    ws__listener *ls;
+    unsigned p2 = 0;
+    int queued = 0;
+    ws_loop_run_once(&g_srv[0].loop, 0); /* this thread takes loop 0 over */
+    CHECK_INT(ws__loop_listen(&g_srv[0].loop, "127.0.0.1", 0, NULL, 0, &p2), WS_OK);
+    ls = (ws__listener *)g_srv[0].loop.ws__lp.listeners;
+    ls->group = &g_group;
+    g_srv[0].loop.ws__lp.shutting = 0; /* accept again */
+    (void)port;
+    for (i = 0; i < 4; i++) raw[i] = raw_connect(p2, NULL);
+    for (i = 0; i < 5; i++) ws_loop_run_once(&g_srv[0].loop, 20);
+    for (i = 1; i < nloops; i++)
+      queued += ((ws__post_q *)g_srv[i].loop.ws__lp.post)->head != NULL;
+    CHECK(queued > 0); /* sockets handed to loops that no longer run */
+  }
+
   for (i = 0; i < in_flight; i++) {
     char big[3000];
     memset(big, 'x', sizeof big);
@@ -1809,6 +1853,19 @@ static void group_stop_free(int nloops, int in_flight) {
     ws_loop_free(&g_srv[i].loop);
     CHECK(g_srv[i].loop.ws__lp.ginbox == 0); /* every post ran */
   }
+  if (handed)
+    for (i = 0; i < 4; i++) {
+      /* The handed-off sockets were adopted at the free and closed: each
+       * raw client reads its end. */
+      char b[512];
+      ssize_t r;
+      CHECK(raw[i] >= 0);
+      if (raw[i] < 0) continue;
+      while ((r = recv(raw[i], b, sizeof b, MSG_DONTWAIT)) > 0) {
+      }
+      CHECK(r == 0);
+      close(raw[i]);
+    }
 }
 
 #define G_CLIENTS 40
@@ -1825,6 +1882,7 @@ static void group_case(int nloops, int handoff) {
   uint64_t end;
   int i, all, want = G_MAIN_PUBS + 2 * G_LOOP_PUBS;
   char url[64], msg[32];
+  int fds0 = open_fds();
   group_start(nloops, handoff, &port);
   ws_loop_config_init(&cfg);
   memset(&cb, 0, sizeof cb);
@@ -1886,8 +1944,9 @@ static void group_case(int nloops, int handoff) {
   }
   CHECK_INT((int)ws_loop_group_drops(&g_group), 0);
   CHECK_INT(__atomic_load_n(&g_gsrv_errors, __ATOMIC_SEQ_CST), 0);
-  group_stop_free(nloops, 3);
+  group_stop_free(nloops, 3, &cl, port, handoff);
   ws_loop_free(&cl);
+  CHECK_INT(open_fds(), fds0);
 }
 
 static void test_group_reuseport_two(void) {
