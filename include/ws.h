@@ -1369,9 +1369,9 @@ int ws_loop_group_init(ws_loop_group *g, ws_loop *const *loops, size_t n);
  * Handoff mode: the first loop listens. Call it from the thread that
  * initialised the loops, before they run on their threads (each listen is
  * the loop's own call).
- *   WS_OK, or as ws_loop_listen(); on failure no loop of the group
- *   listens on the port (the listeners already made are closed only
- *   when their loops are freed, so treat a failure as fatal)
+ *   WS_OK, or as ws_loop_listen() (WS_EINVAL also for a NULL g); on
+ *   failure the loops before the failing one may already listen (their
+ *   listeners close when the loops are freed): treat it as fatal
  */
 int ws_loop_group_listen(ws_loop_group *g, const char *host, unsigned port,
                          unsigned *bound_port);
