@@ -1984,6 +1984,16 @@ static int ws__call_message(ws_conn *c, int op, const void *d, size_t n,
   return WS_OK;
 }
 
+/* Fails the connection for a refused frame (a header, a payload, a close
+ * frame's body) with the close code its error calls for; returns the error. */
+static int ws__frame_fail(ws_conn *c, int err) {
+  ws__fail(c, err,
+           err == WS_ETOOBIG ? WS_CLOSE_TOO_BIG
+           : err == WS_EUTF8 ? WS_CLOSE_INVALID_DATA
+                             : WS_CLOSE_PROTOCOL);
+  return err;
+}
+
 /* A whole control frame sits at in + rpos. */
 static int ws__control(ws_conn *c, const ws_frame *f, unsigned char *d) {
   struct ws__conn_priv *p = WS__P(c);
@@ -2026,10 +2036,7 @@ static int ws__control(ws_conn *c, const ws_frame *f, unsigned char *d) {
     const char *reason;
     size_t rlen;
     int rc = ws_close_parse(d, n, &code, &reason, &rlen);
-    if (rc != WS_OK) {
-      ws__fail(c, rc, rc == WS_EUTF8 ? WS_CLOSE_INVALID_DATA : WS_CLOSE_PROTOCOL);
-      return rc;
-    }
+    if (rc != WS_OK) return ws__frame_fail(c, rc);
     /* Keep the reason at the front of the buffer for on_close. */
     memmove(p->in->d, reason, rlen);
     p->close_len = (uint8_t)rlen;
@@ -2079,16 +2086,6 @@ static int ws__too_big(const struct ws__conn_priv *p, uint64_t len,
  * checked by ws__payload(), a control frame handled by ws__control(), a
  * message delivered by ws__call_message(); a refused frame fails the
  * connection through ws__frame_fail(). */
-
-/* Fails the connection for a refused frame with the close code its error
- * calls for; returns the error. */
-static int ws__frame_fail(ws_conn *c, int err) {
-  ws__fail(c, err,
-           err == WS_ETOOBIG ? WS_CLOSE_TOO_BIG
-           : err == WS_EUTF8 ? WS_CLOSE_INVALID_DATA
-                             : WS_CLOSE_PROTOCOL);
-  return err;
-}
 
 /* Reads the frame header at d[0..len) and checks it against the role and
  * the message in progress in b (NULL: none, as for ws_conn_feed_inplace(),
