@@ -1566,20 +1566,17 @@ int ws_loop_group_publish(ws_loop_group *g, ws_loop *from, const char *topic,
     if (to == from) continue;
     /* Reserve first, then check: two publishers racing for the last room
      * cannot both pass. */
-    if (ws__atomic_add(&tp->ginbox, cost) > g->max_inbox) {
-      (void)ws__atomic_sub(&tp->ginbox, cost);
-      (void)ws__atomic_add(&tp->gdrops, 1);
-      full = 1;
-      continue;
-    }
-    (void)ws__atomic_add(&m->refs, 1);
-    rc = ws_loop_post(to, ws__gmsg_run, m);
-    if (rc != WS_OK && rc != WS_EIO) { /* WS_EIO: queued all the same */
-      (void)ws__atomic_sub(&tp->ginbox, cost);
-      (void)ws__atomic_add(&tp->gdrops, 1);
+    if (ws__atomic_add(&tp->ginbox, cost) <= g->max_inbox) {
+      (void)ws__atomic_add(&m->refs, 1);
+      rc = ws_loop_post(to, ws__gmsg_run, m);
+      if (rc == WS_OK || rc == WS_EIO) continue; /* WS_EIO: queued all the same */
       (void)ws__atomic_sub(&m->refs, 1); /* ours is still held: not 0 */
-      full = 1;
     }
+    /* Not queued (no room, or the loop is closing): the reservation goes
+     * back and the drop is counted. */
+    (void)ws__atomic_sub(&tp->ginbox, cost);
+    (void)ws__atomic_add(&tp->gdrops, 1);
+    full = 1;
   }
   if (from) ws__gmsg_send(from, m);
   ws__gmsg_release(m);
