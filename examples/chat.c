@@ -282,6 +282,17 @@ static int on_message(ws_conn *c, int op, const void *data, size_t len,
     cl->room[rlen] = '\0';
     memcpy(cl->name, name, nlen);
     cl->name[nlen] = '\0';
+    /* Member lists run newest join first. The list's order, not the order
+     * of the connections' opens, which loops on other threads may take
+     * in any order, decides it. */
+    if (cl != g_clients) {
+      cl->prev->next = cl->next;
+      if (cl->next) cl->next->prev = cl->prev;
+      cl->prev = NULL;
+      cl->next = g_clients;
+      g_clients->prev = cl;
+      g_clients = cl;
+    }
     pthread_mutex_unlock(&g_mu);
     /* Tell the room first, then join it: the newcomer gets "joined". */
     room_event(cl, "join", NULL, 0, 1);
