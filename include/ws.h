@@ -1009,7 +1009,7 @@ struct ws__loop_priv {
   void *bev;                        /* backend event array */
   void *pfd;                        /* poll: struct pollfd array */
   struct ws__io **pio;              /* poll: io per pollfd */
-  size_t pcount, pcap;
+  size_t pcount, pcap, pnext;       /* poll: where the next scan starts */
   struct { struct ws__io *io; unsigned ev; } *ready;
   int nready;
   struct ws__tnode **heap;

@@ -5930,19 +5930,26 @@ static int ws__be_set(struct ws__loop_priv *p, struct ws__io *io, unsigned ev) {
 }
 
 static int ws__be_wait(struct ws__loop_priv *p, int timeout) {
+  /* With more descriptors ready than max_events, a scan from index 0 would
+   * serve the same low entries every turn and starve the rest: each scan
+   * starts where the previous one stopped, so every ready entry is served
+   * within pcount / max_events turns. */
   struct pollfd *pf = (struct pollfd *)p->pfd;
   int n = poll(pf, (nfds_t)p->pcount, timeout), k = 0;
-  size_t i;
+  size_t i, seen, start = p->pnext < p->pcount ? p->pnext : 0;
   if (n < 0) return errno == EINTR ? 0 : WS_EIO;
-  for (i = 0; i < p->pcount && k < n && k < p->cfg.max_events; i++) {
+  for (seen = 0, i = start; seen < p->pcount && k < n && k < p->cfg.max_events; seen++) {
     unsigned e = 0;
-    if (!pf[i].revents) continue;
-    if (pf[i].revents & (POLLIN | POLLERR | POLLHUP | POLLNVAL)) e |= WS__LOOP_IN;
-    if (pf[i].revents & (POLLOUT | POLLERR | POLLHUP | POLLNVAL)) e |= WS__LOOP_OUT;
-    p->ready[k].io = p->pio[i];
-    p->ready[k].ev = e;
-    k++;
+    if (pf[i].revents) {
+      if (pf[i].revents & (POLLIN | POLLERR | POLLHUP | POLLNVAL)) e |= WS__LOOP_IN;
+      if (pf[i].revents & (POLLOUT | POLLERR | POLLHUP | POLLNVAL)) e |= WS__LOOP_OUT;
+      p->ready[k].io = p->pio[i];
+      p->ready[k].ev = e;
+      k++;
+    }
+    if (++i == p->pcount) i = 0;
   }
+  p->pnext = i;
   p->nready = k;
   return WS_OK;
 }

@@ -1605,6 +1605,40 @@ static void stop_at_free(ws_loop *l, void *arg) {
   CHECK_INT(mprotect(arg, (size_t)sysconf(_SC_PAGESIZE), PROT_NONE), 0);
 }
 
+static void test_watch_fairness(void) {
+  /* More descriptors stay ready than one wait reports (max_events 2, six
+   * pipes never drained): every one is still served within a few turns.
+   * The poll backend once scanned from its first entry each turn and
+   * starved the rest, so a client that connected last behind hundreds of
+   * busy connections never got its handshake read. */
+  ws_loop l;
+  ws_loop_config cfg;
+  ws_watch w[6];
+  wrec r[6];
+  int p[6][2], i, served = 0;
+  ws_loop_config_init(&cfg);
+  cfg.max_events = 2;
+  CHECK_INT(ws_loop_init(&l, &cfg, NULL, NULL), WS_OK);
+  memset(r, 0, sizeof r);
+  for (i = 0; i < 6; i++) {
+    CHECK_INT(pipe(p[i]), 0);
+    CHECK_INT(write(p[i][1], "x", 1), 1);
+    CHECK_INT(ws_watch_start(&l, &w[i], p[i][0], WS_WATCH_READ, wrec_cb, &r[i]), WS_OK);
+  }
+  turns(&l, 6);
+  for (i = 0; i < 6; i++) {
+    if (r[i].calls > 0) served++;
+    CHECK(r[i].calls >= 1);
+  }
+  CHECK_INT(served, 6);
+  for (i = 0; i < 6; i++) {
+    ws_watch_stop(&l, &w[i]);
+    close(p[i][0]);
+    close(p[i][1]);
+  }
+  ws_loop_free(&l);
+}
+
 static void test_watch_loop_free(void) {
   /* ws_loop_free() with watches started: it forgets them without touching
    * their memory (here a page made inaccessible) and leaves their fds open;
@@ -2103,6 +2137,7 @@ int main(void) {
   RUN(test_watch_udp);
   RUN(test_watch_hangup);
   RUN(test_watch_with_conns);
+  RUN(test_watch_fairness);
   RUN(test_watch_loop_free);
   RUN(test_watch_misuse_and_shutdown);
   RUN(test_reuseport_bind);
