@@ -1025,6 +1025,8 @@ struct ws__loop_priv {
   size_t ntopics, tcap;
   uint64_t now;
   unsigned long owner;
+  void (*topic_fn)(ws_loop *l, const char *topic, int active, void *user);
+  void *topic_user;                 /* ws_loop_on_topic() */
   void *lingering;
   size_t nlinger;
   void *tls_default;                /* client TLS config made on demand */
@@ -1306,6 +1308,21 @@ int ws_loop_publish(ws_loop *l, const char *topic, int op, const void *data,
                     size_t len, size_t *sent);
 /* Subscribers of a topic (0 for an unknown topic). */
 size_t ws_loop_topic_size(ws_loop *l, const char *topic);
+
+/*
+ * Topic activity, for a bridge to a broker (ws_redis.h, ws_nats.h): fn is
+ * called on the loop's thread when a topic gets its first subscriber on
+ * this loop (active 1) and when its last one leaves (active 0), whether by
+ * ws_loop_unsubscribe() or because the connection ended (also inside
+ * ws_loop_free(): remove the hook before it if its user is gone). When the
+ * hook is set, fn is called at once with active 1 for every topic that
+ * has subscribers. One hook per loop; fn NULL removes it. fn may call any
+ * loop function except subscribe and unsubscribe.
+ */
+void ws_loop_on_topic(ws_loop *l,
+                      void (*fn)(ws_loop *l, const char *topic, int active,
+                                 void *user),
+                      void *user);
 
 /*
  * Groups: several loops of one process, one per thread, serving one port

@@ -5152,6 +5152,8 @@ static void ws__sub_unlink(ws_loop *l, ws__sub *s) {
     t->head = s->tnext;
   if (s->tnext) s->tnext->tprev = s->tprev;
   t->count--;
+  if (t->count == 0 && WS__LP(l)->topic_fn)
+    WS__LP(l)->topic_fn(l, t->name, 0, WS__LP(l)->topic_user);
   ws__topic_drop_if_empty(l, t);
   ws__loop_alloc(l, s, 0);
 }
@@ -5193,6 +5195,8 @@ int ws_loop_subscribe(ws_conn *c, const char *topic) {
   t->count++;
   s->cnext = (ws__sub *)lc->ws__l.subs;
   lc->ws__l.subs = s;
+  if (t->count == 1 && WS__LP(l)->topic_fn)
+    WS__LP(l)->topic_fn(l, t->name, 1, WS__LP(l)->topic_user);
   return WS_OK;
 }
 
@@ -5211,6 +5215,23 @@ int ws_loop_unsubscribe(ws_conn *c, const char *topic) {
     }
   }
   return WS_EINVAL;
+}
+
+/* see ws.h */
+void ws_loop_on_topic(ws_loop *l,
+                      void (*fn)(ws_loop *l, const char *topic, int active,
+                                 void *user),
+                      void *user) {
+  struct ws__loop_priv *p = WS__LP(l);
+  size_t i;
+  WS__LOOP_THREAD(l);
+  p->topic_fn = fn;
+  p->topic_user = user;
+  for (i = 0; fn && i < p->tcap; i++) {
+    ws__topic *t;
+    for (t = (ws__topic *)p->topics[i]; t; t = t->hnext)
+      if (t->count) fn(l, t->name, 1, user);
+  }
 }
 
 /* see ws.h */

@@ -544,7 +544,26 @@ static peer *g_server_peer;
 static void subscribe_on_open(ws_conn *c, const char *proto, size_t n,
                               void *user) {
   on_open(c, proto, n, user);
-  if (user == g_server_peer) CHECK_INT(ws_loop_subscribe(c, "room"), WS_OK);
+  if (user == g_server_peer) {
+    CHECK_INT(ws_loop_subscribe(c, "room"), WS_OK);
+    g_last_server = c;
+  }
+}
+
+typedef struct topic_log {
+  int on, off;
+  char last[32];
+  ws_loop *loop;
+} topic_log;
+
+static void topic_hook(ws_loop *l, const char *topic, int active, void *user) {
+  topic_log *t = (topic_log *)user;
+  CHECK(l == t->loop);
+  if (active)
+    t->on++;
+  else
+    t->off++;
+  snprintf(t->last, sizeof t->last, "%s", topic);
 }
 
 static void test_broadcast(void) {
@@ -554,6 +573,7 @@ static void test_broadcast(void) {
   ws_loop_callbacks cb;
   int i, n = 50, args[2];
   size_t sent = 0;
+  topic_log tl;
   ws_loop_config_init(&cfg);
   memset(&w, 0, sizeof w);
   memset(&cb, 0, sizeof cb);
@@ -563,10 +583,31 @@ static void test_broadcast(void) {
   cb.conn.on_close = on_close;
   CHECK_INT(ws_loop_init(&w.loop, &cfg, &cb, &w.server), WS_OK);
   CHECK_INT(ws_loop_listen(&w.loop, "127.0.0.1", 0, &w.port), WS_OK);
+  memset(&tl, 0, sizeof tl);
+  tl.loop = &w.loop;
+  ws_loop_on_topic(&w.loop, topic_hook, &tl);
+  CHECK_INT(tl.on, 0); /* no topic yet */
   for (i = 0; i < n; i++) connect_client(&w, i, "/");
   CHECK(run_until(&w, c_opened, &n, 5000));
   CHECK_INT(w.server.opened, n);
   CHECK_INT(ws_loop_topic_size(&w.loop, "room"), n);
+  /* The hook saw the first subscriber only; set again, it is told of the
+   * live topic at once. */
+  CHECK_INT(tl.on, 1);
+  CHECK_INT(tl.off, 0);
+  CHECK(strcmp(tl.last, "room") == 0);
+  ws_loop_on_topic(&w.loop, topic_hook, &tl);
+  CHECK_INT(tl.on, 2);
+  /* One unsubscribe and resubscribe of a topic with others in it: quiet. */
+  CHECK_INT(ws_loop_unsubscribe(g_last_server, "room"), WS_OK);
+  CHECK_INT(ws_loop_subscribe(g_last_server, "room"), WS_OK);
+  /* A topic of one: on at subscribe, off at unsubscribe. */
+  CHECK_INT(ws_loop_subscribe(g_last_server, "solo"), WS_OK);
+  CHECK_INT(tl.on, 3);
+  CHECK(strcmp(tl.last, "solo") == 0);
+  CHECK_INT(ws_loop_unsubscribe(g_last_server, "solo"), WS_OK);
+  CHECK_INT(tl.off, 1);
+  CHECK_INT(tl.on, 3);
   CHECK_INT(ws_loop_publish(&w.loop, "room", WS_OP_TEXT, "hello all", 9, &sent), WS_OK);
   CHECK_INT(sent, n);
   CHECK_INT(ws_loop_publish(&w.loop, "room", WS_OP_TEXT, "\xff", 1, &sent), WS_EUTF8);
@@ -581,7 +622,10 @@ static void test_broadcast(void) {
   ws_loop_shutdown(&w.loop);
   CHECK(run_until(&w, c_no_conns, NULL, 5000));
   CHECK_INT(ws_loop_topic_size(&w.loop, "room"), 0);
+  CHECK_INT(tl.off, 2); /* the last subscriber of "room" closed */
+  CHECK(strcmp(tl.last, "room") == 0);
   for (i = 0; i < n; i++) CHECK_INT(w.clients[i].close_code, 1001);
+  ws_loop_on_topic(&w.loop, NULL, NULL);
   ws_loop_free(&w.loop);
 }
 
