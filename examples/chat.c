@@ -11,6 +11,19 @@
  * so messages and join/leave notices cross loops. Member lists are per
  * process: one list of clients under a mutex, read when an event is made.
  *
+ *   build/chat ... --redis redis://127.0.0.1:6379
+ *   build/chat ... --nats nats://127.0.0.1:4222
+ *
+ * makes the process one node of a cluster: every loop opens its own bridge
+ * (ws_redis.h, ws_nats.h), rooms become broker channels, and messages and
+ * join/leave notices reach the room's members on every process and every
+ * loop (a loop's own members at once, the others through the broker, each
+ * once). Member lists stay per process: a "join" from another process lists
+ * that process's members of the room. Presence across the cluster would need
+ * state the broker does not keep (Pub/Sub stores nothing), so it is left to
+ * an application with a database. While the broker is down, each process's
+ * chat goes on locally; what was said meanwhile is not replayed elsewhere.
+ *
  * Protocol, client to server (text messages):
  *   join ROOM NAME     enter ROOM (leaving any other) as NAME
  *   say TEXT           send TEXT to the room
@@ -23,11 +36,20 @@
 #define _POSIX_C_SOURCE 200809L
 #include "ws.h"
 
+#ifdef WS_CHAT_REDIS
+#include "ws_redis.h"
+#endif
+#ifdef WS_CHAT_NATS
+#include "ws_nats.h"
+#endif
+
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #define NAME_MAX_LEN 24
 #define TEXT_MAX_LEN 2000
@@ -48,6 +70,18 @@ static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static ws_loop g_loops[MAX_THREADS];
 static ws_loop *g_loop_ptrs[MAX_THREADS];
 static ws_loop_group g_group;
+
+/* --redis / --nats: one bridge per loop, used on that loop's thread only. */
+enum { BRIDGE_NONE, BRIDGE_REDIS, BRIDGE_NATS };
+static int g_bridge_kind;
+static const char *g_bridge_url;
+static uint64_t g_origin; /* this process, to the bridges */
+#ifdef WS_CHAT_REDIS
+static ws_redis *g_redis[MAX_THREADS];
+#endif
+#ifdef WS_CHAT_NATS
+static ws_nats *g_nats[MAX_THREADS];
+#endif
 
 static const char PAGE[] =
     "<!doctype html>\n"
@@ -173,8 +207,119 @@ static void send_error(ws_conn *c, const char *text) {
   if (at <= sizeof buf) ws_send(c, WS_OP_TEXT, buf, at);
 }
 
-/* Publishes an event about `who` to their room, on every loop: at once to
- * this loop's members, through the other loops' queues to theirs. */
+/* Publishes to a room on every loop of every process: at once to this
+ * loop's members; through the other loops' queues to theirs, or, with a
+ * bridge, through the broker to every other loop and process. */
+static void publish(ws_loop *l, const char *topic, const char *buf, size_t n) {
+  size_t i = (size_t)(l - g_loops);
+  /* The process's own loops first, without the broker, so that chat within
+   * a process goes on while the broker is down; then the broker, for the
+   * other processes (the bridges of this process share one origin and so
+   * skip what came from here). */
+  ws_loop_group_publish(&g_group, l, topic, WS_OP_TEXT, buf, n);
+  switch (g_bridge_kind) {
+#ifdef WS_CHAT_REDIS
+  case BRIDGE_REDIS:
+    ws_redis_send(g_redis[i], topic, WS_OP_TEXT, buf, n);
+    break;
+#endif
+#ifdef WS_CHAT_NATS
+  case BRIDGE_NATS:
+    ws_nats_send(g_nats[i], topic, WS_OP_TEXT, buf, n);
+    break;
+#endif
+  default:
+    (void)i;
+  }
+}
+
+#if defined(WS_CHAT_REDIS) || defined(WS_CHAT_NATS)
+/* The broker link going up or down, on the loop's thread. */
+static void bridge_state(int loop, int up) {
+  fprintf(stderr, "chat: loop %d: broker %s\n", loop, up ? "connected" : "unreachable, retrying");
+}
+#endif
+#ifdef WS_CHAT_REDIS
+static void redis_state(ws_redis *b, int up, void *user) {
+  (void)b;
+  bridge_state((int)((ws_loop *)user - g_loops), up);
+}
+#endif
+#ifdef WS_CHAT_NATS
+static void nats_state(ws_nats *b, int up, void *user) {
+  (void)b;
+  bridge_state((int)((ws_loop *)user - g_loops), up);
+}
+#endif
+
+/* Opens loop i's bridge (on the thread that runs it, or before it runs). */
+static int bridge_open(int i) {
+  int rc = WS_OK;
+  (void)i;
+  switch (g_bridge_kind) {
+#ifdef WS_CHAT_REDIS
+  case BRIDGE_REDIS: {
+    ws_redis_config bc;
+    ws_redis_config_init(&bc);
+    bc.url = g_bridge_url;
+    bc.on_state = redis_state;
+    bc.origin = g_origin;
+    bc.user = &g_loops[i];
+    rc = ws_redis_open(&g_redis[i], &g_loops[i], &bc);
+    break;
+  }
+#endif
+#ifdef WS_CHAT_NATS
+  case BRIDGE_NATS: {
+    ws_nats_config bc;
+    ws_nats_config_init(&bc);
+    bc.url = g_bridge_url;
+    bc.on_state = nats_state;
+    bc.origin = g_origin;
+    bc.user = &g_loops[i];
+    rc = ws_nats_open(&g_nats[i], &g_loops[i], &bc);
+    break;
+  }
+#endif
+  default:
+    break;
+  }
+  return rc;
+}
+
+/* Closes loop i's bridge on the thread that ran the loop, once its clients
+ * are gone, and says what crossed it. */
+static void bridge_close(int i) {
+  size_t sent = 0, received = 0, lost_down = 0, lost_full = 0, junk = 0;
+  (void)i;
+  switch (g_bridge_kind) {
+#ifdef WS_CHAT_REDIS
+  case BRIDGE_REDIS: {
+    ws_redis_stats st;
+    ws_redis_stats_get(g_redis[i], &st);
+    sent = st.sent, received = st.received, junk = st.junk;
+    lost_down = st.lost_down, lost_full = st.lost_full;
+    ws_redis_close(g_redis[i]);
+    break;
+  }
+#endif
+#ifdef WS_CHAT_NATS
+  case BRIDGE_NATS: {
+    ws_nats_stats st;
+    ws_nats_stats_get(g_nats[i], &st);
+    sent = st.sent, received = st.received, junk = st.junk;
+    lost_down = st.lost_down, lost_full = st.lost_full;
+    ws_nats_close(g_nats[i]);
+    break;
+  }
+#endif
+  default:
+    return;
+  }
+  fprintf(stderr, "chat: loop %d: bridge sent %zu received %zu lost_down %zu "
+          "lost_full %zu junk %zu\n", i, sent, received, lost_down, lost_full, junk);
+}
+
 static void room_event(const client *who, const char *type, const char *text,
                        size_t tlen, int with_members) {
   char stack[4096], *buf = stack, topic[NAME_MAX_LEN + 8];
@@ -188,8 +333,7 @@ static void room_event(const client *who, const char *type, const char *text,
   pthread_mutex_unlock(&g_mu);
   if (buf == NULL) return;
   snprintf(topic, sizeof topic, "room:%s", who->room);
-  ws_loop_group_publish(&g_group, ws_loop_of(who->conn), topic, WS_OP_TEXT,
-                        buf, n);
+  publish(ws_loop_of(who->conn), topic, buf, n);
   if (buf != stack) free(buf);
 }
 
@@ -367,6 +511,7 @@ static void shutdown_post(ws_loop *l, void *arg) {
 
 static void *loop_thread(void *arg) {
   ws_loop_run((ws_loop *)arg); /* until shutdown_post's shutdown is done */
+  bridge_close((int)((ws_loop *)arg - g_loops));
   return NULL;
 }
 
@@ -391,12 +536,30 @@ int main(int argc, char **argv) {
     } else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc &&
                (threads = atoi(argv[i + 1])) >= 1 && threads <= MAX_THREADS) {
       i++;
+    } else if ((strcmp(argv[i], "--redis") == 0 || strcmp(argv[i], "--nats") == 0) &&
+               i + 1 < argc && !g_bridge_kind) {
+      g_bridge_kind = argv[i][2] == 'r' ? BRIDGE_REDIS : BRIDGE_NATS;
+      g_bridge_url = argv[++i];
     } else {
       fprintf(stderr, "usage: %s [-p PORT] [-h HOST] [--cert FILE --key FILE] "
-                      "[--threads 1-%d]\n", argv[0], MAX_THREADS);
+                      "[--threads 1-%d] [--redis URL | --nats URL]\n",
+              argv[0], MAX_THREADS);
       return 2;
     }
   }
+#ifndef WS_CHAT_REDIS
+  if (g_bridge_kind == BRIDGE_REDIS) {
+    fprintf(stderr, "chat: built without the Redis bridge (hiredis not installed: "
+                    "apt-get install libhiredis-dev, then make)\n");
+    return 2;
+  }
+#endif
+#ifndef WS_CHAT_NATS
+  if (g_bridge_kind == BRIDGE_NATS) {
+    fprintf(stderr, "chat: built without the NATS bridge\n");
+    return 2;
+  }
+#endif
   signal(SIGPIPE, SIG_IGN);
   signal(SIGINT, on_signal);
   signal(SIGTERM, on_signal);
@@ -414,12 +577,23 @@ int main(int argc, char **argv) {
     fprintf(stderr, "chat: --threads and --cert do not go together\n");
     return 2;
   }
+  { /* one origin for every bridge of this process */
+    FILE *f = fopen("/dev/urandom", "rb");
+    if (f == NULL || fread(&g_origin, sizeof g_origin, 1, f) != 1)
+      g_origin = ((uint64_t)time(NULL) << 22) ^ (uint64_t)getpid();
+    if (f) fclose(f);
+    if (g_origin == 0) g_origin = 1;
+  }
   for (i = 0; i < threads; i++) {
     if (ws_loop_init(&g_loops[i], &cfg, &cb, NULL) != WS_OK) {
       fprintf(stderr, "chat: cannot start the loop\n");
       return 1;
     }
     g_loop_ptrs[i] = &g_loops[i];
+    if (bridge_open(i) != WS_OK) {
+      fprintf(stderr, "chat: bad broker URL: %s\n", g_bridge_url);
+      return 2;
+    }
   }
   ws_loop_group_init(&g_group, g_loop_ptrs, (size_t)threads);
   if (cert || key) { /* https:// page, wss:// socket */
@@ -440,11 +614,12 @@ int main(int argc, char **argv) {
     perror("chat: listen");
     return 1;
   }
-  printf("chat: open %s://%s:%u/ in a browser (%s backend, %d thread%s, %s)\n",
+  printf("chat: open %s://%s:%u/ in a browser (%s backend, %d thread%s, %s%s%s)\n",
          tls ? "https" : "http", strchr(host, ':') ? "[::1]" : host, bound,
          ws_loop_backend(), threads, threads > 1 ? "s" : "",
          threads == 1 ? "one loop"
-         : ws_loop_has_reuseport() ? "SO_REUSEPORT" : "one acceptor hands off");
+         : ws_loop_has_reuseport() ? "SO_REUSEPORT" : "one acceptor hands off",
+         g_bridge_kind ? ", cluster through " : "", g_bridge_kind ? g_bridge_url : "");
   fflush(stdout);
   /* Loop 0 runs on this thread, the others on their own, which block the
    * stop signals so that they reach this one. */
@@ -465,6 +640,7 @@ int main(int argc, char **argv) {
   for (i = 1; i < threads; i++) ws_loop_post(&g_loops[i], shutdown_post, NULL);
   ws_loop_shutdown(&g_loops[0]);
   ws_loop_run(&g_loops[0]);
+  bridge_close(0);
   for (i = 1; i < threads; i++) pthread_join(th[i], NULL);
   for (i = 0; i < threads; i++) ws_loop_free(&g_loops[i]);
   ws_tls_config_free(tls);
