@@ -221,6 +221,10 @@ function detectPeers() {
     const v = spawnSync(nginx, ['-v'], { encoding: 'utf8' });
     peers.nginx = { path: nginx, version: (/nginx\/(\S+)/.exec(v.stderr || '') || [])[1] || '?' };
   }
+  for (const [key, prog, flag] of [['redis', 'redis-server', '--version'], ['nats', 'nats-server', '--version']]) {
+    const v = spawnSync(prog, [flag], { encoding: 'utf8' });
+    peers[key] = v.status === 0 ? { path: prog, version: (/v=(\S+)|v(\d+\.\S+)/.exec(v.stdout + v.stderr) || []).slice(1).find(Boolean) || '?' } : null;
+  }
   return peers;
 }
 
@@ -620,11 +624,11 @@ function nginxSite(listenPort, backendPort, readTimeout) {
   return conf;
 }
 
-async function startNginx(peer, name, backendPort, readTimeout) {
+async function startNginx(peer, name, backendPort, readTimeout, site = null, sitePorts = null) {
   const dir = fs.mkdtempSync(path.join(tmp, `nginx-${name}-`));
   const port = await freePort();
   for (const d of ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) fs.mkdirSync(path.join(dir, d));
-  fs.writeFileSync(path.join(dir, 'ws.conf'), nginxSite(port, backendPort, readTimeout));
+  fs.writeFileSync(path.join(dir, 'ws.conf'), site ? site(port, sitePorts) : nginxSite(port, backendPort, readTimeout));
   fs.writeFileSync(path.join(dir, 'nginx.conf'), [
     'worker_processes 1;',
     `pid ${dir}/nginx.pid;`,
@@ -709,6 +713,230 @@ async function idleCases(row, WebSocket, viaPings, backendPings, viaNoPings, bac
   }
 }
 
+// ------------------------------------------------------------ a chat cluster
+
+// A broker on a free loopback port, nothing persisted: { child, port, url }.
+async function startBroker(kind) {
+  const port = await freePort();
+  const argv = kind === 'redis'
+    ? ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no']
+    : ['-a', '127.0.0.1', '-p', String(port)];
+  const child = track(spawn(kind === 'redis' ? 'redis-server' : 'nats-server', argv,
+    { cwd: tmp, stdio: ['ignore', 'ignore', 'ignore'] }), kind);
+  for (let i = 0; i < 100; i++) {
+    if (child.exitCode !== null) break;
+    const ok = await new Promise((resolve) => {
+      const s = net.connect(port, '127.0.0.1', () => { s.destroy(); resolve(true); });
+      s.on('error', () => resolve(false));
+    });
+    if (ok) return { child, port, url: `${kind}://127.0.0.1:${port}` };
+    await sleep(100);
+  }
+  await stop(child);
+  throw new Error(`${kind} did not start on port ${port}`);
+}
+
+// build/chat joined to the broker: { child, port, out }.
+async function startChatNode(kind, brokerUrl, port = 0) {
+  const child = track(spawn(bin('chat'), ['-p', String(port), `--${kind}`, brokerUrl],
+    { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] }), 'chat');
+  const node = { child, out: '', port: null };
+  child.stdout.on('data', (d) => { node.out += d; });
+  child.stderr.on('data', (d) => { node.out += d; });
+  for (let i = 0; i < 100 && !node.port && child.exitCode === null; i++) {
+    const m = /http:\/\/127\.0\.0\.1:(\d+)\//.exec(node.out);
+    if (m) node.port = Number(m[1]);
+    else await sleep(100);
+  }
+  if (!node.port) {
+    await stop(child);
+    throw new Error(`build/chat --${kind} did not start: ${node.out.trim().slice(-300)}`);
+  }
+  return node;
+}
+
+// A Node ws client of the chat: every event parsed, waits on a predicate.
+function chatClient(WebSocket, url, opts = {}) {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url, opts);
+    const c = { ws, events: [], waiters: [] };
+    ws.on('message', (data) => {
+      let ev;
+      try { ev = JSON.parse(data.toString()); } catch (e) { ev = { type: 'unparsable', raw: data.toString() }; }
+      c.events.push(ev);
+      for (const w of c.waiters.slice()) w();
+    });
+    c.until = (pred, ms = 20000) => new Promise((res) => {
+      const check = () => {
+        const hit = pred(c.events);
+        if (!hit) return false;
+        clearTimeout(t);
+        c.waiters.splice(c.waiters.indexOf(check), 1);
+        res(true);
+        return true;
+      };
+      const t = setTimeout(() => { c.waiters.splice(c.waiters.indexOf(check), 1); res(false); }, ms);
+      c.waiters.push(check);
+      check();
+    });
+    c.say = (line) => ws.send(line);
+    ws.on('error', reject);
+    ws.on('open', () => resolve(c));
+  });
+}
+
+const msgs = (events, from) => events.filter((e) => e.type === 'msg' && (!from || e.name === from)).map((e) => e.text);
+
+// Sends "say TAG-k" from c every 300 ms until every client in `to` has one.
+async function untilAcross(c, to, tag, ms = 20000) {
+  const end = Date.now() + ms;
+  for (let k = 0; Date.now() < end; k++) {
+    c.say(`say ${tag}-${k}`);
+    const all = await Promise.all(to.map((x) => x.until((ev) => msgs(ev).some((t) => t.startsWith(`${tag}-`)), 300)));
+    if (all.every(Boolean)) return true;
+  }
+  return false;
+}
+
+// Lines "N-k" from each sender, each sender's in order, none twice.
+function orderedOnce(texts, senders, count) {
+  for (const who of senders) {
+    const mine = texts.filter((t) => t.startsWith(`${who}:`)).map((t) => Number(t.split(':')[1]));
+    if (mine.length !== count) return `${who}: ${mine.length} of ${count}`;
+    for (let i = 0; i < count; i++) if (mine[i] !== i) return `${who}: line ${i} is ${mine[i]}`;
+  }
+  return null;
+}
+
+// Three chat processes through a real broker: a Chromium page on the
+// first, Node ws clients on the other two; messages cross every way, each
+// sender's in order, none twice.
+async function clusterRow(row, kind, peers) {
+  const WebSocket = peers.nodeWs.ws.WebSocket;
+  const broker = await startBroker(kind);
+  const nodes = [];
+  try {
+    row.ok(`${kind} ${peers[kind].version} started on ${broker.url}`);
+    for (let i = 0; i < 3; i++) nodes.push(await startChatNode(kind, broker.url));
+    row.ok(`three chat processes on ports ${nodes.map((n) => n.port).join(', ')}, --${kind} ${broker.url}`);
+    const bob = await chatClient(WebSocket, `ws://127.0.0.1:${nodes[1].port}/ws`);
+    const carol = await chatClient(WebSocket, `ws://127.0.0.1:${nodes[2].port}/ws`);
+    bob.say('join interop bob');
+    carol.say('join interop carol');
+    row.check('Node ws clients on processes 2 and 3 joined', (await bob.until((e) => e.some((x) => x.type === 'joined')))
+      && (await carol.until((e) => e.some((x) => x.type === 'joined'))), 'no "joined"');
+    await withBrowser(peers.chromium, async (ctx) => {
+      const page = await ctx.newPage();
+      await page.goto(`http://127.0.0.1:${nodes[0].port}/`, { timeout: 20000 });
+      await page.waitForFunction(() => document.getElementById('status').textContent === 'connected', null, { timeout: 20000 });
+      await page.fill('#name', 'alice');
+      await page.fill('#room', 'interop');
+      await page.click('#joinf button');
+      const pageTexts = () => page.evaluate(() => [...document.querySelectorAll('#log .m')].map((d) => d.textContent));
+      const pageSay = async (t) => { await page.fill('#text', t); await page.click('#sayf button'); };
+      // Subscriptions are made in the background: wait until the way is open.
+      row.check("bob's messages reach carol (process 2 -> 3)", await untilAcross(bob, [carol], 'sync-b'), 'not within 20 s');
+      row.check("carol's messages reach bob (process 3 -> 2)", await untilAcross(carol, [bob], 'sync-c'), 'not within 20 s');
+      const seen = await page.waitForFunction(() => [...document.querySelectorAll('#log .m')]
+        .some((d) => /^carolsync-c-/.test(d.textContent)), null, { timeout: 20000 }).then(() => true, () => false);
+      row.check("the page on process 1 shows carol's messages", seen, 'not within 20 s');
+      const hello = 'hello from the page \u2713';
+      await pageSay(hello);
+      const both = await Promise.all([bob, carol].map((c) => c.until((e) => msgs(e, 'alice').includes(hello))));
+      row.check("the page's message reaches Node ws clients on processes 2 and 3", both.every(Boolean), JSON.stringify(both));
+      await sleep(300);
+      row.check('...once each', [bob, carol].every((c) => msgs(c.events, 'alice').filter((t) => t === hello).length === 1),
+        JSON.stringify([bob, carol].map((c) => msgs(c.events, 'alice'))));
+      const N = 30;
+      for (let i = 0; i < N; i++) { bob.say(`say bob:${i}`); carol.say(`say carol:${i}`); }
+      const done = (c) => c.until((e) => msgs(e).filter((t) => /^(bob|carol):\d+$/.test(t)).length >= 2 * N);
+      row.check(`${N} lines each from bob and carol reach both`, (await done(bob)) && (await done(carol)), 'not within 20 s');
+      const ok = await page.waitForFunction((n) => [...document.querySelectorAll('#log .m')]
+        .filter((d) => /^(bob|carol)(bob|carol):\d+$/.test(d.textContent)).length >= 2 * n, N, { timeout: 20000 }).then(() => true, () => false);
+      row.check(`... and the page (${2 * N} lines)`, ok, 'not within 20 s');
+      await sleep(300);
+      for (const [who, c] of [['bob', bob], ['carol', carol]]) {
+        const bad = orderedOnce(msgs(c.events).filter((t) => /^(bob|carol):\d+$/.test(t)), ['bob', 'carol'], N);
+        row.check(`${who} sees each sender's lines in order, once`, !bad, bad);
+      }
+      const texts = (await pageTexts()).filter((t) => /^(bob|carol)(bob|carol):\d+$/.test(t)).map((t) => t.replace(/^(bob|carol)/, ''));
+      const bad = orderedOnce(texts, ['bob', 'carol'], N);
+      row.check("the page shows each sender's lines in order, once", !bad, bad);
+      await page.close();
+    });
+    bob.ws.close();
+    carol.ws.close();
+    row.check('every process still runs', nodes.every((n) => n.child.exitCode === null), nodes.map((n) => n.out).join(' | '));
+  } finally {
+    for (const n of nodes) await stop(n.child);
+    await stop(broker.child);
+  }
+}
+
+// docs/nginx.conf's cluster upstream (hash $remote_addr consistent) in
+// front of three chat processes: clients from eight source addresses are
+// routed by address, stick to their process, and all talk to each other.
+function nginxClusterSite(listenPort, ports) {
+  let conf = nginxSite(listenPort, 9001, null);
+  const edits = [
+    [/^(\s*)proxy_pass http:\/\/ws_backend;$/m, '$1proxy_pass http://ws_cluster;'],
+    [/^(\s*)server 127\.0\.0\.1:8081;$/m, `$1server 127.0.0.1:${ports[0]};`],
+    [/^(\s*)server 127\.0\.0\.1:8082;$/m, `$1server 127.0.0.1:${ports[1]};`],
+    [/^(\s*)server 127\.0\.0\.1:8083;$/m, `$1server 127.0.0.1:${ports[2]};`],
+  ];
+  for (const [re, to] of edits) {
+    if (!re.test(conf)) throw new Error(`docs/nginx.conf has no line matching ${re}: update tests/interop/run.js with it`);
+    conf = conf.replace(re, to);
+  }
+  return conf;
+}
+
+async function nginxClusterRow(row, peers) {
+  const WebSocket = peers.nodeWs.ws.WebSocket;
+  const broker = await startBroker('redis');
+  const nodes = [];
+  let front = null;
+  try {
+    for (let i = 0; i < 3; i++) nodes.push(await startChatNode('redis', broker.url));
+    front = await startNginx(peers.nginx, 'cluster', 0, null, nginxClusterSite, nodes.map((n) => n.port));
+    row.ok(`nginx on ${front.url} -> chat on ${nodes.map((n) => n.port).join(', ')} (docs/nginx.conf, upstream ws_cluster), Redis between them`);
+    const clients = [];
+    for (let i = 0; i < 8; i++) {
+      const c = await chatClient(WebSocket, `${front.url}ws`, { localAddress: `127.0.0.${i + 2}` });
+      c.name = `u${i}`;
+      c.say(`join room ${c.name}`);
+      clients.push(c);
+    }
+    const joined = await Promise.all(clients.map((c) => c.until((e) => e.some((x) => x.type === 'joined'))));
+    row.check('eight clients from 127.0.0.2-9 joined through nginx', joined.every(Boolean), JSON.stringify(joined));
+    // A joined event lists the members on that client's process: the
+    // clients that share a process see each other there.
+    const procOf = new Map();
+    for (const c of clients) procOf.set(c.name, JSON.stringify(c.events.find((x) => x.type === 'joined').members));
+    for (const c of clients) row.check(`${c.name} reaches everyone`, await untilAcross(c, clients, `from-${c.name}`), 'not within 20 s');
+    // Sticky: a second connection from an address lands beside the first.
+    const again = await chatClient(WebSocket, `${front.url}ws`, { localAddress: '127.0.0.2' });
+    again.say('join room u0again');
+    await again.until((e) => e.some((x) => x.type === 'joined'));
+    const members = (again.events.find((x) => x.type === 'joined') || {}).members || [];
+    row.check('a second connection from 127.0.0.2 reaches the same process as the first (u0 in its member list)',
+      members.includes('u0'), JSON.stringify(members));
+    const lists = new Set(clients.map((c) => {
+      const last = c.events.filter((x) => (x.type === 'joined' || x.type === 'join') && x.members).pop();
+      return JSON.stringify((last.members || []).slice().sort());
+    }));
+    row.check('the addresses are spread over more than one process', lists.size > 1, [...lists].join(' '));
+    void procOf;
+    for (const c of clients.concat([again])) c.ws.close();
+    const log = fs.readFileSync(path.join(front.dir, 'access.log'), 'utf8');
+    row.check('nginx proxied the upgrades (101 in its access log)', / 101 /.test(log), 'no 101 in the access log');
+  } finally {
+    if (front) await stop(front.child);
+    for (const n of nodes) await stop(n.child);
+    await stop(broker.child);
+  }
+}
+
 // ------------------------------------------------------------ main
 
 // The rows, in order: name, peer (with the version key shown in the
@@ -726,6 +954,9 @@ const ROWS = {
   ngChromium: ['nginx/chromium', 'nginx {v} + Chromium', 'nginx', 'browser -> nginx -> ws server'],
   ngWsc: ['nginx/ws-client', 'nginx {v}', 'nginx', 'ws client -> nginx -> ws server'],
   ngIdle: ['nginx/idle-timeout', 'nginx {v} + Node ws', 'nginx', 'quiet tunnel: pings vs proxy_read_timeout'],
+  clRedis: ['cluster/redis', 'Redis {v} + Chromium + Node ws', 'redis', 'clients -> 3 chat processes -> Redis'],
+  clNats: ['cluster/nats', 'NATS {v} + Chromium + Node ws', 'nats', 'clients -> 3 chat processes -> NATS'],
+  ngCluster: ['nginx/chat-cluster', 'nginx {v} + Redis + Node ws', 'nginx', 'clients -> nginx (sticky) -> 3 chat processes'],
 };
 const newRow = (key) => {
   const [name, peer, vkey, direction] = ROWS[key];
@@ -748,6 +979,8 @@ async function main() {
   if (peers.nodeWs) versions.ws = peers.nodeWs.version;
   if (peers.python) versions.websockets = peers.python.version;
   if (peers.nginx) versions.nginx = peers.nginx.version;
+  if (peers.redis) versions.redis = peers.redis.version;
+  if (peers.nats) versions.nats = peers.nats.version;
   if (peers.chromium) versions.playwright = peers.chromium.playwright;
   console.log(`# ws interop matrix; build ${build}; ${CI ? 'CI: a missing peer fails its row' : 'by hand: a missing peer skips its row'}`);
 
@@ -868,6 +1101,24 @@ async function main() {
     } finally {
       for (const c of started) await stop(c);
     }
+  }
+
+  // A chat cluster: three processes through a real broker.
+  const BROKER_HINT = 'apt-get install redis-server nats-server (.ci/run installs them)';
+  for (const [key, kind] of [['clRedis', 'redis'], ['clNats', 'nats']]) {
+    if (!want(key)) continue;
+    const row = newRow(key);
+    if (!peers[kind]) row.missing(`${kind}-server`, BROKER_HINT);
+    else if (!WebSocket) row.missing('the npm package ws', 'run `npm ci` in tests/interop');
+    else if (!peers.chromium) row.missing(peers.chromiumWhy, INSTALL_HINT);
+    else await guard(row, () => clusterRow(row, kind, peers));
+  }
+  if (want('ngCluster')) {
+    const row = newRow('ngCluster');
+    if (!peers.nginx) row.missing('nginx', INSTALL_HINT);
+    else if (!peers.redis) row.missing('redis-server', BROKER_HINT);
+    else if (!WebSocket) row.missing('the npm package ws', 'run `npm ci` in tests/interop');
+    else await guard(row, () => nginxClusterRow(row, peers));
   }
 
   // ws_peer must still be alive, and exit 0 on SIGTERM.
