@@ -1032,6 +1032,7 @@ struct ws__loop_priv {
   void *tls_default;                /* client TLS config made on demand */
   unsigned char *rbuf;              /* one receive buffer for all sockets */
   int stop, shutting, paused, freeing, rbusy;
+  int turning;                      /* inside ws_loop_run_once() */
   size_t ginbox;                    /* bytes of group publishes queued to
                                        this loop, not yet run (atomic) */
   size_t gdrops;                    /* group publishes refused (atomic) */
@@ -1114,7 +1115,8 @@ int ws_loop_adopt(ws_loop *l, int fd, const void *data, size_t len,
 
 /* Runs one iteration: waits up to timeout_ms (-1: until something happens,
  * 0: not at all) for events and timers, and handles them. WS_OK, or WS_EIO
- * when the wait failed. */
+ * when the wait failed. Not from a callback of the same loop (nor
+ * ws_loop_run()): debug builds assert. */
 int ws_loop_run_once(ws_loop *l, int timeout_ms);
 
 /* Runs until ws_loop_stop(), or until a ws_loop_shutdown() has finished
@@ -1150,7 +1152,9 @@ void ws_loop_shutdown(ws_loop *l);
  *    below); a post or on_close above may still stop them.
  * Other threads MUST have made their last ws_loop_post() on this loop
  * before ws_loop_free() is called (join them, or otherwise know they are
- * done): the queue and its lock go with the loop.
+ * done): the queue and its lock go with the loop. It MUST NOT be called
+ * from a callback of the same loop (debug builds assert): stop the loop
+ * there, and free it after ws_loop_run() returns.
  */
 void ws_loop_free(ws_loop *l);
 

@@ -1762,11 +1762,25 @@ static void ws__loop_timers(ws_loop *l) {
   }
 }
 
+static int ws__loop_turn(ws_loop *l, int timeout_ms);
+
 /* see ws.h */
 int ws_loop_run_once(ws_loop *l, int timeout_ms) {
   struct ws__loop_priv *p = WS__LP(l);
-  int i, rc, wait = timeout_ms;
+  int rc;
+  WS_ASSERT(!p->turning &&
+            "ws_loop_run_once() or ws_loop_run() called from a callback of the same loop");
   p->owner = ws__loop_self(); /* the thread that runs the loop owns it */
+  p->turning = 1;
+  rc = ws__loop_turn(l, timeout_ms);
+  p->turning = 0;
+  return rc;
+}
+
+/* One turn of ws_loop_run_once(): timers, a wait, the events, timers. */
+static int ws__loop_turn(ws_loop *l, int timeout_ms) {
+  struct ws__loop_priv *p = WS__LP(l);
+  int i, rc, wait = timeout_ms;
   p->now = ws__loop_clock();
   ws__loop_timers(l);
   ws__loop_flush_pending(l);
@@ -1858,6 +1872,7 @@ void ws_loop_free(ws_loop *l) {
   struct ws__loop_priv *p = WS__LP(l);
   ws__post_q *q = (ws__post_q *)p->post;
   size_t i;
+  WS_ASSERT(!p->turning && "ws_loop_free() called from a callback of the same loop");
   /* The calling thread takes the loop over, as in ws_loop_run_once: the
    * posts below run on it and may use the loop. */
   p->owner = ws__loop_self();
