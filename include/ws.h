@@ -101,13 +101,14 @@ const char *ws_version(void);
   X(ETIMEDOUT, -14, "timed out")                                          \
   X(ERANDOM, -15, "random source failed or missing")                      \
   X(ENOSPC, -16, "output buffer too small")                               \
-  X(EAPP, -17, "application callback returned an error")
+  X(EAPP, -17, "application callback returned an error")                \
+  X(ERESOLVE, -18, "host name not resolved")
 
 enum ws_err {
 #define WS__ERR_ENUM(name, val, text) WS_##name = (val),
   WS_ERRNO_MAP(WS__ERR_ENUM)
 #undef WS__ERR_ENUM
-  WS__ERR_LAST = -18
+  WS__ERR_LAST = -19
 };
 
 /* A static, human-readable description of an error code (never NULL). */
@@ -1027,6 +1028,7 @@ struct ws__loop_priv {
   unsigned long owner;
   void (*topic_fn)(ws_loop *l, const char *topic, int active, void *user);
   void *topic_user;                 /* ws_loop_on_topic() */
+  void *resolver;                   /* name resolution threads, or NULL */
   void *lingering;
   size_t nlinger;
   void *tls_default;                /* client TLS config made on demand */
