@@ -3892,7 +3892,7 @@ enum {
 static int ws__dial_next(ws_loop *l, ws_loop_conn *lc);
 static int ws__dial_connected(ws_loop_conn *lc);
 static void ws__dial_end(ws_loop_conn *lc);
-static uint64_t ws__dial_attempt_end(ws_loop_conn *lc);
+static uint64_t ws__dial_attempt_end(ws_loop_conn *lc, uint64_t now);
 
 typedef struct ws__listener {
   struct ws__io io;
@@ -4573,11 +4573,12 @@ static void ws__loop_update(ws_loop *l, ws_loop_conn *lc) {
   if ((q->io.flags & WS__LC_DIAL) && q->io.fd >= 0) {
     /* An address that has not answered in its share of the time: the
      * next one. */
-    if (ws__dial_attempt_end(lc) <= p->now && ws__dial_next(l, lc) != WS_OK) {
+    if (ws__dial_attempt_end(lc, p->now) <= p->now && ws__dial_next(l, lc) != WS_OK) {
       ws_conn_abort(c, WS_ETIMEDOUT);
       return;
     }
-    if (ws__dial_attempt_end(lc) < when) when = ws__dial_attempt_end(lc);
+    if (q->io.fd >= 0 && ws__dial_attempt_end(lc, p->now) < when)
+      when = ws__dial_attempt_end(lc, p->now);
   }
   if (p->cfg.idle_timeout_ms && ws_conn_state(c) == WS_STATE_OPEN) {
     /* ms since the last input (32 bits, wrapping: differences only) */
@@ -5086,8 +5087,24 @@ typedef struct ws__dial {
 
 #define WS__DIAL(lc) ((ws__dial *)(lc)->ws__l.subs)
 
-static uint64_t ws__dial_attempt_end(ws_loop_conn *lc) {
-  return WS__DIAL(lc)->attempt_end;
+/* When to give up on the address being tried. Worked out at the first
+ * update after its connect() (the handshake timer runs by then): the last
+ * address has what is left of the connection's timeout; the others share
+ * it out equally, at least 250 ms each (5 s each without a timeout). */
+static uint64_t ws__dial_attempt_end(ws_loop_conn *lc, uint64_t now) {
+  ws__dial *d = WS__DIAL(lc);
+  if (d->attempt_end == 0) {
+    int left = d->naddr - d->next + 1;
+    if (left <= 1) {
+      d->attempt_end = WS__LOOP_NEVER;
+    } else {
+      uint64_t end = ws_conn_next_deadline(&lc->conn), share = 5000;
+      if (end != WS__LOOP_NEVER && end > now) share = (end - now) / (uint64_t)left;
+      if (share < 250) share = 250;
+      d->attempt_end = now + share;
+    }
+  }
+  return d->attempt_end;
 }
 
 static void ws__rjob_free(ws__rjob *j) {
@@ -5121,7 +5138,9 @@ static void *ws__resolver_main(void *arg) {
     memset(&hints, 0, sizeof hints);
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_ADDRCONFIG;
+    /* No AI_ADDRCONFIG: it would drop ::1 and 127.0.0.1 on a host without
+     * other addresses of that family; an address that cannot be reached
+     * fails at once and the next is tried. */
     j->rc = getaddrinfo(j->host, j->service, &hints, &j->res);
     pthread_mutex_lock(&r->mu);
     if (j->lc == NULL) { /* cancelled while it ran */
@@ -5254,7 +5273,7 @@ static int ws__dial_next(ws_loop *l, ws_loop_conn *lc) {
     q->io.fd = -1;
   }
   while (d->next < d->naddr) {
-    int i = d->next++, one = 1, left = d->naddr - i;
+    int i = d->next++, one = 1;
     int fd = socket(d->addr[i].ss_family, SOCK_STREAM, 0);
     if (fd < 0) continue;
     if (ws__io_nonblock(fd) < 0) {
@@ -5269,16 +5288,7 @@ static int ws__dial_next(ws_loop *l, ws_loop_conn *lc) {
     }
     q->io.fd = fd;
     q->io.flags |= WS__LC_CONNECTING;
-    /* The last address has what is left of the connection's timeout; the
-     * others share it out equally, at least 250 ms each. */
-    if (left == 1) {
-      d->attempt_end = WS__LOOP_NEVER;
-    } else {
-      uint64_t end = ws_conn_next_deadline(&lc->conn), share = 5000;
-      if (end != WS__LOOP_NEVER && end > p->now) share = (end - p->now) / (uint64_t)left;
-      if (share < 250) share = 250;
-      d->attempt_end = p->now + share;
-    }
+    d->attempt_end = 0; /* ws__dial_attempt_end() works it out */
     ws__loop_touch(lc);
     return WS_OK;
   }
