@@ -14,7 +14,7 @@ EXAMPLES = echo_server echo_client chat wsc
 ifeq ($(shell uname -s),Linux)
 EXAMPLES += existing_server
 endif
-TESTS    = test_codec test_codec_nosimd test_conn test_conn_ndebug test_misuse \
+TESTS    = test_codec test_codec_nosimd test_conn test_conn_ndebug test_misuse test_dns \
            test_loop test_loop_poll test_chat
 ARM_CC  ?= arm-none-eabi-gcc
 

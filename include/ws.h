@@ -1093,14 +1093,25 @@ int ws_loop_listen_fd(ws_loop *l, int fd);
  * Connects to a ws:// or wss:// URL ("ws://host[:port][/path]", IPv6 hosts
  * in brackets; wss:// runs TLS with cfg.tls_client, SNI and certificate
  * check against the URL's host; a refused certificate ends in on_close
- * 1006, and ws_tls_error(ws_loop_conn_tls(c)) in on_close says why). Numeric hosts never block; a name is resolved with
- * getaddrinfo(), which may. o (may be NULL) adds an origin, subprotocols
- * and headers (its host and path are taken from the URL when NULL). The
- * connection's callbacks are the loop's, with `user` as its user pointer.
- * *out (may be NULL) receives the connection; it opens (on_open) or fails
- * (on_close, 1006) later.
+ * 1006, and ws_tls_error(ws_loop_conn_tls(c)) in on_close says why).
+ * Nothing blocks the loop: a name is resolved with getaddrinfo() on one
+ * of the loop's resolver threads (at most 4, started on demand, ending
+ * when idle), and its addresses (IPv6 and IPv4, at most 8) are tried in
+ * turn: refused or unreachable, the next at once; silent, the next after
+ * its share of the time left. cfg.client.handshake_timeout_ms (10 s)
+ * runs from this call and covers it all: resolution, TCP, TLS and the
+ * upgrade. Dropping the connection meanwhile (ws_conn_abort(),
+ * ws_loop_free()) cancels its resolution: on_close runs at once, and the
+ * late answer is discarded; ws_loop_free() never waits for a resolver.
+ * o (may be NULL) adds an origin, subprotocols and headers (its host and
+ * path are taken from the URL when NULL). The connection's callbacks are
+ * the loop's, with `user` as its user pointer. *out (may be NULL)
+ * receives the connection; it opens (on_open) or fails later (on_close,
+ * 1006, with ws_conn_error(): WS_ERESOLVE for a name that does not
+ * resolve, WS_EIO when every address refused, WS_ETIMEDOUT).
  *   WS_OK, WS_EINVAL (URL; wss:// in a build without TLS, or no system
- *   CA bundle for the default config), WS_EIO, WS_ENOMEM
+ *   CA bundle for the default config), WS_EIO (a numeric address that
+ *   cannot be dialled at all), WS_ENOMEM
  */
 int ws_loop_connect(ws_loop *l, const char *url, const ws_client_opts *o,
                     void *user, ws_conn **out);
