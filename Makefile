@@ -14,7 +14,7 @@ EXAMPLES = echo_server echo_client chat wsc
 ifeq ($(shell uname -s),Linux)
 EXAMPLES += existing_server
 endif
-TESTS    = test_codec test_codec_nosimd test_conn test_conn_ndebug test_misuse \
+TESTS    = test_codec test_codec_nosimd test_conn test_conn_ndebug test_misuse test_dns \
            test_loop test_loop_poll test_chat
 ARM_CC  ?= arm-none-eabi-gcc
 
@@ -51,8 +51,10 @@ TLS_CPPFLAGS = -DWS_ENABLE_MBEDTLS=1
 CPPFLAGS += $(TLS_CPPFLAGS)
 LDLIBS   += -lmbedtls -lmbedx509 -lmbedcrypto
 $(info TLS: on (mbedTLS; wss:// and ws_loop_listen_tls))
-else
+else ifeq ($(wildcard $(MBEDTLS_H)),)
 $(info TLS: off (mbedTLS not found; apt-get install libmbedtls-dev, or make WS_TLS=1))
+else
+$(info TLS: off (WS_TLS=0; mbedTLS is installed))
 endif
 TESTS   += test_tls
 

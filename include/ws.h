@@ -101,13 +101,14 @@ const char *ws_version(void);
   X(ETIMEDOUT, -14, "timed out")                                          \
   X(ERANDOM, -15, "random source failed or missing")                      \
   X(ENOSPC, -16, "output buffer too small")                               \
-  X(EAPP, -17, "application callback returned an error")
+  X(EAPP, -17, "application callback returned an error")                \
+  X(ERESOLVE, -18, "host name not resolved")
 
 enum ws_err {
 #define WS__ERR_ENUM(name, val, text) WS_##name = (val),
   WS_ERRNO_MAP(WS__ERR_ENUM)
 #undef WS__ERR_ENUM
-  WS__ERR_LAST = -18
+  WS__ERR_LAST = -19
 };
 
 /* A static, human-readable description of an error code (never NULL). */
@@ -1027,11 +1028,13 @@ struct ws__loop_priv {
   unsigned long owner;
   void (*topic_fn)(ws_loop *l, const char *topic, int active, void *user);
   void *topic_user;                 /* ws_loop_on_topic() */
+  void *resolver;                   /* name resolution threads, or NULL */
   void *lingering;
   size_t nlinger;
   void *tls_default;                /* client TLS config made on demand */
   unsigned char *rbuf;              /* one receive buffer for all sockets */
   int stop, shutting, paused, freeing, rbusy;
+  int turning;                      /* inside ws_loop_run_once() */
   size_t ginbox;                    /* bytes of group publishes queued to
                                        this loop, not yet run (atomic) */
   size_t gdrops;                    /* group publishes refused (atomic) */
@@ -1090,14 +1093,25 @@ int ws_loop_listen_fd(ws_loop *l, int fd);
  * Connects to a ws:// or wss:// URL ("ws://host[:port][/path]", IPv6 hosts
  * in brackets; wss:// runs TLS with cfg.tls_client, SNI and certificate
  * check against the URL's host; a refused certificate ends in on_close
- * 1006, and ws_tls_error(ws_loop_conn_tls(c)) in on_close says why). Numeric hosts never block; a name is resolved with
- * getaddrinfo(), which may. o (may be NULL) adds an origin, subprotocols
- * and headers (its host and path are taken from the URL when NULL). The
- * connection's callbacks are the loop's, with `user` as its user pointer.
- * *out (may be NULL) receives the connection; it opens (on_open) or fails
- * (on_close, 1006) later.
+ * 1006, and ws_tls_error(ws_loop_conn_tls(c)) in on_close says why).
+ * Nothing blocks the loop: a name is resolved with getaddrinfo() on one
+ * of the loop's resolver threads (at most 4, started on demand, ending
+ * when idle), and its addresses (IPv6 and IPv4, at most 8) are tried in
+ * turn: refused or unreachable, the next at once; silent, the next after
+ * its share of the time left. cfg.client.handshake_timeout_ms (10 s)
+ * runs from this call and covers it all: resolution, TCP, TLS and the
+ * upgrade. Dropping the connection meanwhile (ws_conn_abort(),
+ * ws_loop_free()) cancels its resolution: on_close runs at once, and the
+ * late answer is discarded; ws_loop_free() never waits for a resolver.
+ * o (may be NULL) adds an origin, subprotocols and headers (its host and
+ * path are taken from the URL when NULL). The connection's callbacks are
+ * the loop's, with `user` as its user pointer. *out (may be NULL)
+ * receives the connection; it opens (on_open) or fails later (on_close,
+ * 1006, with ws_conn_error(): WS_ERESOLVE for a name that does not
+ * resolve, WS_EIO when every address refused, WS_ETIMEDOUT).
  *   WS_OK, WS_EINVAL (URL; wss:// in a build without TLS, or no system
- *   CA bundle for the default config), WS_EIO, WS_ENOMEM
+ *   CA bundle for the default config), WS_EIO (a numeric address that
+ *   cannot be dialled at all), WS_ENOMEM
  */
 int ws_loop_connect(ws_loop *l, const char *url, const ws_client_opts *o,
                     void *user, ws_conn **out);
@@ -1114,7 +1128,8 @@ int ws_loop_adopt(ws_loop *l, int fd, const void *data, size_t len,
 
 /* Runs one iteration: waits up to timeout_ms (-1: until something happens,
  * 0: not at all) for events and timers, and handles them. WS_OK, or WS_EIO
- * when the wait failed. */
+ * when the wait failed. Not from a callback of the same loop (nor
+ * ws_loop_run()): debug builds assert. */
 int ws_loop_run_once(ws_loop *l, int timeout_ms);
 
 /* Runs until ws_loop_stop(), or until a ws_loop_shutdown() has finished
@@ -1150,7 +1165,9 @@ void ws_loop_shutdown(ws_loop *l);
  *    below); a post or on_close above may still stop them.
  * Other threads MUST have made their last ws_loop_post() on this loop
  * before ws_loop_free() is called (join them, or otherwise know they are
- * done): the queue and its lock go with the loop.
+ * done): the queue and its lock go with the loop. It MUST NOT be called
+ * from a callback of the same loop (debug builds assert): stop the loop
+ * there, and free it after ws_loop_run() returns.
  */
 void ws_loop_free(ws_loop *l);
 

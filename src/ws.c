@@ -3832,6 +3832,7 @@ const char *ws_tls_error(const ws_tls *t) { (void)t; return ""; }
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -3872,7 +3873,9 @@ enum {
   WS__LC_PEND = 4,       /* on the pending-update list */
   WS__LC_OWNED = 8,      /* memory from the loop's allocator */
   WS__LC_WAITED = 16,    /* output had to wait for the socket */
-  WS__LC_DRAINED = 32    /* a read came back short: the socket is empty */
+  WS__LC_DRAINED = 32,   /* a read came back short: the socket is empty */
+  WS__LC_DIAL = 64       /* a client still resolving or trying addresses:
+                            its ws__dial is in ws__l.subs */
 };
 
 #define WS__LP(l) (&(l)->ws__lp)
@@ -3884,6 +3887,12 @@ enum {
 #define WS__LOOP_RBUF (256u * 1024)
 #endif
 #define WS__LOOP_NEVER UINT64_MAX
+
+/* A client's way to its TCP connection: names, addresses (see ws__dial). */
+static int ws__dial_next(ws_loop *l, ws_loop_conn *lc);
+static int ws__dial_connected(ws_loop_conn *lc);
+static void ws__dial_end(ws_loop_conn *lc);
+static uint64_t ws__dial_attempt_end(ws_loop_conn *lc, uint64_t now);
 
 typedef struct ws__listener {
   struct ws__io io;
@@ -3911,6 +3920,8 @@ typedef struct ws__post_q {
   pthread_mutex_t mu;
   ws__post_item *head, *tail;
   int closed; /* ws_loop_free() has begun: posts are refused */
+  int refs;   /* the loop's, and its resolver's while that runs */
+  int wake_w; /* the wake pipe's write end, for ws__post_q_push() */
 } ws__post_q;
 
 struct ws__sub;
@@ -4435,6 +4446,7 @@ static void ws__loop_on_close(ws_conn *c, int code, const char *reason,
   int linger = err != WS_OK || q->tls != NULL;
   if (p->cb.conn.on_close) p->cb.conn.on_close(c, code, reason, len, user);
   q->io.flags |= WS__LC_DEAD;
+  ws__dial_end(lc); /* a resolution still running is cancelled */
   (void)ws__be_set(p, &q->io, 0);
 #if WS_ENABLE_MBEDTLS
   if (q->tls) { /* close_notify; a TLS failure on a sound socket lingers */
@@ -4523,6 +4535,7 @@ static ws_loop_conn *ws__loop_new_conn(ws_loop *l, int fd, const ws_config *cfg,
 static void ws__loop_discard(ws_loop *l, ws_loop_conn *lc) {
   struct ws__loop_priv *p = WS__LP(l);
   struct ws__loop_conn_priv *q = &lc->ws__l;
+  ws__dial_end(lc);
   (void)ws__be_set(p, &q->io, 0);
 #if WS_ENABLE_MBEDTLS
   ws_tls_free((ws_tls *)q->tls);
@@ -4557,6 +4570,16 @@ static void ws__loop_update(ws_loop *l, ws_loop_conn *lc) {
     if (ws_conn_tick(c, p->now) == WS_ECLOSED) return;
   }
   if (q->io.flags & WS__LC_DEAD) return;
+  if ((q->io.flags & WS__LC_DIAL) && q->io.fd >= 0) {
+    /* An address that has not answered in its share of the time: the
+     * next one. */
+    if (ws__dial_attempt_end(lc, p->now) <= p->now && ws__dial_next(l, lc) != WS_OK) {
+      ws_conn_abort(c, WS_ETIMEDOUT);
+      return;
+    }
+    if (q->io.fd >= 0 && ws__dial_attempt_end(lc, p->now) < when)
+      when = ws__dial_attempt_end(lc, p->now);
+  }
   if (p->cfg.idle_timeout_ms && ws_conn_state(c) == WS_STATE_OPEN) {
     /* ms since the last input (32 bits, wrapping: differences only) */
     uint32_t quiet = (uint32_t)p->now - q->last_rx;
@@ -4573,7 +4596,7 @@ static void ws__loop_update(ws_loop *l, ws_loop_conn *lc) {
     }
   }
   if (q->io.flags & WS__LC_CONNECTING)
-    ev = WS__LOOP_OUT;
+    ev = q->io.fd >= 0 ? WS__LOOP_OUT : 0u; /* no socket while resolving */
   else
     ev = (ws_conn_want_read(c) ? WS__LOOP_IN : 0u) |
          (ws_conn_want_write(c) ? WS__LOOP_OUT : 0u);
@@ -4646,9 +4669,15 @@ static void ws__loop_conn_event(ws_loop *l, ws_loop_conn *lc, unsigned ev) {
     socklen_t len = sizeof err;
     if (getsockopt(q->io.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
     if (err == EINPROGRESS || err == EALREADY || err == EINTR) return;
-    q->io.flags &= (unsigned char)~WS__LC_CONNECTING;
-    if (err != 0) {
+    if (err != 0) { /* refused, unreachable: the next address, if any */
+      if ((q->io.flags & WS__LC_DIAL) && ws__dial_next(l, lc) == WS_OK) return;
+      q->io.flags &= (unsigned char)~WS__LC_CONNECTING;
       ws_conn_abort(c, WS_EIO);
+      return;
+    }
+    q->io.flags &= (unsigned char)~WS__LC_CONNECTING;
+    if ((q->io.flags & WS__LC_DIAL) && (err = ws__dial_connected(lc)) != WS_OK) {
+      ws_conn_abort(c, err);
       return;
     }
     ev = WS__LOOP_OUT;
@@ -4966,6 +4995,354 @@ static int ws__loop_parse_url(const char *url, char *host, size_t hcap,
   return WS_OK;
 }
 
+/* Posts to a loop's queue from any thread, whether or not the loop still
+ * exists: the queue is reference counted, and the wake-up is written under
+ * its lock, so that ws_loop_free() (which closes the queue under that lock
+ * before it closes the pipe) never has it written after the close.
+ * WS_ECLOSED once the loop is being freed. */
+static int ws__post_q_push(ws__post_q *q, void (*fn)(ws_loop *l, void *arg),
+                           void *arg) {
+  ws__post_item *it = (ws__post_item *)malloc(sizeof *it);
+  if (it == NULL) return WS_ENOMEM;
+  it->fn = fn;
+  it->arg = arg;
+  it->next = NULL;
+  pthread_mutex_lock(&q->mu);
+  if (q->closed) {
+    pthread_mutex_unlock(&q->mu);
+    free(it);
+    return WS_ECLOSED;
+  }
+  if (q->tail) {
+    q->tail->next = it;
+  } else {
+    char b = 1;
+    ssize_t r;
+    q->head = it;
+    do r = write(q->wake_w, &b, 1); /* EAGAIN: a wake-up is pending */
+    while (r < 0 && errno == EINTR);
+  }
+  q->tail = it;
+  pthread_mutex_unlock(&q->mu);
+  return WS_OK;
+}
+
+static void ws__post_q_unref(ws__post_q *q) {
+  int last;
+  pthread_mutex_lock(&q->mu);
+  last = --q->refs == 0;
+  pthread_mutex_unlock(&q->mu);
+  if (last) {
+    pthread_mutex_destroy(&q->mu);
+    free(q);
+  }
+}
+
+/*
+ * Names resolve off the loop's thread: getaddrinfo() blocks for as long as
+ * the resolver takes. A loop starts up to WS__RESOLVERS worker threads on
+ * demand; each takes jobs from the loop's queue until it is empty, then
+ * ends. A result comes back as a post. A job belongs to its connection
+ * until a worker takes it; a connection that goes away first cancels it:
+ * a waiting job is dropped at once, a running one is marked and freed by
+ * whoever sees it next. The workers hold references on the pool and the
+ * post queue, so ws_loop_free() never waits for a slow name.
+ */
+#ifndef WS__RESOLVERS
+#define WS__RESOLVERS 4
+#endif
+enum { WS__RJ_QUEUED, WS__RJ_RUNNING, WS__RJ_POSTED, WS__RJ_ORPHAN };
+
+struct ws__resolver;
+typedef struct ws__rjob {
+  struct ws__rjob *next;
+  struct ws__resolver *r;
+  ws_loop_conn *lc; /* NULL once the connection is gone (under r->mu) */
+  int state;        /* WS__RJ_*, under r->mu */
+  int rc;           /* getaddrinfo()'s */
+  struct addrinfo *res;
+  char host[256], service[8];
+} ws__rjob;
+
+typedef struct ws__resolver {
+  pthread_mutex_t mu;
+  ws__rjob *head, *tail; /* waiting for a worker */
+  int threads, refs;     /* refs: the loop's and one per worker */
+  ws__post_q *q;         /* holds a reference */
+} ws__resolver;
+
+/* A client connection between ws_loop_connect() and its TCP connection. */
+#ifndef WS__DIAL_MAX
+#define WS__DIAL_MAX 8 /* addresses tried per connection */
+#endif
+typedef struct ws__dial {
+  ws__rjob *job;           /* resolving: the job, else NULL */
+  void *tc;                /* wss://: the ws_tls_config */
+  uint64_t attempt_end;    /* loop time to give up on this address */
+  int naddr, next;         /* addresses, and the next to try */
+  struct sockaddr_storage addr[WS__DIAL_MAX];
+  socklen_t alen[WS__DIAL_MAX];
+  char host[256];          /* SNI and the certificate's name */
+} ws__dial;
+
+#define WS__DIAL(lc) ((ws__dial *)(lc)->ws__l.subs)
+
+/* When to give up on the address being tried. Worked out at the first
+ * update after its connect() (the handshake timer runs by then): the last
+ * address has what is left of the connection's timeout; the others share
+ * it out equally, at least 250 ms each (5 s each without a timeout). */
+static uint64_t ws__dial_attempt_end(ws_loop_conn *lc, uint64_t now) {
+  ws__dial *d = WS__DIAL(lc);
+  if (d->attempt_end == 0) {
+    int left = d->naddr - d->next + 1;
+    if (left <= 1) {
+      d->attempt_end = WS__LOOP_NEVER;
+    } else {
+      uint64_t end = ws_conn_next_deadline(&lc->conn), share = 5000;
+      if (end != WS__LOOP_NEVER && end > now) share = (end - now) / (uint64_t)left;
+      if (share < 250) share = 250;
+      d->attempt_end = now + share;
+    }
+  }
+  return d->attempt_end;
+}
+
+static void ws__rjob_free(ws__rjob *j) {
+  if (j->res) freeaddrinfo(j->res);
+  free(j);
+}
+
+static void ws__resolver_unref_locked(ws__resolver *r, int *last) {
+  *last = --r->refs == 0;
+}
+
+static void ws__resolver_destroy(ws__resolver *r) {
+  pthread_mutex_destroy(&r->mu);
+  ws__post_q_unref(r->q);
+  free(r);
+}
+
+static void ws__resolved(ws_loop *l, void *arg);
+
+static void *ws__resolver_main(void *arg) {
+  ws__resolver *r = (ws__resolver *)arg;
+  int last;
+  pthread_mutex_lock(&r->mu);
+  while (r->head) {
+    ws__rjob *j = r->head;
+    struct addrinfo hints;
+    r->head = j->next;
+    if (r->head == NULL) r->tail = NULL;
+    j->state = WS__RJ_RUNNING;
+    pthread_mutex_unlock(&r->mu);
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    /* No AI_ADDRCONFIG: it would drop ::1 and 127.0.0.1 on a host without
+     * other addresses of that family; an address that cannot be reached
+     * fails at once and the next is tried. */
+    j->rc = getaddrinfo(j->host, j->service, &hints, &j->res);
+    pthread_mutex_lock(&r->mu);
+    if (j->lc == NULL) { /* cancelled while it ran */
+      ws__rjob_free(j);
+      continue;
+    }
+    j->state = WS__RJ_POSTED;
+    /* Refused: the loop is being freed, and its connection's end frees
+     * the job. */
+    if (ws__post_q_push(r->q, ws__resolved, j) != WS_OK) j->state = WS__RJ_ORPHAN;
+  }
+  r->threads--;
+  ws__resolver_unref_locked(r, &last);
+  pthread_mutex_unlock(&r->mu);
+  if (last) ws__resolver_destroy(r);
+  return NULL;
+}
+
+/* Queues the resolution of host:port for lc, starting a worker if fewer
+ * than WS__RESOLVERS run. */
+static int ws__resolve(ws_loop *l, ws_loop_conn *lc, const char *host,
+                       unsigned port) {
+  struct ws__loop_priv *p = WS__LP(l);
+  ws__resolver *r = (ws__resolver *)p->resolver;
+  ws__post_q *q = (ws__post_q *)p->post;
+  ws__rjob *j;
+  int rc = WS_OK;
+  if (r == NULL) {
+    r = (ws__resolver *)calloc(1, sizeof *r);
+    if (r == NULL) return WS_ENOMEM;
+    pthread_mutex_init(&r->mu, NULL);
+    r->refs = 1;
+    r->q = q;
+    pthread_mutex_lock(&q->mu);
+    q->refs++;
+    pthread_mutex_unlock(&q->mu);
+    p->resolver = r;
+  }
+  j = (ws__rjob *)calloc(1, sizeof *j);
+  if (j == NULL) return WS_ENOMEM;
+  snprintf(j->host, sizeof j->host, "%s", host);
+  snprintf(j->service, sizeof j->service, "%u", port);
+  j->r = r;
+  j->lc = lc;
+  j->state = WS__RJ_QUEUED;
+  pthread_mutex_lock(&r->mu);
+  if (r->tail)
+    r->tail->next = j;
+  else
+    r->head = j;
+  r->tail = j;
+  if (r->threads < WS__RESOLVERS) {
+    pthread_t th;
+    pthread_attr_t at;
+    sigset_t all, old;
+    /* Signals stay with the application's threads. */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&th, &at, ws__resolver_main, r) == 0) {
+      r->threads++;
+      r->refs++;
+    } else if (r->threads == 0) { /* no worker would ever take it */
+      r->head = r->tail = NULL;
+      free(j);
+      j = NULL;
+      rc = WS_ENOMEM;
+    }
+    pthread_attr_destroy(&at);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+  }
+  pthread_mutex_unlock(&r->mu);
+  if (j) WS__DIAL(lc)->job = j;
+  return rc;
+}
+
+/* The loop's end: its reference on the pool goes; running workers finish
+ * their name and end. Every connection has been released already. */
+static void ws__resolver_release(struct ws__loop_priv *p) {
+  ws__resolver *r = (ws__resolver *)p->resolver;
+  int last;
+  if (r == NULL) return;
+  p->resolver = NULL;
+  pthread_mutex_lock(&r->mu);
+  ws__resolver_unref_locked(r, &last);
+  pthread_mutex_unlock(&r->mu);
+  if (last) ws__resolver_destroy(r);
+}
+
+/* A dialling connection ends (opened, failed or dropped): cancels its
+ * resolution and frees its state. */
+static void ws__dial_end(ws_loop_conn *lc) {
+  ws__dial *d = WS__DIAL(lc);
+  if (!(lc->ws__l.io.flags & WS__LC_DIAL)) return;
+  lc->ws__l.io.flags &= (unsigned char)~WS__LC_DIAL;
+  lc->ws__l.subs = NULL;
+  if (d->job) {
+    ws__rjob *j = d->job;
+    ws__resolver *r = j->r;
+    pthread_mutex_lock(&r->mu);
+    if (j->state == WS__RJ_QUEUED) {
+      ws__rjob **pp = &r->head, *prev = NULL;
+      while (*pp != j) {
+        prev = *pp;
+        pp = &(*pp)->next;
+      }
+      *pp = j->next;
+      if (r->tail == j) r->tail = prev;
+      ws__rjob_free(j);
+    } else if (j->state == WS__RJ_ORPHAN) {
+      ws__rjob_free(j);
+    } else { /* running, or its result posted: whoever sees it next frees it */
+      j->lc = NULL;
+    }
+    pthread_mutex_unlock(&r->mu);
+  }
+  free(d);
+}
+
+/* Closes the address being tried, if any, and starts a non-blocking
+ * connect() to the next one. WS_EIO when none is left. */
+static int ws__dial_next(ws_loop *l, ws_loop_conn *lc) {
+  struct ws__loop_priv *p = WS__LP(l);
+  struct ws__loop_conn_priv *q = &lc->ws__l;
+  ws__dial *d = WS__DIAL(lc);
+  if (q->io.fd >= 0) {
+    (void)ws__be_set(p, &q->io, 0);
+    close(q->io.fd);
+    q->io.fd = -1;
+  }
+  while (d->next < d->naddr) {
+    int i = d->next++, one = 1;
+    int fd = socket(d->addr[i].ss_family, SOCK_STREAM, 0);
+    if (fd < 0) continue;
+    if (ws__io_nonblock(fd) < 0) {
+      close(fd);
+      continue;
+    }
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (connect(fd, (struct sockaddr *)&d->addr[i], d->alen[i]) < 0 &&
+        errno != EINPROGRESS && errno != EINTR) {
+      close(fd);
+      continue;
+    }
+    q->io.fd = fd;
+    q->io.flags |= WS__LC_CONNECTING;
+    d->attempt_end = 0; /* ws__dial_attempt_end() works it out */
+    ws__loop_touch(lc);
+    return WS_OK;
+  }
+  return WS_EIO;
+}
+
+/* The TCP connection is up: TLS starts (wss://) and dialling ends. */
+static int ws__dial_connected(ws_loop_conn *lc) {
+  ws__dial *d = WS__DIAL(lc);
+#if WS_ENABLE_MBEDTLS
+  if (d->tc) {
+    ws_tls *t = NULL;
+    int rc = ws_tls_new(&t, (ws_tls_config *)d->tc, lc->ws__l.io.fd, d->host);
+    if (rc != WS_OK) return rc;
+    lc->ws__l.tls = t;
+  }
+#else
+  (void)d;
+#endif
+  ws__dial_end(lc);
+  return WS_OK;
+}
+
+/* A resolution's result, on the loop's thread. */
+static void ws__resolved(ws_loop *l, void *arg) {
+  ws__rjob *j = (ws__rjob *)arg;
+  ws__resolver *r = j->r;
+  ws_loop_conn *lc;
+  ws__dial *d;
+  struct addrinfo *ai;
+  pthread_mutex_lock(&r->mu);
+  lc = j->lc;
+  pthread_mutex_unlock(&r->mu);
+  if (lc == NULL) { /* the connection went meanwhile */
+    ws__rjob_free(j);
+    return;
+  }
+  d = WS__DIAL(lc);
+  d->job = NULL;
+  for (ai = j->rc == 0 ? j->res : NULL; ai && d->naddr < WS__DIAL_MAX; ai = ai->ai_next) {
+    if ((ai->ai_family != AF_INET && ai->ai_family != AF_INET6) ||
+        ai->ai_addrlen > sizeof d->addr[0])
+      continue;
+    memcpy(&d->addr[d->naddr], ai->ai_addr, ai->ai_addrlen);
+    d->alen[d->naddr++] = (socklen_t)ai->ai_addrlen;
+  }
+  ws__rjob_free(j);
+  if (d->naddr == 0) {
+    ws_conn_abort(&lc->conn, WS_ERESOLVE);
+    return;
+  }
+  if (ws__dial_next(l, lc) != WS_OK) ws_conn_abort(&lc->conn, WS_EIO);
+}
+
 /* see ws.h */
 int ws_loop_connect(ws_loop *l, const char *url, const ws_client_opts *o,
                     void *user, ws_conn **out) {
@@ -4973,11 +5350,10 @@ int ws_loop_connect(ws_loop *l, const char *url, const ws_client_opts *o,
   char host[256], hosthdr[300], pathbuf[2048];
   const char *path;
   unsigned port;
-  struct sockaddr_storage ss;
-  socklen_t alen = 0;
   ws_client_opts opts;
   ws_loop_conn *lc;
-  int fd, one = 1, rc, tls = 0;
+  ws__dial *d;
+  int rc, tls = 0, numeric;
   unsigned defport;
   ws_tls_config *tc = NULL;
   WS__LOOP_THREAD(l);
@@ -4992,10 +5368,10 @@ int ws_loop_connect(ws_loop *l, const char *url, const ws_client_opts *o,
     if (tc == NULL) { /* verification on, the system's CAs */
       if (p->tls_default == NULL) {
         ws_tls_options to;
-        ws_tls_config *d = NULL;
+        ws_tls_config *dt = NULL;
         ws_tls_options_init(&to, WS_CLIENT);
-        if (ws_tls_config_new(&d, &to, NULL, 0) != WS_OK) return WS_EINVAL;
-        p->tls_default = d;
+        if (ws_tls_config_new(&dt, &to, NULL, 0) != WS_OK) return WS_EINVAL;
+        p->tls_default = dt;
       }
       tc = (ws_tls_config *)p->tls_default;
     }
@@ -5005,54 +5381,25 @@ int ws_loop_connect(ws_loop *l, const char *url, const ws_client_opts *o,
   }
   if (strlen(path) >= sizeof pathbuf) return WS_EINVAL;
   memcpy(pathbuf, path, strlen(path) + 1);
-  if (ws__loop_numeric(host, port, &ss, &alen) != 0) {
-    /* A name: getaddrinfo() may block; numeric hosts never do. */
-    struct addrinfo hints, *res = NULL;
-    char service[8];
-    memset(&hints, 0, sizeof hints);
-    hints.ai_socktype = SOCK_STREAM;
-    snprintf(service, sizeof service, "%u", port);
-    if (getaddrinfo(host, service, &hints, &res) != 0 || res == NULL)
-      return WS_EIO;
-    memcpy(&ss, res->ai_addr, res->ai_addrlen);
-    alen = (socklen_t)res->ai_addrlen;
-    freeaddrinfo(res);
-  }
-  if (ss.ss_family == AF_INET6)
+  d = (ws__dial *)calloc(1, sizeof *d);
+  if (d == NULL) return WS_ENOMEM;
+  d->tc = tc;
+  snprintf(d->host, sizeof d->host, "%s", host);
+  /* A numeric host is its one address; a name resolves on a worker
+   * thread (ws__resolve), and its addresses are tried in turn. */
+  numeric = ws__loop_numeric(host, port, &d->addr[0], &d->alen[0]) == 0;
+  if (numeric) d->naddr = 1;
+  if (numeric && d->addr[0].ss_family == AF_INET6)
     snprintf(hosthdr, sizeof hosthdr, port == defport ? "[%s]" : "[%s]:%u", host, port);
   else
     snprintf(hosthdr, sizeof hosthdr, port == defport ? "%s" : "%s:%u", host, port);
-  fd = socket(ss.ss_family, SOCK_STREAM, 0);
-  if (fd < 0) return WS_EIO;
-  if (ws__io_nonblock(fd) < 0) {
-    close(fd);
-    return WS_EIO;
-  }
-  (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  if (connect(fd, (struct sockaddr *)&ss, alen) < 0 && errno != EINPROGRESS &&
-      errno != EINTR) {
-    close(fd);
-    return WS_EIO;
-  }
-  lc = ws__loop_new_conn(l, fd, &p->cfg.client, user);
+  lc = ws__loop_new_conn(l, -1, &p->cfg.client, user);
   if (lc == NULL) {
-    close(fd);
+    free(d);
     return WS_ENOMEM;
   }
-  lc->ws__l.io.flags |= WS__LC_CONNECTING;
-#if WS_ENABLE_MBEDTLS
-  if (tc) {
-    ws_tls *t = NULL;
-    if ((rc = ws_tls_new(&t, tc, fd, host)) != WS_OK) {
-      ws__loop_discard(l, lc);
-      close(fd);
-      return rc;
-    }
-    lc->ws__l.tls = t;
-  }
-#else
-  (void)tc;
-#endif
+  lc->ws__l.subs = d;
+  lc->ws__l.io.flags |= WS__LC_CONNECTING | WS__LC_DIAL;
   if (o)
     opts = *o;
   else
@@ -5060,12 +5407,12 @@ int ws_loop_connect(ws_loop *l, const char *url, const ws_client_opts *o,
   if (opts.host == NULL) opts.host = hosthdr;
   if (opts.path == NULL) opts.path = pathbuf;
   rc = ws_client_start(&lc->conn, &opts); /* queued until connected */
-  if (rc != WS_OK || ws__be_set(p, &lc->ws__l.io, WS__LOOP_OUT) != WS_OK) {
-    ws__loop_discard(l, lc);
-    close(fd);
-    return rc != WS_OK ? rc : WS_EIO;
+  if (rc == WS_OK) rc = numeric ? ws__dial_next(l, lc) : ws__resolve(l, lc, host, port);
+  if (rc != WS_OK) {
+    ws__loop_discard(l, lc); /* frees d, drops a queued resolution */
+    return rc;
   }
-  ws__loop_touch(lc);
+  ws__loop_touch(lc); /* the handshake timeout runs from now */
   if (out) *out = &lc->conn;
   return WS_OK;
 }
@@ -5540,6 +5887,7 @@ int ws_loop_init(ws_loop *l, const ws_loop_config *cfg,
   }
   memset(q, 0, sizeof *q);
   pthread_mutex_init(&q->mu, NULL);
+  q->refs = 1;
   p->post = q;
   if ((rc = ws__be_create(p)) != WS_OK) {
     ws_loop_free(l);
@@ -5551,6 +5899,7 @@ int ws_loop_init(ws_loop *l, const ws_loop_config *cfg,
   }
   p->wake.fd = fds[0];
   p->wake_w = fds[1];
+  q->wake_w = fds[1];
   p->wake.pidx = -1;
   p->wake.kind = WS__IO_WAKE;
   if (ws__io_nonblock(fds[0]) < 0 || ws__io_nonblock(fds[1]) < 0 ||
@@ -5583,11 +5932,25 @@ static void ws__loop_timers(ws_loop *l) {
   }
 }
 
+static int ws__loop_turn(ws_loop *l, int timeout_ms);
+
 /* see ws.h */
 int ws_loop_run_once(ws_loop *l, int timeout_ms) {
   struct ws__loop_priv *p = WS__LP(l);
-  int i, rc, wait = timeout_ms;
+  int rc;
+  WS_ASSERT(!p->turning &&
+            "ws_loop_run_once() or ws_loop_run() called from a callback of the same loop");
   p->owner = ws__loop_self(); /* the thread that runs the loop owns it */
+  p->turning = 1;
+  rc = ws__loop_turn(l, timeout_ms);
+  p->turning = 0;
+  return rc;
+}
+
+/* One turn of ws_loop_run_once(): timers, a wait, the events, timers. */
+static int ws__loop_turn(ws_loop *l, int timeout_ms) {
+  struct ws__loop_priv *p = WS__LP(l);
+  int i, rc, wait = timeout_ms;
   p->now = ws__loop_clock();
   ws__loop_timers(l);
   ws__loop_flush_pending(l);
@@ -5679,6 +6042,7 @@ void ws_loop_free(ws_loop *l) {
   struct ws__loop_priv *p = WS__LP(l);
   ws__post_q *q = (ws__post_q *)p->post;
   size_t i;
+  WS_ASSERT(!p->turning && "ws_loop_free() called from a callback of the same loop");
   /* The calling thread takes the loop over, as in ws_loop_run_once: the
    * posts below run on it and may use the loop. */
   p->owner = ws__loop_self();
@@ -5712,9 +6076,11 @@ void ws_loop_free(ws_loop *l) {
    * caller's and may be gone already; their registrations went with the
    * backend, and their fds stay the caller's. */
   p->watches = NULL;
+  /* Every connection is gone, so no job waits: workers still resolving
+   * hold the pool and the queue, and free them when they end. */
+  ws__resolver_release(p);
   if (q) { /* empty: closed, and drained above */
-    pthread_mutex_destroy(&q->mu);
-    free(q);
+    ws__post_q_unref(q);
     p->post = NULL;
   }
   for (i = 0; i < p->tcap; i++) { /* topics left by no one: none expected */

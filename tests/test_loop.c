@@ -30,6 +30,7 @@
 
 typedef struct peer {
   int opened, closes, close_code, msgs, drains, pongs;
+  int err; /* ws_conn_error() at the last on_close */
   int nagle; /* connections opened without TCP_NODELAY */
   size_t bytes;
   unsigned long hash; /* FNV-1a over every message, in order */
@@ -99,6 +100,7 @@ static void on_close(ws_conn *c, int code, const char *r, size_t n,
   (void)r, (void)n;
   p->closes++;
   p->close_code = code;
+  p->err = ws_conn_error(c);
   if (g_on_close_hook) g_on_close_hook(c);
 }
 
@@ -1147,6 +1149,101 @@ static void test_slow_handshakes(void) {
 }
 
 /* ---------------------------------------------------------------------
+ * Dialling: addresses in turn, names off the loop's thread
+ * ------------------------------------------------------------------- */
+
+/* A port on 127.0.0.1 with nothing listening. */
+static unsigned closed_port(void) {
+  struct sockaddr_in a;
+  socklen_t n = sizeof a;
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  unsigned port = 0;
+  memset(&a, 0, sizeof a);
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+      getsockname(fd, (struct sockaddr *)&a, &n) == 0)
+    port = ntohs(a.sin_port);
+  close(fd);
+  return port;
+}
+
+/* Adds 127.0.0.1:port to a dialling connection's addresses. */
+static void dial_add(ws_conn *c, unsigned port) {
+  ws__dial *d = WS__DIAL(WS__LC(c));
+  struct sockaddr_in *a = (struct sockaddr_in *)&d->addr[d->naddr];
+  memset(a, 0, sizeof *a);
+  a->sin_family = AF_INET;
+  a->sin_port = htons((unsigned short)port);
+  a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  d->alen[d->naddr++] = sizeof *a;
+}
+
+static void test_dial_next_after_refused(void) {
+  /* The first address refuses: the next one is tried, and opens. */
+  world w;
+  ws_conn *c = NULL;
+  char url[64];
+  int one = 1;
+  world_init(&w);
+  snprintf(url, sizeof url, "ws://127.0.0.1:%u/", closed_port());
+  CHECK_INT(ws_loop_connect(&w.loop, url, NULL, &w.clients[0], &c), WS_OK);
+  dial_add(c, w.port);
+  CHECK(run_until(&w, c_opened, &one, 5000));
+  CHECK_INT(w.clients[0].closes, 0);
+  CHECK_INT(w.server.opened, 1);
+  /* Alone, a refusing address fails the connection: 1006, WS_EIO. */
+  CHECK_INT(ws_loop_connect(&w.loop, url, NULL, &w.clients[1], &c), WS_OK);
+  {
+    uint64_t end = ws__loop_clock() + 5000;
+    while (w.clients[1].closes == 0 && ws__loop_clock() < end)
+      ws_loop_run_once(&w.loop, 10);
+  }
+  CHECK_INT(w.clients[1].closes, 1);
+  CHECK_INT(w.clients[1].close_code, 1006);
+  CHECK_INT(w.clients[1].err, WS_EIO);
+  ws_loop_free(&w.loop);
+}
+
+static void test_dial_next_after_silence(void) {
+  /* The first address takes the SYN and never answers (a listener whose
+   * accept queue is full drops it): after its share of the handshake
+   * timeout (4 s over two addresses: 2 s) the next one is tried, and the
+   * connection opens before the timeout would have ended it. */
+  world w;
+  ws_loop_config cfg;
+  ws_conn *c = NULL;
+  struct sockaddr_in a;
+  socklen_t n = sizeof a;
+  char url[64];
+  int one = 1, lfd, fill[4], i;
+  ws_loop_config_init(&cfg);
+  cfg.client.handshake_timeout_ms = 4000;
+  world_init_cfg(&w, &cfg);
+  lfd = socket(AF_INET, SOCK_STREAM, 0);
+  memset(&a, 0, sizeof a);
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  CHECK(bind(lfd, (struct sockaddr *)&a, sizeof a) == 0);
+  CHECK(listen(lfd, 0) == 0);
+  CHECK(getsockname(lfd, (struct sockaddr *)&a, &n) == 0);
+  for (i = 0; i < 4; i++) { /* fill its accept queue; never accepted */
+    fill[i] = socket(AF_INET, SOCK_STREAM, 0);
+    fcntl(fill[i], F_SETFL, O_NONBLOCK);
+    (void)!connect(fill[i], (struct sockaddr *)&a, sizeof a);
+  }
+  usleep(100000);
+  snprintf(url, sizeof url, "ws://127.0.0.1:%u/", (unsigned)ntohs(a.sin_port));
+  CHECK_INT(ws_loop_connect(&w.loop, url, NULL, &w.clients[0], &c), WS_OK);
+  dial_add(c, w.port);
+  CHECK(run_until(&w, c_opened, &one, 6000));
+  CHECK_INT(w.clients[0].closes, 0);
+  for (i = 0; i < 4; i++) close(fill[i]);
+  close(lfd);
+  ws_loop_free(&w.loop);
+}
+
+/* ---------------------------------------------------------------------
  * Watches: the caller's descriptors on the loop
  * ------------------------------------------------------------------- */
 
@@ -2172,6 +2269,8 @@ int main(void) {
   RUN(test_signal_during_wait);
   RUN(test_many_connections);
   RUN(test_slow_handshakes);
+  RUN(test_dial_next_after_refused);
+  RUN(test_dial_next_after_silence);
   RUN(test_watch_read);
   RUN(test_watch_interest);
   RUN(test_watch_write);

@@ -71,7 +71,33 @@ static void test_misuse_names(void) {
   ws_conn_free(&g_conn);
 }
 
+/* A loop's own callback may not run it again or free it. */
+static void reenter_timer(ws_loop *l, ws_timer *t, void *user) {
+  (void)t;
+  MISUSE(ws_loop_run_once(l, 0),
+         "ws_loop_run_once() or ws_loop_run() called from a callback of the same loop");
+  MISUSE(ws_loop_run(l),
+         "ws_loop_run_once() or ws_loop_run() called from a callback of the same loop");
+  MISUSE(ws_loop_free(l), "ws_loop_free() called from a callback of the same loop");
+  (*(int *)user)++;
+}
+
+static void test_loop_misuse(void) {
+  ws_loop l;
+  ws_loop_config cfg;
+  ws_timer t;
+  int ran = 0;
+  ws_loop_config_init(&cfg);
+  CHECK_INT(ws_loop_init(&l, &cfg, NULL, NULL), WS_OK);
+  ws_timer_start(&l, &t, 0, 0, reenter_timer, &ran);
+  CHECK_INT(ws_loop_run_once(&l, 100), WS_OK);
+  CHECK_INT(ran, 1);
+  CHECK_INT(ws_loop_run_once(&l, 0), WS_OK); /* whole afterwards */
+  ws_loop_free(&l);
+}
+
 int main(void) {
   RUN(test_misuse_names);
+  RUN(test_loop_misuse);
   return t_done("test_misuse");
 }
