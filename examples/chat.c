@@ -520,7 +520,7 @@ int main(int argc, char **argv) {
   ws_loop_callbacks cb;
   const char *host = "127.0.0.1", *cert = NULL, *key = NULL;
   unsigned port = 8080, bound = 0;
-  ws_tls_config *tls = NULL;
+  ws_tls_config *tls[MAX_THREADS] = {NULL};
   pthread_t th[MAX_THREADS];
   sigset_t sigs, old;
   int i, rc, threads = 1;
@@ -572,10 +572,12 @@ int main(int argc, char **argv) {
   cb.conn.on_message = on_message;
   cb.conn.on_close = on_close;
   if (threads > 1 && (cert || key)) {
-    /* One TLS config shared by loops on several threads would share its
-     * random generator unguarded. */
-    fprintf(stderr, "chat: --threads and --cert do not go together\n");
-    return 2;
+    if (!ws_loop_has_reuseport()) {
+      /* Handing sockets off needs a plain listener. */
+      fprintf(stderr, "chat: --threads with --cert needs SO_REUSEPORT (Linux, FreeBSD)\n");
+      return 2;
+    }
+    cfg.reuseport = 1; /* every loop listens with TLS on the port itself */
   }
   { /* one origin for every bridge of this process */
     FILE *f = fopen("/dev/urandom", "rb");
@@ -602,11 +604,16 @@ int main(int argc, char **argv) {
     ws_tls_options_init(&to, WS_SERVER);
     to.cert_file = cert;
     to.key_file = key;
-    if (!cert || !key || ws_tls_config_new(&tls, &to, err, sizeof err) != WS_OK) {
-      fprintf(stderr, "chat: TLS: %s\n", !cert || !key ? "--cert and --key go together" : err);
-      return 2;
+    /* A TLS config per loop: a config's random generator is not shared
+     * between threads. The first loop picks the port; the others join it. */
+    for (i = 0, rc = WS_OK; i < threads && rc == WS_OK; i++) {
+      if (!cert || !key || ws_tls_config_new(&tls[i], &to, err, sizeof err) != WS_OK) {
+        fprintf(stderr, "chat: TLS: %s\n", !cert || !key ? "--cert and --key go together" : err);
+        return 2;
+      }
+      rc = ws_loop_listen_tls(&g_loops[i], host, i ? bound : port, tls[i],
+                              i ? NULL : &bound);
     }
-    rc = ws_loop_listen_tls(&g_loops[0], host, port, tls, &bound);
   } else {
     rc = ws_loop_group_listen(&g_group, host, port, &bound);
   }
@@ -615,7 +622,7 @@ int main(int argc, char **argv) {
     return 1;
   }
   printf("chat: open %s://%s:%u/ in a browser (%s backend, %d thread%s, %s%s%s)\n",
-         tls ? "https" : "http", strchr(host, ':') ? "[::1]" : host, bound,
+         tls[0] ? "https" : "http", strchr(host, ':') ? "[::1]" : host, bound,
          ws_loop_backend(), threads, threads > 1 ? "s" : "",
          threads == 1 ? "one loop"
          : ws_loop_has_reuseport() ? "SO_REUSEPORT" : "one acceptor hands off",
@@ -643,6 +650,6 @@ int main(int argc, char **argv) {
   bridge_close(0);
   for (i = 1; i < threads; i++) pthread_join(th[i], NULL);
   for (i = 0; i < threads; i++) ws_loop_free(&g_loops[i]);
-  ws_tls_config_free(tls);
+  for (i = 0; i < threads; i++) ws_tls_config_free(tls[i]);
   return 0;
 }

@@ -33,6 +33,9 @@ typedef struct chatter {
 } chatter;
 
 static ws_loop g_loop;
+#if WS_ENABLE_MBEDTLS
+static ws_tls_config *g_ctls; /* the wss:// scenario's client config */
+#endif
 
 static void on_open(ws_conn *c, const char *p, size_t n, void *user) {
   (void)c, (void)p, (void)n;
@@ -139,7 +142,9 @@ static void load_test(const char *url) {
   CHECK(done);
 }
 
-static void scenario(const char *bin, const char *threads) {
+/* tls_dir: run the server with --cert/--key from tests/tls/certs.sh in
+ * that directory, and the clients over wss:// trusting its CA. */
+static void scenario(const char *bin, const char *threads, const char *tls_dir) {
   int out[2];
   pid_t pid;
   char line[256] = {0}, url[128];
@@ -159,7 +164,12 @@ static void scenario(const char *bin, const char *threads) {
 #endif
     dup2(out[1], 1);
     close(out[0]);
-    if (threads)
+    char cert[256], key[256];
+    snprintf(cert, sizeof cert, "%s/srv.pem", tls_dir ? tls_dir : "");
+    snprintf(key, sizeof key, "%s/srv.key", tls_dir ? tls_dir : "");
+    if (threads && tls_dir)
+      execl(bin, bin, "-p", "0", "--threads", threads, "--cert", cert, "--key", key, (char *)NULL);
+    else if (threads)
       execl(bin, bin, "-p", "0", "--threads", threads, (char *)NULL);
     else
       execl(bin, bin, "-p", "0", (char *)NULL);
@@ -170,6 +180,7 @@ static void scenario(const char *bin, const char *threads) {
     ssize_t n = read(out[0], line, sizeof line - 1);
     const char *p = n > 0 ? strstr(line, "127.0.0.1:") : NULL;
     if (p) port = (unsigned)atoi(p + 10);
+    if (tls_dir) CHECK(strstr(line, "https://") != NULL);
   }
   if (!CHECK(port > 0)) {
     kill(pid, SIGKILL);
@@ -185,8 +196,19 @@ static void scenario(const char *bin, const char *threads) {
   cb.conn.on_open = on_open;
   cb.conn.on_message = on_message;
   cb.conn.on_close = on_close;
+#if WS_ENABLE_MBEDTLS
+  if (tls_dir) {
+    ws_tls_options to;
+    char ca[256], err[200];
+    snprintf(ca, sizeof ca, "%s/ca.pem", tls_dir);
+    ws_tls_options_init(&to, WS_CLIENT);
+    to.ca_file = ca;
+    CHECK_INT(ws_tls_config_new(&g_ctls, &to, err, sizeof err), WS_OK);
+    cfg.tls_client = g_ctls;
+  }
+#endif
   CHECK_INT(ws_loop_init(&g_loop, &cfg, &cb, NULL), WS_OK);
-  snprintf(url, sizeof url, "ws://127.0.0.1:%u/ws", port);
+  snprintf(url, sizeof url, "%s://127.0.0.1:%u/ws", tls_dir ? "wss" : "ws", port);
   CHECK_INT(ws_loop_connect(&g_loop, url, NULL, &alice, &a), WS_OK);
   CHECK_INT(ws_loop_connect(&g_loop, url, NULL, &bob, &b), WS_OK);
   CHECK_INT(ws_loop_connect(&g_loop, url, NULL, &carol, &c), WS_OK);
@@ -246,6 +268,10 @@ static void scenario(const char *bin, const char *threads) {
     CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
   }
   ws_loop_free(&g_loop);
+#if WS_ENABLE_MBEDTLS
+  ws_tls_config_free(g_ctls);
+  g_ctls = NULL;
+#endif
   close(out[0]);
 }
 
@@ -692,10 +718,22 @@ int main(int argc, char **argv) {
     printf("not ok - %s not built\n", bin);
     return t_done("test_chat") | 1;
   }
-  scenario(bin, NULL);
+  scenario(bin, NULL, NULL);
   printf("ok one loop\n");
-  scenario(bin, "2");
+  scenario(bin, "2", NULL);
   printf("ok --threads 2\n");
+#if WS_ENABLE_MBEDTLS
+  { /* --threads 2 with TLS: a TLS config per loop, both on the port */
+    char dir[] = "/tmp/ws_chat_tls_XXXXXX", cmd[300];
+    if (CHECK(mkdtemp(dir) != NULL)) {
+      snprintf(cmd, sizeof cmd, "sh tests/tls/certs.sh %s >/dev/null 2>&1", dir);
+      if (CHECK(system(cmd) == 0)) scenario(bin, "2", dir);
+      snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+      (void)!system(cmd);
+      printf("ok --threads 2 over TLS\n");
+    }
+  }
+#endif
   cluster(bin, 0);
   cluster(bin, 1);
   return t_done("test_chat");
