@@ -227,6 +227,9 @@ static unsigned char *ws_nats__room(ws_nats *b, size_t n, size_t limit) {
       size_t cap = b->ocap ? b->ocap : 4096;
       unsigned char *p;
       while (cap - b->olen < n) cap *= 2;
+      /* Never more than the limit: doubling would pass it by up to 2x. */
+      if (limit != (size_t)-1 && cap > limit && b->olen + n <= limit)
+        cap = limit;
       p = (unsigned char *)realloc(b->out, cap);
       if (p == NULL) return NULL;
       b->out = p;
