@@ -799,6 +799,7 @@ static void test_kill_restart(void) {
   printf("# links back %u ms after the restart began (backoff cap 400 ms)\n",
          (unsigned)(now_ms() - t0));
   CHECK(subs_become(&g_srv, "ws.room%2E1", 2));
+  CHECK_INT(g_a.b->backoff, 20); /* reset by the link that came up */
   ws_nats_stats_get(g_a.b, &sa);
   ws_nats_stats_get(g_b.b, &sb);
   CHECK_INT(sa.connects, 2);
@@ -1079,8 +1080,14 @@ static void test_close_anytime(void) {
   snprintf(url, sizeof url, "nats://127.0.0.1:%u", free_port());
   test_cfg(&c, url, &nd);
   CHECK_INT(ws_nats_open(&b, &nd.loop, &c), WS_OK);
-  pump(100);
-  CHECK(b->st.failures >= 1);
+  /* Backoff: d doubles from 20 ms to the 400 ms cap, the delays drawn in
+   * [0, d), so by 620 ms d is capped; a busy loop would fail thousands of
+   * times in this second, the backoff a few dozen at most. */
+  pump(1000);
+  printf("# nothing listening: %u attempts in 1 s (backoff 20..400 ms)\n",
+         (unsigned)b->st.failures);
+  CHECK(b->st.failures >= 6 && b->st.failures < 60);
+  CHECK_INT(b->backoff, 400);
   CHECK_INT(ws_nats_publish(b, "x", WS_OP_TEXT, "local", 5, NULL), WS_OK);
   CHECK_INT(b->st.lost_down, 1);
   ws_nats_close(b);
