@@ -13,6 +13,7 @@
 #include "t.h"
 
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/socket.h>
@@ -676,6 +677,64 @@ static void test_parser(void) {
   node_free(&nd);
 }
 
+
+static void test_parser_random(void) {
+  /* Random streams built from protocol pieces and noise, fed in random
+   * cuts: never a crash (ASan, valgrind), the input buffer bounded; a bad
+   * stream ends the link, which the test puts back up to go on. */
+  static const char *piece[] = {"MSG ", "ws.room%2E1", "ws.x", " ", "1", "13",
+                                "20", "999999999", "\r\n", "\n", "PING",
+                                "PONG", "+OK", "-ERR 'x'", "INFO {}",
+                                "WSB1ABCDEFGH\x01", "\x02", "\xff", "HMSG ",
+                                "MSG ws.room%2E1 1 3\r\nabc\r\n", "%", "\t"};
+  node nd;
+  ws_nats_config c;
+  ws_nats *b;
+  uint64_t r = 88172645463325252ull;
+  size_t maxcap = 0;
+  int i, j;
+  node_init(&nd);
+  test_cfg(&c, "nats://127.0.0.1:1", &nd);
+  c.on_message = record_msg;
+  c.max_message = 64;
+  c.accept_foreign = 1;
+  CHECK_INT(ws_nats_open(&b, &nd.loop, &c), WS_OK);
+  while (b->st.failures == 0 && ws_loop_now(&nd.loop) < 1u << 31)
+    ws_loop_run_once(&nd.loop, 5);
+  ws_nats__on_topic(&nd.loop, "room.1", 1, b);
+  memset(&g_seen, 0, sizeof g_seen);
+  for (i = 0; i < 20000; i++) {
+    char buf[512];
+    size_t n = 0;
+    int k = 1 + (int)(r % 12);
+    for (j = 0; j < k; j++) {
+      const char *p;
+      size_t pl;
+      r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+      p = piece[r % (sizeof piece / sizeof piece[0])];
+      pl = strlen(p);
+      if (r % 7 == 0) {
+        buf[n++] = (char)(r >> 24); /* noise */
+      } else if (n + pl < sizeof buf) {
+        memcpy(buf + n, p, pl);
+        n += pl;
+      }
+    }
+    ws_timer_stop(&nd.loop, &b->retry);
+    b->state = WS_NATS__UP;
+    b->olen = b->ooff = 0;
+    feed(b, buf, n, 1 + (size_t)(r % 9));
+    if (b->icap > maxcap) maxcap = b->icap;
+  }
+  printf("# random streams: %d MSG delivered, %u junk, %u links ended\n",
+         g_seen.n, (unsigned)b->st.junk, (unsigned)b->st.failures);
+  CHECK(g_seen.n > 0);
+  CHECK(b->st.failures > 1);
+  CHECK(maxcap <= WS_NATS__LINE_MAX + 2 * 4096);
+  ws_nats_close(b);
+  node_free(&nd);
+}
+
 /* ---------------------------------------------------------------------
  * With the server
  * ------------------------------------------------------------------- */
@@ -1058,6 +1117,100 @@ static void test_auth(void) {
   server_signal(&s, SIGKILL);
 }
 
+
+/* Two loops on two threads, each its own node with its own bridge. */
+typedef struct thread_node {
+  node nd;
+  char who;
+  volatile int ready;
+  struct thread_node *other;
+  int ok;
+} thread_node;
+
+static pthread_mutex_t g_tmu = PTHREAD_MUTEX_INITIALIZER;
+
+static int tn_ready(thread_node *t) {
+  int r;
+  pthread_mutex_lock(&g_tmu);
+  r = t->ready;
+  pthread_mutex_unlock(&g_tmu);
+  return r;
+}
+
+static void *thread_main(void *arg) {
+  thread_node *t = (thread_node *)arg;
+  node *nd = &t->nd;
+  ws_loop_config cfg;
+  ws_loop_callbacks cb;
+  ws_nats_config c;
+  char url[64], m[32];
+  uint64_t end = now_ms() + 15000;
+  client *cl = &nd->cl[0];
+  int i;
+  ws_loop_config_init(&cfg);
+  memset(&cb, 0, sizeof cb);
+  cb.conn.on_open = on_open;
+  cb.conn.on_message = on_message;
+  cb.conn.on_close = on_close;
+  nd->kind = SERVER_SIDE;
+  if (ws_loop_init(&nd->loop, &cfg, &cb, nd) != WS_OK ||
+      ws_loop_listen(&nd->loop, "127.0.0.1", 0, &nd->port) != WS_OK)
+    return NULL;
+  snprintf(url, sizeof url, "ws://127.0.0.1:%u/", nd->port);
+  cl->kind = CLIENT_SIDE;
+  nd->ncl = 1;
+  ws_loop_connect(&nd->loop, url, NULL, cl, &cl->c);
+  while ((nd->nsrv < 1 || !cl->opened) && now_ms() < end)
+    ws_loop_run_once(&nd->loop, 5);
+  if (nd->nsrv < 1) goto out;
+  ws_loop_subscribe(nd->srv[0], "mt"); /* live before the link: in hello */
+  test_cfg(&c, g_srv.url, nd);
+  if (ws_nats_open(&nd->b, &nd->loop, &c) != WS_OK) goto out;
+  while (!nd->b->st.connects && now_ms() < end) ws_loop_run_once(&nd->loop, 5);
+  pthread_mutex_lock(&g_tmu);
+  t->ready = 1;
+  pthread_mutex_unlock(&g_tmu);
+  while (!tn_ready(t->other) && now_ms() < end) ws_loop_run_once(&nd->loop, 5);
+  for (i = 0; i < 100; i++) {
+    int n = snprintf(m, sizeof m, "%c:%d", t->who, i);
+    ws_nats_publish(nd->b, "mt", WS_OP_TEXT, m, (size_t)n, NULL);
+    if (i % 10 == 9) ws_loop_run_once(&nd->loop, 0);
+  }
+  while (cl->msgs < 200 && now_ms() < end) ws_loop_run_once(&nd->loop, 5);
+  t->ok = cl->msgs == 200 && cl->disorder == 0 && cl->next[0] == 100 &&
+          cl->next[1] == 100;
+  /* Stay until the other thread is done with its publishes too. */
+  pthread_mutex_lock(&g_tmu);
+  t->ready = 2;
+  pthread_mutex_unlock(&g_tmu);
+  while (tn_ready(t->other) < 2 && now_ms() < end) ws_loop_run_once(&nd->loop, 5);
+out:
+  ws_nats_close(nd->b);
+  ws_loop_free(&nd->loop);
+  return NULL;
+}
+
+static void test_threads(void) {
+  /* Several loops of one process, one per thread, each with its bridge:
+   * each thread's client gets its own 100 publishes (locally) and the
+   * other thread's 100 (through the server), in order, none twice. */
+  static thread_node t[2];
+  pthread_t th[2];
+  int i;
+  memset(t, 0, sizeof t);
+  t[0].who = 'a';
+  t[1].who = 'b';
+  t[0].other = &t[1];
+  t[1].other = &t[0];
+  for (i = 0; i < 2; i++) CHECK(pthread_create(&th[i], NULL, thread_main, &t[i]) == 0);
+  for (i = 0; i < 2; i++) pthread_join(th[i], NULL);
+  for (i = 0; i < 2; i++) {
+    CHECK(t[i].ok);
+    CHECK_INT(t[i].nd.cl[0].msgs, 200);
+    CHECK_INT(t[i].nd.cl[0].disorder, 0);
+  }
+}
+
 static void test_close_anytime(void) {
   /* Spec 6: close with the server down, mid-connect, mid-handshake, and
    * with topics and a queue: nothing leaks (ASan, valgrind). A server
@@ -1207,6 +1360,7 @@ int main(void) {
   RUN(test_subjects);
   RUN(test_urls);
   RUN(test_parser);
+  RUN(test_parser_random);
   if (!have_server()) {
     const char *ci = getenv("CI");
     printf("# skipped: nats-server not installed\n");
@@ -1236,6 +1390,7 @@ int main(void) {
   ws_loop_free(&g_a.loop);
   g_nn = 0;
   RUN(test_auth);
+  RUN(test_threads);
   RUN(test_close_anytime);
   server_signal(&g_srv, SIGKILL);
   return t_done("test_nats");
