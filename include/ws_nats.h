@@ -111,7 +111,9 @@ typedef struct ws_nats ws_nats; /* opaque; ws_nats_open allocates */
 typedef struct ws_nats_config {
   const char *url;          /* "nats://[user:pass@]host[:port]" (4222), or
                                "nats://token@host[:port]" (a user part
-                               without ':' is an auth token); host numeric
+                               without ':' is an auth token; credentials
+                               are taken as written, without %-decoding,
+                               and sent in CONNECT); host numeric
                                (IPv4, IPv6 in brackets) or a name (resolving
                                a name may block: see above). Copied. */
   const char *prefix;       /* subject = prefix + mapped topic ("ws."): ""
