@@ -553,7 +553,7 @@ static int ws_nats__size(const char *s, size_t n, size_t *v) {
   size_t i, x = 0;
   if (n == 0 || n > 19) return -1;
   for (i = 0; i < n; i++) {
-    if (s[i] < '0' || s[i] > '9') return -1;
+    if (s[i] < '0' || s[i] > '9' || x > ((size_t)-1 - 9) / 10) return -1;
     x = x * 10 + (size_t)(s[i] - '0');
   }
   *v = x;
