@@ -100,6 +100,7 @@
 #define WS_NATS_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include "ws.h"
 
 #ifdef __cplusplus
@@ -140,6 +141,12 @@ typedef struct ws_nats_config {
                     size_t len, void *user);
   void (*on_state)(ws_nats *b, int up, void *user); /* link up / down */
   void *user;
+  uint64_t origin;          /* 0 (default): a random origin per bridge.
+                               Bridges given one value skip each other's
+                               messages: give it to every bridge of a
+                               process that reaches its own loops itself
+                               (ws_loop_group_publish) and the server with
+                               ws_nats_send() */
 } ws_nats_config;
 
 typedef struct ws_nats_stats {
@@ -180,6 +187,14 @@ int ws_nats_open(ws_nats **out, ws_loop *loop, const ws_nats_config *cfg);
  * server when the local publish fails with WS_EINVAL or WS_EUTF8. */
 int ws_nats_publish(ws_nats *b, const char *topic, int op, const void *data,
                     size_t len, size_t *sent);
+
+/* Loop thread. To the server only, for the other nodes: no local
+ * delivery (the caller makes it, e.g. with ws_loop_group_publish()).
+ *   WS_OK (queued), WS_EINVAL, WS_EUTF8 (TEXT not UTF-8), and, counted in
+ *   the stats: WS_ECLOSED (link down: lost_down), WS_EFULL (over
+ *   max_queue: lost_full), WS_ETOOBIG (over max_payload: lost_big) */
+int ws_nats_send(ws_nats *b, const char *topic, int op, const void *data,
+                 size_t len);
 
 void ws_nats_stats_get(const ws_nats *b, ws_nats_stats *st);
 

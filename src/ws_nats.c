@@ -906,30 +906,29 @@ int ws_nats_open(ws_nats **out, ws_loop *loop, const ws_nats_config *cfg) {
   b->max_payload = 1u << 20;
   b->backoff = b->cfg.backoff_min_ms;
   ws_nats__origin(b);
+  if (cfg->origin) memcpy(b->origin, &cfg->origin, sizeof b->origin);
   ws_loop_on_topic(loop, ws_nats__on_topic, b); /* live topics come in now */
   ws_nats__connect(b);
   *out = b;
   return WS_OK;
 }
 
-/* see ws_nats.h */
-int ws_nats_publish(ws_nats *b, const char *topic, int op, const void *data,
-                    size_t len, size_t *sent) {
-  int rc = ws_loop_publish(b->loop, topic, op, data, len, sent);
+/* Queues one publish to the server, or counts why not. */
+static int ws_nats__send(ws_nats *b, const char *topic, int op,
+                         const void *data, size_t len) {
   size_t sl, total;
   char head[32];
   int hn;
   unsigned char *p;
-  if (rc == WS_EINVAL || rc == WS_EUTF8) return rc;
   if (b->state != WS_NATS__UP) {
     b->st.lost_down++;
-    return rc;
+    return WS_ECLOSED;
   }
   sl = ws_nats__subject(b->cfg.prefix, topic, b->scratch, WS_NATS__LINE_MAX + 1);
   if (sl == 0 || b->max_payload < WS_NATS__ENV ||
       len > b->max_payload - WS_NATS__ENV) {
     b->st.lost_big++;
-    return rc;
+    return WS_ETOOBIG;
   }
   hn = snprintf(head, sizeof head, " %lu\r\n",
                 (unsigned long)(len + WS_NATS__ENV));
@@ -937,7 +936,7 @@ int ws_nats_publish(ws_nats *b, const char *topic, int op, const void *data,
   p = ws_nats__room(b, total, b->cfg.max_queue);
   if (p == NULL) {
     b->st.lost_full++;
-    return rc;
+    return WS_EFULL;
   }
   memcpy(p, "PUB ", 4);
   p += 4;
@@ -954,7 +953,28 @@ int ws_nats_publish(ws_nats *b, const char *topic, int op, const void *data,
   b->olen += total;
   b->st.sent++;
   ws_nats__want(b);
+  return WS_OK;
+}
+
+/* see ws_nats.h */
+int ws_nats_publish(ws_nats *b, const char *topic, int op, const void *data,
+                    size_t len, size_t *sent) {
+  int rc = ws_loop_publish(b->loop, topic, op, data, len, sent);
+  if (rc == WS_EINVAL || rc == WS_EUTF8) return rc;
+  (void)ws_nats__send(b, topic, op, data, len);
   return rc;
+}
+
+/* see ws_nats.h */
+int ws_nats_send(ws_nats *b, const char *topic, int op, const void *data,
+                 size_t len) {
+  uint32_t u = 0;
+  if (b == NULL || topic == NULL || (data == NULL && len > 0) ||
+      (op != WS_OP_TEXT && op != WS_OP_BINARY))
+    return WS_EINVAL;
+  if (op == WS_OP_TEXT && ws_utf8_check(&u, data, len, 1, NULL) != WS_OK)
+    return WS_EUTF8;
+  return ws_nats__send(b, topic, op, data, len);
 }
 
 /* see ws_nats.h */

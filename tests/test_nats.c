@@ -1356,6 +1356,58 @@ static void test_official_client(void) {
 }
 #endif
 
+static node g_x, g_y, g_z;
+static void test_send_and_origin(void) {
+  /* ws_nats_send(): to the server only. X and Y share an origin (two
+   * loops of one process that reach each other themselves), Z has its
+   * own: a send from X reaches Z's subscribers, not Y's (same origin:
+   * skipped) nor X's (no local delivery). */
+  ws_nats_config c;
+  ws_nats_stats sx, sy;
+  int i;
+  node_init(&g_x);
+  node_init(&g_y);
+  node_init(&g_z);
+  test_cfg(&c, g_srv.url, &g_x);
+  c.origin = 0x1122334455667788ull;
+  CHECK_INT(ws_nats_open(&g_x.b, &g_x.loop, &c), WS_OK);
+  test_cfg(&c, g_srv.url, &g_y);
+  c.origin = 0x1122334455667788ull;
+  CHECK_INT(ws_nats_open(&g_y.b, &g_y.loop, &c), WS_OK);
+  test_cfg(&c, g_srv.url, &g_z);
+  CHECK_INT(ws_nats_open(&g_z.b, &g_z.loop, &c), WS_OK);
+  CHECK(run_until(c_up, NULL, 5000));
+  add_clients(&g_x, 1, "room.s");
+  add_clients(&g_y, 1, "room.s");
+  add_clients(&g_z, 1, "room.s");
+  CHECK(subs_become(&g_srv, "ws.room%2Es", 3));
+  for (i = 0; i < 5; i++) {
+    char m[16];
+    int n = snprintf(m, sizeof m, "a:%d", i);
+    CHECK_INT(ws_nats_send(g_x.b, "room.s", WS_OP_TEXT, m, (size_t)n), WS_OK);
+  }
+  CHECK(msgs_reach(&g_z, 0, 1, 5));
+  pump(300);
+  CHECK_INT(g_z.cl[0].msgs, 5);
+  CHECK_INT(g_z.cl[0].disorder, 0);
+  CHECK_INT(g_y.cl[0].msgs, 0);
+  CHECK_INT(g_x.cl[0].msgs, 0);
+  ws_nats_stats_get(g_x.b, &sx);
+  ws_nats_stats_get(g_y.b, &sy);
+  CHECK_INT(sx.sent, 5);
+  CHECK_INT(sy.received + sy.junk, 0); /* its own origin: skipped silently */
+  CHECK_INT(ws_nats_send(g_x.b, "room.s", WS_OP_TEXT, "\xff", 1), WS_EUTF8);
+  CHECK_INT(ws_nats_send(g_x.b, "room.s", 9, "x", 1), WS_EINVAL);
+  node_free(&g_z);
+  ws_nats_close(g_y.b);
+  g_y.b = NULL;
+  ws_loop_free(&g_y.loop);
+  ws_nats_close(g_x.b);
+  g_x.b = NULL;
+  ws_loop_free(&g_x.loop);
+  g_nn = 0;
+}
+
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
   atexit(kill_all);
@@ -1394,6 +1446,7 @@ int main(void) {
   RUN(test_auth);
   RUN(test_threads);
   RUN(test_close_anytime);
+  RUN(test_send_and_origin);
   server_signal(&g_srv, SIGKILL);
   return t_done("test_nats");
 }
