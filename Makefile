@@ -154,6 +154,37 @@ $(BUILD)/asan/test_%: tests/test_%.c tests/t.h src/ws.c include/ws.h $(CONFIG_ST
 	@mkdir -p $(BUILD)/asan
 	$(CC) $(WARN) -O1 -g $(SAN) $(CPPFLAGS) $< -o $@ $(LDLIBS)
 
+# Bridge: nats
+# The NATS bridge (include/ws_nats.h, src/ws_nats.c) speaks the NATS text
+# protocol itself and needs libc only, so it is always built and tested
+# (test_nats starts /usr/bin/nats-server itself; without it the test says
+# "skipped"). Where the official C client is installed (Debian
+# libnats-dev), test_nats also runs build/nats_official, a tiny peer over
+# that client, as an independent check of the wire format.
+NATS_H ?= /usr/include/nats/nats.h
+TESTS += test_nats
+all: $(BUILD)/ws_nats.o
+NATS_DEPS = src/ws_nats.c include/ws_nats.h
+$(BUILD)/ws_nats.o: $(NATS_DEPS) include/ws.h $(CONFIG_STAMP) | $(BUILD)
+	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) -c src/ws_nats.c -o $@
+ifneq ($(wildcard $(NATS_H)),)
+NATS_TEST_DEPS  = $(BUILD)/nats_official
+NATS_TEST_FLAGS = -DWS_NATS_OFFICIAL='"$(abspath $(BUILD))/nats_official"'
+$(BUILD)/nats_official: tests/nats_official.c $(CONFIG_STAMP) | $(BUILD)
+	$(CC) $(WARN) $(CFLAGS) $< -o $@ -lnats
+else
+$(info NATS: official C client not found: test_nats runs without its cross-check (apt-get install libnats-dev))
+endif
+# Whether the test has the cross-check is part of its configuration.
+NATS_STAMP = $(BUILD)/nats.stamp
+$(NATS_STAMP): $(call stamp_force,$(NATS_STAMP),NATS_TEST_FLAGS)
+	@$(call stamp_write,$@,NATS_TEST_FLAGS)
+$(BUILD)/test_nats: tests/test_nats.c tests/t.h src/ws.c include/ws.h $(NATS_DEPS) $(NATS_TEST_DEPS) $(NATS_STAMP) $(CONFIG_STAMP) | $(BUILD)
+	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) $(NATS_TEST_FLAGS) $< -o $@ $(LDLIBS)
+$(BUILD)/asan/test_nats: tests/test_nats.c tests/t.h src/ws.c include/ws.h $(NATS_DEPS) $(NATS_TEST_DEPS) $(NATS_STAMP) $(CONFIG_STAMP) | $(BUILD)
+	@mkdir -p $(BUILD)/asan
+	$(CC) $(WARN) -O1 -g $(SAN) $(CPPFLAGS) $(NATS_TEST_FLAGS) $< -o $@ $(LDLIBS)
+
 # make test: every test with the default build, then under ASan+UBSan, then
 # under valgrind where installed, then the protocol conformance suite
 # against the examples (over TLS too when TLS is on). tests/run.sh prints

@@ -513,6 +513,7 @@ struct ws__conn_priv {
   int err;
   uint16_t close_code;
   uint8_t state, role, close_len, send_op, depth;
+  uint16_t http_status;            /* client: the upgrade reply's status */
 };
 
 struct ws_conn {
@@ -636,6 +637,11 @@ size_t ws_conn_queued(const ws_conn *c);
 int ws_conn_state(const ws_conn *c);
 /* The sticky error, WS_OK while none. */
 int ws_conn_error(const ws_conn *c);
+
+/* Client: the HTTP status of the server's reply to the upgrade: 101 once
+ * open, the refusal's status when it answered otherwise (a 503, a 404),
+ * 0 before a reply or for a server connection. */
+int ws_conn_http_status(const ws_conn *c);
 /* The user pointer given to ws_conn_init(). */
 void *ws_conn_user(const ws_conn *c);
 
@@ -908,6 +914,10 @@ int ws_tls_close(ws_tls *t);
  * in the session: valid until ws_tls_free(). Never NULL. */
 const char *ws_tls_error(const ws_tls *t);
 
+/* 1 when the handshake failed because the peer's certificate did not
+ * verify (a failure that retrying will not cure), else 0. */
+int ws_tls_verify_failed(const ws_tls *t);
+
 /* Frees a session (NULL is fine). Does not close the socket/transport. */
 void ws_tls_free(ws_tls *t);
 
@@ -927,6 +937,7 @@ void ws_tls_free(ws_tls *t);
 typedef struct ws_loop ws_loop;
 typedef struct ws_loop_conn ws_loop_conn;
 typedef struct ws_timer ws_timer;
+typedef struct ws_loop_client ws_loop_client;
 typedef struct ws_watch ws_watch;
 
 typedef struct ws_loop_config {
@@ -1029,6 +1040,7 @@ struct ws__loop_priv {
   void (*topic_fn)(ws_loop *l, const char *topic, int active, void *user);
   void *topic_user;                 /* ws_loop_on_topic() */
   void *resolver;                   /* name resolution threads, or NULL */
+  ws_loop_client *clients;          /* running reconnecting clients */
   void *lingering;
   size_t nlinger;
   void *tls_default;                /* client TLS config made on demand */
@@ -1048,6 +1060,48 @@ struct ws_loop_conn {
 };
 struct ws_timer { struct ws__timer_priv ws__t; };
 struct ws_watch { struct ws__watch_priv ws__w; };
+
+/* The reconnect policy of a ws_loop_client (ws_reconnect_init() sets the
+ * defaults given here). Delays: exponential with full jitter. After a
+ * failure the next attempt waits a random time in [0, bound); bound starts
+ * at first_ms and grows by growth_pct/100 per failure, up to max_ms; a
+ * connection that stayed open reset_ms starts it over. */
+typedef struct ws_reconnect {
+  uint32_t first_ms;     /* the first retry within 0..first_ms (5000; RFC
+                            6455 7.2.3 asks clients to spread out) */
+  uint32_t max_ms;       /* no delay above it (60000) */
+  uint32_t growth_pct;   /* bound growth per failed attempt (160: x1.6) */
+  uint32_t reset_ms;     /* open this long: the delays start over (30000) */
+  uint32_t max_attempts; /* failed attempts in a row before giving up
+                            (0: never) */
+  /* Before each retry: the attempt (1 = the first retry), its delay, and
+   * what ended the last try (ws_conn_error(), and the HTTP status of a
+   * refused upgrade, else 0). Return nonzero to give up instead. NULL:
+   * retry. */
+  int (*on_attempt)(ws_loop_client *k, unsigned attempt, uint32_t delay_ms,
+                    int err, int http_status, void *user);
+  /* No more attempts: a final failure, max_attempts reached, or
+   * on_attempt said so (not after ws_loop_client_stop()). NULL: none. */
+  void (*on_give_up)(ws_loop_client *k, int err, int http_status,
+                     void *user);
+} ws_reconnect;
+
+struct ws__loop_client_priv {
+  ws_timer timer;                   /* the next attempt */
+  ws_loop *loop;
+  char *url;                        /* a copy */
+  const ws_client_opts *opts;       /* the caller's, kept */
+  ws_reconnect pol;
+  void *user;
+  ws_conn *conn;                    /* the connection now, or NULL */
+  uint64_t opened_at;               /* loop time of its open; 0: not open */
+  uint64_t rng;                     /* the jitter's generator */
+  uint32_t bound;                   /* the next delay's upper bound */
+  unsigned fails, opens;
+  int running;
+  ws_loop_client *next, *prev;      /* the loop's running clients */
+};
+struct ws_loop_client { struct ws__loop_client_priv ws__k; };
 
 /* Initialises a loop in caller memory. cb may be NULL (no callbacks).
  *   WS_OK, WS_EINVAL, WS_EIO (the backend or wake-up pipe failed),
@@ -1115,6 +1169,49 @@ int ws_loop_listen_fd(ws_loop *l, int fd);
  */
 int ws_loop_connect(ws_loop *l, const char *url, const ws_client_opts *o,
                     void *user, ws_conn **out);
+
+/*
+ * Reconnecting clients (opt-in): a ws_loop_client keeps one client
+ * connection to a URL, making a new one whenever it ends, on the policy in
+ * *r (NULL: the defaults). The first attempt starts now. Each attempt is a
+ * ws_loop_connect(url, o, user): the loop's callbacks see every
+ * connection, each with its own on_open and on_close. What ends a try:
+ *   retried  refused, reset, unreachable (WS_EIO), timed out (WS_ETIMEDOUT),
+ *            a name that did not resolve (WS_ERESOLVE), an upgrade refused
+ *            with HTTP 5xx, and any end of a connection that had opened
+ *   final    an upgrade refused with HTTP 4xx (401, 403, 404...), a
+ *            certificate that does not verify, an invalid URL
+ * Application state stays the application's: in on_open, use
+ * ws_loop_client_of(c) and ws_loop_client_opens() to tell a reconnect
+ * (opens > 1) and subscribe again, resend what was not acknowledged.
+ * A ws_loop_client is caller memory, like ws_timer: it MUST stay valid and
+ * unmoved until ws_loop_client_stop() (or ws_loop_free()). o and what it
+ * points to are kept by pointer and MUST stay valid as long. Every
+ * ws_loop_client_* call MUST be made on the loop's thread.
+ *   WS_OK, WS_EINVAL (bad URL or arguments; nothing started), WS_ENOMEM
+ */
+int ws_loop_client_start(ws_loop *l, ws_loop_client *k, const char *url,
+                         const ws_client_opts *o, const ws_reconnect *r,
+                         void *user);
+
+/* The defaults above. */
+void ws_reconnect_init(ws_reconnect *r);
+
+/* No more attempts: a pending one is cancelled, an open connection is
+ * closed with 1000 (its on_close still comes, as for any close), one
+ * still connecting is aborted. Then k is the caller's again. Idempotent. */
+void ws_loop_client_stop(ws_loop *l, ws_loop_client *k);
+
+/* The client's connection now (connecting or open), or NULL between
+ * attempts and after it stopped. */
+ws_conn *ws_loop_client_conn(const ws_loop_client *k);
+
+/* The reconnecting client a connection belongs to, or NULL. */
+ws_loop_client *ws_loop_client_of(const ws_conn *c);
+
+/* How many of its connections have opened, the current one included once
+ * its on_open runs: 1 in the first on_open, more after a reconnect. */
+unsigned ws_loop_client_opens(const ws_loop_client *k);
 
 /*
  * Takes over a connected socket from a host server, together with the bytes

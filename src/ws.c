@@ -2384,6 +2384,7 @@ static int ws__client_handshake(ws_conn *c) {
   rc = ws_response_parse(p->in->d + base, head, nonce,
                          (const char *)p->in->d + 16, p->in->proto_len,
                          &resp, hdrs, WS__MAX_HDRS(p), &consumed);
+  if (resp.status >= 100 && resp.status <= 599) p->http_status = (uint16_t)resp.status;
   if (rc != WS_OK) {
     ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_EHANDSHAKE);
     return WS_EHANDSHAKE;
@@ -2779,6 +2780,9 @@ int ws_conn_state(const ws_conn *c) { return WS__P(c)->state; }
 int ws_conn_error(const ws_conn *c) { return WS__P(c)->err; }
 
 /* see ws.h */
+int ws_conn_http_status(const ws_conn *c) { return WS__P(c)->http_status; }
+
+/* see ws.h */
 void *ws_conn_user(const ws_conn *c) { return WS__P(c)->user; }
 
 /* see ws.h */
@@ -3159,7 +3163,7 @@ struct ws_tls {
   int fd;               /* ws_tls_new(): the socket; else -1 */
   size_t wpend;         /* plaintext bytes of a write that would-blocked */
   unsigned char want;   /* WS_TLS_WANT_* the last blocked step waits for */
-  unsigned char hs_done, io_failed, peer_closed, closed;
+  unsigned char hs_done, io_failed, peer_closed, closed, verify_failed;
   unsigned char ip[16]; /* the host, when an IP literal (IP SAN check) */
   unsigned char ip_len;
   char err[200];
@@ -3650,6 +3654,7 @@ static int ws__tls_fail(ws_tls *t, int r, const char *what) {
   if (t->err[0] == '\0') {
     if (r == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED) {
       char info[160], *s;
+      t->verify_failed = 1;
       uint32_t fl = mbedtls_ssl_get_verify_result(&t->ssl);
       info[0] = '\0';
       mbedtls_x509_crt_verify_info(info, sizeof info, "", fl);
@@ -3770,6 +3775,9 @@ int ws_tls_close(ws_tls *t) {
 const char *ws_tls_error(const ws_tls *t) { return t ? t->err : ""; }
 
 /* see ws.h */
+int ws_tls_verify_failed(const ws_tls *t) { return t ? t->verify_failed : 0; }
+
+/* see ws.h */
 void ws_tls_free(ws_tls *t) {
   if (t == NULL) return;
   mbedtls_ssl_free(&t->ssl);
@@ -3815,6 +3823,9 @@ void *ws_tls_config_mbedtls(ws_tls_config *tc) { (void)tc; return NULL; }
 void ws_tls_config_free(ws_tls_config *tc) { (void)tc; }
 /* see ws.h */
 const char *ws_tls_error(const ws_tls *t) { (void)t; return ""; }
+
+/* see ws.h */
+int ws_tls_verify_failed(const ws_tls *t) { (void)t; return 0; }
 
 #endif /* WS_ENABLE_MBEDTLS */
 
@@ -3874,8 +3885,9 @@ enum {
   WS__LC_OWNED = 8,      /* memory from the loop's allocator */
   WS__LC_WAITED = 16,    /* output had to wait for the socket */
   WS__LC_DRAINED = 32,   /* a read came back short: the socket is empty */
-  WS__LC_DIAL = 64       /* a client still resolving or trying addresses:
+  WS__LC_DIAL = 64,      /* a client still resolving or trying addresses:
                             its ws__dial is in ws__l.subs */
+  WS__LC_KEPT = 128      /* a ws_loop_client's connection */
 };
 
 #define WS__LP(l) (&(l)->ws__lp)
@@ -4431,6 +4443,32 @@ static void ws__linger_read(ws_loop *l, ws__linger *g) {
   }
 }
 
+static void ws__client_ended(ws_loop *l, ws_loop_client *k, int final);
+
+/* The running client whose connection c is (WS__LC_KEPT): a short list. */
+static ws_loop_client *ws__client_find(struct ws__loop_priv *p, const ws_conn *c) {
+  ws_loop_client *k;
+  for (k = p->clients; k; k = k->ws__k.next)
+    if (k->ws__k.conn == c) return k;
+  return NULL;
+}
+
+/* on_open of every loop connection: a reconnecting client counts the open
+ * first, so that its on_open can tell a reconnect. */
+static void ws__loop_on_open(ws_conn *c, const char *proto, size_t len,
+                             void *user) {
+  ws_loop_conn *lc = WS__LC(c);
+  struct ws__loop_priv *p = WS__LP(lc->ws__l.loop);
+  if (lc->ws__l.io.flags & WS__LC_KEPT) {
+    ws_loop_client *k = ws__client_find(p, c);
+    if (k) {
+      k->ws__k.opens++;
+      k->ws__k.opened_at = p->now ? p->now : 1;
+    }
+  }
+  if (p->cb.conn.on_open) p->cb.conn.on_open(c, proto, len, user);
+}
+
 /* on_close of every loop connection: the application's, then the loop's
  * part. The memory stays until the end of the turn, so code still holding
  * the pointer in this turn finds it marked dead rather than freed. */
@@ -4444,8 +4482,19 @@ static void ws__loop_on_close(ws_conn *c, int code, const char *reason,
   /* A plain connection whose closing handshake completed has nothing more
    * coming: it closes at once. The others linger (see ws__loop_linger). */
   int linger = err != WS_OK || q->tls != NULL;
+  ws_loop_client *kept = NULL;
+  int final = 0;
   if (p->cb.conn.on_close) p->cb.conn.on_close(c, code, reason, len, user);
   q->io.flags |= WS__LC_DEAD;
+  if ((q->io.flags & WS__LC_KEPT) && (kept = ws__client_find(p, c)) != NULL) {
+    /* Worth retrying? Not a refusal in 4xx, nor a certificate that does
+     * not verify (read before the TLS session goes, below). */
+    int st = ws_conn_http_status(c);
+    final = kept->ws__k.opened_at == 0 && st >= 400 && st <= 499;
+#if WS_ENABLE_MBEDTLS
+    if (q->tls && ws_tls_verify_failed((ws_tls *)q->tls)) final = 1;
+#endif
+  }
   ws__dial_end(lc); /* a resolution still running is cancelled */
   (void)ws__be_set(p, &q->io, 0);
 #if WS_ENABLE_MBEDTLS
@@ -4478,6 +4527,7 @@ static void ws__loop_on_close(ws_conn *c, int code, const char *reason,
     for (ls = (ws__listener *)p->listeners; ls; ls = ls->next)
       if (ls->io.fd >= 0) (void)ws__be_set(p, &ls->io, WS__LOOP_IN);
   }
+  if (kept) ws__client_ended(l, kept, final);
 }
 
 static void ws__loop_release_dead(ws_loop *l) {
@@ -5417,6 +5467,185 @@ int ws_loop_connect(ws_loop *l, const char *url, const ws_client_opts *o,
   return WS_OK;
 }
 
+/* Reconnecting clients ----------------------------------------------------- */
+
+/* see ws.h */
+void ws_reconnect_init(ws_reconnect *r) {
+  memset(r, 0, sizeof *r);
+  r->first_ms = 5000;
+  r->max_ms = 60000;
+  r->growth_pct = 160;
+  r->reset_ms = 30000;
+}
+
+/* A random delay in [0, bound): xorshift64*, seeded per client. */
+static uint32_t ws__client_jitter(struct ws__loop_client_priv *k, uint32_t bound) {
+  uint64_t x = k->rng;
+  x ^= x >> 12;
+  x ^= x << 25;
+  x ^= x >> 27;
+  k->rng = x;
+  return bound ? (uint32_t)(((x * 2685821657736338717ull) >> 32) % bound) : 0;
+}
+
+static void ws__client_unlink(struct ws__loop_priv *p, ws_loop_client *k) {
+  struct ws__loop_client_priv *q = &k->ws__k;
+  if (q->prev)
+    q->prev->ws__k.next = q->next;
+  else
+    p->clients = q->next;
+  if (q->next) q->next->ws__k.prev = q->prev;
+  q->next = q->prev = NULL;
+}
+
+/* Ends a client's attempts for good; the caller's memory is its own again. */
+static void ws__client_finish(ws_loop *l, ws_loop_client *k) {
+  struct ws__loop_client_priv *q = &k->ws__k;
+  if (!q->running) return;
+  q->running = 0;
+  ws_timer_stop(l, &q->timer);
+  ws__client_unlink(WS__LP(l), k);
+  free(q->url);
+  q->url = NULL;
+}
+
+/* One attempt: the connection, or the error of a connect refused at once. */
+static int ws__client_attempt(ws_loop *l, ws_loop_client *k) {
+  struct ws__loop_client_priv *q = &k->ws__k;
+  ws_conn *c = NULL;
+  int rc;
+  q->opened_at = 0;
+  rc = ws_loop_connect(l, q->url, q->opts, q->user, &c);
+  if (rc == WS_OK) {
+    q->conn = c;
+    WS__LC(c)->ws__l.io.flags |= WS__LC_KEPT;
+  }
+  return rc;
+}
+
+static void ws__client_timer(ws_loop *l, ws_timer *t, void *user) {
+  ws_loop_client *k = (ws_loop_client *)user;
+  int rc;
+  (void)t;
+  if ((rc = ws__client_attempt(l, k)) != WS_OK)
+    ws__client_ended(l, k, rc == WS_EINVAL); /* a failed attempt */
+}
+
+/* The client's connection ended (or never started): retry after a jittered
+ * delay, or give up. */
+static void ws__client_ended(ws_loop *l, ws_loop_client *k, int final) {
+  struct ws__loop_priv *p = WS__LP(l);
+  struct ws__loop_client_priv *q = &k->ws__k;
+  ws_conn *c = q->conn;
+  int err = c ? ws_conn_error(c) : WS_EIO;
+  int st = c ? ws_conn_http_status(c) : 0;
+  uint32_t delay;
+  q->conn = NULL;
+  if (!q->running) return;
+  if (q->opened_at && p->now - q->opened_at >= q->pol.reset_ms) {
+    q->fails = 0; /* it held: the delays start over */
+    q->bound = q->pol.first_ms;
+  }
+  q->opened_at = 0;
+  q->fails++;
+  if (final || (q->pol.max_attempts && q->fails > q->pol.max_attempts)) {
+    void (*give_up)(ws_loop_client *, int, int, void *) = q->pol.on_give_up;
+    void *user = q->user;
+    ws__client_finish(l, k);
+    if (give_up) give_up(k, err, st, user);
+    return;
+  }
+  delay = ws__client_jitter(q, q->bound);
+  {
+    uint64_t next = (uint64_t)q->bound * q->pol.growth_pct / 100;
+    q->bound = next > q->pol.max_ms ? q->pol.max_ms : (uint32_t)next;
+    if (q->bound == 0) q->bound = 1;
+  }
+  if (q->pol.on_attempt && q->pol.on_attempt(k, q->fails, delay, err, st, q->user)) {
+    void (*give_up)(ws_loop_client *, int, int, void *) = q->pol.on_give_up;
+    void *user = q->user;
+    ws__client_finish(l, k);
+    if (give_up) give_up(k, err, st, user);
+    return;
+  }
+  if (q->running) ws_timer_start(l, &q->timer, delay, 0, ws__client_timer, k);
+}
+
+/* see ws.h */
+int ws_loop_client_start(ws_loop *l, ws_loop_client *k, const char *url,
+                         const ws_client_opts *o, const ws_reconnect *r,
+                         void *user) {
+  struct ws__loop_priv *p = WS__LP(l);
+  struct ws__loop_client_priv *q;
+  char host[256];
+  const char *path;
+  unsigned port;
+  int tls = 0, rc;
+  size_t n;
+  WS__LOOP_THREAD(l);
+  if (k == NULL || url == NULL ||
+      ws__loop_parse_url(url, host, sizeof host, &port, &path, &tls) != WS_OK)
+    return WS_EINVAL;
+  q = &k->ws__k;
+  memset(q, 0, sizeof *q);
+  if (r)
+    q->pol = *r;
+  else
+    ws_reconnect_init(&q->pol);
+  if (q->pol.first_ms == 0) q->pol.first_ms = 1;
+  if (q->pol.max_ms < q->pol.first_ms) q->pol.max_ms = q->pol.first_ms;
+  if (q->pol.growth_pct < 100) q->pol.growth_pct = 100;
+  n = strlen(url) + 1;
+  if ((q->url = (char *)malloc(n)) == NULL) return WS_ENOMEM;
+  memcpy(q->url, url, n);
+  q->loop = l;
+  q->opts = o;
+  q->user = user;
+  q->bound = q->pol.first_ms;
+  q->rng = ws__loop_clock() ^ (uint64_t)(uintptr_t)k ^ 0x9E3779B97F4A7C15ull;
+  if (q->rng == 0) q->rng = 1;
+  q->running = 1;
+  q->next = p->clients;
+  if (q->next) q->next->ws__k.prev = k;
+  p->clients = k;
+  if ((rc = ws__client_attempt(l, k)) == WS_EINVAL) {
+    ws__client_finish(l, k); /* nothing to retry: say so here */
+    return rc;
+  }
+  if (rc != WS_OK) ws__client_ended(l, k, 0); /* retried */
+  return WS_OK;
+}
+
+/* see ws.h */
+void ws_loop_client_stop(ws_loop *l, ws_loop_client *k) {
+  struct ws__loop_client_priv *q = &k->ws__k;
+  ws_conn *c = q->conn;
+  WS__LOOP_THREAD(l);
+  if (!q->running) return;
+  ws__client_finish(l, k);
+  q->conn = NULL;
+  if (c) {
+    WS__LC(c)->ws__l.io.flags &= (unsigned char)~WS__LC_KEPT;
+    if (ws_conn_state(c) == WS_STATE_OPEN)
+      (void)ws_close(c, WS_CLOSE_NORMAL, NULL, 0);
+    else
+      ws_conn_abort(c, WS_ECLOSED);
+  }
+}
+
+/* see ws.h */
+ws_conn *ws_loop_client_conn(const ws_loop_client *k) { return k->ws__k.conn; }
+
+/* see ws.h */
+ws_loop_client *ws_loop_client_of(const ws_conn *c) {
+  const ws_loop_conn *lc = (const ws_loop_conn *)c;
+  if (!(lc->ws__l.io.flags & WS__LC_KEPT) || lc->ws__l.loop == NULL) return NULL;
+  return ws__client_find(WS__LP(lc->ws__l.loop), c);
+}
+
+/* see ws.h */
+unsigned ws_loop_client_opens(const ws_loop_client *k) { return k->ws__k.opens; }
+
 /* see ws.h */
 int ws_loop_adopt(ws_loop *l, int fd, const void *data, size_t len,
                   void *user, ws_conn **out) {
@@ -5873,6 +6102,7 @@ int ws_loop_init(ws_loop *l, const ws_loop_config *cfg,
   p->ccb.write = ws__loop_write;
   p->ccb.writev = ws__loop_writev;
   p->ccb.on_close = ws__loop_on_close;
+  p->ccb.on_open = ws__loop_on_open;
   p->user = user;
   p->bfd = -1;
   p->wake.fd = p->wake_w = -1;
@@ -6055,6 +6285,7 @@ void ws_loop_free(ws_loop *l) {
     ws__loop_flush_pending(l);
   }
   p->freeing = 1;
+  while (p->clients) ws__client_finish(l, p->clients); /* no more attempts */
   while (p->conns) ws_conn_abort(&p->conns->conn, WS_ECLOSED);
   ws__loop_release_dead(l);
   while (p->lingering) ws__linger_end(l, (ws__linger *)p->lingering);

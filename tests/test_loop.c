@@ -1244,6 +1244,257 @@ static void test_dial_next_after_silence(void) {
 }
 
 /* ---------------------------------------------------------------------
+ * Reconnecting clients
+ * ------------------------------------------------------------------- */
+
+typedef struct keeplog {
+  int attempts, base, gave_up, give_err, give_status, opens_seen[8], nopen;
+  uint32_t delay[64], bound[64];
+  int err[64], status[64];
+  uint64_t at[64];
+} keeplog;
+
+static keeplog g_kl;
+static uint32_t g_kbound; /* the policy's bound for the next delay */
+static ws_reconnect g_kpol;
+
+static int keep_attempt(ws_loop_client *k, unsigned attempt, uint32_t delay,
+                        int err, int status, void *user) {
+  int i = g_kl.attempts++;
+  (void)k, (void)user;
+  if (i < 64) {
+    g_kl.delay[i] = delay;
+    g_kl.bound[i] = g_kbound;
+    g_kl.err[i] = err;
+    g_kl.status[i] = status;
+    g_kl.at[i] = ws__loop_clock();
+  }
+  CHECK_INT(attempt, g_kl.attempts - g_kl.base); /* failures in a row */
+  {
+    uint64_t next = (uint64_t)g_kbound * g_kpol.growth_pct / 100;
+    g_kbound = next > g_kpol.max_ms ? g_kpol.max_ms : (uint32_t)next;
+  }
+  return 0;
+}
+
+static void keep_give_up(ws_loop_client *k, int err, int status, void *user) {
+  (void)k, (void)user;
+  g_kl.gave_up++;
+  g_kl.give_err = err;
+  g_kl.give_status = status;
+}
+
+static void keep_open(ws_conn *c, const char *proto, size_t n, void *user) {
+  ws_loop_client *k = ws_loop_client_of(c);
+  on_open(c, proto, n, user);
+  if (k && g_kl.nopen < 8) g_kl.opens_seen[g_kl.nopen++] = (int)ws_loop_client_opens(k);
+  if (k == NULL) g_last_server = c;
+}
+
+static void keep_world(world *w, ws_loop_callbacks *cb, int listen) {
+  ws_loop_config cfg;
+  ws_loop_config_init(&cfg);
+  memset(w, 0, sizeof *w);
+  memset(cb, 0, sizeof *cb);
+  cb->conn.on_open = keep_open;
+  cb->conn.on_message = on_message;
+  cb->conn.on_close = on_close;
+  CHECK_INT(ws_loop_init(&w->loop, &cfg, cb, &w->server), WS_OK);
+  if (listen) CHECK_INT(ws_loop_listen(&w->loop, "127.0.0.1", w->port, &w->port), WS_OK);
+  memset(&g_kl, 0, sizeof g_kl);
+  ws_reconnect_init(&g_kpol);
+  g_kpol.on_attempt = keep_attempt;
+  g_kpol.on_give_up = keep_give_up;
+}
+
+static void test_reconnect_backoff(void) {
+  /* Nothing listens: attempts fail (refused) and are retried with delays
+   * within the policy's growing bounds (200, 400, 800, then the 800 cap),
+   * the loop sleeping in between (few turns, no busy loop). Then the
+   * server comes: the client opens (opens 1). The server drops it: the
+   * client reconnects (opens 2), its delays started over because the
+   * connection held longer than reset_ms. */
+  world w;
+  ws_loop_callbacks cb;
+  ws_loop_client k;
+  char url[64];
+  int turns = 0, i, one = 1, two = 2;
+  uint64_t end;
+  unsigned port = closed_port();
+  keep_world(&w, &cb, 0);
+  g_kpol.first_ms = 200;
+  g_kpol.max_ms = 800;
+  g_kpol.growth_pct = 200;
+  g_kpol.reset_ms = 300;
+  g_kbound = g_kpol.first_ms;
+  snprintf(url, sizeof url, "ws://127.0.0.1:%u/", port);
+  CHECK_INT(ws_loop_client_start(&w.loop, &k, url, NULL, &g_kpol, &w.clients[0]), WS_OK);
+  end = ws__loop_clock() + 3000;
+  while (ws__loop_clock() < end) {
+    ws_loop_run_once(&w.loop, (int)(end - ws__loop_clock()));
+    turns++;
+  }
+  CHECK(g_kl.attempts >= 4);
+  for (i = 0; i < g_kl.attempts && i < 64; i++) {
+    CHECK(g_kl.delay[i] < g_kl.bound[i]);
+    CHECK_INT(g_kl.err[i], WS_EIO);
+  }
+  CHECK_INT(g_kl.bound[3], 800); /* capped */
+  printf("# refused for 3 s: %d attempts in %d loop turns; delays (ms):", g_kl.attempts, turns);
+  for (i = 0; i < g_kl.attempts && i < 10; i++) printf(" %u/%u", g_kl.delay[i], g_kl.bound[i]);
+  printf("\n");
+  CHECK(turns < 10 * (g_kl.attempts + 2)); /* woken by its timer, not spinning */
+  CHECK_INT(w.clients[0].closes, g_kl.attempts); /* each failure, one retry */
+  /* The server arrives on that port. */
+  w.port = port;
+  CHECK_INT(ws_loop_listen(&w.loop, "127.0.0.1", port, NULL), WS_OK);
+  CHECK(run_until(&w, c_opened, &one, 3000));
+  CHECK_INT(ws_loop_client_opens(&k), 1);
+  CHECK(ws_loop_client_conn(&k) != NULL);
+  CHECK_INT(g_kl.opens_seen[0], 1); /* on_open: the first open */
+  /* Held for longer than reset_ms, then dropped by the server. */
+  end = ws__loop_clock() + 400;
+  while (ws__loop_clock() < end) ws_loop_run_once(&w.loop, 20);
+  g_kbound = g_kpol.first_ms;
+  i = g_kl.attempts;
+  g_kl.base = i; /* the count starts over */
+  CHECK(g_last_server != NULL);
+  ws_conn_abort(g_last_server, WS_ECLOSED);
+  {
+    uint64_t stop = ws__loop_clock() + 3000;
+    while (w.clients[0].opened < 2 && ws__loop_clock() < stop) ws_loop_run_once(&w.loop, 10);
+  }
+  CHECK_INT(w.clients[0].opened, 2);
+  CHECK_INT(g_kl.opens_seen[1], 2); /* on_open can tell a reconnect */
+  CHECK_INT(g_kl.attempts, i + 1);  /* one retry, counted from 1 again */
+  CHECK(g_kl.delay[i] < g_kpol.first_ms);
+  /* Stop: the open connection closes with 1000, no attempt follows. */
+  ws_loop_client_stop(&w.loop, &k);
+  CHECK(ws_loop_client_conn(&k) == NULL);
+  CHECK(run_until(&w, c_server_closes, &two, 3000));
+  end = ws__loop_clock() + 600;
+  while (ws__loop_clock() < end) ws_loop_run_once(&w.loop, 20);
+  CHECK_INT(w.clients[0].opened, 2);
+  CHECK_INT(g_kl.gave_up, 0);
+  ws_loop_client_stop(&w.loop, &k); /* idempotent */
+  ws_loop_free(&w.loop);
+}
+
+static int g_refuse; /* the status refuse_with answers */
+static int refuse_with(ws_conn *c, const ws_request *req, ws_accept *acc, void *user) {
+  (void)c, (void)req, (void)acc, (void)user;
+  return g_refuse;
+}
+
+static void test_reconnect_final_and_limits(void) {
+  /* 404: final, no retry, on_give_up(404). 503: retried, up to
+   * max_attempts (2), then on_give_up. */
+  world w;
+  ws_loop_callbacks cb;
+  ws_loop_client k;
+  char url[64];
+  uint64_t end;
+  ws_loop_config cfg;
+  ws_loop_config_init(&cfg);
+  memset(&w, 0, sizeof w);
+  memset(&cb, 0, sizeof cb);
+  cb.conn.on_open = keep_open;
+  cb.conn.on_close = on_close;
+  cb.conn.on_handshake = refuse_with;
+  CHECK_INT(ws_loop_init(&w.loop, &cfg, &cb, &w.server), WS_OK);
+  CHECK_INT(ws_loop_listen(&w.loop, "127.0.0.1", 0, &w.port), WS_OK);
+  memset(&g_kl, 0, sizeof g_kl);
+  ws_reconnect_init(&g_kpol);
+  g_kpol.on_attempt = keep_attempt;
+  g_kpol.on_give_up = keep_give_up;
+  g_kpol.first_ms = 50;
+  g_kpol.max_attempts = 2;
+  snprintf(url, sizeof url, "ws://127.0.0.1:%u/", w.port);
+  g_refuse = 404;
+  CHECK_INT(ws_loop_client_start(&w.loop, &k, url, NULL, &g_kpol, &w.clients[0]), WS_OK);
+  end = ws__loop_clock() + 3000;
+  while (!g_kl.gave_up && ws__loop_clock() < end) ws_loop_run_once(&w.loop, 10);
+  CHECK_INT(g_kl.gave_up, 1);
+  CHECK_INT(g_kl.give_status, 404);
+  CHECK_INT(g_kl.attempts, 0);
+  CHECK(ws_loop_client_conn(&k) == NULL);
+  memset(&g_kl, 0, sizeof g_kl);
+  g_refuse = 503;
+  g_kbound = g_kpol.first_ms;
+  CHECK_INT(ws_loop_client_start(&w.loop, &k, url, NULL, &g_kpol, &w.clients[1]), WS_OK);
+  end = ws__loop_clock() + 5000;
+  while (!g_kl.gave_up && ws__loop_clock() < end) ws_loop_run_once(&w.loop, 10);
+  CHECK_INT(g_kl.gave_up, 1);
+  CHECK_INT(g_kl.give_status, 503);
+  CHECK_INT(g_kl.attempts, 2); /* two retries, then the limit */
+  CHECK_INT(g_kl.status[0], 503);
+  CHECK_INT(w.clients[1].closes, 3);
+  /* A URL that cannot work: refused at the start. */
+  CHECK_INT(ws_loop_client_start(&w.loop, &k, "http://x/", NULL, NULL, NULL), WS_EINVAL);
+  ws_loop_free(&w.loop);
+}
+
+static void test_reconnect_herd(void) {
+  /* N clients held open; the server drops them all at once. Their
+   * returns spread over the jitter window (first_ms 1000): printed as a
+   * histogram of 10 buckets; no bucket holds more than 3 times its share,
+   * and every one is back. */
+  world w;
+  ws_loop_callbacks cb;
+  static ws_loop_client ks[1000];
+  int n = conns_wanted("reconnect-herd"), i, back, hist[10] = {0}, worst = 0;
+  uint64_t t0, end;
+  static uint64_t first[1000];
+  if (n <= 0) return;
+  if (n > 1000) n = 1000;
+  keep_world(&w, &cb, 1);
+  g_kpol.on_attempt = NULL;
+  g_kpol.first_ms = 1000;
+  {
+    char url[64];
+    snprintf(url, sizeof url, "ws://127.0.0.1:%u/", w.port);
+    for (i = 0; i < n; i++)
+      CHECK_INT(ws_loop_client_start(&w.loop, &ks[i], url, NULL, &g_kpol, &w.server), WS_OK);
+  }
+  end = ws__loop_clock() + 20000;
+  while (w.server.opened < 2 * n && ws__loop_clock() < end) ws_loop_run_once(&w.loop, 10);
+  CHECK_INT(w.server.opened, 2 * n); /* both ends of each */
+  /* The server side of every connection goes. */
+  {
+    ws_loop_conn *lc, *next;
+    for (lc = w.loop.ws__lp.conns; lc; lc = next) {
+      next = lc->ws__l.next;
+      if (!(lc->ws__l.io.flags & WS__LC_KEPT)) ws_conn_abort(&lc->conn, WS_ECLOSED);
+    }
+  }
+  t0 = ws__loop_clock();
+  memset(first, 0, sizeof first);
+  end = t0 + 10000;
+  do {
+    ws_loop_run_once(&w.loop, 10);
+    for (back = 0, i = 0; i < n; i++) {
+      if (!first[i] && ws_loop_client_opens(&ks[i]) >= 2) first[i] = ws__loop_clock();
+      if (first[i]) back++;
+    }
+  } while (back < n && ws__loop_clock() < end);
+  CHECK_INT(back, n);
+  for (i = 0; i < n; i++) {
+    uint64_t dt = first[i] ? first[i] - t0 : 0;
+    int b = (int)(dt / 100);
+    hist[b > 9 ? 9 : b]++;
+  }
+  printf("# %d clients back after a drop (first_ms 1000), per 100 ms:", n);
+  for (i = 0; i < 10; i++) {
+    printf(" %d", hist[i]);
+    if (hist[i] > worst) worst = hist[i];
+  }
+  printf("\n");
+  CHECK(worst <= 3 * n / 10 + 10);
+  for (i = 0; i < n; i++) ws_loop_client_stop(&w.loop, &ks[i]);
+  ws_loop_free(&w.loop);
+}
+
+/* ---------------------------------------------------------------------
  * Watches: the caller's descriptors on the loop
  * ------------------------------------------------------------------- */
 
@@ -2271,6 +2522,9 @@ int main(void) {
   RUN(test_slow_handshakes);
   RUN(test_dial_next_after_refused);
   RUN(test_dial_next_after_silence);
+  RUN(test_reconnect_backoff);
+  RUN(test_reconnect_final_and_limits);
+  RUN(test_reconnect_herd);
   RUN(test_watch_read);
   RUN(test_watch_interest);
   RUN(test_watch_write);

@@ -144,10 +144,23 @@ typedef struct run_opts {
   const char *cert;   /* server certificate */
   const char *host;   /* URL host */
   int insecure, stream;
+  int keep;           /* a reconnecting client (ws_loop_client) */
 } run_opts;
+
+static int g_keep_attempts, g_keep_gave_up;
+static int keep_attempt(ws_loop_client *k, unsigned a, uint32_t d, int e, int s, void *u) {
+  (void)k, (void)a, (void)d, (void)e, (void)s, (void)u;
+  g_keep_attempts++;
+  return 0;
+}
+static void keep_give_up(ws_loop_client *k, int e, int s, void *u) {
+  (void)k, (void)e, (void)s, (void)u;
+  g_keep_gave_up++;
+}
 
 /* Runs one client against one TLS server until the client is closed and
  * the server connection is gone too. */
+static ws_loop_client g_keeper;
 static void run_pair(const run_opts *ro) {
   ws_loop loop;
   ws_loop_config cfg;
@@ -173,10 +186,24 @@ static void run_pair(const run_opts *ro) {
     CHECK_INT(ws_loop_listen_tls(&loop, "127.0.0.1", 0, stc, &port), WS_OK);
   snprintf(url, sizeof url, strchr(ro->host, ':') ? "wss://[%s]:%u/x" : "wss://%s:%u/x",
            ro->host, port);
-  CHECK_INT(ws_loop_connect(&loop, url, NULL, &g_cli, NULL), WS_OK);
+  if (ro->keep) {
+    ws_reconnect r;
+    ws_reconnect_init(&r);
+    r.first_ms = 50;
+    r.on_attempt = keep_attempt;
+    r.on_give_up = keep_give_up;
+    g_keep_attempts = g_keep_gave_up = 0;
+    CHECK_INT(ws_loop_client_start(&loop, &g_keeper, url, NULL, &r, &g_cli), WS_OK);
+  } else {
+    CHECK_INT(ws_loop_connect(&loop, url, NULL, &g_cli, NULL), WS_OK);
+  }
   end = ws__loop_clock() + 20000;
   while ((!g_cli.closed || ws_loop_conn_count(&loop) > 0) && ws__loop_clock() < end)
     ws_loop_run_once(&loop, 50);
+  if (ro->keep) { /* a while longer: no retry may come */
+    end = ws__loop_clock() + 500;
+    while (ws__loop_clock() < end) ws_loop_run_once(&loop, 50);
+  }
   CHECK_INT(g_cli.closed, 1);
   ws_loop_free(&loop);
 out:
@@ -185,7 +212,7 @@ out:
 }
 
 static void test_echo_ip(void) {
-  run_opts ro = {"srv.pem", "127.0.0.1", 0, 0};
+  run_opts ro = {"srv.pem", "127.0.0.1", 0, 0, 0};
   run_pair(&ro);
   CHECK_INT(g_cli.opened, 1);
   CHECK_INT(g_cli.step, 3);
@@ -194,7 +221,7 @@ static void test_echo_ip(void) {
 }
 
 static void test_echo_name_stream(void) {
-  run_opts ro = {"srv.pem", "localhost", 0, 1};
+  run_opts ro = {"srv.pem", "localhost", 0, 1, 0};
   run_pair(&ro);
   CHECK_INT(g_cli.opened, 1);
   CHECK_INT(g_cli.step, 3);
@@ -202,7 +229,7 @@ static void test_echo_name_stream(void) {
 }
 
 static void test_insecure_flag(void) {
-  run_opts ro = {"other.pem", "127.0.0.1", 1, 0};
+  run_opts ro = {"other.pem", "127.0.0.1", 1, 0, 0};
   run_pair(&ro);
   CHECK_INT(g_cli.opened, 1);
   CHECK_INT(g_cli.code, 1000);
@@ -214,6 +241,7 @@ static void refused(const char *cert, const char *host, const char *needle) {
   ro.host = host;
   ro.insecure = 0;
   ro.stream = 0;
+  ro.keep = 0;
   run_pair(&ro);
   CHECK_INT(g_cli.opened, 0);
   CHECK_INT(g_cli.code, WS_CLOSE_ABNORMAL);
@@ -225,6 +253,17 @@ static void refused(const char *cert, const char *host, const char *needle) {
 
 static void test_wrong_host(void) { refused("other.pem", "127.0.0.1", "CN"); }
 static void test_wrong_host_name(void) { refused("other.pem", "localhost", "CN"); }
+
+static void test_reconnect_gives_up_on_certificate(void) {
+  /* A reconnecting client whose server's certificate does not verify
+   * gives up at once: retrying would not cure it. */
+  run_opts ro = {"other.pem", "localhost", 0, 0, 1};
+  run_pair(&ro);
+  CHECK_INT(g_cli.opened, 0);
+  CHECK_INT(g_keep_gave_up, 1);
+  CHECK_INT(g_keep_attempts, 0);
+  CHECK(ws_loop_client_conn(&g_keeper) == NULL);
+}
 static void test_expired(void) { refused("expired.pem", "127.0.0.1", "expired"); }
 static void test_untrusted(void) { refused("self.pem", "127.0.0.1", "not correctly signed"); }
 
@@ -1117,6 +1156,7 @@ int main(void) {
   RUN(test_insecure_flag);
   RUN(test_wrong_host);
   RUN(test_wrong_host_name);
+  RUN(test_reconnect_gives_up_on_certificate);
   RUN(test_expired);
   RUN(test_untrusted);
   RUN(test_plain_http_client);

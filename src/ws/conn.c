@@ -991,6 +991,7 @@ static int ws__client_handshake(ws_conn *c) {
   rc = ws_response_parse(p->in->d + base, head, nonce,
                          (const char *)p->in->d + 16, p->in->proto_len,
                          &resp, hdrs, WS__MAX_HDRS(p), &consumed);
+  if (resp.status >= 100 && resp.status <= 599) p->http_status = (uint16_t)resp.status;
   if (rc != WS_OK) {
     ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_EHANDSHAKE);
     return WS_EHANDSHAKE;
@@ -1384,6 +1385,9 @@ int ws_conn_state(const ws_conn *c) { return WS__P(c)->state; }
 
 /* see ws.h */
 int ws_conn_error(const ws_conn *c) { return WS__P(c)->err; }
+
+/* see ws.h */
+int ws_conn_http_status(const ws_conn *c) { return WS__P(c)->http_status; }
 
 /* see ws.h */
 void *ws_conn_user(const ws_conn *c) { return WS__P(c)->user; }

@@ -46,7 +46,7 @@ struct ws_tls {
   int fd;               /* ws_tls_new(): the socket; else -1 */
   size_t wpend;         /* plaintext bytes of a write that would-blocked */
   unsigned char want;   /* WS_TLS_WANT_* the last blocked step waits for */
-  unsigned char hs_done, io_failed, peer_closed, closed;
+  unsigned char hs_done, io_failed, peer_closed, closed, verify_failed;
   unsigned char ip[16]; /* the host, when an IP literal (IP SAN check) */
   unsigned char ip_len;
   char err[200];
@@ -537,6 +537,7 @@ static int ws__tls_fail(ws_tls *t, int r, const char *what) {
   if (t->err[0] == '\0') {
     if (r == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED) {
       char info[160], *s;
+      t->verify_failed = 1;
       uint32_t fl = mbedtls_ssl_get_verify_result(&t->ssl);
       info[0] = '\0';
       mbedtls_x509_crt_verify_info(info, sizeof info, "", fl);
@@ -657,6 +658,9 @@ int ws_tls_close(ws_tls *t) {
 const char *ws_tls_error(const ws_tls *t) { return t ? t->err : ""; }
 
 /* see ws.h */
+int ws_tls_verify_failed(const ws_tls *t) { return t ? t->verify_failed : 0; }
+
+/* see ws.h */
 void ws_tls_free(ws_tls *t) {
   if (t == NULL) return;
   mbedtls_ssl_free(&t->ssl);
@@ -702,5 +706,8 @@ void *ws_tls_config_mbedtls(ws_tls_config *tc) { (void)tc; return NULL; }
 void ws_tls_config_free(ws_tls_config *tc) { (void)tc; }
 /* see ws.h */
 const char *ws_tls_error(const ws_tls *t) { (void)t; return ""; }
+
+/* see ws.h */
+int ws_tls_verify_failed(const ws_tls *t) { (void)t; return 0; }
 
 #endif /* WS_ENABLE_MBEDTLS */
