@@ -107,6 +107,12 @@ $(BUILD)/libws.so: $(BUILD)/ws.pic.o $(CONFIG_STAMP)
 $(BUILD)/%: examples/%.c $(BUILD)/libws.a $(CONFIG_STAMP)
 	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) $< $(BUILD)/libws.a -o $@ $(LDLIBS)
 
+# The chat demo carries the broker bridges it can (--redis, --nats).
+CHAT_SRCS  = src/ws_nats.c
+CHAT_FLAGS = -DWS_CHAT_NATS=1
+$(BUILD)/chat: examples/chat.c $(CHAT_SRCS) $(BUILD)/libws.a $(CONFIG_STAMP)
+	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) $(CHAT_FLAGS) $< $(CHAT_SRCS) $(BUILD)/libws.a -o $@ $(LDLIBS) $(CHAT_LIBS)
+
 # The conformance subjects, besides build/echo_server and build/echo_client:
 # the same on the poll backend, and the core-only versions over their own
 # poll() loop. Each directory holds an echo_server and an echo_client.

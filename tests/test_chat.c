@@ -644,7 +644,7 @@ static void cluster(const char *bin, int nats) {
 
   /* Junk on the room's channel. */
   {
-    const char *chan = "ws:room:general";
+    const char *chan = nats ? "ws.room:general" : "ws:room:general";
     static const unsigned char bad_text[] = {'W', 'S', 'B', '1', 1, 2, 3, 4, 5, 6, 7, 8, 1, 0xff, 0xfe};
     static const unsigned char bad_json[] = "WSB1\x01\x02\x03\x04\x05\x06\x07\x08\x01{\"type\":";
     size_t big = 10u << 20;
