@@ -87,7 +87,7 @@ mem_avail=$(awk '/^MemAvailable:/ {print $2}' /proc/meminfo)
 # of user memory on each side: 10 KB per connection, with 25 % to spare
 need_kb=$(( CONNS * 10 * 125 / 100 + 200000 ))
 say "scale: $CONNS connections, $PROCS ws server processes, $GENS load generators x $NSRC source addresses, hold $HOLD s, $NB broadcasts of $SIZE bytes"
-say "machine: $(nproc) cores, $(( $(awk '/^MemTotal:/ {print $2}' /proc/meminfo) / 1024 )) MiB, MemAvailable $(( mem_avail / 1024 )) MiB, kernel $(uname -r)"
+say "machine: $(nproc) cores, $(( $(awk '/^MemTotal:/ {print $2}' /proc/meminfo) / 1024 )) MiB, MemAvailable $(( mem_avail / 1024 )) MiB, kernel $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 say "limits: RLIMIT_NOFILE $soft soft / $nofile hard per process (not raised: $per_proc connections per process at most, so $PROCS server and $GENS generator processes), fs.file-max $file_max, ip_local_port_range $port_lo-$port_hi ($ports ports per source address)"
 if [ "$mem_avail" -lt "$need_kb" ]; then
   say "scale: refused: $CONNS connections need about $(( need_kb / 1024 )) MiB, MemAvailable is $(( mem_avail / 1024 )) MiB"
@@ -167,6 +167,7 @@ smaps_kb() {
 }
 
 slab_kb() { awk '/^Slab:/ {print $2}' /proc/meminfo; }
+tcp_sockstat() { sed -n 's/^TCP: //p' /proc/net/sockstat; }
 
 # The sum of one key=value field over stats lines on stdin.
 field_sum() { awk -v k="$1" '{ for (i = 1; i <= NF; i++) if (index($i, k "=") == 1) s += substr($i, length(k) + 2) } END { printf "%d\n", s }'; }
@@ -255,6 +256,7 @@ run_one() {
   uper_rss=$(( rss1 * 1024 / (n_conn > 0 ? n_conn : 1) ))
   uper_pss=$(( pss1 * 1024 / (n_conn > 0 ? n_conn : 1) ))
   drss=$(( (rss1 - rss0) * 1024 / (n_conn > 0 ? n_conn : 1) ))
+  say "kernel TCP (sockstat, mem in pages): $(tcp_sockstat); tcp_mem $(cat /proc/sys/net/ipv4/tcp_mem)"
   say "memory: ws servers RSS $rss0 -> $rss1 kB, PSS $pss0 -> $pss1 kB: $uper_rss B/conn RSS ($drss B/conn over the processes' start), $uper_pss B/conn PSS; kernel Slab +$(( slab1 - slab0 )) kB: $kper B/conn (both ends of the loopback pair)"
 
   # ---- idle: the pings ---------------------------------------------------
@@ -287,6 +289,7 @@ run_one() {
     sleep 0.1
   done
   bc1=$(cpu_ticks "${spids[@]}"); bw1=$(now)
+  say "kernel TCP after the broadcasts: $(tcp_sockstat)"
   local bbc1=0; [ -n "$bpid" ] && bbc1=$(cpu_ticks "$bpid")
 
   # ---- hold to the end, then the generators' reports -----------------------
@@ -296,6 +299,8 @@ run_one() {
   local stats_end held_srv
   stats_end=$("$HG" admin -P "$all_admin" stats)
   held_srv=$(printf '%s\n' "$stats_end" | field_sum conns)
+  local spread
+  spread=$(printf '%s\n' "$stats_end" | awk '{for (i = 1; i <= NF; i++) if ($i ~ /^conns=/) {v = substr($i, 7) + 0; if (!n++ || v < lo) lo = v; if (v > hi) hi = v}} END {printf "%d to %d", lo, hi}')
   local held_s
   held_s=$(awk -v a="$held_t0" -v b="$(now)" 'BEGIN {printf "%.0f", b - a}')
   for i in "${gpids[@]}"; do kill -USR1 "$i" 2>/dev/null; done
@@ -340,7 +345,7 @@ run_one() {
   bcpu_broker=$(awk -v a="$bbc0" -v b="$bbc1" -v k="$CLK" 'BEGIN {printf "%.2f", (b - a) / k}')
   say "broadcast: $NB of $SIZE bytes, $deliv deliveries ($incomplete broadcasts incomplete); time to reach every connection p50 $p50 ms p99 $p99 ms; one delivery's latency p50 $dp50 ms p99 $dp99 ms"
   say "broadcast CPU: ws servers $bcpu s in $bel s, $cpu_del ns per delivery over the idle rate$( [ -n "$bpid" ] && echo "; broker $bcpu_broker s")"
-  say "held: $open of $CONNS open after $held_s s (servers count $held_srv), $dropped dropped, $errors errors, $pings pings answered; load generators' CPU $gen_cpu s"
+  say "held: $open of $CONNS open after $held_s s (servers count $held_srv, $spread per process), $dropped dropped, $errors errors, $pings pings answered; load generators' CPU $gen_cpu s"
   local line="scale: $open connections held for $held_s s, broadcast p50 $p50 ms p99 $p99 ms, user $uper_rss bytes/conn, kernel $kper bytes/conn"
   summary+=("[$mode] $CONNS conns, $PROCS procs: connect $rate/s, RSS $uper_rss B/conn, PSS $uper_pss B/conn, kernel $kper B/conn, idle CPU $idle_cpu s/s, $turns_s turns/s, bcast all p50 $p50 p99 $p99 ms, $cpu_del ns CPU/delivery" "$line")
   say "$line"
