@@ -89,13 +89,30 @@ static uint64_t g_patseq = (uint64_t)-1;
 static uint32_t g_rng = 0x2545F491u;
 static volatile sig_atomic_t g_done;
 
-static void err(const char *fmt, ...) {
-  va_list ap;
-  if (++g_errors > 10) return;
-  va_start(ap, fmt);
+static int g_said;
+
+/* A line on stderr; the first 20 only. */
+static void say(const char *fmt, va_list ap) {
+  if (++g_said > 20) return;
   fprintf(stderr, "holdgen[%ld]: ", (long)getpid());
   vfprintf(stderr, fmt, ap);
   fprintf(stderr, "\n");
+}
+
+/* Something wrong (a bad byte, a refused handshake, ...). */
+static void err(const char *fmt, ...) {
+  va_list ap;
+  g_errors++;
+  va_start(ap, fmt);
+  say(fmt, ap);
+  va_end(ap);
+}
+
+/* A connection lost: counted apart from the errors. */
+static void lost(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  say(fmt, ap);
   va_end(ap);
 }
 
@@ -158,7 +175,7 @@ static void drop(hconn *c, uint32_t idx, const char *why) {
   if (c->st == ST_OPEN) {
     g_open--;
     g_dropped++;
-    err("connection %u dropped: %s", idx, why);
+    lost("connection %u dropped: %s", idx, why);
   } else {
     if (c->st == ST_HS || c->st == ST_CONNECTING) g_opening--;
     err("connection %u failed to open: %s", idx, why);
@@ -480,41 +497,56 @@ static int admin_read(int fd, unsigned char *buf, size_t cap, size_t *len) {
   }
 }
 
-static int mode_admin(const char *ports, const char *cmd) {
-  int fds[256], np = 0, i;
-  char req[512], key[25], acc[29], msg[512];
-  const char *s = ports;
-  while (*s && np < 256) {
-    struct sockaddr_in a;
-    unsigned char buf[4096];
-    size_t n = 0, vl;
-    const char *v;
-    int port = atoi(s), fd;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if ((fd = socket(AF_INET, SOCK_STREAM, 0)) < 0 ||
-        connect(fd, (struct sockaddr *)&a, sizeof a) < 0)
-      die("admin connect");
-    key_of((uint32_t)np, key);
-    bench_accept(key, 24, acc);
-    n = (size_t)snprintf(req, sizeof req,
-                         "GET /admin HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
-                         "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-                         "Sec-WebSocket-Version: 13\r\n\r\n", port, key);
-    if (send(fd, req, n, MSG_NOSIGNAL) != (ssize_t)n) die("admin send");
-    /* Read the answer's head byte by byte: nothing after it is taken. */
+/* Opens an admin connection to 127.0.0.1:port; -1 when it cannot. */
+static int admin_open(int port, uint32_t i) {
+  struct sockaddr_in a;
+  unsigned char buf[4096];
+  char req[512], key[25], acc[29];
+  size_t n, vl;
+  const char *v;
+  int fd;
+  memset(&a, 0, sizeof a);
+  a.sin_family = AF_INET;
+  a.sin_port = htons((uint16_t)port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if ((fd = socket(AF_INET, SOCK_STREAM, 0)) < 0) return -1;
+  if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
+    fprintf(stderr, "holdgen admin: port %d: %s\n", port, strerror(errno));
+    close(fd);
+    return -1;
+  }
+  key_of(i, key);
+  bench_accept(key, 24, acc);
+  n = (size_t)snprintf(req, sizeof req,
+                       "GET /admin HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
+                       "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                       "Sec-WebSocket-Version: 13\r\n\r\n", port, key);
+  if (send(fd, req, n, MSG_NOSIGNAL) != (ssize_t)n) n = 0;
+  /* Read the answer's head byte by byte: nothing after it is taken. */
+  else
     for (n = 0; n < sizeof buf - 1; n++) {
-      if (recv(fd, buf + n, 1, 0) != 1) die("admin handshake");
+      if (recv(fd, buf + n, 1, 0) != 1) { n = 0; break; }
       if (n >= 3 && memcmp(buf + n - 3, "\r\n\r\n", 4) == 0) { n++; break; }
     }
-    v = bench_header((const char *)buf, n, "Sec-WebSocket-Accept", &vl);
-    if (memcmp(buf, "HTTP/1.1 101", 12) != 0 || !v || vl != 28 || memcmp(v, acc, 28)) {
-      fprintf(stderr, "holdgen admin: port %d refused the handshake\n", port);
-      return 1;
-    }
-    fds[np++] = fd;
+  v = n ? bench_header((const char *)buf, n, "Sec-WebSocket-Accept", &vl) : NULL;
+  if (n < 12 || memcmp(buf, "HTTP/1.1 101", 12) != 0 || !v || vl != 28 ||
+      memcmp(v, acc, 28) != 0) {
+    fprintf(stderr, "holdgen admin: port %d: handshake refused or broken\n", port);
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+/* Every port is tried; exit status 1 if any failed. */
+static int mode_admin(const char *ports, const char *cmd) {
+  int fds[256], np = 0, i, bad = 0;
+  char msg[512];
+  const char *s = ports;
+  while (*s && np < 256) {
+    fds[np] = admin_open(atoi(s), (uint32_t)np);
+    bad |= fds[np] < 0;
+    np++;
     while (*s && *s != ',') s++;
     if (*s == ',') s++;
   }
@@ -528,22 +560,27 @@ static int mode_admin(const char *ports, const char *cmd) {
   }
   for (i = 0; i < np; i++) {
     hconn c;
+    if (fds[i] < 0) continue;
     memset(&c, 0, sizeof c);
     c.fd = fds[i];
-    if (send_frame(&c, 0, 1, (const unsigned char *)msg, strlen(msg)) < 0 || c.olen)
-      die("admin send");
+    if (send_frame(&c, 0, 1, (const unsigned char *)msg, strlen(msg)) < 0 || c.olen) {
+      fprintf(stderr, "holdgen admin: send failed\n");
+      close(fds[i]), fds[i] = -1, bad = 1;
+    }
   }
   for (i = 0; i < np; i++) {
     unsigned char buf[4096];
     size_t len;
+    if (fds[i] < 0) continue;
     if (admin_read(fds[i], buf, sizeof buf, &len) < 0) {
       fprintf(stderr, "holdgen admin: no answer\n");
-      return 1;
+      bad = 1;
+    } else {
+      printf("%.*s\n", (int)len, (const char *)buf);
     }
-    printf("%.*s\n", (int)len, (const char *)buf);
     close(fds[i]);
   }
-  return 0;
+  return bad;
 }
 
 static int mode_freeport(void) {
