@@ -237,7 +237,7 @@ run: $(BUILD)/chat
 # server is built without TLS, which it does not use (mbedTLS's shared
 # libraries would add 400 kB of RSS to each of its processes).
 SCALE_DIR     = $(BUILD)/scale
-SCALE_REDIS  := $(if $(and $(wildcard src/ws_redis.c),$(wildcard /usr/include/hiredis/hiredis.h)),redis)
+SCALE_REDIS  := $(if $(and $(wildcard src/ws_redis.c),$(wildcard $(or $(HIREDIS_H),/usr/include/hiredis/async.h))),redis)
 SCALE_NATS   := $(if $(wildcard src/ws_nats.c),nats)
 SCALE_SRCS    = $(if $(SCALE_REDIS),src/ws_redis.c) $(if $(SCALE_NATS),src/ws_nats.c)
 SCALE_DEFS    = $(if $(SCALE_REDIS),-DWS_SCALE_REDIS=1) $(if $(SCALE_NATS),-DWS_SCALE_NATS=1)
