@@ -171,6 +171,12 @@ smaps_kb() {
 
 slab_kb() { awk '/^Slab:/ {print $2}' /proc/meminfo; }
 tcp_sockstat() { sed -n 's/^TCP: //p' /proc/net/sockstat; }
+# Connection tracking, when the kernel tracks loopback connections at all
+# (a table of nf_conntrack_max entries would refuse connections past it).
+conntrack() {
+  [ -r /proc/sys/net/netfilter/nf_conntrack_count ] || { echo "not loaded"; return; }
+  echo "$(cat /proc/sys/net/netfilter/nf_conntrack_count) tracked of nf_conntrack_max $(cat /proc/sys/net/netfilter/nf_conntrack_max)"
+}
 
 # The sum of one key=value field over stats lines on stdin.
 field_sum() { awk -v k="$1" '{ for (i = 1; i <= NF; i++) if (index($i, k "=") == 1) s += substr($i, length(k) + 2) } END { printf "%d\n", s }'; }
@@ -259,7 +265,7 @@ run_one() {
   uper_rss=$(( rss1 * 1024 / (n_conn > 0 ? n_conn : 1) ))
   uper_pss=$(( pss1 * 1024 / (n_conn > 0 ? n_conn : 1) ))
   drss=$(( (rss1 - rss0) * 1024 / (n_conn > 0 ? n_conn : 1) ))
-  say "kernel TCP (sockstat, mem in pages): $(tcp_sockstat); tcp_mem $(cat /proc/sys/net/ipv4/tcp_mem)"
+  say "kernel TCP (sockstat, mem in pages): $(tcp_sockstat); tcp_mem $(cat /proc/sys/net/ipv4/tcp_mem); conntrack: $(conntrack)"
   say "memory: ws servers RSS $rss0 -> $rss1 kB, PSS $pss0 -> $pss1 kB: $uper_rss B/conn RSS ($drss B/conn over the processes' start), $uper_pss B/conn PSS; kernel Slab +$(( slab1 - slab0 )) kB: $kper B/conn (both ends of the loopback pair)"
 
   # ---- idle: the pings ---------------------------------------------------
