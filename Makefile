@@ -261,6 +261,40 @@ install: all $(BUILD)/ws.pc
 run: $(BUILD)/chat
 	$(BUILD)/chat -p 8080
 
+# Scale: `make scale` holds SCALE_CONNS (1,000,000) connections over
+# SCALE_PROCS ws server processes on one port, with broadcasts carried
+# across them by Redis and by NATS (SCALE_BROKER=redis|nats|both|local);
+# `make scale-smoke` does the same with 2,000 in a few seconds. A
+# benchmark, not a test: tests/scale/run.sh, tests/scale/README. The
+# bridges are built into the server when their sources are present; the
+# server is built without TLS, which it does not use (mbedTLS's shared
+# libraries would add 400 kB of RSS to each of its processes).
+SCALE_DIR     = $(BUILD)/scale
+SCALE_REDIS  := $(if $(and $(wildcard src/ws_redis.c),$(wildcard $(or $(HIREDIS_H),/usr/include/hiredis/async.h))),redis)
+SCALE_NATS   := $(if $(wildcard src/ws_nats.c),nats)
+SCALE_SRCS    = $(if $(SCALE_REDIS),src/ws_redis.c) $(if $(SCALE_NATS),src/ws_nats.c)
+SCALE_DEFS    = $(if $(SCALE_REDIS),-DWS_SCALE_REDIS=1) $(if $(SCALE_NATS),-DWS_SCALE_NATS=1)
+SCALE_LIBS    = $(if $(SCALE_REDIS),-lhiredis)
+
+.PHONY: scale scale-smoke
+
+scale: $(SCALE_DIR)/scale_server $(SCALE_DIR)/holdgen
+	@BUILD=$(BUILD) SCALE_BRIDGES="$(SCALE_REDIS) $(SCALE_NATS)" bash tests/scale/run.sh
+
+scale-smoke: $(SCALE_DIR)/scale_server $(SCALE_DIR)/holdgen
+	@BUILD=$(BUILD) SCALE_BRIDGES="$(SCALE_REDIS) $(SCALE_NATS)" bash tests/scale/run.sh --smoke
+
+$(SCALE_DIR)/scale_server: tests/scale/scale_server.c tests/scale/scale_common.h $(SCALE_SRCS) \
+                           $(wildcard include/ws_redis.h include/ws_nats.h) src/ws.c include/ws.h $(CONFIG_STAMP)
+	@mkdir -p $(SCALE_DIR)
+	$(CC) $(WARN) $(CFLAGS) -Iinclude $(SCALE_DEFS) tests/scale/scale_server.c $(SCALE_SRCS) \
+	  src/ws.c -o $@ $(SCALE_LIBS) -pthread
+
+$(SCALE_DIR)/holdgen: tests/scale/holdgen.c tests/scale/scale_common.h tests/bench/bench_common.h $(CONFIG_STAMP)
+	@mkdir -p $(SCALE_DIR)
+	$(CC) $(WARN) $(CFLAGS) tests/scale/holdgen.c -o $@
+
+
 clean:
 	rm -rf $(BUILD)
 
