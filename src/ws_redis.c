@@ -60,8 +60,12 @@ struct ws_redis {
   size_t inflight;       /* bytes of PUBLISH commands not yet answered */
   char *scratch;         /* one PUBLISH command, formatted */
   size_t scratch_cap;
-  char *chan;            /* a channel name being built, or a topic */
+  char *chan;            /* a channel name being built (topic hook) */
   size_t chan_cap;
+  char *topic;           /* the topic of a message from the broker: apart
+                            from chan, as delivering it may close a
+                            connection and so run the topic hook */
+  size_t topic_cap;
   ws_redis_stats st;
 };
 
@@ -525,13 +529,13 @@ static void ws_redis__deliver(ws_redis *b, const char *ch, size_t chlen,
   /* Only our own channels come here; a topic is a C string. */
   if (chlen < b->prefix_len || memcmp(ch, b->prefix, b->prefix_len) != 0 ||
       memchr(ch, '\0', chlen) != NULL ||
-      ws_redis__grow(&b->chan, &b->chan_cap, chlen - b->prefix_len + 1) !=
+      ws_redis__grow(&b->topic, &b->topic_cap, chlen - b->prefix_len + 1) !=
           WS_OK) {
     b->st.junk++;
     return;
   }
-  memcpy(b->chan, ch + b->prefix_len, chlen - b->prefix_len);
-  b->chan[chlen - b->prefix_len] = '\0'; /* the topic */
+  memcpy(b->topic, ch + b->prefix_len, chlen - b->prefix_len);
+  b->topic[chlen - b->prefix_len] = '\0';
   if (n >= WS_REDIS__HDR && memcmp(p, WS_REDIS__MAGIC, 4) == 0 &&
       (u[12] == WS_OP_TEXT || u[12] == WS_OP_BINARY)) {
     if (memcmp(p + 4, b->origin, 8) == 0) return; /* ours: delivered */
@@ -552,9 +556,9 @@ static void ws_redis__deliver(ws_redis *b, const char *ch, size_t chlen,
   }
   b->st.received++;
   if (b->cfg.on_message &&
-      !b->cfg.on_message(b, b->chan, op, p, n, b->cfg.user))
+      !b->cfg.on_message(b, b->topic, op, p, n, b->cfg.user))
     return;
-  if (ws_loop_publish(b->loop, b->chan, op, p, n, NULL) == WS_EUTF8)
+  if (ws_loop_publish(b->loop, b->topic, op, p, n, NULL) == WS_EUTF8)
     b->st.junk++;
 }
 
@@ -607,6 +611,7 @@ static void ws_redis__free(ws_redis *b) {
   free(b->health);
   free(b->scratch);
   free(b->chan);
+  free(b->topic);
   free(b);
 }
 
