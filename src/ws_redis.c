@@ -453,7 +453,11 @@ static void ws_redis__connect(ws_redis *b) {
                  0, ws_redis__tick, b);
 }
 
-/* The one timer: retry when down, give up a slow attempt, check health. */
+/* The one timer: retry when down, give up a slow attempt, check health.
+ * The probe is a PUBLISH to the health channel, not a PING on each
+ * connection: on the subscribed one, hiredis 0.14 routes PING's array
+ * reply ("pong", "") by channel name, so the PING's callback would never
+ * run and its record would stay queued until the context is freed. */
 static void ws_redis__tick(ws_loop *l, ws_timer *t, void *user) {
   ws_redis *b = (ws_redis *)user;
   char payload[24];
