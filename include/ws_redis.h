@@ -143,7 +143,9 @@ int ws_redis_open(ws_redis **out, ws_loop *l, const ws_redis_config *cfg);
  * makes the loop wait. data is copied.
  *   ws_loop_publish()'s result: WS_OK (*sent, may be NULL: the local
  *   connections that took it), WS_EINVAL (also b NULL), WS_EUTF8 (neither
- *   side gets it), WS_ENOMEM (the broker side is still tried)
+ *   side gets it), WS_ENOMEM (the broker side is still tried); or
+ *   WS_ENOMEM when only the broker's copy could not be made (counted in
+ *   lost_full, as a publish the bridge could not queue)
  */
 int ws_redis_publish(ws_redis *b, const char *topic, int op, const void *data,
                      size_t len, size_t *sent);
