@@ -58,6 +58,29 @@ $(info TLS: off (WS_TLS=0; mbedTLS is installed))
 endif
 TESTS   += test_tls
 
+# Bridge: redis. The Redis Pub/Sub bridge (include/ws_redis.h and
+# src/ws_redis.c, an add-on a user vendors beside ws.h and ws.c) over
+# hiredis: built with `all`, and its test in TESTS, when hiredis's headers
+# are installed (Debian: apt-get install libhiredis-dev; the test starts
+# redis-server, apt-get install redis-server). The object is compiled
+# alone against include/: the bridge uses the public API only.
+HIREDIS_H ?= /usr/include/hiredis/async.h
+ifneq ($(wildcard $(HIREDIS_H)),)
+REDIS_LIBS = -lhiredis
+TESTS += test_redis
+all: $(BUILD)/ws_redis.o
+$(BUILD)/ws_redis.o: src/ws_redis.c include/ws_redis.h include/ws.h $(CONFIG_STAMP) | $(BUILD)
+	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) -c src/ws_redis.c -o $@
+$(BUILD)/test_redis: tests/test_redis.c tests/t.h src/ws.c src/ws_redis.c include/ws.h include/ws_redis.h $(CONFIG_STAMP) | $(BUILD)
+	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) $< -o $@ $(LDLIBS) $(REDIS_LIBS)
+$(BUILD)/asan/test_redis: tests/test_redis.c tests/t.h src/ws.c src/ws_redis.c include/ws.h include/ws_redis.h $(CONFIG_STAMP) | $(BUILD)
+	@mkdir -p $(BUILD)/asan
+	$(CC) $(WARN) -O1 -g $(SAN) $(CPPFLAGS) $< -o $@ $(LDLIBS) $(REDIS_LIBS)
+$(info Bridge redis: on (hiredis; build/ws_redis.o, test_redis))
+else
+$(info Bridge redis: off (hiredis not found; apt-get install libhiredis-dev))
+endif
+
 .PHONY: all test test-plain test-asan test-valgrind test-conformance check \
         check-api check-configs check-layers check-amalgamation amalgamate \
         size install clean run FORCE
