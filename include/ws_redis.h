@@ -103,6 +103,12 @@ typedef struct ws_redis_config {
    * topics are subscribed) or went down (0). Same rules as on_message. */
   void (*on_state)(ws_redis *b, int up, void *user);
   void *user;
+  uint64_t origin;          /* 0 (default): a random origin per bridge.
+                               Bridges given one value skip each other's
+                               messages: give it to every bridge of a
+                               process that reaches its own loops itself
+                               (ws_loop_group_publish) and the broker with
+                               ws_redis_send() */
 } ws_redis_config;
 
 typedef struct ws_redis_stats {
@@ -137,10 +143,11 @@ void ws_redis_config_init(ws_redis_config *cfg);
 int ws_redis_open(ws_redis **out, ws_loop *l, const ws_redis_config *cfg);
 
 /*
- * Publishes to the topic's local subscribers at once (ws_loop_publish())
- * and, through the broker, to every other node's. The broker side is best
- * effort, counted in the stats (sent, lost_down, lost_full), and never
- * makes the loop wait. data is copied.
+ * Publishes through the broker to every other node's subscribers, written
+ * at once (so that they start on it while this loop serves its own), then
+ * to the topic's local subscribers (ws_loop_publish()). The broker side is
+ * best effort, counted in the stats (sent, lost_down, lost_full), and
+ * never makes the loop wait. data is copied.
  *   ws_loop_publish()'s result: WS_OK (*sent, may be NULL: the local
  *   connections that took it), WS_EINVAL (also b NULL), WS_EUTF8 (neither
  *   side gets it), WS_ENOMEM (the broker side is still tried); or
@@ -149,6 +156,16 @@ int ws_redis_open(ws_redis **out, ws_loop *l, const ws_redis_config *cfg);
  */
 int ws_redis_publish(ws_redis *b, const char *topic, int op, const void *data,
                      size_t len, size_t *sent);
+
+/*
+ * To the broker only, for the other nodes: no local delivery (the caller
+ * makes it, e.g. with ws_loop_group_publish()). Loop thread.
+ *   WS_OK (queued), WS_EINVAL, WS_EUTF8 (TEXT not UTF-8), and, counted in
+ *   the stats: WS_ECLOSED (link down: lost_down), WS_EFULL (over
+ *   max_queue: lost_full), WS_ENOMEM (lost_full)
+ */
+int ws_redis_send(ws_redis *b, const char *topic, int op, const void *data,
+                  size_t len);
 
 /* Copies the counters into *st. */
 void ws_redis_stats_get(const ws_redis *b, ws_redis_stats *st);

@@ -665,6 +665,9 @@ int ws_redis_open(ws_redis **out, ws_loop *l, const ws_redis_config *cfg) {
     b->health[b->prefix_len + 8 + 2 * i] = hex[b->origin[i] >> 4];
     b->health[b->prefix_len + 8 + 2 * i + 1] = hex[b->origin[i] & 15];
   }
+  /* A given origin (bridges of one process), after the health channel took
+   * the random one: each bridge keeps a health channel of its own. */
+  if (cfg->origin) memcpy(b->origin, &cfg->origin, sizeof b->origin);
   for (i = 0; i < 2; i++) b->link[i].b = b;
   b->backoff = b->cfg.backoff_min_ms;
   /* hiredis writes with write(2): a broker gone away must not end the
@@ -684,20 +687,16 @@ int ws_redis_open(ws_redis **out, ws_loop *l, const ws_redis_config *cfg) {
   return WS_OK;
 }
 
-/* see ws_redis.h */
-int ws_redis_publish(ws_redis *b, const char *topic, int op, const void *data,
-                     size_t len, size_t *sent) {
-  ws_redis__link *k;
+/* Queues one PUBLISH (written at once when `now`), or counts why not:
+ * WS_OK, WS_ECLOSED (link down), WS_EFULL (over max_queue), WS_ENOMEM. */
+static int ws_redis__send(ws_redis *b, const char *topic, int op,
+                          const void *data, size_t len, int now) {
+  ws_redis__link *k = &b->link[WS_REDIS__PUB];
   size_t tl, cl, pl, need, o;
-  int rc;
-  if (sent) *sent = 0;
-  if (b == NULL) return WS_EINVAL;
-  rc = ws_loop_publish(b->loop, topic, op, data, len, sent);
-  if (rc != WS_OK && rc != WS_ENOMEM) return rc;
-  k = &b->link[WS_REDIS__PUB];
+  int rc = WS_OK;
   if (b->state != WS_REDIS__UP || k->ac == NULL) {
     b->st.lost_down++;
-    return rc;
+    return WS_ECLOSED;
   }
   /* *3 $7 PUBLISH $<channel> $<envelope + message>, formatted here, so its
    * exact size is what the queue counts. */
@@ -708,11 +707,11 @@ int ws_redis_publish(ws_redis *b, const char *topic, int op, const void *data,
          (1 + ws_redis__digits(pl) + 2 + pl + 2);
   if (need > b->cfg.max_queue || b->inflight > b->cfg.max_queue - need) {
     b->st.lost_full++;
-    return rc;
+    return WS_EFULL;
   }
   if (ws_redis__grow(&b->scratch, &b->scratch_cap, need) != WS_OK) {
     b->st.lost_full++;
-    return rc == WS_OK ? WS_ENOMEM : rc;
+    return WS_ENOMEM;
   }
   memcpy(b->scratch, "*3\r\n$7\r\nPUBLISH\r\n", 17);
   o = 17;
@@ -733,8 +732,13 @@ int ws_redis_publish(ws_redis *b, const char *topic, int op, const void *data,
       REDIS_OK) {
     b->inflight += o;
     b->st.sent++;
+    /* Written now rather than at the next turn: the other nodes start on
+     * it while this loop serves its own subscribers. What would block
+     * stays queued; an error shows at the watch. */
+    if (now) redisAsyncHandleWrite(k->ac);
   } else {
     b->st.lost_down++;
+    rc = WS_ECLOSED;
   }
   if (b->scratch_cap > WS_REDIS__SCRATCH_KEEP) { /* a big one: not kept */
     free(b->scratch);
@@ -742,6 +746,36 @@ int ws_redis_publish(ws_redis *b, const char *topic, int op, const void *data,
     b->scratch_cap = 0;
   }
   return rc;
+}
+
+/* Checks a message as ws_loop_publish() would. */
+static int ws_redis__check(const ws_redis *b, const char *topic, int op,
+                           const void *data, size_t len) {
+  uint32_t u = WS_UTF8_INIT;
+  if (b == NULL || topic == NULL || (data == NULL && len > 0) ||
+      (op != WS_OP_TEXT && op != WS_OP_BINARY))
+    return WS_EINVAL;
+  if (op == WS_OP_TEXT && ws_utf8_check(&u, data, len, 1, NULL) != WS_OK)
+    return WS_EUTF8;
+  return WS_OK;
+}
+
+/* see ws_redis.h */
+int ws_redis_publish(ws_redis *b, const char *topic, int op, const void *data,
+                     size_t len, size_t *sent) {
+  int rc, brc;
+  if (sent) *sent = 0;
+  if ((rc = ws_redis__check(b, topic, op, data, len)) != WS_OK) return rc;
+  brc = ws_redis__send(b, topic, op, data, len, 1); /* the broker first */
+  rc = ws_loop_publish(b->loop, topic, op, data, len, sent);
+  return rc == WS_OK && brc == WS_ENOMEM ? WS_ENOMEM : rc;
+}
+
+/* see ws_redis.h */
+int ws_redis_send(ws_redis *b, const char *topic, int op, const void *data,
+                  size_t len) {
+  int rc = ws_redis__check(b, topic, op, data, len);
+  return rc != WS_OK ? rc : ws_redis__send(b, topic, op, data, len, 0);
 }
 
 /* see ws_redis.h */

@@ -257,7 +257,7 @@ typedef struct node {
 } node;
 
 static ws_loop g_cl; /* the clients' loop */
-static ws_loop *g_loops[3];
+static ws_loop *g_loops[4];
 static int g_nloops;
 static uint64_t g_max_turn; /* the longest ws_loop_run_once(), ms */
 
@@ -501,6 +501,66 @@ static int open_fds(void) {
 /* ---------------------------------------------------------------------
  * The tests
  * ------------------------------------------------------------------- */
+
+/* ws_redis_send(): to the broker only. X and Y share an origin (two loops
+ * of one process that reach each other themselves), Z has its own: a send
+ * from X reaches Z's subscriber, not Y's (same origin: skipped) nor X's
+ * (no local delivery). */
+static void test_send_and_origin(void) {
+  node x, y, z;
+  node *all[4] = {&x, &y, &z, NULL};
+  client kx, ky, kz;
+  ws_redis_config rc;
+  ws_redis_stats sx, sy;
+  char url[64];
+  want_numsub ns = {"ws:sroom", 3};
+  want_msgs wm;
+  int i;
+  redis_cfg(&rc, url, sizeof url, NULL);
+  rc.on_message = NULL;
+  rc.origin = 0x1122334455667788ull;
+  node_init(&x, &rc);
+  node_init(&y, &rc);
+  rc.origin = 0;
+  node_init(&z, &rc);
+  g_nloops = 0;
+  g_loops[g_nloops++] = &g_cl;
+  g_loops[g_nloops++] = &x.loop;
+  g_loops[g_nloops++] = &y.loop;
+  g_loops[g_nloops++] = &z.loop;
+  CHECK(pump(c_up, all, 5000));
+  client_sub(&kx, &x, "sroom");
+  client_sub(&ky, &y, "sroom");
+  client_sub(&kz, &z, "sroom");
+  CHECK(pump(c_numsub, &ns, 3000));
+  for (i = 0; i < 5; i++) {
+    char m[16];
+    snprintf(m, sizeof m, "m%d", i);
+    CHECK_INT(ws_redis_send(x.br, "sroom", WS_OP_TEXT, m, strlen(m)), WS_OK);
+  }
+  memset(&wm, 0, sizeof wm);
+  wm.k[0] = &kz, wm.n = 5;
+  CHECK(pump(c_msgs, &wm, 5000));
+  pump(NULL, NULL, 300);
+  CHECK_INT(kz.msgs, 5);
+  CHECK_INT(kz.seq_bad, 0);
+  CHECK_INT(ky.msgs, 0);
+  CHECK_INT(kx.msgs, 0);
+  ws_redis_stats_get(x.br, &sx);
+  ws_redis_stats_get(y.br, &sy);
+  CHECK_INT(sx.sent, 5);
+  CHECK_INT(sy.received + sy.junk, 0);
+  CHECK_INT(ws_redis_send(x.br, "sroom", WS_OP_TEXT, "\xff", 1), WS_EUTF8);
+  CHECK_INT(ws_redis_send(x.br, "sroom", 9, "x", 1), WS_EINVAL);
+  ws_conn_abort(kx.c, WS_ECLOSED);
+  ws_conn_abort(ky.c, WS_ECLOSED);
+  ws_conn_abort(kz.c, WS_ECLOSED);
+  pump(NULL, NULL, 50);
+  node_free(&z);
+  node_free(&y);
+  node_free(&x);
+  loops_set(NULL, NULL);
+}
 
 /* 1. A publish on A reaches the subscribers on A and on B, each once, in
  * order; the same from B. A bridge drops its own echo; on_message sees
@@ -1151,6 +1211,7 @@ int main(void) {
   RUN(test_config);
   RUN(test_envelope);
   RUN(test_cross_delivery);
+  RUN(test_send_and_origin);
   RUN(test_subscribe_visible);
   RUN(test_junk);
   RUN(test_close_states);
