@@ -58,6 +58,29 @@ $(info TLS: off (WS_TLS=0; mbedTLS is installed))
 endif
 TESTS   += test_tls
 
+# Bridge: redis. The Redis Pub/Sub bridge (include/ws_redis.h and
+# src/ws_redis.c, an add-on a user vendors beside ws.h and ws.c) over
+# hiredis: built with `all`, and its test in TESTS, when hiredis's headers
+# are installed (Debian: apt-get install libhiredis-dev; the test starts
+# redis-server, apt-get install redis-server). The object is compiled
+# alone against include/: the bridge uses the public API only.
+HIREDIS_H ?= /usr/include/hiredis/async.h
+ifneq ($(wildcard $(HIREDIS_H)),)
+REDIS_LIBS = -lhiredis
+TESTS += test_redis
+all: $(BUILD)/ws_redis.o
+$(BUILD)/ws_redis.o: src/ws_redis.c include/ws_redis.h include/ws.h $(CONFIG_STAMP) | $(BUILD)
+	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) -c src/ws_redis.c -o $@
+$(BUILD)/test_redis: tests/test_redis.c tests/t.h src/ws.c src/ws_redis.c include/ws.h include/ws_redis.h $(CONFIG_STAMP) | $(BUILD)
+	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) $< -o $@ $(LDLIBS) $(REDIS_LIBS)
+$(BUILD)/asan/test_redis: tests/test_redis.c tests/t.h src/ws.c src/ws_redis.c include/ws.h include/ws_redis.h $(CONFIG_STAMP) | $(BUILD)
+	@mkdir -p $(BUILD)/asan
+	$(CC) $(WARN) -O1 -g $(SAN) $(CPPFLAGS) $< -o $@ $(LDLIBS) $(REDIS_LIBS)
+$(info Bridge redis: on (hiredis; build/ws_redis.o, test_redis))
+else
+$(info Bridge redis: off (hiredis not found; apt-get install libhiredis-dev))
+endif
+
 .PHONY: all test test-plain test-asan test-valgrind test-conformance check \
         check-api check-configs check-layers check-amalgamation amalgamate \
         size install clean run FORCE
@@ -266,6 +289,40 @@ install: all $(BUILD)/ws.pc
 # The chat demo: open the printed URL in two browser tabs.
 run: $(BUILD)/chat
 	$(BUILD)/chat -p 8080
+
+# Scale: `make scale` holds SCALE_CONNS (1,000,000) connections over
+# SCALE_PROCS ws server processes on one port, with broadcasts carried
+# across them by Redis and by NATS (SCALE_BROKER=redis|nats|both|local);
+# `make scale-smoke` does the same with 2,000 in a few seconds. A
+# benchmark, not a test: tests/scale/run.sh, tests/scale/README. The
+# bridges are built into the server when their sources are present; the
+# server is built without TLS, which it does not use (mbedTLS's shared
+# libraries would add 400 kB of RSS to each of its processes).
+SCALE_DIR     = $(BUILD)/scale
+SCALE_REDIS  := $(if $(and $(wildcard src/ws_redis.c),$(wildcard $(or $(HIREDIS_H),/usr/include/hiredis/async.h))),redis)
+SCALE_NATS   := $(if $(wildcard src/ws_nats.c),nats)
+SCALE_SRCS    = $(if $(SCALE_REDIS),src/ws_redis.c) $(if $(SCALE_NATS),src/ws_nats.c)
+SCALE_DEFS    = $(if $(SCALE_REDIS),-DWS_SCALE_REDIS=1) $(if $(SCALE_NATS),-DWS_SCALE_NATS=1)
+SCALE_LIBS    = $(if $(SCALE_REDIS),-lhiredis)
+
+.PHONY: scale scale-smoke
+
+scale: $(SCALE_DIR)/scale_server $(SCALE_DIR)/holdgen
+	@BUILD=$(BUILD) SCALE_BRIDGES="$(SCALE_REDIS) $(SCALE_NATS)" bash tests/scale/run.sh
+
+scale-smoke: $(SCALE_DIR)/scale_server $(SCALE_DIR)/holdgen
+	@BUILD=$(BUILD) SCALE_BRIDGES="$(SCALE_REDIS) $(SCALE_NATS)" bash tests/scale/run.sh --smoke
+
+$(SCALE_DIR)/scale_server: tests/scale/scale_server.c tests/scale/scale_common.h $(SCALE_SRCS) \
+                           $(wildcard include/ws_redis.h include/ws_nats.h) src/ws.c include/ws.h $(CONFIG_STAMP)
+	@mkdir -p $(SCALE_DIR)
+	$(CC) $(WARN) $(CFLAGS) -Iinclude $(SCALE_DEFS) tests/scale/scale_server.c $(SCALE_SRCS) \
+	  src/ws.c -o $@ $(SCALE_LIBS) -pthread
+
+$(SCALE_DIR)/holdgen: tests/scale/holdgen.c tests/scale/scale_common.h tests/bench/bench_common.h $(CONFIG_STAMP)
+	@mkdir -p $(SCALE_DIR)
+	$(CC) $(WARN) $(CFLAGS) tests/scale/holdgen.c -o $@
+
 
 clean:
 	rm -rf $(BUILD)

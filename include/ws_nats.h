@@ -180,8 +180,9 @@ void ws_nats_config_init(ws_nats_config *cfg);
  *   WS_OK, WS_EINVAL (bad url, prefix or args), WS_ENOMEM */
 int ws_nats_open(ws_nats **out, ws_loop *loop, const ws_nats_config *cfg);
 
-/* Loop thread. Publishes to the topic's local subscribers at once
- * (ws_loop_publish) and to the server for every other node. Returns
+/* Loop thread. Publishes to the server for every other node, written at
+ * once (so that they start on it while this loop serves its own), then to
+ * the topic's local subscribers (ws_loop_publish). Returns
  * ws_loop_publish()'s result (sent: local connections that took it); the
  * server side is best effort and counted in the stats. Nothing goes to the
  * server when the local publish fails with WS_EINVAL or WS_EUTF8. */

@@ -959,9 +959,20 @@ static int ws_nats__send(ws_nats *b, const char *topic, int op,
 /* see ws_nats.h */
 int ws_nats_publish(ws_nats *b, const char *topic, int op, const void *data,
                     size_t len, size_t *sent) {
-  int rc = ws_loop_publish(b->loop, topic, op, data, len, sent);
-  if (rc == WS_EINVAL || rc == WS_EUTF8) return rc;
-  (void)ws_nats__send(b, topic, op, data, len);
+  int rc;
+  uint32_t u = 0;
+  if (sent) *sent = 0;
+  if (b == NULL || topic == NULL || (data == NULL && len > 0) ||
+      (op != WS_OP_TEXT && op != WS_OP_BINARY))
+    return WS_EINVAL;
+  if (op == WS_OP_TEXT && ws_utf8_check(&u, data, len, 1, NULL) != WS_OK)
+    return WS_EUTF8;
+  /* The server first, written now: the other nodes start on it while this
+   * loop serves its own subscribers (a write that would block waits in the
+   * queue; an error shows at the watch). */
+  if (ws_nats__send(b, topic, op, data, len) == WS_OK && ws_nats__flush(b) != 0)
+    ws_watch_set(b->loop, &b->watch, WS_WATCH_READ | WS_WATCH_WRITE);
+  rc = ws_loop_publish(b->loop, topic, op, data, len, sent);
   return rc;
 }
 
