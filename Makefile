@@ -131,8 +131,10 @@ $(BUILD)/%: examples/%.c $(BUILD)/libws.a $(CONFIG_STAMP)
 	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) $< $(BUILD)/libws.a -o $@ $(LDLIBS)
 
 # The chat demo carries the broker bridges it can (--redis, --nats).
-CHAT_SRCS  = src/ws_nats.c
-CHAT_FLAGS = -DWS_CHAT_NATS=1
+CHAT_REDIS = $(wildcard $(HIREDIS_H))
+CHAT_SRCS  = src/ws_nats.c $(if $(CHAT_REDIS),src/ws_redis.c)
+CHAT_FLAGS = -DWS_CHAT_NATS=1 $(if $(CHAT_REDIS),-DWS_CHAT_REDIS=1)
+CHAT_LIBS  = $(if $(CHAT_REDIS),-lhiredis)
 $(BUILD)/chat: examples/chat.c $(CHAT_SRCS) $(BUILD)/libws.a $(CONFIG_STAMP)
 	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) $(CHAT_FLAGS) $< $(CHAT_SRCS) $(BUILD)/libws.a -o $@ $(LDLIBS) $(CHAT_LIBS)
 

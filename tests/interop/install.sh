@@ -2,7 +2,7 @@
 # tests/interop/install.sh - installs the interoperability peers that are
 # missing (docs/interop.md), and nothing that is already there:
 #   Debian: chromium, python3-websockets, libwebsockets-dev (+ pkg-config),
-#           nginx
+#           nginx, redis-server, nats-server
 #   npm:    ws and playwright-core, from tests/interop/package-lock.json
 #           (npm ci), into tests/interop/node_modules
 # Idempotent. apt-get needs root: as another user it prints what is missing
@@ -18,6 +18,9 @@ need=""
 command -v pkg-config >/dev/null 2>&1 || need="$need pkg-config"
 pkg-config --exists libwebsockets 2>/dev/null || need="$need libwebsockets-dev"
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || need="$need nginx"
+# the brokers of the chat-cluster rows (the rows start their own)
+command -v redis-server >/dev/null 2>&1 || need="$need redis-server"
+command -v nats-server >/dev/null 2>&1 || need="$need nats-server"
 # /usr/bin/python3 itself, for python3-websockets
 [ -x /usr/bin/python3 ] || need="$need python3"
 
