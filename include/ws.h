@@ -1308,7 +1308,9 @@ int ws_loop_post(ws_loop *l, void (*fn)(ws_loop *l, void *arg), void *arg);
 
 /* Starts (or restarts) a caller-owned timer: cb runs after `after_ms`, then
  * every `repeat_ms` if not 0. The timer memory must stay valid until it is
- * stopped or has fired for the last time. */
+ * stopped or has fired for the last time, and MUST be zeroed before its
+ * first start or stop (static, `= {0}`-style, or memset): the loop tells a
+ * running timer from a new one by what the memory holds. */
 void ws_timer_start(ws_loop *l, ws_timer *t, uint64_t after_ms,
                     uint64_t repeat_ms,
                     void (*cb)(ws_loop *l, ws_timer *t, void *user),

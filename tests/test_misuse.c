@@ -87,6 +87,7 @@ static void test_loop_misuse(void) {
   ws_loop_config cfg;
   ws_timer t;
   int ran = 0;
+  memset(&t, 0, sizeof t);
   ws_loop_config_init(&cfg);
   CHECK_INT(ws_loop_init(&l, &cfg, NULL, NULL), WS_OK);
   ws_timer_start(&l, &t, 0, 0, reenter_timer, &ran);
