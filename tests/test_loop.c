@@ -1434,11 +1434,20 @@ static void test_reconnect_final_and_limits(void) {
   ws_loop_free(&w.loop);
 }
 
+static int g_herd_delay[10];
+static int herd_attempt(ws_loop_client *k, unsigned attempt, uint32_t delay,
+                        int err, int status, void *user) {
+  (void)k, (void)attempt, (void)err, (void)status, (void)user;
+  g_herd_delay[delay / 100 > 9 ? 9 : delay / 100]++;
+  return 0;
+}
+
 static void test_reconnect_herd(void) {
-  /* N clients held open; the server drops them all at once. Their
-   * returns spread over the jitter window (first_ms 1000): printed as a
-   * histogram of 10 buckets; no bucket holds more than 3 times its share,
-   * and every one is back. */
+  /* N clients held open; the server drops them all at once. The delays
+   * they draw spread evenly over the jitter window (first_ms 1000): no
+   * 100 ms bucket holds twice its share. Their returns are printed as a
+   * histogram too (the loop's own pace adds to those), and every one is
+   * back. */
   world w;
   ws_loop_callbacks cb;
   static ws_loop_client ks[1000];
@@ -1448,8 +1457,9 @@ static void test_reconnect_herd(void) {
   if (n <= 0) return;
   if (n > 1000) n = 1000;
   keep_world(&w, &cb, 1);
-  g_kpol.on_attempt = NULL;
+  g_kpol.on_attempt = herd_attempt;
   g_kpol.first_ms = 1000;
+  memset(g_herd_delay, 0, sizeof g_herd_delay);
   {
     char url[64];
     snprintf(url, sizeof url, "ws://127.0.0.1:%u/", w.port);
@@ -1483,13 +1493,15 @@ static void test_reconnect_herd(void) {
     int b = (int)(dt / 100);
     hist[b > 9 ? 9 : b]++;
   }
-  printf("# %d clients back after a drop (first_ms 1000), per 100 ms:", n);
+  printf("# %d clients dropped at once (first_ms 1000): per 100 ms, delays drawn", n);
   for (i = 0; i < 10; i++) {
-    printf(" %d", hist[i]);
-    if (hist[i] > worst) worst = hist[i];
+    printf(" %d", g_herd_delay[i]);
+    if (g_herd_delay[i] > worst) worst = g_herd_delay[i];
   }
+  printf("; back");
+  for (i = 0; i < 10; i++) printf(" %d", hist[i]);
   printf("\n");
-  CHECK(worst <= 3 * n / 10 + 10);
+  CHECK(worst <= 2 * n / 10 + 10);
   for (i = 0; i < n; i++) ws_loop_client_stop(&w.loop, &ks[i]);
   ws_loop_free(&w.loop);
 }
