@@ -101,13 +101,14 @@ const char *ws_version(void);
   X(ETIMEDOUT, -14, "timed out")                                          \
   X(ERANDOM, -15, "random source failed or missing")                      \
   X(ENOSPC, -16, "output buffer too small")                               \
-  X(EAPP, -17, "application callback returned an error")
+  X(EAPP, -17, "application callback returned an error")                 \
+  X(EDATA, -18, "invalid compressed data")
 
 enum ws_err {
 #define WS__ERR_ENUM(name, val, text) WS_##name = (val),
   WS_ERRNO_MAP(WS__ERR_ENUM)
 #undef WS__ERR_ENUM
-  WS__ERR_LAST = -18
+  WS__ERR_LAST = -19
 };
 
 /* A static, human-readable description of an error code (never NULL). */
@@ -309,6 +310,10 @@ typedef struct ws_client_opts {
   const char *protocols;   /* offered subprotocols, "a, b"; NULL: none */
   const ws_header *headers;  /* extra headers (NULL when num_headers is 0) */
   size_t num_headers;
+  /* 1: offer permessage-deflate (ws_conn only: ws_client_request_write()
+   * ignores it), with the parameters of the connection's cfg.deflate
+   * ("Compression" below); 0 (default): no offer. */
+  int deflate;
 } ws_client_opts;
 
 /*
@@ -466,6 +471,92 @@ typedef struct ws_callbacks {
                 void *user);
 } ws_callbacks;
 
+/*
+ * Compression: permessage-deflate (RFC 7692), in builds with
+ * WS_ENABLE_ZLIB (link -lz; the Makefile turns it on when zlib's header is
+ * installed, make WS_ZLIB=0 turns it off). ws_deflate_available() says
+ * whether this build has it; without it no offer is made or accepted and
+ * these settings are ignored. docs/deflate.md has the memory per setting.
+ *
+ * Negotiation. A server with `enable` set takes the first acceptable
+ * permessage-deflate offer of the request, in order; an offer with an
+ * unknown, malformed or repeated parameter is declined (the next one is
+ * tried; none accepted: no compression). A client offers when
+ * ws_client_opts.deflate is 1: one offer with client_max_window_bits
+ * (bare when window_bits is 15), and the other three parameters as set
+ * below. A response that names another extension, more than one, a bad
+ * or repeated parameter, or parameters the offer does not allow fails the
+ * connection with 1010 (on_open is not called; on_close gets 1010, and
+ * ws_conn_error() WS_EHANDSHAKE). No compression is negotiated on a
+ * connection with fixed buffers (ws_conn_set_buffers(): zlib allocates),
+ * nor without an allocator (WS_NO_MALLOC and no cfg.realloc).
+ *
+ * The fields speak of "our" compressor (what this side sends) and the
+ * peer's (what it receives), whatever the role:
+ * - no_context_takeover: 1: our compressor starts afresh for each message
+ *   (server_no_context_takeover from a server, client_no_context_takeover
+ *   from a client). It then exists only while a message is compressed.
+ *   The peer may also ask for it; then it holds as if set.
+ * - peer_no_context_takeover: 1: ask the peer to start afresh for each
+ *   message (the other parameter). Then our decompressor exists only
+ *   while a message arrives. A server may impose it; a client asks, and
+ *   fails with 1010 when the server does not agree.
+ * - window_bits (9..15): our compressor's LZ77 window, 2^bits bytes; the
+ *   peer may ask for a smaller one. When 8 is agreed (zlib's raw deflate
+ *   has no 8-bit window), this side sends every message uncompressed,
+ *   which the extension allows.
+ * - peer_window_bits (8..15): the largest window the peer is asked to
+ *   use (server: client_max_window_bits in the response, when the offer
+ *   allows it; client: server_max_window_bits in the offer, 15: not
+ *   sent). Our decompressor's window follows what is agreed (at least 9).
+ * - mem_level (1..9): zlib's memLevel for our compressor: its hash
+ *   table takes 2^(mem_level + 9) bytes, besides 2^(window_bits + 2).
+ * - threshold: messages shorter than this go out uncompressed.
+ *
+ * Frames. A compressed message has RSV1 on its first frame; control frames
+ * are never compressed. ws_send() compresses a message of threshold bytes
+ * or more (the whole message, then splits it by frame_size); fragments
+ * sent with ws_send_fragment() go uncompressed. Received compressed
+ * messages may be fragmented, and may alternate with uncompressed ones.
+ * Inflated bytes count against max_frame (per frame) and max_message
+ * while they are inflated, piece by piece: a message that inflates past
+ * either fails with 1009 at that point, before the rest is inflated (a
+ * "bomb" costs at most the limit). A corrupt stream fails with 1007
+ * (WS_EDATA); RSV1 on a control or continuation frame, or without the
+ * extension, with 1002. With cfg.stream, inflated pieces are delivered as
+ * they come. Without context takeover, RSV1 with a final DEFLATE block
+ * mid-message is accepted; with it, a final block resets the peer's
+ * context on our side, as zlib does.
+ * Memory: zlib's allocations go through cfg.realloc. A failed one while
+ * receiving fails the connection with 1011 (WS_ENOMEM); while sending,
+ * ws_send() returns WS_ENOMEM and the connection goes on.
+ */
+typedef struct ws_deflate_config {
+  int enable;                   /* server: accept offers (default 0) */
+  int no_context_takeover;      /* default 0 */
+  int peer_no_context_takeover; /* default 0 */
+  uint8_t window_bits;          /* default WS_DEFLATE_WINDOW_BITS */
+  uint8_t peer_window_bits;     /* default WS_DEFLATE_PEER_WINDOW_BITS */
+  uint8_t mem_level;            /* default WS_DEFLATE_MEM_LEVEL */
+  size_t threshold;             /* default WS_DEFLATE_THRESHOLD */
+} ws_deflate_config;
+
+#ifndef WS_DEFLATE_WINDOW_BITS
+#define WS_DEFLATE_WINDOW_BITS 15
+#endif
+#ifndef WS_DEFLATE_PEER_WINDOW_BITS
+#define WS_DEFLATE_PEER_WINDOW_BITS 15
+#endif
+#ifndef WS_DEFLATE_MEM_LEVEL
+#define WS_DEFLATE_MEM_LEVEL 8
+#endif
+#ifndef WS_DEFLATE_THRESHOLD
+#define WS_DEFLATE_THRESHOLD 64
+#endif
+
+/* 1 if this build has permessage-deflate (WS_ENABLE_ZLIB), else 0. */
+int ws_deflate_available(void);
+
 typedef struct ws_config {
   int role;                     /* WS_SERVER or WS_CLIENT */
   size_t max_handshake;         /* request/response head bytes (8 KiB) */
@@ -488,6 +579,7 @@ typedef struct ws_config {
    * buffers). */
   void *(*realloc)(void *ptr, size_t size, void *ctx);
   void *alloc_ctx;
+  ws_deflate_config deflate;    /* permessage-deflate: off by default */
 } ws_config;
 
 /* Fills *cfg with safe defaults for the role. */
@@ -508,9 +600,10 @@ struct ws__conn_priv {
   uint64_t t;                      /* the running timer (the state says which) */
   struct ws__ibuf *in;
   struct ws__obuf *out;
+  void *z;                         /* compression streams while they live */
   uint32_t utf8_out, flags;
   int err;
-  uint16_t close_code;
+  uint16_t close_code, pmd;        /* pmd: what deflate agreed, or offered */
   uint8_t state, role, close_len, send_op, depth;
 };
 
@@ -637,6 +730,9 @@ int ws_conn_state(const ws_conn *c);
 int ws_conn_error(const ws_conn *c);
 /* The user pointer given to ws_conn_init(). */
 void *ws_conn_user(const ws_conn *c);
+
+/* 1 if permessage-deflate was agreed on this connection, else 0. */
+int ws_conn_deflate(const ws_conn *c);
 
 /* Replaces the user pointer passed to callbacks. */
 void ws_conn_set_user(ws_conn *c, void *user);

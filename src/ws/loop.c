@@ -1,4 +1,4 @@
-/* loop.c - part 7, layer 2: the event loop: sockets, timers, topics, posts from other threads.
+/* loop.c - part 8, layer 2: the event loop: sockets, timers, topics, posts from other threads.
  * Uses ws.h and config.h only: `make check-layers` compiles it alone with each backend. */
 #include "config.h"
 
