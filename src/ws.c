@@ -1946,6 +1946,10 @@ struct ws__zconn {
   int ended;              /* the message's final DEFLATE block came */
 };
 
+/* What deflate agreed; a constant 0 in builds without it, so that its
+ * paths compile out (firmware). */
+#define WS__PMD(p) (WS_ENABLE_ZLIB ? (unsigned)(p)->pmd : 0u)
+
 /* Output bytes not yet written. */
 #define WS__QUEUED(p) ((p)->out ? (p)->out->len - (p)->out->head : (size_t)0)
 
@@ -1988,7 +1992,7 @@ static void ws__z_drop(struct ws__conn_priv *p) {
 /* Frees all of it (the connection ends). */
 static void ws__z_release(struct ws__conn_priv *p) {
   struct ws__zconn *z = (struct ws__zconn *)p->z;
-  if (z == NULL) return;
+  if (!WS_ENABLE_ZLIB || z == NULL) return;
   ws__zs_free(z->tx);
   ws__zs_free(z->rx);
   if (z->m) ws__realloc(p, z->m, 0);
@@ -2614,7 +2618,7 @@ WS__INLINE int ws__frame_head(const struct ws__conn_priv *p,
    * a control frame or a continuation); RSV2 and RSV3 never. A client
    * masks its frames, a server does not. */
   if ((f->rsv != 0 &&
-       (f->rsv != 4 || !(p->pmd & WS__PMD_ON) || f->opcode >= 8 ||
+       (f->rsv != 4 || !(WS__PMD(p) & WS__PMD_ON) || f->opcode >= 8 ||
         f->opcode == WS_OP_CONT)) ||
       f->masked != (p->role == WS_SERVER ? 1 : 0))
     return WS_EPROTO;
@@ -2772,7 +2776,7 @@ static int ws__frames(ws_conn *c) {
         p->in->mstart = p->in->rpos;
         p->in->mlen = 0;
         p->in->utf8 = WS_UTF8_INIT;
-        p->in->zmsg = f.rsv != 0;
+        p->in->zmsg = WS_ENABLE_ZLIB && f.rsv != 0;
       }
       p->in->op = f.opcode == WS_OP_CONT ? WS__OP_CONT_FRAME : f.opcode;
       p->in->fin = f.fin;
@@ -2795,7 +2799,7 @@ static int ws__frames(ws_conn *c) {
       p->in->off = (uint8_t)((p->in->off + avail) & 3);
       p->in->msg_total += avail;
       p->in->rpos += avail;
-      if (p->in->zmsg) {
+      if (WS_ENABLE_ZLIB && p->in->zmsg) {
         /* Compressed: inflated out of the buffer; nothing is kept here. */
         int op = p->in->msg_op, rc;
         if (last) p->in->op = 0;
@@ -2982,7 +2986,7 @@ static int ws__server_handshake(ws_conn *c) {
                          req.key_len, acc.protocol, acc.headers,
                          acc.num_headers, &n);
   if (rc != WS_OK) return ws__refuse(c, 500, rc);
-  if (p->pmd) {
+  if (WS__PMD(p)) {
     /* In before the blank line that ends the head. */
     char *e = (char *)p->out->d + p->out->len + n - 2;
     memcpy(e, "Sec-WebSocket-Extensions: ", 26);
@@ -3033,7 +3037,7 @@ static int ws__client_handshake(ws_conn *c) {
   rc = ws__response_parse(p->in->d + base, head, nonce,
                           (const char *)p->in->d + 16, p->in->proto_len,
                           &resp, hdrs, WS__MAX_HDRS(p), &consumed,
-                          (p->pmd & WS__PMD_OFFER) != 0);
+                          (WS__PMD(p) & WS__PMD_OFFER) != 0);
   if (rc != WS_OK) {
     ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_EHANDSHAKE);
     return WS_EHANDSHAKE;
@@ -3042,7 +3046,7 @@ static int ws__client_handshake(ws_conn *c) {
   p->in->proto_len = 0;
   p->in->rpos = p->in->mstart = base + consumed;
   p->in->frame_left = 0; /* WS__HEAD_SCAN ends: no frame yet */
-  if (p->pmd & WS__PMD_OFFER) {
+  if (WS__PMD(p) & WS__PMD_OFFER) {
     uint16_t agreed;
     if (ws__pmd_check(&resp, p->pmd, &agreed) != WS_OK) {
       /* The server chose what we did not offer: fail the connection with
@@ -3446,7 +3450,7 @@ void *ws_conn_user(const ws_conn *c) { return WS__P(c)->user; }
 
 /* see ws.h */
 int ws_conn_deflate(const ws_conn *c) {
-  return (WS__P(c)->pmd & WS__PMD_ON) ? 1 : 0;
+  return (WS__PMD(WS__P(c)) & WS__PMD_ON) ? 1 : 0;
 }
 
 /* see ws.h */
@@ -3728,7 +3732,7 @@ int ws_send(ws_conn *c, int op, const void *data, size_t len) {
     uint32_t st = WS_UTF8_INIT;
     if (ws_utf8_check(&st, data, len, 1, NULL) != WS_OK) return WS_EUTF8;
   }
-  if ((p->pmd & WS__PMD_ON) && len >= p->cfg->deflate.threshold &&
+  if ((WS__PMD(p) & WS__PMD_ON) && len >= p->cfg->deflate.threshold &&
       WS__PMD_TX_BITS(p->pmd) >= 9)
     return ws__send_end(c, ws__send_deflated(c, op, data, len));
   return ws__send_end(c, ws__send_data(c, op, data, len, 1, 0));
