@@ -3447,7 +3447,13 @@ static int pmd_policy_nct;   /* 1: no_context_takeover, 2: peer_, 3: both */
 
 static void pmd_on(ws_config *cfg) {
   cfg->deflate.enable = 1;
-  if (pmd_policy_bits) cfg->deflate.peer_window_bits = (uint8_t)pmd_policy_bits;
+  /* 15 unless a case says (the default, 13, has a case of its own). */
+  cfg->deflate.window_bits = 15;
+  cfg->deflate.peer_window_bits = (uint8_t)(pmd_policy_bits ? pmd_policy_bits : 15);
+  if (pmd_policy_bits < 0) { /* the defaults */
+    cfg->deflate.window_bits = WS_DEFLATE_WINDOW_BITS;
+    cfg->deflate.peer_window_bits = WS_DEFLATE_PEER_WINDOW_BITS;
+  }
   cfg->deflate.no_context_takeover = pmd_policy_nct & 1;
   cfg->deflate.peer_no_context_takeover = (pmd_policy_nct & 2) != 0;
 }
@@ -3490,6 +3496,12 @@ static void test_deflate_negotiation_server(void) {
        "permessage-deflate; client_max_window_bits=9", 9, 0},
       /* Without the parameter the client may use 15: nothing to ask. */
       {"permessage-deflate", "permessage-deflate", 10, 0},
+      /* The defaults: 13 bits each way, asked for where allowed. */
+      {"permessage-deflate; client_max_window_bits",
+       "permessage-deflate; server_max_window_bits=13; "
+       "client_max_window_bits=13", -1, 0},
+      {"permessage-deflate", "permessage-deflate; server_max_window_bits=13",
+       -1, 0},
       {"permessage-deflate; server_max_window_bits=10",
        "permessage-deflate; server_max_window_bits=10", 0, 0},
       {"permessage-deflate;server_max_window_bits=8",
@@ -3613,8 +3625,9 @@ static int pmd_client(const char *ext, int nct, int bits, int peer_bits,
   ws_config_init(&cfg, WS_CLIENT);
   cfg.deflate.no_context_takeover = nct & 1;
   cfg.deflate.peer_no_context_takeover = (nct & 2) != 0;
-  if (bits) cfg.deflate.window_bits = (uint8_t)bits;
-  if (peer_bits) cfg.deflate.peer_window_bits = (uint8_t)peer_bits;
+  /* 0: 15 (nothing asked); -1: the defaults */
+  if (bits >= 0) cfg.deflate.window_bits = (uint8_t)(bits ? bits : 15);
+  if (peer_bits >= 0) cfg.deflate.peer_window_bits = (uint8_t)(peer_bits ? peer_bits : 15);
   ep_init(&e, &cfg, &rx, &tx);
   memset(&o, 0, sizeof o);
   o.host = "h";
@@ -3717,6 +3730,11 @@ static void test_deflate_negotiation_client(void) {
   CHECK(strcmp(offer, "permessage-deflate; server_no_context_takeover; "
                       "client_no_context_takeover; server_max_window_bits=12; "
                       "client_max_window_bits=10") == 0);
+  pmd_client("permessage-deflate; server_max_window_bits=13", 0, -1, -1, offer,
+             sizeof offer, &code, &agreed, &opened, &closed_with);
+  CHECK(strcmp(offer, "permessage-deflate; server_max_window_bits=13; "
+                      "client_max_window_bits=13") == 0);
+  CHECK_INT(agreed, 1);
 }
 
 #if WS_ENABLE_ZLIB

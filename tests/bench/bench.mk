@@ -2,6 +2,8 @@
 #   make bench         full run against ws and its peers: build/bench/report.md
 #   make bench-smoke   each mode once, briefly (CI: fails only if a tool breaks)
 #   make bench-tls     wss:// costs (tests/bench/tls_run.sh): build/bench/tls_report.md
+#   make bench-deflate permessage-deflate's ratio and memory per setting
+#                      (tests/bench/deflate_mem.c; docs/deflate.md)
 #   make bench-tools   builds the load generator, the servers (ours, the
 #                      peers' and the library-free floor_server) and the
 #                      micro benchmarks into build/bench/
@@ -24,7 +26,7 @@ ifeq ($(shell uname -s),Linux)
 BENCH_TOOLS += $(BENCH_DIR)/floor_server
 endif
 
-.PHONY: bench bench-smoke bench-tools bench-tls
+.PHONY: bench bench-smoke bench-tools bench-tls bench-deflate
 
 # The benchmarks' own configuration stamp (see CONFIG_STAMP in the
 # Makefile); the programs built with libws depend on both.
@@ -45,6 +47,14 @@ bench-smoke: bench-tools
 # plain ones, code size of the TLS part: build/bench/tls_report.md.
 bench-tls: $(BUILD)/echo_server $(BENCH_DIR)/tlsbench $(BENCH_DIR)/loadgen
 	@bash tests/bench/tls_run.sh $(BENCH_TLS_ARGS)
+
+# permessage-deflate's costs per setting: needs a build with zlib.
+bench-deflate: $(BENCH_DIR)/deflate_mem
+	@$(BENCH_DIR)/deflate_mem
+
+$(BENCH_DIR)/deflate_mem: tests/bench/deflate_mem.c $(BUILD)/libws.a $(CONFIG_STAMP) $(BENCH_STAMP)
+	@mkdir -p $(BENCH_DIR)
+	$(CC) $(BENCH_CFLAGS) $(CPPFLAGS) tests/bench/deflate_mem.c $(BUILD)/libws.a -o $@ $(LDLIBS)
 
 $(BENCH_DIR)/loadgen: tests/bench/loadgen.c tests/bench/bench_common.h $(BENCH_STAMP)
 	@mkdir -p $(BENCH_DIR)
