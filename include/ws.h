@@ -337,7 +337,9 @@ typedef struct ws_response {
  * Parses and checks the server's response to a request sent with `nonce`
  * and offering `protocols` (the same comma list as ws_client_opts.protocols,
  * or NULL). Checks status 101, Upgrade and Connection tokens, the
- * Sec-WebSocket-Accept value, that no extension was chosen, and that a chosen
+ * Sec-WebSocket-Accept value, that no extension was chosen (a request
+ * written by ws_client_request_write() offers none; a ws_conn that offered
+ * permessage-deflate checks the server's choice itself), and that a chosen
  * subprotocol was offered.
  *   WS_OK         valid; *consumed is the head length
  *   WS_EAGAIN     incomplete
@@ -516,7 +518,8 @@ typedef struct ws_callbacks {
  * Frames. A compressed message has RSV1 on its first frame; control frames
  * are never compressed. ws_send() compresses a message of threshold bytes
  * or more (the whole message, then splits it by frame_size); fragments
- * sent with ws_send_fragment() go uncompressed. Received compressed
+ * sent with ws_send_fragment(), and frames sent with ws_send_encoded()
+ * (ws_loop_publish()), go uncompressed. Received compressed
  * messages may be fragmented, and may alternate with uncompressed ones.
  * Inflated bytes count against max_frame (per frame) and max_message
  * while they are inflated, piece by piece: a message that inflates past
@@ -524,9 +527,11 @@ typedef struct ws_callbacks {
  * "bomb" costs at most the limit). A corrupt stream fails with 1007
  * (WS_EDATA); RSV1 on a control or continuation frame, or without the
  * extension, with 1002. With cfg.stream, inflated pieces are delivered as
- * they come. Without context takeover, RSV1 with a final DEFLATE block
- * mid-message is accepted; with it, a final block resets the peer's
- * context on our side, as zlib does.
+ * they come. A final DEFLATE block (BFINAL) inside a message ends what is
+ * inflated of it (the rest of its payload is ignored) and starts our
+ * decompressor afresh, so with context takeover a later message that
+ * refers back past it fails with 1007 (zlib with a sync flush, as every
+ * common peer uses, never sends one).
  * Memory: zlib's allocations go through cfg.realloc. A failed one while
  * receiving fails the connection with 1011 (WS_ENOMEM); while sending,
  * ws_send() returns WS_ENOMEM and the connection goes on.
@@ -781,8 +786,8 @@ int ws_send_fragment(ws_conn *c, int op, const void *data, size_t len,
  * Server: queues one complete, already encoded frame (an unmasked header
  * from ws_frame_write() followed by its payload): the way to encode a
  * broadcast once and queue the same bytes to many connections. Only whole
- * text/binary messages (fin set) and ping/pong frames; the bytes are
- * copied. Text payloads are not re-checked for UTF-8: check once before.
+ * text/binary messages (fin set, no RSV bit: never compressed) and
+ * ping/pong frames; the bytes are copied. Text payloads are not re-checked for UTF-8: check once before.
  *   WS_OK, WS_EINVAL (not such a frame, or a client connection), WS_EFULL,
  *   WS_ETOOBIG (len over max_queued or the fixed out buffer: as
  *   ws_send()), WS_ESTATE (not open, or a fragmented send is open),
