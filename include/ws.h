@@ -518,8 +518,12 @@ typedef struct ws_callbacks {
  * Frames. A compressed message has RSV1 on its first frame; control frames
  * are never compressed. ws_send() compresses a message of threshold bytes
  * or more (the whole message, then splits it by frame_size); fragments
- * sent with ws_send_fragment(), and frames sent with ws_send_encoded()
- * (ws_loop_publish()), go uncompressed. Received compressed
+ * sent with ws_send_fragment() go uncompressed. ws_loop_publish() (and a
+ * group publish, on each loop) compresses a message of threshold bytes or
+ * more (the server config's) once for every subscriber whose compressor
+ * keeps no context, with the smallest window among them
+ * (ws_deflate_encode()); subscribers with context takeover compress it
+ * with their own compressor (ws_send()), the others get it plain. Received compressed
  * messages may be fragmented, and may alternate with uncompressed ones.
  * Inflated bytes count against max_frame (per frame) and max_message
  * while they are inflated, piece by piece: a message that inflates past
@@ -593,6 +597,25 @@ typedef struct ws_config {
 
 /* Fills *cfg with safe defaults for the role. */
 void ws_config_init(ws_config *cfg, int role);
+
+/*
+ * Compresses a whole message afresh (no context) into one complete,
+ * unmasked frame with RSV1: the way to compress a broadcast once for every
+ * connection whose ws_conn_deflate_fresh() is window_bits or more, and
+ * queue the same bytes to each with ws_send_encoded() (ws_loop_publish()
+ * does). The frame comes from cfg's allocator (cfg.realloc, or libc), with
+ * zlib's memLevel from cfg->deflate.mem_level; release it with
+ * ws_deflate_free() and the same cfg. Text is not checked for UTF-8.
+ *   WS_OK      *frame and *frame_len
+ *   WS_EINVAL  NULL argument, op not TEXT or BINARY, window_bits outside
+ *              9..15, or no zlib in this build (or no allocator)
+ *   WS_ENOMEM
+ */
+int ws_deflate_encode(const ws_config *cfg, int op, const void *data,
+                      size_t len, int window_bits, void **frame,
+                      size_t *frame_len);
+/* Releases a frame from ws_deflate_encode() (NULL is fine). */
+void ws_deflate_free(const ws_config *cfg, void *frame);
 
 /* The connection object. Its size is public so it can live anywhere; its
  * fields are private. */
@@ -743,6 +766,13 @@ void *ws_conn_user(const ws_conn *c);
 /* 1 if permessage-deflate was agreed on this connection, else 0. */
 int ws_conn_deflate(const ws_conn *c);
 
+/* The window bits (9..15) this side may compress with when deflate was
+ * agreed and its compressor keeps no context (each message compressed
+ * afresh): then a frame from ws_deflate_encode() with that many window bits
+ * or fewer may be sent to it with ws_send_encoded(). 0 otherwise (no
+ * deflate, context takeover, or an 8-bit window). */
+int ws_conn_deflate_fresh(const ws_conn *c);
+
 /* Replaces the user pointer passed to callbacks. */
 void ws_conn_set_user(ws_conn *c, void *user);
 
@@ -786,8 +816,11 @@ int ws_send_fragment(ws_conn *c, int op, const void *data, size_t len,
  * Server: queues one complete, already encoded frame (an unmasked header
  * from ws_frame_write() followed by its payload): the way to encode a
  * broadcast once and queue the same bytes to many connections. Only whole
- * text/binary messages (fin set, no RSV bit: never compressed) and
- * ping/pong frames; the bytes are copied. Text payloads are not re-checked for UTF-8: check once before.
+ * text/binary messages (fin set) and ping/pong frames; the bytes are
+ * copied. RSV bits are refused, but for RSV1 on a data frame from
+ * ws_deflate_encode() to a connection whose ws_conn_deflate_fresh() is not
+ * 0 (and at least the window bits the frame was made with: the caller's
+ * duty, which the connection cannot check). Text payloads are not re-checked for UTF-8: check once before.
  *   WS_OK, WS_EINVAL (not such a frame, or a client connection), WS_EFULL,
  *   WS_ETOOBIG (len over max_queued or the fixed out buffer: as
  *   ws_send()), WS_ESTATE (not open, or a fragmented send is open),
@@ -1400,7 +1433,9 @@ unsigned ws_watch_events(const ws_watch *w);
 /*
  * Topics: a server connection subscribes to any number of named topics;
  * publishing encodes the message once and queues the same bytes to every
- * subscriber. A connection's subscriptions end with it.
+ * subscriber (with permessage-deflate: compressed once for those without
+ * context takeover, see "Compression"). A connection's subscriptions end
+ * with it.
  *   subscribe:   WS_OK (also when already subscribed), WS_EINVAL, WS_ENOMEM
  *   unsubscribe: WS_OK, WS_EINVAL (not subscribed)
  *   publish:     WS_OK (*sent, may be NULL, is how many connections took

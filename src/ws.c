@@ -1574,6 +1574,90 @@ static int ws__zs_run(ws__zs *z, const unsigned char *in, size_t n,
 #endif
 }
 
+/* Compresses in[0..len) as one whole message (sync flush) into a new buffer
+ * from cfg's allocator, at `off` bytes from its start (room for a frame
+ * header), without the 00 00 ff ff tail: *buf, and *clen payload bytes.
+ * Nothing new since the last flush (an empty message) gives the empty
+ * stored block less its tail, 00 (RFC 7692 7.2.3.6). WS_OK, WS_ENOMEM, or
+ * WS_EIO (zlib did not end as a sync flush does; never seen). */
+static int ws__deflate_buf(ws__zs *z, const ws_config *cfg,
+                           const unsigned char *in, size_t len, size_t off,
+                           unsigned char **buf, size_t *clen) {
+  /* Room for incompressible input (stored blocks add 5 bytes per block)
+   * and the flush; grown if ever short. */
+  size_t cap = off + len + (len >> 10) + 64, n = 0, used, made;
+  unsigned char *b, *nb;
+  int rc;
+  *buf = NULL;
+  if (cap < len || (b = (unsigned char *)ws__cfg_realloc(cfg, NULL, cap)) == NULL)
+    return WS_ENOMEM;
+  for (;;) {
+    rc = ws__zs_run(z, in, len, &used, b + off + n, cap - off - n, &made, 1);
+    in += used;
+    len -= used;
+    n += made;
+    if (rc != WS_OK || off + n < cap) break;
+    if (cap * 2 < cap ||
+        (nb = (unsigned char *)ws__cfg_realloc(cfg, b, cap * 2)) == NULL) {
+      rc = WS_ENOMEM;
+      break;
+    }
+    b = nb;
+    cap *= 2;
+  }
+  if (rc == WS_OK && n == 0) {
+    b[off] = 0;
+    n = 1;
+  } else if (rc == WS_OK && n >= 4 && memcmp(b + off + n - 4, "\0\0\xff\xff", 4) == 0) {
+    n -= 4;
+  } else if (rc == WS_OK) {
+    rc = WS_EIO;
+  }
+  if (rc != WS_OK) {
+    ws__cfg_realloc(cfg, b, 0);
+    return rc;
+  }
+  *buf = b;
+  *clen = n;
+  return WS_OK;
+}
+
+/* see ws.h */
+int ws_deflate_encode(const ws_config *cfg, int op, const void *data,
+                      size_t len, int window_bits, void **frame,
+                      size_t *frame_len) {
+  ws__zs *z;
+  unsigned char *b, hdr[WS_FRAME_HEADER_MAX];
+  size_t n, hl;
+  int rc, mem;
+  if (frame) *frame = NULL;
+  if (cfg == NULL || frame == NULL || frame_len == NULL ||
+      (op != WS_OP_TEXT && op != WS_OP_BINARY) || (data == NULL && len > 0) ||
+      window_bits < 9 || window_bits > 15 || !ws__zs_usable(cfg))
+    return WS_EINVAL;
+  mem = cfg->deflate.mem_level >= 1 && cfg->deflate.mem_level <= 9
+            ? cfg->deflate.mem_level
+            : 8;
+  if ((z = ws__zs_new(cfg, 0, window_bits, mem)) == NULL) return WS_ENOMEM;
+  rc = ws__deflate_buf(z, cfg, (const unsigned char *)data, len,
+                       WS_FRAME_HEADER_MAX, &b, &n);
+  ws__zs_free(z);
+  if (rc != WS_OK) return rc;
+  /* The header just before the payload, RSV1 set: one frame. */
+  hl = ws_frame_write(hdr, 1, op, n, NULL);
+  hdr[0] |= 0x40;
+  memcpy(b + WS_FRAME_HEADER_MAX - hl, hdr, hl);
+  memmove(b, b + WS_FRAME_HEADER_MAX - hl, hl + n);
+  *frame = b;
+  *frame_len = hl + n;
+  return WS_OK;
+}
+
+/* see ws.h */
+void ws_deflate_free(const ws_config *cfg, void *frame) {
+  if (cfg && frame) ws__cfg_realloc(cfg, frame, 0);
+}
+
 /* Negotiation ----------------------------------------------------------- */
 
 /* What a connection agreed (ws_conn.pmd), or, on a client until the
@@ -3454,6 +3538,14 @@ int ws_conn_deflate(const ws_conn *c) {
 }
 
 /* see ws.h */
+int ws_conn_deflate_fresh(const ws_conn *c) {
+  unsigned m = WS__PMD(WS__P(c));
+  if (!(m & WS__PMD_ON) || !(m & WS__PMD_TX_RESET) || WS__PMD_TX_BITS(m) < 9)
+    return 0;
+  return (int)WS__PMD_TX_BITS(m);
+}
+
+/* see ws.h */
 void ws_conn_set_user(ws_conn *c, void *user) { WS__P(c)->user = user; }
 
 /* see ws.h */
@@ -3645,10 +3737,9 @@ static int ws__send_data(ws_conn *c, int op, const void *data, size_t len,
 static int ws__send_deflated(ws_conn *c, int op, const void *data,
                              size_t len) {
   struct ws__conn_priv *p = WS__P(c);
-  const unsigned char *in = (const unsigned char *)data;
   struct ws__zconn *z = ws__z_get(p);
-  unsigned char *buf, *nb;
-  size_t cap, clen = 0, left = len, used, made;
+  unsigned char *buf;
+  size_t clen;
   int rc;
   if (z == NULL) return WS_ENOMEM;
   if (z->tx == NULL) {
@@ -3659,40 +3750,12 @@ static int ws__send_deflated(ws_conn *c, int op, const void *data,
       return WS_ENOMEM;
     }
   }
-  /* Room for incompressible input (stored blocks add 5 bytes per 16 KiB)
-   * and the flush; grown if ever short. */
-  cap = len + (len >> 10) + 64;
-  rc = WS_ENOMEM;
-  if (cap < len || (buf = (unsigned char *)ws__realloc(p, NULL, cap)) == NULL)
-    goto done;
-  for (;;) {
-    rc = ws__zs_run(z->tx, in, left, &used, buf + clen, cap - clen, &made, 1);
-    in += used;
-    left -= used;
-    clen += made;
-    if (rc != WS_OK || clen < cap) break;
-    if (cap * 2 < cap ||
-        (nb = (unsigned char *)ws__realloc(p, buf, cap * 2)) == NULL) {
-      rc = WS_ENOMEM;
-      break;
-    }
-    buf = nb;
-    cap *= 2;
+  rc = ws__deflate_buf(z->tx, p->cfg, (const unsigned char *)data, len, 0,
+                       &buf, &clen);
+  if (rc == WS_OK) {
+    rc = ws__send_data(c, op, buf, clen, 1, 1);
+    ws__realloc(p, buf, 0);
   }
-  if (rc == WS_OK && clen == 0) {
-    /* Nothing new since the last flush (an empty message): an empty
-     * stored block, 00 less its tail (RFC 7692 7.2.3.6). */
-    buf[0] = 0;
-    rc = ws__send_data(c, op, buf, 1, 1, 1);
-  } else if (rc == WS_OK && clen >= 4 && buf[clen - 4] == 0 &&
-             buf[clen - 3] == 0 && buf[clen - 2] == 0xff &&
-             buf[clen - 1] == 0xff) {
-    rc = ws__send_data(c, op, buf, clen - 4, 1, 1);
-  }
-  else if (rc == WS_OK)
-    rc = WS_EIO; /* a sync flush always ends so */
-  ws__realloc(p, buf, 0);
-done:
   if (rc != WS_OK && !WS__CLOSED(p)) ws__zs_reset(z->tx);
   if (p->pmd & WS__PMD_TX_RESET) {
     ws__zs_free(z->tx);
@@ -3778,7 +3841,10 @@ int ws_send_encoded(ws_conn *c, const void *frame, size_t len) {
   WS_ASSERT(c != NULL && "ws_send_encoded() called with a NULL connection");
   p = WS__P(c);
   if (frame == NULL || p->role != WS_SERVER) return WS_EINVAL;
-  if (ws_frame_parse(frame, len, &f, &hl) != WS_OK || f.masked || f.rsv ||
+  /* RSV1 only on a compressed data frame (ws_deflate_encode()), to a
+   * connection whose compressor keeps no context. */
+  if (ws_frame_parse(frame, len, &f, &hl) != WS_OK || f.masked ||
+      (f.rsv && (f.rsv != 4 || f.opcode >= 8 || !ws_conn_deflate_fresh(c))) ||
       hl + f.len != len || f.opcode == WS_OP_CLOSE || f.opcode == WS_OP_CONT ||
       !f.fin)
     return WS_EINVAL;
@@ -6000,22 +6066,46 @@ size_t ws_loop_topic_size(ws_loop *l, const char *topic) {
 }
 
 /* Sends an encoded frame (hl header bytes, then len payload bytes) to a
- * topic's subscribers; how many took it. */
-static size_t ws__publish_frame(ws__topic *t, const unsigned char *frame,
-                                size_t hl, int op, size_t len) {
+ * topic's subscribers; how many took it. With permessage-deflate, the
+ * subscribers whose compressor keeps no context share one compressed
+ * frame, made with the smallest window among them (a smaller window is
+ * always readable by a larger one); those with context takeover compress
+ * with their own compressor, which must see every message they send. */
+static size_t ws__publish_frame(ws_loop *l, ws__topic *t,
+                                const unsigned char *frame, size_t hl, int op,
+                                size_t len) {
+  const ws_config *cfg = &WS__LP(l)->cfg.server;
   ws__sub *s, *next;
-  size_t n = 0;
+  size_t n = 0, zlen = 0;
+  void *z = NULL;
+  int bits = 0;
+  if (len >= cfg->deflate.threshold) {
+    for (s = t->head; s; s = s->tnext) {
+      int b = ws_conn_deflate_fresh(&s->lc->conn);
+      if (b && (bits == 0 || b < bits)) bits = b;
+    }
+    /* Without memory, each gets it plain. */
+    if (bits && ws_deflate_encode(cfg, op, frame + hl, len, bits, &z, &zlen) != WS_OK)
+      z = NULL;
+  }
   for (s = t->head; s; s = next) {
     /* A send may end its connection (a write error), and its
      * subscriptions go with it, this node included: step on first. Other
      * connections' nodes are untouched. */
+    ws_conn *c = &s->lc->conn;
     int rc;
     next = s->tnext;
-    rc = ws_send_encoded(&s->lc->conn, frame, hl + len);
+    if (z && ws_conn_deflate_fresh(c))
+      rc = ws_send_encoded(c, z, zlen);
+    else if (ws_conn_deflate(c) && !ws_conn_deflate_fresh(c))
+      rc = ws_send(c, op, frame + hl, len);
+    else
+      rc = ws_send_encoded(c, frame, hl + len);
     if (rc == WS_EINVAL) /* a client connection masks each frame itself */
-      rc = ws_send(&s->lc->conn, op, frame + hl, len);
+      rc = ws_send(c, op, frame + hl, len);
     if (rc == WS_OK) n++;
   }
+  ws_deflate_free(cfg, z);
   return n;
 }
 
@@ -6045,7 +6135,7 @@ int ws_loop_publish(ws_loop *l, const char *topic, int op, const void *data,
   }
   hl = ws_frame_write(frame, 1, op, len, NULL);
   if (len) memcpy(frame + hl, data, len);
-  n = ws__publish_frame(t, frame, hl, op, len);
+  n = ws__publish_frame(l, t, frame, hl, op, len);
   if (frame != small) ws__loop_alloc(l, frame, 0);
   if (sent) *sent = n;
   return WS_OK;
@@ -6072,7 +6162,7 @@ static void ws__gmsg_release(ws__gmsg *m) {
 
 static void ws__gmsg_send(ws_loop *l, const ws__gmsg *m) {
   ws__topic *t = ws__topic_get(l, m->topic, 0);
-  if (t) (void)ws__publish_frame(t, m->frame, m->hl, m->op, m->len);
+  if (t) (void)ws__publish_frame(l, t, m->frame, m->hl, m->op, m->len);
 }
 
 /* Runs on the receiving loop's thread, from its post queue. */

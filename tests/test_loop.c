@@ -629,6 +629,132 @@ static void test_broadcast(void) {
   ws_loop_free(&w.loop);
 }
 
+#if WS_ENABLE_ZLIB
+/* The frame after the HTTP head in buf (the head's extension header, if
+ * any, into ext): its first byte, payload and length; 0 if none. */
+static int raw_first_frame(const unsigned char *buf, size_t n, char *ext,
+                           size_t ecap, const unsigned char **pl,
+                           size_t *pn) {
+  size_t i, hl;
+  ws_frame f;
+  const char *h = "Sec-WebSocket-Extensions: ";
+  ext[0] = '\0';
+  for (i = 0; i + 4 <= n && memcmp(buf + i, "\r\n\r\n", 4) != 0; i++) {
+    if (memcmp(buf + i, h, strlen(h)) == 0) {
+      size_t k = 0, j = i + strlen(h);
+      while (j < n && buf[j] != '\r' && k + 1 < ecap) ext[k++] = (char)buf[j++];
+      ext[k] = '\0';
+    }
+  }
+  if (i + 4 > n) return 0;
+  i += 4;
+  if (ws_frame_parse(buf + i, n - i, &f, &hl) != WS_OK || n - i - hl < f.len) return 0;
+  *pl = buf + i + hl;
+  *pn = (size_t)f.len;
+  return buf[i];
+}
+
+static int c_server_opened(world *w, void *arg) {
+  return w->server.opened >= *(int *)arg;
+}
+
+static void test_broadcast_deflate(void) {
+  /* One publish to five subscribers: three whose server compressor keeps
+   * no context get one frame, compressed once with the smallest window
+   * among them (10 bits, asked by one of them); one with context takeover
+   * gets it from its own compressor; one without deflate gets it plain. */
+  static const char *const offers[] = {
+      "permessage-deflate; server_no_context_takeover",
+      "permessage-deflate; server_no_context_takeover; client_max_window_bits",
+      "permessage-deflate; server_no_context_takeover; server_max_window_bits=10",
+      "permessage-deflate", NULL};
+  world w;
+  ws_loop_config cfg;
+  ws_loop_callbacks cb;
+  int fds[5], i, five = 5;
+  char msg[3000], ext[200];
+  unsigned char *bufs[5];
+  size_t lens[5] = {0}, sent = 0, shared_len = 0;
+  void *shared = NULL;
+  for (i = 0; i < (int)sizeof msg; i++) /* repeats 2000 bytes apart only */
+    msg[i] = (char)('a' + (unsigned)((i % 2000) * 2654435761u >> 13) % 26);
+  ws_loop_config_init(&cfg);
+  cfg.server.deflate.enable = 1;
+  memset(&w, 0, sizeof w);
+  memset(&cb, 0, sizeof cb);
+  cb.conn.on_open = subscribe_on_open;
+  g_server_peer = &w.server;
+  cb.conn.on_message = on_message;
+  cb.conn.on_close = on_close;
+  CHECK_INT(ws_loop_init(&w.loop, &cfg, &cb, &w.server), WS_OK);
+  CHECK_INT(ws_loop_listen(&w.loop, "127.0.0.1", 0, &w.port), WS_OK);
+  for (i = 0; i < 5; i++) {
+    char req[512];
+    int n = snprintf(req, sizeof req,
+                     "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n%s%s%s\r\n",
+                     offers[i] ? "Sec-WebSocket-Extensions: " : "",
+                     offers[i] ? offers[i] : "", offers[i] ? "\r\n" : "");
+    fds[i] = raw_connect(w.port, NULL);
+    CHECK(fds[i] >= 0);
+    CHECK(send(fds[i], req, (size_t)n, 0) == n);
+    bufs[i] = (unsigned char *)malloc(16384);
+  }
+  CHECK(run_until(&w, c_server_opened, &five, 5000));
+  CHECK_INT(ws_loop_topic_size(&w.loop, "room"), 5);
+  CHECK_INT(ws_loop_publish(&w.loop, "room", WS_OP_TEXT, msg, sizeof msg, &sent), WS_OK);
+  CHECK_INT(sent, 5);
+  for (i = 0; i < 20; i++) ws_loop_run_once(&w.loop, 10);
+  CHECK_INT(ws_deflate_encode(&cfg.server, WS_OP_TEXT, msg, sizeof msg, 10,
+                              &shared, &shared_len), WS_OK);
+  for (i = 0; i < 5; i++) {
+    const unsigned char *pl = NULL;
+    size_t pn = 0;
+    int b0;
+    lens[i] = raw_drain(fds[i], bufs[i], 16384);
+    b0 = raw_first_frame(bufs[i], lens[i], ext, sizeof ext, &pl, &pn);
+    if (i < 3) {
+      /* The shared frame, byte for byte; and it inflates to the message. */
+      CHECK_INT(b0, 0x80 | 0x40 | WS_OP_TEXT);
+      CHECK(strstr(ext, "server_no_context_takeover") != NULL);
+      CHECK(pl && pn + 4 == shared_len && memcmp(pl, (unsigned char *)shared + 4, pn) == 0);
+      {
+        z_stream zs;
+        unsigned char out[4000], tmp[4000];
+        memset(&zs, 0, sizeof zs);
+        inflateInit2(&zs, -15);
+        memcpy(tmp, pl, pn);
+        memcpy(tmp + pn, "\0\0\xff\xff", 4);
+        zs.next_in = tmp;
+        zs.avail_in = (uInt)pn + 4;
+        zs.next_out = out;
+        zs.avail_out = sizeof out;
+        inflate(&zs, Z_SYNC_FLUSH);
+        CHECK_INT(sizeof out - zs.avail_out, sizeof msg);
+        CHECK(memcmp(out, msg, sizeof msg) == 0);
+        inflateEnd(&zs);
+      }
+    } else if (i == 3) {
+      /* Context takeover: its own 13-bit compressor, not the shared frame. */
+      CHECK(strcmp(ext, "permessage-deflate; server_max_window_bits=13") == 0);
+      CHECK_INT(b0, 0x80 | 0x40 | WS_OP_TEXT);
+      CHECK(pl && !(pn + 4 == shared_len && memcmp(pl, (unsigned char *)shared + 4, pn) == 0));
+    } else {
+      CHECK_INT(ext[0], 0);
+      CHECK_INT(b0, 0x80 | WS_OP_TEXT);
+      CHECK(pl && pn == sizeof msg && memcmp(pl, msg, pn) == 0);
+    }
+  }
+  ws_deflate_free(&cfg.server, shared);
+  for (i = 0; i < 5; i++) {
+    close(fds[i]);
+    free(bufs[i]);
+  }
+  ws_loop_free(&w.loop);
+}
+#endif
+
 typedef struct post_ctx {
   ws_loop *loop;
   ws_conn *c;
@@ -2162,6 +2288,9 @@ int main(void) {
   RUN(test_backpressure);
   RUN(test_lingering_close);
   RUN(test_broadcast);
+#if WS_ENABLE_ZLIB
+  RUN(test_broadcast_deflate);
+#endif
   RUN(test_post_from_thread);
   RUN(test_posts_run_at_free);
   RUN(test_shutdown);

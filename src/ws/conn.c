@@ -1600,6 +1600,14 @@ int ws_conn_deflate(const ws_conn *c) {
 }
 
 /* see ws.h */
+int ws_conn_deflate_fresh(const ws_conn *c) {
+  unsigned m = WS__PMD(WS__P(c));
+  if (!(m & WS__PMD_ON) || !(m & WS__PMD_TX_RESET) || WS__PMD_TX_BITS(m) < 9)
+    return 0;
+  return (int)WS__PMD_TX_BITS(m);
+}
+
+/* see ws.h */
 void ws_conn_set_user(ws_conn *c, void *user) { WS__P(c)->user = user; }
 
 /* see ws.h */
@@ -1791,10 +1799,9 @@ static int ws__send_data(ws_conn *c, int op, const void *data, size_t len,
 static int ws__send_deflated(ws_conn *c, int op, const void *data,
                              size_t len) {
   struct ws__conn_priv *p = WS__P(c);
-  const unsigned char *in = (const unsigned char *)data;
   struct ws__zconn *z = ws__z_get(p);
-  unsigned char *buf, *nb;
-  size_t cap, clen = 0, left = len, used, made;
+  unsigned char *buf;
+  size_t clen;
   int rc;
   if (z == NULL) return WS_ENOMEM;
   if (z->tx == NULL) {
@@ -1805,40 +1812,12 @@ static int ws__send_deflated(ws_conn *c, int op, const void *data,
       return WS_ENOMEM;
     }
   }
-  /* Room for incompressible input (stored blocks add 5 bytes per 16 KiB)
-   * and the flush; grown if ever short. */
-  cap = len + (len >> 10) + 64;
-  rc = WS_ENOMEM;
-  if (cap < len || (buf = (unsigned char *)ws__realloc(p, NULL, cap)) == NULL)
-    goto done;
-  for (;;) {
-    rc = ws__zs_run(z->tx, in, left, &used, buf + clen, cap - clen, &made, 1);
-    in += used;
-    left -= used;
-    clen += made;
-    if (rc != WS_OK || clen < cap) break;
-    if (cap * 2 < cap ||
-        (nb = (unsigned char *)ws__realloc(p, buf, cap * 2)) == NULL) {
-      rc = WS_ENOMEM;
-      break;
-    }
-    buf = nb;
-    cap *= 2;
+  rc = ws__deflate_buf(z->tx, p->cfg, (const unsigned char *)data, len, 0,
+                       &buf, &clen);
+  if (rc == WS_OK) {
+    rc = ws__send_data(c, op, buf, clen, 1, 1);
+    ws__realloc(p, buf, 0);
   }
-  if (rc == WS_OK && clen == 0) {
-    /* Nothing new since the last flush (an empty message): an empty
-     * stored block, 00 less its tail (RFC 7692 7.2.3.6). */
-    buf[0] = 0;
-    rc = ws__send_data(c, op, buf, 1, 1, 1);
-  } else if (rc == WS_OK && clen >= 4 && buf[clen - 4] == 0 &&
-             buf[clen - 3] == 0 && buf[clen - 2] == 0xff &&
-             buf[clen - 1] == 0xff) {
-    rc = ws__send_data(c, op, buf, clen - 4, 1, 1);
-  }
-  else if (rc == WS_OK)
-    rc = WS_EIO; /* a sync flush always ends so */
-  ws__realloc(p, buf, 0);
-done:
   if (rc != WS_OK && !WS__CLOSED(p)) ws__zs_reset(z->tx);
   if (p->pmd & WS__PMD_TX_RESET) {
     ws__zs_free(z->tx);
@@ -1924,7 +1903,10 @@ int ws_send_encoded(ws_conn *c, const void *frame, size_t len) {
   WS_ASSERT(c != NULL && "ws_send_encoded() called with a NULL connection");
   p = WS__P(c);
   if (frame == NULL || p->role != WS_SERVER) return WS_EINVAL;
-  if (ws_frame_parse(frame, len, &f, &hl) != WS_OK || f.masked || f.rsv ||
+  /* RSV1 only on a compressed data frame (ws_deflate_encode()), to a
+   * connection whose compressor keeps no context. */
+  if (ws_frame_parse(frame, len, &f, &hl) != WS_OK || f.masked ||
+      (f.rsv && (f.rsv != 4 || f.opcode >= 8 || !ws_conn_deflate_fresh(c))) ||
       hl + f.len != len || f.opcode == WS_OP_CLOSE || f.opcode == WS_OP_CONT ||
       !f.fin)
     return WS_EINVAL;

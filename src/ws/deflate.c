@@ -159,6 +159,90 @@ static int ws__zs_run(ws__zs *z, const unsigned char *in, size_t n,
 #endif
 }
 
+/* Compresses in[0..len) as one whole message (sync flush) into a new buffer
+ * from cfg's allocator, at `off` bytes from its start (room for a frame
+ * header), without the 00 00 ff ff tail: *buf, and *clen payload bytes.
+ * Nothing new since the last flush (an empty message) gives the empty
+ * stored block less its tail, 00 (RFC 7692 7.2.3.6). WS_OK, WS_ENOMEM, or
+ * WS_EIO (zlib did not end as a sync flush does; never seen). */
+static int ws__deflate_buf(ws__zs *z, const ws_config *cfg,
+                           const unsigned char *in, size_t len, size_t off,
+                           unsigned char **buf, size_t *clen) {
+  /* Room for incompressible input (stored blocks add 5 bytes per block)
+   * and the flush; grown if ever short. */
+  size_t cap = off + len + (len >> 10) + 64, n = 0, used, made;
+  unsigned char *b, *nb;
+  int rc;
+  *buf = NULL;
+  if (cap < len || (b = (unsigned char *)ws__cfg_realloc(cfg, NULL, cap)) == NULL)
+    return WS_ENOMEM;
+  for (;;) {
+    rc = ws__zs_run(z, in, len, &used, b + off + n, cap - off - n, &made, 1);
+    in += used;
+    len -= used;
+    n += made;
+    if (rc != WS_OK || off + n < cap) break;
+    if (cap * 2 < cap ||
+        (nb = (unsigned char *)ws__cfg_realloc(cfg, b, cap * 2)) == NULL) {
+      rc = WS_ENOMEM;
+      break;
+    }
+    b = nb;
+    cap *= 2;
+  }
+  if (rc == WS_OK && n == 0) {
+    b[off] = 0;
+    n = 1;
+  } else if (rc == WS_OK && n >= 4 && memcmp(b + off + n - 4, "\0\0\xff\xff", 4) == 0) {
+    n -= 4;
+  } else if (rc == WS_OK) {
+    rc = WS_EIO;
+  }
+  if (rc != WS_OK) {
+    ws__cfg_realloc(cfg, b, 0);
+    return rc;
+  }
+  *buf = b;
+  *clen = n;
+  return WS_OK;
+}
+
+/* see ws.h */
+int ws_deflate_encode(const ws_config *cfg, int op, const void *data,
+                      size_t len, int window_bits, void **frame,
+                      size_t *frame_len) {
+  ws__zs *z;
+  unsigned char *b, hdr[WS_FRAME_HEADER_MAX];
+  size_t n, hl;
+  int rc, mem;
+  if (frame) *frame = NULL;
+  if (cfg == NULL || frame == NULL || frame_len == NULL ||
+      (op != WS_OP_TEXT && op != WS_OP_BINARY) || (data == NULL && len > 0) ||
+      window_bits < 9 || window_bits > 15 || !ws__zs_usable(cfg))
+    return WS_EINVAL;
+  mem = cfg->deflate.mem_level >= 1 && cfg->deflate.mem_level <= 9
+            ? cfg->deflate.mem_level
+            : 8;
+  if ((z = ws__zs_new(cfg, 0, window_bits, mem)) == NULL) return WS_ENOMEM;
+  rc = ws__deflate_buf(z, cfg, (const unsigned char *)data, len,
+                       WS_FRAME_HEADER_MAX, &b, &n);
+  ws__zs_free(z);
+  if (rc != WS_OK) return rc;
+  /* The header just before the payload, RSV1 set: one frame. */
+  hl = ws_frame_write(hdr, 1, op, n, NULL);
+  hdr[0] |= 0x40;
+  memcpy(b + WS_FRAME_HEADER_MAX - hl, hdr, hl);
+  memmove(b, b + WS_FRAME_HEADER_MAX - hl, hl + n);
+  *frame = b;
+  *frame_len = hl + n;
+  return WS_OK;
+}
+
+/* see ws.h */
+void ws_deflate_free(const ws_config *cfg, void *frame) {
+  if (cfg && frame) ws__cfg_realloc(cfg, frame, 0);
+}
+
 /* Negotiation ----------------------------------------------------------- */
 
 /* What a connection agreed (ws_conn.pmd), or, on a client until the
