@@ -510,7 +510,9 @@ typedef struct ws_callbacks {
  * - peer_window_bits (8..15): the largest window the peer is asked to
  *   use (server: client_max_window_bits in the response, when the offer
  *   allows it; client: server_max_window_bits in the offer, 15: not
- *   sent). Our decompressor's window follows what is agreed (at least 9).
+ *   sent, the client's default, as a server that ignores the request
+ *   leaves the client no choice but 1010). Our decompressor's window
+ *   follows what is agreed (at least 9).
  * - mem_level (1..9): zlib's memLevel for our compressor: its hash
  *   table takes 2^(mem_level + 9) bytes, besides 2^(window_bits + 2).
  * - threshold: messages shorter than this go out uncompressed.
@@ -545,7 +547,8 @@ typedef struct ws_deflate_config {
   int no_context_takeover;      /* default 0 */
   int peer_no_context_takeover; /* default 0 */
   uint8_t window_bits;          /* default WS_DEFLATE_WINDOW_BITS */
-  uint8_t peer_window_bits;     /* default WS_DEFLATE_PEER_WINDOW_BITS */
+  uint8_t peer_window_bits;     /* default WS_DEFLATE_PEER_WINDOW_BITS
+                                   (server), 15 (client) */
   uint8_t mem_level;            /* default WS_DEFLATE_MEM_LEVEL */
   size_t threshold;             /* default WS_DEFLATE_THRESHOLD */
 } ws_deflate_config;

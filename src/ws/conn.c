@@ -220,7 +220,11 @@ void ws_config_init(ws_config *cfg, int role) {
   cfg->ping_interval_ms = 0;
   cfg->pong_timeout_ms = WS_PONG_TIMEOUT_MS;
   cfg->deflate.window_bits = WS_DEFLATE_WINDOW_BITS;
-  cfg->deflate.peer_window_bits = WS_DEFLATE_PEER_WINDOW_BITS;
+  /* A client does not ask the server for a smaller window by default: a
+   * server that ignores the request (libwebsockets 4.1 does) would leave
+   * it no choice but to fail the connection. */
+  cfg->deflate.peer_window_bits =
+      role == WS_CLIENT ? 15 : WS_DEFLATE_PEER_WINDOW_BITS;
   cfg->deflate.mem_level = WS_DEFLATE_MEM_LEVEL;
   cfg->deflate.threshold = WS_DEFLATE_THRESHOLD;
 }

@@ -844,7 +844,7 @@ async function deflateWscCases(row, server) {
 }
 
 async function deflateRows(peers, WebSocket) {
-  const need = ['dNode', 'dNodeNoCtx', 'dPython', 'dChromium', 'dWsNode', 'dWsPython'].filter(want);
+  const need = ['dNode', 'dNodeNoCtx', 'dPython', 'dChromium', 'dWsNode', 'dWsPython', 'dWsLws'].filter(want);
   if (!need.length) return;
   const page = path.join(here, 'page.html');
   const started = [];
@@ -890,6 +890,8 @@ async function deflateRows(peers, WebSocket) {
       () => startServer('node_peer-deflate', process.execPath, [path.join(here, 'node_peer.js'), '--deflate']));
     await serverDeflateRow('dWsPython', peers.python, 'python3-websockets',
       () => startServer('py_peer-deflate', PY, [path.join(here, 'py_peer.py'), 'server', '--deflate']));
+    await serverDeflateRow('dWsLws', peers.lws, 'libwebsockets-dev (build/interop/lws_peer was not built)',
+      () => startServer('lws_peer-deflate', bin('interop/lws_peer'), ['--deflate']));
   } finally {
     for (const c of started) await stop(c);
   }
@@ -918,6 +920,7 @@ const ROWS = {
   dChromium: ['deflate/chromium', 'Chromium', 'chromium', 'browser -> ws server, permessage-deflate'],
   dWsNode: ['deflate/ws-client/node-ws-server', 'Node ws', 'ws', 'wsc --deflate -> server'],
   dWsPython: ['deflate/ws-client/python-websockets-server', 'Python websockets', 'websockets', 'wsc --deflate -> server'],
+  dWsLws: ['deflate/ws-client/libwebsockets-server', 'libwebsockets', 'libwebsockets', 'wsc --deflate -> server'],
 };
 const newRow = (key) => {
   const [name, peer, vkey, direction] = ROWS[key];
