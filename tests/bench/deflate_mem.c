@@ -11,8 +11,11 @@
  * directions compress. It prints, per setting: the compression ratio on the
  * wire (payload bytes / frame bytes, headers included) for each message
  * size, the server's heap (through its cfg.realloc) while the connection is
- * idle after that traffic, and its peak. The first line is zlib's defaults
- * (window 15, memLevel 8, context takeover), the reference for the ratio.
+ * idle after that traffic, and its peak, and the CPU time per ~200 B
+ * message (the server's compression and the client's inflation, both in
+ * this process, and ws's framing; the first row sends uncompressed for the
+ * baseline). The second line is zlib's defaults (window 15, memLevel 8,
+ * context takeover), the reference for the ratio.
  * Uses the public API only; deterministic (a fixed PRNG).
  */
 #define _POSIX_C_SOURCE 200809L
@@ -21,6 +24,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+static double cpu_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
+}
 
 typedef struct counter {
   long live_bytes, peak_bytes;
@@ -140,6 +150,7 @@ typedef struct setting {
 
 int main(int argc, char **argv) {
   static const setting settings[] = {
+      {"no compression (baseline)", 0, 0, 0},
       {"zlib defaults (reference)", 0, 15, 8},
       {"context takeover, 15 bits, memLevel 4", 0, 15, 4},
       {"context takeover, 14 bits, memLevel 4", 0, 14, 4},
@@ -159,21 +170,22 @@ int main(int argc, char **argv) {
     printf("deflate_mem: this build has no zlib\n");
     return 1;
   }
-  printf("| setting | ratio, ~200 B JSON | ratio, ~4 KB JSON | idle heap per connection | peak heap |\n");
-  printf("| --- | --- | --- | --- | --- |\n");
+  printf("| setting | ratio, ~200 B JSON | ratio, ~4 KB JSON | idle heap per connection | peak heap | CPU per ~200 B message |\n");
+  printf("| --- | --- | --- | --- | --- | --- |\n");
   for (k = 0; k < sizeof settings / sizeof *settings; k++) {
     const setting *st = &settings[k];
     pipe_ s2c = {0}, c2s = {0};
     end s, c;
     ws_client_opts o;
     unsigned long pay[2] = {0, 0}, wire[2] = {0, 0};
+    double t0, us = 0;
     int size;
     memset(&s, 0, sizeof s);
     memset(&c, 0, sizeof c);
     rng = 42;
     ws_config_init(&s.cfg, WS_SERVER);
     ws_config_init(&c.cfg, WS_CLIENT);
-    s.cfg.deflate.enable = 1;
+    s.cfg.deflate.enable = st->bits != 0;
     s.cfg.deflate.window_bits = (uint8_t)st->bits;
     s.cfg.deflate.peer_window_bits = (uint8_t)st->bits;
     s.cfg.deflate.mem_level = (uint8_t)st->mem;
@@ -192,7 +204,7 @@ int main(int argc, char **argv) {
     o.deflate = 1;
     ws_client_start(&c.c, &o);
     pump(&s, &c);
-    if (!ws_conn_deflate(&s.c)) {
+    if (st->bits && !ws_conn_deflate(&s.c)) {
       printf("deflate_mem: not agreed for %s\n", st->name);
       return 1;
     }
@@ -205,16 +217,18 @@ int main(int argc, char **argv) {
         } else {
           while (len < 4000) len += chat(buf + len, sizeof buf - len, i * 20 + len);
         }
+        t0 = cpu_us();
         ws_send(&s.c, WS_OP_TEXT, buf, len);
         pay[size] += len;
         wire[size] += s2c.len - before;
         if (i % 10 == 0) ws_send(&c.c, WS_OP_TEXT, buf, len);
         pump(&s, &c);
+        if (size == 0) us += cpu_us() - t0;
       }
     }
-    printf("| %s | %.2f | %.2f | %ld B | %ld B |\n", st->name,
+    printf("| %s | %.2f | %.2f | %ld B | %ld B | %.1f us |\n", st->name,
            (double)pay[0] / (double)wire[0], (double)pay[1] / (double)wire[1],
-           s.mem.live_bytes, s.mem.peak_bytes);
+           s.mem.live_bytes, s.mem.peak_bytes, us / (double)n);
     ws_conn_free(&s.c);
     ws_conn_free(&c.c);
     free(s2c.d);
