@@ -753,6 +753,122 @@ static void test_broadcast_deflate(void) {
   }
   ws_loop_free(&w.loop);
 }
+/* Counts live bytes (a size header per block) and their peak. */
+typedef struct bytes_alloc { long live, peak; } bytes_alloc;
+static void *bytes_realloc(void *ptr, size_t n, void *ctx) {
+  bytes_alloc *a = (bytes_alloc *)ctx;
+  size_t *h = ptr ? (size_t *)ptr - 2 : NULL, old = h ? h[0] : 0;
+  if (n == 0) {
+    a->live -= (long)old;
+    free(h);
+    return NULL;
+  }
+  h = (size_t *)realloc(h, n + 2 * sizeof(size_t));
+  if (h == NULL) return NULL;
+  a->live += (long)n - (long)old;
+  if (a->live > a->peak) a->peak = a->live;
+  h[0] = n;
+  return h + 2;
+}
+
+static int c_first_msg(world *w, void *arg) {
+  (void)arg;
+  return w->clients[0].msgs >= 1;
+}
+
+static void test_deflate_bomb_on_loop(void) {
+  /* A compressed message that inflates to 64 MiB (64 KB on the wire) is
+   * stopped with 1009 at max_message (1 MiB), the server's heap stays
+   * within a few MiB, and it goes on serving another client, whose own
+   * compressed messages echo. */
+  world w;
+  ws_loop_config cfg;
+  bytes_alloc a = {0, 0};
+  unsigned char *zeros = (unsigned char *)calloc(1, 64u << 20), *comp, *fr;
+  size_t clen, flen, got, i;
+  unsigned char hdr[WS_FRAME_HEADER_MAX], rx[4096];
+  static const uint8_t key[4] = {9, 8, 7, 6};
+  ws_client_opts o;
+  char url[64], req[512];
+  z_stream zs;
+  int fd, n, one = 1, closes = 1;
+  ws_conn *b = NULL;
+  ws_loop_config_init(&cfg);
+  cfg.server.deflate.enable = 1;
+  cfg.server.max_message = 1u << 20;
+  cfg.server.realloc = bytes_realloc;
+  cfg.server.alloc_ctx = &a;
+  world_init_cfg(&w, &cfg);
+  w.server.echo = 1;
+  /* The bomb, compressed by the test's zlib. */
+  comp = (unsigned char *)malloc(1u << 20);
+  memset(&zs, 0, sizeof zs);
+  deflateInit2(&zs, 9, Z_DEFLATED, -15, 9, Z_DEFAULT_STRATEGY);
+  zs.next_in = zeros;
+  zs.avail_in = 64u << 20;
+  zs.next_out = comp;
+  zs.avail_out = 1u << 20;
+  deflate(&zs, Z_SYNC_FLUSH);
+  clen = (1u << 20) - zs.avail_out - 4;
+  deflateEnd(&zs);
+  CHECK(clen < 100000);
+  flen = ws_frame_write(hdr, 1, WS_OP_BINARY, clen, key);
+  hdr[0] |= 0x40;
+  fr = (unsigned char *)malloc(flen + clen);
+  memcpy(fr, hdr, flen);
+  memcpy(fr + flen, comp, clen);
+  ws_mask(fr + flen, clen, key, 0);
+  fd = raw_connect(w.port, NULL);
+  CHECK(fd >= 0);
+  n = snprintf(req, sizeof req,
+               "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+               "Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n");
+  CHECK(send(fd, req, (size_t)n, 0) == n);
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  /* The other client, with deflate too. */
+  memset(&o, 0, sizeof o);
+  o.deflate = 1;
+  snprintf(url, sizeof url, "ws://127.0.0.1:%u/", w.port);
+  CHECK_INT(ws_loop_connect(&w.loop, url, &o, &w.clients[0], &b), WS_OK);
+  {
+    int two = 2;
+    CHECK(run_until(&w, c_opened, &one, 5000));
+    CHECK(run_until(&w, c_server_opened, &two, 5000));
+  }
+  CHECK_INT(ws_conn_deflate(b), 1);
+  /* The bomb goes in pieces while the loop runs. */
+  for (i = 0; i < flen + clen;) {
+    ssize_t k = send(fd, fr + i, flen + clen - i, MSG_DONTWAIT);
+    if (k > 0) i += (size_t)k;
+    ws_loop_run_once(&w.loop, 1);
+    if (w.server.closes) break;
+  }
+  CHECK(run_until(&w, c_server_closes, &closes, 5000));
+  CHECK_INT(w.server.close_code, 1009);
+  got = raw_drain(fd, rx, sizeof rx);
+  {
+    /* After the 101, a close frame with 1009. */
+    size_t h = 0;
+    while (h + 4 <= got && memcmp(rx + h, "\r\n\r\n", 4) != 0) h++;
+    CHECK(h + 8 <= got && rx[h + 4] == 0x88 && rx[h + 6] == 0x03 && rx[h + 7] == 0xF1);
+  }
+  CHECK(a.peak < 4 * 1024 * 1024);
+  printf("# a 64 MiB deflate bomb in %lu bytes: 1009 at 1 MiB, server heap peak %ld bytes\n",
+         (unsigned long)clen, a.peak);
+  /* The server goes on: the other client's message echoes, compressed
+   * both ways. */
+  memset(zeros, 'x', 5000);
+  CHECK_INT(ws_send(b, WS_OP_TEXT, zeros, 5000), WS_OK);
+  CHECK(run_until(&w, c_first_msg, NULL, 5000));
+  CHECK_INT(w.clients[0].bytes, 5000);
+  close(fd);
+  ws_loop_free(&w.loop);
+  CHECK_INT(a.live, 0);
+  free(fr);
+  free(comp);
+  free(zeros);
+}
 #endif
 
 typedef struct post_ctx {
@@ -2290,6 +2406,7 @@ int main(void) {
   RUN(test_broadcast);
 #if WS_ENABLE_ZLIB
   RUN(test_broadcast_deflate);
+  RUN(test_deflate_bomb_on_loop);
 #endif
   RUN(test_post_from_thread);
   RUN(test_posts_run_at_free);
