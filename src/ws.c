@@ -114,6 +114,11 @@
 #if WS_ENABLE_ZLIB
 #include <zlib.h>
 #endif
+/* Bytes of stack a streamed compressed message (cfg.stream) is inflated
+ * into, piece by piece: the largest piece on_message gets from one. */
+#ifndef WS_INFLATE_CHUNK
+#define WS_INFLATE_CHUNK 4096
+#endif
 
 #if WS_MAX_HEADERS > 255 || WS_MAX_HEADERS < 8
 #error "WS_MAX_HEADERS must be 8..255"
@@ -2732,12 +2737,6 @@ WS__INLINE int ws__payload(ws_conn *c, unsigned char *d, size_t n,
     return ws__frame_fail(c, WS_EUTF8);
   return WS_OK;
 }
-
-/* Bytes of stack a streamed compressed message is inflated into, piece by
- * piece. */
-#ifndef WS_INFLATE_CHUNK
-#define WS_INFLATE_CHUNK 4096
-#endif
 
 /* A piece of a compressed message's payload, in[0..n) (unmasked), at the
  * end of a frame when `last`, at the end of the message when `done` (then

@@ -91,6 +91,11 @@
 #if WS_ENABLE_ZLIB
 #include <zlib.h>
 #endif
+/* Bytes of stack a streamed compressed message (cfg.stream) is inflated
+ * into, piece by piece: the largest piece on_message gets from one. */
+#ifndef WS_INFLATE_CHUNK
+#define WS_INFLATE_CHUNK 4096
+#endif
 
 #if WS_MAX_HEADERS > 255 || WS_MAX_HEADERS < 8
 #error "WS_MAX_HEADERS must be 8..255"

@@ -795,12 +795,6 @@ WS__INLINE int ws__payload(ws_conn *c, unsigned char *d, size_t n,
   return WS_OK;
 }
 
-/* Bytes of stack a streamed compressed message is inflated into, piece by
- * piece. */
-#ifndef WS_INFLATE_CHUNK
-#define WS_INFLATE_CHUNK 4096
-#endif
-
 /* A piece of a compressed message's payload, in[0..n) (unmasked), at the
  * end of a frame when `last`, at the end of the message when `done` (then
  * the tail 00 00 ff ff the sender removed follows it). Inflated bytes count
