@@ -16,6 +16,11 @@
  * this process, and ws's framing; the first row sends uncompressed for the
  * baseline). The second line is zlib's defaults (window 15, memLevel 8,
  * context takeover), the reference for the ratio.
+ * A second table puts the same settings on the event loop: a server loop
+ * and a client loop (one thread, turns in alternation) over loopback,
+ * 400 clients each sending one chat message and getting its echo, then
+ * idle. It prints the server loop's heap per idle connection: the
+ * ws_loop_conn, and whatever zlib state the setting keeps.
  * Uses the public API only; deterministic (a fixed PRNG).
  */
 #define _POSIX_C_SOURCE 200809L
@@ -143,6 +148,94 @@ static void pump(end *s, end *c) {
   }
 }
 
+/* The loop table ----------------------------------------------------- */
+
+#define LOOP_CONNS 400
+
+static unsigned long g_echoed, g_opened;
+
+static int echo_msg(ws_conn *c, int op, const void *d, size_t n, int fin,
+                    void *user) {
+  (void)fin, (void)user;
+  ws_send(c, op, d, n);
+  return 0;
+}
+
+static int client_msg(ws_conn *c, int op, const void *d, size_t n, int fin,
+                      void *user) {
+  (void)c, (void)op, (void)d, (void)n, (void)fin, (void)user;
+  g_echoed++;
+  return 0;
+}
+
+static void client_open(ws_conn *c, const char *p, size_t n, void *user) {
+  char buf[512];
+  size_t len = chat(buf, sizeof buf, g_opened++);
+  (void)p, (void)n, (void)user;
+  ws_send(c, WS_OP_TEXT, buf, len);
+}
+
+/* Heap of the server loop per idle connection for one setting (bits 0:
+ * no deflate), or -1. */
+static long loop_idle(int bits, int nct) {
+  ws_loop srv, cli;
+  ws_loop_config sc, cc;
+  ws_loop_callbacks sb, cb;
+  counter mem = {0, 0};
+  unsigned port = 0;
+  long base;
+  char url[64];
+  int i;
+  ws_client_opts o;
+  ws_loop_config_init(&sc);
+  ws_loop_config_init(&cc);
+  sc.server.realloc = count_realloc;
+  sc.server.alloc_ctx = &mem;
+  sc.server.ping_interval_ms = 0;
+  sc.idle_timeout_ms = 0;
+  sc.server.deflate.enable = bits != 0;
+  sc.server.deflate.no_context_takeover = nct;
+  sc.server.deflate.peer_no_context_takeover = nct;
+  if (bits) {
+    sc.server.deflate.window_bits = (uint8_t)bits;
+    sc.server.deflate.peer_window_bits = (uint8_t)bits;
+  }
+  sc.server.deflate.threshold = 0;
+  cc.client.deflate.threshold = 0;
+  cc.client.ping_interval_ms = 0;
+  memset(&sb, 0, sizeof sb);
+  memset(&cb, 0, sizeof cb);
+  sb.conn.on_message = echo_msg;
+  cb.conn.on_open = client_open;
+  cb.conn.on_message = client_msg;
+  if (ws_loop_init(&srv, &sc, &sb, NULL) != WS_OK ||
+      ws_loop_init(&cli, &cc, &cb, NULL) != WS_OK ||
+      ws_loop_listen(&srv, "127.0.0.1", 0, &port) != WS_OK)
+    return -1;
+  /* What the loop holds by itself (its receive buffer, tables) first. */
+  for (i = 0; i < 5; i++) ws_loop_run_once(&srv, 0);
+  base = mem.live_bytes;
+  g_echoed = g_opened = 0;
+  memset(&o, 0, sizeof o);
+  o.deflate = bits != 0;
+  snprintf(url, sizeof url, "ws://127.0.0.1:%u/", port);
+  for (i = 0; i < LOOP_CONNS; i++)
+    if (ws_loop_connect(&cli, url, &o, NULL, NULL) != WS_OK) return -1;
+  for (i = 0; i < 200000 && g_echoed < LOOP_CONNS; i++) {
+    ws_loop_run_once(&srv, 0);
+    ws_loop_run_once(&cli, 0);
+  }
+  for (i = 0; i < 50; i++) { /* quiet: every buffer given back */
+    ws_loop_run_once(&srv, 0);
+    ws_loop_run_once(&cli, 0);
+  }
+  if (g_echoed < LOOP_CONNS) return -1;
+  base = (mem.live_bytes - base) / LOOP_CONNS;
+  ws_loop_free(&cli);
+  ws_loop_free(&srv);
+  return base;
+}
+
 typedef struct setting {
   const char *name;
   int nct, bits, mem;
@@ -233,6 +326,24 @@ int main(int argc, char **argv) {
     ws_conn_free(&c.c);
     free(s2c.d);
     free(c2s.d);
+  }
+  {
+    static const struct { const char *name; int bits, nct; } ls[] = {
+        {"no deflate", 0, 0},
+        {"deflate, context takeover, 13 bits (defaults)", 13, 0},
+        {"deflate, context takeover, 15 bits, memLevel 3", 15, 0},
+        {"deflate, no context takeover either way", 13, 1},
+    };
+    printf("\n| on the loop, %d idle connections | server heap per connection |\n", LOOP_CONNS);
+    printf("| --- | --- |\n");
+    for (k = 0; k < sizeof ls / sizeof *ls; k++) {
+      long per = loop_idle(ls[k].bits, ls[k].nct);
+      if (per < 0) {
+        printf("deflate_mem: the loop run failed for %s\n", ls[k].name);
+        return 1;
+      }
+      printf("| %s | %ld B |\n", ls[k].name, per);
+    }
   }
   return 0;
 }
