@@ -3791,6 +3791,12 @@ static void pmd_on_small(ws_config *cfg) {
   cfg->max_message = 1u << 20;
 }
 
+static void pmd_on_unlimited(ws_config *cfg) {
+  pmd_on(cfg);
+  cfg->max_frame = UINT64_MAX;
+  cfg->max_message = UINT64_MAX;
+}
+
 static void pmd_on_stream(ws_config *cfg) {
   pmd_on(cfg);
   cfg->stream = 1;
@@ -3832,6 +3838,7 @@ static void test_deflate_frames(void) {
            fnv("", 0), fnv(big, 5000));
   script("deflate", &in, expect, 1000, 0, pmd_on);
   script("deflate stream", &in, expect, 1000, 0, pmd_on_stream);
+  script("deflate, no limits", &in, expect, 1000, 0, pmd_on_unlimited);
   deflateEnd(&zs);
   /* RSV1 where it may not be: a continuation, a control frame, a
    * connection without the extension; RSV2 always. */

@@ -833,10 +833,12 @@ static int ws__inflate(ws_conn *c, int op, const unsigned char *in, size_t n,
         if (z->mcap - z->mlen < 512) {
           /* Grow, doubling, to at most one byte past max_message (the
            * byte that tells the limit was passed). */
+          uint64_t lim = p->cfg->max_message < (uint64_t)SIZE_MAX
+                             ? p->cfg->max_message + 1
+                             : (uint64_t)SIZE_MAX;
           size_t want = z->mcap ? z->mcap * 2 : 1024;
           unsigned char *m;
-          if (want > p->cfg->max_message + 1)
-            want = (size_t)WS__MIN(p->cfg->max_message + 1, (uint64_t)SIZE_MAX);
+          if (want < z->mcap || want > lim) want = (size_t)lim;
           if (want > z->mcap) {
             if ((m = (unsigned char *)ws__realloc(p, z->m, want)) == NULL)
               return ws__frame_fail(c, WS_ENOMEM);
@@ -846,6 +848,7 @@ static int ws__inflate(ws_conn *c, int op, const unsigned char *in, size_t n,
         }
         out = z->m + z->mlen;
         cap = z->mcap - z->mlen;
+        if (cap == 0) return ws__frame_fail(c, WS_ETOOBIG); /* no more room */
       }
       if (cap > allow) cap = (size_t)allow + 1;
       rc = ws__zs_run(z->rx, src, left, &used, out, cap, &made, 0);
