@@ -21,6 +21,10 @@ endif
 ifneq ($(wildcard /usr/include/wslay/wslay.h),)
 BENCH_TOOLS += $(BENCH_DIR)/wslay_server
 endif
+# permessage-deflate's costs per setting (run.sh adds them to the report).
+ifeq ($(WS_ZLIB),1)
+BENCH_TOOLS += $(BENCH_DIR)/deflate_mem
+endif
 # The floor: an echo server with no library (epoll, or io_uring with --uring).
 ifeq ($(shell uname -s),Linux)
 BENCH_TOOLS += $(BENCH_DIR)/floor_server
