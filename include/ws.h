@@ -525,8 +525,9 @@ typedef struct ws_callbacks {
  * more (the server config's) once for every subscriber whose compressor
  * keeps no context, with the smallest window among them
  * (ws_deflate_encode()); subscribers with context takeover compress it
- * with their own compressor (ws_send()), the others get it plain. Received compressed
- * messages may be fragmented, and may alternate with uncompressed ones.
+ * with their own compressor (ws_send()), the others get it plain.
+ * Received compressed messages may be fragmented, and may alternate with
+ * uncompressed ones.
  * Inflated bytes count against max_frame (per frame) and max_message
  * while they are inflated, piece by piece: a message that inflates past
  * either fails with 1009 at that point, before the rest is inflated (a
@@ -823,7 +824,8 @@ int ws_send_fragment(ws_conn *c, int op, const void *data, size_t len,
  * copied. RSV bits are refused, but for RSV1 on a data frame from
  * ws_deflate_encode() to a connection whose ws_conn_deflate_fresh() is not
  * 0 (and at least the window bits the frame was made with: the caller's
- * duty, which the connection cannot check). Text payloads are not re-checked for UTF-8: check once before.
+ * duty, which the connection cannot check). Text payloads are not
+ * re-checked for UTF-8: check once before.
  *   WS_OK, WS_EINVAL (not such a frame, or a client connection), WS_EFULL,
  *   WS_ETOOBIG (len over max_queued or the fixed out buffer: as
  *   ws_send()), WS_ESTATE (not open, or a fragmented send is open),

@@ -1594,7 +1594,8 @@ static int ws__deflate_buf(ws__zs *z, const ws_config *cfg,
   unsigned char *b, *nb;
   int rc;
   *buf = NULL;
-  if (cap < len || (b = (unsigned char *)ws__cfg_realloc(cfg, NULL, cap)) == NULL)
+  if (cap < len ||
+      (b = (unsigned char *)ws__cfg_realloc(cfg, NULL, cap)) == NULL)
     return WS_ENOMEM;
   for (;;) {
     rc = ws__zs_run(z, in, len, &used, b + off + n, cap - off - n, &made, 1);
@@ -1613,7 +1614,8 @@ static int ws__deflate_buf(ws__zs *z, const ws_config *cfg,
   if (rc == WS_OK && n == 0) {
     b[off] = 0;
     n = 1;
-  } else if (rc == WS_OK && n >= 4 && memcmp(b + off + n - 4, "\0\0\xff\xff", 4) == 0) {
+  } else if (rc == WS_OK && n >= 4 &&
+             memcmp(b + off + n - 4, "\0\0\xff\xff", 4) == 0) {
     n -= 4;
   } else if (rc == WS_OK) {
     rc = WS_EIO;
@@ -2816,7 +2818,8 @@ static int ws__inflate(ws_conn *c, int op, const unsigned char *in, size_t n,
   }
   if (last) z->fout = 0;
   if (!done) return WS_OK;
-  if (op == WS_OP_TEXT && ws_utf8_check(&p->in->utf8, tail, 0, 1, NULL) != WS_OK)
+  if (op == WS_OP_TEXT &&
+      ws_utf8_check(&p->in->utf8, tail, 0, 1, NULL) != WS_OK)
     return ws__frame_fail(c, WS_EUTF8);
   rc = ws__call_message(c, op, p->cfg->stream || !z->m ? chunk : z->m,
                         p->cfg->stream ? 0 : z->mlen, 1);
@@ -3583,7 +3586,8 @@ int ws_client_start(ws_conn *c, const ws_client_opts *o) {
   rc = ws__random(c, nonce, 16);
   if (rc != WS_OK || WS__CLOSED(p)) /* freed from the callback */
     return ws__done(c, rc != WS_OK ? rc : WS_ECLOSED);
-  if ((rc = ws__out_room(p, 256 + plen + (o->deflate ? 32 + WS__PMD_TEXT_MAX : 0) +
+  if ((rc = ws__out_room(p, 256 + plen +
+                                (o->deflate ? 32 + WS__PMD_TEXT_MAX : 0) +
                                 strlen(o->host ? o->host : "") +
                                 strlen(o->path ? o->path : "") +
                                 strlen(o->origin ? o->origin : ""))) != WS_OK)

@@ -174,7 +174,8 @@ static int ws__deflate_buf(ws__zs *z, const ws_config *cfg,
   unsigned char *b, *nb;
   int rc;
   *buf = NULL;
-  if (cap < len || (b = (unsigned char *)ws__cfg_realloc(cfg, NULL, cap)) == NULL)
+  if (cap < len ||
+      (b = (unsigned char *)ws__cfg_realloc(cfg, NULL, cap)) == NULL)
     return WS_ENOMEM;
   for (;;) {
     rc = ws__zs_run(z, in, len, &used, b + off + n, cap - off - n, &made, 1);
@@ -193,7 +194,8 @@ static int ws__deflate_buf(ws__zs *z, const ws_config *cfg,
   if (rc == WS_OK && n == 0) {
     b[off] = 0;
     n = 1;
-  } else if (rc == WS_OK && n >= 4 && memcmp(b + off + n - 4, "\0\0\xff\xff", 4) == 0) {
+  } else if (rc == WS_OK && n >= 4 &&
+             memcmp(b + off + n - 4, "\0\0\xff\xff", 4) == 0) {
     n -= 4;
   } else if (rc == WS_OK) {
     rc = WS_EIO;
