@@ -52,17 +52,22 @@ bench-smoke: bench-tools
 bench-tls: $(BUILD)/echo_server $(BENCH_DIR)/tlsbench $(BENCH_DIR)/loadgen
 	@bash tests/bench/tls_run.sh $(BENCH_TLS_ARGS)
 
-# permessage-deflate's costs per setting: needs a build with zlib.
-bench-deflate: $(BENCH_DIR)/deflate_mem
+# permessage-deflate's costs per setting, then compressed echo against
+# Node's ws (tests/bench/deflate_run.sh): needs a build with zlib.
+bench-deflate: $(BENCH_DIR)/deflate_mem $(BENCH_DIR)/loadgen $(BUILD)/echo_server
 	@$(BENCH_DIR)/deflate_mem
+	@echo
+	@bash tests/bench/deflate_run.sh $(BUILD)
 
 $(BENCH_DIR)/deflate_mem: tests/bench/deflate_mem.c $(BUILD)/libws.a $(CONFIG_STAMP) $(BENCH_STAMP)
 	@mkdir -p $(BENCH_DIR)
 	$(CC) $(BENCH_CFLAGS) $(CPPFLAGS) tests/bench/deflate_mem.c $(BUILD)/libws.a -o $@ $(LDLIBS)
 
-$(BENCH_DIR)/loadgen: tests/bench/loadgen.c tests/bench/bench_common.h $(BENCH_STAMP)
+# loadgen is libc only; with zlib it also speaks permessage-deflate (--deflate).
+LOADGEN_ZLIB = $(if $(filter 1,$(WS_ZLIB)),-DLOADGEN_ZLIB -lz)
+$(BENCH_DIR)/loadgen: tests/bench/loadgen.c tests/bench/bench_common.h $(BENCH_STAMP) $(CONFIG_STAMP)
 	@mkdir -p $(BENCH_DIR)
-	$(CC) $(BENCH_CFLAGS) tests/bench/loadgen.c -o $@
+	$(CC) $(BENCH_CFLAGS) tests/bench/loadgen.c -o $@ $(LOADGEN_ZLIB)
 
 $(BENCH_DIR)/micro: tests/bench/micro.c tests/bench/bench_common.h $(BUILD)/libws.a $(CONFIG_STAMP) $(BENCH_STAMP)
 	@mkdir -p $(BENCH_DIR)
