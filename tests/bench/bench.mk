@@ -54,7 +54,7 @@ bench-tls: $(BUILD)/echo_server $(BENCH_DIR)/tlsbench $(BENCH_DIR)/loadgen
 
 # permessage-deflate's costs per setting, then compressed echo against
 # Node's ws (tests/bench/deflate_run.sh): needs a build with zlib.
-bench-deflate: $(BENCH_DIR)/deflate_mem $(BENCH_DIR)/loadgen $(BUILD)/echo_server
+bench-deflate: $(BENCH_DIR)/deflate_mem $(BENCH_DIR)/loadgen $(BUILD)/echo_server $(BENCH_DIR)/ws_bcast_server
 	@$(BENCH_DIR)/deflate_mem
 	@echo
 	@bash tests/bench/deflate_run.sh $(BUILD)

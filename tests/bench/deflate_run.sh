@@ -12,8 +12,10 @@
 # (tests/bench/install.sh). The load generator (build/bench/loadgen
 # --deflate) offers permessage-deflate as a browser does, compresses every
 # message with context takeover and checks every echo after inflating it;
-# its messages are slices of 1 MiB of JSON chat. 16 connections, one
-# message in flight each, 200-byte and 4 KiB messages. The server is pinned
+# its messages are slices of 1 MiB of JSON chat. Echo: 16 connections, one
+# message in flight each, 200-byte and 4 KiB messages. Broadcast: SUBS
+# (200) subscribers and one publisher, the same sizes; ws without context
+# takeover (one compression per publish) and with it (one per subscriber). The server is pinned
 # to CPU 0 and the load generator to CPU 1 when taskset exists. Every
 # process started here is killed by PID on exit; each run is bounded.
 set -u
@@ -66,4 +68,44 @@ if [ -d "$here/node_modules/ws" ]; then
     node "$here/node_server.js" 0 echo --deflate
 else
   echo "| Node ws | - | not installed (tests/bench/install.sh) | | |"
+fi
+
+# Broadcast: SUBS subscribers and one publisher; every message goes to all.
+SUBS=${SUBS:-200}
+brun() {
+  name=$1; shift
+  out=$(mktemp)
+  $PIN_S "$@" >"$out" 2>&1 &
+  pid=$!
+  pids="$pids $pid"
+  i=0
+  while [ $i -lt 50 ] && ! grep -q '127.0.0.1:[0-9]' "$out"; do sleep 0.1; i=$((i + 1)); done
+  port=$(sed -n 's/.*127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$out" | head -n 1)
+  if [ -z "$port" ]; then echo "| $name | - | did not start | | |"; kill "$pid" 2>/dev/null; return; fi
+  for size in 200 4096; do
+    r=$(timeout $((SECS + 90)) $PIN_L "$LG" broadcast -p "$port" -n "$SUBS" -s "$size" -d "$SECS" -w 1 \
+          --deflate --pid "$pid" 2>/dev/null | grep '^RESULT')
+    get() { printf '%s\n' "$r" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
+    if [ -z "$r" ] || [ "$(get errors)" != 0 ]; then
+      echo "| $name | $size | FAILED | | |"
+    else
+      cpu=$(get server_cpu) del=$(get deliveries_per_s)
+      echo "| $name | $size | $del | $(awk -v d="$del" -v c="$cpu" 'BEGIN { printf "%.0f", (c > 0 ? d / c : 0) }') | $(get wire_in_per_delivery) |"
+    fi
+  done
+  kill "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null
+  rm -f "$out"
+}
+echo
+echo "| broadcast server, $SUBS subscribers | message bytes | deliveries/s | deliveries per server CPU-second | bytes on the wire per delivery |"
+echo "| --- | --- | --- | --- | --- |"
+if [ -x "$B/bench/ws_bcast_server" ]; then
+  brun "ws, no context takeover (one compression per publish)" "$B/bench/ws_bcast_server" -p 0 --deflate
+  brun "ws, context takeover (one per subscriber)" "$B/bench/ws_bcast_server" -p 0 --deflate=context
+else
+  echo "| ws | - | build $B/bench/ws_bcast_server first | | |"
+fi
+if [ -d "$here/node_modules/ws" ]; then
+  brun "Node ws (perMessageDeflate, one per subscriber)" node "$here/node_server.js" 0 broadcast --deflate
 fi

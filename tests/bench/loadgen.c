@@ -16,14 +16,15 @@
  * its CPU time and memory), --timeout SECS (hard bound; default D + 60).
  * -t sends text of printable ASCII, -u text of mostly 2- to 4-byte UTF-8
  * characters (SIZE a multiple of 4), -b binary (the default).
- * --deflate (echo; a build with -DLOADGEN_ZLIB, linked with -lz) offers
+ * --deflate (echo and broadcast; a build with -DLOADGEN_ZLIB, -lz) offers
  * permessage-deflate as a browser does ("permessage-deflate;
  * client_max_window_bits"), requires it agreed, compresses every message
  * it sends with context takeover (zlib's default level, the window the
  * server allows), inflates what comes back, and sends text made of JSON
  * chat messages (compressible, as real traffic is). The RESULT line then
- * adds wire_in_per_msg: bytes received per echoed message, headers
- * included.
+ * adds wire_in_per_msg (echo) or wire_in_per_delivery (broadcast): bytes
+ * received per message, headers included. In broadcast only the
+ * publisher compresses (subscribers only inflate).
  *
  * Output: human-readable lines on stderr and one machine-readable line on
  * stdout, "RESULT mode=... key=value ...". The server's CPU per second of the
@@ -76,7 +77,8 @@ typedef struct conn {
   int mop, frag;
   uint64_t t0;            /* handshake: cycle start */
   uint32_t rng;
-  int zon, mz;            /* --deflate: agreed; the message is compressed */
+  int zon, zdon, mz;      /* --deflate: agreed; compressor made; the message
+                             is compressed */
 #ifdef LOADGEN_ZLIB
   z_stream zd, zi;        /* our compressor, our decompressor */
 #endif
@@ -232,9 +234,9 @@ static void conn_close(conn *c) {
   if (c->st == ST_FREE) return;
 #ifdef LOADGEN_ZLIB
   if (c->zon) {
-    deflateEnd(&c->zd);
+    if (c->zdon) deflateEnd(&c->zd);
     inflateEnd(&c->zi);
-    c->zon = 0;
+    c->zon = c->zdon = 0;
   }
 #endif
   if (c->st == ST_OPEN) g_open--;
@@ -329,7 +331,7 @@ static void send_frame_b0(conn *c, int b0, const unsigned char *src, size_t len)
  * agreed, a data frame's payload is compressed first (RSV1). */
 static void send_frame(conn *c, int op, const unsigned char *src, size_t len) {
 #ifdef LOADGEN_ZLIB
-  if (c->zon && (op == 1 || op == 2) && src) {
+  if (c->zdon && (op == 1 || op == 2) && src) {
     size_t n = 0;
     zbuf_reserve(len + len / 8 + 64);
     c->zd.next_in = (Bytef *)(uintptr_t)src;
@@ -524,8 +526,10 @@ static int process(conn *c) {
       b = memmem(x, vl, "client_max_window_bits=", 23);
       if (b) bits = atoi(b + 23);
       if (bits < 9) bits = 9; /* zlib has no 8-bit raw window: 9 is the same stream format */
-      if (deflateInit2(&c->zd, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -bits, 8,
-                       Z_DEFAULT_STRATEGY) != Z_OK ||
+      /* Broadcast subscribers never send a message: no compressor. */
+      c->zdon = g_mode == M_ECHO || c->idx == g_n;
+      if ((c->zdon && deflateInit2(&c->zd, Z_DEFAULT_COMPRESSION, Z_DEFLATED,
+                                   -bits, 8, Z_DEFAULT_STRATEGY) != Z_OK) ||
           inflateInit2(&c->zi, -15) != Z_OK)
         die("zlib init");
       c->zon = 1;
@@ -980,12 +984,16 @@ static int mode_broadcast(void) {
   printf("RESULT mode=broadcast subs=%d size=%zu bcast_per_s=%.1f all_p50_us=%.1f "
          "all_p99_us=%.1f ns_per_recipient=%.1f mean_us=%.1f deliveries_per_s=%.0f "
          "server_cpu=%.3f cpu_ns_per_delivery=%.1f lg_cpu=%.3f errors=%d "
-         "server_usr=%.3f server_sys=%.3f\n",
+         "server_usr=%.3f server_sys=%.3f%s",
          g_n, g_size, (double)g_count / g_secs, pct(0.5) / 1e3, pct(0.99) / 1e3,
          pct(0.5) / g_n, g_count ? (double)g_bytes / deliveries / 1e3 : 0.0,
          deliveries / g_secs, (cpu1 - cpu0) / g_secs,
          deliveries > 0 ? (cpu1 - cpu0) * 1e9 / deliveries : 0.0,
-         (g_lg1 - g_lg0) / g_secs, g_errors, usr_rate(g_secs), sys_rate(g_secs));
+         (g_lg1 - g_lg0) / g_secs, g_errors, usr_rate(g_secs), sys_rate(g_secs),
+         g_deflate ? "" : "\n");
+  if (g_deflate)
+    printf(" deflate=1 wire_in_per_delivery=%.1f\n",
+           deliveries > 0 ? (double)g_wire / (deliveries + (double)g_count) : 0.0);
   return g_errors ? 1 : 0;
 }
 
@@ -1077,8 +1085,8 @@ int main(int argc, char **argv) {
     return 2;
   }
 #endif
-  if (g_deflate && g_mode != M_ECHO) {
-    fprintf(stderr, "loadgen: --deflate is for echo\n");
+  if (g_deflate && g_mode != M_ECHO && g_mode != M_BROADCAST) {
+    fprintf(stderr, "loadgen: --deflate is for echo and broadcast\n");
     return 2;
   }
   if (g_warm < 0) g_warm = g_secs / 4 < 1 ? g_secs / 4 : 1;
