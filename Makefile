@@ -25,7 +25,7 @@ ARM_CC  ?= arm-none-eabi-gcc
 # TLS rebuilds the library and everything built with it, and an unchanged
 # configuration rebuilds nothing (make -q says so).
 CONFIG_STAMP = $(BUILD)/config.stamp
-CONFIG_VARS  = CC AR CFLAGS WARN CPPFLAGS LDLIBS SAN WS_TLS
+CONFIG_VARS  = CC AR CFLAGS WARN CPPFLAGS LDLIBS SAN WS_TLS WS_ZLIB
 # $(call stamp_lines,VARS): one 'VAR=value' per variable, quoted for sh.
 stamp_lines = $(foreach v,$(1),'$(v)=$(subst ','\'',$($(v)))')
 # $(call stamp_force,FILE,VARS): FORCE when FILE is missing or holds other
@@ -81,13 +81,33 @@ else
 $(info Bridge redis: off (hiredis not found; apt-get install libhiredis-dev))
 endif
 
+# permessage-deflate over zlib: on when its header is installed (Debian:
+# apt-get install zlib1g-dev), or forced with WS_ZLIB=1 / WS_ZLIB=0. Off,
+# the library declines every offer (and the firmware builds never have it).
+ZLIB_H ?= /usr/include/zlib.h
+ifeq ($(WS_ZLIB),)
+WS_ZLIB := $(shell test -f $(ZLIB_H) && echo 1 || echo 0)
+else ifeq ($(WS_ZLIB),1)
+ifeq ($(wildcard $(ZLIB_H)),)
+$(error WS_ZLIB=1 but zlib is not installed ($(ZLIB_H)): apt-get install zlib1g-dev)
+endif
+endif
+ifeq ($(WS_ZLIB),1)
+ZLIB_CPPFLAGS = -DWS_ENABLE_ZLIB=1
+CPPFLAGS += $(ZLIB_CPPFLAGS)
+LDLIBS   += -lz
+$(info deflate: on (zlib; permessage-deflate))
+else
+$(info deflate: off (make WS_ZLIB=0, or zlib not found: apt-get install zlib1g-dev))
+endif
+
 .PHONY: all test test-plain test-asan test-valgrind test-conformance check \
         check-api check-configs check-layers check-amalgamation amalgamate \
         size install clean run FORCE
 
 # The parts of src/ws.c, in layer order; each uses only those before it.
 WS_PARTS = $(addprefix src/ws/,config.h private.h util.c sha1_base64_utf8.c \
-             codec.c handshake.c conn.c tls.c loop.c loop_epoll.c \
+             codec.c handshake.c deflate.c conn.c tls.c loop.c loop_epoll.c \
              loop_kqueue.c loop_poll.c)
 
 all: $(BUILD)/libws.a $(BUILD)/libws.so $(EXAMPLES:%=$(BUILD)/%)
@@ -242,7 +262,7 @@ check-layers: | $(BUILD)
 # Warning-free with gcc and clang in several configurations, and ws.h as C++.
 check-configs: | $(BUILD)
 	@set -e; for cc in gcc clang; do \
-	  for defs in "" "-DWS_NO_MALLOC" "-DWS_NO_LOOP" "-DWS_NO_OS -DWS_NO_MALLOC" "-DWS_NO_CLIENT" "-DWS_NO_SERVER" "-O2" "-O0 -DNDEBUG"; do \
+	  for defs in "" "-DWS_NO_MALLOC" "-DWS_NO_LOOP" "-DWS_NO_OS -DWS_NO_MALLOC" "-DWS_NO_CLIENT" "-DWS_NO_SERVER" "-O2" "-O0 -DNDEBUG" $(if $(filter 1,$(WS_ZLIB)),"-DWS_ENABLE_ZLIB=1" "-DWS_ENABLE_ZLIB=1 -DWS_NO_SERVER" "-DWS_ENABLE_ZLIB=1 -DWS_NO_CLIENT" "-DWS_ENABLE_ZLIB=1 -DWS_NO_MALLOC"); do \
 	    echo "  $$cc $$defs"; \
 	    $$cc -std=c99 -Wall -Wextra -Wpedantic -Werror -Wshadow -Wconversion -Wno-sign-conversion $$defs -Iinclude -c src/ws.c -o $(BUILD)/cfg.o; \
 	  done; \

@@ -1,7 +1,7 @@
 /*
  * echo_server.c - a WebSocket echo server on the ws event loop.
  *
- *   build/echo_server [-p PORT] [--cert FILE --key FILE] [-v]
+ *   build/echo_server [-p PORT] [--cert FILE --key FILE] [--deflate] [-v]
  *
  * Listens on 127.0.0.1:PORT (default 9001; -p 0 picks a free port and the
  * start line says which) and sends every text and binary message back
@@ -10,7 +10,9 @@
  * every connection with 1001 and exit 0 once they are done.
  * examples/core_echo_server.c is the same server over a hand-written
  * poll() loop, using only the core. With --cert and --key (PEM) it serves
- * wss:// instead (needs a build with TLS: mbedTLS).
+ * wss:// instead (needs a build with TLS: mbedTLS). With --deflate it
+ * accepts permessage-deflate offers (needs a build with zlib), with the
+ * library's default settings (ws.h, "Compression").
  */
 #define _POSIX_C_SOURCE 200809L
 #include "ws.h"
@@ -53,7 +55,7 @@ int main(int argc, char **argv) {
   unsigned port = 9001, bound = 0;
   const char *cert = NULL, *key = NULL;
   ws_tls_config *tls = NULL;
-  int i, rc;
+  int i, rc, deflate = 0;
   struct sigaction sa;
   for (i = 1; i < argc; i++) {
     if ((strcmp(argv[i], "-p") == 0 || strcmp(argv[i], "--port") == 0) &&
@@ -69,10 +71,12 @@ int main(int argc, char **argv) {
       cert = argv[++i];
     } else if (strcmp(argv[i], "--key") == 0 && i + 1 < argc) {
       key = argv[++i];
+    } else if (strcmp(argv[i], "--deflate") == 0) {
+      deflate = 1;
     } else if (strcmp(argv[i], "-v") == 0) {
       g_verbose = 1;
     } else {
-      fprintf(stderr, "usage: echo_server [-p PORT] [--cert FILE --key FILE] [-v]\n");
+      fprintf(stderr, "usage: echo_server [-p PORT] [--cert FILE --key FILE] [--deflate] [-v]\n");
       return 2;
     }
   }
@@ -83,6 +87,11 @@ int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
 
   ws_loop_config_init(&cfg);
+  if (deflate && !ws_deflate_available()) {
+    fprintf(stderr, "echo_server: --deflate: this build has no zlib\n");
+    return 2;
+  }
+  cfg.server.deflate.enable = deflate;
   memset(&cb, 0, sizeof cb);
   cb.conn.on_message = on_message;
   cb.conn.on_close = on_close;

@@ -9,7 +9,9 @@
  *     --linger MS        after stdin ends, wait for MS of quiet before closing
  *                        (default 500)
  *     --timeout SECONDS  give up connecting after SECONDS (default 10)
- *     -v                 report open, pings, pongs and the close on stderr
+ *     --deflate          offer permessage-deflate (a build with zlib)
+ *     -v                 report open (and whether deflate was agreed), pings,
+ *                        pongs and the close on stderr
  *
  * Every stdin line (without its newline) becomes one message; every message
  * received is written to stdout (text followed by a newline, binary as is).
@@ -93,11 +95,12 @@ static void *read_stdin(void *arg) {
 
 static void on_open(ws_conn *c, const char *proto, size_t n, void *user) {
   pthread_t th;
-  (void)c, (void)user;
+  (void)user;
   g_opened = 1;
   if (g_verbose)
-    fprintf(stderr, "wsc: connected%s%.*s\n", n ? ", subprotocol " : "",
-            (int)n, proto ? proto : "");
+    fprintf(stderr, "wsc: connected%s%.*s%s\n", n ? ", subprotocol " : "",
+            (int)n, proto ? proto : "",
+            ws_conn_deflate(c) ? ", permessage-deflate" : "");
   if (pthread_create(&th, NULL, read_stdin, NULL) == 0) pthread_detach(th);
 }
 
@@ -142,7 +145,7 @@ static void on_close(ws_conn *c, int code, const char *reason, size_t len,
 
 static int usage(const char *argv0) {
   fprintf(stderr,
-          "usage: %s [--binary] [--subprotocol P]... [--origin O] [--ping S]\n"
+          "usage: %s [--binary] [--subprotocol P]... [--origin O] [--ping S] [--deflate]\n"
           "          [--linger MS] [--timeout S] [--cafile FILE | --insecure] [-v]\n"
           "          ws[s]://host:port/path\n",
           argv0);
@@ -156,7 +159,7 @@ int main(int argc, char **argv) {
   const char *url = NULL, *origin = NULL;
   unsigned ping = 0, timeout = 10;
   const char *cafile = NULL;
-  int i, rc, insecure = 0;
+  int i, rc, insecure = 0, deflate = 0;
   ws_tls_config *tls = NULL;
   for (i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -181,6 +184,8 @@ int main(int argc, char **argv) {
       cafile = argv[++i];
     } else if (strcmp(a, "--insecure") == 0) {
       insecure = 1;
+    } else if (strcmp(a, "--deflate") == 0) {
+      deflate = 1;
     } else if (a[0] == '-' || url) {
       return usage(argv[0]);
     } else {
@@ -218,6 +223,11 @@ int main(int argc, char **argv) {
   memset(&o, 0, sizeof o);
   o.origin = origin;
   o.protocols = g_protocols[0] ? g_protocols : NULL;
+  if (deflate && !ws_deflate_available()) {
+    fprintf(stderr, "wsc: --deflate: this build has no zlib\n");
+    return 2;
+  }
+  o.deflate = deflate;
   rc = ws_loop_connect(&g_loop, url, &o, NULL, &g_conn);
   if (rc != WS_OK) {
     fprintf(stderr, "wsc: %s: %s\n", url,

@@ -18,6 +18,12 @@
 # Each target is one translation unit: fuzz/fuzz_<x>.c does #include "../src/ws.c".
 
 FUZZ_TARGETS  = fuzz_request fuzz_response fuzz_frame fuzz_utf8 fuzz_close fuzz_conn
+# permessage-deflate's target needs zlib (WS_ZLIB, from the Makefile).
+ifeq ($(WS_ZLIB),1)
+FUZZ_TARGETS += fuzz_deflate
+endif
+# Per-target flags and libraries.
+FUZZ_LIBS_fuzz_deflate = -DWS_ENABLE_ZLIB=1 -lz
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_RSS_MB  ?= 2048
@@ -42,6 +48,7 @@ FUZZ_MAXLEN_fuzz_frame    = 512
 FUZZ_MAXLEN_fuzz_utf8     = 1024
 FUZZ_MAXLEN_fuzz_close    = 256
 FUZZ_MAXLEN_fuzz_conn     = 8192
+FUZZ_MAXLEN_fuzz_deflate  = 4096
 
 .PHONY: fuzz fuzz-build fuzz-smoke fuzz-replay fuzz-afl fuzz-afl-run fuzz-seeds
 
@@ -56,7 +63,7 @@ fuzz-build: $(FUZZ_TARGETS:%=$(FUZZ_DIR)/%)
 
 $(FUZZ_DIR)/fuzz_%: fuzz/fuzz_%.c $(FUZZ_DEPS) $(FUZZ_STAMP)
 	@mkdir -p $(FUZZ_DIR)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) $< -o $@
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $< -o $@ $(FUZZ_LIBS_fuzz_$*)
 
 # fuzz_run,<target>,<seconds>: fresh corpus copy, run, fail on a finding.
 define fuzz_run
@@ -83,7 +90,7 @@ fuzz-smoke: fuzz-build
 # Replay: every regression and seed, under plain gcc with ASan/UBSan.
 $(FUZZ_DIR)/replay/fuzz_%: fuzz/fuzz_%.c fuzz/driver_main.c $(FUZZ_DEPS) $(FUZZ_STAMP)
 	@mkdir -p $(FUZZ_DIR)/replay
-	$(REPLAY_CC) $(REPLAY_CFLAGS) $< fuzz/driver_main.c -o $@
+	$(REPLAY_CC) $(REPLAY_CFLAGS) $< fuzz/driver_main.c -o $@ $(FUZZ_LIBS_fuzz_$*)
 
 fuzz-replay: $(FUZZ_TARGETS:%=$(FUZZ_DIR)/replay/%)
 	@set -e; for t in $(FUZZ_TARGETS); do \
@@ -99,7 +106,7 @@ fuzz-afl:
 	mkdir -p $(FUZZ_DIR)/afl && set -e && for t in $(FUZZ_TARGETS); do \
 	  echo "  AFL $$t"; \
 	  AFL_USE_ASAN=1 AFL_USE_UBSAN=1 AFL_QUIET=1 $(AFL_CC) -g -O1 $(FUZZ_WARN) -Iinclude \
-	    fuzz/$$t.c fuzz/driver_main.c -o $(FUZZ_DIR)/afl/$$t; \
+	    fuzz/$$t.c fuzz/driver_main.c -o $(FUZZ_DIR)/afl/$$t $$( [ $$t = fuzz_deflate ] && echo "$(FUZZ_LIBS_fuzz_deflate)"); \
 	done
 
 fuzz-afl-run: fuzz-afl

@@ -228,6 +228,66 @@ def conn_seeds():
 
 
 # Reproducers of library bugs, replayed by `make fuzz-replay`.
+def deflate_seeds():
+    """fuzz_deflate: [mode][L][extension value][b0][len][payload]..."""
+    import zlib
+
+    def seed(mode, ext, frames=b""):
+        return bytes([mode, len(ext)]) + ext + frames
+
+    def fr(b0, payload):
+        return bytes([b0, len(payload)]) + payload
+
+    def raw_deflate(data):
+        c = zlib.compressobj(6, zlib.DEFLATED, -15)
+        out = c.compress(data) + c.flush(zlib.Z_SYNC_FLUSH)
+        return out[:-4]
+
+    text = b'{"type":"msg","room":"lobby","text":"hello hello hello"}'
+    out = {}
+    offers = {
+        "offer_plain": b"permessage-deflate",
+        "offer_bare_cmwb": b"permessage-deflate; client_max_window_bits",
+        "offer_all": b"permessage-deflate; server_no_context_takeover; client_no_context_takeover; "
+                     b"server_max_window_bits=10; client_max_window_bits=12",
+        "offer_quoted": b'permessage-deflate; client_max_window_bits="9"',
+        "offer_two": b"permessage-deflate; x=1, permessage-deflate; server_max_window_bits=8",
+        "offer_dup": b"permessage-deflate; server_no_context_takeover; server_no_context_takeover",
+        "offer_other": b"x-webkit-deflate-frame, foo; a=\"b\\\"c\"",
+    }
+    for name, ext in offers.items():
+        out["server_" + name] = seed(0x70, ext)
+    # Compressed frames from zlib (raw), a fragmented message, a plain one
+    # between, RSV1 on a continuation and on a ping, a corrupt stream.
+    good = fr(0xC1, raw_deflate(text))
+    out["server_frames"] = seed(0x70, offers["offer_plain"], good + fr(0x81, b"plain") + good)
+    comp = raw_deflate(text * 3)
+    out["server_fragmented"] = seed(0x72, offers["offer_plain"],
+                                    fr(0x41, comp[:10]) + fr(0x89, b"p") + fr(0x00, comp[10:20]) + fr(0x80, comp[20:]))
+    out["server_rsv1_cont"] = seed(0x70, offers["offer_plain"], fr(0x41, comp[:10]) + fr(0xC0, comp[10:]))
+    out["server_rsv1_ping"] = seed(0x70, offers["offer_plain"], fr(0xC9, b"x"))
+    out["server_corrupt"] = seed(0x70, offers["offer_plain"], fr(0xC2, b"\xff\xff\xff"))
+    out["server_harness_compressed"] = seed(0xF0 | 0x0C, offers["offer_all"],
+                                            fr(0xC1, text) + fr(0xC2, b"\x00" * 200) + fr(0xC1, text))
+    out["server_bomb"] = seed(0x70, offers["offer_plain"], fr(0xC2, raw_deflate(b"\x00" * 60000)[:250]))
+    out["server_pieces"] = seed(0x72, offers["offer_plain"], fr(0x2F, good + good))
+    responses = {
+        "resp_plain": b"permessage-deflate",
+        "resp_bits": b"permessage-deflate; server_max_window_bits=9; client_max_window_bits=10",
+        "resp_nct": b"permessage-deflate; server_no_context_takeover; client_no_context_takeover",
+        "resp_bad_param": b"permessage-deflate; foo",
+        "resp_two": b"permessage-deflate, permessage-deflate",
+        "resp_bare_cmwb": b"permessage-deflate; client_max_window_bits",
+        "resp_other": b"x-other",
+    }
+    for name, ext in responses.items():
+        out["client_" + name] = seed(0x71, ext)
+    out["client_frames"] = seed(0x71, responses["resp_plain"],
+                                fr(0xC1, raw_deflate(text)) + fr(0x81, b"plain"))
+    out["client_none"] = seed(0x71, b"", fr(0x81, b"plain"))
+    return out
+
+
 def regressions():
     return {
         # max_queued < 139: ws_conn_want_read() is 0 with nothing queued, so
@@ -274,6 +334,8 @@ def main():
             write("fuzz_response", name, bytes([len(protos), 0x20]) + protos + data)
     for name, data in conn_seeds().items():
         write("fuzz_conn", name, data)
+    for name, data in deflate_seeds().items():
+        write("fuzz_deflate", name, data)
     d = os.path.join(HERE, "regressions", "fuzz_conn")
     os.makedirs(d, exist_ok=True)
     for name, data in regressions().items():

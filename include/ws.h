@@ -101,14 +101,15 @@ const char *ws_version(void);
   X(ETIMEDOUT, -14, "timed out")                                          \
   X(ERANDOM, -15, "random source failed or missing")                      \
   X(ENOSPC, -16, "output buffer too small")                               \
-  X(EAPP, -17, "application callback returned an error")                \
-  X(ERESOLVE, -18, "host name not resolved")
+  X(EAPP, -17, "application callback returned an error")                 \
+  X(EDATA, -18, "invalid compressed data")                               \
+  X(ERESOLVE, -19, "host name not resolved")
 
 enum ws_err {
 #define WS__ERR_ENUM(name, val, text) WS_##name = (val),
   WS_ERRNO_MAP(WS__ERR_ENUM)
 #undef WS__ERR_ENUM
-  WS__ERR_LAST = -19
+  WS__ERR_LAST = -20
 };
 
 /* A static, human-readable description of an error code (never NULL). */
@@ -310,6 +311,10 @@ typedef struct ws_client_opts {
   const char *protocols;   /* offered subprotocols, "a, b"; NULL: none */
   const ws_header *headers;  /* extra headers (NULL when num_headers is 0) */
   size_t num_headers;
+  /* 1: offer permessage-deflate (ws_conn only: ws_client_request_write()
+   * ignores it), with the parameters of the connection's cfg.deflate
+   * ("Compression" below); 0 (default): no offer. */
+  int deflate;
 } ws_client_opts;
 
 /*
@@ -333,7 +338,9 @@ typedef struct ws_response {
  * Parses and checks the server's response to a request sent with `nonce`
  * and offering `protocols` (the same comma list as ws_client_opts.protocols,
  * or NULL). Checks status 101, Upgrade and Connection tokens, the
- * Sec-WebSocket-Accept value, that no extension was chosen, and that a chosen
+ * Sec-WebSocket-Accept value, that no extension was chosen (a request
+ * written by ws_client_request_write() offers none; a ws_conn that offered
+ * permessage-deflate checks the server's choice itself), and that a chosen
  * subprotocol was offered.
  *   WS_OK         valid; *consumed is the head length
  *   WS_EAGAIN     incomplete
@@ -467,6 +474,107 @@ typedef struct ws_callbacks {
                 void *user);
 } ws_callbacks;
 
+/*
+ * Compression: permessage-deflate (RFC 7692), in builds with
+ * WS_ENABLE_ZLIB (link -lz; the Makefile turns it on when zlib's header is
+ * installed, make WS_ZLIB=0 turns it off). ws_deflate_available() says
+ * whether this build has it; without it no offer is made or accepted and
+ * these settings are ignored. docs/deflate.md has the memory per setting.
+ *
+ * Negotiation. A server with `enable` set takes the first acceptable
+ * permessage-deflate offer of the request, in order; an offer with an
+ * unknown, malformed or repeated parameter is declined (the next one is
+ * tried; none accepted: no compression). A client offers when
+ * ws_client_opts.deflate is 1: one offer with client_max_window_bits
+ * (bare when window_bits is 15), and the other three parameters as set
+ * below. A response that names another extension, more than one, a bad
+ * or repeated parameter, or parameters the offer does not allow fails the
+ * connection with 1010 (on_open is not called; on_close gets 1010, and
+ * ws_conn_error() WS_EHANDSHAKE). No compression is negotiated on a
+ * connection with fixed buffers (ws_conn_set_buffers(): zlib allocates),
+ * nor without an allocator (WS_NO_MALLOC and no cfg.realloc).
+ *
+ * The fields speak of "our" compressor (what this side sends) and the
+ * peer's (what it receives), whatever the role:
+ * - no_context_takeover: 1: our compressor starts afresh for each message
+ *   (server_no_context_takeover from a server, client_no_context_takeover
+ *   from a client). It then exists only while a message is compressed.
+ *   The peer may also ask for it; then it holds as if set.
+ * - peer_no_context_takeover: 1: ask the peer to start afresh for each
+ *   message (the other parameter). Then our decompressor exists only
+ *   while a message arrives. A server may impose it; a client asks, and
+ *   fails with 1010 when the server does not agree.
+ * - window_bits (9..15): our compressor's LZ77 window, 2^bits bytes; the
+ *   peer may ask for a smaller one. When 8 is agreed (zlib's raw deflate
+ *   has no 8-bit window), this side sends every message uncompressed,
+ *   which the extension allows.
+ * - peer_window_bits (8..15): the largest window the peer is asked to
+ *   use (server: client_max_window_bits in the response, when the offer
+ *   allows it; client: server_max_window_bits in the offer, 15: not
+ *   sent, the client's default, as a server that ignores the request
+ *   leaves the client no choice but 1010). Our decompressor's window
+ *   follows what is agreed (at least 9).
+ * - mem_level (1..9): zlib's memLevel for our compressor: its hash
+ *   table takes 2^(mem_level + 9) bytes, besides 2^(window_bits + 2).
+ * - threshold: messages shorter than this go out uncompressed.
+ *
+ * Frames. A compressed message has RSV1 on its first frame; control frames
+ * are never compressed. ws_send() compresses a message of threshold bytes
+ * or more (the whole message, then splits it by frame_size); fragments
+ * sent with ws_send_fragment() go uncompressed. ws_loop_publish() (and a
+ * group publish, on each loop) compresses a message of threshold bytes or
+ * more (the server config's) once for every subscriber whose compressor
+ * keeps no context, with the smallest window among them
+ * (ws_deflate_encode()); subscribers with context takeover compress it
+ * with their own compressor (ws_send()), the others get it plain.
+ * Received compressed messages may be fragmented, and may alternate with
+ * uncompressed ones.
+ * Inflated bytes count against max_frame (per frame) and max_message
+ * while they are inflated, piece by piece: a message that inflates past
+ * either fails with 1009 at that point, before the rest is inflated (a
+ * "bomb" costs at most the limit). A corrupt stream fails with 1007
+ * (WS_EDATA); RSV1 on a control or continuation frame, or without the
+ * extension, with 1002. With cfg.stream, inflated pieces are delivered as
+ * they come. A final DEFLATE block (BFINAL) inside a message ends what is
+ * inflated of it (the rest of its payload is ignored) and starts our
+ * decompressor afresh, so with context takeover a later message that
+ * refers back past it fails with 1007 (zlib with a sync flush, as every
+ * common peer uses, never sends one).
+ * Memory: zlib's allocations go through cfg.realloc. A failed one while
+ * receiving fails the connection with 1011 (WS_ENOMEM); while sending,
+ * ws_send() returns WS_ENOMEM and the connection goes on.
+ */
+typedef struct ws_deflate_config {
+  int enable;                   /* server: accept offers (default 0) */
+  int no_context_takeover;      /* default 0 */
+  int peer_no_context_takeover; /* default 0 */
+  uint8_t window_bits;          /* default WS_DEFLATE_WINDOW_BITS */
+  uint8_t peer_window_bits;     /* default WS_DEFLATE_PEER_WINDOW_BITS
+                                   (server), 15 (client) */
+  uint8_t mem_level;            /* default WS_DEFLATE_MEM_LEVEL */
+  size_t threshold;             /* default WS_DEFLATE_THRESHOLD */
+} ws_deflate_config;
+
+/* The defaults, chosen by measurement on JSON chat messages (docs/deflate.md):
+ * a 13-bit window and memLevel 3 keep 92% of zlib's default compression
+ * ratio at 58 KB per connection with context takeover, where zlib's
+ * defaults (15 bits, memLevel 8) take 308 KB. */
+#ifndef WS_DEFLATE_WINDOW_BITS
+#define WS_DEFLATE_WINDOW_BITS 13
+#endif
+#ifndef WS_DEFLATE_PEER_WINDOW_BITS
+#define WS_DEFLATE_PEER_WINDOW_BITS 13
+#endif
+#ifndef WS_DEFLATE_MEM_LEVEL
+#define WS_DEFLATE_MEM_LEVEL 3
+#endif
+#ifndef WS_DEFLATE_THRESHOLD
+#define WS_DEFLATE_THRESHOLD 64
+#endif
+
+/* 1 if this build has permessage-deflate (WS_ENABLE_ZLIB), else 0. */
+int ws_deflate_available(void);
+
 typedef struct ws_config {
   int role;                     /* WS_SERVER or WS_CLIENT */
   size_t max_handshake;         /* request/response head bytes (8 KiB) */
@@ -489,10 +597,30 @@ typedef struct ws_config {
    * buffers). */
   void *(*realloc)(void *ptr, size_t size, void *ctx);
   void *alloc_ctx;
+  ws_deflate_config deflate;    /* permessage-deflate: off by default */
 } ws_config;
 
 /* Fills *cfg with safe defaults for the role. */
 void ws_config_init(ws_config *cfg, int role);
+
+/*
+ * Compresses a whole message afresh (no context) into one complete,
+ * unmasked frame with RSV1: the way to compress a broadcast once for every
+ * connection whose ws_conn_deflate_fresh() is window_bits or more, and
+ * queue the same bytes to each with ws_send_encoded() (ws_loop_publish()
+ * does). The frame comes from cfg's allocator (cfg.realloc, or libc), with
+ * zlib's memLevel from cfg->deflate.mem_level; release it with
+ * ws_deflate_free() and the same cfg. Text is not checked for UTF-8.
+ *   WS_OK      *frame and *frame_len
+ *   WS_EINVAL  NULL argument, op not TEXT or BINARY, window_bits outside
+ *              9..15, or no zlib in this build (or no allocator)
+ *   WS_ENOMEM
+ */
+int ws_deflate_encode(const ws_config *cfg, int op, const void *data,
+                      size_t len, int window_bits, void **frame,
+                      size_t *frame_len);
+/* Releases a frame from ws_deflate_encode() (NULL is fine). */
+void ws_deflate_free(const ws_config *cfg, void *frame);
 
 /* The connection object. Its size is public so it can live anywhere; its
  * fields are private. */
@@ -509,9 +637,10 @@ struct ws__conn_priv {
   uint64_t t;                      /* the running timer (the state says which) */
   struct ws__ibuf *in;
   struct ws__obuf *out;
+  void *z;                         /* compression streams while they live */
   uint32_t utf8_out, flags;
   int err;
-  uint16_t close_code;
+  uint16_t close_code, pmd;        /* pmd: what deflate agreed, or offered */
   uint8_t state, role, close_len, send_op, depth;
   uint16_t http_status;            /* client: the upgrade reply's status */
 };
@@ -645,6 +774,16 @@ int ws_conn_http_status(const ws_conn *c);
 /* The user pointer given to ws_conn_init(). */
 void *ws_conn_user(const ws_conn *c);
 
+/* 1 if permessage-deflate was agreed on this connection, else 0. */
+int ws_conn_deflate(const ws_conn *c);
+
+/* The window bits (9..15) this side may compress with when deflate was
+ * agreed and its compressor keeps no context (each message compressed
+ * afresh): then a frame from ws_deflate_encode() with that many window bits
+ * or fewer may be sent to it with ws_send_encoded(). 0 otherwise (no
+ * deflate, context takeover, or an 8-bit window). */
+int ws_conn_deflate_fresh(const ws_conn *c);
+
 /* Replaces the user pointer passed to callbacks. */
 void ws_conn_set_user(ws_conn *c, void *user);
 
@@ -689,7 +828,11 @@ int ws_send_fragment(ws_conn *c, int op, const void *data, size_t len,
  * from ws_frame_write() followed by its payload): the way to encode a
  * broadcast once and queue the same bytes to many connections. Only whole
  * text/binary messages (fin set) and ping/pong frames; the bytes are
- * copied. Text payloads are not re-checked for UTF-8: check once before.
+ * copied. RSV bits are refused, but for RSV1 on a data frame from
+ * ws_deflate_encode() to a connection whose ws_conn_deflate_fresh() is not
+ * 0 (and at least the window bits the frame was made with: the caller's
+ * duty, which the connection cannot check). Text payloads are not
+ * re-checked for UTF-8: check once before.
  *   WS_OK, WS_EINVAL (not such a frame, or a client connection), WS_EFULL,
  *   WS_ETOOBIG (len over max_queued or the fixed out buffer: as
  *   ws_send()), WS_ESTATE (not open, or a fragmented send is open),
@@ -1411,7 +1554,9 @@ unsigned ws_watch_events(const ws_watch *w);
 /*
  * Topics: a server connection subscribes to any number of named topics;
  * publishing encodes the message once and queues the same bytes to every
- * subscriber. A connection's subscriptions end with it.
+ * subscriber (with permessage-deflate: compressed once for those without
+ * context takeover, see "Compression"). A connection's subscriptions end
+ * with it.
  *   subscribe:   WS_OK (also when already subscribed), WS_EINVAL, WS_ENOMEM
  *   unsubscribe: WS_OK, WS_EINVAL (not subscribed)
  *   publish:     WS_OK (*sent, may be NULL, is how many connections took

@@ -10,12 +10,13 @@
  *   sha1_base64_utf8.c  part 2: SHA-1 (FIPS 180-4), Base64 (RFC 4648), the incremental UTF-8 check (RFC 3629).
  *   codec.c             part 3, layer 0: error names, frame headers, masking, close payloads. Pure functions.
  *   handshake.c         part 4, layer 0: the accept key and the HTTP upgrade, parsed and written for both roles.
- *   conn.c              part 5, layer 1: ws_conn, one connection's state machine over the caller's callbacks.
- *   tls.c               part 6: TLS over mbedTLS (WS_ENABLE_MBEDTLS), or stubs that refuse politely.
- *   loop.c              part 7, layer 2: the event loop: sockets, timers, topics, posts from other threads.
- *   loop_epoll.c        part 8: the loop's epoll backend (Linux).
- *   loop_kqueue.c       part 8: the loop's kqueue backend (the BSDs and macOS).
- *   loop_poll.c         part 8: the loop's poll() backend, for any POSIX system (-DWS_LOOP_POLL).
+ *   deflate.c           part 5, layer 0: permessage-deflate (RFC 7692): the codec interface, its zlib backend (WS_ENABLE_ZLIB), the negotiation.
+ *   conn.c              part 6, layer 1: ws_conn, one connection's state machine over the caller's callbacks.
+ *   tls.c               part 7: TLS over mbedTLS (WS_ENABLE_MBEDTLS), or stubs that refuse politely.
+ *   loop.c              part 8, layer 2: the event loop: sockets, timers, topics, posts from other threads.
+ *   loop_epoll.c        part 9: the loop's epoll backend (Linux).
+ *   loop_kqueue.c       part 9: the loop's kqueue backend (the BSDs and macOS).
+ *   loop_poll.c         part 9: the loop's poll() backend, for any POSIX system (-DWS_LOOP_POLL).
  */
 
 /* === src/ws/config.h ======================================================= */
@@ -102,6 +103,21 @@
  * -lmbedx509 -lmbedcrypto). The Makefile sets it when mbedTLS is found. */
 #ifndef WS_ENABLE_MBEDTLS
 #define WS_ENABLE_MBEDTLS 0
+#endif
+
+/* permessage-deflate (deflate.c): 1 to build its zlib backend (link -lz).
+ * The Makefile sets it when zlib's header is found. Without it the library
+ * declines every offer and never offers. */
+#ifndef WS_ENABLE_ZLIB
+#define WS_ENABLE_ZLIB 0
+#endif
+#if WS_ENABLE_ZLIB
+#include <zlib.h>
+#endif
+/* Bytes of stack a streamed compressed message (cfg.stream) is inflated
+ * into, piece by piece: the largest piece on_message gets from one. */
+#ifndef WS_INFLATE_CHUNK
+#define WS_INFLATE_CHUNK 4096
 #endif
 
 #if WS_MAX_HEADERS > 255 || WS_MAX_HEADERS < 8
@@ -1322,11 +1338,13 @@ int ws_client_request_write(void *out, size_t cap, const ws_client_opts *o,
   return WS_OK;
 }
 
-/* see ws.h */
-int ws_response_parse(const void *buf, size_t len, const uint8_t nonce[16],
-                      const char *protocols, size_t protocols_len,
-                      ws_response *resp, ws_header *headers,
-                      size_t max_headers, size_t *consumed) {
+/* ws_response_parse(); with ext_ok, the extensions chosen are left to the
+ * caller (a connection that offered one checks them). */
+static int ws__response_parse(const void *buf, size_t len,
+                              const uint8_t nonce[16], const char *protocols,
+                              size_t protocols_len, ws_response *resp,
+                              ws_header *headers, size_t max_headers,
+                              size_t *consumed, int ext_ok) {
   const char *p = (const char *)buf, *eol;
   const ws_header *h;
   size_t head, i;
@@ -1367,8 +1385,8 @@ int ws_response_parse(const void *buf, size_t len, const uint8_t nonce[16],
       h->value_len != WS_ACCEPT_LEN ||
       memcmp(h->value, accept, WS_ACCEPT_LEN) != 0)
     return WS_EHANDSHAKE;
-  /* We offer no extensions, so the server may not pick any. */
-  for (i = 0; i < resp->num_headers; i++)
+  /* Without an offer, the server may not pick any extension. */
+  for (i = 0; i < resp->num_headers && !ext_ok; i++)
     if (ws__ieq(headers[i].name, headers[i].name_len,
                 "sec-websocket-extensions") &&
         headers[i].value_len > 0)
@@ -1388,12 +1406,546 @@ int ws_response_parse(const void *buf, size_t len, const uint8_t nonce[16],
   }
   return WS_OK;
 }
+
+/* see ws.h */
+int ws_response_parse(const void *buf, size_t len, const uint8_t nonce[16],
+                      const char *protocols, size_t protocols_len,
+                      ws_response *resp, ws_header *headers,
+                      size_t max_headers, size_t *consumed) {
+  return ws__response_parse(buf, len, nonce, protocols, protocols_len, resp,
+                            headers, max_headers, consumed, 0);
+}
 #endif /* WS_NO_CLIENT */
+
+/* === src/ws/deflate.c ======================================================= */
+
+/* deflate.c - part 5, layer 0: permessage-deflate (RFC 7692): the codec interface, its zlib backend (WS_ENABLE_ZLIB), the negotiation.
+ * Uses parts 0-4. The connection (conn.c) drives the streams and the negotiation from here. */
+
+/* see ws.h */
+int ws_deflate_available(void) { return WS_ENABLE_ZLIB ? 1 : 0; }
+
+/* The codec interface: a raw DEFLATE stream (no zlib header) with a window
+ * of 2^bits bytes, compressing or decompressing; made by ws__zs_new(), run
+ * by ws__zs_run(), started afresh by ws__zs_reset(), ended by
+ * ws__zs_free(). Its memory comes from the config's allocator. One
+ * backend is compiled in: zlib's, or none (ws__zs_new() then fails and the
+ * negotiation never agrees). */
+typedef struct ws__zs {
+#if WS_ENABLE_ZLIB
+  z_stream s;
+#endif
+  const ws_config *cfg;
+  int inflate;
+} ws__zs;
+
+/* ws__zs_run(): a final DEFLATE block ended the stream (inflate). */
+#define WS__ZS_END 1
+
+static void *ws__cfg_realloc(const ws_config *cfg, void *ptr, size_t n) {
+  if (cfg->realloc) return cfg->realloc(ptr, n, cfg->alloc_ctx);
+#ifndef WS_NO_MALLOC
+  if (n == 0) {
+    free(ptr);
+    return NULL;
+  }
+  return realloc(ptr, n);
+#else
+  (void)ptr;
+  return NULL;
+#endif
+}
+
+/* Whether a connection with this config may use compression: a backend,
+ * and an allocator for it. */
+static int ws__zs_usable(const ws_config *cfg) {
+#ifdef WS_NO_MALLOC
+  if (cfg->realloc == NULL) return 0;
+#endif
+  (void)cfg;
+  return WS_ENABLE_ZLIB;
+}
+
+#if WS_ENABLE_ZLIB
+static voidpf ws__zalloc(voidpf opaque, uInt items, uInt size) {
+  size_t n = (size_t)items * size;
+  if (size && n / size != items) return Z_NULL;
+  return ws__cfg_realloc((const ws_config *)opaque, NULL, n ? n : 1);
+}
+
+static void ws__zfree(voidpf opaque, voidpf ptr) {
+  if (ptr) ws__cfg_realloc((const ws_config *)opaque, ptr, 0);
+}
+#endif
+
+/* A new stream, or NULL (no memory, no backend). */
+static ws__zs *ws__zs_new(const ws_config *cfg, int inflate, int bits,
+                          int mem_level) {
+#if WS_ENABLE_ZLIB
+  ws__zs *z = (ws__zs *)ws__cfg_realloc(cfg, NULL, sizeof *z);
+  int rc;
+  if (z == NULL) return NULL;
+  memset(z, 0, sizeof *z);
+  z->cfg = cfg;
+  z->inflate = inflate;
+  z->s.zalloc = ws__zalloc;
+  z->s.zfree = ws__zfree;
+  z->s.opaque = (voidpf)cfg;
+  if (inflate)
+    rc = inflateInit2(&z->s, -bits);
+  else
+    rc = deflateInit2(&z->s, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -bits,
+                      mem_level, Z_DEFAULT_STRATEGY);
+  if (rc != Z_OK) {
+    ws__cfg_realloc(cfg, z, 0);
+    return NULL;
+  }
+  return z;
+#else
+  (void)cfg, (void)inflate, (void)bits, (void)mem_level;
+  return NULL;
+#endif
+}
+
+static void ws__zs_free(ws__zs *z) {
+  if (z == NULL) return;
+#if WS_ENABLE_ZLIB
+  if (z->inflate)
+    inflateEnd(&z->s);
+  else
+    deflateEnd(&z->s);
+#endif
+  ws__cfg_realloc(z->cfg, z, 0);
+}
+
+static void ws__zs_reset(ws__zs *z) {
+#if WS_ENABLE_ZLIB
+  if (z->inflate)
+    inflateReset(&z->s);
+  else
+    deflateReset(&z->s);
+#else
+  (void)z;
+#endif
+}
+
+/* Runs the stream over in[0..n) into out[0..cap): *used bytes of input
+ * taken, *made bytes written. Compressing, sync (1) ends the output on a
+ * byte boundary with the empty stored block 00 00 ff ff once all input is
+ * taken. Returns WS_OK (stopped for want of input or of room: call again
+ * with more room while *made == cap), WS__ZS_END (inflate: the final block
+ * ended; the rest of the input is not taken), WS_EDATA (corrupt input) or
+ * WS_ENOMEM. */
+static int ws__zs_run(ws__zs *z, const unsigned char *in, size_t n,
+                      size_t *used, unsigned char *out, size_t cap,
+                      size_t *made, int sync) {
+#if WS_ENABLE_ZLIB
+  size_t in0 = n, cap0 = cap;
+  int rc = Z_OK;
+  /* zlib counts in uInt: go in steps it can hold. */
+  while (cap > 0) {
+    uInt ni = (uInt)WS__MIN(n, (size_t)1 << 30);
+    uInt no = (uInt)WS__MIN(cap, (size_t)1 << 30);
+    z->s.next_in = (Bytef *)(uintptr_t)in;
+    z->s.avail_in = ni;
+    z->s.next_out = out;
+    z->s.avail_out = no;
+    if (z->inflate)
+      rc = inflate(&z->s, Z_SYNC_FLUSH);
+    else
+      rc = deflate(&z->s, sync && ni == n ? Z_SYNC_FLUSH : Z_NO_FLUSH);
+    in += ni - z->s.avail_in;
+    n -= ni - z->s.avail_in;
+    out += no - z->s.avail_out;
+    cap -= no - z->s.avail_out;
+    if (rc == Z_BUF_ERROR) { /* no progress possible: not an error */
+      rc = Z_OK;
+      break;
+    }
+    /* Done when all input is taken and the output has room left (zlib
+     * then holds nothing more to write). */
+    if (rc != Z_OK || (n == 0 && z->s.avail_out > 0)) break;
+  }
+  *used = in0 - n;
+  *made = cap0 - cap;
+  if (rc == Z_STREAM_END) return WS__ZS_END;
+  if (rc == Z_MEM_ERROR) return WS_ENOMEM;
+  if (rc != Z_OK) return WS_EDATA;
+  return WS_OK;
+#else
+  (void)z, (void)in, (void)n, (void)out, (void)cap, (void)sync;
+  *used = *made = 0;
+  return WS_EDATA;
+#endif
+}
+
+/* Compresses in[0..len) as one whole message (sync flush) into a new buffer
+ * from cfg's allocator, at `off` bytes from its start (room for a frame
+ * header), without the 00 00 ff ff tail: *buf, and *clen payload bytes.
+ * Nothing new since the last flush (an empty message) gives the empty
+ * stored block less its tail, 00 (RFC 7692 7.2.3.6). WS_OK, WS_ENOMEM, or
+ * WS_EIO (zlib did not end as a sync flush does; never seen). */
+static int ws__deflate_buf(ws__zs *z, const ws_config *cfg,
+                           const unsigned char *in, size_t len, size_t off,
+                           unsigned char **buf, size_t *clen) {
+  /* Room for incompressible input (stored blocks add 5 bytes per block)
+   * and the flush; grown if ever short. */
+  size_t cap = off + len + (len >> 10) + 64, n = 0, used, made;
+  unsigned char *b, *nb;
+  int rc;
+  *buf = NULL;
+  if (cap < len ||
+      (b = (unsigned char *)ws__cfg_realloc(cfg, NULL, cap)) == NULL)
+    return WS_ENOMEM;
+  for (;;) {
+    rc = ws__zs_run(z, in, len, &used, b + off + n, cap - off - n, &made, 1);
+    in += used;
+    len -= used;
+    n += made;
+    if (rc != WS_OK || off + n < cap) break;
+    if (cap * 2 < cap ||
+        (nb = (unsigned char *)ws__cfg_realloc(cfg, b, cap * 2)) == NULL) {
+      rc = WS_ENOMEM;
+      break;
+    }
+    b = nb;
+    cap *= 2;
+  }
+  if (rc == WS_OK && n == 0) {
+    b[off] = 0;
+    n = 1;
+  } else if (rc == WS_OK && n >= 4 &&
+             memcmp(b + off + n - 4, "\0\0\xff\xff", 4) == 0) {
+    n -= 4;
+  } else if (rc == WS_OK) {
+    rc = WS_EIO;
+  }
+  if (rc != WS_OK) {
+    ws__cfg_realloc(cfg, b, 0);
+    return rc;
+  }
+  *buf = b;
+  *clen = n;
+  return WS_OK;
+}
+
+/* see ws.h */
+int ws_deflate_encode(const ws_config *cfg, int op, const void *data,
+                      size_t len, int window_bits, void **frame,
+                      size_t *frame_len) {
+  ws__zs *z;
+  unsigned char *b, hdr[WS_FRAME_HEADER_MAX];
+  size_t n, hl;
+  int rc, mem;
+  if (frame) *frame = NULL;
+  if (cfg == NULL || frame == NULL || frame_len == NULL ||
+      (op != WS_OP_TEXT && op != WS_OP_BINARY) || (data == NULL && len > 0) ||
+      window_bits < 9 || window_bits > 15 || !ws__zs_usable(cfg))
+    return WS_EINVAL;
+  mem = cfg->deflate.mem_level >= 1 && cfg->deflate.mem_level <= 9
+            ? cfg->deflate.mem_level
+            : 8;
+  if ((z = ws__zs_new(cfg, 0, window_bits, mem)) == NULL) return WS_ENOMEM;
+  rc = ws__deflate_buf(z, cfg, (const unsigned char *)data, len,
+                       WS_FRAME_HEADER_MAX, &b, &n);
+  ws__zs_free(z);
+  if (rc != WS_OK) return rc;
+  /* The header just before the payload, RSV1 set: one frame. */
+  hl = ws_frame_write(hdr, 1, op, n, NULL);
+  hdr[0] |= 0x40;
+  memcpy(b + WS_FRAME_HEADER_MAX - hl, hdr, hl);
+  memmove(b, b + WS_FRAME_HEADER_MAX - hl, hl + n);
+  *frame = b;
+  *frame_len = hl + n;
+  return WS_OK;
+}
+
+/* see ws.h */
+void ws_deflate_free(const ws_config *cfg, void *frame) {
+  if (cfg && frame) ws__cfg_realloc(cfg, frame, 0);
+}
+
+/* Negotiation ----------------------------------------------------------- */
+
+/* What a connection agreed (ws_conn.pmd), or, on a client until the
+ * response, what it offered. Windows are 4-bit fields. */
+enum {
+  WS__PMD_ON = 1u << 0,       /* agreed */
+  WS__PMD_TX_RESET = 1u << 1, /* our compressor keeps no context (offer:
+                                 we offered client_no_context_takeover) */
+  WS__PMD_RX_RESET = 1u << 2, /* the peer's keeps none (offer: we asked
+                                 for server_no_context_takeover) */
+  WS__PMD_OFFER = 1u << 3     /* client: an offer awaits the response */
+};
+#define WS__PMD_TX_BITS(m) (((m) >> 4) & 15u)  /* our window (offer: ours) */
+#define WS__PMD_RX_BITS(m) (((m) >> 8) & 15u)  /* the peer's (offer: asked,
+                                                  0: not asked) */
+#define WS__PMD_MAKE(flags, tx, rx) \
+  ((uint16_t)((flags) | ((unsigned)(tx) << 4) | ((unsigned)(rx) << 8)))
+
+/* One offer's or response's parameters: windows 0 when absent, 1 for a bare
+ * client_max_window_bits. */
+typedef struct ws__pmd_params {
+  uint8_t snct, cnct, smwb, cmwb;
+} ws__pmd_params;
+
+static const char *ws__ows(const char *p, const char *end) {
+  while (p < end && (*p == ' ' || *p == '\t')) p++;
+  return p;
+}
+
+static const char *ws__token_end(const char *p, const char *end) {
+  while (p < end && WS__TCHAR((unsigned char)*p)) p++;
+  return p;
+}
+
+/* Reads the next element of a Sec-WebSocket-Extensions list from *pos:
+ * 1 with its name and its parameters' span [*ps, *pe) (each "; name" with
+ * an optional "=token" or "=quoted-string"), 0 at the end, -1 when the
+ * syntax is broken (nothing after it can be trusted). */
+static int ws__ext_next(const char **pos, const char *end, const char **name,
+                        size_t *nlen, const char **ps, const char **pe) {
+  const char *p = *pos, *q;
+  while (p < end && (*p == ',' || *p == ' ' || *p == '\t')) p++;
+  if (p == end) return 0;
+  q = ws__token_end(p, end);
+  if (q == p) return -1;
+  *name = p;
+  *nlen = (size_t)(q - p);
+  p = *ps = q;
+  for (;;) {
+    p = ws__ows(p, end);
+    if (p == end || *p == ',') break;
+    if (*p != ';') return -1;
+    p = ws__ows(p + 1, end);
+    q = ws__token_end(p, end);
+    if (q == p) return -1;
+    p = ws__ows(q, end);
+    if (p < end && *p == '=') {
+      p = ws__ows(p + 1, end);
+      if (p < end && *p == '"') {
+        for (p++; p < end && *p != '"'; p++)
+          if (*p == '\\' && ++p == end) return -1;
+        if (p == end) return -1;
+        p++;
+      } else {
+        q = ws__token_end(p, end);
+        if (q == p) return -1;
+        p = q;
+      }
+    }
+  }
+  *pe = p;
+  *pos = p;
+  return 1;
+}
+
+/* A window size: "8".."15" (unquoted first), else 0. */
+static uint8_t ws__wbits(const char *v, size_t n) {
+  char d[3];
+  size_t i, k = 0;
+  if (n >= 2 && v[0] == '"' && v[n - 1] == '"') v++, n -= 2;
+  for (i = 0; i < n; i++) {
+    if (v[i] == '\\' && i + 1 < n) i++;
+    if (k == 2) return 0;
+    d[k++] = v[i];
+  }
+  if (k == 1 && d[0] >= '8' && d[0] <= '9') return (uint8_t)(d[0] - '0');
+  if (k == 2 && d[0] == '1' && d[1] >= '0' && d[1] <= '5')
+    return (uint8_t)(10 + d[1] - '0');
+  return 0;
+}
+
+/* The parameters of a permessage-deflate element, well-formed per
+ * ws__ext_next(): WS_OK, or WS_EINVAL for an unknown, repeated or
+ * ill-valued one. `response`: client_max_window_bits needs a value. */
+static int ws__pmd_parse(const char *p, const char *end, ws__pmd_params *o,
+                         int response) {
+  memset(o, 0, sizeof *o);
+  for (;;) {
+    const char *name, *v = NULL, *q;
+    size_t nl, vl = 0;
+    p = ws__ows(p, end);
+    if (p == end) return WS_OK;
+    p = ws__ows(p + 1, end); /* ';' */
+    name = p;
+    p = ws__token_end(p, end);
+    nl = (size_t)(p - name);
+    p = ws__ows(p, end);
+    if (p < end && *p == '=') {
+      p = v = ws__ows(p + 1, end);
+      if (*p == '"') {
+        for (p++; *p != '"'; p++)
+          if (*p == '\\') p++;
+        p++;
+      } else {
+        p = ws__token_end(p, end);
+      }
+      vl = (size_t)(p - v);
+    }
+    q = name;
+    if (nl == 26 && ws__ieq(q, nl, "server_no_context_takeover")) {
+      if (o->snct || v) return WS_EINVAL;
+      o->snct = 1;
+    } else if (nl == 26 && ws__ieq(q, nl, "client_no_context_takeover")) {
+      if (o->cnct || v) return WS_EINVAL;
+      o->cnct = 1;
+    } else if (nl == 22 && ws__ieq(q, nl, "server_max_window_bits")) {
+      if (o->smwb || !v || (o->smwb = ws__wbits(v, vl)) == 0)
+        return WS_EINVAL;
+    } else if (nl == 22 && ws__ieq(q, nl, "client_max_window_bits")) {
+      if (o->cmwb) return WS_EINVAL;
+      if (v == NULL) {
+        if (response) return WS_EINVAL;
+        o->cmwb = 1;
+      } else if ((o->cmwb = ws__wbits(v, vl)) == 0) {
+        return WS_EINVAL;
+      }
+    } else {
+      return WS_EINVAL;
+    }
+  }
+}
+
+static void ws__wr_bits(ws__wbuf *w, const char *name, unsigned bits) {
+  ws__wrs(w, "; ");
+  ws__wrs(w, name);
+  ws__wrs(w, bits >= 10 ? "=1" : "=");
+  ws__wr(w, &"0123456789"[bits % 10], 1);
+}
+
+/* The longest extension header value this side writes. */
+#define WS__PMD_TEXT_MAX 128
+
+#ifndef WS_NO_SERVER
+/* Server: the first acceptable permessage-deflate offer among the
+ * request's Sec-WebSocket-Extensions headers, taken in order, under the
+ * policy d. Returns the agreement (ws_conn.pmd; 0: none) and writes the
+ * response's header value into out (WS__PMD_TEXT_MAX bytes). */
+static uint16_t ws__pmd_accept(const ws_request *req,
+                               const ws_deflate_config *d, char *out,
+                               size_t *out_len) {
+  size_t i;
+  for (i = 0; i < req->num_headers; i++) {
+    const ws_header *h = &req->headers[i];
+    const char *pos = h->value, *end = h->value + h->value_len;
+    const char *name, *ps, *pe;
+    size_t nl;
+    int rc;
+    if (!ws__ieq(h->name, h->name_len, "sec-websocket-extensions")) continue;
+    while ((rc = ws__ext_next(&pos, end, &name, &nl, &ps, &pe)) == 1) {
+      ws__pmd_params o;
+      ws__wbuf w;
+      unsigned tx, rx, flags = WS__PMD_ON;
+      if (!ws__ieq(name, nl, "permessage-deflate") ||
+          ws__pmd_parse(ps, pe, &o, 0) != WS_OK)
+        continue; /* declined: the next offer */
+      /* Our window: the policy's, or smaller when asked. 8 is agreed
+       * (and then nothing is compressed: zlib has no 8-bit raw window). */
+      tx = d->window_bits >= 8 && d->window_bits <= 15 ? d->window_bits : 15;
+      if (o.smwb && o.smwb < tx) tx = o.smwb;
+      /* The client's: ask for the policy's when it allows us to. */
+      rx = 15;
+      if (o.cmwb) {
+        if (o.cmwb > 1) rx = o.cmwb;
+        if (d->peer_window_bits >= 8 && d->peer_window_bits < rx)
+          rx = d->peer_window_bits;
+      }
+      if (o.snct || d->no_context_takeover) flags |= WS__PMD_TX_RESET;
+      if (o.cnct || d->peer_no_context_takeover) flags |= WS__PMD_RX_RESET;
+      w.p = out, w.cap = WS__PMD_TEXT_MAX, w.len = 0, w.over = 0;
+      ws__wrs(&w, "permessage-deflate");
+      if (flags & WS__PMD_TX_RESET) ws__wrs(&w, "; server_no_context_takeover");
+      if (flags & WS__PMD_RX_RESET) ws__wrs(&w, "; client_no_context_takeover");
+      if (o.smwb || tx < 15) {
+        /* Unasked, a smaller window is news the client may use. */
+        ws__wr_bits(&w, "server_max_window_bits", tx);
+      }
+      if (o.cmwb && rx < 15) ws__wr_bits(&w, "client_max_window_bits", rx);
+      *out_len = w.len;
+      return WS__PMD_MAKE(flags, tx, rx);
+    }
+    if (rc < 0) continue; /* a broken header: its other offers are lost */
+  }
+  return 0;
+}
+#endif
+
+#ifndef WS_NO_CLIENT
+/* Client: the offer for the settings d (into out, WS__PMD_TEXT_MAX bytes),
+ * and what it offered (ws_conn.pmd until the response). */
+static uint16_t ws__pmd_offer(const ws_deflate_config *d, char *out,
+                              size_t *out_len) {
+  ws__wbuf w;
+  unsigned tx = d->window_bits >= 8 && d->window_bits <= 15 ? d->window_bits
+                                                              : 15;
+  unsigned rx = d->peer_window_bits >= 8 && d->peer_window_bits < 15
+                    ? d->peer_window_bits
+                    : 0;
+  unsigned flags = WS__PMD_OFFER;
+  w.p = out, w.cap = WS__PMD_TEXT_MAX, w.len = 0, w.over = 0;
+  ws__wrs(&w, "permessage-deflate");
+  if (d->peer_no_context_takeover) {
+    ws__wrs(&w, "; server_no_context_takeover");
+    flags |= WS__PMD_RX_RESET;
+  }
+  if (d->no_context_takeover) {
+    ws__wrs(&w, "; client_no_context_takeover");
+    flags |= WS__PMD_TX_RESET;
+  }
+  if (rx) ws__wr_bits(&w, "server_max_window_bits", rx);
+  if (tx < 15)
+    ws__wr_bits(&w, "client_max_window_bits", tx);
+  else
+    ws__wrs(&w, "; client_max_window_bits");
+  *out_len = w.len;
+  return WS__PMD_MAKE(flags, tx, rx);
+}
+
+/* Client: checks the response's extensions against the offer (ws_conn.pmd
+ * while connecting). WS_OK with *agreed (0: the server declined), or
+ * WS_EHANDSHAKE for a response the offer does not allow. */
+static int ws__pmd_check(const ws_response *resp, uint16_t offer,
+                         uint16_t *agreed) {
+  size_t i, count = 0;
+  ws__pmd_params r;
+  unsigned tx = WS__PMD_TX_BITS(offer), rx = WS__PMD_RX_BITS(offer);
+  unsigned flags = WS__PMD_ON;
+  *agreed = 0;
+  memset(&r, 0, sizeof r);
+  for (i = 0; i < resp->num_headers; i++) {
+    const ws_header *h = &resp->headers[i];
+    const char *pos = h->value, *end = h->value + h->value_len;
+    const char *name, *ps, *pe;
+    size_t nl;
+    int rc;
+    if (!ws__ieq(h->name, h->name_len, "sec-websocket-extensions")) continue;
+    while ((rc = ws__ext_next(&pos, end, &name, &nl, &ps, &pe)) == 1) {
+      if (++count > 1 || !ws__ieq(name, nl, "permessage-deflate") ||
+          ws__pmd_parse(ps, pe, &r, 1) != WS_OK)
+        return WS_EHANDSHAKE;
+    }
+    if (rc < 0) return WS_EHANDSHAKE;
+  }
+  if (count == 0) return WS_OK; /* declined */
+  /* What we asked for must be granted; what is granted must fit what we
+   * allowed. */
+  if (((offer & WS__PMD_RX_RESET) && !r.snct) || (rx && !r.smwb) ||
+      (rx && r.smwb > rx) || (r.cmwb && r.cmwb > tx))
+    return WS_EHANDSHAKE;
+  if (r.cmwb) tx = r.cmwb;
+  rx = r.smwb ? r.smwb : 15;
+  if (r.snct) flags |= WS__PMD_RX_RESET;
+  if (r.cnct || (offer & WS__PMD_TX_RESET)) flags |= WS__PMD_TX_RESET;
+  *agreed = WS__PMD_MAKE(flags, tx, rx);
+  return WS_OK;
+}
+#endif
 
 /* === src/ws/conn.c ======================================================= */
 
-/* conn.c - part 5, layer 1: ws_conn, one connection's state machine over the caller's callbacks.
- * Uses parts 0-4: buffers, output queue, input, timers, the closing handshake. */
+/* conn.c - part 6, layer 1: ws_conn, one connection's state machine over the caller's callbacks.
+ * Uses parts 0-5: buffers, output queue, input, timers, the closing handshake. */
 
 /* Bytes an input buffer keeps free beyond a whole message: room for the
  * next frame header and a control frame that may interleave. */
@@ -1451,6 +2003,7 @@ struct ws__ibuf {
   uint8_t op;          /* the frame's opcode (WS__OP_CONT_FRAME; 0: none) */
   uint8_t fin, msg_op; /* the frame's FIN; the message's opcode (0: none) */
   uint8_t off;         /* mask key position */
+  uint8_t zmsg;        /* the message is compressed (RSV1 on its first frame) */
   unsigned char d[];
 };
 struct ws__obuf {
@@ -1473,6 +2026,21 @@ typedef char ws__buffer_overhead_ok[sizeof(struct ws__ibuf) + 7 <=
  * where the search for the end of the HTTP head resumes (0 once open). */
 #define WS__HEAD_SCAN(b) ((b)->frame_left)
 
+/* Compression state (ws_conn.z), allocated while something of it lives: a
+ * compressor or decompressor kept for context takeover, or a message
+ * being inflated. An idle connection without context takeover holds none. */
+struct ws__zconn {
+  ws__zs *tx, *rx;        /* our compressor, our decompressor (NULL: none) */
+  unsigned char *m;       /* the inflated message so far (not streaming) */
+  size_t mlen, mcap;
+  uint64_t fout, mout;    /* inflated bytes of the frame, of the message */
+  int ended;              /* the message's final DEFLATE block came */
+};
+
+/* What deflate agreed; a constant 0 in builds without it, so that its
+ * paths compile out (firmware). */
+#define WS__PMD(p) (WS_ENABLE_ZLIB ? (unsigned)(p)->pmd : 0u)
+
 /* Output bytes not yet written. */
 #define WS__QUEUED(p) ((p)->out ? (p)->out->len - (p)->out->head : (size_t)0)
 
@@ -1489,6 +2057,38 @@ static void *ws__realloc(struct ws__conn_priv *p, void *ptr, size_t n) {
 #else
   return NULL;
 #endif
+}
+
+/* The compression state, allocated on first use (NULL: no memory). */
+static struct ws__zconn *ws__z_get(struct ws__conn_priv *p) {
+  struct ws__zconn *z = (struct ws__zconn *)p->z;
+  if (z == NULL) {
+    z = (struct ws__zconn *)ws__realloc(p, NULL, sizeof *z);
+    if (z == NULL) return NULL;
+    memset(z, 0, sizeof *z);
+    p->z = z;
+  }
+  return z;
+}
+
+/* Gives the compression state back when nothing of it lives. */
+static void ws__z_drop(struct ws__conn_priv *p) {
+  struct ws__zconn *z = (struct ws__zconn *)p->z;
+  if (z && !z->tx && !z->rx && !z->m) {
+    ws__realloc(p, z, 0);
+    p->z = NULL;
+  }
+}
+
+/* Frees all of it (the connection ends). */
+static void ws__z_release(struct ws__conn_priv *p) {
+  struct ws__zconn *z = (struct ws__zconn *)p->z;
+  if (!WS_ENABLE_ZLIB || z == NULL) return;
+  ws__zs_free(z->tx);
+  ws__zs_free(z->rx);
+  if (z->m) ws__realloc(p, z->m, 0);
+  ws__realloc(p, z, 0);
+  p->z = NULL;
 }
 
 #ifndef WS_NO_CLIENT
@@ -1564,6 +2164,14 @@ void ws_config_init(ws_config *cfg, int role) {
   cfg->close_timeout_ms = WS_CLOSE_TIMEOUT_MS;
   cfg->ping_interval_ms = 0;
   cfg->pong_timeout_ms = WS_PONG_TIMEOUT_MS;
+  cfg->deflate.window_bits = WS_DEFLATE_WINDOW_BITS;
+  /* A client does not ask the server for a smaller window by default: a
+   * server that ignores the request (libwebsockets 4.1 does) would leave
+   * it no choice but to fail the connection. */
+  cfg->deflate.peer_window_bits =
+      role == WS_CLIENT ? 15 : WS_DEFLATE_PEER_WINDOW_BITS;
+  cfg->deflate.mem_level = WS_DEFLATE_MEM_LEVEL;
+  cfg->deflate.threshold = WS_DEFLATE_THRESHOLD;
 }
 
 /* see ws.h */
@@ -1642,6 +2250,7 @@ static void ws__set_closed(struct ws__conn_priv *p, int code, int err) {
 
 /* Gives the buffers back (never the batch's stack buffer). */
 static void ws__release(struct ws__conn_priv *p) {
+  ws__z_release(p);
   if (!(p->flags & WS__F_FIXED)) {
     if (p->in) ws__realloc(p, p->in, 0);
     if (p->out && !(p->flags & WS__F_STACK_OUT)) ws__realloc(p, p->out, 0);
@@ -1664,6 +2273,7 @@ static int ws__done(ws_conn *c, int rc) {
   if (p->depth) return rc == WS_OK ? WS_ECLOSED : rc;
   notify = (p->flags & WS__F_STARTED) && !(p->flags & WS__F_NOTIFIED);
   p->flags |= WS__F_NOTIFIED;
+  ws__z_release(p); /* nothing compresses any more: zlib's memory goes now */
   if (notify) {
     /* A copy: a pending free releases the buffer holding the peer's
      * reason before on_close runs, as on_close is the last use of c. */
@@ -1988,9 +2598,10 @@ static int ws__call_message(ws_conn *c, int op, const void *d, size_t n,
  * frame's body) with the close code its error calls for; returns the error. */
 static int ws__frame_fail(ws_conn *c, int err) {
   ws__fail(c, err,
-           err == WS_ETOOBIG ? WS_CLOSE_TOO_BIG
-           : err == WS_EUTF8 ? WS_CLOSE_INVALID_DATA
-                             : WS_CLOSE_PROTOCOL);
+           err == WS_ETOOBIG                    ? WS_CLOSE_TOO_BIG
+           : err == WS_EUTF8 || err == WS_EDATA ? WS_CLOSE_INVALID_DATA
+           : err == WS_ENOMEM                   ? WS_CLOSE_INTERNAL
+                                                : WS_CLOSE_PROTOCOL);
   return err;
 }
 
@@ -2098,9 +2709,13 @@ WS__INLINE int ws__frame_head(const struct ws__conn_priv *p,
                               size_t *hl, const struct ws__ibuf *b) {
   int rc = ws__frame_parse(d, len, f, hl);
   if (rc != WS_OK) return rc;
-  /* No extension is negotiated, so every RSV bit is refused; a client
+  /* RSV1 only with permessage-deflate, on a message's first frame (never
+   * a control frame or a continuation); RSV2 and RSV3 never. A client
    * masks its frames, a server does not. */
-  if (f->rsv != 0 || f->masked != (p->role == WS_SERVER ? 1 : 0))
+  if ((f->rsv != 0 &&
+       (f->rsv != 4 || !(WS__PMD(p) & WS__PMD_ON) || f->opcode >= 8 ||
+        f->opcode == WS_OP_CONT)) ||
+      f->masked != (p->role == WS_SERVER ? 1 : 0))
     return WS_EPROTO;
   if (f->opcode >= 8) return WS_OK; /* control frames may come in between */
   if (f->opcode != WS_OP_CONT) {
@@ -2123,6 +2738,106 @@ WS__INLINE int ws__payload(ws_conn *c, unsigned char *d, size_t n,
   if (msg_op == WS_OP_TEXT && ws_utf8_check(utf8, d, n, done, NULL) != WS_OK)
     return ws__frame_fail(c, WS_EUTF8);
   return WS_OK;
+}
+
+/* A piece of a compressed message's payload, in[0..n) (unmasked), at the
+ * end of a frame when `last`, at the end of the message when `done` (then
+ * the tail 00 00 ff ff the sender removed follows it). Inflated bytes count
+ * against max_frame and max_message as they come out, so a bomb stops at
+ * the limit; they are checked as UTF-8 in a text message, and delivered in
+ * pieces (cfg.stream) or gathered and delivered whole at the end. Returns
+ * WS_OK or the error that failed the connection. */
+static int ws__inflate(ws_conn *c, int op, const unsigned char *in, size_t n,
+                       int last, int done) {
+  static const unsigned char tail[4] = {0x00, 0x00, 0xff, 0xff};
+  struct ws__conn_priv *p = WS__P(c);
+  struct ws__zconn *z = ws__z_get(p);
+  unsigned char chunk[WS_INFLATE_CHUNK];
+  int pass, rc;
+  if (z == NULL) return ws__frame_fail(c, WS_ENOMEM);
+  if (z->rx == NULL) {
+    z->rx = ws__zs_new(p->cfg, 1, (int)WS__MAX(WS__PMD_RX_BITS(p->pmd), 9u), 0);
+    if (z->rx == NULL) {
+      ws__z_drop(p);
+      return ws__frame_fail(c, WS_ENOMEM);
+    }
+  }
+  for (pass = 0; pass < 2; pass++) {
+    const unsigned char *src = pass ? tail : in;
+    /* An empty payload is an empty message: no tail (00 00 ff ff alone
+     * would start a stored block that never ends). */
+    int tailed = done && p->in->msg_total > 0;
+    size_t left = pass ? (tailed ? sizeof tail : 0) : n;
+    int more = !pass || tailed;
+    while (!z->ended && (left > 0 || more)) {
+      uint64_t allow = WS__MIN(p->cfg->max_frame - z->fout,
+                               p->cfg->max_message - z->mout);
+      unsigned char *out = chunk;
+      size_t cap = sizeof chunk, used, made;
+      if (!p->cfg->stream) {
+        if (z->mcap - z->mlen < 512) {
+          /* Grow, doubling, to at most one byte past max_message (the
+           * byte that tells the limit was passed). */
+          uint64_t lim = p->cfg->max_message < (uint64_t)SIZE_MAX
+                             ? p->cfg->max_message + 1
+                             : (uint64_t)SIZE_MAX;
+          size_t want = z->mcap ? z->mcap * 2 : 1024;
+          unsigned char *m;
+          if (want < z->mcap || want > lim) want = (size_t)lim;
+          if (want > z->mcap) {
+            if ((m = (unsigned char *)ws__realloc(p, z->m, want)) == NULL)
+              return ws__frame_fail(c, WS_ENOMEM);
+            z->m = m;
+            z->mcap = want;
+          }
+        }
+        out = z->m + z->mlen;
+        cap = z->mcap - z->mlen;
+        if (cap == 0) return ws__frame_fail(c, WS_ETOOBIG); /* no more room */
+      }
+      if (cap > allow) cap = (size_t)allow + 1;
+      rc = ws__zs_run(z->rx, src, left, &used, out, cap, &made, 0);
+      src += used;
+      left -= used;
+      if (rc < 0) return ws__frame_fail(c, rc);
+      if (made > allow) return ws__frame_fail(c, WS_ETOOBIG);
+      if (rc == WS__ZS_END) z->ended = 1;
+      z->fout += made;
+      z->mout += made;
+      more = made == cap; /* full: zlib may hold more */
+      if (op == WS_OP_TEXT && made &&
+          ws_utf8_check(&p->in->utf8, out, made, 0, NULL) != WS_OK)
+        return ws__frame_fail(c, WS_EUTF8);
+      if (!p->cfg->stream) {
+        z->mlen += made;
+      } else if (made) {
+        if ((rc = ws__call_message(c, op, out, made, 0)) != WS_OK) return rc;
+        if ((p->flags & WS__F_FAILING) || WS__CLOSED(p)) return WS_OK;
+      }
+    }
+  }
+  if (last) z->fout = 0;
+  if (!done) return WS_OK;
+  if (op == WS_OP_TEXT &&
+      ws_utf8_check(&p->in->utf8, tail, 0, 1, NULL) != WS_OK)
+    return ws__frame_fail(c, WS_EUTF8);
+  rc = ws__call_message(c, op, p->cfg->stream || !z->m ? chunk : z->m,
+                        p->cfg->stream ? 0 : z->mlen, 1);
+  /* The message is out: its buffer goes, and the decompressor too when the
+   * peer keeps no context (or a final block ended its stream). */
+  if (z->m) ws__realloc(p, z->m, 0);
+  z->m = NULL;
+  z->mlen = z->mcap = 0;
+  z->mout = 0;
+  if (p->pmd & WS__PMD_RX_RESET) {
+    ws__zs_free(z->rx);
+    z->rx = NULL;
+  } else if (z->ended) {
+    ws__zs_reset(z->rx);
+  }
+  z->ended = 0;
+  ws__z_drop(p);
+  return rc;
 }
 
 /* Processes frames in in[rpos..rlen). */
@@ -2154,6 +2869,7 @@ static int ws__frames(ws_conn *c) {
         p->in->mstart = p->in->rpos;
         p->in->mlen = 0;
         p->in->utf8 = WS_UTF8_INIT;
+        p->in->zmsg = WS_ENABLE_ZLIB && f.rsv != 0;
       }
       p->in->op = f.opcode == WS_OP_CONT ? WS__OP_CONT_FRAME : f.opcode;
       p->in->fin = f.fin;
@@ -2168,13 +2884,24 @@ static int ws__frames(ws_conn *c) {
       int done = last && p->in->fin;
       unsigned char *d = p->in->d + p->in->rpos;
       if (avail == 0 && !last) break;
-      if (ws__payload(c, d, avail, p->in->key, p->in->off, p->in->msg_op,
-                      &p->in->utf8, done) != WS_OK)
+      if (ws__payload(c, d, avail, p->in->key, p->in->off,
+                      p->in->zmsg ? 0 : p->in->msg_op, &p->in->utf8,
+                      done) != WS_OK)
         return WS_EUTF8;
       p->in->frame_left -= avail;
       p->in->off = (uint8_t)((p->in->off + avail) & 3);
       p->in->msg_total += avail;
       p->in->rpos += avail;
+      if (WS_ENABLE_ZLIB && p->in->zmsg) {
+        /* Compressed: inflated out of the buffer; nothing is kept here. */
+        int op = p->in->msg_op, rc;
+        if (last) p->in->op = 0;
+        if (done) p->in->msg_op = 0;
+        p->in->mstart = p->in->rpos;
+        if ((rc = ws__inflate(c, op, d, avail, last, done)) != WS_OK)
+          return rc;
+        continue;
+      }
       if (p->cfg->stream) {
         /* Deliver the piece now; nothing is kept. An empty piece is only
          * worth a call when it ends the message. */
@@ -2278,8 +3005,9 @@ static int ws__server_handshake(ws_conn *c) {
   ws_header hdrs[WS_MAX_HEADERS];
   ws_request req;
   ws_accept acc;
-  size_t head, consumed, n, extra = 0, i;
-  int status, rc;
+  size_t head, consumed, n, extra = 0, i, pmd_len = 0;
+  int status, rc, ext = 0;
+  char pmd_text[WS__PMD_TEXT_MAX];
   size_t from = (size_t)WS__HEAD_SCAN(p->in);
   head = ws__head_end((const char *)p->in->d, p->in->rlen, from);
   if (ws__bare_lf_from(p->in->d, head ? head : p->in->rlen, from))
@@ -2332,15 +3060,33 @@ static int ws__server_handshake(ws_conn *c) {
     }
     if (!offered) return ws__refuse(c, 500, WS_EINVAL);
   }
-  for (i = 0; i < acc.num_headers && acc.headers; i++)
+  for (i = 0; i < acc.num_headers && acc.headers; i++) {
     extra += acc.headers[i].name_len + acc.headers[i].value_len + 4;
+    if (acc.headers[i].name &&
+        ws__ieq(acc.headers[i].name, acc.headers[i].name_len,
+                "sec-websocket-extensions"))
+      ext = 1; /* the application answers offers itself */
+  }
   if (acc.protocol) extra += strlen(acc.protocol) + 32;
-  if ((rc = ws__out_room(p, 160 + extra)) != WS_OK)
+  /* permessage-deflate: the first acceptable offer, under the policy. */
+  p->pmd = 0;
+  if (p->cfg->deflate.enable && !ext && !(p->flags & WS__F_FIXED) &&
+      ws__zs_usable(p->cfg))
+    p->pmd = ws__pmd_accept(&req, &p->cfg->deflate, pmd_text, &pmd_len);
+  if ((rc = ws__out_room(p, 160 + extra + 32 + WS__PMD_TEXT_MAX)) != WS_OK)
     return ws__refuse(c, 500, rc);
   rc = ws_response_write(p->out->d + p->out->len, p->out->cap - p->out->len, req.key,
                          req.key_len, acc.protocol, acc.headers,
                          acc.num_headers, &n);
   if (rc != WS_OK) return ws__refuse(c, 500, rc);
+  if (WS__PMD(p)) {
+    /* In before the blank line that ends the head. */
+    char *e = (char *)p->out->d + p->out->len + n - 2;
+    memcpy(e, "Sec-WebSocket-Extensions: ", 26);
+    memcpy(e + 26, pmd_text, pmd_len);
+    memcpy(e + 26 + pmd_len, "\r\n\r\n", 4);
+    n += 26 + pmd_len + 2;
+  }
   p->out->len += n;
   p->in->rpos = p->in->mstart = consumed;
   p->in->frame_left = 0; /* WS__HEAD_SCAN ends: no frame yet */
@@ -2381,9 +3127,10 @@ static int ws__client_handshake(ws_conn *c) {
     }
     return WS_OK;
   }
-  rc = ws_response_parse(p->in->d + base, head, nonce,
-                         (const char *)p->in->d + 16, p->in->proto_len,
-                         &resp, hdrs, WS__MAX_HDRS(p), &consumed);
+  rc = ws__response_parse(p->in->d + base, head, nonce,
+                          (const char *)p->in->d + 16, p->in->proto_len,
+                          &resp, hdrs, WS__MAX_HDRS(p), &consumed,
+                          (WS__PMD(p) & WS__PMD_OFFER) != 0);
   if (resp.status >= 100 && resp.status <= 599) p->http_status = (uint16_t)resp.status;
   if (rc != WS_OK) {
     ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_EHANDSHAKE);
@@ -2393,6 +3140,19 @@ static int ws__client_handshake(ws_conn *c) {
   p->in->proto_len = 0;
   p->in->rpos = p->in->mstart = base + consumed;
   p->in->frame_left = 0; /* WS__HEAD_SCAN ends: no frame yet */
+  if (WS__PMD(p) & WS__PMD_OFFER) {
+    uint16_t agreed;
+    if (ws__pmd_check(&resp, p->pmd, &agreed) != WS_OK) {
+      /* The server chose what we did not offer: fail the connection with
+       * 1010, without opening it for the application. */
+      p->pmd = 0;
+      p->state = WS_STATE_OPEN;
+      p->flags &= ~(uint32_t)WS__F_ARM_HS;
+      ws__fail(c, WS_EHANDSHAKE, WS_CLOSE_EXTENSION);
+      return WS_EHANDSHAKE;
+    }
+    p->pmd = agreed;
+  }
   ws__open(c, resp.protocol, resp.protocol_len);
   return WS_OK;
 }
@@ -2673,8 +3433,8 @@ int ws_conn_feed_inplace(ws_conn *c, void *data, size_t len) {
       break;
     }
     if (f.len > (uint64_t)(len - pos - hl) || !f.fin ||
-        f.opcode == WS_OP_CLOSE)
-      break;
+        f.opcode == WS_OP_CLOSE || f.rsv)
+      break; /* a compressed message is inflated from the buffer */
     pl = d + pos + hl;
     if (f.opcode >= 8) {
       if ((rc = ws__control(c, &f, pl)) != WS_OK) break;
@@ -2786,6 +3546,19 @@ int ws_conn_http_status(const ws_conn *c) { return WS__P(c)->http_status; }
 void *ws_conn_user(const ws_conn *c) { return WS__P(c)->user; }
 
 /* see ws.h */
+int ws_conn_deflate(const ws_conn *c) {
+  return (WS__PMD(WS__P(c)) & WS__PMD_ON) ? 1 : 0;
+}
+
+/* see ws.h */
+int ws_conn_deflate_fresh(const ws_conn *c) {
+  unsigned m = WS__PMD(WS__P(c));
+  if (!(m & WS__PMD_ON) || !(m & WS__PMD_TX_RESET) || WS__PMD_TX_BITS(m) < 9)
+    return 0;
+  return (int)WS__PMD_TX_BITS(m);
+}
+
+/* see ws.h */
 void ws_conn_set_user(ws_conn *c, void *user) { WS__P(c)->user = user; }
 
 /* see ws.h */
@@ -2817,7 +3590,9 @@ int ws_client_start(ws_conn *c, const ws_client_opts *o) {
   rc = ws__random(c, nonce, 16);
   if (rc != WS_OK || WS__CLOSED(p)) /* freed from the callback */
     return ws__done(c, rc != WS_OK ? rc : WS_ECLOSED);
-  if ((rc = ws__out_room(p, 256 + plen + strlen(o->host ? o->host : "") +
+  if ((rc = ws__out_room(p, 256 + plen +
+                                (o->deflate ? 32 + WS__PMD_TEXT_MAX : 0) +
+                                strlen(o->host ? o->host : "") +
                                 strlen(o->path ? o->path : "") +
                                 strlen(o->origin ? o->origin : ""))) != WS_OK)
     return rc;
@@ -2833,6 +3608,19 @@ int ws_client_start(ws_conn *c, const ws_client_opts *o) {
                                  nonce, &n);
   }
   if (rc != WS_OK) return rc;
+  p->pmd = 0;
+  if (o->deflate && !(p->flags & WS__F_FIXED) && ws__zs_usable(p->cfg)) {
+    /* The offer goes in before the blank line that ends the head. */
+    char text[WS__PMD_TEXT_MAX];
+    size_t tl;
+    uint16_t offer = ws__pmd_offer(&p->cfg->deflate, text, &tl);
+    if (p->out->cap - p->out->len < n + 32 + tl) return WS_ENOSPC;
+    memcpy(p->out->d + p->out->len + n - 2, "Sec-WebSocket-Extensions: ", 26);
+    memcpy(p->out->d + p->out->len + n + 24, text, tl);
+    memcpy(p->out->d + p->out->len + n + 24 + tl, "\r\n\r\n", 4);
+    n += 26 + tl + 2;
+    p->pmd = offer;
+  }
   /* The nonce and the offered subprotocols stay at the front of the input
    * buffer until the response has been checked against them. */
   room = ws__in_room(p, 16 + plen + WS_READ_CHUNK);
@@ -2911,7 +3699,7 @@ static int ws__send_now(ws_conn *c, const unsigned char *hdr, size_t hl,
 /* Queues data frames for one send: the whole of it, or nothing. */
 
 static int ws__send_data(ws_conn *c, int op, const void *data, size_t len,
-                         int fin) {
+                         int fin, int rsv1) {
   struct ws__conn_priv *p = WS__P(c);
   const unsigned char *d = (const unsigned char *)data;
   size_t fs = p->cfg->frame_size && len > p->cfg->frame_size
@@ -2931,6 +3719,7 @@ static int ws__send_data(ws_conn *c, int op, const void *data, size_t len,
       !(p->flags & (WS__F_CORK | WS__F_FIXED)) && !WS__CLOSED(p)) {
     unsigned char hdr[WS_FRAME_HEADER_MAX];
     size_t hl = ws_frame_write(hdr, fin, op, len, NULL);
+    if (rsv1) hdr[0] |= 0x40;
     return ws__send_now(c, hdr, hl, d, len);
   }
 #endif
@@ -2940,7 +3729,7 @@ static int ws__send_data(ws_conn *c, int op, const void *data, size_t len,
   if ((rc = ws__out_room(p, total)) != WS_OK) return rc;
   olen = p->out->len; /* after ws__out_room(), which may move the queue down */
   for (i = 0; i < frames; i++) {
-    size_t n = WS__MIN(fs, len - i * fs);
+    size_t n = WS__MIN(fs, len - i * fs), at = p->out->len;
     if (!len) n = 0;
     rc = ws__put_frame(c, fin && i + 1 == frames, i == 0 ? op : WS_OP_CONT,
                        d + i * fs, n);
@@ -2948,8 +3737,46 @@ static int ws__send_data(ws_conn *c, int op, const void *data, size_t len,
       p->out->len = olen; /* all or nothing */
       return rc;
     }
+    if (rsv1 && i == 0) p->out->d[at] |= 0x40; /* a compressed message */
   }
   return WS_OK;
+}
+
+/* Sends a whole message compressed (RSV1 on its first frame): deflated with
+ * a sync flush into a scratch buffer, less the 00 00 ff ff tail, then sent
+ * as any message. Without context takeover the compressor lives only for
+ * this call. A refused send (WS_EFULL, WS_ETOOBIG, WS_ENOMEM) leaves the
+ * compressor reset, so the next message refers to nothing the peer did not
+ * get. */
+static int ws__send_deflated(ws_conn *c, int op, const void *data,
+                             size_t len) {
+  struct ws__conn_priv *p = WS__P(c);
+  struct ws__zconn *z = ws__z_get(p);
+  unsigned char *buf;
+  size_t clen;
+  int rc;
+  if (z == NULL) return WS_ENOMEM;
+  if (z->tx == NULL) {
+    int bits = (int)WS__PMD_TX_BITS(p->pmd), mem = p->cfg->deflate.mem_level;
+    z->tx = ws__zs_new(p->cfg, 0, bits, mem >= 1 && mem <= 9 ? mem : 8);
+    if (z->tx == NULL) {
+      ws__z_drop(p);
+      return WS_ENOMEM;
+    }
+  }
+  rc = ws__deflate_buf(z->tx, p->cfg, (const unsigned char *)data, len, 0,
+                       &buf, &clen);
+  if (rc == WS_OK) {
+    rc = ws__send_data(c, op, buf, clen, 1, 1);
+    ws__realloc(p, buf, 0);
+  }
+  if (rc != WS_OK && !WS__CLOSED(p)) ws__zs_reset(z->tx);
+  if (p->pmd & WS__PMD_TX_RESET) {
+    ws__zs_free(z->tx);
+    z->tx = NULL;
+    ws__z_drop(p);
+  }
+  return rc;
 }
 
 static int ws__can_send(const struct ws__conn_priv *p) {
@@ -2982,7 +3809,10 @@ int ws_send(ws_conn *c, int op, const void *data, size_t len) {
     uint32_t st = WS_UTF8_INIT;
     if (ws_utf8_check(&st, data, len, 1, NULL) != WS_OK) return WS_EUTF8;
   }
-  return ws__send_end(c, ws__send_data(c, op, data, len, 1));
+  if ((WS__PMD(p) & WS__PMD_ON) && len >= p->cfg->deflate.threshold &&
+      WS__PMD_TX_BITS(p->pmd) >= 9)
+    return ws__send_end(c, ws__send_deflated(c, op, data, len));
+  return ws__send_end(c, ws__send_data(c, op, data, len, 1, 0));
 }
 
 /* see ws.h */
@@ -3008,7 +3838,7 @@ int ws_send_fragment(ws_conn *c, int op, const void *data, size_t len,
   }
   if (msg_op == WS_OP_TEXT && ws_utf8_check(&st, data, len, fin, NULL) != WS_OK)
     return WS_EUTF8;
-  rc = ws__send_data(c, frame_op, data, len, fin);
+  rc = ws__send_data(c, frame_op, data, len, fin, 0);
   if (rc == WS_OK) {
     p->utf8_out = st;
     p->send_op = (uint8_t)(fin ? 0 : msg_op);
@@ -3025,7 +3855,10 @@ int ws_send_encoded(ws_conn *c, const void *frame, size_t len) {
   WS_ASSERT(c != NULL && "ws_send_encoded() called with a NULL connection");
   p = WS__P(c);
   if (frame == NULL || p->role != WS_SERVER) return WS_EINVAL;
-  if (ws_frame_parse(frame, len, &f, &hl) != WS_OK || f.masked || f.rsv ||
+  /* RSV1 only on a compressed data frame (ws_deflate_encode()), to a
+   * connection whose compressor keeps no context. */
+  if (ws_frame_parse(frame, len, &f, &hl) != WS_OK || f.masked ||
+      (f.rsv && (f.rsv != 4 || f.opcode >= 8 || !ws_conn_deflate_fresh(c))) ||
       hl + f.len != len || f.opcode == WS_OP_CLOSE || f.opcode == WS_OP_CONT ||
       !f.fin)
     return WS_EINVAL;
@@ -3116,7 +3949,7 @@ void ws_conn_free(ws_conn *c) {
 
 /* === src/ws/tls.c ======================================================= */
 
-/* tls.c - part 6: TLS over mbedTLS (WS_ENABLE_MBEDTLS), or stubs that refuse politely.
+/* tls.c - part 7: TLS over mbedTLS (WS_ENABLE_MBEDTLS), or stubs that refuse politely.
  * Uses ws.h and config.h only: `make check-layers` compiles it alone. */
 
 #if WS_ENABLE_MBEDTLS
@@ -3831,7 +4664,7 @@ int ws_tls_verify_failed(const ws_tls *t) { (void)t; return 0; }
 
 /* === src/ws/loop.c ======================================================= */
 
-/* loop.c - part 7, layer 2: the event loop: sockets, timers, topics, posts from other threads.
+/* loop.c - part 8, layer 2: the event loop: sockets, timers, topics, posts from other threads.
  * Uses ws.h and config.h only: `make check-layers` compiles it alone with each backend. */
 
 #if !defined(WS_NO_LOOP) && WS__HAVE_OS
@@ -5819,22 +6652,46 @@ size_t ws_loop_topic_size(ws_loop *l, const char *topic) {
 }
 
 /* Sends an encoded frame (hl header bytes, then len payload bytes) to a
- * topic's subscribers; how many took it. */
-static size_t ws__publish_frame(ws__topic *t, const unsigned char *frame,
-                                size_t hl, int op, size_t len) {
+ * topic's subscribers; how many took it. With permessage-deflate, the
+ * subscribers whose compressor keeps no context share one compressed
+ * frame, made with the smallest window among them (a smaller window is
+ * always readable by a larger one); those with context takeover compress
+ * with their own compressor, which must see every message they send. */
+static size_t ws__publish_frame(ws_loop *l, ws__topic *t,
+                                const unsigned char *frame, size_t hl, int op,
+                                size_t len) {
+  const ws_config *cfg = &WS__LP(l)->cfg.server;
   ws__sub *s, *next;
-  size_t n = 0;
+  size_t n = 0, zlen = 0;
+  void *z = NULL;
+  int bits = 0;
+  if (len >= cfg->deflate.threshold) {
+    for (s = t->head; s; s = s->tnext) {
+      int b = ws_conn_deflate_fresh(&s->lc->conn);
+      if (b && (bits == 0 || b < bits)) bits = b;
+    }
+    /* Without memory, each gets it plain. */
+    if (bits && ws_deflate_encode(cfg, op, frame + hl, len, bits, &z, &zlen) != WS_OK)
+      z = NULL;
+  }
   for (s = t->head; s; s = next) {
     /* A send may end its connection (a write error), and its
      * subscriptions go with it, this node included: step on first. Other
      * connections' nodes are untouched. */
+    ws_conn *c = &s->lc->conn;
     int rc;
     next = s->tnext;
-    rc = ws_send_encoded(&s->lc->conn, frame, hl + len);
+    if (z && ws_conn_deflate_fresh(c))
+      rc = ws_send_encoded(c, z, zlen);
+    else if (ws_conn_deflate(c) && !ws_conn_deflate_fresh(c))
+      rc = ws_send(c, op, frame + hl, len);
+    else
+      rc = ws_send_encoded(c, frame, hl + len);
     if (rc == WS_EINVAL) /* a client connection masks each frame itself */
-      rc = ws_send(&s->lc->conn, op, frame + hl, len);
+      rc = ws_send(c, op, frame + hl, len);
     if (rc == WS_OK) n++;
   }
+  ws_deflate_free(cfg, z);
   return n;
 }
 
@@ -5864,7 +6721,7 @@ int ws_loop_publish(ws_loop *l, const char *topic, int op, const void *data,
   }
   hl = ws_frame_write(frame, 1, op, len, NULL);
   if (len) memcpy(frame + hl, data, len);
-  n = ws__publish_frame(t, frame, hl, op, len);
+  n = ws__publish_frame(l, t, frame, hl, op, len);
   if (frame != small) ws__loop_alloc(l, frame, 0);
   if (sent) *sent = n;
   return WS_OK;
@@ -5891,7 +6748,7 @@ static void ws__gmsg_release(ws__gmsg *m) {
 
 static void ws__gmsg_send(ws_loop *l, const ws__gmsg *m) {
   ws__topic *t = ws__topic_get(l, m->topic, 0);
-  if (t) (void)ws__publish_frame(t, m->frame, m->hl, m->op, m->len);
+  if (t) (void)ws__publish_frame(l, t, m->frame, m->hl, m->op, m->len);
 }
 
 /* Runs on the receiving loop's thread, from its post queue. */
@@ -6365,7 +7222,7 @@ ws_tls *ws_loop_conn_tls(const ws_conn *c) {
 
 /* === src/ws/loop_epoll.c ======================================================= */
 
-/* loop_epoll.c - part 8: the loop's epoll backend (Linux).
+/* loop_epoll.c - part 9: the loop's epoll backend (Linux).
  * Fills the backend contract declared in loop.c; uses what loop.c uses. */
 #if !defined(WS_NO_LOOP) && WS__HAVE_OS && defined(WS_LOOP_EPOLL)
 
@@ -6419,7 +7276,7 @@ static void ws__be_destroy(struct ws__loop_priv *p) {
 
 /* === src/ws/loop_kqueue.c ======================================================= */
 
-/* loop_kqueue.c - part 8: the loop's kqueue backend (the BSDs and macOS).
+/* loop_kqueue.c - part 9: the loop's kqueue backend (the BSDs and macOS).
  * Fills the backend contract declared in loop.c; uses what loop.c uses. */
 #if !defined(WS_NO_LOOP) && WS__HAVE_OS && defined(WS_LOOP_KQUEUE)
 
@@ -6499,7 +7356,7 @@ static void ws__be_destroy(struct ws__loop_priv *p) {
 
 /* === src/ws/loop_poll.c ======================================================= */
 
-/* loop_poll.c - part 8: the loop's poll() backend, for any POSIX system (-DWS_LOOP_POLL).
+/* loop_poll.c - part 9: the loop's poll() backend, for any POSIX system (-DWS_LOOP_POLL).
  * Fills the backend contract declared in loop.c; uses what loop.c uses. */
 #if !defined(WS_NO_LOOP) && WS__HAVE_OS && defined(WS_LOOP_POLL)
 

@@ -65,6 +65,18 @@ check "wsc exit 2 for a non-ws URL" [ $? -eq 2 ]
 (sleep 2.5; echo done) | timeout 20 "$build/wsc" -v --ping 1 "ws://127.0.0.1:$eport/" >/dev/null 2>"$tmp/err2"
 check "wsc --ping sees pongs" grep -q "pong" "$tmp/err2"
 
+# --deflate both ends (builds with zlib): agreed, and every line echoed.
+if "$build/wsc" --deflate not-a-url 2>&1 | grep -q "no zlib"; then
+  echo "# no zlib in this build: the --deflate cases are skipped"
+else
+  start "$tmp/dz.out" "$build/echo_server" -p 0 --deflate
+  dport=$(port_of "$tmp/dz.out")
+  seq 1 500 | sed 's/.*/{"n":&,"text":"hello hello hello"}/' >"$tmp/want5"
+  timeout 30 "$build/wsc" --deflate -v "ws://127.0.0.1:$dport/" <"$tmp/want5" >"$tmp/out5" 2>"$tmp/err5"
+  check "wsc --deflate to echo_server --deflate: agreed" grep -q "permessage-deflate" "$tmp/err5"
+  check "wsc --deflate: 500 JSON lines echoed in order" cmp -s "$tmp/out5" "$tmp/want5"
+fi
+
 if [ -x "$build/existing_server" ]; then
   start "$tmp/ex.out" "$build/existing_server" -p 0
   xport=$(port_of "$tmp/ex.out")

@@ -3403,6 +3403,713 @@ static void test_started(void) {
   buf_free(&tx);
 }
 
+/* ---------------------------------------------------------------------
+ * permessage-deflate (RFC 7692)
+ * ------------------------------------------------------------------- */
+
+/* A request like REQ offering `ext` (NULL: no extension header). */
+static void pmd_req(buf *b, const char *ext) {
+  buf_puts(b,
+           "GET /chat?room=1 HTTP/1.1\r\n"
+           "Host: server.example.com\r\n"
+           "Upgrade: websocket\r\n"
+           "Connection: Upgrade\r\n"
+           "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+           "Sec-WebSocket-Protocol: chat\r\n"
+           "Sec-WebSocket-Version: 13\r\n");
+  if (ext) {
+    buf_puts(b, "Sec-WebSocket-Extensions: ");
+    buf_puts(b, ext);
+    buf_puts(b, "\r\n");
+  }
+  buf_puts(b, "\r\n");
+}
+
+/* The value of the Sec-WebSocket-Extensions header in an HTTP head at the
+ * start of tx ("" when none), into out. */
+static void pmd_header(const buf *tx, char *out, size_t cap) {
+  const char *h = "Sec-WebSocket-Extensions: ";
+  size_t i, n = strlen(h);
+  out[0] = '\0';
+  for (i = 0; i + n < tx->len; i++) {
+    if (memcmp(tx->d + i, "\r\n\r\n", 4) == 0) return;
+    if (memcmp(tx->d + i, h, n) == 0) {
+      size_t j = i + n, k = 0;
+      while (j < tx->len && tx->d[j] != '\r' && k + 1 < cap) out[k++] = (char)tx->d[j++];
+      out[k] = '\0';
+      return;
+    }
+  }
+}
+
+static int pmd_policy_bits;  /* the server policy's peer_window_bits */
+static int pmd_policy_nct;   /* 1: no_context_takeover, 2: peer_, 3: both */
+
+static void pmd_on(ws_config *cfg) {
+  cfg->deflate.enable = 1;
+  /* 15 unless a case says (the default, 13, has a case of its own). */
+  cfg->deflate.window_bits = 15;
+  cfg->deflate.peer_window_bits = (uint8_t)(pmd_policy_bits ? pmd_policy_bits : 15);
+  if (pmd_policy_bits < 0) { /* the defaults */
+    cfg->deflate.window_bits = WS_DEFLATE_WINDOW_BITS;
+    cfg->deflate.peer_window_bits = WS_DEFLATE_PEER_WINDOW_BITS;
+  }
+  cfg->deflate.no_context_takeover = pmd_policy_nct & 1;
+  cfg->deflate.peer_no_context_takeover = (pmd_policy_nct & 2) != 0;
+}
+
+/* Server: the response to an offer under the policy pmd_on() makes. */
+static void pmd_answer(const char *offer, int enable, char *out, size_t cap,
+                       int *agreed) {
+  ws_config cfg;
+  endpoint e;
+  buf rx = {0}, tx = {0}, in = {0};
+  ws_config_init(&cfg, WS_SERVER);
+  if (enable) pmd_on(&cfg);
+  ep_init(&e, &cfg, &rx, &tx);
+  pmd_req(&in, offer);
+  ws_conn_feed(&e.c, in.d, in.len);
+  CHECK_INT(ws_conn_state(&e.c), WS_STATE_OPEN);
+  pmd_header(&tx, out, cap);
+  *agreed = ws_conn_deflate(&e.c);
+  ep_free(&e);
+  buf_free(&tx);
+  buf_free(&in);
+}
+
+static void test_deflate_negotiation_server(void) {
+  static const struct {
+    const char *offer, *answer;
+    int bits, nct;
+  } cases[] = {
+      {"permessage-deflate", "permessage-deflate", 0, 0},
+      {"PerMessage-Deflate", "permessage-deflate", 0, 0},
+      /* The bare client_max_window_bits lets the server ask for less. */
+      {"permessage-deflate; client_max_window_bits",
+       "permessage-deflate; client_max_window_bits=10", 10, 0},
+      {"permessage-deflate; client_max_window_bits", "permessage-deflate", 0, 0},
+      {"permessage-deflate; client_max_window_bits=12",
+       "permessage-deflate; client_max_window_bits=12", 0, 0},
+      {"permessage-deflate; client_max_window_bits=\"12\"",
+       "permessage-deflate; client_max_window_bits=12", 0, 0},
+      {"permessage-deflate; client_max_window_bits=12",
+       "permessage-deflate; client_max_window_bits=9", 9, 0},
+      /* Without the parameter the client may use 15: nothing to ask. */
+      {"permessage-deflate", "permessage-deflate", 10, 0},
+      /* The defaults: 13 bits each way, asked for where allowed. */
+      {"permessage-deflate; client_max_window_bits",
+       "permessage-deflate; server_max_window_bits=13; "
+       "client_max_window_bits=13", -1, 0},
+      {"permessage-deflate", "permessage-deflate; server_max_window_bits=13",
+       -1, 0},
+      {"permessage-deflate; server_max_window_bits=10",
+       "permessage-deflate; server_max_window_bits=10", 0, 0},
+      {"permessage-deflate;server_max_window_bits=8",
+       "permessage-deflate; server_max_window_bits=8", 0, 0},
+      {"permessage-deflate; server_no_context_takeover",
+       "permessage-deflate; server_no_context_takeover", 0, 0},
+      {"permessage-deflate; client_no_context_takeover",
+       "permessage-deflate; client_no_context_takeover", 0, 0},
+      {"permessage-deflate; server_no_context_takeover; "
+       "client_no_context_takeover; server_max_window_bits=9; "
+       "client_max_window_bits=11",
+       "permessage-deflate; server_no_context_takeover; "
+       "client_no_context_takeover; server_max_window_bits=9; "
+       "client_max_window_bits=11", 0, 0},
+      /* The policy imposes no context takeover, either side. */
+      {"permessage-deflate", "permessage-deflate; server_no_context_takeover",
+       0, 1},
+      {"permessage-deflate", "permessage-deflate; client_no_context_takeover",
+       0, 2},
+      /* Offers in order: bad ones are declined, the next is taken. */
+      {"permessage-deflate; x=1, permessage-deflate; server_no_context_takeover",
+       "permessage-deflate; server_no_context_takeover", 0, 0},
+      {"x-webkit-deflate-frame, permessage-deflate",
+       "permessage-deflate", 0, 0},
+      {"permessage-deflate; server_no_context_takeover; "
+       "server_no_context_takeover, permessage-deflate",
+       "permessage-deflate", 0, 0},
+      /* Each of these is declined, and nothing else is offered. */
+      {"permessage-deflate; server_no_context_takeover; server_no_context_takeover", "", 0, 0},
+      {"permessage-deflate; client_max_window_bits; client_max_window_bits=10", "", 0, 0},
+      {"permessage-deflate; server_max_window_bits", "", 0, 0},
+      {"permessage-deflate; server_max_window_bits=7", "", 0, 0},
+      {"permessage-deflate; server_max_window_bits=16", "", 0, 0},
+      {"permessage-deflate; server_max_window_bits=010", "", 0, 0},
+      {"permessage-deflate; client_max_window_bits=1x", "", 0, 0},
+      {"permessage-deflate; client_no_context_takeover=1", "", 0, 0},
+      {"permessage-deflate; unknown", "", 0, 0},
+      {"permessage-deflate; =1", "", 0, 0},
+      {"permessage-deflate; server_max_window_bits=\"10", "", 0, 0},
+      {"x-foo", "", 0, 0},
+      {"", "", 0, 0},
+  };
+  size_t i;
+  char got[256];
+  int agreed;
+  for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    pmd_policy_bits = cases[i].bits;
+    pmd_policy_nct = cases[i].nct;
+    pmd_answer(cases[i].offer, 1, got, sizeof got, &agreed);
+    if (!ws_deflate_available()) {
+      CHECK_INT(got[0], 0); /* no backend: every offer is declined */
+      continue;
+    }
+    if (!CHECK(strcmp(got, cases[i].answer) == 0))
+      printf("    offer \"%s\": got \"%s\", want \"%s\"\n", cases[i].offer,
+             got, cases[i].answer);
+    CHECK_INT(agreed, cases[i].answer[0] != '\0');
+  }
+  /* Two headers: the first one's only offer is bad, the second's taken. */
+  if (ws_deflate_available()) {
+    ws_config cfg;
+    endpoint e;
+    buf rx = {0}, tx = {0}, in = {0};
+    ws_config_init(&cfg, WS_SERVER);
+    pmd_policy_bits = pmd_policy_nct = 0;
+    pmd_on(&cfg);
+    ep_init(&e, &cfg, &rx, &tx);
+    buf_puts(&in, "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n"
+                  "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                  "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                  "Sec-WebSocket-Extensions: permessage-deflate; a\r\n"
+                  "Sec-WebSocket-Extensions: permessage-deflate; "
+                  "client_no_context_takeover\r\n\r\n");
+    ws_conn_feed(&e.c, in.d, in.len);
+    pmd_header(&tx, got, sizeof got);
+    CHECK(strcmp(got, "permessage-deflate; client_no_context_takeover") == 0);
+    ep_free(&e);
+    buf_free(&tx);
+    buf_free(&in);
+  }
+  /* The policy off: declined. */
+  pmd_answer("permessage-deflate", 0, got, sizeof got, &agreed);
+  CHECK_INT(got[0], 0);
+  CHECK_INT(agreed, 0);
+  /* Fixed buffers never negotiate (zlib would allocate). */
+  {
+    ws_config cfg;
+    endpoint e;
+    buf rx = {0}, tx = {0}, in = {0};
+    static unsigned char ib[4096], ob[4096];
+    ws_config_init(&cfg, WS_SERVER);
+    pmd_on(&cfg);
+    ep_init(&e, &cfg, &rx, &tx);
+    CHECK_INT(ws_conn_set_buffers(&e.c, ib, sizeof ib, ob, sizeof ob), WS_OK);
+    pmd_req(&in, "permessage-deflate");
+    ws_conn_feed(&e.c, in.d, in.len);
+    pmd_header(&tx, got, sizeof got);
+    CHECK_INT(got[0], 0);
+    CHECK_INT(ws_conn_deflate(&e.c), 0);
+    ep_free(&e);
+    buf_free(&tx);
+    buf_free(&in);
+  }
+  pmd_policy_bits = pmd_policy_nct = 0;
+}
+
+/* A client offering deflate (cfg tweak nct/bits), answered with a 101 that
+ * carries `ext` (NULL: none). Returns the client's state after it; *offer
+ * gets the offer it sent, *code the close code it sent (-1: none). */
+static int pmd_client(const char *ext, int nct, int bits, int peer_bits,
+                      char *offer, size_t cap, int *code, int *agreed,
+                      int *opened, int *closed_with) {
+  ws_config cfg;
+  endpoint e;
+  buf rx = {0}, tx = {0}, resp = {0};
+  ws_client_opts o;
+  char key[64], acc[29];
+  const char *k;
+  size_t kl;
+  int state;
+  ws_config_init(&cfg, WS_CLIENT);
+  cfg.deflate.no_context_takeover = nct & 1;
+  cfg.deflate.peer_no_context_takeover = (nct & 2) != 0;
+  /* 0: 15 (nothing asked); -1: the defaults */
+  if (bits >= 0) cfg.deflate.window_bits = (uint8_t)(bits ? bits : 15);
+  if (peer_bits >= 0) cfg.deflate.peer_window_bits = (uint8_t)(peer_bits ? peer_bits : 15);
+  ep_init(&e, &cfg, &rx, &tx);
+  memset(&o, 0, sizeof o);
+  o.host = "h";
+  o.deflate = 1;
+  CHECK_INT(ws_client_start(&e.c, &o), WS_OK);
+  pmd_header(&tx, offer, cap);
+  buf_put(&tx, "", 1);
+  k = strstr((const char *)tx.d, "Sec-WebSocket-Key: ");
+  CHECK(k != NULL);
+  k += 19;
+  kl = (size_t)(strchr(k, '\r') - k);
+  memcpy(key, k, kl);
+  ws_accept_key(key, kl, acc);
+  buf_printf(&resp,
+             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+             "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n", acc);
+  if (ext) buf_printf(&resp, "Sec-WebSocket-Extensions: %s\r\n", ext);
+  buf_puts(&resp, "\r\n");
+  tx.len = 0;
+  ws_conn_feed(&e.c, resp.d, resp.len);
+  ep_drain(&e);
+  *code = out_close_code(&tx, 1);
+  *agreed = ws_conn_deflate(&e.c);
+  *opened = e.opened;
+  state = ws_conn_state(&e.c);
+  *closed_with = e.closes ? e.close_code : 0;
+  if (state == WS_STATE_CLOSED) CHECK_INT(ws_conn_error(&e.c), WS_EHANDSHAKE);
+  ep_free(&e);
+  buf_free(&tx);
+  buf_free(&resp);
+  return state;
+}
+
+static void test_deflate_negotiation_client(void) {
+  static const struct {
+    const char *ext;
+    int nct, bits, peer_bits, ok, agreed;
+  } cases[] = {
+      {NULL, 0, 0, 0, 1, 0}, /* declined */
+      {"permessage-deflate", 0, 0, 0, 1, 1},
+      {"permessage-deflate; client_max_window_bits=10", 0, 0, 0, 1, 1},
+      {"permessage-deflate; server_max_window_bits=8", 0, 0, 0, 1, 1},
+      {"permessage-deflate; server_no_context_takeover; "
+       "client_no_context_takeover", 0, 0, 0, 1, 1},
+      {"permessage-deflate; server_no_context_takeover", 2, 0, 0, 1, 1},
+      {"permessage-deflate; server_max_window_bits=10", 0, 0, 10, 1, 1},
+      {"permessage-deflate; server_max_window_bits=9", 0, 0, 10, 1, 1},
+      {"permessage-deflate; client_max_window_bits=11", 0, 12, 0, 1, 1},
+      /* Invalid: 1010. */
+      {"permessage-deflate; x", 0, 0, 0, 0, 0},
+      {"permessage-deflate, permessage-deflate", 0, 0, 0, 0, 0},
+      {"x-other", 0, 0, 0, 0, 0},
+      {"permessage-deflate; client_max_window_bits", 0, 0, 0, 0, 0},
+      {"permessage-deflate; server_max_window_bits=16", 0, 0, 0, 0, 0},
+      {"permessage-deflate; server_max_window_bits", 0, 0, 0, 0, 0},
+      {"permessage-deflate; server_no_context_takeover; "
+       "server_no_context_takeover", 0, 0, 0, 0, 0},
+      {"permessage-deflate;", 0, 0, 0, 0, 0},
+      /* What we asked for, refused; or more than we allowed. */
+      {"permessage-deflate", 2, 0, 0, 0, 0},
+      {"permessage-deflate", 0, 0, 10, 0, 0},
+      {"permessage-deflate; server_max_window_bits=11", 0, 0, 10, 0, 0},
+      {"permessage-deflate; client_max_window_bits=13", 0, 12, 0, 0, 0},
+  };
+  size_t i;
+  char offer[256];
+  int code, agreed, opened, closed_with, state;
+  if (!ws_deflate_available()) {
+    /* No backend: no offer, and a response choosing it is refused. */
+    state = pmd_client("permessage-deflate", 0, 0, 0, offer, sizeof offer,
+                       &code, &agreed, &opened, &closed_with);
+    CHECK_INT(offer[0], 0);
+    CHECK_INT(state, WS_STATE_CLOSED);
+    return;
+  }
+  for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    state = pmd_client(cases[i].ext, cases[i].nct, cases[i].bits,
+                       cases[i].peer_bits, offer, sizeof offer, &code,
+                       &agreed, &opened, &closed_with);
+    if (cases[i].ok) {
+      if (!CHECK(state == WS_STATE_OPEN))
+        printf("    response \"%s\"\n", cases[i].ext);
+      CHECK_INT(opened, 1);
+      CHECK_INT(agreed, cases[i].agreed);
+      CHECK_INT(code, -1);
+    } else {
+      if (!CHECK(state == WS_STATE_CLOSED))
+        printf("    response \"%s\"\n", cases[i].ext);
+      CHECK_INT(opened, 0);
+      CHECK_INT(code, 1010);
+      CHECK_INT(closed_with, 1010);
+    }
+  }
+  /* The offers sent. */
+  pmd_client(NULL, 0, 0, 0, offer, sizeof offer, &code, &agreed, &opened,
+             &closed_with);
+  CHECK(strcmp(offer, "permessage-deflate; client_max_window_bits") == 0);
+  pmd_client(NULL, 3, 10, 12, offer, sizeof offer, &code, &agreed, &opened,
+             &closed_with);
+  CHECK(strcmp(offer, "permessage-deflate; server_no_context_takeover; "
+                      "client_no_context_takeover; server_max_window_bits=12; "
+                      "client_max_window_bits=10") == 0);
+  /* The client's defaults: its own window 13, nothing asked of the
+   * server, which may still state its window. */
+  pmd_client("permessage-deflate; server_max_window_bits=13", 0, -1, -1, offer,
+             sizeof offer, &code, &agreed, &opened, &closed_with);
+  CHECK(strcmp(offer, "permessage-deflate; client_max_window_bits=13") == 0);
+  CHECK_INT(agreed, 1);
+  pmd_client("permessage-deflate", 0, -1, -1, offer, sizeof offer, &code,
+             &agreed, &opened, &closed_with);
+  CHECK_INT(agreed, 1);
+}
+
+#if WS_ENABLE_ZLIB
+/* The test's own compressor: a peer's raw DEFLATE with a sync flush, the
+ * 00 00 ff ff tail removed (RFC 7692 7.2.1). zs NULL: a fresh one. */
+static void pmd_deflate(z_stream *zs, buf *out, const void *d, size_t n) {
+  z_stream own;
+  unsigned char tmp[65536];
+  size_t start = out->len;
+  if (zs == NULL) {
+    memset(&own, 0, sizeof own);
+    deflateInit2(&own, 6, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY);
+    zs = &own;
+  }
+  zs->next_in = (Bytef *)(uintptr_t)d;
+  zs->avail_in = (uInt)n;
+  do {
+    zs->next_out = tmp;
+    zs->avail_out = sizeof tmp;
+    deflate(zs, Z_SYNC_FLUSH);
+    buf_put(out, tmp, sizeof tmp - zs->avail_out);
+  } while (zs->avail_out == 0);
+  if (out->len == start) buf_put(out, "\0\0\0\xff\xff", 5); /* as we send "" */
+  CHECK(out->len - start >= 4 &&
+        memcmp(out->d + out->len - 4, "\0\0\xff\xff", 4) == 0);
+  out->len -= 4;
+  if (zs == &own) deflateEnd(&own);
+}
+
+/* A compressed message as a client sends it: RSV1 on the first of
+ * `frames` frames. */
+static void pmd_frames(buf *b, z_stream *zs, int op, const void *d, size_t n,
+                       int frames) {
+  buf c = {0};
+  size_t per, off = 0;
+  int i;
+  pmd_deflate(zs, &c, d, n);
+  per = c.len / (size_t)frames;
+  for (i = 0; i < frames; i++) {
+    size_t k = i + 1 == frames ? c.len - off : per;
+    add_frame_ex(b, (i + 1 == frames ? 0x80 : 0) | (i == 0 ? 0x40 | op : 0),
+                 k, c.d + off, k, 1);
+    off += k;
+  }
+  buf_free(&c);
+}
+
+static void pmd_on_small(ws_config *cfg) {
+  pmd_on(cfg);
+  cfg->max_message = 1u << 20;
+}
+
+static void pmd_on_unlimited(ws_config *cfg) {
+  pmd_on(cfg);
+  cfg->max_frame = UINT64_MAX;
+  cfg->max_message = UINT64_MAX;
+}
+
+static void pmd_on_stream(ws_config *cfg) {
+  pmd_on(cfg);
+  cfg->stream = 1;
+}
+
+static void test_deflate_frames(void) {
+  static const char hello[] = "Hello, hello, hello, hello!";
+  unsigned char *big = (unsigned char *)malloc(200000);
+  char expect[1024];
+  buf in = {0};
+  z_stream zs;
+  size_t i;
+  for (i = 0; i < 200000; i++) big[i] = (unsigned char)("{\"user\":\"ann\",\"text\":\"hi there\"}"[i % 33] + (i / 4096) % 3);
+  pmd_policy_bits = pmd_policy_nct = 0;
+  /* One stream across messages (context takeover), a fragmented message,
+   * uncompressed messages in between, an empty one, a ping inside. */
+  memset(&zs, 0, sizeof zs);
+  deflateInit2(&zs, 6, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY);
+  pmd_req(&in, "permessage-deflate");
+  pmd_frames(&in, &zs, WS_OP_TEXT, hello, strlen(hello), 1);
+  cframe(&in, 1, WS_OP_TEXT, "plain");
+  {
+    buf c = {0};
+    pmd_deflate(&zs, &c, big, 100000);
+    add_frame_ex(&in, 0x40 | WS_OP_BINARY, 100, c.d, 100, 1);
+    cframe(&in, 1, WS_OP_PING, "p");
+    add_frame_ex(&in, WS_OP_CONT, c.len - 200, c.d + 100, c.len - 200, 1);
+    add_frame_ex(&in, 0x80, 100, c.d + c.len - 100, 100, 1);
+    buf_free(&c);
+  }
+  pmd_frames(&in, &zs, WS_OP_TEXT, hello, strlen(hello), 1); /* refers back */
+  pmd_frames(&in, &zs, WS_OP_BINARY, "", 0, 1);
+  pmd_frames(&in, &zs, WS_OP_TEXT, big, 5000, 3);
+  add_close(&in, 1000, "bye", 1);
+  snprintf(expect, sizeof expect,
+           "msg 1 27 %08lx\nmsg 1 5 %08lx\nping 1 p\nmsg 2 100000 %08lx\n"
+           "msg 1 27 %08lx\nmsg 2 0 %08lx\nmsg 1 5000 %08lx\nclose 1000 bye\n",
+           fnv(hello, 27), fnv("plain", 5), fnv(big, 100000), fnv(hello, 27),
+           fnv("", 0), fnv(big, 5000));
+  script("deflate", &in, expect, 1000, 0, pmd_on);
+  script("deflate stream", &in, expect, 1000, 0, pmd_on_stream);
+  script("deflate, no limits", &in, expect, 1000, 0, pmd_on_unlimited);
+  deflateEnd(&zs);
+  /* RSV1 where it may not be: a continuation, a control frame, a
+   * connection without the extension; RSV2 always. */
+  {
+    static const struct { const char *offer; int b0a, b0b, code; } bad[] = {
+        {"permessage-deflate", 0x40 | WS_OP_TEXT, 0x80 | 0x40, 1002},
+        {"permessage-deflate", 0x80 | 0x40 | WS_OP_PING, -1, 1002},
+        {"permessage-deflate", 0x80 | 0x40 | WS_OP_PONG, -1, 1002},
+        {NULL, 0x80 | 0x40 | WS_OP_TEXT, -1, 1002},
+        {"permessage-deflate", 0x80 | 0x20 | WS_OP_TEXT, -1, 1002},
+        {"permessage-deflate", 0x80 | 0x60 | WS_OP_TEXT, -1, 1002},
+    };
+    for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+      buf c = {0};
+      in.len = 0;
+      pmd_req(&in, bad[i].offer);
+      pmd_deflate(NULL, &c, "abc", 3);
+      add_frame_ex(&in, bad[i].b0a, c.len, c.d, c.len, 1);
+      if (bad[i].b0b >= 0) add_frame_ex(&in, bad[i].b0b, c.len, c.d, c.len, 1);
+      script("deflate rsv", &in, "", bad[i].code, 0, pmd_on);
+      buf_free(&c);
+    }
+  }
+  /* A corrupt stream: 1007. So is bad UTF-8 inside compressed text. */
+  in.len = 0;
+  pmd_req(&in, "permessage-deflate");
+  add_frame_ex(&in, 0x80 | 0x40 | WS_OP_BINARY, 3, "\xff\xff\xff", 3, 1);
+  script("deflate corrupt", &in, "", 1007, 0, pmd_on);
+  in.len = 0;
+  pmd_req(&in, "permessage-deflate");
+  pmd_frames(&in, NULL, WS_OP_TEXT, "ok\xc3\x28", 4, 1);
+  script("deflate utf8", &in, "", 1007, 0, pmd_on);
+  /* A bomb: 64 MiB of zeros in about 64 KB fails with 1009 once
+   * max_message (1 MiB) is passed, holding no more than the limit. */
+  {
+    unsigned char *zeros = (unsigned char *)calloc(1, 64u << 20);
+    ws_config cfg;
+    endpoint e;
+    buf rx = {0}, tx = {0};
+    counting_alloc a = {0, 0, 0, 0};
+    int stream;
+    in.len = 0;
+    pmd_req(&in, "permessage-deflate");
+    pmd_frames(&in, NULL, WS_OP_BINARY, zeros, 64u << 20, 1);
+    CHECK(in.len < 100000);
+    for (stream = 0; stream < 2; stream++) {
+      memset(&a, 0, sizeof a);
+      tx.len = 0;
+      ws_config_init(&cfg, WS_SERVER);
+      pmd_on_small(&cfg);
+      cfg.stream = stream;
+      cfg.realloc = counting_realloc;
+      cfg.alloc_ctx = &a;
+      ep_init(&e, &cfg, &rx, &tx);
+      ws_conn_feed(&e.c, in.d, in.len);
+      ep_drain(&e);
+      CHECK_INT(out_close_code(&tx, 0), 1009);
+      CHECK_INT(ws_conn_error(&e.c), WS_ETOOBIG);
+      CHECK(a.peak_size <= (1u << 20) + 1);
+      if (stream) CHECK(e.msg.len <= (1u << 20)); /* pieces up to the limit */
+      CHECK_INT(e.nmsgs > 0, stream);
+      ep_free(&e);
+      CHECK_INT(a.live, 0);
+    }
+    /* max_frame bounds the inflated bytes of one frame the same way. */
+    memset(&a, 0, sizeof a);
+    tx.len = 0;
+    ws_config_init(&cfg, WS_SERVER);
+    pmd_on(&cfg);
+    cfg.max_frame = 100000;
+    ep_init(&e, &cfg, &rx, &tx);
+    in.len = 0;
+    pmd_req(&in, "permessage-deflate");
+    pmd_frames(&in, NULL, WS_OP_BINARY, zeros, 100000, 1);
+    pmd_frames(&in, NULL, WS_OP_BINARY, zeros, 100001, 1);
+    ws_conn_feed(&e.c, in.d, in.len);
+    CHECK_INT(e.nmsgs, 1);
+    CHECK_INT(out_close_code(&tx, 0), 1009);
+    ep_free(&e);
+    buf_free(&tx);
+    free(zeros);
+  }
+  /* Streaming delivers inflated pieces, not one. */
+  {
+    ws_config cfg;
+    endpoint e;
+    buf rx = {0}, tx = {0};
+    ws_config_init(&cfg, WS_SERVER);
+    pmd_on_stream(&cfg);
+    ep_init(&e, &cfg, &rx, &tx);
+    in.len = 0;
+    pmd_req(&in, "permessage-deflate");
+    pmd_frames(&in, NULL, WS_OP_BINARY, big, 200000, 1);
+    CHECK(in.len < 60000);
+    ws_conn_feed(&e.c, in.d, in.len);
+    CHECK(e.pieces > 10);
+    buf_put(&e.log, "", 1);
+    snprintf(expect, sizeof expect, "msg 2 200000 %08lx", fnv(big, 200000));
+    CHECK(strstr(cstr(&e.log), expect) != NULL);
+    ep_free(&e);
+    buf_free(&tx);
+  }
+  buf_free(&in);
+  free(big);
+}
+
+/* Frames of a server's output after its head: how many data frames had
+ * RSV1, and how many had none. */
+static void pmd_wire(const buf *tx, int masked, int *rsv1, int *plain) {
+  size_t off = 0, i;
+  *rsv1 = *plain = 0;
+  for (i = 0; i + 3 < tx->len; i++)
+    if (memcmp(tx->d + i, "\r\n\r\n", 4) == 0) {
+      off = i + 4;
+      break;
+    }
+  while (off < tx->len) {
+    ws_frame f;
+    size_t hl;
+    if (ws_frame_parse(tx->d + off, tx->len - off, &f, &hl) != WS_OK ||
+        f.masked != masked)
+      break;
+    if (f.opcode == WS_OP_TEXT || f.opcode == WS_OP_BINARY) {
+      if (f.rsv == 4) (*rsv1)++;
+      else (*plain)++;
+    }
+    off += hl + (size_t)f.len;
+  }
+}
+
+static int pmd_pair_bits, pmd_pair_nct, pmd_pair_split, pmd_pair_stream;
+static counting_alloc pmd_srv_alloc, pmd_cli_alloc;
+
+static void pmd_pair_cfg(ws_config *cfg) {
+  counting_alloc *a = cfg->role == WS_SERVER ? &pmd_srv_alloc : &pmd_cli_alloc;
+  cfg->deflate.enable = 1;
+  cfg->deflate.window_bits = (uint8_t)pmd_pair_bits;
+  cfg->deflate.peer_window_bits = (uint8_t)pmd_pair_bits;
+  cfg->deflate.no_context_takeover = pmd_pair_nct & 1;
+  cfg->deflate.peer_no_context_takeover = (pmd_pair_nct & 2) != 0;
+  cfg->deflate.mem_level = 4;
+  cfg->frame_size = (size_t)pmd_pair_split;
+  cfg->stream = pmd_pair_stream;
+  cfg->realloc = counting_realloc;
+  cfg->alloc_ctx = a;
+}
+
+/* A deflate pair: both ends with pmd_pair_cfg(), the client offering. */
+static void pmd_pair_init(pair *p) {
+  ws_config cfg;
+  ws_client_opts o;
+  memset(p, 0, sizeof *p);
+  ws_config_init(&cfg, WS_SERVER);
+  pmd_pair_cfg(&cfg);
+  ep_init(&p->s, &cfg, &p->c2s, &p->s2c);
+  ws_config_init(&cfg, WS_CLIENT);
+  pmd_pair_cfg(&cfg);
+  ep_init(&p->cl, &cfg, &p->s2c, &p->c2s);
+  memset(&o, 0, sizeof o);
+  o.host = "127.0.0.1:9001";
+  o.deflate = 1;
+  if (ws_client_start(&p->cl.c, &o) == WS_OK) pair_pump(p);
+}
+
+static void test_deflate_pair(void) {
+  static const size_t lens[] = {0, 10, 63, 64, 200, 4000, 70000, 1u << 20};
+  unsigned char *data = (unsigned char *)malloc(1u << 20);
+  size_t i;
+  int bits, nct, split, stream;
+  for (i = 0; i < (1u << 20); i++)
+    data[i] = (unsigned char)("{\"from\":\"ann\",\"msg\":\"see you at eight\",\"t\":12345}\n"[i % 50] ^ ((i >> 12) & 1));
+  for (bits = 8; bits <= 15; bits += (bits < 10 ? 1 : 5))
+    for (nct = 0; nct < 4; nct++)
+      for (split = 0; split <= 1000; split += 1000)
+        for (stream = 0; stream < 2; stream++) {
+          pair p;
+          char expect[64];
+          int rsv1, plain;
+          size_t wire = 0, sent = 0;
+          pmd_pair_bits = bits, pmd_pair_nct = nct;
+          pmd_pair_split = split, pmd_pair_stream = stream;
+          memset(&pmd_srv_alloc, 0, sizeof pmd_srv_alloc);
+          memset(&pmd_cli_alloc, 0, sizeof pmd_cli_alloc);
+          pmd_pair_init(&p);
+          p.s.echo = 1;
+          CHECK_INT(ws_conn_deflate(&p.s.c), 1);
+          CHECK_INT(ws_conn_deflate(&p.cl.c), 1);
+          for (i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+            size_t before = p.c2s.len;
+            CHECK_INT(ws_send(&p.cl.c, i & 1 ? WS_OP_BINARY : WS_OP_TEXT,
+                              data, lens[i]), WS_OK);
+            wire += p.c2s.len - before;
+            sent += lens[i];
+            pair_pump(&p);
+            snprintf(expect, sizeof expect, "msg %d %lu %08lx",
+                     i & 1 ? 2 : 1, (unsigned long)lens[i], fnv(data, lens[i]));
+            buf_put(&p.cl.log, "", 1);
+            p.cl.log.len--;
+            if (!CHECK(strstr(cstr(&p.cl.log), expect) != NULL))
+              printf("    bits %d nct %d split %d stream %d len %lu\n", bits,
+                     nct, split, stream, (unsigned long)lens[i]);
+          }
+          /* Both ways compressed (but an 8-bit window, where this side
+           * sends plain), under the threshold plain. */
+          pmd_wire(&p.s2c, 0, &rsv1, &plain);
+          CHECK_INT(rsv1, bits == 8 ? 0 : 5);
+          CHECK_INT(plain, bits == 8 ? 8 : 3);
+          if (bits > 8) CHECK(wire < sent / 4);
+          /* Idle: without context takeover (asked for by either side,
+           * for either direction: each asks for both here), no zlib state
+           * at all, nor any memory. */
+          CHECK_INT(WS__P(&p.s.c)->z == NULL, nct != 0 || bits == 8);
+          CHECK_INT(WS__P(&p.cl.c)->z == NULL, nct != 0 || bits == 8);
+          if (nct != 0) {
+            CHECK_INT(pmd_srv_alloc.live, 0);
+            CHECK_INT(pmd_cli_alloc.live, 0);
+          }
+          ws_close(&p.cl.c, 1000, NULL, 0);
+          pair_pump(&p);
+          CHECK_INT(p.s.close_code, 1000);
+          pair_free(&p);
+          CHECK_INT(pmd_srv_alloc.live, 0);
+          CHECK_INT(pmd_cli_alloc.live, 0);
+        }
+  free(data);
+}
+
+static void test_deflate_alloc_failures(void) {
+  /* Failing the k-th allocation anywhere (zlib's included) on either side
+   * ends the connection cleanly: one on_close at most, nothing leaked. */
+  unsigned char *data = (unsigned char *)malloc(100000);
+  long k, total = 0;
+  int side;
+  for (k = 0; k < 100000; k++) data[k] = (unsigned char)"abcabd"[k % 6];
+  for (side = 0; side < 2; side++)
+    for (k = 0; k == 0 || k <= total; k++) {
+      pair p;
+      counting_alloc *a = side ? &pmd_cli_alloc : &pmd_srv_alloc;
+      pmd_pair_bits = 12, pmd_pair_nct = 0, pmd_pair_split = 0;
+      pmd_pair_stream = 0;
+      memset(&pmd_srv_alloc, 0, sizeof pmd_srv_alloc);
+      memset(&pmd_cli_alloc, 0, sizeof pmd_cli_alloc);
+      a->fail_at = k;
+      pmd_pair_init(&p);
+      p.s.echo = 1;
+      if (ws_conn_state(&p.cl.c) == WS_STATE_OPEN) {
+        ws_send(&p.cl.c, WS_OP_BINARY, data, 100000);
+        pair_pump(&p);
+        ws_send(&p.cl.c, WS_OP_TEXT, data, 1000);
+        pair_pump(&p);
+      }
+      if (k == 0) {
+        total = a->calls;
+        buf_put(&p.cl.log, "", 1);
+        CHECK(strstr(cstr(&p.cl.log), "msg 1 1000") != NULL);
+        CHECK(total > 6);
+      }
+      if (ws_conn_state(&p.cl.c) == WS_STATE_OPEN) ws_close(&p.cl.c, 1000, NULL, 0);
+      pair_pump(&p);
+      ep_free(&p.s);
+      ep_free(&p.cl);
+      CHECK(p.s.closes <= 1 && p.cl.closes <= 1);
+      CHECK_INT(pmd_srv_alloc.live, 0);
+      CHECK_INT(pmd_cli_alloc.live, 0);
+      buf_free(&p.s2c);
+      buf_free(&p.c2s);
+    }
+  free(data);
+}
+#endif /* WS_ENABLE_ZLIB */
+
 int main(void) {
   /* Built again with -DNDEBUG (test_conn_ndebug), where WS_ASSERT is gone:
    * that build runs the lifecycle tests only, which misuse the library in
@@ -3451,6 +4158,13 @@ int main(void) {
   RUN(test_cork);
   RUN(test_send_encoded);
   RUN(test_send_over_queue_limit);
+  RUN(test_deflate_negotiation_server);
+  RUN(test_deflate_negotiation_client);
+#if WS_ENABLE_ZLIB
+  RUN(test_deflate_frames);
+  RUN(test_deflate_pair);
+  RUN(test_deflate_alloc_failures);
+#endif
 lifecycle:
   RUN(test_write_error_and_free_in_close);
   RUN(test_callback_may_close);

@@ -631,6 +631,248 @@ static void test_broadcast(void) {
   ws_loop_free(&w.loop);
 }
 
+#if WS_ENABLE_ZLIB
+/* The frame after the HTTP head in buf (the head's extension header, if
+ * any, into ext): its first byte, payload and length; 0 if none. */
+static int raw_first_frame(const unsigned char *buf, size_t n, char *ext,
+                           size_t ecap, const unsigned char **pl,
+                           size_t *pn) {
+  size_t i, hl;
+  ws_frame f;
+  const char *h = "Sec-WebSocket-Extensions: ";
+  ext[0] = '\0';
+  for (i = 0; i + 4 <= n && memcmp(buf + i, "\r\n\r\n", 4) != 0; i++) {
+    if (memcmp(buf + i, h, strlen(h)) == 0) {
+      size_t k = 0, j = i + strlen(h);
+      while (j < n && buf[j] != '\r' && k + 1 < ecap) ext[k++] = (char)buf[j++];
+      ext[k] = '\0';
+    }
+  }
+  if (i + 4 > n) return 0;
+  i += 4;
+  if (ws_frame_parse(buf + i, n - i, &f, &hl) != WS_OK || n - i - hl < f.len) return 0;
+  *pl = buf + i + hl;
+  *pn = (size_t)f.len;
+  return buf[i];
+}
+
+static int c_server_opened(world *w, void *arg) {
+  return w->server.opened >= *(int *)arg;
+}
+
+static void test_broadcast_deflate(void) {
+  /* One publish to five subscribers: three whose server compressor keeps
+   * no context get one frame, compressed once with the smallest window
+   * among them (10 bits, asked by one of them); one with context takeover
+   * gets it from its own compressor; one without deflate gets it plain. */
+  static const char *const offers[] = {
+      "permessage-deflate; server_no_context_takeover",
+      "permessage-deflate; server_no_context_takeover; client_max_window_bits",
+      "permessage-deflate; server_no_context_takeover; server_max_window_bits=10",
+      "permessage-deflate", NULL};
+  world w;
+  ws_loop_config cfg;
+  ws_loop_callbacks cb;
+  int fds[5], i, five = 5;
+  char msg[3000], ext[200];
+  unsigned char *bufs[5];
+  size_t lens[5] = {0}, sent = 0, shared_len = 0;
+  void *shared = NULL;
+  for (i = 0; i < (int)sizeof msg; i++) /* repeats 2000 bytes apart only */
+    msg[i] = (char)('a' + (unsigned)((i % 2000) * 2654435761u >> 13) % 26);
+  ws_loop_config_init(&cfg);
+  cfg.server.deflate.enable = 1;
+  memset(&w, 0, sizeof w);
+  memset(&cb, 0, sizeof cb);
+  cb.conn.on_open = subscribe_on_open;
+  g_server_peer = &w.server;
+  cb.conn.on_message = on_message;
+  cb.conn.on_close = on_close;
+  CHECK_INT(ws_loop_init(&w.loop, &cfg, &cb, &w.server), WS_OK);
+  CHECK_INT(ws_loop_listen(&w.loop, "127.0.0.1", 0, &w.port), WS_OK);
+  for (i = 0; i < 5; i++) {
+    char req[512];
+    int n = snprintf(req, sizeof req,
+                     "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n%s%s%s\r\n",
+                     offers[i] ? "Sec-WebSocket-Extensions: " : "",
+                     offers[i] ? offers[i] : "", offers[i] ? "\r\n" : "");
+    fds[i] = raw_connect(w.port, NULL);
+    CHECK(fds[i] >= 0);
+    CHECK(send(fds[i], req, (size_t)n, 0) == n);
+    bufs[i] = (unsigned char *)malloc(16384);
+  }
+  CHECK(run_until(&w, c_server_opened, &five, 5000));
+  CHECK_INT(ws_loop_topic_size(&w.loop, "room"), 5);
+  CHECK_INT(ws_loop_publish(&w.loop, "room", WS_OP_TEXT, msg, sizeof msg, &sent), WS_OK);
+  CHECK_INT(sent, 5);
+  for (i = 0; i < 20; i++) ws_loop_run_once(&w.loop, 10);
+  CHECK_INT(ws_deflate_encode(&cfg.server, WS_OP_TEXT, msg, sizeof msg, 10,
+                              &shared, &shared_len), WS_OK);
+  for (i = 0; i < 5; i++) {
+    const unsigned char *pl = NULL;
+    size_t pn = 0;
+    int b0;
+    lens[i] = raw_drain(fds[i], bufs[i], 16384);
+    b0 = raw_first_frame(bufs[i], lens[i], ext, sizeof ext, &pl, &pn);
+    if (i < 3) {
+      /* The shared frame, byte for byte; and it inflates to the message. */
+      CHECK_INT(b0, 0x80 | 0x40 | WS_OP_TEXT);
+      CHECK(strstr(ext, "server_no_context_takeover") != NULL);
+      CHECK(pl && pn + 4 == shared_len && memcmp(pl, (unsigned char *)shared + 4, pn) == 0);
+      {
+        z_stream zs;
+        unsigned char out[4000], tmp[4000];
+        memset(&zs, 0, sizeof zs);
+        inflateInit2(&zs, -15);
+        memcpy(tmp, pl, pn);
+        memcpy(tmp + pn, "\0\0\xff\xff", 4);
+        zs.next_in = tmp;
+        zs.avail_in = (uInt)pn + 4;
+        zs.next_out = out;
+        zs.avail_out = sizeof out;
+        inflate(&zs, Z_SYNC_FLUSH);
+        CHECK_INT(sizeof out - zs.avail_out, sizeof msg);
+        CHECK(memcmp(out, msg, sizeof msg) == 0);
+        inflateEnd(&zs);
+      }
+    } else if (i == 3) {
+      /* Context takeover: its own 13-bit compressor, not the shared frame. */
+      CHECK(strcmp(ext, "permessage-deflate; server_max_window_bits=13") == 0);
+      CHECK_INT(b0, 0x80 | 0x40 | WS_OP_TEXT);
+      CHECK(pl && !(pn + 4 == shared_len && memcmp(pl, (unsigned char *)shared + 4, pn) == 0));
+    } else {
+      CHECK_INT(ext[0], 0);
+      CHECK_INT(b0, 0x80 | WS_OP_TEXT);
+      CHECK(pl && pn == sizeof msg && memcmp(pl, msg, pn) == 0);
+    }
+  }
+  ws_deflate_free(&cfg.server, shared);
+  for (i = 0; i < 5; i++) {
+    close(fds[i]);
+    free(bufs[i]);
+  }
+  ws_loop_free(&w.loop);
+}
+/* Counts live bytes (a size header per block) and their peak. */
+typedef struct bytes_alloc { long live, peak; } bytes_alloc;
+static void *bytes_realloc(void *ptr, size_t n, void *ctx) {
+  bytes_alloc *a = (bytes_alloc *)ctx;
+  size_t *h = ptr ? (size_t *)ptr - 2 : NULL, old = h ? h[0] : 0;
+  if (n == 0) {
+    a->live -= (long)old;
+    free(h);
+    return NULL;
+  }
+  h = (size_t *)realloc(h, n + 2 * sizeof(size_t));
+  if (h == NULL) return NULL;
+  a->live += (long)n - (long)old;
+  if (a->live > a->peak) a->peak = a->live;
+  h[0] = n;
+  return h + 2;
+}
+
+static int c_first_msg(world *w, void *arg) {
+  (void)arg;
+  return w->clients[0].msgs >= 1;
+}
+
+static void test_deflate_bomb_on_loop(void) {
+  /* A compressed message that inflates to 64 MiB (64 KB on the wire) is
+   * stopped with 1009 at max_message (1 MiB), the server's heap stays
+   * within a few MiB, and it goes on serving another client, whose own
+   * compressed messages echo. */
+  world w;
+  ws_loop_config cfg;
+  bytes_alloc a = {0, 0};
+  unsigned char *zeros = (unsigned char *)calloc(1, 64u << 20), *comp, *fr;
+  size_t clen, flen, got, i;
+  unsigned char hdr[WS_FRAME_HEADER_MAX], rx[4096];
+  static const uint8_t key[4] = {9, 8, 7, 6};
+  ws_client_opts o;
+  char url[64], req[512];
+  z_stream zs;
+  int fd, n, one = 1, closes = 1;
+  ws_conn *b = NULL;
+  ws_loop_config_init(&cfg);
+  cfg.server.deflate.enable = 1;
+  cfg.server.max_message = 1u << 20;
+  cfg.server.realloc = bytes_realloc;
+  cfg.server.alloc_ctx = &a;
+  world_init_cfg(&w, &cfg);
+  w.server.echo = 1;
+  /* The bomb, compressed by the test's zlib. */
+  comp = (unsigned char *)malloc(1u << 20);
+  memset(&zs, 0, sizeof zs);
+  deflateInit2(&zs, 9, Z_DEFLATED, -15, 9, Z_DEFAULT_STRATEGY);
+  zs.next_in = zeros;
+  zs.avail_in = 64u << 20;
+  zs.next_out = comp;
+  zs.avail_out = 1u << 20;
+  deflate(&zs, Z_SYNC_FLUSH);
+  clen = (1u << 20) - zs.avail_out - 4;
+  deflateEnd(&zs);
+  CHECK(clen < 100000);
+  flen = ws_frame_write(hdr, 1, WS_OP_BINARY, clen, key);
+  hdr[0] |= 0x40;
+  fr = (unsigned char *)malloc(flen + clen);
+  memcpy(fr, hdr, flen);
+  memcpy(fr + flen, comp, clen);
+  ws_mask(fr + flen, clen, key, 0);
+  fd = raw_connect(w.port, NULL);
+  CHECK(fd >= 0);
+  n = snprintf(req, sizeof req,
+               "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+               "Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n");
+  CHECK(send(fd, req, (size_t)n, 0) == n);
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  /* The other client, with deflate too. */
+  memset(&o, 0, sizeof o);
+  o.deflate = 1;
+  snprintf(url, sizeof url, "ws://127.0.0.1:%u/", w.port);
+  CHECK_INT(ws_loop_connect(&w.loop, url, &o, &w.clients[0], &b), WS_OK);
+  {
+    int two = 2;
+    CHECK(run_until(&w, c_opened, &one, 5000));
+    CHECK(run_until(&w, c_server_opened, &two, 5000));
+  }
+  CHECK_INT(ws_conn_deflate(b), 1);
+  /* The bomb goes in pieces while the loop runs. */
+  for (i = 0; i < flen + clen;) {
+    ssize_t k = send(fd, fr + i, flen + clen - i, MSG_DONTWAIT);
+    if (k > 0) i += (size_t)k;
+    ws_loop_run_once(&w.loop, 1);
+    if (w.server.closes) break;
+  }
+  CHECK(run_until(&w, c_server_closes, &closes, 5000));
+  CHECK_INT(w.server.close_code, 1009);
+  got = raw_drain(fd, rx, sizeof rx);
+  {
+    /* After the 101, a close frame with 1009. */
+    size_t h = 0;
+    while (h + 4 <= got && memcmp(rx + h, "\r\n\r\n", 4) != 0) h++;
+    CHECK(h + 8 <= got && rx[h + 4] == 0x88 && rx[h + 6] == 0x03 && rx[h + 7] == 0xF1);
+  }
+  CHECK(a.peak < 4 * 1024 * 1024);
+  printf("# a 64 MiB deflate bomb in %lu bytes: 1009 at 1 MiB, server heap peak %ld bytes\n",
+         (unsigned long)clen, a.peak);
+  /* The server goes on: the other client's message echoes, compressed
+   * both ways. */
+  memset(zeros, 'x', 5000);
+  CHECK_INT(ws_send(b, WS_OP_TEXT, zeros, 5000), WS_OK);
+  CHECK(run_until(&w, c_first_msg, NULL, 5000));
+  CHECK_INT(w.clients[0].bytes, 5000);
+  close(fd);
+  ws_loop_free(&w.loop);
+  CHECK_INT(a.live, 0);
+  free(fr);
+  free(comp);
+  free(zeros);
+}
+#endif
+
 typedef struct post_ctx {
   ws_loop *loop;
   ws_conn *c;
@@ -2522,6 +2764,10 @@ int main(void) {
   RUN(test_backpressure);
   RUN(test_lingering_close);
   RUN(test_broadcast);
+#if WS_ENABLE_ZLIB
+  RUN(test_broadcast_deflate);
+  RUN(test_deflate_bomb_on_loop);
+#endif
   RUN(test_post_from_thread);
   RUN(test_posts_run_at_free);
   RUN(test_shutdown);

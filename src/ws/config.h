@@ -82,6 +82,21 @@
 #define WS_ENABLE_MBEDTLS 0
 #endif
 
+/* permessage-deflate (deflate.c): 1 to build its zlib backend (link -lz).
+ * The Makefile sets it when zlib's header is found. Without it the library
+ * declines every offer and never offers. */
+#ifndef WS_ENABLE_ZLIB
+#define WS_ENABLE_ZLIB 0
+#endif
+#if WS_ENABLE_ZLIB
+#include <zlib.h>
+#endif
+/* Bytes of stack a streamed compressed message (cfg.stream) is inflated
+ * into, piece by piece: the largest piece on_message gets from one. */
+#ifndef WS_INFLATE_CHUNK
+#define WS_INFLATE_CHUNK 4096
+#endif
+
 #if WS_MAX_HEADERS > 255 || WS_MAX_HEADERS < 8
 #error "WS_MAX_HEADERS must be 8..255"
 #endif

@@ -1,5 +1,5 @@
-/* conn.c - part 5, layer 1: ws_conn, one connection's state machine over the caller's callbacks.
- * Uses parts 0-4: buffers, output queue, input, timers, the closing handshake. */
+/* conn.c - part 6, layer 1: ws_conn, one connection's state machine over the caller's callbacks.
+ * Uses parts 0-5: buffers, output queue, input, timers, the closing handshake. */
 #include "private.h"
 
 /* Bytes an input buffer keeps free beyond a whole message: room for the
@@ -58,6 +58,7 @@ struct ws__ibuf {
   uint8_t op;          /* the frame's opcode (WS__OP_CONT_FRAME; 0: none) */
   uint8_t fin, msg_op; /* the frame's FIN; the message's opcode (0: none) */
   uint8_t off;         /* mask key position */
+  uint8_t zmsg;        /* the message is compressed (RSV1 on its first frame) */
   unsigned char d[];
 };
 struct ws__obuf {
@@ -80,6 +81,21 @@ typedef char ws__buffer_overhead_ok[sizeof(struct ws__ibuf) + 7 <=
  * where the search for the end of the HTTP head resumes (0 once open). */
 #define WS__HEAD_SCAN(b) ((b)->frame_left)
 
+/* Compression state (ws_conn.z), allocated while something of it lives: a
+ * compressor or decompressor kept for context takeover, or a message
+ * being inflated. An idle connection without context takeover holds none. */
+struct ws__zconn {
+  ws__zs *tx, *rx;        /* our compressor, our decompressor (NULL: none) */
+  unsigned char *m;       /* the inflated message so far (not streaming) */
+  size_t mlen, mcap;
+  uint64_t fout, mout;    /* inflated bytes of the frame, of the message */
+  int ended;              /* the message's final DEFLATE block came */
+};
+
+/* What deflate agreed; a constant 0 in builds without it, so that its
+ * paths compile out (firmware). */
+#define WS__PMD(p) (WS_ENABLE_ZLIB ? (unsigned)(p)->pmd : 0u)
+
 /* Output bytes not yet written. */
 #define WS__QUEUED(p) ((p)->out ? (p)->out->len - (p)->out->head : (size_t)0)
 
@@ -96,6 +112,38 @@ static void *ws__realloc(struct ws__conn_priv *p, void *ptr, size_t n) {
 #else
   return NULL;
 #endif
+}
+
+/* The compression state, allocated on first use (NULL: no memory). */
+static struct ws__zconn *ws__z_get(struct ws__conn_priv *p) {
+  struct ws__zconn *z = (struct ws__zconn *)p->z;
+  if (z == NULL) {
+    z = (struct ws__zconn *)ws__realloc(p, NULL, sizeof *z);
+    if (z == NULL) return NULL;
+    memset(z, 0, sizeof *z);
+    p->z = z;
+  }
+  return z;
+}
+
+/* Gives the compression state back when nothing of it lives. */
+static void ws__z_drop(struct ws__conn_priv *p) {
+  struct ws__zconn *z = (struct ws__zconn *)p->z;
+  if (z && !z->tx && !z->rx && !z->m) {
+    ws__realloc(p, z, 0);
+    p->z = NULL;
+  }
+}
+
+/* Frees all of it (the connection ends). */
+static void ws__z_release(struct ws__conn_priv *p) {
+  struct ws__zconn *z = (struct ws__zconn *)p->z;
+  if (!WS_ENABLE_ZLIB || z == NULL) return;
+  ws__zs_free(z->tx);
+  ws__zs_free(z->rx);
+  if (z->m) ws__realloc(p, z->m, 0);
+  ws__realloc(p, z, 0);
+  p->z = NULL;
 }
 
 #ifndef WS_NO_CLIENT
@@ -171,6 +219,14 @@ void ws_config_init(ws_config *cfg, int role) {
   cfg->close_timeout_ms = WS_CLOSE_TIMEOUT_MS;
   cfg->ping_interval_ms = 0;
   cfg->pong_timeout_ms = WS_PONG_TIMEOUT_MS;
+  cfg->deflate.window_bits = WS_DEFLATE_WINDOW_BITS;
+  /* A client does not ask the server for a smaller window by default: a
+   * server that ignores the request (libwebsockets 4.1 does) would leave
+   * it no choice but to fail the connection. */
+  cfg->deflate.peer_window_bits =
+      role == WS_CLIENT ? 15 : WS_DEFLATE_PEER_WINDOW_BITS;
+  cfg->deflate.mem_level = WS_DEFLATE_MEM_LEVEL;
+  cfg->deflate.threshold = WS_DEFLATE_THRESHOLD;
 }
 
 /* see ws.h */
@@ -249,6 +305,7 @@ static void ws__set_closed(struct ws__conn_priv *p, int code, int err) {
 
 /* Gives the buffers back (never the batch's stack buffer). */
 static void ws__release(struct ws__conn_priv *p) {
+  ws__z_release(p);
   if (!(p->flags & WS__F_FIXED)) {
     if (p->in) ws__realloc(p, p->in, 0);
     if (p->out && !(p->flags & WS__F_STACK_OUT)) ws__realloc(p, p->out, 0);
@@ -271,6 +328,7 @@ static int ws__done(ws_conn *c, int rc) {
   if (p->depth) return rc == WS_OK ? WS_ECLOSED : rc;
   notify = (p->flags & WS__F_STARTED) && !(p->flags & WS__F_NOTIFIED);
   p->flags |= WS__F_NOTIFIED;
+  ws__z_release(p); /* nothing compresses any more: zlib's memory goes now */
   if (notify) {
     /* A copy: a pending free releases the buffer holding the peer's
      * reason before on_close runs, as on_close is the last use of c. */
@@ -595,9 +653,10 @@ static int ws__call_message(ws_conn *c, int op, const void *d, size_t n,
  * frame's body) with the close code its error calls for; returns the error. */
 static int ws__frame_fail(ws_conn *c, int err) {
   ws__fail(c, err,
-           err == WS_ETOOBIG ? WS_CLOSE_TOO_BIG
-           : err == WS_EUTF8 ? WS_CLOSE_INVALID_DATA
-                             : WS_CLOSE_PROTOCOL);
+           err == WS_ETOOBIG                    ? WS_CLOSE_TOO_BIG
+           : err == WS_EUTF8 || err == WS_EDATA ? WS_CLOSE_INVALID_DATA
+           : err == WS_ENOMEM                   ? WS_CLOSE_INTERNAL
+                                                : WS_CLOSE_PROTOCOL);
   return err;
 }
 
@@ -705,9 +764,13 @@ WS__INLINE int ws__frame_head(const struct ws__conn_priv *p,
                               size_t *hl, const struct ws__ibuf *b) {
   int rc = ws__frame_parse(d, len, f, hl);
   if (rc != WS_OK) return rc;
-  /* No extension is negotiated, so every RSV bit is refused; a client
+  /* RSV1 only with permessage-deflate, on a message's first frame (never
+   * a control frame or a continuation); RSV2 and RSV3 never. A client
    * masks its frames, a server does not. */
-  if (f->rsv != 0 || f->masked != (p->role == WS_SERVER ? 1 : 0))
+  if ((f->rsv != 0 &&
+       (f->rsv != 4 || !(WS__PMD(p) & WS__PMD_ON) || f->opcode >= 8 ||
+        f->opcode == WS_OP_CONT)) ||
+      f->masked != (p->role == WS_SERVER ? 1 : 0))
     return WS_EPROTO;
   if (f->opcode >= 8) return WS_OK; /* control frames may come in between */
   if (f->opcode != WS_OP_CONT) {
@@ -730,6 +793,106 @@ WS__INLINE int ws__payload(ws_conn *c, unsigned char *d, size_t n,
   if (msg_op == WS_OP_TEXT && ws_utf8_check(utf8, d, n, done, NULL) != WS_OK)
     return ws__frame_fail(c, WS_EUTF8);
   return WS_OK;
+}
+
+/* A piece of a compressed message's payload, in[0..n) (unmasked), at the
+ * end of a frame when `last`, at the end of the message when `done` (then
+ * the tail 00 00 ff ff the sender removed follows it). Inflated bytes count
+ * against max_frame and max_message as they come out, so a bomb stops at
+ * the limit; they are checked as UTF-8 in a text message, and delivered in
+ * pieces (cfg.stream) or gathered and delivered whole at the end. Returns
+ * WS_OK or the error that failed the connection. */
+static int ws__inflate(ws_conn *c, int op, const unsigned char *in, size_t n,
+                       int last, int done) {
+  static const unsigned char tail[4] = {0x00, 0x00, 0xff, 0xff};
+  struct ws__conn_priv *p = WS__P(c);
+  struct ws__zconn *z = ws__z_get(p);
+  unsigned char chunk[WS_INFLATE_CHUNK];
+  int pass, rc;
+  if (z == NULL) return ws__frame_fail(c, WS_ENOMEM);
+  if (z->rx == NULL) {
+    z->rx = ws__zs_new(p->cfg, 1, (int)WS__MAX(WS__PMD_RX_BITS(p->pmd), 9u), 0);
+    if (z->rx == NULL) {
+      ws__z_drop(p);
+      return ws__frame_fail(c, WS_ENOMEM);
+    }
+  }
+  for (pass = 0; pass < 2; pass++) {
+    const unsigned char *src = pass ? tail : in;
+    /* An empty payload is an empty message: no tail (00 00 ff ff alone
+     * would start a stored block that never ends). */
+    int tailed = done && p->in->msg_total > 0;
+    size_t left = pass ? (tailed ? sizeof tail : 0) : n;
+    int more = !pass || tailed;
+    while (!z->ended && (left > 0 || more)) {
+      uint64_t allow = WS__MIN(p->cfg->max_frame - z->fout,
+                               p->cfg->max_message - z->mout);
+      unsigned char *out = chunk;
+      size_t cap = sizeof chunk, used, made;
+      if (!p->cfg->stream) {
+        if (z->mcap - z->mlen < 512) {
+          /* Grow, doubling, to at most one byte past max_message (the
+           * byte that tells the limit was passed). */
+          uint64_t lim = p->cfg->max_message < (uint64_t)SIZE_MAX
+                             ? p->cfg->max_message + 1
+                             : (uint64_t)SIZE_MAX;
+          size_t want = z->mcap ? z->mcap * 2 : 1024;
+          unsigned char *m;
+          if (want < z->mcap || want > lim) want = (size_t)lim;
+          if (want > z->mcap) {
+            if ((m = (unsigned char *)ws__realloc(p, z->m, want)) == NULL)
+              return ws__frame_fail(c, WS_ENOMEM);
+            z->m = m;
+            z->mcap = want;
+          }
+        }
+        out = z->m + z->mlen;
+        cap = z->mcap - z->mlen;
+        if (cap == 0) return ws__frame_fail(c, WS_ETOOBIG); /* no more room */
+      }
+      if (cap > allow) cap = (size_t)allow + 1;
+      rc = ws__zs_run(z->rx, src, left, &used, out, cap, &made, 0);
+      src += used;
+      left -= used;
+      if (rc < 0) return ws__frame_fail(c, rc);
+      if (made > allow) return ws__frame_fail(c, WS_ETOOBIG);
+      if (rc == WS__ZS_END) z->ended = 1;
+      z->fout += made;
+      z->mout += made;
+      more = made == cap; /* full: zlib may hold more */
+      if (op == WS_OP_TEXT && made &&
+          ws_utf8_check(&p->in->utf8, out, made, 0, NULL) != WS_OK)
+        return ws__frame_fail(c, WS_EUTF8);
+      if (!p->cfg->stream) {
+        z->mlen += made;
+      } else if (made) {
+        if ((rc = ws__call_message(c, op, out, made, 0)) != WS_OK) return rc;
+        if ((p->flags & WS__F_FAILING) || WS__CLOSED(p)) return WS_OK;
+      }
+    }
+  }
+  if (last) z->fout = 0;
+  if (!done) return WS_OK;
+  if (op == WS_OP_TEXT &&
+      ws_utf8_check(&p->in->utf8, tail, 0, 1, NULL) != WS_OK)
+    return ws__frame_fail(c, WS_EUTF8);
+  rc = ws__call_message(c, op, p->cfg->stream || !z->m ? chunk : z->m,
+                        p->cfg->stream ? 0 : z->mlen, 1);
+  /* The message is out: its buffer goes, and the decompressor too when the
+   * peer keeps no context (or a final block ended its stream). */
+  if (z->m) ws__realloc(p, z->m, 0);
+  z->m = NULL;
+  z->mlen = z->mcap = 0;
+  z->mout = 0;
+  if (p->pmd & WS__PMD_RX_RESET) {
+    ws__zs_free(z->rx);
+    z->rx = NULL;
+  } else if (z->ended) {
+    ws__zs_reset(z->rx);
+  }
+  z->ended = 0;
+  ws__z_drop(p);
+  return rc;
 }
 
 /* Processes frames in in[rpos..rlen). */
@@ -761,6 +924,7 @@ static int ws__frames(ws_conn *c) {
         p->in->mstart = p->in->rpos;
         p->in->mlen = 0;
         p->in->utf8 = WS_UTF8_INIT;
+        p->in->zmsg = WS_ENABLE_ZLIB && f.rsv != 0;
       }
       p->in->op = f.opcode == WS_OP_CONT ? WS__OP_CONT_FRAME : f.opcode;
       p->in->fin = f.fin;
@@ -775,13 +939,24 @@ static int ws__frames(ws_conn *c) {
       int done = last && p->in->fin;
       unsigned char *d = p->in->d + p->in->rpos;
       if (avail == 0 && !last) break;
-      if (ws__payload(c, d, avail, p->in->key, p->in->off, p->in->msg_op,
-                      &p->in->utf8, done) != WS_OK)
+      if (ws__payload(c, d, avail, p->in->key, p->in->off,
+                      p->in->zmsg ? 0 : p->in->msg_op, &p->in->utf8,
+                      done) != WS_OK)
         return WS_EUTF8;
       p->in->frame_left -= avail;
       p->in->off = (uint8_t)((p->in->off + avail) & 3);
       p->in->msg_total += avail;
       p->in->rpos += avail;
+      if (WS_ENABLE_ZLIB && p->in->zmsg) {
+        /* Compressed: inflated out of the buffer; nothing is kept here. */
+        int op = p->in->msg_op, rc;
+        if (last) p->in->op = 0;
+        if (done) p->in->msg_op = 0;
+        p->in->mstart = p->in->rpos;
+        if ((rc = ws__inflate(c, op, d, avail, last, done)) != WS_OK)
+          return rc;
+        continue;
+      }
       if (p->cfg->stream) {
         /* Deliver the piece now; nothing is kept. An empty piece is only
          * worth a call when it ends the message. */
@@ -885,8 +1060,9 @@ static int ws__server_handshake(ws_conn *c) {
   ws_header hdrs[WS_MAX_HEADERS];
   ws_request req;
   ws_accept acc;
-  size_t head, consumed, n, extra = 0, i;
-  int status, rc;
+  size_t head, consumed, n, extra = 0, i, pmd_len = 0;
+  int status, rc, ext = 0;
+  char pmd_text[WS__PMD_TEXT_MAX];
   size_t from = (size_t)WS__HEAD_SCAN(p->in);
   head = ws__head_end((const char *)p->in->d, p->in->rlen, from);
   if (ws__bare_lf_from(p->in->d, head ? head : p->in->rlen, from))
@@ -939,15 +1115,33 @@ static int ws__server_handshake(ws_conn *c) {
     }
     if (!offered) return ws__refuse(c, 500, WS_EINVAL);
   }
-  for (i = 0; i < acc.num_headers && acc.headers; i++)
+  for (i = 0; i < acc.num_headers && acc.headers; i++) {
     extra += acc.headers[i].name_len + acc.headers[i].value_len + 4;
+    if (acc.headers[i].name &&
+        ws__ieq(acc.headers[i].name, acc.headers[i].name_len,
+                "sec-websocket-extensions"))
+      ext = 1; /* the application answers offers itself */
+  }
   if (acc.protocol) extra += strlen(acc.protocol) + 32;
-  if ((rc = ws__out_room(p, 160 + extra)) != WS_OK)
+  /* permessage-deflate: the first acceptable offer, under the policy. */
+  p->pmd = 0;
+  if (p->cfg->deflate.enable && !ext && !(p->flags & WS__F_FIXED) &&
+      ws__zs_usable(p->cfg))
+    p->pmd = ws__pmd_accept(&req, &p->cfg->deflate, pmd_text, &pmd_len);
+  if ((rc = ws__out_room(p, 160 + extra + 32 + WS__PMD_TEXT_MAX)) != WS_OK)
     return ws__refuse(c, 500, rc);
   rc = ws_response_write(p->out->d + p->out->len, p->out->cap - p->out->len, req.key,
                          req.key_len, acc.protocol, acc.headers,
                          acc.num_headers, &n);
   if (rc != WS_OK) return ws__refuse(c, 500, rc);
+  if (WS__PMD(p)) {
+    /* In before the blank line that ends the head. */
+    char *e = (char *)p->out->d + p->out->len + n - 2;
+    memcpy(e, "Sec-WebSocket-Extensions: ", 26);
+    memcpy(e + 26, pmd_text, pmd_len);
+    memcpy(e + 26 + pmd_len, "\r\n\r\n", 4);
+    n += 26 + pmd_len + 2;
+  }
   p->out->len += n;
   p->in->rpos = p->in->mstart = consumed;
   p->in->frame_left = 0; /* WS__HEAD_SCAN ends: no frame yet */
@@ -988,9 +1182,10 @@ static int ws__client_handshake(ws_conn *c) {
     }
     return WS_OK;
   }
-  rc = ws_response_parse(p->in->d + base, head, nonce,
-                         (const char *)p->in->d + 16, p->in->proto_len,
-                         &resp, hdrs, WS__MAX_HDRS(p), &consumed);
+  rc = ws__response_parse(p->in->d + base, head, nonce,
+                          (const char *)p->in->d + 16, p->in->proto_len,
+                          &resp, hdrs, WS__MAX_HDRS(p), &consumed,
+                          (WS__PMD(p) & WS__PMD_OFFER) != 0);
   if (resp.status >= 100 && resp.status <= 599) p->http_status = (uint16_t)resp.status;
   if (rc != WS_OK) {
     ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_EHANDSHAKE);
@@ -1000,6 +1195,19 @@ static int ws__client_handshake(ws_conn *c) {
   p->in->proto_len = 0;
   p->in->rpos = p->in->mstart = base + consumed;
   p->in->frame_left = 0; /* WS__HEAD_SCAN ends: no frame yet */
+  if (WS__PMD(p) & WS__PMD_OFFER) {
+    uint16_t agreed;
+    if (ws__pmd_check(&resp, p->pmd, &agreed) != WS_OK) {
+      /* The server chose what we did not offer: fail the connection with
+       * 1010, without opening it for the application. */
+      p->pmd = 0;
+      p->state = WS_STATE_OPEN;
+      p->flags &= ~(uint32_t)WS__F_ARM_HS;
+      ws__fail(c, WS_EHANDSHAKE, WS_CLOSE_EXTENSION);
+      return WS_EHANDSHAKE;
+    }
+    p->pmd = agreed;
+  }
   ws__open(c, resp.protocol, resp.protocol_len);
   return WS_OK;
 }
@@ -1280,8 +1488,8 @@ int ws_conn_feed_inplace(ws_conn *c, void *data, size_t len) {
       break;
     }
     if (f.len > (uint64_t)(len - pos - hl) || !f.fin ||
-        f.opcode == WS_OP_CLOSE)
-      break;
+        f.opcode == WS_OP_CLOSE || f.rsv)
+      break; /* a compressed message is inflated from the buffer */
     pl = d + pos + hl;
     if (f.opcode >= 8) {
       if ((rc = ws__control(c, &f, pl)) != WS_OK) break;
@@ -1393,6 +1601,19 @@ int ws_conn_http_status(const ws_conn *c) { return WS__P(c)->http_status; }
 void *ws_conn_user(const ws_conn *c) { return WS__P(c)->user; }
 
 /* see ws.h */
+int ws_conn_deflate(const ws_conn *c) {
+  return (WS__PMD(WS__P(c)) & WS__PMD_ON) ? 1 : 0;
+}
+
+/* see ws.h */
+int ws_conn_deflate_fresh(const ws_conn *c) {
+  unsigned m = WS__PMD(WS__P(c));
+  if (!(m & WS__PMD_ON) || !(m & WS__PMD_TX_RESET) || WS__PMD_TX_BITS(m) < 9)
+    return 0;
+  return (int)WS__PMD_TX_BITS(m);
+}
+
+/* see ws.h */
 void ws_conn_set_user(ws_conn *c, void *user) { WS__P(c)->user = user; }
 
 /* see ws.h */
@@ -1424,7 +1645,9 @@ int ws_client_start(ws_conn *c, const ws_client_opts *o) {
   rc = ws__random(c, nonce, 16);
   if (rc != WS_OK || WS__CLOSED(p)) /* freed from the callback */
     return ws__done(c, rc != WS_OK ? rc : WS_ECLOSED);
-  if ((rc = ws__out_room(p, 256 + plen + strlen(o->host ? o->host : "") +
+  if ((rc = ws__out_room(p, 256 + plen +
+                                (o->deflate ? 32 + WS__PMD_TEXT_MAX : 0) +
+                                strlen(o->host ? o->host : "") +
                                 strlen(o->path ? o->path : "") +
                                 strlen(o->origin ? o->origin : ""))) != WS_OK)
     return rc;
@@ -1440,6 +1663,19 @@ int ws_client_start(ws_conn *c, const ws_client_opts *o) {
                                  nonce, &n);
   }
   if (rc != WS_OK) return rc;
+  p->pmd = 0;
+  if (o->deflate && !(p->flags & WS__F_FIXED) && ws__zs_usable(p->cfg)) {
+    /* The offer goes in before the blank line that ends the head. */
+    char text[WS__PMD_TEXT_MAX];
+    size_t tl;
+    uint16_t offer = ws__pmd_offer(&p->cfg->deflate, text, &tl);
+    if (p->out->cap - p->out->len < n + 32 + tl) return WS_ENOSPC;
+    memcpy(p->out->d + p->out->len + n - 2, "Sec-WebSocket-Extensions: ", 26);
+    memcpy(p->out->d + p->out->len + n + 24, text, tl);
+    memcpy(p->out->d + p->out->len + n + 24 + tl, "\r\n\r\n", 4);
+    n += 26 + tl + 2;
+    p->pmd = offer;
+  }
   /* The nonce and the offered subprotocols stay at the front of the input
    * buffer until the response has been checked against them. */
   room = ws__in_room(p, 16 + plen + WS_READ_CHUNK);
@@ -1518,7 +1754,7 @@ static int ws__send_now(ws_conn *c, const unsigned char *hdr, size_t hl,
 /* Queues data frames for one send: the whole of it, or nothing. */
 
 static int ws__send_data(ws_conn *c, int op, const void *data, size_t len,
-                         int fin) {
+                         int fin, int rsv1) {
   struct ws__conn_priv *p = WS__P(c);
   const unsigned char *d = (const unsigned char *)data;
   size_t fs = p->cfg->frame_size && len > p->cfg->frame_size
@@ -1538,6 +1774,7 @@ static int ws__send_data(ws_conn *c, int op, const void *data, size_t len,
       !(p->flags & (WS__F_CORK | WS__F_FIXED)) && !WS__CLOSED(p)) {
     unsigned char hdr[WS_FRAME_HEADER_MAX];
     size_t hl = ws_frame_write(hdr, fin, op, len, NULL);
+    if (rsv1) hdr[0] |= 0x40;
     return ws__send_now(c, hdr, hl, d, len);
   }
 #endif
@@ -1547,7 +1784,7 @@ static int ws__send_data(ws_conn *c, int op, const void *data, size_t len,
   if ((rc = ws__out_room(p, total)) != WS_OK) return rc;
   olen = p->out->len; /* after ws__out_room(), which may move the queue down */
   for (i = 0; i < frames; i++) {
-    size_t n = WS__MIN(fs, len - i * fs);
+    size_t n = WS__MIN(fs, len - i * fs), at = p->out->len;
     if (!len) n = 0;
     rc = ws__put_frame(c, fin && i + 1 == frames, i == 0 ? op : WS_OP_CONT,
                        d + i * fs, n);
@@ -1555,8 +1792,46 @@ static int ws__send_data(ws_conn *c, int op, const void *data, size_t len,
       p->out->len = olen; /* all or nothing */
       return rc;
     }
+    if (rsv1 && i == 0) p->out->d[at] |= 0x40; /* a compressed message */
   }
   return WS_OK;
+}
+
+/* Sends a whole message compressed (RSV1 on its first frame): deflated with
+ * a sync flush into a scratch buffer, less the 00 00 ff ff tail, then sent
+ * as any message. Without context takeover the compressor lives only for
+ * this call. A refused send (WS_EFULL, WS_ETOOBIG, WS_ENOMEM) leaves the
+ * compressor reset, so the next message refers to nothing the peer did not
+ * get. */
+static int ws__send_deflated(ws_conn *c, int op, const void *data,
+                             size_t len) {
+  struct ws__conn_priv *p = WS__P(c);
+  struct ws__zconn *z = ws__z_get(p);
+  unsigned char *buf;
+  size_t clen;
+  int rc;
+  if (z == NULL) return WS_ENOMEM;
+  if (z->tx == NULL) {
+    int bits = (int)WS__PMD_TX_BITS(p->pmd), mem = p->cfg->deflate.mem_level;
+    z->tx = ws__zs_new(p->cfg, 0, bits, mem >= 1 && mem <= 9 ? mem : 8);
+    if (z->tx == NULL) {
+      ws__z_drop(p);
+      return WS_ENOMEM;
+    }
+  }
+  rc = ws__deflate_buf(z->tx, p->cfg, (const unsigned char *)data, len, 0,
+                       &buf, &clen);
+  if (rc == WS_OK) {
+    rc = ws__send_data(c, op, buf, clen, 1, 1);
+    ws__realloc(p, buf, 0);
+  }
+  if (rc != WS_OK && !WS__CLOSED(p)) ws__zs_reset(z->tx);
+  if (p->pmd & WS__PMD_TX_RESET) {
+    ws__zs_free(z->tx);
+    z->tx = NULL;
+    ws__z_drop(p);
+  }
+  return rc;
 }
 
 static int ws__can_send(const struct ws__conn_priv *p) {
@@ -1589,7 +1864,10 @@ int ws_send(ws_conn *c, int op, const void *data, size_t len) {
     uint32_t st = WS_UTF8_INIT;
     if (ws_utf8_check(&st, data, len, 1, NULL) != WS_OK) return WS_EUTF8;
   }
-  return ws__send_end(c, ws__send_data(c, op, data, len, 1));
+  if ((WS__PMD(p) & WS__PMD_ON) && len >= p->cfg->deflate.threshold &&
+      WS__PMD_TX_BITS(p->pmd) >= 9)
+    return ws__send_end(c, ws__send_deflated(c, op, data, len));
+  return ws__send_end(c, ws__send_data(c, op, data, len, 1, 0));
 }
 
 /* see ws.h */
@@ -1615,7 +1893,7 @@ int ws_send_fragment(ws_conn *c, int op, const void *data, size_t len,
   }
   if (msg_op == WS_OP_TEXT && ws_utf8_check(&st, data, len, fin, NULL) != WS_OK)
     return WS_EUTF8;
-  rc = ws__send_data(c, frame_op, data, len, fin);
+  rc = ws__send_data(c, frame_op, data, len, fin, 0);
   if (rc == WS_OK) {
     p->utf8_out = st;
     p->send_op = (uint8_t)(fin ? 0 : msg_op);
@@ -1632,7 +1910,10 @@ int ws_send_encoded(ws_conn *c, const void *frame, size_t len) {
   WS_ASSERT(c != NULL && "ws_send_encoded() called with a NULL connection");
   p = WS__P(c);
   if (frame == NULL || p->role != WS_SERVER) return WS_EINVAL;
-  if (ws_frame_parse(frame, len, &f, &hl) != WS_OK || f.masked || f.rsv ||
+  /* RSV1 only on a compressed data frame (ws_deflate_encode()), to a
+   * connection whose compressor keeps no context. */
+  if (ws_frame_parse(frame, len, &f, &hl) != WS_OK || f.masked ||
+      (f.rsv && (f.rsv != 4 || f.opcode >= 8 || !ws_conn_deflate_fresh(c))) ||
       hl + f.len != len || f.opcode == WS_OP_CLOSE || f.opcode == WS_OP_CONT ||
       !f.fin)
     return WS_EINVAL;

@@ -379,11 +379,13 @@ int ws_client_request_write(void *out, size_t cap, const ws_client_opts *o,
   return WS_OK;
 }
 
-/* see ws.h */
-int ws_response_parse(const void *buf, size_t len, const uint8_t nonce[16],
-                      const char *protocols, size_t protocols_len,
-                      ws_response *resp, ws_header *headers,
-                      size_t max_headers, size_t *consumed) {
+/* ws_response_parse(); with ext_ok, the extensions chosen are left to the
+ * caller (a connection that offered one checks them). */
+static int ws__response_parse(const void *buf, size_t len,
+                              const uint8_t nonce[16], const char *protocols,
+                              size_t protocols_len, ws_response *resp,
+                              ws_header *headers, size_t max_headers,
+                              size_t *consumed, int ext_ok) {
   const char *p = (const char *)buf, *eol;
   const ws_header *h;
   size_t head, i;
@@ -424,8 +426,8 @@ int ws_response_parse(const void *buf, size_t len, const uint8_t nonce[16],
       h->value_len != WS_ACCEPT_LEN ||
       memcmp(h->value, accept, WS_ACCEPT_LEN) != 0)
     return WS_EHANDSHAKE;
-  /* We offer no extensions, so the server may not pick any. */
-  for (i = 0; i < resp->num_headers; i++)
+  /* Without an offer, the server may not pick any extension. */
+  for (i = 0; i < resp->num_headers && !ext_ok; i++)
     if (ws__ieq(headers[i].name, headers[i].name_len,
                 "sec-websocket-extensions") &&
         headers[i].value_len > 0)
@@ -444,5 +446,14 @@ int ws_response_parse(const void *buf, size_t len, const uint8_t nonce[16],
     resp->protocol_len = h->value_len;
   }
   return WS_OK;
+}
+
+/* see ws.h */
+int ws_response_parse(const void *buf, size_t len, const uint8_t nonce[16],
+                      const char *protocols, size_t protocols_len,
+                      ws_response *resp, ws_header *headers,
+                      size_t max_headers, size_t *consumed) {
+  return ws__response_parse(buf, len, nonce, protocols, protocols_len, resp,
+                            headers, max_headers, consumed, 0);
 }
 #endif /* WS_NO_CLIENT */

@@ -1,4 +1,4 @@
-/* loop.c - part 7, layer 2: the event loop: sockets, timers, topics, posts from other threads.
+/* loop.c - part 8, layer 2: the event loop: sockets, timers, topics, posts from other threads.
  * Uses ws.h and config.h only: `make check-layers` compiles it alone with each backend. */
 #include "config.h"
 
@@ -1987,22 +1987,46 @@ size_t ws_loop_topic_size(ws_loop *l, const char *topic) {
 }
 
 /* Sends an encoded frame (hl header bytes, then len payload bytes) to a
- * topic's subscribers; how many took it. */
-static size_t ws__publish_frame(ws__topic *t, const unsigned char *frame,
-                                size_t hl, int op, size_t len) {
+ * topic's subscribers; how many took it. With permessage-deflate, the
+ * subscribers whose compressor keeps no context share one compressed
+ * frame, made with the smallest window among them (a smaller window is
+ * always readable by a larger one); those with context takeover compress
+ * with their own compressor, which must see every message they send. */
+static size_t ws__publish_frame(ws_loop *l, ws__topic *t,
+                                const unsigned char *frame, size_t hl, int op,
+                                size_t len) {
+  const ws_config *cfg = &WS__LP(l)->cfg.server;
   ws__sub *s, *next;
-  size_t n = 0;
+  size_t n = 0, zlen = 0;
+  void *z = NULL;
+  int bits = 0;
+  if (len >= cfg->deflate.threshold) {
+    for (s = t->head; s; s = s->tnext) {
+      int b = ws_conn_deflate_fresh(&s->lc->conn);
+      if (b && (bits == 0 || b < bits)) bits = b;
+    }
+    /* Without memory, each gets it plain. */
+    if (bits && ws_deflate_encode(cfg, op, frame + hl, len, bits, &z, &zlen) != WS_OK)
+      z = NULL;
+  }
   for (s = t->head; s; s = next) {
     /* A send may end its connection (a write error), and its
      * subscriptions go with it, this node included: step on first. Other
      * connections' nodes are untouched. */
+    ws_conn *c = &s->lc->conn;
     int rc;
     next = s->tnext;
-    rc = ws_send_encoded(&s->lc->conn, frame, hl + len);
+    if (z && ws_conn_deflate_fresh(c))
+      rc = ws_send_encoded(c, z, zlen);
+    else if (ws_conn_deflate(c) && !ws_conn_deflate_fresh(c))
+      rc = ws_send(c, op, frame + hl, len);
+    else
+      rc = ws_send_encoded(c, frame, hl + len);
     if (rc == WS_EINVAL) /* a client connection masks each frame itself */
-      rc = ws_send(&s->lc->conn, op, frame + hl, len);
+      rc = ws_send(c, op, frame + hl, len);
     if (rc == WS_OK) n++;
   }
+  ws_deflate_free(cfg, z);
   return n;
 }
 
@@ -2032,7 +2056,7 @@ int ws_loop_publish(ws_loop *l, const char *topic, int op, const void *data,
   }
   hl = ws_frame_write(frame, 1, op, len, NULL);
   if (len) memcpy(frame + hl, data, len);
-  n = ws__publish_frame(t, frame, hl, op, len);
+  n = ws__publish_frame(l, t, frame, hl, op, len);
   if (frame != small) ws__loop_alloc(l, frame, 0);
   if (sent) *sent = n;
   return WS_OK;
@@ -2059,7 +2083,7 @@ static void ws__gmsg_release(ws__gmsg *m) {
 
 static void ws__gmsg_send(ws_loop *l, const ws__gmsg *m) {
   ws__topic *t = ws__topic_get(l, m->topic, 0);
-  if (t) (void)ws__publish_frame(t, m->frame, m->hl, m->op, m->len);
+  if (t) (void)ws__publish_frame(l, t, m->frame, m->hl, m->op, m->len);
 }
 
 /* Runs on the receiving loop's thread, from its post queue. */

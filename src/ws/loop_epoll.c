@@ -1,4 +1,4 @@
-/* loop_epoll.c - part 8: the loop's epoll backend (Linux).
+/* loop_epoll.c - part 9: the loop's epoll backend (Linux).
  * Fills the backend contract declared in loop.c; uses what loop.c uses. */
 #if !defined(WS_NO_LOOP) && WS__HAVE_OS && defined(WS_LOOP_EPOLL)
 

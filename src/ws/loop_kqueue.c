@@ -1,4 +1,4 @@
-/* loop_kqueue.c - part 8: the loop's kqueue backend (the BSDs and macOS).
+/* loop_kqueue.c - part 9: the loop's kqueue backend (the BSDs and macOS).
  * Fills the backend contract declared in loop.c; uses what loop.c uses. */
 #if !defined(WS_NO_LOOP) && WS__HAVE_OS && defined(WS_LOOP_KQUEUE)
 

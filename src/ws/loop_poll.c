@@ -1,4 +1,4 @@
-/* loop_poll.c - part 8: the loop's poll() backend, for any POSIX system (-DWS_LOOP_POLL).
+/* loop_poll.c - part 9: the loop's poll() backend, for any POSIX system (-DWS_LOOP_POLL).
  * Fills the backend contract declared in loop.c; uses what loop.c uses. */
 #if !defined(WS_NO_LOOP) && WS__HAVE_OS && defined(WS_LOOP_POLL)
 

@@ -1,4 +1,4 @@
-/* tls.c - part 6: TLS over mbedTLS (WS_ENABLE_MBEDTLS), or stubs that refuse politely.
+/* tls.c - part 7: TLS over mbedTLS (WS_ENABLE_MBEDTLS), or stubs that refuse politely.
  * Uses ws.h and config.h only: `make check-layers` compiles it alone. */
 #include "config.h"
 

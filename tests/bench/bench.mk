@@ -2,6 +2,8 @@
 #   make bench         full run against ws and its peers: build/bench/report.md
 #   make bench-smoke   each mode once, briefly (CI: fails only if a tool breaks)
 #   make bench-tls     wss:// costs (tests/bench/tls_run.sh): build/bench/tls_report.md
+#   make bench-deflate permessage-deflate's ratio and memory per setting
+#                      (tests/bench/deflate_mem.c; docs/deflate.md)
 #   make bench-tools   builds the load generator, the servers (ours, the
 #                      peers' and the library-free floor_server) and the
 #                      micro benchmarks into build/bench/
@@ -19,12 +21,16 @@ endif
 ifneq ($(wildcard /usr/include/wslay/wslay.h),)
 BENCH_TOOLS += $(BENCH_DIR)/wslay_server
 endif
+# permessage-deflate's costs per setting (run.sh adds them to the report).
+ifeq ($(WS_ZLIB),1)
+BENCH_TOOLS += $(BENCH_DIR)/deflate_mem
+endif
 # The floor: an echo server with no library (epoll, or io_uring with --uring).
 ifeq ($(shell uname -s),Linux)
 BENCH_TOOLS += $(BENCH_DIR)/floor_server
 endif
 
-.PHONY: bench bench-smoke bench-tools bench-tls
+.PHONY: bench bench-smoke bench-tools bench-tls bench-deflate
 
 # The benchmarks' own configuration stamp (see CONFIG_STAMP in the
 # Makefile); the programs built with libws depend on both.
@@ -46,9 +52,22 @@ bench-smoke: bench-tools
 bench-tls: $(BUILD)/echo_server $(BENCH_DIR)/tlsbench $(BENCH_DIR)/loadgen
 	@bash tests/bench/tls_run.sh $(BENCH_TLS_ARGS)
 
-$(BENCH_DIR)/loadgen: tests/bench/loadgen.c tests/bench/bench_common.h $(BENCH_STAMP)
+# permessage-deflate's costs per setting, then compressed echo against
+# Node's ws (tests/bench/deflate_run.sh): needs a build with zlib.
+bench-deflate: $(BENCH_DIR)/deflate_mem $(BENCH_DIR)/loadgen $(BUILD)/echo_server $(BENCH_DIR)/ws_bcast_server
+	@$(BENCH_DIR)/deflate_mem
+	@echo
+	@bash tests/bench/deflate_run.sh $(BUILD)
+
+$(BENCH_DIR)/deflate_mem: tests/bench/deflate_mem.c $(BUILD)/libws.a $(CONFIG_STAMP) $(BENCH_STAMP)
 	@mkdir -p $(BENCH_DIR)
-	$(CC) $(BENCH_CFLAGS) tests/bench/loadgen.c -o $@
+	$(CC) $(BENCH_CFLAGS) $(CPPFLAGS) tests/bench/deflate_mem.c $(BUILD)/libws.a -o $@ $(LDLIBS)
+
+# loadgen is libc only; with zlib it also speaks permessage-deflate (--deflate).
+LOADGEN_ZLIB = $(if $(filter 1,$(WS_ZLIB)),-DLOADGEN_ZLIB -lz)
+$(BENCH_DIR)/loadgen: tests/bench/loadgen.c tests/bench/bench_common.h $(BENCH_STAMP) $(CONFIG_STAMP)
+	@mkdir -p $(BENCH_DIR)
+	$(CC) $(BENCH_CFLAGS) tests/bench/loadgen.c -o $@ $(LOADGEN_ZLIB)
 
 $(BENCH_DIR)/micro: tests/bench/micro.c tests/bench/bench_common.h $(BUILD)/libws.a $(CONFIG_STAMP) $(BENCH_STAMP)
 	@mkdir -p $(BENCH_DIR)

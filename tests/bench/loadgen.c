@@ -16,6 +16,15 @@
  * its CPU time and memory), --timeout SECS (hard bound; default D + 60).
  * -t sends text of printable ASCII, -u text of mostly 2- to 4-byte UTF-8
  * characters (SIZE a multiple of 4), -b binary (the default).
+ * --deflate (echo and broadcast; a build with -DLOADGEN_ZLIB, -lz) offers
+ * permessage-deflate as a browser does ("permessage-deflate;
+ * client_max_window_bits"), requires it agreed, compresses every message
+ * it sends with context takeover (zlib's default level, the window the
+ * server allows), inflates what comes back, and sends text made of JSON
+ * chat messages (compressible, as real traffic is). The RESULT line then
+ * adds wire_in_per_msg (echo) or wire_in_per_delivery (broadcast): bytes
+ * received per message, headers included. In broadcast only the
+ * publisher compresses (subscribers only inflate).
  *
  * Output: human-readable lines on stderr and one machine-readable line on
  * stdout, "RESULT mode=... key=value ...". The server's CPU per second of the
@@ -42,6 +51,9 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#ifdef LOADGEN_ZLIB
+#include <zlib.h>
+#endif
 
 #ifndef IP_BIND_ADDRESS_NO_PORT
 #define IP_BIND_ADDRESS_NO_PORT 24
@@ -65,6 +77,11 @@ typedef struct conn {
   int mop, frag;
   uint64_t t0;            /* handshake: cycle start */
   uint32_t rng;
+  int zon, zdon, mz;      /* --deflate: agreed; compressor made; the message
+                             is compressed */
+#ifdef LOADGEN_ZLIB
+  z_stream zd, zi;        /* our compressor, our decompressor */
+#endif
 } conn;
 
 /* Settings. */
@@ -76,6 +93,10 @@ static size_t g_size = 32;
 static double g_secs = 2, g_warm = -1;
 static int g_n = 1000;
 static int g_pid;
+static int g_deflate;           /* --deflate */
+static uint64_t g_wire;         /* --deflate: bytes received in the window */
+static unsigned char *g_zbuf;   /* scratch for (de)compression */
+static size_t g_zcap;
 static int g_src_spread = 1;   /* source addresses 127.0.0.2.. */
 
 /* State. */
@@ -211,6 +232,13 @@ static void wb_reserve(conn *c, size_t more) {
 
 static void conn_close(conn *c) {
   if (c->st == ST_FREE) return;
+#ifdef LOADGEN_ZLIB
+  if (c->zon) {
+    if (c->zdon) deflateEnd(&c->zd);
+    inflateEnd(&c->zi);
+    c->zon = c->zdon = 0;
+  }
+#endif
   if (c->st == ST_OPEN) g_open--;
   else if (c->st == ST_HS) g_opening--;
   close(c->fd);  /* also leaves the epoll set */
@@ -275,8 +303,10 @@ static void conn_start(conn *c) {
   n = snprintf(req, sizeof req,
                "GET / HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
                "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-               "Sec-WebSocket-Version: 13\r\n\r\n",
-               g_host, g_port, key);
+               "Sec-WebSocket-Version: 13\r\n%s\r\n",
+               g_host, g_port, key,
+               g_deflate ? "Sec-WebSocket-Extensions: permessage-deflate; "
+                           "client_max_window_bits\r\n" : "");
   wb_reserve(c, (size_t)n);
   memcpy(c->wb + c->wlen, req, (size_t)n);
   c->wlen += (size_t)n;
@@ -289,8 +319,40 @@ static void conn_start(conn *c) {
   if (epoll_ctl(g_ep, EPOLL_CTL_ADD, c->fd, &e) < 0) die("epoll_ctl add");
 }
 
-/* Appends one masked frame; payload from src (NULL: zeros). */
+static void zbuf_reserve(size_t n) {
+  if (n <= g_zcap) return;
+  g_zcap = n * 2;
+  if (!(g_zbuf = realloc(g_zbuf, g_zcap))) die("realloc");
+}
+
+static void send_frame_b0(conn *c, int b0, const unsigned char *src, size_t len);
+
+/* Appends one masked frame; payload from src (NULL: zeros). With deflate
+ * agreed, a data frame's payload is compressed first (RSV1). */
 static void send_frame(conn *c, int op, const unsigned char *src, size_t len) {
+#ifdef LOADGEN_ZLIB
+  if (c->zdon && (op == 1 || op == 2) && src) {
+    size_t n = 0;
+    zbuf_reserve(len + len / 8 + 64);
+    c->zd.next_in = (Bytef *)(uintptr_t)src;
+    c->zd.avail_in = (uInt)len;
+    for (;;) {
+      c->zd.next_out = g_zbuf + n;
+      c->zd.avail_out = (uInt)(g_zcap - n);
+      deflate(&c->zd, Z_SYNC_FLUSH);
+      n = g_zcap - c->zd.avail_out;
+      if (c->zd.avail_out > 0) break;
+      zbuf_reserve(g_zcap + 1);
+    }
+    if (n >= 4) n -= 4; /* the 00 00 ff ff tail */
+    send_frame_b0(c, 0x80 | 0x40 | op, g_zbuf, n);
+    return;
+  }
+#endif
+  send_frame_b0(c, 0x80 | op, src, len);
+}
+
+static void send_frame_b0(conn *c, int b0, const unsigned char *src, size_t len) {
   unsigned char *h;
   uint32_t k = xs32(&c->rng);
   unsigned char key[4];
@@ -298,7 +360,7 @@ static void send_frame(conn *c, int op, const unsigned char *src, size_t len) {
   uint64_t k8;
   wb_reserve(c, len + 14);
   h = c->wb + c->wlen;
-  h[0] = (unsigned char)(0x80 | op);
+  h[0] = (unsigned char)b0;
   if (len < 126) h[1] = (unsigned char)(0x80 | len);
   else if (len < 65536) {
     h[1] = 0x80 | 126, h[2] = (unsigned char)(len >> 8), h[3] = (unsigned char)len;
@@ -327,7 +389,10 @@ static void send_frame(conn *c, int op, const unsigned char *src, size_t len) {
 
 static size_t pat_off(uint64_t seq, int idx) {
   /* -u: on a 4-byte boundary, where every character of the pattern starts */
-  return (size_t)((seq * 2654435761u + (uint64_t)idx * 40503u) & (g_text == 2 ? 4092u : 4095u));
+  /* --deflate: anywhere in 1 MiB of chat, so that the messages differ as
+   * real ones do (a 4 KiB pattern would compress to a few bytes) */
+  return (size_t)((seq * 2654435761u + (uint64_t)idx * 40503u) &
+                  (g_deflate ? 0xFFFFFu : g_text == 2 ? 4092u : 4095u));
 }
 
 static void echo_send_next(conn *c) {
@@ -402,6 +467,33 @@ static int on_message(conn *c, int op, const unsigned char *d, size_t len) {
   return -1;
 }
 
+/* A whole message, inflated first when it is compressed. */
+static int deliver(conn *c, int op, const unsigned char *d, size_t len) {
+#ifdef LOADGEN_ZLIB
+  if (c->mz) {
+    static const unsigned char tail[4] = {0, 0, 0xff, 0xff};
+    size_t n = 0;
+    int pass, rc = Z_OK;
+    if (len == 0) return on_message(c, op, d, 0);
+    zbuf_reserve(g_size + 65536);
+    for (pass = 0; pass < 2 && rc != Z_DATA_ERROR; pass++) {
+      c->zi.next_in = (Bytef *)(uintptr_t)(pass ? tail : d);
+      c->zi.avail_in = pass ? 4 : (uInt)len;
+      do {
+        if (g_zcap - n < 4096) zbuf_reserve(g_zcap + 4096);
+        c->zi.next_out = g_zbuf + n;
+        c->zi.avail_out = (uInt)(g_zcap - n);
+        rc = inflate(&c->zi, Z_SYNC_FLUSH);
+        n = g_zcap - c->zi.avail_out;
+      } while (rc == Z_OK && c->zi.avail_out == 0);
+    }
+    if (rc != Z_OK && rc != Z_BUF_ERROR) { conn_fail(c, "inflate failed"); return -1; }
+    return on_message(c, op, g_zbuf, n);
+  }
+#endif
+  return on_message(c, op, d, len);
+}
+
 /* Processes the bytes in c->rb. 0 ok, -1 c failed/closed. */
 static int process(conn *c) {
   if (c->st == ST_HS) {
@@ -421,6 +513,27 @@ static int process(conn *c) {
     if (!v || vl != 28 || memcmp(v, c->accept, 28) != 0) {
       conn_fail(c, "handshake: wrong Sec-WebSocket-Accept");
       return -1;
+    }
+    if (g_deflate) {
+#ifdef LOADGEN_ZLIB
+      const char *x = bench_header((const char *)c->rb, hl, "Sec-WebSocket-Extensions", &vl);
+      const char *b;
+      int bits = 15;
+      if (!x || vl < 18 || memcmp(x, "permessage-deflate", 18) != 0) {
+        conn_fail(c, "handshake: permessage-deflate not agreed");
+        return -1;
+      }
+      b = memmem(x, vl, "client_max_window_bits=", 23);
+      if (b) bits = atoi(b + 23);
+      if (bits < 9) bits = 9; /* zlib has no 8-bit raw window: 9 is the same stream format */
+      /* Broadcast subscribers never send a message: no compressor. */
+      c->zdon = g_mode == M_ECHO || c->idx == g_n;
+      if ((c->zdon && deflateInit2(&c->zd, Z_DEFAULT_COMPRESSION, Z_DEFLATED,
+                                   -bits, 8, Z_DEFAULT_STRATEGY) != Z_OK) ||
+          inflateInit2(&c->zi, -15) != Z_OK)
+        die("zlib init");
+      c->zon = 1;
+#endif
     }
     c->rpos = hl;
     c->st = ST_OPEN;
@@ -461,9 +574,15 @@ static int process(conn *c) {
       break;
     }
     op = h[0] & 0x0F, fin = h[0] >> 7;
-    if (h[0] & 0x70) { conn_fail(c, "RSV bits set"); return -1; }
+    if ((h[0] & 0x70) && !(c->zon && (h[0] & 0x70) == 0x40 && (op == 1 || op == 2))) {
+      conn_fail(c, "RSV bits set");
+      return -1;
+    }
+    if (g_deflate && bench_now_ns() >= g_ws_start && bench_now_ns() < g_ws_end)
+      g_wire += hl + (size_t)len;
     c->rpos += hl + (size_t)len;
     h += hl;
+    if (op == 1 || op == 2) c->mz = (h[-(long)hl] & 0x40) != 0;
     if (op == 9) { send_frame(c, 10, h, (size_t)len); continue; }
     if (op == 10) continue;
     if (op == 8) {
@@ -486,7 +605,7 @@ static int process(conn *c) {
     if (op == 1 || op == 2) {
       if (c->frag) { conn_fail(c, "new message inside a fragmented one"); return -1; }
       if (fin) {
-        if (on_message(c, op, h, (size_t)len) < 0) return -1;
+        if (deliver(c, op, h, (size_t)len) < 0) return -1;
         continue;
       }
       c->frag = 1, c->mop = op, c->mlen = 0;
@@ -502,7 +621,7 @@ static int process(conn *c) {
     c->mlen += (size_t)len;
     if (fin) {
       c->frag = 0;
-      if (on_message(c, c->mop, c->mb, c->mlen) < 0) return -1;
+      if (deliver(c, c->mop, c->mb, c->mlen) < 0) return -1;
     }
   }
   if (c->rpos == c->rlen) c->rpos = c->rlen = 0;
@@ -597,9 +716,28 @@ static void run_for(double secs) {
 static void make_pattern(void) {
   uint32_t s = 0xC0FFEEu;
   size_t i;
-  g_patlen = g_size + 4096 + 16;
+  g_patlen = g_size + (g_deflate ? 1u << 20 : 4096) + 16;
   g_pat = malloc(g_patlen + 3);
   if (!g_pat) die("malloc");
+  if (g_deflate) {
+    /* JSON chat messages, one after another */
+    static const char *const users[] = {"alice", "bob", "carol", "dave", "erin"};
+    static const char *const words[] = {"hello", "anyone", "seen", "the", "new",
+      "build", "works", "lunch", "at", "noon", "meeting", "moved", "thanks",
+      "deploy", "tonight", "review", "please", "ok"};
+    size_t at = 0;
+    unsigned long id = 1000000;
+    while (at < g_patlen) {
+      char m[256];
+      int k, n = snprintf(m, sizeof m, "{\"type\":\"message\",\"room\":\"general\","
+                          "\"id\":%lu,\"user\":\"%s\",\"text\":\"", id++, users[xs32(&s) % 5]);
+      for (k = 0; k < 8; k++)
+        n += snprintf(m + n, sizeof m - (size_t)n, "%s%s", k ? " " : "", words[xs32(&s) % 18]);
+      n += snprintf(m + n, sizeof m - (size_t)n, "\"}");
+      for (k = 0; k < n && at < g_patlen; k++) g_pat[at++] = (unsigned char)m[k];
+    }
+    return;
+  }
   if (g_text == 2) {
     /* 4-byte units that are whole characters: 2+2, 3+1, 4 bytes, and 1 in
      * 8 ASCII; every offset pat_off() returns starts a unit */
@@ -691,13 +829,16 @@ static int mode_echo(void) {
   printf("RESULT mode=echo conns=%d inflight=%d size=%zu text=%d msgs_per_s=%.0f "
          "mb_per_s=%.3f p50_us=%.1f p99_us=%.1f server_cpu=%.3f "
          "msgs_per_cpu_s=%.0f lg_cpu=%.3f errors=%d server_usr=%.3f server_sys=%.3f "
-         "usr_ns_per_msg=%.1f sys_ns_per_msg=%.1f\n",
+         "usr_ns_per_msg=%.1f sys_ns_per_msg=%.1f%s",
          g_conns, g_inflight, g_size, g_text, msgs, (double)g_bytes / el / 1e6,
          pct(0.5) / 1e3, pct(0.99) / 1e3, (cpu1 - cpu0) / el,
          cpu1 > cpu0 ? (double)g_count / (cpu1 - cpu0) : 0.0, (g_lg1 - g_lg0) / el, g_errors,
          usr_rate(el), sys_rate(el),
          g_count ? (g_usr1 - g_usr0) * 1e9 / (double)g_count : 0.0,
-         g_count ? (g_sys1 - g_sys0) * 1e9 / (double)g_count : 0.0);
+         g_count ? (g_sys1 - g_sys0) * 1e9 / (double)g_count : 0.0,
+         g_deflate ? "" : "\n");
+  if (g_deflate)
+    printf(" deflate=1 wire_in_per_msg=%.1f\n", g_count ? (double)g_wire / (double)g_count : 0.0);
   return g_errors ? 1 : 0;
 }
 
@@ -843,12 +984,16 @@ static int mode_broadcast(void) {
   printf("RESULT mode=broadcast subs=%d size=%zu bcast_per_s=%.1f all_p50_us=%.1f "
          "all_p99_us=%.1f ns_per_recipient=%.1f mean_us=%.1f deliveries_per_s=%.0f "
          "server_cpu=%.3f cpu_ns_per_delivery=%.1f lg_cpu=%.3f errors=%d "
-         "server_usr=%.3f server_sys=%.3f\n",
+         "server_usr=%.3f server_sys=%.3f%s",
          g_n, g_size, (double)g_count / g_secs, pct(0.5) / 1e3, pct(0.99) / 1e3,
          pct(0.5) / g_n, g_count ? (double)g_bytes / deliveries / 1e3 : 0.0,
          deliveries / g_secs, (cpu1 - cpu0) / g_secs,
          deliveries > 0 ? (cpu1 - cpu0) * 1e9 / deliveries : 0.0,
-         (g_lg1 - g_lg0) / g_secs, g_errors, usr_rate(g_secs), sys_rate(g_secs));
+         (g_lg1 - g_lg0) / g_secs, g_errors, usr_rate(g_secs), sys_rate(g_secs),
+         g_deflate ? "" : "\n");
+  if (g_deflate)
+    printf(" deflate=1 wire_in_per_delivery=%.1f\n",
+           deliveries > 0 ? (double)g_wire / (deliveries + (double)g_count) : 0.0);
   return g_errors ? 1 : 0;
 }
 
@@ -891,7 +1036,7 @@ static void usage(void) {
   fprintf(stderr,
           "usage: loadgen echo|idle|handshake|broadcast -p PORT [-H HOST] [-c CONNS]\n"
           "         [-k INFLIGHT] [-s SIZE] [-t|-u|-b] [-n N] [-d SECS] [-w WARMUP]\n"
-          "         [--pid SERVER_PID] [--timeout SECS]\n"
+          "         [--pid SERVER_PID] [--timeout SECS] [--deflate]\n"
           "       loadgen freeport | loadgen wait -p PORT\n");
   exit(2);
 }
@@ -907,6 +1052,7 @@ int main(int argc, char **argv) {
     if (!strcmp(a, "-t")) { g_text = 1; continue; }
     if (!strcmp(a, "-u")) { g_text = 2; continue; }
     if (!strcmp(a, "-b")) { g_text = 0; continue; }
+    if (!strcmp(a, "--deflate")) { g_deflate = 1; g_text = 1; continue; }
     if (!v) usage();
     i++;
     if (!strcmp(a, "-p")) g_port = atoi(v);
@@ -931,6 +1077,16 @@ int main(int argc, char **argv) {
   if (g_port <= 0 || g_conns < 1 || g_inflight < 1 || g_n < 1 || g_secs <= 0) usage();
   if (g_text == 2 && (g_size % 4 || g_mode != M_ECHO)) {
     fprintf(stderr, "loadgen: -u is for echo, with a SIZE that is a multiple of 4\n");
+    return 2;
+  }
+#ifndef LOADGEN_ZLIB
+  if (g_deflate) {
+    fprintf(stderr, "loadgen: --deflate needs a build with -DLOADGEN_ZLIB -lz\n");
+    return 2;
+  }
+#endif
+  if (g_deflate && g_mode != M_ECHO && g_mode != M_BROADCAST) {
+    fprintf(stderr, "loadgen: --deflate is for echo and broadcast\n");
     return 2;
   }
   if (g_warm < 0) g_warm = g_secs / 4 < 1 ? g_secs / 4 : 1;

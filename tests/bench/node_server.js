@@ -1,21 +1,25 @@
 // node_server.js - the Node `ws` peer of the ws benchmarks.
 //
-//   node tests/bench/node_server.js PORT [echo|broadcast]
+//   node tests/bench/node_server.js PORT [echo|broadcast] [--deflate]
 //
 // echo: every text or binary message goes back to its sender unchanged.
 // broadcast: every message goes to every open connection (the sender too),
 // the way the `ws` README does it: iterate wss.clients and send.
-// Listens on 127.0.0.1 only; permessage-deflate off (as in ws's peers).
+// Listens on 127.0.0.1 only; permessage-deflate off (as in ws's peers),
+// or with --deflate on with ws's default zlib settings and threshold 64 (as
+// ws's own default threshold), for the compressed echo of
+// tests/bench/deflate_run.sh.
 'use strict';
 const path = require('path');
 const { WebSocketServer } = require(path.join(__dirname, 'node_modules', 'ws'));
 
 const port = Number(process.argv[2] || 9003);
 const broadcast = process.argv[3] === 'broadcast';
+const deflate = process.argv.includes('--deflate');
 const wss = new WebSocketServer({
   host: '127.0.0.1',
   port,
-  perMessageDeflate: false,
+  perMessageDeflate: deflate ? { threshold: 64 } : false,
   maxPayload: 16 * 1024 * 1024,
 });
 

@@ -287,6 +287,9 @@ if [ "$SMOKE" = 1 ]; then
     esac
   done
   $PIN_L $B/micro --quick > $B/micro.md 2> $B/logs/micro || { echo "bench: micro failed" >&2; FAILED=$((FAILED + 1)); }
+  if [ -x $B/deflate_mem ]; then
+    $PIN_L $B/deflate_mem --messages 200 > $B/deflate.md 2> $B/logs/deflate || { echo "bench: deflate_mem failed" >&2; FAILED=$((FAILED + 1)); }
+  fi
   if [ "$FAILED" -ne 0 ]; then echo "bench-smoke: $FAILED run(s) failed" >&2; exit 1; fi
   n=$(grep -vc FAILED "$RES")
   echo "bench-smoke: $n runs ok, micro ok"
@@ -309,6 +312,12 @@ for r in $(seq 1 "$ROUNDS"); do
 done
 echo "bench: micro benchmarks" >&2
 $PIN_L $B/micro > $B/micro.md 2> $B/logs/micro || FAILED=$((FAILED + 1))
+# permessage-deflate's ratio, memory and CPU per setting (a build with zlib).
+rm -f $B/deflate.md
+if [ -x $B/deflate_mem ]; then
+  echo "bench: permessage-deflate costs" >&2
+  $PIN_L $B/deflate_mem > $B/deflate.md 2> $B/logs/deflate || FAILED=$((FAILED + 1))
+fi
 LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
 XDESC=""
 for s in $AVAIL; do
@@ -468,6 +477,12 @@ fi
   echo "Micro benchmarks (build/bench/micro: median of 5 trials; \"x memcpy\" = time / memcpy time on the same buffer):"
   echo
   cat $B/micro.md
+  if [ -s $B/deflate.md ]; then
+    echo
+    echo "permessage-deflate (build/bench/deflate_mem, docs/deflate.md): JSON chat messages over memory, then 400 idle connections on a loop:"
+    echo
+    cat $B/deflate.md
+  fi
   echo
   echo "Raw results: build/bench/results.tsv; logs: build/bench/logs/."
   if [ -s $B/warnings.txt ]; then

@@ -3,6 +3,7 @@
  * of the echo and broadcast rows with several loops ("ws-2loops").
  *
  *   build/bench/ws_bcast_server [-p PORT] [--threads N] [--echo]
+ *                               [--deflate[=context]]
  *
  * Every connection is subscribed to one topic when it opens; every message
  * any connection sends is published to that topic (checked and encoded
@@ -11,8 +12,11 @@
  * ws_loop_group (SO_REUSEPORT, or one acceptor handing sockets round), and
  * publishes with ws_loop_group_publish(): at once on the sender's loop,
  * through the other loops' queues on theirs. --echo echoes each message to
- * its sender instead (the echo rows). Listens on 127.0.0.1; SIGINT/SIGTERM
- * end it.
+ * its sender instead (the echo rows). --deflate accepts permessage-deflate
+ * without context takeover on the server's side, so a publish compresses
+ * once for every subscriber; --deflate=context keeps context, and each
+ * subscriber's compressor then compresses it again (tests/bench/
+ * deflate_run.sh). Listens on 127.0.0.1; SIGINT/SIGTERM end it.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "ws.h"
@@ -70,7 +74,7 @@ int main(int argc, char **argv) {
   struct sigaction sa;
   pthread_t th[MAX_THREADS];
   sigset_t sigs, old;
-  int i, threads = 1;
+  int i, threads = 1, deflate = 0;
   for (i = 1; i < argc; i++) {
     if (strcmp(argv[i], "-p") == 0 && i + 1 < argc) {
       port = (unsigned)atoi(argv[++i]);
@@ -79,8 +83,12 @@ int main(int argc, char **argv) {
       i++;
     } else if (strcmp(argv[i], "--echo") == 0) {
       g_echo = 1;
+    } else if (strcmp(argv[i], "--deflate") == 0) {
+      deflate = 1;
+    } else if (strcmp(argv[i], "--deflate=context") == 0) {
+      deflate = 2;
     } else {
-      fprintf(stderr, "usage: ws_bcast_server [-p PORT] [--threads 1-%d] [--echo]\n",
+      fprintf(stderr, "usage: ws_bcast_server [-p PORT] [--threads 1-%d] [--echo] [--deflate[=context]]\n",
               MAX_THREADS);
       return 2;
     }
@@ -92,6 +100,8 @@ int main(int argc, char **argv) {
   sigaction(SIGTERM, &sa, NULL);
   signal(SIGPIPE, SIG_IGN);
   ws_loop_config_init(&cfg);
+  cfg.server.deflate.enable = deflate != 0;
+  cfg.server.deflate.no_context_takeover = deflate == 1;
   memset(&cb, 0, sizeof cb);
   cb.conn.on_open = on_open;
   cb.conn.on_message = on_message;

@@ -5,8 +5,10 @@
  * program, their library: built by tests/interop/interop.mk against
  * Debian's libwebsockets-dev.
  *
- *   build/interop/lws_peer [-p PORT]
+ *   build/interop/lws_peer [-p PORT] [--deflate]
  *
+ * --deflate turns on lws's permessage-deflate extension
+ * (lws_extension_callback_pm_deflate); without it lws offers none.
  * Prints "lws_peer listening on ws://127.0.0.1:PORT/ (libwebsockets V)"
  * first, then one line per event (open, close, drive) as the other peers
  * do. lws answers pings by itself and reports none, so there are no "ping"
@@ -428,6 +430,11 @@ static const struct lws_protocols protocols[] = {
     {"interop.v2", callback, sizeof(pss), 65536, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0}};
 
+static const struct lws_extension deflate_ext[] = {
+    {"permessage-deflate", lws_extension_callback_pm_deflate,
+     "permessage-deflate; client_max_window_bits"},
+    {NULL, NULL, NULL}};
+
 static void on_signal(int sig) {
   (void)sig;
   g_stop = 1;
@@ -437,12 +444,14 @@ int main(int argc, char **argv) {
   struct lws_context_creation_info info;
   struct lws_context *ctx;
   struct lws_vhost *vh;
-  int i, port = 0;
+  int i, port = 0, deflate = 0;
   for (i = 1; i < argc; i++) {
     if (strcmp(argv[i], "-p") == 0 && i + 1 < argc) {
       port = atoi(argv[++i]);
+    } else if (strcmp(argv[i], "--deflate") == 0) {
+      deflate = 1;
     } else {
-      fprintf(stderr, "usage: lws_peer [-p PORT]\n");
+      fprintf(stderr, "usage: lws_peer [-p PORT] [--deflate]\n");
       return 2;
     }
   }
@@ -455,6 +464,7 @@ int main(int argc, char **argv) {
   info.iface = "127.0.0.1";
   info.protocols = protocols;
   info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_DISABLE_IPV6;
+  if (deflate) info.extensions = deflate_ext;
   ctx = lws_create_context(&info);
   if (ctx == NULL) {
     fprintf(stderr, "lws_peer: lws_create_context failed\n");

@@ -4,7 +4,10 @@
 // ws.WebSocketServer, so build/echo_client and build/wsc can be tested
 // against it.
 //
-//   node tests/interop/node_peer.js [--port PORT]
+//   node tests/interop/node_peer.js [--port PORT] [--deflate]
+//
+// --deflate accepts permessage-deflate (threshold 0: every message is
+// compressed); without it the server declines it.
 //
 // Prints "node_peer listening on ws://127.0.0.1:PORT/ (ws VERSION)" first,
 // then one line per event (open, ping, close, drive). The path /drive makes
@@ -15,9 +18,11 @@ const common = require('./common');
 
 const args = process.argv.slice(2);
 let port = 0;
+let deflate = false;
 for (let i = 0; i < args.length; i++) {
   if (args[i] === '--port') port = Number(args[++i]);
-  else { console.error('usage: node_peer.js [--port PORT]'); process.exit(2); }
+  else if (args[i] === '--deflate') deflate = true;
+  else { console.error('usage: node_peer.js [--port PORT] [--deflate]'); process.exit(2); }
 }
 
 const log = (line) => process.stdout.write(line + '\n');
@@ -27,7 +32,7 @@ const wss = new WebSocketServer({
   host: '127.0.0.1',
   port,
   maxPayload: 64 << 20,
-  perMessageDeflate: false,
+  perMessageDeflate: deflate ? { threshold: 0 } : false,
   handleProtocols: (offered) => {
     for (const p of offered) if (common.PROTOCOLS.includes(p)) return p;
     return false;

@@ -3,7 +3,7 @@
 (tests/interop), both ways. Run with Debian's /usr/bin/python3 (the one
 python3-websockets is installed for).
 
-  py_peer.py server [--port PORT]
+  py_peer.py server [--port PORT] [--deflate]
       The peer protocol (docs/interop.md) on websockets.serve():
       prints "py_peer listening on ws://127.0.0.1:PORT/ (websockets V)"
       first, then one line per event; the path /drive drives the client as
@@ -13,6 +13,13 @@ python3-websockets is installed for).
       build/interop/ws_peer): one "ok - NAME" or "not ok - NAME: WHY" line
       per case. Each case connects to URL + "python/" + NAME, so the server's
       log tells the cases apart.
+  py_peer.py deflate-client URL
+      permessage-deflate cases against ws_peer --deflate, with websockets'
+      default compression (it offers permessage-deflate with
+      client_max_window_bits): the extension is agreed, and JSON chat
+      messages, large text and binary messages echo unchanged.
+  --deflate (server): accept permessage-deflate, as websockets does by
+      default (the matrix's other rows run without it).
 """
 import asyncio
 import sys
@@ -182,7 +189,7 @@ async def handler(ws, path):
         log("close id=%d path=%s code=%s reason=%s" % (ws.conn_id, path, ws.close_code, ws.close_reason))
 
 
-async def serve(port):
+async def serve(port, deflate=False):
     stop = asyncio.get_running_loop().create_future()
     import signal
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -190,7 +197,7 @@ async def serve(port):
     async with websockets.serve(handler, "127.0.0.1", port, create_protocol=Peer,
                                 subprotocols=PROTOCOLS, select_subprotocol=choose,
                                 max_size=MAX, max_queue=None, ping_interval=None,
-                                compression=None) as server:
+                                compression="deflate" if deflate else None) as server:
         bound = server.sockets[0].getsockname()[1]
         log("py_peer listening on ws://127.0.0.1:%d/ (websockets %s)" % (bound, websockets.__version__))
         await stop
@@ -320,14 +327,53 @@ async def client(base):
     return 1 if results[1] else 0
 
 
+async def deflate_client(base):
+    import json
+    results = [0, 0]
+
+    def report(name, why):
+        results[0 if why is None else 1] += 1
+        log("ok - %s" % name if why is None else "not ok - %s: %s" % (name, why))
+
+    chat = [json.dumps({"type": "msg", "room": "lobby", "from": "user%d" % i,
+                        "text": "hello everyone, message number %d" % i, "ts": 1700000000 + i})
+            for i in range(50)]
+    cases = [("json-chat-50", chat), ("text-1MiB", [text(1 << 20)]),
+             ("binary-1MiB", [bytes(i % 251 for i in range(1 << 20))]), ("utf8", [UTF8]),
+             ("empty", [""])]
+    for name, msgs in cases:
+        try:
+            async with websockets.connect(base + "python-deflate/" + name, max_size=MAX,
+                                          ping_interval=None) as ws:
+                exts = [e.name for e in ws.extensions]
+                if exts != ["permessage-deflate"]:
+                    report(name, "extensions %r" % exts)
+                    continue
+                why = None
+                for m in msgs:
+                    await ws.send(m)
+                    got = await asyncio.wait_for(ws.recv(), 20)
+                    if got != m:
+                        why = "echo differs (%d, want %d)" % (len(got), len(m))
+                        break
+                report(name, why)
+        except Exception as e:  # noqa: BLE001 - every failure is a case failure
+            report(name, "%s: %s" % (type(e).__name__, e))
+    return 1 if results[1] else 0
+
+
 def main():
     args = sys.argv[1:]
+    deflate = "--deflate" in args
+    args = [a for a in args if a != "--deflate"]
     if args[:1] == ["server"]:
         port = int(args[2]) if args[1:2] == ["--port"] else 0
-        asyncio.run(serve(port))
+        asyncio.run(serve(port, deflate))
         return 0
     if args[:1] == ["client"] and len(args) == 2:
         return asyncio.run(client(args[1]))
+    if args[:1] == ["deflate-client"] and len(args) == 2:
+        return asyncio.run(deflate_client(args[1]))
     sys.stderr.write(__doc__)
     return 2
 

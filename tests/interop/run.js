@@ -937,6 +937,194 @@ async function nginxClusterRow(row, peers) {
   }
 }
 
+// ------------------------------------------------------------ permessage-deflate
+
+// JSON chat messages of about 200 bytes, as the issue's benchmark uses.
+const chatJson = (i) => JSON.stringify({ type: 'msg', room: 'lobby', from: `user${i % 17}`,
+  text: `hello everyone, this is message number ${i} of the interop run`, ts: 1700000000 + i,
+  tags: ['a', 'b', 'c'] });
+
+// Node's ws client with perMessageDeflate against ws_peer --deflate: both
+// directions, with and without context takeover, window bits 8 to 15.
+async function deflateNodeCases(row, WebSocket, server, tag) {
+  const T = 20000;
+  for (const nct of [false, true]) {
+    for (let bits = 8; bits <= 15; bits++) {
+      const name = `${nct ? 'no-context' : 'context'}-bits-${bits}`;
+      let why = null;
+      const mark = server.mark();
+      try {
+        why = await withTimeout(new Promise((resolve) => {
+          const ws = new WebSocket(`${server.url}${tag}/${name}`, {
+            maxPayload: 64 << 20, handshakeTimeout: T,
+            // Without nct the client neither asks nor refuses (ws refuses a
+            // server's client_no_context_takeover when the option is false).
+            perMessageDeflate: { threshold: 0, serverNoContextTakeover: nct || undefined, clientNoContextTakeover: nct || undefined,
+              serverMaxWindowBits: bits, clientMaxWindowBits: bits },
+          });
+          const msgs = [];
+          for (let i = 0; i < 40; i++) msgs.push(chatJson(i));
+          msgs.push(chatJson(99).repeat(20)); // about 4 KB
+          const big = text(1 << 20);
+          let k = 0, read0 = 0;
+          ws.on('error', (e) => resolve(`error: ${e.message}`));
+          ws.on('open', () => {
+            if (!/permessage-deflate/.test(ws.extensions)) { resolve(`extensions "${ws.extensions}"`); return; }
+            ws.send(msgs[0]);
+          });
+          ws.on('message', (data, isBinary) => {
+            const got = isBinary ? data : data.toString();
+            if (k < msgs.length) {
+              if (got !== msgs[k]) { resolve(`message ${k} differs`); return; }
+              k++;
+              if (k < msgs.length) ws.send(msgs[k]);
+              else { read0 = ws._socket.bytesRead; ws.send(big); }
+            } else if (k === msgs.length) {
+              if (got !== big) { resolve('1 MiB text differs'); return; }
+              const wire = ws._socket.bytesRead - read0;
+              // The server compresses (but with an 8-bit window, which it
+              // may not use: then it sends plain).
+              if (bits > 8 && wire > big.length / 8) { resolve(`1 MiB came back in ${wire} bytes: not compressed`); return; }
+              k++;
+              // A compressed message in fragments, then binary.
+              const pieces = split(Buffer.from(UTF8.repeat(100)), 3);
+              pieces.forEach((p, i) => ws.send(p, { binary: false, fin: i === 2, compress: true }));
+            } else if (k === msgs.length + 1) {
+              if (got !== UTF8.repeat(100)) { resolve('fragmented compressed text differs'); return; }
+              k++;
+              ws.send(binary(70000), { binary: true });
+            } else {
+              if (!isBinary || !data.equals(binary(70000))) { resolve('binary differs'); return; }
+              ws.close(1000);
+              resolve('passed');
+            }
+          });
+        }), 60000);
+        why = why === 'passed' ? null : why === null ? 'timed out after 60 s' : why;
+        if (why === null && !(await server.waitFor(new RegExp(`^open id=\\d+ path=/${tag}/${name} .*deflate=1$`), 5000, mark)))
+          why = 'ws_peer did not log deflate=1 for it';
+      } catch (e) { why = `${e.name}: ${e.message}`; }
+      row.check(name, why === null, why);
+    }
+  }
+}
+
+// Chromium offers permessage-deflate; the page's socket must name it in
+// ws.extensions and echo through it.
+async function deflateChromiumCases(row, ctx, http) {
+  const page = ctx.pages()[0] || await ctx.newPage();
+  await page.goto(http, { timeout: 20000 });
+  const results = await withTimeout(page.evaluate(async (msgs) => {
+    const out = [];
+    const url = 'ws://' + location.host + '/chromium-deflate/';
+    const ws = new WebSocket(url + 'echo');
+    ws.binaryType = 'arraybuffer';
+    const inbox = [], waiters = [];
+    ws.onmessage = (e) => { const w = waiters.shift(); if (w) w(e.data); else inbox.push(e.data); };
+    const next = () => new Promise((res) => {
+      if (inbox.length) return res(inbox.shift());
+      waiters.push(res);
+      setTimeout(() => res(undefined), 20000);
+    });
+    const opened = await new Promise((res) => { ws.onopen = () => res(true); ws.onerror = () => res(false); setTimeout(() => res(false), 20000); });
+    if (!opened) return [{ name: 'open', ok: false, why: 'no open' }];
+    out.push({ name: 'ws.extensions names permessage-deflate', ok: /permessage-deflate/.test(ws.extensions), why: `"${ws.extensions}"` });
+    let bad = null;
+    for (const m of msgs) { ws.send(m); if ((await next()) !== m) { bad = m.length; break; } }
+    out.push({ name: `${msgs.length} JSON chat messages echo`, ok: bad === null, why: `message of ${bad} bytes differs` });
+    const big = 'abcdefghij'.repeat(1 << 17) + '\u2713';
+    ws.send(big);
+    out.push({ name: '1 MiB text echoes', ok: (await next()) === big, why: 'differs' });
+    const bin = new Uint8Array(1 << 20);
+    for (let i = 0; i < bin.length; i++) bin[i] = i % 251;
+    ws.send(bin);
+    const got = await next();
+    let same = got instanceof ArrayBuffer && got.byteLength === bin.length;
+    if (same) { const a = new Uint8Array(got); for (let i = 0; i < a.length && same; i++) same = a[i] === bin[i]; }
+    out.push({ name: '1 MiB binary echoes', ok: same, why: 'differs' });
+    ws.send('');
+    out.push({ name: 'empty text echoes', ok: (await next()) === '', why: 'differs' });
+    ws.close(1000);
+    return out;
+  }, Array.from({ length: 50 }, (_, i) => chatJson(i))), 120000);
+  if (!results) row.fail('browser cases finished', 'timed out after 120 s');
+  else for (const r of results) row.check(r.name, r.ok, r.why);
+}
+
+// ws's own client (wsc --deflate) against a server with deflate on.
+async function deflateWscCases(row, server) {
+  const lines = Array.from({ length: 50 }, (_, i) => chatJson(i)).concat([text(65537), text(1 << 20), UTF8]);
+  const r = await runProgram(bin('wsc'), ['--deflate', '-v', '--linger', '3000', server.url + 'wsc-deflate'],
+    { input: lines.map((l) => l + '\n').join(''), timeout: 90000 });
+  row.check('wsc --deflate: permessage-deflate agreed', /connected.*permessage-deflate/.test(r.stderr), `stderr: ${r.stderr}`);
+  const got = r.stdout.toString('utf8').split('\n');
+  let bad = -1;
+  lines.forEach((l, i) => { if (bad < 0 && got[i] !== l) bad = i; });
+  row.check(`wsc --deflate: ${lines.length} messages (JSON chat, 64 KiB, 1 MiB, UTF-8) echo`, bad < 0,
+    bad >= 0 ? `line ${bad + 1} differs (exit ${r.code}: ${r.stderr})` : '');
+  row.check('wsc --deflate: closes with 1000, exit 0', r.code === 0, `exit ${r.code}: ${r.stderr}`);
+  const sizes = [1, 200, 65536, 1 << 20];
+  const b = await runProgram(bin('wsc'), ['--deflate', '--binary', '--linger', '3000', server.url + 'wsc-deflate-binary'],
+    { input: Buffer.concat(sizes.map((n) => Buffer.concat([SAFE(n), Buffer.from('\n')]))), timeout: 60000 });
+  const want = Buffer.concat(sizes.map((n) => SAFE(n)));
+  row.check('wsc --deflate --binary: binary messages echo', b.stdout.equals(want) && b.code === 0,
+    `${b.stdout.length} bytes (want ${want.length}), exit ${b.code}: ${b.stderr}`);
+}
+
+async function deflateRows(peers, WebSocket) {
+  const need = ['dNode', 'dNodeNoCtx', 'dPython', 'dChromium', 'dWsNode', 'dWsPython', 'dWsLws'].filter(want);
+  if (!need.length) return;
+  const page = path.join(here, 'page.html');
+  const started = [];
+  try {
+    const srv = await startServer('ws_peer-deflate', bin('interop/ws_peer'), ['-p', '0', '--deflate', '--page', page]);
+    started.push(srv.child);
+    const srvNc = await startServer('ws_peer-deflate-nc', bin('interop/ws_peer'), ['-p', '0', '--deflate=no-context']);
+    started.push(srvNc.child);
+    if (want('dNode')) {
+      const row = newRow('dNode');
+      if (!WebSocket) row.missing('the npm package ws', 'run `npm ci` in tests/interop');
+      else await guard(row, () => deflateNodeCases(row, WebSocket, srv, 'node-deflate'));
+    }
+    if (want('dNodeNoCtx')) {
+      const row = newRow('dNodeNoCtx');
+      if (!WebSocket) row.missing('the npm package ws', 'run `npm ci` in tests/interop');
+      else await guard(row, () => deflateNodeCases(row, WebSocket, srvNc, 'node-deflate-nc'));
+    }
+    if (want('dPython')) {
+      const row = newRow('dPython');
+      if (!peers.python) row.missing('python3-websockets', INSTALL_HINT);
+      else await guard(row, async () => {
+        const r = await runProgram(PY, [path.join(here, 'py_peer.py'), 'deflate-client', srv.url], { timeout: 120000 });
+        relayCases(row, r, 'py_peer.py deflate-client');
+      });
+    }
+    if (want('dChromium')) {
+      const row = newRow('dChromium');
+      if (!peers.chromium) row.missing(peers.chromiumWhy, INSTALL_HINT);
+      else await guard(row, () => withBrowser(peers.chromium, (ctx) => deflateChromiumCases(row, ctx, `http://127.0.0.1:${srv.port}/`)));
+    }
+    const serverDeflateRow = async (key, available, why, startFn) => {
+      if (!want(key)) return;
+      const row = newRow(key);
+      if (!available) { row.missing(why, INSTALL_HINT); return; }
+      await guard(row, async () => {
+        const s = await startFn();
+        row.ok(`${s.name} started: ${s.version}`);
+        try { await deflateWscCases(row, s); } finally { await stop(s.child); }
+      });
+    };
+    await serverDeflateRow('dWsNode', peers.nodeWs, 'the npm package ws',
+      () => startServer('node_peer-deflate', process.execPath, [path.join(here, 'node_peer.js'), '--deflate']));
+    await serverDeflateRow('dWsPython', peers.python, 'python3-websockets',
+      () => startServer('py_peer-deflate', PY, [path.join(here, 'py_peer.py'), 'server', '--deflate']));
+    await serverDeflateRow('dWsLws', peers.lws, 'libwebsockets-dev (build/interop/lws_peer was not built)',
+      () => startServer('lws_peer-deflate', bin('interop/lws_peer'), ['--deflate']));
+  } finally {
+    for (const c of started) await stop(c);
+  }
+}
+
 // ------------------------------------------------------------ main
 
 // The rows, in order: name, peer (with the version key shown in the
@@ -957,6 +1145,13 @@ const ROWS = {
   clRedis: ['cluster/redis', 'Redis {v} + Chromium + Node ws', 'redis', 'clients -> 3 chat processes -> Redis'],
   clNats: ['cluster/nats', 'NATS {v} + Chromium + Node ws', 'nats', 'clients -> 3 chat processes -> NATS'],
   ngCluster: ['nginx/chat-cluster', 'nginx {v} + Redis + Node ws', 'nginx', 'clients -> nginx (sticky) -> 3 chat processes'],
+  dNode: ['deflate/node-ws-client', 'Node ws', 'ws', 'client -> ws server, permessage-deflate'],
+  dNodeNoCtx: ['deflate/node-ws-client-no-context', 'Node ws', 'ws', 'client -> ws server, deflate, no context'],
+  dPython: ['deflate/python-websockets-client', 'Python websockets', 'websockets', 'client -> ws server, permessage-deflate'],
+  dChromium: ['deflate/chromium', 'Chromium', 'chromium', 'browser -> ws server, permessage-deflate'],
+  dWsNode: ['deflate/ws-client/node-ws-server', 'Node ws', 'ws', 'wsc --deflate -> server'],
+  dWsPython: ['deflate/ws-client/python-websockets-server', 'Python websockets', 'websockets', 'wsc --deflate -> server'],
+  dWsLws: ['deflate/ws-client/libwebsockets-server', 'libwebsockets', 'libwebsockets', 'wsc --deflate -> server'],
 };
 const newRow = (key) => {
   const [name, peer, vkey, direction] = ROWS[key];
@@ -1120,6 +1315,9 @@ async function main() {
     else if (!WebSocket) row.missing('the npm package ws', 'run `npm ci` in tests/interop');
     else await guard(row, () => nginxClusterRow(row, peers));
   }
+  // permessage-deflate: ws_peer --deflate against the peers, and
+  // wsc --deflate against theirs.
+  await deflateRows(peers, WebSocket);
 
   // ws_peer must still be alive, and exit 0 on SIGTERM.
   if (!main.alive()) setupRow().fail('ws_peer survived the run', `it exited: ${main.stderr}`);

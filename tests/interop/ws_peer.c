@@ -5,12 +5,15 @@
  * clients behind nginx) can exercise every direction of RFC 6455 with it.
  *
  *   build/interop/ws_peer [-p PORT] [--ping-ms MS] [--page FILE]
+ *                         [--deflate[=no-context]]
  *
  * Listens on 127.0.0.1:PORT (0 picks one) and prints
  * "ws_peer listening on ws://127.0.0.1:PORT/" first. --ping-ms sets the
  * keepalive ping interval (0, the default here, sends none). --page serves
  * FILE at "/" (the browser test page); every other plain HTTP request gets
- * 404.
+ * 404. --deflate accepts permessage-deflate offers with the library's
+ * defaults (no-context: without context takeover either way, and a
+ * threshold of 0); the open event then says "deflate=1".
  *
  * The peer protocol (docs/interop.md; the Node, Python and
  * libwebsockets peers implement the same):
@@ -30,7 +33,7 @@
  *                             frames received on this connection)
  *   - "!proto"                answers "proto:NAME" (empty when none)
  * Events go to stdout, one line each, for the test driver:
- *   open id=N path=P proto=X
+ *   open id=N path=P proto=X [deflate=1]
  *   ping id=N len=L
  *   close id=N path=P code=C reason=R
  * SIGTERM/SIGINT: close everyone with 1001, exit 0.
@@ -101,10 +104,9 @@ static int on_http(ws_conn *c, const ws_request *req, void *user) {
 
 static void on_open(ws_conn *c, const char *proto, size_t n, void *user) {
   peer *p = (peer *)user;
-  (void)c;
   if (p == NULL) return;
-  printf("open id=%u path=%s proto=%.*s\n", p->id, p->path, (int)n,
-         proto ? proto : "");
+  printf("open id=%u path=%s proto=%.*s%s\n", p->id, p->path, (int)n,
+         proto ? proto : "", ws_conn_deflate(c) ? " deflate=1" : "");
   fflush(stdout);
 }
 
@@ -267,7 +269,7 @@ int main(int argc, char **argv) {
   ws_loop_callbacks cb;
   unsigned port = 0, bound = 0;
   long ping_ms = 0;
-  int i;
+  int i, deflate = 0;
   struct sigaction sa;
   for (i = 1; i < argc; i++) {
     if (strcmp(argv[i], "-p") == 0 && i + 1 < argc) {
@@ -280,8 +282,12 @@ int main(int argc, char **argv) {
         fprintf(stderr, "ws_peer: cannot read %s\n", argv[i]);
         return 2;
       }
+    } else if (strcmp(argv[i], "--deflate") == 0) {
+      deflate = 1;
+    } else if (strcmp(argv[i], "--deflate=no-context") == 0) {
+      deflate = 2;
     } else {
-      fprintf(stderr, "usage: ws_peer [-p PORT] [--ping-ms MS] [--page FILE]\n");
+      fprintf(stderr, "usage: ws_peer [-p PORT] [--ping-ms MS] [--page FILE] [--deflate[=no-context]]\n");
       return 2;
     }
   }
@@ -293,6 +299,12 @@ int main(int argc, char **argv) {
 
   ws_loop_config_init(&cfg); /* the library's limits: 16 MiB messages */
   cfg.server.ping_interval_ms = (uint32_t)(ping_ms > 0 ? ping_ms : 0);
+  cfg.server.deflate.enable = deflate != 0;
+  if (deflate == 2) {
+    cfg.server.deflate.no_context_takeover = 1;
+    cfg.server.deflate.peer_no_context_takeover = 1;
+    cfg.server.deflate.threshold = 0;
+  }
   memset(&cb, 0, sizeof cb);
   cb.conn.on_handshake = on_handshake;
   cb.conn.on_http = on_http;
