@@ -241,7 +241,7 @@ $(BUILD)/asan/test_nats: tests/test_nats.c tests/t.h src/ws.c include/ws.h $(NAT
 # against the examples (over TLS too when TLS is on). tests/run.sh prints
 # the grand total last.
 test: all $(VARIANTS) $(TESTS:%=$(BUILD)/%) $(TESTS:%=$(BUILD)/asan/%)
-	@WS_TLS=$(WS_TLS) CC="$(CC)" sh tests/run.sh $(BUILD) "$(TESTS)"
+	@WS_TLS=$(WS_TLS) WS_ZLIB=$(WS_ZLIB) CC="$(CC)" sh tests/run.sh $(BUILD) "$(TESTS)"
 
 test-conformance: all $(VARIANTS)
 	@WS_TLS=$(WS_TLS) sh tests/run.sh $(BUILD) "" conformance-only
@@ -292,7 +292,8 @@ size: | $(BUILD)
 
 # The pkg-config file for PREFIX, which has a stamp of its own: only ws.pc
 # depends on it. Libs.private is what a static link with libws.a needs
-# besides it (pkg-config --static): -pthread, and mbedTLS in a TLS build.
+# besides it (pkg-config --static): -pthread, mbedTLS in a TLS build, zlib
+# with deflate.
 PREFIX_STAMP = $(BUILD)/prefix.stamp
 $(PREFIX_STAMP): $(call stamp_force,$(PREFIX_STAMP),PREFIX)
 	@$(call stamp_write,$@,PREFIX)

@@ -9,12 +9,13 @@
 #   (pkg-config --static, so Libs.private must name mbedTLS and -pthread in
 #   a TLS build). Each run prints the version and the TLS setting and
 #   completes a server handshake in memory through ws_conn_feed().
-# Run by tests/run.sh (make test), which passes WS_TLS and CC as make had
+# Run by tests/run.sh (make test), which passes WS_TLS, WS_ZLIB and CC as make had
 # them; prints "install: N passed, M failed" last.
 build=${1:-build}
 cc=${CC:-cc}
 make=${MAKE:-make}
 tls=${WS_TLS:-0}
+zlib=${WS_ZLIB:-0}
 pass=0
 fail=0
 tmp=$(mktemp -d)
@@ -67,13 +68,11 @@ check "make install rebuilt nothing (only ws.pc, for the new prefix)" \
   test -z "$(find "$build" -maxdepth 2 -type f -newer "$tmp/before" ! -name ws.pc ! -name prefix.stamp)"
 check "ws.pc points at the install prefix" \
   grep -qx "prefix=$prefix" "$prefix/lib/pkgconfig/ws.pc"
-if [ "$tls" = 1 ]; then
-  check "ws.pc: Libs.private names mbedTLS and -pthread" \
-    grep -qx 'Libs.private: -pthread -lmbedtls -lmbedx509 -lmbedcrypto' "$prefix/lib/pkgconfig/ws.pc"
-else
-  check "ws.pc: Libs.private is -pthread" \
-    grep -qx 'Libs.private: -pthread' "$prefix/lib/pkgconfig/ws.pc"
-fi
+private="-pthread"
+[ "$tls" = 1 ] && private="$private -lmbedtls -lmbedx509 -lmbedcrypto"
+[ "$zlib" = 1 ] && private="$private -lz"
+check "ws.pc: Libs.private is what the build links ($private)" \
+  grep -qx "Libs.private: $private" "$prefix/lib/pkgconfig/ws.pc"
 
 cat >"$tmp/app.c" <<'EOF'
 /* A user's program: the version, the TLS setting, and a server handshake
