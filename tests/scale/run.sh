@@ -310,6 +310,7 @@ run_one() {
   held_srv=$(printf '%s\n' "$stats_end" | field_sum conns)
   local spread
   spread=$(printf '%s\n' "$stats_end" | awk '{for (i = 1; i <= NF; i++) if ($i ~ /^conns=/) {v = substr($i, 7) + 0; if (!n++ || v < lo) lo = v; if (v > hi) hi = v}} END {printf "%d to %d", lo, hi}')
+  [ "$mode" = local ] || say "bridges: $(printf '%s\n' "$stats_end" | field_sum links) links made by $PROCS, $(printf '%s\n' "$stats_end" | field_sum link_failures) lost or failed; publishes lost while a link was down $(printf '%s\n' "$stats_end" | field_sum lost_down), over the queue $(printf '%s\n' "$stats_end" | field_sum lost_full); junk $(printf '%s\n' "$stats_end" | field_sum junk)"
   local held_s
   held_s=$(awk -v a="$held_t0" -v b="$(now)" 'BEGIN {printf "%.0f", b - a}')
   for i in "${gpids[@]}"; do kill -USR1 "$i" 2>/dev/null; done

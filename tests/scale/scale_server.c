@@ -94,16 +94,37 @@ static long proc_kb(const char *path, const char *key) {
 
 static int stats_line(char *buf, size_t cap) {
   struct rusage ru;
+  size_t links = 0, fails = 0, down = 0, full = 0, got = 0, junk = 0;
+  int n;
   getrusage(RUSAGE_SELF, &ru);
-  return snprintf(buf, cap,
-                  "stats pid=%ld turns=%llu conns=%zu opened=%llu closed=%llu "
-                  "rss_kb=%ld pss_kb=%ld utime_ms=%ld stime_ms=%ld published=%llu",
-                  (long)getpid(), g_turns, g_held, g_opened, g_closed,
-                  proc_kb("/proc/self/smaps_rollup", "Rss"),
-                  proc_kb("/proc/self/smaps_rollup", "Pss"),
-                  (long)ru.ru_utime.tv_sec * 1000 + (long)ru.ru_utime.tv_usec / 1000,
-                  (long)ru.ru_stime.tv_sec * 1000 + (long)ru.ru_stime.tv_usec / 1000,
-                  g_published);
+#if WS_SCALE_REDIS
+  if (g_redis) {
+    ws_redis_stats st;
+    ws_redis_stats_get(g_redis, &st);
+    links = st.connects, fails = st.failures, down = st.lost_down;
+    full = st.lost_full, got = st.received, junk = st.junk;
+  }
+#endif
+#if WS_SCALE_NATS
+  if (g_nats) {
+    ws_nats_stats st;
+    ws_nats_stats_get(g_nats, &st);
+    links = st.connects, fails = st.failures, down = st.lost_down;
+    full = st.lost_full, got = st.received, junk = st.junk;
+  }
+#endif
+  n = snprintf(buf, cap,
+               "stats pid=%ld turns=%llu conns=%zu opened=%llu closed=%llu "
+               "rss_kb=%ld pss_kb=%ld utime_ms=%ld stime_ms=%ld published=%llu "
+               "links=%zu link_failures=%zu lost_down=%zu lost_full=%zu "
+               "received=%zu junk=%zu",
+               (long)getpid(), g_turns, g_held, g_opened, g_closed,
+               proc_kb("/proc/self/smaps_rollup", "Rss"),
+               proc_kb("/proc/self/smaps_rollup", "Pss"),
+               (long)ru.ru_utime.tv_sec * 1000 + (long)ru.ru_utime.tv_usec / 1000,
+               (long)ru.ru_stime.tv_sec * 1000 + (long)ru.ru_stime.tv_usec / 1000,
+               g_published, links, fails, down, full, got, junk);
+  return n;
 }
 
 static int on_handshake(ws_conn *c, const ws_request *req, ws_accept *acc,
@@ -292,6 +313,12 @@ int main(int argc, char **argv) {
       printf("%s\n", line);
       fflush(stdout);
     }
+  }
+  { /* the last word: what the bridge saw, for the run's logs */
+    char line[512];
+    stats_line(line, sizeof line);
+    printf("%s\n", line);
+    fflush(stdout);
   }
 #if WS_SCALE_REDIS
   ws_redis_close(g_redis);
