@@ -1213,13 +1213,16 @@ static int ws__loop_parse_url(const char *url, char *host, size_t hcap,
   return WS_OK;
 }
 
-/* Posts to a loop's queue from any thread, whether or not the loop still
- * exists: the queue is reference counted, and the wake-up is written under
- * its lock, so that ws_loop_free() (which closes the queue under that lock
- * before it closes the pipe) never has it written after the close.
- * WS_ECLOSED once the loop is being freed. */
+/* Posts to a loop's queue from any thread (ws_loop_post(), and resolver
+ * threads whether or not the loop still exists): the queue is reference
+ * counted, and the wake-up is written under its lock, so that
+ * ws_loop_free() (which closes the queue under that lock before it closes
+ * the pipe) never has it written after the close. WS_ECLOSED once the loop
+ * is being freed (fn will not run, arg is the caller's); WS_EIO when the
+ * wake-up could not be written (queued all the same). */
 static int ws__post_q_push(ws__post_q *q, void (*fn)(ws_loop *l, void *arg),
                            void *arg) {
+  int rc = WS_OK;
   ws__post_item *it = (ws__post_item *)malloc(sizeof *it);
   if (it == NULL) return WS_ENOMEM;
   it->fn = fn;
@@ -1237,12 +1240,14 @@ static int ws__post_q_push(ws__post_q *q, void (*fn)(ws_loop *l, void *arg),
     char b = 1;
     ssize_t r;
     q->head = it;
-    do r = write(q->wake_w, &b, 1); /* EAGAIN: a wake-up is pending */
+    do r = write(q->wake_w, &b, 1);
     while (r < 0 && errno == EINTR);
+    /* EAGAIN: the pipe is full, so a wake-up is pending anyway. */
+    if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK) rc = WS_EIO;
   }
   q->tail = it;
   pthread_mutex_unlock(&q->mu);
-  return WS_OK;
+  return rc;
 }
 
 static void ws__post_q_unref(ws__post_q *q) {
@@ -1344,7 +1349,7 @@ static void ws__resolved(ws_loop *l, void *arg);
 
 static void *ws__resolver_main(void *arg) {
   ws__resolver *r = (ws__resolver *)arg;
-  int last;
+  int last, rc;
   pthread_mutex_lock(&r->mu);
   while (r->head) {
     ws__rjob *j = r->head;
@@ -1366,9 +1371,10 @@ static void *ws__resolver_main(void *arg) {
       continue;
     }
     j->state = WS__RJ_POSTED;
-    /* Refused: the loop is being freed, and its connection's end frees
-     * the job. */
-    if (ws__post_q_push(r->q, ws__resolved, j) != WS_OK) j->state = WS__RJ_ORPHAN;
+    /* Not queued (the loop is being freed, or no memory): its connection's
+     * end frees the job. WS_EIO is queued all the same. */
+    rc = ws__post_q_push(r->q, ws__resolved, j);
+    if (rc == WS_ECLOSED || rc == WS_ENOMEM) j->state = WS__RJ_ORPHAN;
   }
   r->threads--;
   ws__resolver_unref_locked(r, &last);
@@ -2205,38 +2211,9 @@ size_t ws_loop_group_drops(const ws_loop_group *g) {
 
 /* see ws.h */
 int ws_loop_post(ws_loop *l, void (*fn)(ws_loop *l, void *arg), void *arg) {
-  struct ws__loop_priv *p = WS__LP(l);
-  ws__post_q *q = (ws__post_q *)p->post;
-  ws__post_item *it;
-  int was_empty;
+  ws__post_q *q = (ws__post_q *)WS__LP(l)->post;
   if (fn == NULL || q == NULL) return WS_EINVAL;
-  it = (ws__post_item *)malloc(sizeof *it);
-  if (it == NULL) return WS_ENOMEM;
-  it->fn = fn;
-  it->arg = arg;
-  it->next = NULL;
-  pthread_mutex_lock(&q->mu);
-  if (q->closed) { /* ws_loop_free() is running: arg stays the caller's */
-    pthread_mutex_unlock(&q->mu);
-    free(it);
-    return WS_ECLOSED;
-  }
-  was_empty = q->head == NULL;
-  if (q->tail)
-    q->tail->next = it;
-  else
-    q->head = it;
-  q->tail = it;
-  pthread_mutex_unlock(&q->mu);
-  if (was_empty) {
-    char b = 1;
-    ssize_t r;
-    do r = write(p->wake_w, &b, 1);
-    while (r < 0 && errno == EINTR);
-    /* EAGAIN: the pipe is full, so a wake-up is pending anyway. */
-    if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK) return WS_EIO;
-  }
-  return WS_OK;
+  return ws__post_q_push(q, fn, arg);
 }
 
 /* Runs the posts queued so far. `last` (from ws_loop_free) also closes the
