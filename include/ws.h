@@ -103,13 +103,15 @@ const char *ws_version(void);
   X(ENOSPC, -16, "output buffer too small")                               \
   X(EAPP, -17, "application callback returned an error")                 \
   X(EDATA, -18, "invalid compressed data")                               \
-  X(ERESOLVE, -19, "host name not resolved")
+  X(ERESOLVE, -19, "host name not resolved")                             \
+  X(EBUDGET, -20, "memory refused by the budget")                         \
+  X(ESLOW, -21, "peer reads too slowly: output stalled")
 
 enum ws_err {
 #define WS__ERR_ENUM(name, val, text) WS_##name = (val),
   WS_ERRNO_MAP(WS__ERR_ENUM)
 #undef WS__ERR_ENUM
-  WS__ERR_LAST = -20
+  WS__ERR_LAST = -22
 };
 
 /* A static, human-readable description of an error code (never NULL). */
@@ -141,7 +143,8 @@ enum ws_close_code {
   WS_CLOSE_POLICY = 1008,
   WS_CLOSE_TOO_BIG = 1009,
   WS_CLOSE_EXTENSION = 1010,
-  WS_CLOSE_INTERNAL = 1011
+  WS_CLOSE_INTERNAL = 1011,
+  WS_CLOSE_TRY_AGAIN = 1013    /* "try again later": the server is loaded */
 };
 
 /* ------------------------------------------------------------------------
@@ -597,11 +600,62 @@ typedef struct ws_config {
    * buffers). */
   void *(*realloc)(void *ptr, size_t size, void *ctx);
   void *alloc_ctx;
+  /* Memory budget (NULL: none; see "Memory budget" below). Called with
+   * bytes > 0 before the connection takes that much more memory of a kind
+   * (WS_MEM_*), and with bytes < 0 before it gives memory back (the
+   * result is then ignored). Return 0 to allow, or a close code to refuse:
+   * the connection then fails at once with that code. ctx is alloc_ctx. */
+  int (*charge)(ws_conn *c, int kind, ptrdiff_t bytes, void *ctx);
+  /* Slow readers: output queued over slow_reader_bytes (64 KiB) that has
+   * not drained below it for slow_reader_ms (10000) fails the connection
+   * with 1008 and WS_ESLOW. 0 in either: off. Needs ws_conn_tick(). */
+  size_t slow_reader_bytes;
+  uint32_t slow_reader_ms;
   ws_deflate_config deflate;    /* permessage-deflate: off by default */
 } ws_config;
 
 /* Fills *cfg with safe defaults for the role. */
 void ws_config_init(ws_config *cfg, int role);
+
+/*
+ * Memory budget. Every limit above is per connection; a budget caps what
+ * many connections hold together (the loop keeps one: ws_loop_config's
+ * mem_budget). The core asks ws_config.charge before each allocation it
+ * makes for a connection, by kind:
+ *   WS_MEM_INPUT    the input buffer (a request head, a message being put
+ *                   together) and, with compression, the inflated message
+ *   WS_MEM_OUTPUT   the output queue (pongs and the close frame included)
+ *   WS_MEM_DEFLATE  compression state (zlib's streams, by their documented
+ *                   sizes, and the connection's share of bookkeeping)
+ *   WS_MEM_TLS      not used by the core: the loop counts a TLS session so
+ * and tells it, with a negative count, before giving memory back. The
+ * bytes are what the connection takes, headers included; ws_conn_memory()
+ * returns the running total the hook has been told (inside the hook: the
+ * total before this change). Fixed buffers (ws_conn_set_buffers()) and the
+ * batch's stack buffer are never counted; a compressed send's scratch
+ * buffer, released before ws_send() returns, is not either.
+ *
+ * A refusal (the hook returns a close code, e.g. 1009 or 1013) fails the
+ * connection at once: it reaches CLOSED with that code and WS_EBUDGET, and
+ * a close frame with the code is written straight to the transport when
+ * no output was queued before it (a peer that is not reading would never
+ * get one from behind its queue). The call that asked gets an error
+ * (ws_send(): WS_EBUDGET, then WS_ECLOSED as for any closed connection).
+ *
+ * A shared budget for a host loop: keep a counter in alloc_ctx, add bytes
+ * in the hook, refuse when the counter would pass the budget (the loop's
+ * refinement: refuse only connections over their fair share), and read
+ * ws_conn_memory() to find the largest holders.
+ */
+enum ws_mem_kind {
+  WS_MEM_INPUT = 0,
+  WS_MEM_OUTPUT = 1,
+  WS_MEM_DEFLATE = 2,
+  WS_MEM_TLS = 3
+};
+/* Bytes the connection holds now, as counted for the hook (0 when idle
+ * with no buffers: the usual state of an idle connection). */
+size_t ws_conn_memory(const ws_conn *c);
 
 /*
  * Compresses a whole message afresh (no context) into one complete,
@@ -764,6 +818,8 @@ int ws_conn_want_read(const ws_conn *c);
 size_t ws_conn_queued(const ws_conn *c);
 /* WS_STATE_*. */
 int ws_conn_state(const ws_conn *c);
+/* WS_SERVER or WS_CLIENT. */
+int ws_conn_role(const ws_conn *c);
 /* The sticky error, WS_OK while none. */
 int ws_conn_error(const ws_conn *c);
 
@@ -1061,6 +1117,11 @@ const char *ws_tls_error(const ws_tls *t);
  * verify (a failure that retrying will not cure), else 0. */
 int ws_tls_verify_failed(const ws_tls *t);
 
+/* Bytes a session holds: its state and its two record buffers (mbedTLS's
+ * configured content lengths plus record overhead). What the loop counts
+ * against its memory budget for a wss:// connection. */
+size_t ws_tls_memory(const ws_tls *t);
+
 /* Frees a session (NULL is fine). Does not close the socket/transport. */
 void ws_tls_free(ws_tls *t);
 
@@ -1105,11 +1166,20 @@ typedef struct ws_loop_config {
                                  socket on the port must ask for it. Where
                                  ws_loop_has_reuseport() is 0 listening
                                  fails with WS_EINVAL (0: off) */
+  size_t mem_budget;          /* bytes all of the loop's connections hold
+                                 together: input, output, compression and
+                                 TLS (WS_LOOP_MEM_BUDGET, 256 MiB; 0: no
+                                 budget). See "Memory budget" below. */
 } ws_loop_config;
+
+/* The default budget of a loop (docs/limits.md says why this figure). */
+#ifndef WS_LOOP_MEM_BUDGET
+#define WS_LOOP_MEM_BUDGET ((size_t)256 * 1024 * 1024)
+#endif
 
 /* Fills *cfg with defaults: both templates from ws_config_init(), plus
  * keepalive pings every 30 s (under the 60 s idle timeout of common load
- * balancers) with a 10 s pong timeout. */
+ * balancers) with a 10 s pong timeout, and WS_LOOP_MEM_BUDGET. */
 void ws_loop_config_init(ws_loop_config *cfg);
 
 typedef struct ws_loop_callbacks {
@@ -1193,6 +1263,10 @@ struct ws__loop_priv {
   size_t ginbox;                    /* bytes of group publishes queued to
                                        this loop, not yet run (atomic) */
   size_t gdrops;                    /* group publishes refused (atomic) */
+  size_t held[4], held_all, held_peak, holders; /* the memory budget */
+  uint64_t failed[7];               /* ws_loop_stats' failed_*, in order */
+  /* The templates' own charge hooks, run after the loop's. */
+  int (*ucharge[2])(ws_conn *c, int kind, ptrdiff_t bytes, void *ctx);
 };
 
 struct ws_loop { struct ws__loop_priv ws__lp; };
@@ -1584,6 +1658,49 @@ void ws_loop_on_topic(ws_loop *l,
                       void (*fn)(ws_loop *l, const char *topic, int active,
                                  void *user),
                       void *user);
+
+/*
+ * Memory budget. The loop counts what each of its connections holds (the
+ * core's input and output buffers and compression state, through
+ * ws_config.charge, and each TLS session by ws_tls_memory()) and keeps
+ * the sum under cfg.mem_budget:
+ * - Below the budget every request for memory is granted (each connection
+ *   within its own limits: max_message, max_queued).
+ * - Once a request would pass the budget, it is refused from a connection
+ *   that would then hold more than its fair share (the budget divided by
+ *   the connections holding memory), and from anyone once the sum would
+ *   pass the budget by an eighth. Connections under their share keep
+ *   working. A refused connection fails at once: 1009 when the memory was
+ *   for input (a message), 1013 "try again later" for output (a reader too
+ *   slow for what it is sent, pongs to a ping flood); on_close gets that
+ *   code and ws_conn_error() WS_EBUDGET.
+ * - Within a sixteenth of the budget, new upgrade requests get HTTP 503.
+ * A user hook in a template (ws_config.charge) still runs, after the
+ * loop's, and may refuse too. The loop's count is exact for the core and
+ * an estimate for TLS; zlib's streams count by zlib's documented sizes.
+ */
+struct ws_loop_stats {
+  size_t conns;             /* open connections */
+  size_t paused;            /* ... whose input waits for output to drain */
+  size_t mem_budget;        /* cfg.mem_budget */
+  size_t held;              /* bytes held now: the sum of the next four */
+  size_t held_in, held_out, held_deflate, held_tls;
+  size_t held_peak;         /* the largest held since ws_loop_init() */
+  size_t holders;           /* connections holding any memory */
+  /* Connections failed, by reason, since ws_loop_init(): */
+  uint64_t failed_budget_1009;  /* the budget refused input */
+  uint64_t failed_budget_1013;  /* the budget refused output */
+  uint64_t failed_slow_reader;  /* output stalled (ws_config slow_reader) */
+  uint64_t failed_too_big;      /* over max_frame / max_message (1009) */
+  uint64_t failed_protocol;     /* a protocol, UTF-8, compression or
+                                   handshake error */
+  uint64_t failed_timeout;      /* handshake, pong or close timeout */
+  uint64_t refused_503;         /* upgrades refused near the budget */
+};
+
+/* Fills *st. Loop thread only; walks the connections (to count paused).
+ * The type is a struct tag only, so that the call can have its name. */
+void ws_loop_stats(ws_loop *l, struct ws_loop_stats *st);
 
 /*
  * Groups: several loops of one process, one per thread, serving one port

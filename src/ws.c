@@ -69,6 +69,14 @@
 #ifndef WS_CLOSE_TIMEOUT_MS
 #define WS_CLOSE_TIMEOUT_MS 5000
 #endif
+/* Slow readers: output over this many bytes that has not drained below it
+ * for this long fails the connection (ws_config). */
+#ifndef WS_SLOW_READER_BYTES
+#define WS_SLOW_READER_BYTES (64u * 1024)
+#endif
+#ifndef WS_SLOW_READER_MS
+#define WS_SLOW_READER_MS 10000
+#endif
 #ifndef WS_PONG_TIMEOUT_MS
 #define WS_PONG_TIMEOUT_MS 10000
 #endif
@@ -1437,7 +1445,17 @@ typedef struct ws__zs {
 #endif
   const ws_config *cfg;
   int inflate;
+  size_t cost;          /* ws__zs_cost(): what the budget counts for it */
 } ws__zs;
+
+/* What a stream takes, by zlib's documented figures: deflate's window and
+ * hash tables, (1 << (bits + 2)) + (1 << (mem_level + 9)), inflate's
+ * window, 1 << bits, each with its state of a few kilobytes. */
+static size_t ws__zs_cost(int inflate, int bits, int mem_level) {
+  if (inflate) return sizeof(ws__zs) + 7168 + ((size_t)1 << bits);
+  return sizeof(ws__zs) + 5888 + ((size_t)1 << (bits + 2)) +
+         ((size_t)1 << (mem_level + 9));
+}
 
 /* ws__zs_run(): a final DEFLATE block ended the stream (inflate). */
 #define WS__ZS_END 1
@@ -1488,6 +1506,7 @@ static ws__zs *ws__zs_new(const ws_config *cfg, int inflate, int bits,
   memset(z, 0, sizeof *z);
   z->cfg = cfg;
   z->inflate = inflate;
+  z->cost = ws__zs_cost(inflate, bits, mem_level);
   z->s.zalloc = ws__zalloc;
   z->s.zfree = ws__zfree;
   z->s.opaque = (voidpf)cfg;
@@ -1970,8 +1989,10 @@ enum {
   WS__F_PONG_WAIT = 1u << 15,  /* open: t is the pong deadline, not a ping's */
   WS__F_STACK_OUT = 1u << 16,  /* the queue is the batch's stack buffer */
   WS__F_FREE = 1u << 17,       /* ws_conn_free() was called in a callback */
-  WS__F_HOLD = 1u << 18        /* output waits for the batch's end (lifted
+  WS__F_HOLD = 1u << 18,       /* output waits for the batch's end (lifted
                                 * for the batch's early writes) */
+  WS__F_ARM_SLOW = 1u << 19    /* output went over slow_reader_bytes: its
+                                * deadline is set at the next tick */
 };
 
 /* CLOSED has one mark, the state, set by ws__set_closed() alone and never
@@ -2007,7 +2028,10 @@ struct ws__ibuf {
   unsigned char d[];
 };
 struct ws__obuf {
+  uint64_t stall;        /* slow reader: the deadline to drain by, or 0 */
   size_t cap, head, len; /* bytes at d; sent up to head; queued up to len */
+  /* The last pong queued, d[pong_at..pong_end); pong_end 0: none known. */
+  size_t pong_at, pong_end;
   unsigned char d[];
 };
 /* The buffers start 8-byte aligned for their counters. */
@@ -2059,11 +2083,66 @@ static void *ws__realloc(struct ws__conn_priv *p, void *ptr, size_t n) {
 #endif
 }
 
+static void ws__refused(struct ws__conn_priv *p, int code);
+
+/* The budget hook (ws.h: "Memory budget"), asked before the connection
+ * takes n more bytes of a kind. A refusal has failed the connection when
+ * this returns 0. */
+static int ws__take(struct ws__conn_priv *p, int kind, size_t n) {
+  int code;
+  if (p->cfg->charge == NULL || n == 0) return 1;
+  code = p->cfg->charge((ws_conn *)(void *)p, kind, (ptrdiff_t)n,
+                        p->cfg->alloc_ctx);
+  if (code == 0) return 1;
+  ws__refused(p, code);
+  return 0;
+}
+
+/* ... and told before it gives n bytes back. */
+static void ws__give(struct ws__conn_priv *p, int kind, size_t n) {
+  if (p->cfg->charge && n)
+    (void)p->cfg->charge((ws_conn *)(void *)p, kind, -(ptrdiff_t)n,
+                         p->cfg->alloc_ctx);
+}
+
+/* ws__realloc() of a block of `old` bytes to n, counted as kind. NULL when
+ * the budget refused (the connection has failed) or the allocator did. */
+static void *ws__mem(struct ws__conn_priv *p, int kind, void *ptr, size_t old,
+                     size_t n) {
+  void *q;
+  if (n > old && !ws__take(p, kind, n - old)) return NULL;
+  if (n < old) ws__give(p, kind, old - n);
+  q = ws__realloc(p, ptr, n);
+  if (q == NULL && n > old) ws__give(p, kind, n - old);
+  return q;
+}
+
+/* The error for a failed ws__mem(): the budget's, or the allocator's. */
+#define WS__NOMEM(p) ((p)->err == WS_EBUDGET ? WS_EBUDGET : WS_ENOMEM)
+
+/* A compression stream, counted by its cost (NULL: refused, or no
+ * memory). */
+static ws__zs *ws__zs_make(struct ws__conn_priv *p, int inflate, int bits,
+                           int mem_level) {
+  size_t cost = ws__zs_cost(inflate, bits, mem_level);
+  ws__zs *s;
+  if (!ws__take(p, WS_MEM_DEFLATE, cost)) return NULL;
+  if ((s = ws__zs_new(p->cfg, inflate, bits, mem_level)) == NULL)
+    ws__give(p, WS_MEM_DEFLATE, cost);
+  return s;
+}
+
+static void ws__zs_drop(struct ws__conn_priv *p, ws__zs *s) {
+  if (s == NULL) return;
+  ws__give(p, WS_MEM_DEFLATE, s->cost);
+  ws__zs_free(s);
+}
+
 /* The compression state, allocated on first use (NULL: no memory). */
 static struct ws__zconn *ws__z_get(struct ws__conn_priv *p) {
   struct ws__zconn *z = (struct ws__zconn *)p->z;
   if (z == NULL) {
-    z = (struct ws__zconn *)ws__realloc(p, NULL, sizeof *z);
+    z = (struct ws__zconn *)ws__mem(p, WS_MEM_DEFLATE, NULL, 0, sizeof *z);
     if (z == NULL) return NULL;
     memset(z, 0, sizeof *z);
     p->z = z;
@@ -2075,7 +2154,7 @@ static struct ws__zconn *ws__z_get(struct ws__conn_priv *p) {
 static void ws__z_drop(struct ws__conn_priv *p) {
   struct ws__zconn *z = (struct ws__zconn *)p->z;
   if (z && !z->tx && !z->rx && !z->m) {
-    ws__realloc(p, z, 0);
+    ws__mem(p, WS_MEM_DEFLATE, z, sizeof *z, 0);
     p->z = NULL;
   }
 }
@@ -2084,10 +2163,10 @@ static void ws__z_drop(struct ws__conn_priv *p) {
 static void ws__z_release(struct ws__conn_priv *p) {
   struct ws__zconn *z = (struct ws__zconn *)p->z;
   if (!WS_ENABLE_ZLIB || z == NULL) return;
-  ws__zs_free(z->tx);
-  ws__zs_free(z->rx);
-  if (z->m) ws__realloc(p, z->m, 0);
-  ws__realloc(p, z, 0);
+  ws__zs_drop(p, z->tx);
+  ws__zs_drop(p, z->rx);
+  if (z->m) ws__mem(p, WS_MEM_INPUT, z->m, z->mcap, 0);
+  ws__mem(p, WS_MEM_DEFLATE, z, sizeof *z, 0);
   p->z = NULL;
 }
 
@@ -2164,6 +2243,8 @@ void ws_config_init(ws_config *cfg, int role) {
   cfg->close_timeout_ms = WS_CLOSE_TIMEOUT_MS;
   cfg->ping_interval_ms = 0;
   cfg->pong_timeout_ms = WS_PONG_TIMEOUT_MS;
+  cfg->slow_reader_bytes = WS_SLOW_READER_BYTES;
+  cfg->slow_reader_ms = WS_SLOW_READER_MS;
   cfg->deflate.window_bits = WS_DEFLATE_WINDOW_BITS;
   /* A client does not ask the server for a smaller window by default: a
    * server that ignores the request (libwebsockets 4.1 does) would leave
@@ -2252,12 +2333,55 @@ static void ws__set_closed(struct ws__conn_priv *p, int code, int err) {
 static void ws__release(struct ws__conn_priv *p) {
   ws__z_release(p);
   if (!(p->flags & WS__F_FIXED)) {
-    if (p->in) ws__realloc(p, p->in, 0);
-    if (p->out && !(p->flags & WS__F_STACK_OUT)) ws__realloc(p, p->out, 0);
+    if (p->in) ws__mem(p, WS_MEM_INPUT, p->in, sizeof *p->in + p->in->cap, 0);
+    if (p->out && !(p->flags & WS__F_STACK_OUT))
+      ws__mem(p, WS_MEM_OUTPUT, p->out, sizeof *p->out + p->out->cap, 0);
   }
   p->in = NULL;
   p->out = NULL;
   p->flags &= ~(uint32_t)WS__F_STACK_OUT;
+}
+
+/* The budget refused memory: the connection fails at once with the code
+ * the hook gave. A server with nothing queued writes its close frame
+ * straight to the transport first, best effort (behind queued output it
+ * would never reach a peer that does not read). */
+static void ws__refused(struct ws__conn_priv *p, int code) {
+  if (WS__CLOSED(p)) return;
+  if (code < 1000 || code > 4999) code = WS_CLOSE_TRY_AGAIN;
+  if (p->role == WS_SERVER && p->state == WS_STATE_OPEN &&
+      WS__QUEUED(p) == 0 && !(p->flags & WS__F_CLOSE_SENT) && p->cb->write) {
+    unsigned char f[4];
+    size_t n = 0;
+    f[0] = 0x80 | WS_OP_CLOSE;
+    f[1] = 2;
+    f[2] = (unsigned char)(code >> 8);
+    f[3] = (unsigned char)code;
+    p->depth++;
+    (void)p->cb->write((ws_conn *)(void *)p, f, sizeof f, &n, p->user);
+    p->depth--;
+  }
+  ws__set_closed(p, p->state == WS_STATE_CONNECTING ? WS_CLOSE_ABNORMAL : code,
+                 WS_EBUDGET);
+}
+
+/* see ws.h */
+size_t ws_conn_memory(const ws_conn *c) {
+  const struct ws__conn_priv *p = WS__P(c);
+  size_t n = 0;
+  if (!(p->flags & WS__F_FIXED)) {
+    if (p->in) n += sizeof *p->in + p->in->cap;
+    if (p->out && !(p->flags & WS__F_STACK_OUT))
+      n += sizeof *p->out + p->out->cap;
+  }
+#if WS_ENABLE_ZLIB
+  if (p->z) {
+    const struct ws__zconn *z = (const struct ws__zconn *)p->z;
+    n += sizeof *z + z->mcap + (z->tx ? z->tx->cost : 0) +
+         (z->rx ? z->rx->cost : 0);
+  }
+#endif
+  return n;
 }
 
 /* Runs owed on_close at the end of a public call, after finishing a
@@ -2328,7 +2452,7 @@ static int ws__out_room(struct ws__conn_priv *p, size_t n) {
     if (o->head > 0) {
       memmove(o->d, o->d + o->head, o->len - o->head);
       o->len -= o->head;
-      o->head = 0;
+      o->head = o->pong_end = 0;
       if (o->cap - o->len >= n) return WS_OK;
     }
     if (p->flags & WS__F_FIXED) return WS_EFULL;
@@ -2344,9 +2468,13 @@ static int ws__out_room(struct ws__conn_priv *p, size_t n) {
   cap = o ? o->cap : 1024 - sizeof *o;
   while (cap < need) cap = cap * 2 < cap ? need : cap * 2;
   if (cap + sizeof *o < cap) return WS_ENOMEM;
-  q = (struct ws__obuf *)ws__realloc(p, o, sizeof *o + cap);
-  if (q == NULL) return WS_ENOMEM;
-  if (o == NULL) q->head = q->len = 0;
+  q = (struct ws__obuf *)ws__mem(p, WS_MEM_OUTPUT, o,
+                                 o ? sizeof *o + o->cap : 0, sizeof *o + cap);
+  if (q == NULL) return WS__NOMEM(p);
+  if (o == NULL) {
+    q->head = q->len = q->pong_end = 0;
+    q->stall = 0;
+  }
   q->cap = cap;
   p->out = q;
   return WS_OK;
@@ -2391,10 +2519,11 @@ static int ws__flush(ws_conn *c) {
     o->head += n;
   }
   if (o && o->head == o->len) {
-    o->head = o->len = 0;
+    o->head = o->len = o->pong_end = 0;
+    o->stall = 0;
     if (!(p->flags & (WS__F_FIXED | WS__F_STACK_OUT)) &&
         o->cap > WS_KEEP_BUFFER) {
-      ws__realloc(p, o, 0);
+      ws__mem(p, WS_MEM_OUTPUT, o, sizeof *o + o->cap, 0);
       p->out = NULL;
     }
   }
@@ -2550,8 +2679,9 @@ static long ws__in_room(struct ws__conn_priv *p, size_t want) {
   need = (b ? b->rlen : 0) + want;
   cap = b ? b->cap : 1024;
   while (cap < need) cap *= 2;
-  q = (struct ws__ibuf *)ws__realloc(p, b, sizeof *b + cap);
-  if (q == NULL) return WS_ENOMEM;
+  q = (struct ws__ibuf *)ws__mem(p, WS_MEM_INPUT, b,
+                                 b ? sizeof *b + b->cap : 0, sizeof *b + cap);
+  if (q == NULL) return WS__NOMEM(p);
   if (b == NULL) memset(q, 0, sizeof *q);
   q->cap = cap;
   p->in = q;
@@ -2620,11 +2750,23 @@ static int ws__control(ws_conn *c, const ws_frame *f, unsigned char *d) {
      * no more pongs once the queue is full (a later ping is answered). */
     if (!(p->flags & (WS__F_CLOSE_SENT | WS__F_FAILING)) && !WS__CLOSED(p) &&
         WS__QUEUED(p) + n + WS_FRAME_HEADER_MAX <= p->cfg->max_queued) {
-      int rc = ws__queue_frame(c, 1, WS_OP_PONG, d, n);
+      struct ws__obuf *o = p->out;
+      int rc;
+      /* Only the latest ping needs its pong (RFC 6455 5.5.3): one still
+       * unsent at the end of the queue gives way to this one, so a peer
+       * that pings and never reads holds one pong here, not one each. */
+      if (o && o->pong_end == o->len && o->pong_end != 0 &&
+          o->pong_at >= o->head)
+        o->len = o->pong_at;
+      rc = ws__queue_frame(c, 1, WS_OP_PONG, d, n);
       if (rc == WS_ENOMEM) {
         ws__fail(c, rc, WS_CLOSE_INTERNAL);
         return rc;
       }
+      if (rc != WS_OK) return rc == WS_EBUDGET ? rc : WS_OK;
+      /* It is the queue's last frame (the queue may have moved). */
+      p->out->pong_end = p->out->len;
+      p->out->pong_at = p->out->len - ws__hdr_size(n, p->role) - n;
     }
     return WS_OK;
   }
@@ -2675,7 +2817,7 @@ static void ws__in_idle(struct ws__conn_priv *p) {
     return;
   b->rpos = b->rlen = b->mstart = 0;
   if (!(p->flags & WS__F_FIXED) && b->cap > WS_KEEP_BUFFER) {
-    ws__realloc(p, b, 0);
+    ws__mem(p, WS_MEM_INPUT, b, sizeof *b + b->cap, 0);
     p->in = NULL;
   }
 }
@@ -2756,7 +2898,7 @@ static int ws__inflate(ws_conn *c, int op, const unsigned char *in, size_t n,
   int pass, rc;
   if (z == NULL) return ws__frame_fail(c, WS_ENOMEM);
   if (z->rx == NULL) {
-    z->rx = ws__zs_new(p->cfg, 1, (int)WS__MAX(WS__PMD_RX_BITS(p->pmd), 9u), 0);
+    z->rx = ws__zs_make(p, 1, (int)WS__MAX(WS__PMD_RX_BITS(p->pmd), 9u), 0);
     if (z->rx == NULL) {
       ws__z_drop(p);
       return ws__frame_fail(c, WS_ENOMEM);
@@ -2785,8 +2927,9 @@ static int ws__inflate(ws_conn *c, int op, const unsigned char *in, size_t n,
           unsigned char *m;
           if (want < z->mcap || want > lim) want = (size_t)lim;
           if (want > z->mcap) {
-            if ((m = (unsigned char *)ws__realloc(p, z->m, want)) == NULL)
-              return ws__frame_fail(c, WS_ENOMEM);
+            if ((m = (unsigned char *)ws__mem(p, WS_MEM_INPUT, z->m, z->mcap,
+                                              want)) == NULL)
+              return ws__frame_fail(c, WS__NOMEM(p));
             z->m = m;
             z->mcap = want;
           }
@@ -2825,12 +2968,12 @@ static int ws__inflate(ws_conn *c, int op, const unsigned char *in, size_t n,
                         p->cfg->stream ? 0 : z->mlen, 1);
   /* The message is out: its buffer goes, and the decompressor too when the
    * peer keeps no context (or a final block ended its stream). */
-  if (z->m) ws__realloc(p, z->m, 0);
+  if (z->m) ws__mem(p, WS_MEM_INPUT, z->m, z->mcap, 0);
   z->m = NULL;
   z->mlen = z->mcap = 0;
   z->mout = 0;
   if (p->pmd & WS__PMD_RX_RESET) {
-    ws__zs_free(z->rx);
+    ws__zs_drop(p, z->rx);
     z->rx = NULL;
   } else if (z->ended) {
     ws__zs_reset(z->rx);
@@ -3214,6 +3357,17 @@ static int ws__result(ws_conn *c, int rc) {
   struct ws__conn_priv *p = WS__P(c);
   if (rc == WS_OK && p->err != WS_OK && !WS__CLOSED(p))
     rc = p->err;
+  /* Slow readers: output over the threshold starts its clock (at the next
+   * tick), output back under it stops it. */
+  if (p->cfg->slow_reader_ms && p->cfg->slow_reader_bytes && p->out &&
+      !WS__CLOSED(p)) {
+    if (WS__QUEUED(p) <= p->cfg->slow_reader_bytes) {
+      p->out->stall = 0;
+      p->flags &= ~(uint32_t)WS__F_ARM_SLOW;
+    } else if (p->out->stall == 0) {
+      p->flags |= WS__F_ARM_SLOW;
+    }
+  }
   return ws__done(c, rc);
 }
 
@@ -3228,7 +3382,8 @@ static int ws__result(ws_conn *c, int rc) {
   if ((p)->out == NULL && !((p)->flags & WS__F_FIXED)) {                  \
     (p)->out = (struct ws__obuf *)(void *)ws__sb.b;                       \
     (p)->out->cap = sizeof ws__sb - sizeof *(p)->out;                     \
-    (p)->out->head = (p)->out->len = 0;                                   \
+    (p)->out->head = (p)->out->len = (p)->out->pong_end = 0;              \
+    (p)->out->stall = 0;                                                  \
     (p)->flags |= WS__F_STACK_OUT;                                        \
   }
 #else
@@ -3484,6 +3639,16 @@ int ws_conn_tick(ws_conn *c, uint64_t now) {
     p->t = p->cfg->close_timeout_ms ? now + p->cfg->close_timeout_ms
                                     : WS__NONE;
   p->flags &= ~(uint32_t)(WS__F_ARM_HS | WS__F_ARM_CLOSE | WS__F_ARM_PING);
+  if (p->flags & WS__F_ARM_SLOW) {
+    p->flags &= ~(uint32_t)WS__F_ARM_SLOW;
+    if (p->out) p->out->stall = now + p->cfg->slow_reader_ms;
+  }
+  if (p->out && p->out->stall && now >= p->out->stall &&
+      WS__QUEUED(p) > p->cfg->slow_reader_bytes) {
+    /* A close frame behind the queue would never be read: closed now. */
+    ws__set_closed(p, WS_CLOSE_POLICY, WS_ESLOW);
+    return ws__result(c, WS_OK);
+  }
   if (now < p->t) return ws__result(c, WS_OK);
   if (p->state == WS_STATE_CONNECTING) {
     ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_ETIMEDOUT);
@@ -3518,7 +3683,10 @@ int ws_conn_tick(ws_conn *c, uint64_t now) {
 uint64_t ws_conn_next_deadline(const ws_conn *c) {
   const struct ws__conn_priv *p = WS__P(c);
   if (WS__CLOSED(p)) return WS__NONE;
-  if (p->flags & (WS__F_ARM_HS | WS__F_ARM_CLOSE | WS__F_ARM_PING)) return 0;
+  if (p->flags &
+      (WS__F_ARM_HS | WS__F_ARM_CLOSE | WS__F_ARM_PING | WS__F_ARM_SLOW))
+    return 0;
+  if (p->out && p->out->stall && p->out->stall < p->t) return p->out->stall;
   return p->t;
 }
 
@@ -3535,6 +3703,9 @@ size_t ws_conn_queued(const ws_conn *c) {
 
 /* see ws.h */
 int ws_conn_state(const ws_conn *c) { return WS__P(c)->state; }
+
+/* see ws.h */
+int ws_conn_role(const ws_conn *c) { return WS__P(c)->role; }
 
 /* see ws.h */
 int ws_conn_error(const ws_conn *c) { return WS__P(c)->err; }
@@ -3758,7 +3929,7 @@ static int ws__send_deflated(ws_conn *c, int op, const void *data,
   if (z == NULL) return WS_ENOMEM;
   if (z->tx == NULL) {
     int bits = (int)WS__PMD_TX_BITS(p->pmd), mem = p->cfg->deflate.mem_level;
-    z->tx = ws__zs_new(p->cfg, 0, bits, mem >= 1 && mem <= 9 ? mem : 8);
+    z->tx = ws__zs_make(p, 0, bits, mem >= 1 && mem <= 9 ? mem : 8);
     if (z->tx == NULL) {
       ws__z_drop(p);
       return WS_ENOMEM;
@@ -3772,7 +3943,7 @@ static int ws__send_deflated(ws_conn *c, int op, const void *data,
   }
   if (rc != WS_OK && !WS__CLOSED(p)) ws__zs_reset(z->tx);
   if (p->pmd & WS__PMD_TX_RESET) {
-    ws__zs_free(z->tx);
+    ws__zs_drop(p, z->tx);
     z->tx = NULL;
     ws__z_drop(p);
   }
@@ -4611,6 +4782,15 @@ const char *ws_tls_error(const ws_tls *t) { return t ? t->err : ""; }
 int ws_tls_verify_failed(const ws_tls *t) { return t ? t->verify_failed : 0; }
 
 /* see ws.h */
+size_t ws_tls_memory(const ws_tls *t) {
+  /* Each record buffer: its content, a 13-byte header and room for the
+   * IV, MAC and padding (under 300 bytes for every suite). */
+  (void)t;
+  return sizeof *t + MBEDTLS_SSL_IN_CONTENT_LEN + MBEDTLS_SSL_OUT_CONTENT_LEN +
+         2 * 300;
+}
+
+/* see ws.h */
 void ws_tls_free(ws_tls *t) {
   if (t == NULL) return;
   mbedtls_ssl_free(&t->ssl);
@@ -5286,6 +5466,131 @@ static ws_loop_client *ws__client_find(struct ws__loop_priv *p, const ws_conn *c
   return NULL;
 }
 
+/* Memory budget (ws.h: "Memory budget") ----------------------------------- */
+
+/* What a connection holds: its core's memory and its TLS session. */
+static size_t ws__lc_memory(const ws_loop_conn *lc) {
+  size_t n = ws_conn_memory(&lc->conn);
+#if WS_ENABLE_MBEDTLS
+  if (lc->ws__l.tls) n += ws_tls_memory((const ws_tls *)lc->ws__l.tls);
+#endif
+  return n;
+}
+
+/* Counts bytes (negative: given back) of a kind for a connection that held
+ * `before`. */
+static void ws__mem_count(struct ws__loop_priv *p, int kind, ptrdiff_t bytes,
+                          size_t before) {
+  if (bytes > 0) {
+    if (before == 0) p->holders++;
+    p->held[kind] += (size_t)bytes;
+    p->held_all += (size_t)bytes;
+    if (p->held_all > p->held_peak) p->held_peak = p->held_all;
+  } else if (bytes < 0) {
+    size_t n = (size_t)-bytes;
+    if (before == n && p->holders) p->holders--;
+    p->held[kind] -= n;
+    p->held_all -= n;
+  }
+}
+
+/* ws_config.charge of every loop connection. */
+static int ws__loop_charge(ws_conn *c, int kind, ptrdiff_t bytes, void *ctx) {
+  ws_loop_conn *lc = WS__LC(c);
+  struct ws__loop_priv *p = WS__LP(lc->ws__l.loop);
+  int (*user)(ws_conn *, int, ptrdiff_t, void *) =
+      p->ucharge[ws_conn_role(c) == WS_CLIENT];
+  size_t before = ws__lc_memory(lc), budget = p->cfg.mem_budget;
+  if (bytes > 0) {
+    size_t n = (size_t)bytes;
+    if (budget && p->held_all + n > budget) {
+      size_t share = budget / (p->holders + (before == 0));
+      if (before + n > share || p->held_all + n > budget + budget / 8)
+        return kind == WS_MEM_INPUT ? WS_CLOSE_TOO_BIG : WS_CLOSE_TRY_AGAIN;
+    }
+    if (user) {
+      int code = user(c, kind, bytes, ctx);
+      if (code) return code;
+    }
+  } else if (user) {
+    (void)user(c, kind, bytes, ctx);
+  }
+  ws__mem_count(p, kind, bytes, before);
+  return 0;
+}
+
+#if WS_ENABLE_MBEDTLS
+/* A TLS session joins a connection / leaves it, counted. */
+static void ws__lc_tls_set(ws_loop_conn *lc, ws_tls *t) {
+  struct ws__loop_priv *p = WS__LP(lc->ws__l.loop);
+  size_t before = ws__lc_memory(lc);
+  if (lc->ws__l.tls) {
+    ws__mem_count(p, WS_MEM_TLS,
+                  -(ptrdiff_t)ws_tls_memory((ws_tls *)lc->ws__l.tls), before);
+    before = ws__lc_memory(lc) -
+             ws_tls_memory((ws_tls *)lc->ws__l.tls);
+    ws_tls_free((ws_tls *)lc->ws__l.tls);
+  }
+  lc->ws__l.tls = t;
+  if (t) ws__mem_count(p, WS_MEM_TLS, (ptrdiff_t)ws_tls_memory(t), before);
+}
+#endif
+
+/* Near the budget, upgrades are refused with 503. */
+static int ws__loop_on_handshake(ws_conn *c, const ws_request *req,
+                                 ws_accept *acc, void *user) {
+  struct ws__loop_priv *p = WS__LP(WS__LC(c)->ws__l.loop);
+  size_t budget = p->cfg.mem_budget;
+  if (budget && p->held_all >= budget - budget / 16) {
+    p->failed[6]++;
+    return 503;
+  }
+  return p->cb.conn.on_handshake ? p->cb.conn.on_handshake(c, req, acc, user)
+                                 : 0;
+}
+
+/* see ws.h */
+void ws_loop_stats(ws_loop *l, struct ws_loop_stats *st) {
+  struct ws__loop_priv *p = WS__LP(l);
+  ws_loop_conn *lc;
+  WS__LOOP_THREAD(l);
+  memset(st, 0, sizeof *st);
+  st->conns = p->nconns;
+  for (lc = p->conns; lc; lc = lc->ws__l.next)
+    if (ws_conn_state(&lc->conn) == WS_STATE_OPEN &&
+        !ws_conn_want_read(&lc->conn))
+      st->paused++;
+  st->mem_budget = p->cfg.mem_budget;
+  st->held = p->held_all;
+  st->held_in = p->held[WS_MEM_INPUT];
+  st->held_out = p->held[WS_MEM_OUTPUT];
+  st->held_deflate = p->held[WS_MEM_DEFLATE];
+  st->held_tls = p->held[WS_MEM_TLS];
+  st->held_peak = p->held_peak;
+  st->holders = p->holders;
+  st->failed_budget_1009 = p->failed[0];
+  st->failed_budget_1013 = p->failed[1];
+  st->failed_slow_reader = p->failed[2];
+  st->failed_too_big = p->failed[3];
+  st->failed_protocol = p->failed[4];
+  st->failed_timeout = p->failed[5];
+  st->refused_503 = p->failed[6];
+}
+
+/* A connection ended: counted by why (ws_loop_stats' failed_*). */
+static void ws__loop_count_end(struct ws__loop_priv *p, int code, int err) {
+  switch (err) {
+  case WS_EBUDGET: p->failed[code == WS_CLOSE_TOO_BIG ? 0 : 1]++; break;
+  case WS_ESLOW: p->failed[2]++; break;
+  case WS_ETOOBIG: p->failed[3]++; break;
+  case WS_EPROTO: case WS_EUTF8: case WS_EDATA: case WS_EHANDSHAKE:
+    p->failed[4]++;
+    break;
+  case WS_ETIMEDOUT: p->failed[5]++; break;
+  default: break;
+  }
+}
+
 /* on_open of every loop connection: a reconnecting client counts the open
  * first, so that its on_open can tell a reconnect. */
 static void ws__loop_on_open(ws_conn *c, const char *proto, size_t len,
@@ -5317,6 +5622,7 @@ static void ws__loop_on_close(ws_conn *c, int code, const char *reason,
   int linger = err != WS_OK || q->tls != NULL;
   ws_loop_client *kept = NULL;
   int final = 0;
+  ws__loop_count_end(p, code, err);
   if (p->cb.conn.on_close) p->cb.conn.on_close(c, code, reason, len, user);
   q->io.flags |= WS__LC_DEAD;
   if ((q->io.flags & WS__LC_KEPT) && (kept = ws__client_find(p, c)) != NULL) {
@@ -5333,8 +5639,7 @@ static void ws__loop_on_close(ws_conn *c, int code, const char *reason,
 #if WS_ENABLE_MBEDTLS
   if (q->tls) { /* close_notify; a TLS failure on a sound socket lingers */
     err = ws_tls_close((ws_tls *)q->tls);
-    ws_tls_free((ws_tls *)q->tls);
-    q->tls = NULL;
+    ws__lc_tls_set(lc, NULL);
   }
 #endif
   if (linger)
@@ -5421,8 +5726,7 @@ static void ws__loop_discard(ws_loop *l, ws_loop_conn *lc) {
   ws__dial_end(lc);
   (void)ws__be_set(p, &q->io, 0);
 #if WS_ENABLE_MBEDTLS
-  ws_tls_free((ws_tls *)q->tls);
-  q->tls = NULL;
+  ws__lc_tls_set(lc, NULL);
 #endif
   if (q->prev)
     q->prev->ws__l.next = q->next;
@@ -5682,7 +5986,7 @@ static void ws__loop_accept(ws_loop *l, ws__listener *ls) {
         if (ws_tls_new(&t, ls->tls, fd, NULL) != WS_OK)
           ws_conn_abort(c, WS_ENOMEM);
         else
-          WS__LC(c)->ws__l.tls = t;
+          ws__lc_tls_set(WS__LC(c), t);
       }
 #else
       (void)c;
@@ -6192,7 +6496,7 @@ static int ws__dial_connected(ws_loop_conn *lc) {
     ws_tls *t = NULL;
     int rc = ws_tls_new(&t, (ws_tls_config *)d->tc, lc->ws__l.io.fd, d->host);
     if (rc != WS_OK) return rc;
-    lc->ws__l.tls = t;
+    ws__lc_tls_set(lc, t);
   }
 #else
   (void)d;
@@ -6916,6 +7220,7 @@ void ws_loop_config_init(ws_loop_config *cfg) {
   cfg->backlog = 511;
   cfg->max_events = 256;
   cfg->linger_ms = 2000;
+  cfg->mem_budget = WS_LOOP_MEM_BUDGET;
 }
 
 /* see ws.h */
@@ -6937,6 +7242,10 @@ int ws_loop_init(ws_loop *l, const ws_loop_config *cfg,
   p->ccb.writev = ws__loop_writev;
   p->ccb.on_close = ws__loop_on_close;
   p->ccb.on_open = ws__loop_on_open;
+  p->ccb.on_handshake = ws__loop_on_handshake;
+  p->ucharge[0] = p->cfg.server.charge;
+  p->ucharge[1] = p->cfg.client.charge;
+  p->cfg.server.charge = p->cfg.client.charge = ws__loop_charge;
   p->user = user;
   p->bfd = -1;
   p->wake.fd = p->wake_w = -1;

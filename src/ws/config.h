@@ -46,6 +46,14 @@
 #ifndef WS_CLOSE_TIMEOUT_MS
 #define WS_CLOSE_TIMEOUT_MS 5000
 #endif
+/* Slow readers: output over this many bytes that has not drained below it
+ * for this long fails the connection (ws_config). */
+#ifndef WS_SLOW_READER_BYTES
+#define WS_SLOW_READER_BYTES (64u * 1024)
+#endif
+#ifndef WS_SLOW_READER_MS
+#define WS_SLOW_READER_MS 10000
+#endif
 #ifndef WS_PONG_TIMEOUT_MS
 #define WS_PONG_TIMEOUT_MS 10000
 #endif

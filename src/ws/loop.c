@@ -621,6 +621,131 @@ static ws_loop_client *ws__client_find(struct ws__loop_priv *p, const ws_conn *c
   return NULL;
 }
 
+/* Memory budget (ws.h: "Memory budget") ----------------------------------- */
+
+/* What a connection holds: its core's memory and its TLS session. */
+static size_t ws__lc_memory(const ws_loop_conn *lc) {
+  size_t n = ws_conn_memory(&lc->conn);
+#if WS_ENABLE_MBEDTLS
+  if (lc->ws__l.tls) n += ws_tls_memory((const ws_tls *)lc->ws__l.tls);
+#endif
+  return n;
+}
+
+/* Counts bytes (negative: given back) of a kind for a connection that held
+ * `before`. */
+static void ws__mem_count(struct ws__loop_priv *p, int kind, ptrdiff_t bytes,
+                          size_t before) {
+  if (bytes > 0) {
+    if (before == 0) p->holders++;
+    p->held[kind] += (size_t)bytes;
+    p->held_all += (size_t)bytes;
+    if (p->held_all > p->held_peak) p->held_peak = p->held_all;
+  } else if (bytes < 0) {
+    size_t n = (size_t)-bytes;
+    if (before == n && p->holders) p->holders--;
+    p->held[kind] -= n;
+    p->held_all -= n;
+  }
+}
+
+/* ws_config.charge of every loop connection. */
+static int ws__loop_charge(ws_conn *c, int kind, ptrdiff_t bytes, void *ctx) {
+  ws_loop_conn *lc = WS__LC(c);
+  struct ws__loop_priv *p = WS__LP(lc->ws__l.loop);
+  int (*user)(ws_conn *, int, ptrdiff_t, void *) =
+      p->ucharge[ws_conn_role(c) == WS_CLIENT];
+  size_t before = ws__lc_memory(lc), budget = p->cfg.mem_budget;
+  if (bytes > 0) {
+    size_t n = (size_t)bytes;
+    if (budget && p->held_all + n > budget) {
+      size_t share = budget / (p->holders + (before == 0));
+      if (before + n > share || p->held_all + n > budget + budget / 8)
+        return kind == WS_MEM_INPUT ? WS_CLOSE_TOO_BIG : WS_CLOSE_TRY_AGAIN;
+    }
+    if (user) {
+      int code = user(c, kind, bytes, ctx);
+      if (code) return code;
+    }
+  } else if (user) {
+    (void)user(c, kind, bytes, ctx);
+  }
+  ws__mem_count(p, kind, bytes, before);
+  return 0;
+}
+
+#if WS_ENABLE_MBEDTLS
+/* A TLS session joins a connection / leaves it, counted. */
+static void ws__lc_tls_set(ws_loop_conn *lc, ws_tls *t) {
+  struct ws__loop_priv *p = WS__LP(lc->ws__l.loop);
+  size_t before = ws__lc_memory(lc);
+  if (lc->ws__l.tls) {
+    ws__mem_count(p, WS_MEM_TLS,
+                  -(ptrdiff_t)ws_tls_memory((ws_tls *)lc->ws__l.tls), before);
+    before = ws__lc_memory(lc) -
+             ws_tls_memory((ws_tls *)lc->ws__l.tls);
+    ws_tls_free((ws_tls *)lc->ws__l.tls);
+  }
+  lc->ws__l.tls = t;
+  if (t) ws__mem_count(p, WS_MEM_TLS, (ptrdiff_t)ws_tls_memory(t), before);
+}
+#endif
+
+/* Near the budget, upgrades are refused with 503. */
+static int ws__loop_on_handshake(ws_conn *c, const ws_request *req,
+                                 ws_accept *acc, void *user) {
+  struct ws__loop_priv *p = WS__LP(WS__LC(c)->ws__l.loop);
+  size_t budget = p->cfg.mem_budget;
+  if (budget && p->held_all >= budget - budget / 16) {
+    p->failed[6]++;
+    return 503;
+  }
+  return p->cb.conn.on_handshake ? p->cb.conn.on_handshake(c, req, acc, user)
+                                 : 0;
+}
+
+/* see ws.h */
+void ws_loop_stats(ws_loop *l, struct ws_loop_stats *st) {
+  struct ws__loop_priv *p = WS__LP(l);
+  ws_loop_conn *lc;
+  WS__LOOP_THREAD(l);
+  memset(st, 0, sizeof *st);
+  st->conns = p->nconns;
+  for (lc = p->conns; lc; lc = lc->ws__l.next)
+    if (ws_conn_state(&lc->conn) == WS_STATE_OPEN &&
+        !ws_conn_want_read(&lc->conn))
+      st->paused++;
+  st->mem_budget = p->cfg.mem_budget;
+  st->held = p->held_all;
+  st->held_in = p->held[WS_MEM_INPUT];
+  st->held_out = p->held[WS_MEM_OUTPUT];
+  st->held_deflate = p->held[WS_MEM_DEFLATE];
+  st->held_tls = p->held[WS_MEM_TLS];
+  st->held_peak = p->held_peak;
+  st->holders = p->holders;
+  st->failed_budget_1009 = p->failed[0];
+  st->failed_budget_1013 = p->failed[1];
+  st->failed_slow_reader = p->failed[2];
+  st->failed_too_big = p->failed[3];
+  st->failed_protocol = p->failed[4];
+  st->failed_timeout = p->failed[5];
+  st->refused_503 = p->failed[6];
+}
+
+/* A connection ended: counted by why (ws_loop_stats' failed_*). */
+static void ws__loop_count_end(struct ws__loop_priv *p, int code, int err) {
+  switch (err) {
+  case WS_EBUDGET: p->failed[code == WS_CLOSE_TOO_BIG ? 0 : 1]++; break;
+  case WS_ESLOW: p->failed[2]++; break;
+  case WS_ETOOBIG: p->failed[3]++; break;
+  case WS_EPROTO: case WS_EUTF8: case WS_EDATA: case WS_EHANDSHAKE:
+    p->failed[4]++;
+    break;
+  case WS_ETIMEDOUT: p->failed[5]++; break;
+  default: break;
+  }
+}
+
 /* on_open of every loop connection: a reconnecting client counts the open
  * first, so that its on_open can tell a reconnect. */
 static void ws__loop_on_open(ws_conn *c, const char *proto, size_t len,
@@ -652,6 +777,7 @@ static void ws__loop_on_close(ws_conn *c, int code, const char *reason,
   int linger = err != WS_OK || q->tls != NULL;
   ws_loop_client *kept = NULL;
   int final = 0;
+  ws__loop_count_end(p, code, err);
   if (p->cb.conn.on_close) p->cb.conn.on_close(c, code, reason, len, user);
   q->io.flags |= WS__LC_DEAD;
   if ((q->io.flags & WS__LC_KEPT) && (kept = ws__client_find(p, c)) != NULL) {
@@ -668,8 +794,7 @@ static void ws__loop_on_close(ws_conn *c, int code, const char *reason,
 #if WS_ENABLE_MBEDTLS
   if (q->tls) { /* close_notify; a TLS failure on a sound socket lingers */
     err = ws_tls_close((ws_tls *)q->tls);
-    ws_tls_free((ws_tls *)q->tls);
-    q->tls = NULL;
+    ws__lc_tls_set(lc, NULL);
   }
 #endif
   if (linger)
@@ -756,8 +881,7 @@ static void ws__loop_discard(ws_loop *l, ws_loop_conn *lc) {
   ws__dial_end(lc);
   (void)ws__be_set(p, &q->io, 0);
 #if WS_ENABLE_MBEDTLS
-  ws_tls_free((ws_tls *)q->tls);
-  q->tls = NULL;
+  ws__lc_tls_set(lc, NULL);
 #endif
   if (q->prev)
     q->prev->ws__l.next = q->next;
@@ -1017,7 +1141,7 @@ static void ws__loop_accept(ws_loop *l, ws__listener *ls) {
         if (ws_tls_new(&t, ls->tls, fd, NULL) != WS_OK)
           ws_conn_abort(c, WS_ENOMEM);
         else
-          WS__LC(c)->ws__l.tls = t;
+          ws__lc_tls_set(WS__LC(c), t);
       }
 #else
       (void)c;
@@ -1527,7 +1651,7 @@ static int ws__dial_connected(ws_loop_conn *lc) {
     ws_tls *t = NULL;
     int rc = ws_tls_new(&t, (ws_tls_config *)d->tc, lc->ws__l.io.fd, d->host);
     if (rc != WS_OK) return rc;
-    lc->ws__l.tls = t;
+    ws__lc_tls_set(lc, t);
   }
 #else
   (void)d;
@@ -2251,6 +2375,7 @@ void ws_loop_config_init(ws_loop_config *cfg) {
   cfg->backlog = 511;
   cfg->max_events = 256;
   cfg->linger_ms = 2000;
+  cfg->mem_budget = WS_LOOP_MEM_BUDGET;
 }
 
 /* see ws.h */
@@ -2272,6 +2397,10 @@ int ws_loop_init(ws_loop *l, const ws_loop_config *cfg,
   p->ccb.writev = ws__loop_writev;
   p->ccb.on_close = ws__loop_on_close;
   p->ccb.on_open = ws__loop_on_open;
+  p->ccb.on_handshake = ws__loop_on_handshake;
+  p->ucharge[0] = p->cfg.server.charge;
+  p->ucharge[1] = p->cfg.client.charge;
+  p->cfg.server.charge = p->cfg.client.charge = ws__loop_charge;
   p->user = user;
   p->bfd = -1;
   p->wake.fd = p->wake_w = -1;
