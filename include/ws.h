@@ -104,13 +104,14 @@ const char *ws_version(void);
   X(EAPP, -17, "application callback returned an error")                 \
   X(EDATA, -18, "invalid compressed data")                               \
   X(ERESOLVE, -19, "host name not resolved")                              \
-  X(EPROXY, -20, "HTTP proxy did not open the tunnel")
+  X(EPROXY, -20, "HTTP proxy did not open the tunnel")                    \
+  X(EUPGRADE, -21, "no 101: the server (or a proxy that stripped Upgrade) answered with another HTTP status")
 
 enum ws_err {
 #define WS__ERR_ENUM(name, val, text) WS_##name = (val),
   WS_ERRNO_MAP(WS__ERR_ENUM)
 #undef WS__ERR_ENUM
-  WS__ERR_LAST = -21
+  WS__ERR_LAST = -22
 };
 
 /* A static, human-readable description of an error code (never NULL). */
@@ -777,7 +778,11 @@ int ws_conn_error(const ws_conn *c);
 
 /* Client: the HTTP status of the server's reply to the upgrade: 101 once
  * open, the refusal's status when it answered otherwise (a 503, a 404),
- * 0 before a reply or for a server connection. */
+ * 0 before a reply or for a server connection. A complete reply with any
+ * status but 101 fails the connection with WS_EUPGRADE (1006): the server
+ * refused, or a proxy on the way dropped the Upgrade header and the server
+ * answered a plain GET (a 200 page, a 400, a 426); this status says which
+ * came back. A 101 that is not a valid acceptance is WS_EHANDSHAKE. */
 int ws_conn_http_status(const ws_conn *c);
 /* The user pointer given to ws_conn_init(). */
 void *ws_conn_user(const ws_conn *c);

@@ -1658,6 +1658,7 @@ static void test_reconnect_final_and_limits(void) {
   while (!g_kl.gave_up && ws__loop_clock() < end) ws_loop_run_once(&w.loop, 10);
   CHECK_INT(g_kl.gave_up, 1);
   CHECK_INT(g_kl.give_status, 404);
+  CHECK_INT(g_kl.give_err, WS_EUPGRADE);
   CHECK_INT(g_kl.attempts, 0);
   CHECK(ws_loop_client_conn(&k) == NULL);
   memset(&g_kl, 0, sizeof g_kl);
