@@ -6446,6 +6446,7 @@ static int ws__proxy_step(ws_loop *l, ws_loop_conn *lc) {
   flags = MSG_NOSIGNAL;
 #endif
   if (d->px == NULL) return WS_OK;
+  if (cap > ((size_t)1 << 20)) cap = (size_t)1 << 20; /* the buffer: at most 1 MiB */
   if (d->pxstate == WS__PX_NONE) {
     d->pxstate = WS__PX_SEND;
     /* Connected: the proxy's address is the one; the connection's timeout

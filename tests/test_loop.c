@@ -1807,7 +1807,7 @@ static void test_proxy_tunnel(void) {
   int one = 1, two[2] = {1, 1};
   world_init(&w);
   w.server.echo = 1;
-  tproxy_start(&t, NULL, 0, 1);
+  tproxy_start(&t, NULL, 0, 2);
   memset(&o, 0, sizeof o);
   snprintf(px, sizeof px, "http://us%%65r:p%%40ss@127.0.0.1:%u", t.port);
   o.proxy = px;
@@ -1827,6 +1827,20 @@ static void test_proxy_tunnel(void) {
   CHECK(run_until(&w, c_msgs, two, 5000));
   CHECK(w.clients[0].last_len == 7 && memcmp(w.clients[0].last, "through", 7) == 0);
   CHECK_INT(ws_loop_proxy_status(c, NULL), 0); /* open: no proxy failure */
+  /* The proxy by name: resolved on a resolver thread like any host
+   * (localhost: ::1 refused, if first, then 127.0.0.1). The test's proxy
+   * serves one tunnel at a time: the first goes. */
+  {
+    int zero = 0;
+    CHECK_INT(ws_close(c, WS_CLOSE_NORMAL, NULL, 0), WS_OK);
+    CHECK(run_until(&w, c_client_closed, &zero, 5000));
+  }
+  snprintf(px, sizeof px, "http://localhost:%u/", t.port);
+  CHECK_INT(ws_loop_connect(&w.loop, url, &o, &w.clients[1], &c), WS_OK);
+  CHECK(WS__DIAL(WS__LC(c))->job != NULL); /* resolving */
+  two[0] = 2;
+  CHECK(run_until(&w, c_opened, two, 5000));
+  CHECK_INT(t.served, 2);
   ws_loop_free(&w.loop);
   tproxy_end(&t);
 }
