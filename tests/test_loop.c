@@ -1732,7 +1732,10 @@ static void *tproxy_main(void *arg) {
     if ((fd = accept(t->lfd, NULL, NULL)) < 0) break;
     t->served++;
     tproxy_head(fd, t->req, sizeof t->req);
-    if (t->reply) {
+    if (t->reply_len == (size_t)-1) { /* silent until told to stop */
+      struct pollfd st = {t->stop[0], POLLIN, 0};
+      (void)poll(&st, 1, 10000);
+    } else if (t->reply) {
       (void)!send(fd, t->reply, t->reply_len, MSG_NOSIGNAL);
       shutdown(fd, SHUT_WR);
       usleep(50000); /* let the client read before the close */
@@ -1898,6 +1901,34 @@ static void test_proxy_refusals(void) {
   memcpy(big, "HTTP/1.1 200 OK\r\n", 17);
   memset(big + 17, 'X', sizeof big - 17);
   proxy_refusal(big, sizeof big, 0, "proxy reply head over 1024 bytes (max_handshake)", 1024);
+}
+
+static void test_proxy_silent(void) {
+  /* A proxy that takes the request and never answers: the connection's
+   * handshake timeout covers the proxy's part too (WS_ETIMEDOUT, 1006). A
+   * host that cannot go on a request line is refused at the call. */
+  world w;
+  tproxy t;
+  ws_client_opts o;
+  ws_loop_config cfg;
+  char url[64], px[64];
+  int zero = 0;
+  ws_loop_config_init(&cfg);
+  cfg.client.handshake_timeout_ms = 300;
+  world_init_cfg(&w, &cfg);
+  tproxy_start(&t, "", (size_t)-1, 1);
+  memset(&o, 0, sizeof o);
+  snprintf(px, sizeof px, "http://127.0.0.1:%u", t.port);
+  o.proxy = px;
+  snprintf(url, sizeof url, "ws://127.0.0.1:%u/", w.port);
+  CHECK_INT(ws_loop_connect(&w.loop, url, &o, &w.clients[0], NULL), WS_OK);
+  CHECK(run_until(&w, c_client_closed, &zero, 5000));
+  CHECK_INT(w.clients[0].err, WS_ETIMEDOUT);
+  CHECK_INT(w.clients[0].close_code, 1006);
+  CHECK_INT(ws_loop_connect(&w.loop, "ws://a b/", &o, &w.clients[1], NULL), WS_EINVAL);
+  ws_loop_free(&w.loop);
+  tproxy_end(&t);
+  CHECK(strncmp(t.req, "CONNECT 127.0.0.1:", 18) == 0);
 }
 
 static void test_proxy_reconnect(void) {
@@ -3174,6 +3205,7 @@ int main(void) {
   RUN(test_reconnect_herd);
   RUN(test_proxy_tunnel);
   RUN(test_proxy_refusals);
+  RUN(test_proxy_silent);
   RUN(test_proxy_reconnect);
   RUN(test_proxy_env);
   RUN(test_proxy_env_connect);

@@ -1724,8 +1724,11 @@ static int ws__proxy_setup(ws__dial *d, const char *proxy, const char *host,
                            unsigned *pport) {
   char cred[512], auth[720], target[270];
   size_t n;
+  const char *h;
   if (ws__proxy_parse(proxy, phost, pcap, pport, cred, sizeof cred) != WS_OK)
     return WS_EINVAL;
+  for (h = host; *h; h++) /* it goes on the request line as it is */
+    if ((unsigned char)*h <= 0x20 || *h == 0x7F) return WS_EINVAL;
   snprintf(target, sizeof target, strchr(host, ':') ? "[%s]:%u" : "%s:%u", host, port);
   auth[0] = '\0';
   if (cred[0]) {
