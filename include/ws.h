@@ -1318,7 +1318,9 @@ int ws_loop_listen_fd(ws_loop *l, int fd);
  * the loop's, with `user` as its user pointer. *out (may be NULL)
  * receives the connection; it opens (on_open) or fails later (on_close,
  * 1006, with ws_conn_error(): WS_ERESOLVE for a name that does not
- * resolve, WS_EIO when every address refused, WS_ETIMEDOUT).
+ * resolve, WS_EIO when every address refused, WS_ETIMEDOUT, WS_EPROXY
+ * (below), WS_EUPGRADE when the reply was not 101: ws_conn_http_status()
+ * says what came back, e.g. 200 from a proxy that stripped Upgrade).
  * Proxies. Through an HTTP proxy the connection dials the proxy (its
  * name resolved as above), sends "CONNECT host:port HTTP/1.1" (with
  * Proxy-Authorization: Basic when the proxy URL has a user), and once the
