@@ -105,7 +105,7 @@ const char *ws_version(void);
   X(EDATA, -18, "invalid compressed data")                               \
   X(ERESOLVE, -19, "host name not resolved")                              \
   X(EPROXY, -20, "HTTP proxy did not open the tunnel")                    \
-  X(EUPGRADE, -21, "no 101: the server (or a proxy that stripped Upgrade) answered with another HTTP status")
+  X(EUPGRADE, -21, "no 101 Switching Protocols (a proxy may have stripped Upgrade)")
 
 enum ws_err {
 #define WS__ERR_ENUM(name, val, text) WS_##name = (val),

@@ -1351,10 +1351,10 @@ async function strippedRow(row, peers, main) {
     row.ok(`nginx without the Upgrade/Connection lines on ${ng.url} -> ws_peer ${main.port}`);
     let r = await runProgram(bin('wsc'), [ng.url], { input: 'x\n', timeout: 30000 });
     row.check('ws:// to / through it: exit 1, "no 101 ... (HTTP 200)" (ws_peer served its page to a plain GET)',
-      r.code === 1 && /no 101: .*\(HTTP 200\)/.test(r.stderr), why(r));
+      r.code === 1 && /no 101 Switching Protocols.*\(HTTP 200\)/.test(r.stderr), why(r));
     r = await runProgram(bin('wsc'), [ng.url + 'chat'], { input: 'x\n', timeout: 30000 });
     row.check('ws:// to /chat through it: exit 1, "no 101 ... (HTTP 404)"',
-      r.code === 1 && /no 101: .*\(HTTP 404\)/.test(r.stderr), why(r));
+      r.code === 1 && /no 101 Switching Protocols.*\(HTTP 404\)/.test(r.stderr), why(r));
     const log = fs.readFileSync(path.join(ng.dir, 'access.log'), 'utf8');
     row.check('nginx passed them on as plain GETs (200 and 404, no 101, in its access log)',
       /GET \/ HTTP\/1\.1" 200 /.test(log) && /GET \/chat HTTP\/1\.1" 404 /.test(log) && !/ 101 /.test(log), oneLine(log));
