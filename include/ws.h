@@ -103,15 +103,17 @@ const char *ws_version(void);
   X(ENOSPC, -16, "output buffer too small")                               \
   X(EAPP, -17, "application callback returned an error")                 \
   X(EDATA, -18, "invalid compressed data")                               \
-  X(ERESOLVE, -19, "host name not resolved")                             \
-  X(EBUDGET, -20, "memory refused by the budget")                         \
-  X(ESLOW, -21, "peer reads too slowly: output stalled")
+  X(ERESOLVE, -19, "host name not resolved")                              \
+  X(EPROXY, -20, "HTTP proxy did not open the tunnel")                    \
+  X(EUPGRADE, -21, "no 101 Switching Protocols (a proxy may have stripped Upgrade)") \
+  X(EBUDGET, -22, "memory refused by the budget")                         \
+  X(ESLOW, -23, "peer reads too slowly: output stalled")
 
 enum ws_err {
 #define WS__ERR_ENUM(name, val, text) WS_##name = (val),
   WS_ERRNO_MAP(WS__ERR_ENUM)
 #undef WS__ERR_ENUM
-  WS__ERR_LAST = -22
+  WS__ERR_LAST = -24
 };
 
 /* A static, human-readable description of an error code (never NULL). */
@@ -318,6 +320,13 @@ typedef struct ws_client_opts {
    * ignores it), with the parameters of the connection's cfg.deflate
    * ("Compression" below); 0 (default): no offer. */
   int deflate;
+  /* ws_loop_connect() only (ignored elsewhere): the HTTP proxy to tunnel
+   * through with CONNECT, "http://[user[:password]@]host[:port]" (no
+   * scheme: http://; port 1080 when none, as curl; user and password
+   * percent-decoded, sent as Basic). NULL (default): from the
+   * environment, as curl reads it ("Proxies" at ws_loop_connect()). "":
+   * no proxy, whatever the environment says. */
+  const char *proxy;
 } ws_client_opts;
 
 /*
@@ -825,7 +834,11 @@ int ws_conn_error(const ws_conn *c);
 
 /* Client: the HTTP status of the server's reply to the upgrade: 101 once
  * open, the refusal's status when it answered otherwise (a 503, a 404),
- * 0 before a reply or for a server connection. */
+ * 0 before a reply or for a server connection. A complete reply with any
+ * status but 101 fails the connection with WS_EUPGRADE (1006): the server
+ * refused, or a proxy on the way dropped the Upgrade header and the server
+ * answered a plain GET (a 200 page, a 400, a 426); this status says which
+ * came back. A 101 that is not a valid acceptance is WS_EHANDSHAKE. */
 int ws_conn_http_status(const ws_conn *c);
 /* The user pointer given to ws_conn_init(). */
 void *ws_conn_user(const ws_conn *c);
@@ -1379,13 +1392,44 @@ int ws_loop_listen_fd(ws_loop *l, int fd);
  * the loop's, with `user` as its user pointer. *out (may be NULL)
  * receives the connection; it opens (on_open) or fails later (on_close,
  * 1006, with ws_conn_error(): WS_ERESOLVE for a name that does not
- * resolve, WS_EIO when every address refused, WS_ETIMEDOUT).
- *   WS_OK, WS_EINVAL (URL; wss:// in a build without TLS, or no system
- *   CA bundle for the default config), WS_EIO (a numeric address that
- *   cannot be dialled at all), WS_ENOMEM
+ * resolve, WS_EIO when every address refused, WS_ETIMEDOUT, WS_EPROXY
+ * (below), WS_EUPGRADE when the reply was not 101: ws_conn_http_status()
+ * says what came back, e.g. 200 from a proxy that stripped Upgrade).
+ * Proxies. Through an HTTP proxy the connection dials the proxy (its
+ * name resolved as above), sends "CONNECT host:port HTTP/1.1" (with
+ * Proxy-Authorization: Basic when the proxy URL has a user), and once the
+ * proxy answers 2xx goes on as a direct connection would, through the
+ * tunnel: TLS for wss:// with SNI and the certificate checked against the
+ * URL's host, then the upgrade. Always CONNECT, for ws:// too. The proxy
+ * is o->proxy when not NULL ("" for none); else the environment, read at
+ * each call as curl reads it: ws_proxy, then http_proxy (lower case only),
+ * for ws://; wss_proxy, then https_proxy, for wss://; then all_proxy;
+ * lower case first, then upper (WS_PROXY, HTTPS_PROXY, ...). no_proxy
+ * (or NO_PROXY), a comma list, exempts hosts from a proxy of the
+ * environment (not from o->proxy): "*" all, "example.com" or
+ * ".example.com" that domain and its subdomains, an address itself (no
+ * ports or CIDR ranges). Only http:// proxies: another scheme in the URL
+ * or the environment is WS_EINVAL. A proxy that does not open the tunnel
+ * ends the connection with WS_EPROXY: ws_loop_proxy_status() in on_close
+ * says how (its status: 407, 403, 502...; a reply that is not HTTP, or a
+ * head over cfg.client.max_handshake, has status 0).
+ *   WS_OK, WS_EINVAL (URL or proxy URL; wss:// in a build without TLS,
+ *   or no system CA bundle for the default config), WS_EIO (a numeric
+ *   address that cannot be dialled at all), WS_ENOMEM
  */
 int ws_loop_connect(ws_loop *l, const char *url, const ws_client_opts *o,
                     void *user, ws_conn **out);
+
+/*
+ * In on_close of a loop client connection that failed at its proxy
+ * (ws_conn_error() is WS_EPROXY): the status of the proxy's reply to
+ * CONNECT (407, 403, 502...; 0 when the reply was not HTTP or over the
+ * limit), and in *why (may be NULL) one line saying what went wrong
+ * ("proxy refused the tunnel: HTTP 407 Proxy Authentication Required",
+ * "proxy reply is not HTTP", "proxy reply head over 8192 bytes
+ * (max_handshake)"), valid until on_close returns. Elsewhere 0 and "".
+ */
+int ws_loop_proxy_status(const ws_conn *c, const char **why);
 
 /*
  * Reconnecting clients (opt-in): a ws_loop_client keeps one client
@@ -1395,9 +1439,13 @@ int ws_loop_connect(ws_loop *l, const char *url, const ws_client_opts *o,
  * connection, each with its own on_open and on_close. What ends a try:
  *   retried  refused, reset, unreachable (WS_EIO), timed out (WS_ETIMEDOUT),
  *            a name that did not resolve (WS_ERESOLVE), an upgrade refused
- *            with HTTP 5xx, and any end of a connection that had opened
- *   final    an upgrade refused with HTTP 4xx (401, 403, 404...), a
- *            certificate that does not verify, an invalid URL
+ *            with HTTP 5xx, a proxy's 5xx (502, 503) or a reply of a proxy
+ *            that is not HTTP or too long (WS_EPROXY), and any end of a
+ *            connection that had opened
+ *   final    an upgrade refused with HTTP 4xx (401, 403, 404...), a proxy's
+ *            4xx (407, 403: WS_EPROXY), a certificate that does not
+ *            verify, an invalid URL
+ * The hooks' http_status is the server's, or the proxy's with WS_EPROXY.
  * Application state stays the application's: in on_open, use
  * ws_loop_client_of(c) and ws_loop_client_opens() to tell a reconnect
  * (opens > 1) and subscribe again, resend what was not acknowledged.

@@ -2304,10 +2304,12 @@ static void test_pair_handshake(void) {
   buf_put(&p.cl.log, "", 1);
   CHECK(strstr(cstr(&p.cl.log), "open chat\n") != NULL);
   pair_free(&p);
-  /* The server picks a protocol the client did not offer: client fails. */
+  /* The server's application picks a protocol the client did not offer:
+   * the server refuses with 500, and the client fails on that status. */
   pair_init(&p, NULL, NULL);
   CHECK_INT(ws_conn_state(&p.cl.c), WS_STATE_CLOSED);
-  CHECK_INT(ws_conn_error(&p.cl.c), WS_EHANDSHAKE);
+  CHECK_INT(ws_conn_error(&p.cl.c), WS_EUPGRADE);
+  CHECK_INT(ws_conn_http_status(&p.cl.c), 500);
   CHECK_INT(p.cl.closes, 1);
   CHECK_INT(p.cl.opened, 0);
   pair_free(&p);
@@ -2454,12 +2456,20 @@ static void test_client_rejects_masked_and_bad_response(void) {
   pair_free(&p);
   /* Responses that are not a valid acceptance. */
   {
+    /* A well-formed reply without 101 (a page from a server that never saw
+     * Upgrade, a refusal) is WS_EUPGRADE with its status; a broken one is
+     * WS_EHANDSHAKE. */
     static const char *bad[] = {
         "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
         ("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
          "Connection: Upgrade\r\nSec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n\r\n"),
         "garbage\r\n\r\n",
+        "HTTP/1.1 426 Upgrade Required\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nbad header\r\n\r\n",
     };
+    static const int want_err[] = {WS_EUPGRADE, WS_EHANDSHAKE, WS_EHANDSHAKE,
+                                   WS_EUPGRADE, WS_EHANDSHAKE};
+    static const int want_status[] = {200, 101, 0, 426, 200};
     size_t i;
     for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
       ws_config cfg;
@@ -2474,7 +2484,8 @@ static void test_client_rejects_masked_and_bad_response(void) {
       buf_puts(&rx, bad[i]);
       ws_conn_on_readable(&e.c);
       CHECK_INT(ws_conn_state(&e.c), WS_STATE_CLOSED);
-      CHECK_INT(ws_conn_error(&e.c), WS_EHANDSHAKE);
+      CHECK_INT(ws_conn_error(&e.c), want_err[i]);
+      CHECK_INT(ws_conn_http_status(&e.c), want_status[i]);
       CHECK_INT(e.closes, 1);
       ep_free(&e);
       buf_free(&rx);

@@ -1312,8 +1312,12 @@ static int ws__client_handshake(ws_conn *c) {
                           (WS__PMD(p) & WS__PMD_OFFER) != 0);
   if (resp.status >= 100 && resp.status <= 599) p->http_status = (uint16_t)resp.status;
   if (rc != WS_OK) {
-    ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_EHANDSHAKE);
-    return WS_EHANDSHAKE;
+    /* A well-formed reply that is not 101: no upgrade happened (refused, or
+     * Upgrade stripped on the way), which the error says apart from a
+     * broken acceptance. */
+    rc = resp.headers != NULL && resp.status != 101 ? WS_EUPGRADE : WS_EHANDSHAKE;
+    ws__set_closed(p, WS_CLOSE_ABNORMAL, rc);
+    return rc;
   }
   /* From here the input buffer holds frames only. */
   p->in->proto_len = 0;

@@ -73,6 +73,9 @@ static int ws__dial_next(ws_loop *l, ws_loop_conn *lc);
 static int ws__dial_connected(ws_loop_conn *lc);
 static void ws__dial_end(ws_loop_conn *lc);
 static uint64_t ws__dial_attempt_end(ws_loop_conn *lc, uint64_t now);
+static int ws__dial_proxying(ws_loop_conn *lc);
+static unsigned ws__dial_wants(ws_loop_conn *lc);
+static int ws__proxy_step(ws_loop *l, ws_loop_conn *lc);
 
 typedef struct ws__listener {
   struct ws__io io;
@@ -611,7 +614,7 @@ static void ws__linger_read(ws_loop *l, ws__linger *g) {
   }
 }
 
-static void ws__client_ended(ws_loop *l, ws_loop_client *k, int final);
+static void ws__client_ended(ws_loop *l, ws_loop_client *k, int final, int st);
 
 /* The running client whose connection c is (WS__LC_KEPT): a short list. */
 static ws_loop_client *ws__client_find(struct ws__loop_priv *p, const ws_conn *c) {
@@ -776,14 +779,14 @@ static void ws__loop_on_close(ws_conn *c, int code, const char *reason,
    * coming: it closes at once. The others linger (see ws__loop_linger). */
   int linger = err != WS_OK || q->tls != NULL;
   ws_loop_client *kept = NULL;
-  int final = 0;
+  int final = 0, st = 0;
   ws__loop_count_end(p, code, err);
   if (p->cb.conn.on_close) p->cb.conn.on_close(c, code, reason, len, user);
   q->io.flags |= WS__LC_DEAD;
   if ((q->io.flags & WS__LC_KEPT) && (kept = ws__client_find(p, c)) != NULL) {
     /* Worth retrying? Not a refusal in 4xx, nor a certificate that does
      * not verify (read before the TLS session goes, below). */
-    int st = ws_conn_http_status(c);
+    st = err == WS_EPROXY ? ws_loop_proxy_status(c, NULL) : ws_conn_http_status(c);
     final = kept->ws__k.opened_at == 0 && st >= 400 && st <= 499;
 #if WS_ENABLE_MBEDTLS
     if (q->tls && ws_tls_verify_failed((ws_tls *)q->tls)) final = 1;
@@ -820,7 +823,7 @@ static void ws__loop_on_close(ws_conn *c, int code, const char *reason,
     for (ls = (ws__listener *)p->listeners; ls; ls = ls->next)
       if (ls->io.fd >= 0) (void)ws__be_set(p, &ls->io, WS__LOOP_IN);
   }
-  if (kept) ws__client_ended(l, kept, final);
+  if (kept) ws__client_ended(l, kept, final, st);
 }
 
 static void ws__loop_release_dead(ws_loop *l) {
@@ -938,7 +941,7 @@ static void ws__loop_update(ws_loop *l, ws_loop_conn *lc) {
     }
   }
   if (q->io.flags & WS__LC_CONNECTING)
-    ev = q->io.fd >= 0 ? WS__LOOP_OUT : 0u; /* no socket while resolving */
+    ev = q->io.fd >= 0 ? ws__dial_wants(lc) : 0u; /* no socket while resolving */
   else
     ev = (ws_conn_want_read(c) ? WS__LOOP_IN : 0u) |
          (ws_conn_want_write(c) ? WS__LOOP_OUT : 0u);
@@ -1009,12 +1012,24 @@ static void ws__loop_conn_event(ws_loop *l, ws_loop_conn *lc, unsigned ev) {
   if (q->io.flags & WS__LC_CONNECTING) {
     int err = 0;
     socklen_t len = sizeof err;
-    if (getsockopt(q->io.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
+    if (!ws__dial_proxying(lc) && getsockopt(q->io.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+      err = errno;
     if (err == EINPROGRESS || err == EALREADY || err == EINTR) return;
     if (err != 0) { /* refused, unreachable: the next address, if any */
       if ((q->io.flags & WS__LC_DIAL) && ws__dial_next(l, lc) == WS_OK) return;
       q->io.flags &= (unsigned char)~WS__LC_CONNECTING;
       ws_conn_abort(c, WS_EIO);
+      return;
+    }
+    /* Through a proxy, the tunnel first: the connection stays connecting
+     * (its request waits) until the proxy said yes. */
+    if ((q->io.flags & WS__LC_DIAL) && (err = ws__proxy_step(l, lc)) != WS_OK) {
+      if (err == WS_EAGAIN) {
+        ws__loop_touch(lc);
+        return;
+      }
+      q->io.flags &= (unsigned char)~WS__LC_CONNECTING;
+      ws_conn_abort(c, err);
       return;
     }
     q->io.flags &= (unsigned char)~WS__LC_CONNECTING;
@@ -1430,7 +1445,16 @@ typedef struct ws__dial {
   struct sockaddr_storage addr[WS__DIAL_MAX];
   socklen_t alen[WS__DIAL_MAX];
   char host[256];          /* SNI and the certificate's name */
+  /* Through an HTTP proxy (ws__proxy_step): the CONNECT request, then the
+   * reply's head; NULL for a direct connection. */
+  char *px;
+  size_t pxlen, pxdone;    /* request length / written; then reply bytes */
+  int pxstate;             /* WS__PX_* */
+  int pxstatus;            /* the proxy's reply status, once read */
+  char pxerr[96];          /* why the tunnel failed; "" until then */
 } ws__dial;
+
+enum { WS__PX_NONE, WS__PX_SEND, WS__PX_READ };
 
 #define WS__DIAL(lc) ((ws__dial *)(lc)->ws__l.subs)
 
@@ -1586,6 +1610,7 @@ static void ws__dial_end(ws_loop_conn *lc) {
   if (!(lc->ws__l.io.flags & WS__LC_DIAL)) return;
   lc->ws__l.io.flags &= (unsigned char)~WS__LC_DIAL;
   lc->ws__l.subs = NULL;
+  free(d->px);
   if (d->job) {
     ws__rjob *j = d->job;
     ws__resolver *r = j->r;
@@ -1643,6 +1668,314 @@ static int ws__dial_next(ws_loop *l, ws_loop_conn *lc) {
   return WS_EIO;
 }
 
+/*
+ * HTTP proxies. A client behind one opens a tunnel with CONNECT, for ws://
+ * as for wss:// (a proxy that forwards a plain GET may well drop the
+ * Upgrade header), then speaks to the server through it as it would
+ * directly: TLS inside the tunnel, with the server's name.
+ */
+
+/* Case-insensitive equality of n bytes, ASCII only (no locale). */
+static int ws__px_ieq(const char *a, const char *b, size_t n) {
+  size_t i;
+  for (i = 0; i < n; i++) {
+    int x = (unsigned char)a[i], y = (unsigned char)b[i];
+    if (x >= 'A' && x <= 'Z') x += 32;
+    if (y >= 'A' && y <= 'Z') y += 32;
+    if (x != y) return 0;
+  }
+  return 1;
+}
+
+/* 1 when no_proxy's comma list names host: "*", the host itself, or a
+ * domain it is in ("example.com" and ".example.com" both match
+ * example.com and www.example.com, not badexample.com); IPv6 addresses
+ * with or without brackets; no ports, no CIDR ranges. */
+static int ws__no_proxy(const char *list, const char *host) {
+  size_t hl = strlen(host);
+  while (*list) {
+    const char *s = list, *e;
+    size_t n;
+    while (*s == ' ' || *s == '\t' || *s == ',') s++;
+    for (e = s; *e && *e != ','; e++) {}
+    list = e;
+    n = (size_t)(e - s);
+    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t')) n--;
+    if (n == 1 && *s == '*') return 1;
+    if (n > 0 && *s == '.') s++, n--;
+    if (n >= 2 && *s == '[' && s[n - 1] == ']') s++, n -= 2;
+    if (n > 0 && s[n - 1] == '.') n--;
+    if (n == 0) continue;
+    if (hl == n && ws__px_ieq(host, s, n)) return 1;
+    if (hl > n && host[hl - n - 1] == '.' && ws__px_ieq(host + hl - n, s, n))
+      return 1;
+  }
+  return 0;
+}
+
+static const char *ws__px_getenv(const char *lower, const char *upper) {
+  const char *v = getenv(lower);
+  if ((v == NULL || *v == '\0') && upper) v = getenv(upper);
+  return v && *v ? v : NULL;
+}
+
+/* The proxy to use for a connection to host: opt when the caller gave one
+ * ("" for none), else the environment as curl reads it: ws_proxy then
+ * http_proxy (lower case only: a CGI program's HTTP_PROXY is the request's
+ * "Proxy:" header) for ws://; wss_proxy then https_proxy for wss://; then
+ * all_proxy; each in lower case first, then upper; no_proxy (or NO_PROXY)
+ * exempts hosts. NULL: connect directly. */
+static const char *ws__proxy_for(const char *opt, int tls, const char *host) {
+  const char *v, *np;
+  if (opt) return *opt ? opt : NULL;
+  if (tls) {
+    v = ws__px_getenv("wss_proxy", "WSS_PROXY");
+    if (v == NULL) v = ws__px_getenv("https_proxy", "HTTPS_PROXY");
+  } else {
+    v = ws__px_getenv("ws_proxy", "WS_PROXY");
+    if (v == NULL) v = ws__px_getenv("http_proxy", NULL);
+  }
+  if (v == NULL) v = ws__px_getenv("all_proxy", "ALL_PROXY");
+  np = ws__px_getenv("no_proxy", "NO_PROXY");
+  if (v && np && ws__no_proxy(np, host)) v = NULL;
+  return v;
+}
+
+static int ws__px_hex(int c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+/* Appends s[0..n) percent-decoded to out (at *o, cap bytes). */
+static int ws__px_decode(const char *s, size_t n, char *out, size_t *o,
+                         size_t cap) {
+  size_t i;
+  for (i = 0; i < n; i++) {
+    int c = (unsigned char)s[i];
+    if (c == '%') {
+      int h = i + 2 < n ? ws__px_hex(s[i + 1]) : -1;
+      int lo = h >= 0 ? ws__px_hex(s[i + 2]) : -1;
+      if (lo < 0) return WS_EINVAL;
+      c = h * 16 + lo;
+      i += 2;
+    }
+    if (*o + 1 >= cap) return WS_EINVAL;
+    out[(*o)++] = (char)c;
+  }
+  return WS_OK;
+}
+
+/* Splits "[http://][user[:password]@]host[:port][/]": host without
+ * brackets, port 1080 when none (curl's default), cred "user:password"
+ * decoded ("" without a user). */
+static int ws__proxy_parse(const char *url, char *host, size_t hcap,
+                           unsigned *port, char *cred, size_t ccap) {
+  const char *a = strstr(url, "://"), *end, *at = NULL, *h, *e;
+  size_t n, o = 0;
+  if (a) {
+    if ((size_t)(a - url) != 4 || !ws__px_ieq(url, "http", 4)) return WS_EINVAL;
+    a += 3;
+  } else {
+    a = url;
+  }
+  for (end = a; *end && *end != '/' && *end != '?' && *end != '#'; end++)
+    if (*end == '@') at = end;
+  cred[0] = '\0';
+  if (at) {
+    const char *colon = (const char *)memchr(a, ':', (size_t)(at - a));
+    const char *ue = colon ? colon : at;
+    if (ws__px_decode(a, (size_t)(ue - a), cred, &o, ccap) != WS_OK) return WS_EINVAL;
+    if (o + 1 >= ccap) return WS_EINVAL;
+    cred[o++] = ':';
+    if (colon && ws__px_decode(colon + 1, (size_t)(at - colon - 1), cred, &o, ccap) != WS_OK)
+      return WS_EINVAL;
+    cred[o] = '\0';
+    if (strchr(cred, '\r') || strchr(cred, '\n') || o != strlen(cred)) return WS_EINVAL;
+    h = at + 1;
+  } else {
+    h = a;
+  }
+  if (*h == '[') {
+    e = (const char *)memchr(h, ']', (size_t)(end - h));
+    if (e == NULL) return WS_EINVAL;
+    n = (size_t)(e - h - 1);
+    h++;
+    e++;
+  } else {
+    for (e = h; e < end && *e != ':'; e++) {}
+    n = (size_t)(e - h);
+  }
+  if (n == 0 || n >= hcap) return WS_EINVAL;
+  memcpy(host, h, n);
+  host[n] = '\0';
+  *port = 1080;
+  if (e < end && *e == ':') {
+    unsigned long v = 0;
+    for (e++; e < end && *e >= '0' && *e <= '9'; e++)
+      if ((v = v * 10 + (unsigned long)(*e - '0')) > 65535) return WS_EINVAL;
+    if (v == 0) return WS_EINVAL;
+    *port = (unsigned)v;
+  }
+  return e == end ? WS_OK : WS_EINVAL;
+}
+
+/* Base64 (RFC 4648) of in[0..n) into out, NUL-terminated. */
+static void ws__px_b64(const unsigned char *in, size_t n, char *out) {
+  static const char t[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  size_t i;
+  for (i = 0; i + 2 < n; i += 3) {
+    *out++ = t[in[i] >> 2];
+    *out++ = t[((in[i] & 3) << 4) | (in[i + 1] >> 4)];
+    *out++ = t[((in[i + 1] & 15) << 2) | (in[i + 2] >> 6)];
+    *out++ = t[in[i + 2] & 63];
+  }
+  if (i < n) {
+    *out++ = t[in[i] >> 2];
+    *out++ = t[((in[i] & 3) << 4) | (i + 1 < n ? in[i + 1] >> 4 : 0)];
+    *out++ = i + 1 < n ? t[(in[i + 1] & 15) << 2] : '=';
+    *out++ = '=';
+  }
+  *out = '\0';
+}
+
+/* A connection to host:port through proxy: writes the CONNECT request
+ * into d and gives the proxy's host and port, which are dialled instead. */
+static int ws__proxy_setup(ws__dial *d, const char *proxy, const char *host,
+                           unsigned port, char *phost, size_t pcap,
+                           unsigned *pport) {
+  char cred[512], auth[720], target[270];
+  size_t n;
+  const char *h;
+  if (ws__proxy_parse(proxy, phost, pcap, pport, cred, sizeof cred) != WS_OK)
+    return WS_EINVAL;
+  for (h = host; *h; h++) /* it goes on the request line as it is */
+    if ((unsigned char)*h <= 0x20 || *h == 0x7F) return WS_EINVAL;
+  snprintf(target, sizeof target, strchr(host, ':') ? "[%s]:%u" : "%s:%u", host, port);
+  auth[0] = '\0';
+  if (cred[0]) {
+    memcpy(auth, "Proxy-Authorization: Basic ", 27);
+    ws__px_b64((const unsigned char *)cred, strlen(cred), auth + 27);
+    strcat(auth, "\r\n");
+  }
+  n = 2 * strlen(target) + strlen(auth) + 64;
+  if ((d->px = (char *)malloc(n)) == NULL) return WS_ENOMEM;
+  d->pxlen = (size_t)snprintf(d->px, n, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n%s\r\n",
+                              target, target, auth);
+  return WS_OK;
+}
+
+/* 1 while a connection is inside its CONNECT exchange (its socket is
+ * connected to the proxy, the tunnel is not open yet). */
+static int ws__dial_proxying(ws_loop_conn *lc) {
+  return (lc->ws__l.io.flags & WS__LC_DIAL) && WS__DIAL(lc)->pxstate != WS__PX_NONE;
+}
+
+/* What a connecting socket waits for: the proxy's reply, else writable
+ * (connected). */
+static unsigned ws__dial_wants(ws_loop_conn *lc) {
+  return ws__dial_proxying(lc) && WS__DIAL(lc)->pxstate == WS__PX_READ ? WS__LOOP_IN
+                                                                      : WS__LOOP_OUT;
+}
+
+/* Fails the tunnel: WS_EPROXY, with the reason ws_loop_proxy_status()
+ * gives. */
+static int ws__px_fail(ws__dial *d, const char *why, size_t n) {
+  size_t i, o = 0;
+  for (i = 0; i < n && o + 1 < sizeof d->pxerr; i++) /* printable only */
+    d->pxerr[o++] = why[i] >= 0x20 && why[i] < 0x7F ? why[i] : '?';
+  d->pxerr[o] = '\0';
+  return WS_EPROXY;
+}
+
+/* Drives the CONNECT exchange on the socket connected to the proxy: sends
+ * the request, reads the reply's head (at most cfg.client.max_handshake
+ * bytes) and checks it. WS_OK once the tunnel is open (or at once, without
+ * a proxy), WS_EAGAIN while waiting, WS_EPROXY (the proxy refused, or its
+ * reply is not HTTP or too long), WS_EIO, WS_ENOMEM. */
+static int ws__proxy_step(ws_loop *l, ws_loop_conn *lc) {
+  ws__dial *d = WS__DIAL(lc);
+  size_t cap = WS__LP(l)->cfg.client.max_handshake;
+  int fd = lc->ws__l.io.fd, flags = 0;
+  char *h;
+#ifdef MSG_NOSIGNAL
+  flags = MSG_NOSIGNAL;
+#endif
+  if (d->px == NULL) return WS_OK;
+  if (cap > ((size_t)1 << 20)) cap = (size_t)1 << 20; /* the buffer: at most 1 MiB */
+  if (d->pxstate == WS__PX_NONE) {
+    d->pxstate = WS__PX_SEND;
+    /* Connected: the proxy's address is the one; the connection's timeout
+     * covers the rest (the proxy may take its time to reach the server). */
+    d->attempt_end = WS__LOOP_NEVER;
+  }
+  while (d->pxstate == WS__PX_SEND) {
+    ssize_t r = send(fd, d->px + d->pxdone, d->pxlen - d->pxdone, flags);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return errno == EAGAIN || errno == EWOULDBLOCK ? WS_EAGAIN : WS_EIO;
+    }
+    if ((d->pxdone += (size_t)r) < d->pxlen) continue;
+    if ((h = (char *)realloc(d->px, cap + 1)) == NULL) return WS_ENOMEM;
+    d->px = h;
+    d->pxdone = 0;
+    d->pxstate = WS__PX_READ;
+  }
+  for (;;) {
+    ssize_t r = recv(fd, d->px + d->pxdone, cap - d->pxdone, 0);
+    size_t i, st;
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return errno == EAGAIN || errno == EWOULDBLOCK ? WS_EAGAIN : WS_EIO;
+    }
+    if (r == 0)
+      return ws__px_fail(d, "proxy closed the connection before its reply ended", 50);
+    d->pxdone += (size_t)r;
+    h = d->px;
+    h[d->pxdone] = '\0';
+    if (memcmp(h, "HTTP/1.", d->pxdone < 7 ? d->pxdone : 7) != 0)
+      return ws__px_fail(d, "proxy reply is not HTTP", 23);
+    for (i = 3; i < d->pxdone; i++)
+      if (memcmp(h + i - 3, "\r\n\r\n", 4) == 0) break;
+    if (i == d->pxdone) {
+      if (d->pxdone < cap) continue;
+      snprintf(d->pxerr, sizeof d->pxerr,
+               "proxy reply head over %lu bytes (max_handshake)", (unsigned long)cap);
+      return WS_EPROXY;
+    }
+    /* "HTTP/1.x ddd[ reason]" */
+    if (i < 12 || h[7] < '0' || h[7] > '9' || h[8] != ' ' || h[9] < '1' ||
+        h[9] > '5' || h[10] < '0' || h[10] > '9' || h[11] < '0' || h[11] > '9' ||
+        (h[12] != ' ' && h[12] != '\r'))
+      return ws__px_fail(d, "proxy reply is not HTTP", 23);
+    st = (size_t)(h[9] - '0') * 100 + (size_t)(h[10] - '0') * 10 + (size_t)(h[11] - '0');
+    d->pxstatus = (int)st;
+    if (st < 200 || st > 299) {
+      size_t eol = (size_t)(strstr(h, "\r\n") - h);
+      char why[96];
+      snprintf(why, sizeof why, "proxy refused the tunnel: HTTP %.*s",
+               (int)(eol - 9 < 60 ? eol - 9 : 60), h + 9);
+      return ws__px_fail(d, why, strlen(why));
+    }
+    /* What follows a 2xx reply is the server's, which speaks only after
+     * us: bytes here mean the proxy is not tunnelling. */
+    if (i + 1 != d->pxdone)
+      return ws__px_fail(d, "proxy sent bytes after its 2xx reply", 36);
+    d->pxstate = WS__PX_NONE;
+    return WS_OK;
+  }
+}
+
+/* see ws.h */
+int ws_loop_proxy_status(const ws_conn *c, const char **why) {
+  ws_loop_conn *lc = WS__LC((ws_conn *)(uintptr_t)c);
+  const ws__dial *d = (lc->ws__l.io.flags & WS__LC_DIAL) ? WS__DIAL(lc) : NULL;
+  if (why) *why = d ? d->pxerr : "";
+  return d ? d->pxstatus : 0;
+}
+
 /* The TCP connection is up: TLS starts (wss://) and dialling ends. */
 static int ws__dial_connected(ws_loop_conn *lc) {
   ws__dial *d = WS__DIAL(lc);
@@ -1695,9 +2028,9 @@ static void ws__resolved(ws_loop *l, void *arg) {
 int ws_loop_connect(ws_loop *l, const char *url, const ws_client_opts *o,
                     void *user, ws_conn **out) {
   struct ws__loop_priv *p = WS__LP(l);
-  char host[256], hosthdr[300], pathbuf[2048];
-  const char *path;
-  unsigned port;
+  char host[256], hosthdr[300], pathbuf[2048], dhost[256];
+  const char *path, *proxy;
+  unsigned port, dport;
   ws_client_opts opts;
   ws_loop_conn *lc;
   ws__dial *d;
@@ -1733,16 +2066,26 @@ int ws_loop_connect(ws_loop *l, const char *url, const ws_client_opts *o,
   if (d == NULL) return WS_ENOMEM;
   d->tc = tc;
   snprintf(d->host, sizeof d->host, "%s", host);
+  /* Through a proxy, its address is dialled, and CONNECT names the host. */
+  snprintf(dhost, sizeof dhost, "%s", host);
+  dport = port;
+  proxy = ws__proxy_for(o ? o->proxy : NULL, tls, host);
+  if (proxy && (rc = ws__proxy_setup(d, proxy, host, port, dhost, sizeof dhost,
+                                     &dport)) != WS_OK) {
+    free(d);
+    return rc;
+  }
   /* A numeric host is its one address; a name resolves on a worker
    * thread (ws__resolve), and its addresses are tried in turn. */
-  numeric = ws__loop_numeric(host, port, &d->addr[0], &d->alen[0]) == 0;
+  numeric = ws__loop_numeric(dhost, dport, &d->addr[0], &d->alen[0]) == 0;
   if (numeric) d->naddr = 1;
-  if (numeric && d->addr[0].ss_family == AF_INET6)
+  if (strchr(host, ':')) /* an IPv6 address (a name has no colon) */
     snprintf(hosthdr, sizeof hosthdr, port == defport ? "[%s]" : "[%s]:%u", host, port);
   else
     snprintf(hosthdr, sizeof hosthdr, port == defport ? "%s" : "%s:%u", host, port);
   lc = ws__loop_new_conn(l, -1, &p->cfg.client, user);
   if (lc == NULL) {
+    free(d->px);
     free(d);
     return WS_ENOMEM;
   }
@@ -1755,7 +2098,7 @@ int ws_loop_connect(ws_loop *l, const char *url, const ws_client_opts *o,
   if (opts.host == NULL) opts.host = hosthdr;
   if (opts.path == NULL) opts.path = pathbuf;
   rc = ws_client_start(&lc->conn, &opts); /* queued until connected */
-  if (rc == WS_OK) rc = numeric ? ws__dial_next(l, lc) : ws__resolve(l, lc, host, port);
+  if (rc == WS_OK) rc = numeric ? ws__dial_next(l, lc) : ws__resolve(l, lc, dhost, dport);
   if (rc != WS_OK) {
     ws__loop_discard(l, lc); /* frees d, drops a queued resolution */
     return rc;
@@ -1826,17 +2169,17 @@ static void ws__client_timer(ws_loop *l, ws_timer *t, void *user) {
   int rc;
   (void)t;
   if ((rc = ws__client_attempt(l, k)) != WS_OK)
-    ws__client_ended(l, k, rc == WS_EINVAL); /* a failed attempt */
+    ws__client_ended(l, k, rc == WS_EINVAL, 0); /* a failed attempt */
 }
 
 /* The client's connection ended (or never started): retry after a jittered
- * delay, or give up. */
-static void ws__client_ended(ws_loop *l, ws_loop_client *k, int final) {
+ * delay, or give up. st: the HTTP status that ended it (the server's, or
+ * the proxy's), else 0. */
+static void ws__client_ended(ws_loop *l, ws_loop_client *k, int final, int st) {
   struct ws__loop_priv *p = WS__LP(l);
   struct ws__loop_client_priv *q = &k->ws__k;
   ws_conn *c = q->conn;
   int err = c ? ws_conn_error(c) : WS_EIO;
-  int st = c ? ws_conn_http_status(c) : 0;
   uint32_t delay;
   q->conn = NULL;
   if (!q->running) return;
@@ -1910,7 +2253,7 @@ int ws_loop_client_start(ws_loop *l, ws_loop_client *k, const char *url,
     ws__client_finish(l, k); /* nothing to retry: say so here */
     return rc;
   }
-  if (rc != WS_OK) ws__client_ended(l, k, 0); /* retried */
+  if (rc != WS_OK) ws__client_ended(l, k, 0, 0); /* retried */
   return WS_OK;
 }
 
