@@ -206,6 +206,10 @@ void ws_mask(void *buf, size_t len, const uint8_t key[4], uint64_t offset);
  *   WS_EUTF8   invalid; *bad_at (if not NULL) is the offset in this chunk of
  *              the first byte that made it so (len when a final chunk ends
  *              inside a sequence)
+ * Long input is checked 64 bytes at a time with SSE2 (x86) or NEON
+ * (AArch64) where the compiler targets them; defining WS_NO_SIMD when
+ * compiling ws.c forces the portable C path (same results; `make cross`
+ * tests both).
  */
 #define WS_UTF8_INIT 0u
 int ws_utf8_check(uint32_t *state, const void *buf, size_t len, int final,
