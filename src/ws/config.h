@@ -109,6 +109,14 @@
 #define WS__HAVE_OS 0
 #endif
 
+/* The loop's sockets and threads: POSIX, or Winsock with mingw-w64's
+ * winpthreads (loop_win.c). */
+#if WS__HAVE_OS || (!defined(WS_NO_OS) && defined(_WIN32))
+#define WS__HAVE_NET 1
+#else
+#define WS__HAVE_NET 0
+#endif
+
 #if WS__HAVE_OS
 #include <errno.h>
 #include <fcntl.h>
