@@ -434,7 +434,8 @@ typedef struct ws_callbacks {
   int (*write)(ws_conn *c, const void *buf, size_t len, size_t *n,
                void *user);
   /* Fill buf with n unpredictable bytes (mask keys, the client nonce).
-   * NULL: the OS source (getrandom/arc4random/urandom) where there is one. */
+   * NULL: the OS source (getrandom/arc4random/urandom; rand_s on Windows)
+   * where there is one. */
   int (*random)(ws_conn *c, void *buf, size_t n, void *user);
 
   /* Server: decide on an upgrade request. Return 0 to accept (optionally

@@ -35,6 +35,9 @@
 #define _POSIX_C_SOURCE 200809L
 #endif
 #endif
+#if defined(_WIN32) && !defined(_CRT_RAND_S)
+#define _CRT_RAND_S 1 /* rand_s(): the default random source on Windows */
+#endif
 #if defined(__APPLE__) && !defined(_DARWIN_C_SOURCE)
 #define _DARWIN_C_SOURCE 1
 #endif
@@ -151,7 +154,7 @@
 #endif
 #endif
 
-#ifndef WS_NO_MALLOC
+#if !defined(WS_NO_MALLOC) || (WS__HAVE_NET && !WS__HAVE_OS)
 #include <stdlib.h>
 #endif
 
@@ -2138,6 +2141,19 @@ static int ws__os_random(void *buf, size_t n) {
     return WS_OK;
   }
 }
+#elif WS__HAVE_NET /* Windows: rand_s(), RtlGenRandom underneath */
+static int ws__os_random(void *buf, size_t n) {
+  unsigned char *p = (unsigned char *)buf;
+  while (n > 0) {
+    unsigned v;
+    size_t k = n < sizeof v ? n : sizeof v;
+    if (rand_s(&v) != 0) return WS_ERANDOM;
+    memcpy(p, &v, k);
+    p += k;
+    n -= k;
+  }
+  return WS_OK;
+}
 #endif
 
 static int ws__random(ws_conn *c, void *buf, size_t n) {
@@ -2149,7 +2165,7 @@ static int ws__random(ws_conn *c, void *buf, size_t n) {
     p->depth--;
     return rc == WS_OK ? WS_OK : WS_ERANDOM;
   }
-#if WS__HAVE_OS
+#if WS__HAVE_OS || WS__HAVE_NET
   return ws__os_random(buf, n);
 #else
   (void)buf, (void)n;

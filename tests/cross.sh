@@ -5,7 +5,9 @@
 # - s390x, big-endian (s390x-linux-gnu-gcc, qemu-s390x);
 # - i686, 32-bit (i686-linux-gnu-gcc, qemu-i386), once with the SSE2 paths
 #   (-msse2) and once with the portable ones (-DWS_NO_SIMD);
-# - Windows x86-64 (x86_64-w64-mingw32-gcc, wine64 in a throwaway prefix).
+# - Windows x86-64 (x86_64-w64-mingw32-gcc, wine64 in a throwaway prefix),
+#   where the loop (WSAPoll) is tested too: echo_server.exe answers
+#   BUILD_DIR/wsc, and BUILD_DIR/test_chat drives chat.exe, over loopback.
 # test_codec and test_conn run on each: masking at every offset and
 # alignment, 64-bit lengths, the UTF-8 fast paths against a reference
 # decoder. The Linux binaries are static: qemu-i386 7.2 hangs in a
@@ -120,6 +122,46 @@ if have $MINGW && [ -n "$WINE" ]; then
       count "$t ($name)" $? "$log"
     done
   done
+  # The loop (WSAPoll): the whole of ws.c, then the echo example and the
+  # chat demo under wine, answering Linux clients over loopback.
+  echo "== loop (mingw-w64)"
+  WL="-static -pthread -lws2_32"
+  # shellcheck disable=SC2086
+  if $MINGW $FLAGS -c src/ws.c -o "$D/ws-win-loop.o" &&
+     $MINGW $FLAGS examples/echo_server.c src/ws.c -o "$D/echo_server.exe" $WL &&
+     $MINGW $FLAGS examples/chat.c src/ws.c -o "$D/chat.exe" $WL; then
+    echo "loop (mingw-w64): ws.c, echo_server.exe and chat.exe build"
+    echo "== echo_server.exe (wine) <- $B/wsc (Linux)"
+    timeout "$TO" "$WINE" "$D/echo_server.exe" -p 0 >"$D/es.out" 2>&1 &
+    es=$!
+    port=""
+    for _ in $(seq 1 600); do # wine starts in a few seconds; at most 60
+      port=$(sed -n 's#.*127\.0\.0\.1:\([0-9]*\)/.*#\1#p' "$D/es.out")
+      [ -n "$port" ] && break
+      sleep 0.1
+    done
+    # Short lines, an empty one, and 300 KB in one message (several
+    # partial writes each way).
+    { echo hello; echo; echo "wie geht's? ✓"; awk 'BEGIN { s = "0123456789"; while (length(s) < 300000) s = s s; print s }'; echo bye; } >"$D/echo.in"
+    if [ -z "$port" ]; then
+      fail "echo_server.exe (wine): no listening line: $(head -c 300 "$D/es.out")"
+    elif timeout 60 "$B/wsc" "ws://127.0.0.1:$port/" <"$D/echo.in" >"$D/echo.out" 2>"$log" &&
+         cmp -s "$D/echo.in" "$D/echo.out"; then
+      echo "echo_server.exe (wine): $(wc -c <"$D/echo.in") bytes in 5 messages echoed"
+      passed=$((passed + 1))
+    else
+      fail "echo_server.exe (wine): the echo differs or wsc failed: $(head -c 300 "$log")"
+    fi
+    kill "$es" 2>/dev/null
+    wait "$es" 2>/dev/null
+    echo "== test_chat (Linux) -> chat.exe (wine)"
+    printf '#!/bin/sh\nexec "%s" "%s" "$@"\n' "$WINE" "$PWD/$D/chat.exe" >"$D/chat-wine"
+    chmod +x "$D/chat-wine"
+    timeout "$TO" "$B/test_chat" "$D/chat-wine" basic >"$log" 2>&1
+    count "test_chat (chat.exe under wine)" $? "$log"
+  else
+    fail "cross windows: the loop or an example does not build with $MINGW"
+  fi
 else
   skip windows "gcc-mingw-w64-x86-64 wine64"
 fi

@@ -10,6 +10,9 @@
 #define _POSIX_C_SOURCE 200809L
 #endif
 #endif
+#if defined(_WIN32) && !defined(_CRT_RAND_S)
+#define _CRT_RAND_S 1 /* rand_s(): the default random source on Windows */
+#endif
 #if defined(__APPLE__) && !defined(_DARWIN_C_SOURCE)
 #define _DARWIN_C_SOURCE 1
 #endif
@@ -126,7 +129,7 @@
 #endif
 #endif
 
-#ifndef WS_NO_MALLOC
+#if !defined(WS_NO_MALLOC) || (WS__HAVE_NET && !WS__HAVE_OS)
 #include <stdlib.h>
 #endif
 
