@@ -1072,7 +1072,12 @@ void ws_tls_free(ws_tls *t);
 /* ------------------------------------------------------------------------
  * Layer 2: the event loop (not in WS_NO_LOOP builds). POSIX sockets; epoll,
  * kqueue or poll, chosen at compile time in that order (-DWS_LOOP_POLL,
- * -DWS_LOOP_EPOLL, -DWS_LOOP_KQUEUE force one). Built on the public API
+ * -DWS_LOOP_EPOLL, -DWS_LOOP_KQUEUE force one). On Windows: Winsock over
+ * WSAPoll, built with mingw-w64 (link -lws2_32; threads are winpthreads);
+ * there every `int fd` here is a SOCKET (sockets only: no pipes or files
+ * for ws_watch), SO_REUSEPORT does not exist (ws_loop_has_reuseport() is
+ * 0), TLS in the loop is not ported, and other compilers stop at an
+ * #error (the core alone, WS_NO_LOOP, needs C99 only). Built on the public API
  * above only. One loop per thread: every ws_loop_* function and every
  * ws_conn_* / ws_send* call on a loop's connections MUST be made on the
  * thread that runs the loop, except ws_loop_post(), ws_loop_group_publish()
@@ -1257,12 +1262,12 @@ struct ws_loop_client { struct ws__loop_client_priv ws__k; };
 int ws_loop_init(ws_loop *l, const ws_loop_config *cfg,
                  const ws_loop_callbacks *cb, void *user);
 
-/* The backend's name: "epoll", "kqueue" or "poll". */
+/* The backend's name: "epoll", "kqueue", "poll" or "wsapoll". */
 const char *ws_loop_backend(void);
 
 /* The backend's own fd (epoll or kqueue; readable when the loop has work),
  * so a host loop can watch it and call ws_loop_run_once(l, 0); -1 for
- * poll. */
+ * poll and WSAPoll. */
 int ws_loop_backend_fd(const ws_loop *l);
 
 /*
