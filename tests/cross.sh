@@ -17,6 +17,7 @@
 # install; with CI=true a skipped machine fails.
 set -u
 B=$1
+case $B in /*) ;; *) B=$PWD/$B ;; esac
 D=$B/cross
 mkdir -p "$D"
 FLAGS="-std=c99 -Wall -Wextra -Wpedantic -Werror -O2 -Iinclude"
@@ -155,7 +156,7 @@ if have $MINGW && [ -n "$WINE" ]; then
     kill "$es" 2>/dev/null
     wait "$es" 2>/dev/null
     echo "== test_chat (Linux) -> chat.exe (wine)"
-    printf '#!/bin/sh\nexec "%s" "%s" "$@"\n' "$WINE" "$PWD/$D/chat.exe" >"$D/chat-wine"
+    printf '#!/bin/sh\nexec "%s" "%s" "$@"\n' "$WINE" "$D/chat.exe" >"$D/chat-wine"
     chmod +x "$D/chat-wine"
     timeout "$TO" "$B/test_chat" "$D/chat-wine" basic >"$log" 2>&1
     count "test_chat (chat.exe under wine)" $? "$log"
