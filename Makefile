@@ -293,7 +293,7 @@ size: | $(BUILD)
 # The core's tests on other machines, under emulation: s390x (big-endian)
 # and i686 (32-bit, with and without SSE2) under qemu-user, Windows
 # (mingw-w64) under wine. tests/cross.sh says how; docs/portability.md.
-cross: $(BUILD)/wsc $(BUILD)/test_chat | $(BUILD)
+cross: $(BUILD)/wsc $(BUILD)/echo_server $(BUILD)/test_chat | $(BUILD)
 	@sh tests/cross.sh $(BUILD)
 
 # The pkg-config file for PREFIX, which has a stamp of its own: only ws.pc

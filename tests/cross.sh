@@ -6,8 +6,9 @@
 # - i686, 32-bit (i686-linux-gnu-gcc, qemu-i386), once with the SSE2 paths
 #   (-msse2) and once with the portable ones (-DWS_NO_SIMD);
 # - Windows x86-64 (x86_64-w64-mingw32-gcc, wine64 in a throwaway prefix),
-#   where the loop (WSAPoll) is tested too: echo_server.exe answers
-#   BUILD_DIR/wsc, and BUILD_DIR/test_chat drives chat.exe, over loopback.
+#   where the loop (WSAPoll) is tested too, over loopback: echo_server.exe
+#   answers BUILD_DIR/wsc, wsc.exe talks to BUILD_DIR/echo_server, and
+#   BUILD_DIR/test_chat drives chat.exe.
 # test_codec and test_conn run on each: masking at every offset and
 # alignment, 64-bit lengths, the UTF-8 fast paths against a reference
 # decoder. The Linux binaries are static: qemu-i386 7.2 hangs in a
@@ -130,8 +131,9 @@ if have $MINGW && [ -n "$WINE" ]; then
   # shellcheck disable=SC2086
   if $MINGW $FLAGS -c src/ws.c -o "$D/ws-win-loop.o" &&
      $MINGW $FLAGS examples/echo_server.c src/ws.c -o "$D/echo_server.exe" $WL &&
-     $MINGW $FLAGS examples/chat.c src/ws.c -o "$D/chat.exe" $WL; then
-    echo "loop (mingw-w64): ws.c, echo_server.exe and chat.exe build"
+     $MINGW $FLAGS examples/chat.c src/ws.c -o "$D/chat.exe" $WL &&
+     $MINGW $FLAGS examples/wsc.c src/ws.c -o "$D/wsc.exe" $WL; then
+    echo "loop (mingw-w64): ws.c, echo_server.exe, chat.exe and wsc.exe build"
     echo "== echo_server.exe (wine) <- $B/wsc (Linux)"
     timeout "$TO" "$WINE" "$D/echo_server.exe" -p 0 >"$D/es.out" 2>&1 &
     es=$!
@@ -152,6 +154,28 @@ if have $MINGW && [ -n "$WINE" ]; then
       passed=$((passed + 1))
     else
       fail "echo_server.exe (wine): the echo differs or wsc failed: $(head -c 300 "$log")"
+    fi
+    kill "$es" 2>/dev/null
+    wait "$es" 2>/dev/null
+    # The other way: the client on Windows (a name to resolve, the OS
+    # random source, a thread posting stdin's lines to the loop).
+    echo "== wsc.exe (wine) -> $B/echo_server (Linux)"
+    timeout "$TO" "$B/echo_server" -p 0 >"$D/es.out" 2>&1 &
+    es=$!
+    port=""
+    for _ in $(seq 1 100); do
+      port=$(sed -n 's#.*127\.0\.0\.1:\([0-9]*\)/.*#\1#p' "$D/es.out")
+      [ -n "$port" ] && break
+      sleep 0.1
+    done
+    if [ -z "$port" ]; then
+      fail "echo_server (Linux): no listening line: $(head -c 300 "$D/es.out")"
+    elif timeout 60 "$WINE" "$D/wsc.exe" "ws://localhost:$port/" <"$D/echo.in" >"$D/echo.out" 2>"$log" &&
+         cmp -s "$D/echo.in" "$D/echo.out"; then
+      echo "wsc.exe (wine): $(wc -c <"$D/echo.in") bytes in 5 messages sent and received back"
+      passed=$((passed + 1))
+    else
+      fail "wsc.exe (wine): the echo differs or wsc.exe failed: $(grep -v '^wine: ' "$log" | head -c 300)"
     fi
     kill "$es" 2>/dev/null
     wait "$es" 2>/dev/null
