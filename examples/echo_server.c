@@ -90,7 +90,9 @@ int main(int argc, char **argv) {
   ws_tls_config *tls = NULL;
   int i, rc, deflate = 0;
   long long budget = -1;
+#ifndef _WIN32
   struct sigaction sa;
+#endif
   for (i = 1; i < argc; i++) {
     if ((strcmp(argv[i], "-p") == 0 || strcmp(argv[i], "--port") == 0) &&
         i + 1 < argc) {
@@ -122,11 +124,16 @@ int main(int argc, char **argv) {
       return 2;
     }
   }
+#ifdef _WIN32 /* no sigaction, no SIGPIPE; Ctrl-C runs on_signal */
+  signal(SIGINT, on_signal);
+  signal(SIGTERM, on_signal);
+#else
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = on_signal;
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);
   signal(SIGPIPE, SIG_IGN);
+#endif
 
   ws_loop_config_init(&cfg);
   if (deflate && !ws_deflate_available()) {

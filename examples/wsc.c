@@ -45,6 +45,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef _WIN32
+#include <fcntl.h>
+#include <io.h>
+#endif
 
 static ws_loop g_loop;
 static ws_conn *g_conn;
@@ -89,14 +93,32 @@ static void send_line(ws_loop *l, void *arg) {
   free(ln);
 }
 
+/* The next line of stdin, without its newline, in *buf (grown as needed):
+ * its length, or -1 at the end (or out of memory). getline() would do,
+ * but Windows has none. */
+static long next_line(char **buf, size_t *cap) {
+  size_t n = 0;
+  int ch;
+  while ((ch = getc(stdin)) != EOF && ch != '\n') {
+    if (n + 1 >= *cap) {
+      size_t c2 = *cap ? *cap * 2 : 256;
+      char *b2 = (char *)realloc(*buf, c2);
+      if (b2 == NULL) return -1;
+      *buf = b2;
+      *cap = c2;
+    }
+    (*buf)[n++] = (char)ch;
+  }
+  return ch == EOF && n == 0 ? -1 : (long)n;
+}
+
 static void *read_stdin(void *arg) {
   char *buf = NULL;
   size_t cap = 0;
-  ssize_t n;
+  long n;
   (void)arg;
-  while ((n = getline(&buf, &cap, stdin)) >= 0) {
+  while ((n = next_line(&buf, &cap)) >= 0) {
     line *ln;
-    if (n > 0 && buf[n - 1] == '\n') n--;
     if (n > 0 && buf[n - 1] == '\r') n--;
     ln = (line *)malloc(sizeof *ln + (size_t)n);
     if (ln == NULL) break;
@@ -263,7 +285,11 @@ int main(int argc, char **argv) {
     }
   }
   if (url == NULL) return usage(argv[0]);
+#ifdef _WIN32
+  _setmode(_fileno(stdout), _O_BINARY); /* messages as they came, no CRLF */
+#else
   signal(SIGPIPE, SIG_IGN);
+#endif
   ws_loop_config_init(&cfg);
   cfg.client.ping_interval_ms = ping * 1000u;
   cfg.client.pong_timeout_ms = ping ? ping * 2000u : 10000u;

@@ -211,6 +211,10 @@ void ws_mask(void *buf, size_t len, const uint8_t key[4], uint64_t offset);
  *   WS_EUTF8   invalid; *bad_at (if not NULL) is the offset in this chunk of
  *              the first byte that made it so (len when a final chunk ends
  *              inside a sequence)
+ * Long input is checked 64 bytes at a time with SSE2 (x86) or NEON
+ * (AArch64) where the compiler targets them; defining WS_NO_SIMD when
+ * compiling ws.c forces the portable C path (same results; `make cross`
+ * tests both).
  */
 #define WS_UTF8_INIT 0u
 int ws_utf8_check(uint32_t *state, const void *buf, size_t len, int final,
@@ -442,7 +446,8 @@ typedef struct ws_callbacks {
   int (*write)(ws_conn *c, const void *buf, size_t len, size_t *n,
                void *user);
   /* Fill buf with n unpredictable bytes (mask keys, the client nonce).
-   * NULL: the OS source (getrandom/arc4random/urandom) where there is one. */
+   * NULL: the OS source (getrandom/arc4random/urandom; rand_s on Windows)
+   * where there is one. */
   int (*random)(ws_conn *c, void *buf, size_t n, void *user);
 
   /* Server: decide on an upgrade request. Return 0 to accept (optionally
@@ -1141,7 +1146,12 @@ void ws_tls_free(ws_tls *t);
 /* ------------------------------------------------------------------------
  * Layer 2: the event loop (not in WS_NO_LOOP builds). POSIX sockets; epoll,
  * kqueue or poll, chosen at compile time in that order (-DWS_LOOP_POLL,
- * -DWS_LOOP_EPOLL, -DWS_LOOP_KQUEUE force one). Built on the public API
+ * -DWS_LOOP_EPOLL, -DWS_LOOP_KQUEUE force one). On Windows: Winsock over
+ * WSAPoll, built with mingw-w64 (link -lws2_32; threads are winpthreads);
+ * there every `int fd` here is a SOCKET (sockets only: no pipes or files
+ * for ws_watch), SO_REUSEPORT does not exist (ws_loop_has_reuseport() is
+ * 0), TLS in the loop is not ported, and other compilers stop at an
+ * #error (the core alone, WS_NO_LOOP, needs C99 only). Built on the public API
  * above only. One loop per thread: every ws_loop_* function and every
  * ws_conn_* / ws_send* call on a loop's connections MUST be made on the
  * thread that runs the loop, except ws_loop_post(), ws_loop_group_publish()
@@ -1339,12 +1349,12 @@ struct ws_loop_client { struct ws__loop_client_priv ws__k; };
 int ws_loop_init(ws_loop *l, const ws_loop_config *cfg,
                  const ws_loop_callbacks *cb, void *user);
 
-/* The backend's name: "epoll", "kqueue" or "poll". */
+/* The backend's name: "epoll", "kqueue", "poll" or "wsapoll". */
 const char *ws_loop_backend(void);
 
 /* The backend's own fd (epoll or kqueue; readable when the loop has work),
  * so a host loop can watch it and call ws_loop_run_once(l, 0); -1 for
- * poll. */
+ * poll and WSAPoll. */
 int ws_loop_backend_fd(const ws_loop *l);
 
 /*

@@ -13,10 +13,12 @@
  *   deflate.c           part 5, layer 0: permessage-deflate (RFC 7692): the codec interface, its zlib backend (WS_ENABLE_ZLIB), the negotiation.
  *   conn.c              part 6, layer 1: ws_conn, one connection's state machine over the caller's callbacks.
  *   tls.c               part 7: TLS over mbedTLS (WS_ENABLE_MBEDTLS), or stubs that refuse politely.
+ *   loop_win.c          part 8, layer 2: the loop's Windows port: Winsock and winpthreads under the POSIX names loop.c uses.
  *   loop.c              part 8, layer 2: the event loop: sockets, timers, topics, posts from other threads.
  *   loop_epoll.c        part 9: the loop's epoll backend (Linux).
  *   loop_kqueue.c       part 9: the loop's kqueue backend (the BSDs and macOS).
  *   loop_poll.c         part 9: the loop's poll() backend, for any POSIX system (-DWS_LOOP_POLL).
+ *   loop_wsapoll.c      part 9: the loop's WSAPoll backend, for Windows (Vista and later).
  */
 
 /* === src/ws/config.h ======================================================= */
@@ -32,6 +34,9 @@
 #else
 #define _POSIX_C_SOURCE 200809L
 #endif
+#endif
+#if defined(_WIN32) && !defined(_CRT_RAND_S)
+#define _CRT_RAND_S 1 /* rand_s(): the default random source on Windows */
 #endif
 #if defined(__APPLE__) && !defined(_DARWIN_C_SOURCE)
 #define _DARWIN_C_SOURCE 1
@@ -140,6 +145,14 @@
 #define WS__HAVE_OS 0
 #endif
 
+/* The loop's sockets and threads: POSIX, or Winsock with mingw-w64's
+ * winpthreads (loop_win.c). */
+#if WS__HAVE_OS || (!defined(WS_NO_OS) && defined(_WIN32))
+#define WS__HAVE_NET 1
+#else
+#define WS__HAVE_NET 0
+#endif
+
 #if WS__HAVE_OS
 #include <errno.h>
 #include <fcntl.h>
@@ -149,7 +162,7 @@
 #endif
 #endif
 
-#ifndef WS_NO_MALLOC
+#if !defined(WS_NO_MALLOC) || (WS__HAVE_NET && !WS__HAVE_OS)
 #include <stdlib.h>
 #endif
 
@@ -2207,6 +2220,19 @@ static int ws__os_random(void *buf, size_t n) {
     return WS_OK;
   }
 }
+#elif WS__HAVE_NET /* Windows: rand_s(), RtlGenRandom underneath */
+static int ws__os_random(void *buf, size_t n) {
+  unsigned char *p = (unsigned char *)buf;
+  while (n > 0) {
+    unsigned v;
+    size_t k = n < sizeof v ? n : sizeof v;
+    if (rand_s(&v) != 0) return WS_ERANDOM;
+    memcpy(p, &v, k);
+    p += k;
+    n -= k;
+  }
+  return WS_OK;
+}
 #endif
 
 static int ws__random(ws_conn *c, void *buf, size_t n) {
@@ -2218,7 +2244,7 @@ static int ws__random(ws_conn *c, void *buf, size_t n) {
     p->depth--;
     return rc == WS_OK ? WS_OK : WS_ERANDOM;
   }
-#if WS__HAVE_OS
+#if WS__HAVE_OS || WS__HAVE_NET
   return ws__os_random(buf, n);
 #else
   (void)buf, (void)n;
@@ -4804,7 +4830,7 @@ void ws_tls_free(ws_tls *t) {
 /* see ws.h */
 int ws_tls_available(void) { return 1; }
 
-#elif WS__HAVE_OS && !defined(WS_NO_LOOP)
+#elif WS__HAVE_NET && !defined(WS_NO_LOOP)
 
 /* Built without mbedTLS: the same names, refusing politely, so a program
  * can offer TLS options and say why they do not work. */
@@ -4846,25 +4872,240 @@ int ws_tls_verify_failed(const ws_tls *t) { (void)t; return 0; }
 
 #endif /* WS_ENABLE_MBEDTLS */
 
-/* === src/ws/loop.c ======================================================= */
+/* === src/ws/loop_win.c ======================================================= */
 
-/* loop.c - part 8, layer 2: the event loop: sockets, timers, topics, posts from other threads.
- * Uses ws.h and config.h only: `make check-layers` compiles it alone with each backend. */
+/* loop_win.c - part 8, layer 2: the loop's Windows port: Winsock and winpthreads under the POSIX names loop.c uses.
+ * Uses ws.h and config.h only; empty on other systems. Its POSIX names are
+ * macros over ws__w_* functions, so loop.c reads the same on every system. */
 
-#if !defined(WS_NO_LOOP) && WS__HAVE_OS
+#if !defined(WS_NO_LOOP) && WS__HAVE_NET && defined(_WIN32)
 
+/* What cannot work here says so instead of building an empty loop. */
+#if !defined(__MINGW32__)
+#error "ws: the loop on Windows builds with mingw-w64 (it uses winpthreads and POSIX headers); define WS_NO_LOOP for the core alone"
+#endif
+#if defined(WS_LOOP_EPOLL) || defined(WS_LOOP_KQUEUE) || defined(WS_LOOP_POLL)
+#error "ws: on Windows the loop's backend is WSAPoll (loop_wsapoll.c): do not force epoll, kqueue or poll"
+#endif
+#if WS_ENABLE_MBEDTLS
+#error "ws: TLS in the loop is not ported to Windows: build with WS_ENABLE_MBEDTLS=0, or WS_NO_LOOP for the core with ws_tls_new_io()"
+#endif
+#define WS_LOOP_WSAPOLL 1
+
+/* WSAPoll, inet_pton and getaddrinfo are Vista's. */
+#if !defined(_WIN32_WINNT) || _WIN32_WINNT < 0x0600
+#undef _WIN32_WINNT
+#define _WIN32_WINNT 0x0600
+#endif
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN 1
+#endif
+#ifndef NOMINMAX
+#define NOMINMAX 1
+#endif
+#include <winsock2.h>
+#include <ws2tcpip.h>
+/* Everything loop.c includes comes first, before the macros below. */
 #include <errno.h>
 #include <fcntl.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <arpa/inet.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Sockets are kernel handles, which fit an int (Windows keeps them below
+ * 2^24 so 32-bit code can hold them): the loop keeps int fds everywhere,
+ * -1 for INVALID_SOCKET. */
+#define WS__W_S(fd) ((SOCKET)(intptr_t)(fd))
+
+/* Winsock reports through WSAGetLastError(), loop.c reads errno. */
+static int ws__w_fail(void) {
+  int e;
+  switch (WSAGetLastError()) {
+  case WSAEWOULDBLOCK: e = EWOULDBLOCK; break;
+  case WSAEINTR: e = EINTR; break;
+  case WSAEINPROGRESS: e = EINPROGRESS; break;
+  case WSAECONNABORTED: e = ECONNABORTED; break;
+  case WSAECONNRESET: e = ECONNRESET; break;
+  case WSAEMFILE: e = EMFILE; break;
+  case WSAENOBUFS: e = ENOBUFS; break;
+  case WSAEADDRINUSE: e = EADDRINUSE; break;
+  case WSAEINVAL: e = EINVAL; break;
+  default: e = EIO; break;
+  }
+  errno = e;
+  return -1;
+}
+
+/* Winsock wants WSAStartup() before the first socket. It counts calls,
+ * and a loop never ends the process's use of it, so once is enough: a
+ * race between two first loops calls it twice, which is harmless. */
+static int ws__w_started;
+static int ws__w_startup(void) {
+  WSADATA d;
+  if (ws__w_started) return 0;
+  if (WSAStartup(MAKEWORD(2, 2), &d) != 0) {
+    errno = EIO;
+    return -1;
+  }
+  ws__w_started = 1;
+  return 0;
+}
+
+static int ws__w_fd(SOCKET s) {
+  if (s == INVALID_SOCKET) return ws__w_fail();
+  /* Not inherited by child processes (loop.c's FD_CLOEXEC elsewhere). */
+  (void)SetHandleInformation((HANDLE)s, HANDLE_FLAG_INHERIT, 0);
+  return (int)s;
+}
+
+static int ws__w_socket(int af, int type, int proto) {
+  if (ws__w_startup() < 0) return -1;
+  return ws__w_fd(socket(af, type, proto));
+}
+
+static int ws__w_accept(int fd) {
+  return ws__w_fd(accept(WS__W_S(fd), NULL, NULL));
+}
+
+static int ws__w_close(int fd) {
+  return closesocket(WS__W_S(fd)) == 0 ? 0 : ws__w_fail();
+}
+
+/* A non-blocking connect says WSAEWOULDBLOCK where POSIX says EINPROGRESS. */
+static int ws__w_connect(int fd, const struct sockaddr *sa, int len) {
+  if (connect(WS__W_S(fd), sa, len) == 0) return 0;
+  if (WSAGetLastError() == WSAEWOULDBLOCK) {
+    errno = EINPROGRESS;
+    return -1;
+  }
+  return ws__w_fail();
+}
+
+static int ws__w_ret(int r) { return r == SOCKET_ERROR ? ws__w_fail() : r; }
+
+static int ws__w_recv(int fd, void *b, size_t n, int flags) {
+  return ws__w_ret(recv(WS__W_S(fd), (char *)b, n > INT_MAX ? INT_MAX : (int)n, flags));
+}
+
+static int ws__w_send(int fd, const void *b, size_t n, int flags) {
+  return ws__w_ret(send(WS__W_S(fd), (const char *)b, n > INT_MAX ? INT_MAX : (int)n, flags));
+}
+
+/* sendmsg() for loop.c's gathered writes: WSASend takes the pieces. */
+struct ws__w_iovec { void *iov_base; size_t iov_len; };
+struct ws__w_msghdr { struct ws__w_iovec *msg_iov; int msg_iovlen; };
+static int ws__w_sendmsg(int fd, const struct ws__w_msghdr *m, int flags) {
+  WSABUF b[8];
+  DWORD n = 0;
+  int i, cnt = m->msg_iovlen < 8 ? m->msg_iovlen : 8;
+  for (i = 0; i < cnt; i++) {
+    b[i].buf = (char *)m->msg_iov[i].iov_base;
+    b[i].len = m->msg_iov[i].iov_len > 0x7FFFFFFF ? 0x7FFFFFFF : (ULONG)m->msg_iov[i].iov_len;
+  }
+  if (WSASend(WS__W_S(fd), b, (DWORD)cnt, &n, (DWORD)flags, NULL, NULL) != 0)
+    return ws__w_fail();
+  return (int)n;
+}
+
+static int ws__w_nonblock(int fd) {
+  u_long on = 1;
+  return ioctlsocket(WS__W_S(fd), FIONBIO, &on) == 0 ? 0 : ws__w_fail();
+}
+
+/* The wake-up pipe: a connected pair of loopback TCP sockets (Windows has
+ * no pipe WSAPoll can watch). The accepted end must be the one connected
+ * here, not another local process racing for the port. */
+static int ws__w_pipe(int fds[2]) {
+  struct sockaddr_in a, b, c;
+  int alen = sizeof a, blen = sizeof b, clen = sizeof c;
+  SOCKET ls, w = INVALID_SOCKET, r = INVALID_SOCKET;
+  if (ws__w_startup() < 0) return -1;
+  ls = socket(AF_INET, SOCK_STREAM, 0);
+  if (ls == INVALID_SOCKET) return ws__w_fail();
+  memset(&a, 0, sizeof a);
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (bind(ls, (struct sockaddr *)&a, sizeof a) != 0 ||
+      getsockname(ls, (struct sockaddr *)&a, &alen) != 0 || listen(ls, 1) != 0)
+    goto fail;
+  w = socket(AF_INET, SOCK_STREAM, 0);
+  if (w == INVALID_SOCKET || connect(w, (struct sockaddr *)&a, sizeof a) != 0 ||
+      getsockname(w, (struct sockaddr *)&b, &blen) != 0)
+    goto fail;
+  r = accept(ls, (struct sockaddr *)&c, &clen);
+  if (r == INVALID_SOCKET || c.sin_port != b.sin_port ||
+      c.sin_addr.s_addr != b.sin_addr.s_addr)
+    goto fail;
+  closesocket(ls);
+  fds[0] = ws__w_fd(r);
+  fds[1] = ws__w_fd(w);
+  return 0;
+fail:
+  (void)ws__w_fail();
+  closesocket(ls);
+  if (w != INVALID_SOCKET) closesocket(w);
+  if (r != INVALID_SOCKET) closesocket(r);
+  return -1;
+}
+
+/* loop.c's calls, with Winsock's types (SOCKET, char * options, int
+ * lengths) and errno. */
+#define socket(af, type, proto) ws__w_socket(af, type, proto)
+#define accept(fd, sa, len) ws__w_accept(fd)
+#define close(fd) ws__w_close(fd)
+#define connect(fd, sa, len) ws__w_connect(fd, sa, (int)(len))
+#define recv(fd, b, n, f) ws__w_recv(fd, b, n, f)
+#define send(fd, b, n, f) ws__w_send(fd, b, n, f)
+#define read(fd, b, n) ws__w_recv(fd, b, n, 0)
+#define write(fd, b, n) ws__w_send(fd, b, n, 0)
+#define iovec ws__w_iovec
+#define msghdr ws__w_msghdr
+#define sendmsg(fd, m, f) ws__w_sendmsg(fd, m, f)
+#define pipe(fds) ws__w_pipe(fds)
+#define bind(fd, sa, len) ws__w_ret(bind(WS__W_S(fd), sa, (int)(len)))
+#define listen(fd, n) ws__w_ret(listen(WS__W_S(fd), n))
+#define shutdown(fd, how) ws__w_ret(shutdown(WS__W_S(fd), how))
+#define getsockname(fd, sa, len) ws__w_ret(getsockname(WS__W_S(fd), sa, len))
+#define setsockopt(fd, lv, opt, v, n) \
+  ws__w_ret(setsockopt(WS__W_S(fd), lv, opt, (const char *)(v), (int)(n)))
+#define getsockopt(fd, lv, opt, v, n) \
+  ws__w_ret(getsockopt(WS__W_S(fd), lv, opt, (char *)(v), n))
+#define SHUT_WR SD_SEND
+/* Windows threads have no signal masks. */
+#undef pthread_sigmask
+#define pthread_sigmask(how, set, old) ((void)(set), (void)(old))
+#define sigset_t _sigset_t
+#define sigfillset(set) ((void)(*(set) = 0))
+
+#endif /* _WIN32 */
+
+/* === src/ws/loop.c ======================================================= */
+
+/* loop.c - part 8, layer 2: the event loop: sockets, timers, topics, posts from other threads.
+ * Uses ws.h and config.h only: `make check-layers` compiles it alone with each backend. */
+
+#if !defined(WS_NO_LOOP) && WS__HAVE_NET
+
+#include <errno.h>
+#include <fcntl.h>
+#ifndef _WIN32 /* loop_win.c includes Winsock instead */
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
 #include <sys/socket.h>
+#endif
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
@@ -5046,6 +5287,9 @@ static size_t ws__atomic_load(const size_t *v) {
 #endif
 
 static int ws__io_nonblock(int fd) {
+#ifdef _WIN32
+  return ws__w_nonblock(fd);
+#else
   int fl = fcntl(fd, F_GETFL, 0);
   if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) return -1;
   fl = fcntl(fd, F_GETFD, 0);
@@ -5057,6 +5301,7 @@ static int ws__io_nonblock(int fd) {
   }
 #endif
   return 0;
+#endif
 }
 
 
@@ -6097,7 +6342,11 @@ static int ws__loop_listen(ws_loop *l, const char *host, unsigned port,
   if (ws__loop_numeric(host, port, &ss, &alen) != 0) return WS_EINVAL;
   fd = socket(ss.ss_family, SOCK_STREAM, 0);
   if (fd < 0) return WS_EIO;
+#ifdef _WIN32 /* there SO_REUSEADDR would let others bind the port too */
+  (void)setsockopt(fd, SOL_SOCKET, SO_EXCLUSIVEADDRUSE, &one, sizeof one);
+#else
   (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+#endif
 #ifdef WS__REUSEPORT
   if (reuseport &&
       setsockopt(fd, SOL_SOCKET, WS__REUSEPORT, &one, sizeof one) < 0) {
@@ -8073,3 +8322,97 @@ static void ws__be_destroy(struct ws__loop_priv *p) {
 static const char *ws__be_name(void) { return "poll"; }
 
 #endif /* WS_LOOP_POLL */
+
+/* === src/ws/loop_wsapoll.c ======================================================= */
+
+/* loop_wsapoll.c - part 9: the loop's WSAPoll backend, for Windows (Vista and later).
+ * Fills the backend contract declared in loop.c; uses what loop.c and loop_win.c use. */
+#if !defined(WS_NO_LOOP) && WS__HAVE_NET && defined(WS_LOOP_WSAPOLL)
+
+/* The poll backend's bookkeeping (loop_poll.c) over WSAPOLLFD: a dense
+ * array, the last entry moved into a removed one's place, each scan
+ * starting where the last one stopped. WSAPoll watches sockets only, so
+ * ws_watch and ws_loop_adopt take sockets on Windows. Before Windows 10
+ * 2004 WSAPoll did not report a refused non-blocking connect: there the
+ * attempt ends at the handshake timeout instead. */
+
+static int ws__be_create(struct ws__loop_priv *p) {
+  p->bfd = -1;
+  return WS_OK;
+}
+
+static int ws__be_set(struct ws__loop_priv *p, struct ws__io *io, unsigned ev) {
+  WSAPOLLFD *pf;
+  if (ev == io->events) return WS_OK;
+  if (io->events == 0) { /* add */
+    if (p->pcount == p->pcap) {
+      size_t cap = p->pcap ? p->pcap * 2 : 64;
+      void *a = realloc(p->pfd, cap * sizeof(WSAPOLLFD));
+      void *b;
+      if (a == NULL) return WS_ENOMEM;
+      p->pfd = a;
+      b = realloc(p->pio, cap * sizeof(struct ws__io *));
+      if (b == NULL) return WS_ENOMEM;
+      p->pio = (struct ws__io **)b;
+      p->pcap = cap;
+    }
+    io->pidx = (int)p->pcount++;
+    p->pio[io->pidx] = io;
+  } else if (ev == 0) { /* remove: the last entry takes its place */
+    size_t last = --p->pcount;
+    pf = (WSAPOLLFD *)p->pfd;
+    if ((size_t)io->pidx != last) {
+      pf[io->pidx] = pf[last];
+      p->pio[io->pidx] = p->pio[last];
+      p->pio[io->pidx]->pidx = io->pidx;
+    }
+    io->pidx = -1;
+    io->events = 0;
+    return WS_OK;
+  }
+  pf = (WSAPOLLFD *)p->pfd + io->pidx;
+  pf->fd = WS__W_S(io->fd);
+  pf->events = (SHORT)((ev & WS__LOOP_IN ? POLLRDNORM : 0) | (ev & WS__LOOP_OUT ? POLLWRNORM : 0));
+  pf->revents = 0;
+  io->events = (unsigned char)ev;
+  return WS_OK;
+}
+
+static int ws__be_wait(struct ws__loop_priv *p, int timeout) {
+  WSAPOLLFD *pf = (WSAPOLLFD *)p->pfd;
+  int n, k = 0;
+  size_t i, seen, start = p->pnext < p->pcount ? p->pnext : 0;
+  if (p->pcount == 0) { /* WSAPoll refuses an empty set */
+    Sleep(timeout < 0 ? INFINITE : (DWORD)timeout);
+    p->nready = 0;
+    return WS_OK;
+  }
+  n = WSAPoll(pf, (ULONG)p->pcount, timeout);
+  if (n == SOCKET_ERROR) return WSAGetLastError() == WSAEINTR ? 0 : WS_EIO;
+  for (seen = 0, i = start; seen < p->pcount && k < n && k < p->cfg.max_events; seen++) {
+    unsigned e = 0;
+    if (pf[i].revents) {
+      if (pf[i].revents & (POLLRDNORM | POLLRDBAND | POLLERR | POLLHUP | POLLNVAL)) e |= WS__LOOP_IN;
+      if (pf[i].revents & (POLLWRNORM | POLLERR | POLLHUP | POLLNVAL)) e |= WS__LOOP_OUT;
+      p->ready[k].io = p->pio[i];
+      p->ready[k].ev = e;
+      k++;
+    }
+    if (++i == p->pcount) i = 0;
+  }
+  p->pnext = i;
+  p->nready = k;
+  return WS_OK;
+}
+
+static void ws__be_destroy(struct ws__loop_priv *p) {
+  free(p->pfd);
+  free(p->pio);
+  p->pfd = NULL;
+  p->pio = NULL;
+  p->pcount = p->pcap = 0;
+}
+
+static const char *ws__be_name(void) { return "wsapoll"; }
+
+#endif /* WS_LOOP_WSAPOLL */

@@ -14,13 +14,18 @@
 #include "t.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+/* POSIX sockets and threads for one test (test_blocking_sockets); a
+ * Windows build (make cross, under wine) runs the rest. */
+#if defined(__unix__) || defined(__APPLE__)
+#define T_POSIX 1
+#include <pthread.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
+#endif
 
 /* ---------------------------------------------------------------------
  * Byte buffers and a counting allocator
@@ -872,6 +877,13 @@ static void test_server_limits(void) {
   buf_puts(&in, REQ);
   buf_put(&in, "\x82\xff\x40\x00\x00\x00\x00\x00\x00\x00\x01\x02\x03\x04", 14);
   script("2^62 frame", &in, "close 1009", 1009, 0, NULL);
+  /* 2^32 + 3 bytes, followed by 3: a length cut to 32 bits (size_t on a
+   * 32-bit machine, make cross) would take it as a 3-byte frame. */
+  in.len = 0;
+  buf_puts(&in, REQ);
+  buf_put(&in, "\x82\xff\x00\x00\x00\x01\x00\x00\x00\x03\x01\x02\x03\x04"
+               "abc", 17);
+  script("2^32 + 3 frame", &in, "close 1009", 1009, 0, NULL);
   buf_free(&in);
 }
 
@@ -2924,8 +2936,9 @@ static void test_client_random(void) {
       e.tx = &tx;
       cb2.random = NULL;
       ws_conn_init(&e.c, &cfg, &cb2, &e);
-      CHECK_INT(ws_client_start(&e.c, &o), WS__HAVE_OS ? WS_OK : WS_ERANDOM);
-      CHECK(tx.len > 0 || !WS__HAVE_OS);
+      CHECK_INT(ws_client_start(&e.c, &o),
+                WS__HAVE_OS || WS__HAVE_NET ? WS_OK : WS_ERANDOM);
+      CHECK(tx.len > 0 || !(WS__HAVE_OS || WS__HAVE_NET));
       ep_free(&e);
       buf_free(&tx);
     }
@@ -3194,6 +3207,7 @@ static void test_free_in_callbacks(void) {
 
 #define B_ROUNDS 200
 
+#ifdef T_POSIX
 /* One side of a connection over a blocking socket. */
 typedef struct bside {
   ws_conn c;
@@ -3282,12 +3296,16 @@ static void *b_server(void *arg) {
   return NULL;
 }
 
+#endif /* T_POSIX */
+
 static void test_blocking_sockets(void) {
+#ifdef T_POSIX
   bside s, cl;
   int sv[2];
   pthread_t th;
   struct timeval tv = {2, 0}; /* a deadlock fails the test in 2 s */
   ws_client_opts o;
+#endif
   /* In memory first: three pings, one per read; each pong is written
    * before the next read, not all at the end (4 reads, 3 writes). */
   {
@@ -3311,6 +3329,7 @@ static void test_blocking_sockets(void) {
     buf_free(&rx);
     buf_free(&tx);
   }
+#ifdef T_POSIX
   /* Over a blocking socket pair, a client and a server in two threads. */
   memset(&s, 0, sizeof s);
   memset(&cl, 0, sizeof cl);
@@ -3345,6 +3364,7 @@ static void test_blocking_sockets(void) {
   CHECK(s.writes <= s.reads); /* at most one write per read */
   ws_conn_free(&s.c);
   ws_conn_free(&cl.c);
+#endif
 }
 
 /* ---------------------------------------------------------------------

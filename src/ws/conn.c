@@ -243,6 +243,19 @@ static int ws__os_random(void *buf, size_t n) {
     return WS_OK;
   }
 }
+#elif WS__HAVE_NET /* Windows: rand_s(), RtlGenRandom underneath */
+static int ws__os_random(void *buf, size_t n) {
+  unsigned char *p = (unsigned char *)buf;
+  while (n > 0) {
+    unsigned v;
+    size_t k = n < sizeof v ? n : sizeof v;
+    if (rand_s(&v) != 0) return WS_ERANDOM;
+    memcpy(p, &v, k);
+    p += k;
+    n -= k;
+  }
+  return WS_OK;
+}
 #endif
 
 static int ws__random(ws_conn *c, void *buf, size_t n) {
@@ -254,7 +267,7 @@ static int ws__random(ws_conn *c, void *buf, size_t n) {
     p->depth--;
     return rc == WS_OK ? WS_OK : WS_ERANDOM;
   }
-#if WS__HAVE_OS
+#if WS__HAVE_OS || WS__HAVE_NET
   return ws__os_random(buf, n);
 #else
   (void)buf, (void)n;

@@ -2,20 +2,22 @@
  * Uses ws.h and config.h only: `make check-layers` compiles it alone with each backend. */
 #include "config.h"
 
-#if !defined(WS_NO_LOOP) && WS__HAVE_OS
+#if !defined(WS_NO_LOOP) && WS__HAVE_NET
 
 #include <errno.h>
 #include <fcntl.h>
+#ifndef _WIN32 /* loop_win.c includes Winsock instead */
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
+#include <sys/socket.h>
+#endif
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
@@ -197,6 +199,9 @@ static size_t ws__atomic_load(const size_t *v) {
 #endif
 
 static int ws__io_nonblock(int fd) {
+#ifdef _WIN32
+  return ws__w_nonblock(fd);
+#else
   int fl = fcntl(fd, F_GETFL, 0);
   if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) return -1;
   fl = fcntl(fd, F_GETFD, 0);
@@ -208,6 +213,7 @@ static int ws__io_nonblock(int fd) {
   }
 #endif
   return 0;
+#endif
 }
 
 
@@ -1248,7 +1254,11 @@ static int ws__loop_listen(ws_loop *l, const char *host, unsigned port,
   if (ws__loop_numeric(host, port, &ss, &alen) != 0) return WS_EINVAL;
   fd = socket(ss.ss_family, SOCK_STREAM, 0);
   if (fd < 0) return WS_EIO;
+#ifdef _WIN32 /* there SO_REUSEADDR would let others bind the port too */
+  (void)setsockopt(fd, SOL_SOCKET, SO_EXCLUSIVEADDRUSE, &one, sizeof one);
+#else
   (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+#endif
 #ifdef WS__REUSEPORT
   if (reuseport &&
       setsockopt(fd, SOL_SOCKET, WS__REUSEPORT, &one, sizeof one) < 0) {

@@ -679,7 +679,7 @@ void ws_tls_free(ws_tls *t) {
 /* see ws.h */
 int ws_tls_available(void) { return 1; }
 
-#elif WS__HAVE_OS && !defined(WS_NO_LOOP)
+#elif WS__HAVE_NET && !defined(WS_NO_LOOP)
 
 /* Built without mbedTLS: the same names, refusing politely, so a program
  * can offer TLS options and say why they do not work. */
