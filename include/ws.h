@@ -32,7 +32,11 @@
  *   connection) may trip WS_ASSERT, which is assert() unless you define it.
  *   The asserted expression ends in a string naming the misuse
  *   (`c != NULL && "ws_send() called with a NULL connection"`), so the
- *   assert's output says what went wrong.
+ *   assert's output says what went wrong. Under WS_NO_OS the default is a
+ *   trap instead (__builtin_trap() with gcc and clang: a HardFault on a
+ *   Cortex-M), so that no printf or fprintf comes into a firmware link and
+ *   no message strings into its flash; with NDEBUG, or another compiler,
+ *   the checks compile to nothing there.
  *
  * Overview
  * --------

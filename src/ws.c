@@ -145,9 +145,23 @@
 #include <stdlib.h>
 #endif
 
+/* API misuse checks (see ws.h, Conventions). Hosted builds use assert(),
+ * whose message says what was misused. Under WS_NO_OS assert() would link
+ * the C library's fprintf (some 4 KB of newlib) for text no firmware has a
+ * console to show, so a failed check traps instead (gcc and clang: one
+ * undefined instruction, a HardFault on a Cortex-M) and the strings are not
+ * kept; other compilers, or NDEBUG, compile the checks out. */
 #ifndef WS_ASSERT
+#if defined(WS_NO_OS)
+#if !defined(NDEBUG) && (defined(__GNUC__) || defined(__clang__))
+#define WS_ASSERT(x) ((x) ? (void)0 : __builtin_trap())
+#else
+#define WS_ASSERT(x) ((void)0)
+#endif
+#else
 #include <assert.h>
 #define WS_ASSERT(x) assert(x)
+#endif
 #endif
 
 #endif /* WS__CONFIG_H */
@@ -295,7 +309,7 @@ static void ws__wr(ws__wbuf *w, const char *s, size_t n) {
 static void ws__wrs(ws__wbuf *w, const char *s) { ws__wr(w, s, strlen(s)); }
 
 #ifndef WS_NO_SERVER
-static void ws__wr_uint(ws__wbuf *w, uint64_t v) {
+static void ws__wr_uint(ws__wbuf *w, size_t v) {
   char tmp[21];
   size_t i = sizeof tmp;
   do {

@@ -102,7 +102,7 @@ static void ws__wr(ws__wbuf *w, const char *s, size_t n) {
 static void ws__wrs(ws__wbuf *w, const char *s) { ws__wr(w, s, strlen(s)); }
 
 #ifndef WS_NO_SERVER
-static void ws__wr_uint(ws__wbuf *w, uint64_t v) {
+static void ws__wr_uint(ws__wbuf *w, size_t v) {
   char tmp[21];
   size_t i = sizeof tmp;
   do {
