@@ -14,7 +14,7 @@ EXAMPLES = echo_server echo_client chat wsc
 ifeq ($(shell uname -s),Linux)
 EXAMPLES += existing_server
 endif
-TESTS    = test_codec test_codec_nosimd test_conn test_conn_ndebug test_misuse test_dns \
+TESTS    = test_codec test_codec_nosimd test_codec_small test_conn test_conn_ndebug test_misuse test_dns \
            test_loop test_loop_poll test_chat
 ARM_CC  ?= arm-none-eabi-gcc
 
@@ -162,7 +162,8 @@ $(BUILD)/chat: examples/chat.c $(CHAT_SRCS) $(BUILD)/libws.a $(CONFIG_STAMP)
 # the same on the poll backend, and the core-only versions over their own
 # poll() loop. Each directory holds an echo_server and an echo_client.
 VARIANTS = $(BUILD)/poll/echo_server $(BUILD)/poll/echo_client \
-           $(BUILD)/core/echo_server $(BUILD)/core/echo_client
+           $(BUILD)/core/echo_server $(BUILD)/core/echo_client \
+           $(BUILD)/small/echo_server $(BUILD)/small/echo_client
 
 $(BUILD)/poll/%: examples/%.c src/ws.c include/ws.h $(CONFIG_STAMP)
 	@mkdir -p $(BUILD)/poll
@@ -171,6 +172,19 @@ $(BUILD)/poll/%: examples/%.c src/ws.c include/ws.h $(CONFIG_STAMP)
 $(BUILD)/core/%: examples/core_%.c $(BUILD)/libws.a $(CONFIG_STAMP)
 	@mkdir -p $(BUILD)/core
 	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) $< $(BUILD)/libws.a -o $@ $(LDLIBS)
+
+# The core examples on the small configuration (WS_SMALL=1, what -Os
+# picks for firmware: byte-at-a-time masking and UTF-8), built for this
+# host so that the conformance suites check it too.
+$(BUILD)/small/%: examples/core_%.c src/ws.c include/ws.h $(CONFIG_STAMP)
+	@mkdir -p $(BUILD)/small
+	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) -DWS_SMALL=1 $< src/ws.c -o $@ $(LDLIBS)
+
+# The firmware example, built as firmware builds the core (no OS, no
+# malloc, no loop, client only), running here over a socket.
+FW_DEFS = -DWS_NO_OS -DWS_NO_MALLOC -DWS_NO_LOOP -DWS_NO_SERVER
+$(BUILD)/firmware_client: examples/firmware_client.c src/ws.c include/ws.h $(CONFIG_STAMP) | $(BUILD)
+	$(CC) $(WARN) $(CFLAGS) -Iinclude $(FW_DEFS) $< src/ws.c -o $@
 
 # Tests include src/ws.c to reach its statics.
 $(BUILD)/test_%: tests/test_%.c tests/t.h src/ws.c include/ws.h $(CONFIG_STAMP) | $(BUILD)
@@ -188,6 +202,14 @@ $(BUILD)/test_conn_ndebug: tests/test_conn.c tests/t.h src/ws.c include/ws.h | $
 $(BUILD)/asan/test_conn_ndebug: tests/test_conn.c tests/t.h src/ws.c include/ws.h | $(BUILD)
 	@mkdir -p $(BUILD)/asan
 	$(CC) $(WARN) -O1 -g $(SAN) $(CPPFLAGS) -DNDEBUG $< -o $@ $(LDLIBS)
+
+# The codec tests again on the small configuration (WS_SMALL=1).
+$(BUILD)/test_codec_small: tests/test_codec.c tests/t.h src/ws.c include/ws.h $(CONFIG_STAMP) | $(BUILD)
+	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) -DWS_SMALL=1 $< -o $@ $(LDLIBS)
+
+$(BUILD)/asan/test_codec_small: tests/test_codec.c tests/t.h src/ws.c include/ws.h $(CONFIG_STAMP) | $(BUILD)
+	@mkdir -p $(BUILD)/asan
+	$(CC) $(WARN) -O1 -g $(SAN) $(CPPFLAGS) -DWS_SMALL=1 $< -o $@ $(LDLIBS)
 
 # The codec tests again without the SIMD paths (UTF-8): the plain C code.
 $(BUILD)/test_codec_nosimd: tests/test_codec.c tests/t.h src/ws.c include/ws.h $(CONFIG_STAMP) | $(BUILD)
@@ -240,7 +262,7 @@ $(BUILD)/asan/test_nats: tests/test_nats.c tests/t.h src/ws.c include/ws.h $(NAT
 # under valgrind where installed, then the protocol conformance suite
 # against the examples (over TLS too when TLS is on). tests/run.sh prints
 # the grand total last.
-test: all $(VARIANTS) $(TESTS:%=$(BUILD)/%) $(TESTS:%=$(BUILD)/asan/%)
+test: all $(VARIANTS) $(BUILD)/firmware_client $(TESTS:%=$(BUILD)/%) $(TESTS:%=$(BUILD)/asan/%)
 	@WS_TLS=$(WS_TLS) WS_ZLIB=$(WS_ZLIB) CC="$(CC)" sh tests/run.sh $(BUILD) "$(TESTS)"
 
 test-conformance: all $(VARIANTS)

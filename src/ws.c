@@ -120,6 +120,18 @@
 #define WS_INFLATE_CHUNK 4096
 #endif
 
+/* 1: the small forms, for firmware: masking and UTF-8 checking a byte at a
+ * time (no word-at-a-time or SIMD paths), ws_strerror() giving the error's
+ * name, not a sentence. The checks are the same ones. Default: 1 when
+ * compiling for size (-Os, -Oz define __OPTIMIZE_SIZE__), else 0. */
+#ifndef WS_SMALL
+#ifdef __OPTIMIZE_SIZE__
+#define WS_SMALL 1
+#else
+#define WS_SMALL 0
+#endif
+#endif
+
 #if WS_MAX_HEADERS > 255 || WS_MAX_HEADERS < 8
 #error "WS_MAX_HEADERS must be 8..255"
 #endif
@@ -516,7 +528,7 @@ static const uint64_t ws__u8_row[12] = {
     WS__U8_LEAD(WS__U8_BAD)                       /* 11: C0, C1, F5..FF */
 };
 
-#if !defined(WS_NO_SIMD) && defined(__SSE2__)
+#if !WS_SMALL && !defined(WS_NO_SIMD) && defined(__SSE2__)
 #include <emmintrin.h>
 #define WS__U8_SIMD 1
 typedef __m128i ws__v16;
@@ -574,7 +586,7 @@ static inline __m128i ws__u8_vec(__m128i v, __m128i p1, __m128i p2,
                             -1, (char)0xF0, (char)0xE0, (char)0xC0))
 #define WS__V_ZERO() _mm_setzero_si128()
 
-#elif !defined(WS_NO_SIMD) && defined(__ARM_NEON) && defined(__aarch64__)
+#elif !WS_SMALL && !defined(WS_NO_SIMD) && defined(__ARM_NEON) && defined(__aarch64__)
 #include <arm_neon.h>
 #define WS__U8_SIMD 1
 typedef uint8x16_t ws__v16;
@@ -727,6 +739,13 @@ int ws_utf8_check(uint32_t *state, const void *buf, size_t len, int final,
     }
   }
 #endif
+#if WS_SMALL
+  /* A byte at a time through the same DFA. */
+  for (; i < len; i++) {
+    st = ws__u8_step(st, p[i]) & 63;
+    if (st == WS__U8_BAD) goto bad;
+  }
+#else
   while (i < len) {
     size_t n, k;
     uint64_t s;
@@ -756,6 +775,7 @@ int ws_utf8_check(uint32_t *state, const void *buf, size_t len, int final,
     st = s & 63;
     i += n;
   }
+#endif
   *state = (uint32_t)st;
   if (final && st != WS__U8_OK) {
     if (bad_at) *bad_at = len;
@@ -778,6 +798,9 @@ const char *ws_version(void) { return "0.1.0"; }
 
 /* see ws.h */
 const char *ws_strerror(int err) {
+#if WS_SMALL
+  return ws_errname(err); /* the sentences cost 700 bytes of flash */
+#else
   switch (err) {
 #define WS__ERR_STR(name, val, text) \
   case (val):                        \
@@ -786,6 +809,7 @@ const char *ws_strerror(int err) {
 #undef WS__ERR_STR
   }
   return "unknown error";
+#endif
 }
 
 /* see ws.h */
@@ -902,7 +926,7 @@ void ws_mask(void *buf, size_t len, const uint8_t key[4], uint64_t offset) {
   unsigned char kk[12], *rot = kk + k;
   uint64_t w8;
   size_t i;
-  if (len < 8) {
+  if (WS_SMALL || len < 8) {
     for (i = 0; i < len; i++) p[i] ^= key[(k + i) & 3];
     return;
   }

@@ -97,6 +97,18 @@
 #define WS_INFLATE_CHUNK 4096
 #endif
 
+/* 1: the small forms, for firmware: masking and UTF-8 checking a byte at a
+ * time (no word-at-a-time or SIMD paths), ws_strerror() giving the error's
+ * name, not a sentence. The checks are the same ones. Default: 1 when
+ * compiling for size (-Os, -Oz define __OPTIMIZE_SIZE__), else 0. */
+#ifndef WS_SMALL
+#ifdef __OPTIMIZE_SIZE__
+#define WS_SMALL 1
+#else
+#define WS_SMALL 0
+#endif
+#endif
+
 #if WS_MAX_HEADERS > 255 || WS_MAX_HEADERS < 8
 #error "WS_MAX_HEADERS must be 8..255"
 #endif

@@ -193,7 +193,7 @@ static const uint64_t ws__u8_row[12] = {
     WS__U8_LEAD(WS__U8_BAD)                       /* 11: C0, C1, F5..FF */
 };
 
-#if !defined(WS_NO_SIMD) && defined(__SSE2__)
+#if !WS_SMALL && !defined(WS_NO_SIMD) && defined(__SSE2__)
 #include <emmintrin.h>
 #define WS__U8_SIMD 1
 typedef __m128i ws__v16;
@@ -251,7 +251,7 @@ static inline __m128i ws__u8_vec(__m128i v, __m128i p1, __m128i p2,
                             -1, (char)0xF0, (char)0xE0, (char)0xC0))
 #define WS__V_ZERO() _mm_setzero_si128()
 
-#elif !defined(WS_NO_SIMD) && defined(__ARM_NEON) && defined(__aarch64__)
+#elif !WS_SMALL && !defined(WS_NO_SIMD) && defined(__ARM_NEON) && defined(__aarch64__)
 #include <arm_neon.h>
 #define WS__U8_SIMD 1
 typedef uint8x16_t ws__v16;
@@ -404,6 +404,13 @@ int ws_utf8_check(uint32_t *state, const void *buf, size_t len, int final,
     }
   }
 #endif
+#if WS_SMALL
+  /* A byte at a time through the same DFA. */
+  for (; i < len; i++) {
+    st = ws__u8_step(st, p[i]) & 63;
+    if (st == WS__U8_BAD) goto bad;
+  }
+#else
   while (i < len) {
     size_t n, k;
     uint64_t s;
@@ -433,6 +440,7 @@ int ws_utf8_check(uint32_t *state, const void *buf, size_t len, int final,
     st = s & 63;
     i += n;
   }
+#endif
   *state = (uint32_t)st;
   if (final && st != WS__U8_OK) {
     if (bad_at) *bad_at = len;
