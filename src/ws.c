@@ -47,12 +47,33 @@
 #error "ws.c and ws.h are from different versions"
 #endif
 
+/* 1: the small forms, for firmware: masking and UTF-8 checking a byte at a
+ * time (no word-at-a-time or SIMD paths), ws_strerror() giving the error's
+ * name, not a sentence, WS_MAX_HEADERS 20 (below), ws_conn_feed_inplace()
+ * copying as ws_conn_feed() does. The checks are the same ones. Default: 1 when compiling for size (-Os, -Oz define
+ * __OPTIMIZE_SIZE__), else 0. */
+#ifndef WS_SMALL
+#ifdef __OPTIMIZE_SIZE__
+#define WS_SMALL 1
+#else
+#define WS_SMALL 0
+#endif
+#endif
+
 /* Compile-time defaults; ws_config_init() copies them into each config. */
 #ifndef WS_MAX_HANDSHAKE
 #define WS_MAX_HANDSHAKE 8192
 #endif
 #ifndef WS_MAX_HEADERS
-#define WS_MAX_HEADERS 32 /* also the size of a stack array: keep it small */
+/* Also the size of a stack array of ws_header in the handshake: keep it
+ * small. 20 in the small build (16 B each on a 32-bit target), which keeps
+ * every function's stack frame under 512 B; a browser's upgrade request
+ * has 10 to 15 header lines. */
+#if WS_SMALL
+#define WS_MAX_HEADERS 20
+#else
+#define WS_MAX_HEADERS 32
+#endif
 #endif
 #ifndef WS_MAX_FRAME
 #define WS_MAX_FRAME (16u * 1024 * 1024)
@@ -118,18 +139,6 @@
  * into, piece by piece: the largest piece on_message gets from one. */
 #ifndef WS_INFLATE_CHUNK
 #define WS_INFLATE_CHUNK 4096
-#endif
-
-/* 1: the small forms, for firmware: masking and UTF-8 checking a byte at a
- * time (no word-at-a-time or SIMD paths), ws_strerror() giving the error's
- * name, not a sentence. The checks are the same ones. Default: 1 when
- * compiling for size (-Os, -Oz define __OPTIMIZE_SIZE__), else 0. */
-#ifndef WS_SMALL
-#ifdef __OPTIMIZE_SIZE__
-#define WS_SMALL 1
-#else
-#define WS_SMALL 0
-#endif
 #endif
 
 #if WS_MAX_HEADERS > 255 || WS_MAX_HEADERS < 8
@@ -236,6 +245,19 @@ static void ws__put32(unsigned char *p, uint32_t v) {
   p[2] = (unsigned char)(v >> 8);
   p[3] = (unsigned char)v;
 }
+
+/* memchr(), except under WS_NO_OS: there the core asks the C library for
+ * memcpy, memmove, memset, memcmp and strlen only (make size checks it). */
+#ifdef WS_NO_OS
+static const void *ws__memchr(const void *s, int ch, size_t n) {
+  const unsigned char *p = (const unsigned char *)s;
+  for (; n; n--, p++)
+    if (*p == (unsigned char)ch) return p;
+  return NULL;
+}
+#else
+#define ws__memchr memchr
+#endif
 
 static int ws__lower(int ch) {
   return (ch >= 'A' && ch <= 'Z') ? ch + ('a' - 'A') : ch;
@@ -1020,7 +1042,7 @@ int ws_accept_key(const char *key, size_t key_len, char out[29]) {
 static size_t ws__head_end(const char *p, size_t len, size_t from) {
   size_t i = from >= 3 ? from - 3 : 0;
   for (; i + 3 < len; i++) {
-    const char *q = (const char *)memchr(p + i, '\r', len - 3 - i);
+    const char *q = (const char *)ws__memchr(p + i, '\r', len - 3 - i);
     if (q == NULL) return 0;
     i = (size_t)(q - p);
     if (q[1] == '\n' && q[2] == '\r' && q[3] == '\n') return i + 4;
@@ -1034,7 +1056,7 @@ static size_t ws__head_end(const char *p, size_t len, size_t from) {
 static int ws__bare_lf_from(const unsigned char *p, size_t n, size_t from) {
   const unsigned char *q = p + from, *end = p + n;
   if (from >= n) return 0;
-  while ((q = (const unsigned char *)memchr(q, '\n', (size_t)(end - q))) !=
+  while ((q = (const unsigned char *)ws__memchr(q, '\n', (size_t)(end - q))) !=
          NULL) {
     if (q == p || q[-1] != '\r') return 1;
     q++;
@@ -1055,9 +1077,9 @@ static int ws__parse_headers(const char *p, const char *end, ws_header *h,
     const char *eol, *colon, *v, *ve;
     if (end - p < 2) return 400;
     if (p[0] == '\r' && p[1] == '\n') break;
-    eol = (const char *)memchr(p, '\r', (size_t)(end - p));
+    eol = (const char *)ws__memchr(p, '\r', (size_t)(end - p));
     if (eol == NULL || eol + 1 >= end || eol[1] != '\n') return 400;
-    colon = (const char *)memchr(p, ':', (size_t)(eol - p));
+    colon = (const char *)ws__memchr(p, ':', (size_t)(eol - p));
     if (colon == NULL || !ws__is_token(p, (size_t)(colon - p))) return 400;
     v = colon + 1;
     while (v < eol && (*v == ' ' || *v == '\t')) v++;
@@ -1132,10 +1154,10 @@ int ws_request_parse(const void *buf, size_t len, ws_request *req,
   if (head == 0) return WS_EAGAIN;
   end = p + head;
   /* Request line: method SP target SP HTTP/1.x CRLF */
-  eol = (const char *)memchr(p, '\r', head);
-  sp1 = (const char *)memchr(p, ' ', (size_t)(eol - p));
+  eol = (const char *)ws__memchr(p, '\r', head);
+  sp1 = (const char *)ws__memchr(p, ' ', (size_t)(eol - p));
   if (sp1 == NULL || sp1 == p) return WS_EHANDSHAKE;
-  sp2 = (const char *)memchr(sp1 + 1, ' ', (size_t)(eol - sp1 - 1));
+  sp2 = (const char *)ws__memchr(sp1 + 1, ' ', (size_t)(eol - sp1 - 1));
   if (sp2 == NULL || sp2 == sp1 + 1) return WS_EHANDSHAKE;
   for (i = 0; sp1 + 1 + i < sp2; i++) {
     unsigned char ch = (unsigned char)sp1[1 + i];
@@ -1399,7 +1421,7 @@ static int ws__response_parse(const void *buf, size_t len,
   head = ws__head_end(p, len, 0);
   if (ws__bare_lf(p, head ? head : len)) return WS_EHANDSHAKE;
   if (head == 0) return WS_EAGAIN;
-  eol = (const char *)memchr(p, '\r', head);
+  eol = (const char *)ws__memchr(p, '\r', head);
   if (eol - p < 12 || p[9] < '1' || p[9] > '5' || p[10] < '0' ||
       p[10] > '9' || p[11] < '0' || p[11] > '9' ||
       (eol - p > 12 && p[12] != ' '))
@@ -3457,7 +3479,7 @@ int ws_conn_feed_inplace(ws_conn *c, void *data, size_t len) {
    * there). The first thing that is not a whole data frame with FIN or a
    * whole ping or pong (a fragment, a close, a frame still arriving) goes,
    * with the rest, through the copying path. */
-  while (pos < len && p->state == WS_STATE_OPEN &&
+  while (!WS_SMALL && pos < len && p->state == WS_STATE_OPEN &&
          !(p->flags & (WS__F_CLOSE_RCVD | WS__F_FAILING)) &&
          ws__in_empty(p)) {
     ws_frame f;

@@ -24,12 +24,33 @@
 #error "ws.c and ws.h are from different versions"
 #endif
 
+/* 1: the small forms, for firmware: masking and UTF-8 checking a byte at a
+ * time (no word-at-a-time or SIMD paths), ws_strerror() giving the error's
+ * name, not a sentence, WS_MAX_HEADERS 20 (below), ws_conn_feed_inplace()
+ * copying as ws_conn_feed() does. The checks are the same ones. Default: 1 when compiling for size (-Os, -Oz define
+ * __OPTIMIZE_SIZE__), else 0. */
+#ifndef WS_SMALL
+#ifdef __OPTIMIZE_SIZE__
+#define WS_SMALL 1
+#else
+#define WS_SMALL 0
+#endif
+#endif
+
 /* Compile-time defaults; ws_config_init() copies them into each config. */
 #ifndef WS_MAX_HANDSHAKE
 #define WS_MAX_HANDSHAKE 8192
 #endif
 #ifndef WS_MAX_HEADERS
-#define WS_MAX_HEADERS 32 /* also the size of a stack array: keep it small */
+/* Also the size of a stack array of ws_header in the handshake: keep it
+ * small. 20 in the small build (16 B each on a 32-bit target), which keeps
+ * every function's stack frame under 512 B; a browser's upgrade request
+ * has 10 to 15 header lines. */
+#if WS_SMALL
+#define WS_MAX_HEADERS 20
+#else
+#define WS_MAX_HEADERS 32
+#endif
 #endif
 #ifndef WS_MAX_FRAME
 #define WS_MAX_FRAME (16u * 1024 * 1024)
@@ -95,18 +116,6 @@
  * into, piece by piece: the largest piece on_message gets from one. */
 #ifndef WS_INFLATE_CHUNK
 #define WS_INFLATE_CHUNK 4096
-#endif
-
-/* 1: the small forms, for firmware: masking and UTF-8 checking a byte at a
- * time (no word-at-a-time or SIMD paths), ws_strerror() giving the error's
- * name, not a sentence. The checks are the same ones. Default: 1 when
- * compiling for size (-Os, -Oz define __OPTIMIZE_SIZE__), else 0. */
-#ifndef WS_SMALL
-#ifdef __OPTIMIZE_SIZE__
-#define WS_SMALL 1
-#else
-#define WS_SMALL 0
-#endif
 #endif
 
 #if WS_MAX_HEADERS > 255 || WS_MAX_HEADERS < 8
