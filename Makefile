@@ -285,7 +285,7 @@ check-layers: | $(BUILD)
 # Warning-free with gcc and clang in several configurations, and ws.h as C++.
 check-configs: | $(BUILD)
 	@set -e; for cc in gcc clang; do \
-	  for defs in "" "-DWS_NO_MALLOC" "-DWS_NO_LOOP" "-DWS_NO_OS -DWS_NO_MALLOC" "-DWS_NO_CLIENT" "-DWS_NO_SERVER" "-O2" "-O0 -DNDEBUG" $(if $(filter 1,$(WS_ZLIB)),"-DWS_ENABLE_ZLIB=1" "-DWS_ENABLE_ZLIB=1 -DWS_NO_SERVER" "-DWS_ENABLE_ZLIB=1 -DWS_NO_CLIENT" "-DWS_ENABLE_ZLIB=1 -DWS_NO_MALLOC"); do \
+	  for defs in "" "-DWS_NO_MALLOC" "-DWS_NO_LOOP" "-DWS_NO_OS -DWS_NO_MALLOC" "-DWS_SMALL=1" "-Os -DWS_NO_OS -DWS_NO_MALLOC -DWS_NO_LOOP" "-DWS_NO_CLIENT" "-DWS_NO_SERVER" "-O2" "-O0 -DNDEBUG" $(if $(filter 1,$(WS_ZLIB)),"-DWS_ENABLE_ZLIB=1" "-DWS_ENABLE_ZLIB=1 -DWS_NO_SERVER" "-DWS_ENABLE_ZLIB=1 -DWS_NO_CLIENT" "-DWS_ENABLE_ZLIB=1 -DWS_NO_MALLOC"); do \
 	    echo "  $$cc $$defs"; \
 	    $$cc -std=c99 -Wall -Wextra -Wpedantic -Werror -Wshadow -Wconversion -Wno-sign-conversion $$defs -Iinclude -c src/ws.c -o $(BUILD)/cfg.o; \
 	  done; \
