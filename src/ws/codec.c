@@ -56,9 +56,9 @@ static inline size_t ws__put_head(unsigned char *p, int fin, int opcode,
     p[2] = (unsigned char)(len >> 8);
     p[3] = (unsigned char)len;
   } else {
-    int i;
     p[1] = 127;
-    for (i = 0; i < 8; i++) p[2 + i] = (unsigned char)(len >> (56 - 8 * i));
+    ws__put32(p + 2, (uint32_t)(len >> 32));
+    ws__put32(p + 6, (uint32_t)len);
   }
   return n;
 }
