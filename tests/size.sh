@@ -127,6 +127,10 @@ check_target() { # name cc cflags... (the target flags)
     echo "size: $cc not installed: $tgt skipped"
     return 0
   fi
+  if ! printf '#include <stdint.h>\n#include <string.h>\nint x;\n' | "$cc" "$@" -x c -c - -o "$dir/probe.o" 2>/dev/null; then
+    echo "size: $cc has no C library for $* (Debian: libnewlib-arm-none-eabi, picolibc-riscv64-unknown-elf): $tgt skipped"
+    return 0
+  fi
   ran=1
   echo "== $tgt: $cc $* -Os $DEFS"
   for cfg in full server client; do
