@@ -38,13 +38,15 @@
  *   no message strings into its flash; with NDEBUG, or another compiler,
  *   the checks compile to nothing there.
  * - Small builds: ws.c compiled with WS_SMALL defined to 1 (the default
- *   when compiling for size, -Os or -Oz; -DWS_SMALL=0 turns it off) takes
- *   the smaller form wherever there is a choice: masking and UTF-8 checking
- *   a byte at a time (no word-at-a-time or SIMD paths), ws_strerror()
- *   returning the error's name (as ws_errname()), WS_MAX_HEADERS 20 instead
- *   of 32, and ws_conn_feed_inplace() copying like ws_conn_feed(). Every
- *   check on network bytes is the same: the small build passes the same
- *   conformance suites. docs/embedded.md has the figures.
+ *   when compiling for size, -Os or -Oz, without an OS: WS_NO_OS, or a
+ *   target that is neither Unix-like nor Windows; -DWS_SMALL=0 or 1 decides
+ *   either way) takes the smaller form wherever there is a choice: masking
+ *   and UTF-8 checking a byte at a time (no word-at-a-time or SIMD paths),
+ *   ws_strerror() returning the error's name (as ws_errname()),
+ *   WS_MAX_HEADERS 20 instead of 32, and ws_conn_feed_inplace() copying
+ *   like ws_conn_feed(). Every check on network bytes is the same: the
+ *   small build passes the same conformance suites. docs/embedded.md has
+ *   the figures.
  *
  * Overview
  * --------
