@@ -52,8 +52,9 @@ static int port_random(void *buf, size_t n);
 /* The application -------------------------------------------------------- */
 
 /* The whole memory budget: 1 KiB in (the largest message is 1024 -
- * WS_BUFFER_OVERHEAD - 256 bytes), 640 B out, the connection and the
- * config. No heap. */
+ * WS_BUFFER_OVERHEAD - 256 bytes), 640 B out (the largest send, its frame
+ * header included, a little under 640 - WS_BUFFER_OVERHEAD), the
+ * connection and the config. No heap. */
 #define RX_SIZE 1024
 #define TX_SIZE 640
 
@@ -137,12 +138,17 @@ static int app_start(const char *host) {
  * what the transport would not take before. Returns 1 while the
  * connection lives, 0 once it is closed. */
 static int app_poll(void) {
+  static uint64_t now;   /* port_ms() widened: it wraps after 49 days */
+  static uint32_t last;
   unsigned char chunk[256];
   long n = port_poll(chunk, sizeof chunk);
+  uint32_t t = port_ms();
+  now += (uint32_t)(t - last);
+  last = t;
   if (app_closed) return 0;
   if (n > 0) ws_conn_feed(&conn, chunk, (size_t)n);
   else if (n < 0) ws_conn_feed(&conn, NULL, 0); /* end of stream */
-  if (!app_closed) ws_conn_tick(&conn, port_ms());
+  if (!app_closed) ws_conn_tick(&conn, now);
   if (!app_closed && ws_conn_want_write(&conn)) ws_conn_on_writable(&conn);
   return !app_closed;
 }
