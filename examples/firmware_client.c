@@ -53,8 +53,8 @@ static int port_random(void *buf, size_t n);
 
 /* The whole memory budget: 1 KiB in (the largest message is 1024 -
  * WS_BUFFER_OVERHEAD - 256 bytes), 640 B out (the largest send, its frame
- * header included, a little under 640 - WS_BUFFER_OVERHEAD), the
- * connection and the config. No heap. */
+ * header included, is 640 - WS_BUFFER_OVERHEAD bytes), the connection and
+ * the config. No heap. */
 #define RX_SIZE 1024
 #define TX_SIZE 640
 
