@@ -14,9 +14,10 @@ EXAMPLES = echo_server echo_client chat wsc
 ifeq ($(shell uname -s),Linux)
 EXAMPLES += existing_server
 endif
-TESTS    = test_codec test_codec_nosimd test_conn test_conn_ndebug test_misuse test_dns \
+TESTS    = test_codec test_codec_nosimd test_codec_small test_conn test_conn_ndebug test_misuse test_dns \
            test_loop test_loop_poll test_chat
 ARM_CC  ?= arm-none-eabi-gcc
+RV_CC   ?= riscv64-unknown-elf-gcc
 
 # Every output depends on the configuration that made it: a stamp file
 # holds the values of the variables that made it (CONFIG_STAMP: compilers,
@@ -162,7 +163,8 @@ $(BUILD)/chat: examples/chat.c $(CHAT_SRCS) $(BUILD)/libws.a $(CONFIG_STAMP)
 # the same on the poll backend, and the core-only versions over their own
 # poll() loop. Each directory holds an echo_server and an echo_client.
 VARIANTS = $(BUILD)/poll/echo_server $(BUILD)/poll/echo_client \
-           $(BUILD)/core/echo_server $(BUILD)/core/echo_client
+           $(BUILD)/core/echo_server $(BUILD)/core/echo_client \
+           $(BUILD)/small/echo_server $(BUILD)/small/echo_client
 
 $(BUILD)/poll/%: examples/%.c src/ws.c include/ws.h $(CONFIG_STAMP)
 	@mkdir -p $(BUILD)/poll
@@ -171,6 +173,19 @@ $(BUILD)/poll/%: examples/%.c src/ws.c include/ws.h $(CONFIG_STAMP)
 $(BUILD)/core/%: examples/core_%.c $(BUILD)/libws.a $(CONFIG_STAMP)
 	@mkdir -p $(BUILD)/core
 	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) $< $(BUILD)/libws.a -o $@ $(LDLIBS)
+
+# The core examples on the small configuration (WS_SMALL=1, what -Os
+# picks for firmware: byte-at-a-time masking and UTF-8), built for this
+# host so that the conformance suites check it too.
+$(BUILD)/small/%: examples/core_%.c src/ws.c include/ws.h $(CONFIG_STAMP)
+	@mkdir -p $(BUILD)/small
+	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) -DWS_SMALL=1 $< src/ws.c -o $@ $(LDLIBS)
+
+# The firmware example, built as firmware builds the core (no OS, no
+# malloc, no loop, client only), running here over a socket.
+FW_DEFS = -DWS_NO_OS -DWS_NO_MALLOC -DWS_NO_LOOP -DWS_NO_SERVER
+$(BUILD)/firmware_client: examples/firmware_client.c src/ws.c include/ws.h $(CONFIG_STAMP) | $(BUILD)
+	$(CC) $(WARN) $(CFLAGS) -Iinclude $(FW_DEFS) $< src/ws.c -o $@
 
 # Tests include src/ws.c to reach its statics.
 $(BUILD)/test_%: tests/test_%.c tests/t.h src/ws.c include/ws.h $(CONFIG_STAMP) | $(BUILD)
@@ -188,6 +203,14 @@ $(BUILD)/test_conn_ndebug: tests/test_conn.c tests/t.h src/ws.c include/ws.h | $
 $(BUILD)/asan/test_conn_ndebug: tests/test_conn.c tests/t.h src/ws.c include/ws.h | $(BUILD)
 	@mkdir -p $(BUILD)/asan
 	$(CC) $(WARN) -O1 -g $(SAN) $(CPPFLAGS) -DNDEBUG $< -o $@ $(LDLIBS)
+
+# The codec tests again on the small configuration (WS_SMALL=1).
+$(BUILD)/test_codec_small: tests/test_codec.c tests/t.h src/ws.c include/ws.h $(CONFIG_STAMP) | $(BUILD)
+	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) -DWS_SMALL=1 $< -o $@ $(LDLIBS)
+
+$(BUILD)/asan/test_codec_small: tests/test_codec.c tests/t.h src/ws.c include/ws.h $(CONFIG_STAMP) | $(BUILD)
+	@mkdir -p $(BUILD)/asan
+	$(CC) $(WARN) -O1 -g $(SAN) $(CPPFLAGS) -DWS_SMALL=1 $< -o $@ $(LDLIBS)
 
 # The codec tests again without the SIMD paths (UTF-8): the plain C code.
 $(BUILD)/test_codec_nosimd: tests/test_codec.c tests/t.h src/ws.c include/ws.h $(CONFIG_STAMP) | $(BUILD)
@@ -240,7 +263,7 @@ $(BUILD)/asan/test_nats: tests/test_nats.c tests/t.h src/ws.c include/ws.h $(NAT
 # under valgrind where installed, then the protocol conformance suite
 # against the examples (over TLS too when TLS is on). tests/run.sh prints
 # the grand total last.
-test: all $(VARIANTS) $(TESTS:%=$(BUILD)/%) $(TESTS:%=$(BUILD)/asan/%)
+test: all $(VARIANTS) $(BUILD)/firmware_client $(TESTS:%=$(BUILD)/%) $(TESTS:%=$(BUILD)/asan/%)
 	@WS_TLS=$(WS_TLS) WS_ZLIB=$(WS_ZLIB) CC="$(CC)" sh tests/run.sh $(BUILD) "$(TESTS)"
 
 test-conformance: all $(VARIANTS)
@@ -262,7 +285,7 @@ check-layers: | $(BUILD)
 # Warning-free with gcc and clang in several configurations, and ws.h as C++.
 check-configs: | $(BUILD)
 	@set -e; for cc in gcc clang; do \
-	  for defs in "" "-DWS_NO_MALLOC" "-DWS_NO_LOOP" "-DWS_NO_OS -DWS_NO_MALLOC" "-DWS_NO_CLIENT" "-DWS_NO_SERVER" "-O2" "-O0 -DNDEBUG" $(if $(filter 1,$(WS_ZLIB)),"-DWS_ENABLE_ZLIB=1" "-DWS_ENABLE_ZLIB=1 -DWS_NO_SERVER" "-DWS_ENABLE_ZLIB=1 -DWS_NO_CLIENT" "-DWS_ENABLE_ZLIB=1 -DWS_NO_MALLOC"); do \
+	  for defs in "" "-DWS_NO_MALLOC" "-DWS_NO_LOOP" "-DWS_NO_OS -DWS_NO_MALLOC" "-DWS_SMALL=1" "-Os -DWS_NO_OS -DWS_NO_MALLOC -DWS_NO_LOOP" "-DWS_NO_CLIENT" "-DWS_NO_SERVER" "-O2" "-O0 -DNDEBUG" $(if $(filter 1,$(WS_ZLIB)),"-DWS_ENABLE_ZLIB=1" "-DWS_ENABLE_ZLIB=1 -DWS_NO_SERVER" "-DWS_ENABLE_ZLIB=1 -DWS_NO_CLIENT" "-DWS_ENABLE_ZLIB=1 -DWS_NO_MALLOC"); do \
 	    echo "  $$cc $$defs"; \
 	    $$cc -std=c99 -Wall -Wextra -Wpedantic -Werror -Wshadow -Wconversion -Wno-sign-conversion $$defs -Iinclude -c src/ws.c -o $(BUILD)/cfg.o; \
 	  done; \
@@ -272,20 +295,20 @@ check-configs: | $(BUILD)
 	  $$cxx -std=c++11 -Wall -Wextra -Wpedantic -Werror -Iinclude -c $(BUILD)/cxx.cc -o $(BUILD)/cxx.o; \
 	done; echo "check-configs: ok"
 
-# Footprint of the core for a Cortex-M4: no OS headers, no malloc, no loop.
+# Footprint of the core for a Cortex-M4 and for RISC-V (rv32imc), as
+# firmware builds it: no OS, no malloc, no loop. tests/size.sh prints the
+# figures and fails on a configuration over its .text budget, on any .data
+# or .bss, on a stack frame over 512 B, and on C library symbols beyond
+# memcpy, memmove, memset, memcmp and strlen; the budgets, and the gap to
+# the goals (8 KiB full core, 6 KiB firmware client), are in it.
 size: | $(BUILD)
-	@if ! command -v $(ARM_CC) >/dev/null 2>&1; then \
-	  echo "size: $(ARM_CC) not installed; skipped (apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi)"; exit 0; fi; \
-	for role in "" -DWS_NO_CLIENT -DWS_NO_SERVER; do \
-	  $(ARM_CC) -mcpu=cortex-m4 -mthumb -Os -ffunction-sections -fdata-sections -std=c99 \
-	    -Wall -Wextra -Wpedantic -Werror -DWS_NO_LOOP -DWS_NO_MALLOC $$role -Iinclude -c src/ws.c -o $(BUILD)/ws-m4.o || exit 1; \
-	  echo "Cortex-M4 -Os -DWS_NO_LOOP -DWS_NO_MALLOC $$role:"; arm-none-eabi-size $(BUILD)/ws-m4.o; \
-	done && \
+	@ARM_CC=$(ARM_CC) RV_CC=$(RV_CC) sh tests/size.sh $(BUILD)
+	@if command -v $(ARM_CC) >/dev/null 2>&1; then \
 	printf '#include "ws.h"\nchar ws_sizeof_conn[sizeof(ws_conn)];\nchar ws_sizeof_config[sizeof(ws_config)];\nchar ws_buffer_overhead[WS_BUFFER_OVERHEAD];\n' > $(BUILD)/sz.c && \
 	$(ARM_CC) -mcpu=cortex-m4 -mthumb -Iinclude -c $(BUILD)/sz.c -o $(BUILD)/sz.o && \
 	arm-none-eabi-nm -S $(BUILD)/sz.o | while read a n t name; do \
 	  case $$name in ws_sizeof_*) name="sizeof(ws_$${name#ws_sizeof_})";; *) name=WS_BUFFER_OVERHEAD;; esac; \
-	  echo "$$name on Cortex-M4: $$((0x$$n)) bytes"; done
+	  echo "$$name on Cortex-M4: $$((0x$$n)) bytes"; done; fi
 	@# The same on this machine (the figures README.md and docs/ quote for 64-bit).
 	@printf '#include <stdio.h>\n#include "ws.h"\nint main(void) {\n  printf("on this host (%%u-bit): sizeof(ws_conn) %%u, sizeof(ws_config) %%u, WS_BUFFER_OVERHEAD %%u, sizeof(ws_loop_conn) %%u, sizeof(ws_loop) %%u bytes\\n", (unsigned)(8 * sizeof(void *)), (unsigned)sizeof(ws_conn), (unsigned)sizeof(ws_config), (unsigned)WS_BUFFER_OVERHEAD, (unsigned)sizeof(ws_loop_conn), (unsigned)sizeof(ws_loop));\n  return 0;\n}\n' > $(BUILD)/sz_host.c && \
 	$(CC) $(WARN) $(CPPFLAGS) $(BUILD)/sz_host.c -o $(BUILD)/sz_host && $(BUILD)/sz_host

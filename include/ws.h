@@ -32,7 +32,21 @@
  *   connection) may trip WS_ASSERT, which is assert() unless you define it.
  *   The asserted expression ends in a string naming the misuse
  *   (`c != NULL && "ws_send() called with a NULL connection"`), so the
- *   assert's output says what went wrong.
+ *   assert's output says what went wrong. Under WS_NO_OS the default is a
+ *   trap instead (__builtin_trap() with gcc and clang: a HardFault on a
+ *   Cortex-M), so that no printf or fprintf comes into a firmware link and
+ *   no message strings into its flash; with NDEBUG, or another compiler,
+ *   the checks compile to nothing there.
+ * - Small builds: ws.c compiled with WS_SMALL defined to 1 (the default
+ *   when compiling for size, -Os or -Oz, without an OS: WS_NO_OS, or a
+ *   target that is neither Unix-like nor Windows; -DWS_SMALL=0 or 1 decides
+ *   either way) takes the smaller form wherever there is a choice: masking
+ *   and UTF-8 checking a byte at a time (no word-at-a-time or SIMD paths),
+ *   ws_strerror() returning the error's name (as ws_errname()),
+ *   WS_MAX_HEADERS 20 instead of 32, and ws_conn_feed_inplace() copying
+ *   like ws_conn_feed(). Every check on network bytes is the same: the
+ *   small build passes the same conformance suites. docs/embedded.md has
+ *   the figures.
  *
  * Overview
  * --------
@@ -595,7 +609,8 @@ int ws_deflate_available(void);
 typedef struct ws_config {
   int role;                     /* WS_SERVER or WS_CLIENT */
   size_t max_handshake;         /* request/response head bytes (8 KiB) */
-  size_t max_headers;           /* header lines (32, at most WS_MAX_HEADERS) */
+  size_t max_headers;           /* header lines (32, at most WS_MAX_HEADERS;
+                                   20 in a WS_SMALL build) */
   uint64_t max_frame;           /* incoming frame payload (16 MiB) */
   uint64_t max_message;         /* incoming message (16 MiB) */
   size_t max_queued;            /* queued output bytes (16 MiB + 1 KiB);
@@ -787,7 +802,8 @@ int ws_conn_feed(ws_conn *c, const void *data, size_t len);
  * cannot be finished yet (a frame still arriving, a fragmented message) is
  * copied in. data NULL with len 0 is the end of the stream and len 0 with
  * data not NULL processes nothing, as for ws_conn_feed(). Returns as
- * ws_conn_on_readable().
+ * ws_conn_on_readable(). In a WS_SMALL build it works as ws_conn_feed():
+ * every byte is copied in, so a message must fit the input buffer.
  */
 int ws_conn_feed_inplace(ws_conn *c, void *data, size_t len);
 

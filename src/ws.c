@@ -52,12 +52,38 @@
 #error "ws.c and ws.h are from different versions"
 #endif
 
+/* 1: the small forms, for firmware: masking and UTF-8 checking a byte at a
+ * time (no word-at-a-time or SIMD paths), ws_strerror() giving the error's
+ * name, not a sentence, WS_MAX_HEADERS 20 (below), ws_conn_feed_inplace()
+ * copying as ws_conn_feed() does. The checks are the same ones. Default: 1
+ * when compiling for size (-Os, -Oz define __OPTIMIZE_SIZE__) without an
+ * OS (WS_NO_OS, or a target that is not Unix-like or Windows), else 0: a
+ * hosted -Os build (some distributions build every package so) keeps the
+ * hosted behaviour. */
+#ifndef WS_SMALL
+#if defined(__OPTIMIZE_SIZE__) &&                                          \
+    (defined(WS_NO_OS) ||                                                  \
+     !(defined(__unix__) || defined(__APPLE__) || defined(_WIN32)))
+#define WS_SMALL 1
+#else
+#define WS_SMALL 0
+#endif
+#endif
+
 /* Compile-time defaults; ws_config_init() copies them into each config. */
 #ifndef WS_MAX_HANDSHAKE
 #define WS_MAX_HANDSHAKE 8192
 #endif
 #ifndef WS_MAX_HEADERS
-#define WS_MAX_HEADERS 32 /* also the size of a stack array: keep it small */
+/* Also the size of a stack array of ws_header in the handshake: keep it
+ * small. 20 in the small build (16 B each on a 32-bit target), which keeps
+ * every function's stack frame under 512 B; a browser's upgrade request
+ * has 10 to 15 header lines. */
+#if WS_SMALL
+#define WS_MAX_HEADERS 20
+#else
+#define WS_MAX_HEADERS 32
+#endif
 #endif
 #ifndef WS_MAX_FRAME
 #define WS_MAX_FRAME (16u * 1024 * 1024)
@@ -166,9 +192,23 @@
 #include <stdlib.h>
 #endif
 
+/* API misuse checks (see ws.h, Conventions). Hosted builds use assert(),
+ * whose message says what was misused. Under WS_NO_OS assert() would link
+ * the C library's fprintf (some 4 KB of newlib) for text no firmware has a
+ * console to show, so a failed check traps instead (gcc and clang: one
+ * undefined instruction, a HardFault on a Cortex-M) and the strings are not
+ * kept; other compilers, or NDEBUG, compile the checks out. */
 #ifndef WS_ASSERT
+#if defined(WS_NO_OS)
+#if !defined(NDEBUG) && (defined(__GNUC__) || defined(__clang__))
+#define WS_ASSERT(x) ((x) ? (void)0 : __builtin_trap())
+#else
+#define WS_ASSERT(x) ((void)0)
+#endif
+#else
 #include <assert.h>
 #define WS_ASSERT(x) assert(x)
+#endif
 #endif
 
 #endif /* WS__CONFIG_H */
@@ -231,6 +271,19 @@ static void ws__put32(unsigned char *p, uint32_t v) {
   p[2] = (unsigned char)(v >> 8);
   p[3] = (unsigned char)v;
 }
+
+/* memchr(), except under WS_NO_OS: there the core asks the C library for
+ * memcpy, memmove, memset, memcmp and strlen only (make size checks it). */
+#ifdef WS_NO_OS
+static const void *ws__memchr(const void *s, int ch, size_t n) {
+  const unsigned char *p = (const unsigned char *)s;
+  for (; n; n--, p++)
+    if (*p == (unsigned char)ch) return p;
+  return NULL;
+}
+#else
+#define ws__memchr memchr
+#endif
 
 static int ws__lower(int ch) {
   return (ch >= 'A' && ch <= 'Z') ? ch + ('a' - 'A') : ch;
@@ -316,7 +369,7 @@ static void ws__wr(ws__wbuf *w, const char *s, size_t n) {
 static void ws__wrs(ws__wbuf *w, const char *s) { ws__wr(w, s, strlen(s)); }
 
 #ifndef WS_NO_SERVER
-static void ws__wr_uint(ws__wbuf *w, uint64_t v) {
+static void ws__wr_uint(ws__wbuf *w, size_t v) {
   char tmp[21];
   size_t i = sizeof tmp;
   do {
@@ -396,7 +449,6 @@ static void ws__sha1_update(ws__sha1 *s, const void *data, size_t n) {
 }
 
 static void ws__sha1_final(ws__sha1 *s, unsigned char out[20]) {
-  uint64_t bits = s->bytes * 8;
   int i;
   s->block[s->fill++] = 0x80; /* fill < 64: update leaves no full block */
   if (s->fill > 56) {
@@ -405,7 +457,10 @@ static void ws__sha1_final(ws__sha1 *s, unsigned char out[20]) {
     s->fill = 0;
   }
   memset(s->block + s->fill, 0, 56 - s->fill);
-  for (i = 0; i < 8; i++) s->block[56 + i] = (unsigned char)(bits >> (56 - 8 * i));
+  /* The message length in bits, 64-bit big-endian, as two 32-bit halves
+   * (no 64-bit shift by a variable: a library call on some 32-bit CPUs). */
+  ws__put32(s->block + 56, (uint32_t)(s->bytes >> 29));
+  ws__put32(s->block + 60, (uint32_t)(s->bytes << 3));
   ws__sha1_block(s->h, s->block);
   for (i = 0; i < 5; i++) ws__put32(out + 4 * i, s->h[i]);
 }
@@ -505,25 +560,40 @@ enum { WS__U8_OK = 0, WS__U8_C1 = 6, WS__U8_C2 = 12, WS__U8_E0 = 18,
   WS__U8_ROW(next, WS__U8_BAD, WS__U8_BAD, WS__U8_BAD, WS__U8_BAD,          \
              WS__U8_BAD, WS__U8_BAD, WS__U8_BAD)
 
-static const uint64_t ws__u8_row[12] = {
-    WS__U8_LEAD(WS__U8_OK), /* 0: 00..7F */
-    WS__U8_ROW(WS__U8_BAD, WS__U8_OK, WS__U8_C1, WS__U8_BAD, WS__U8_C1,
-               WS__U8_C2, WS__U8_BAD, WS__U8_C2), /* 1: 80..8F */
-    WS__U8_ROW(WS__U8_BAD, WS__U8_OK, WS__U8_C1, WS__U8_BAD, WS__U8_C1,
-               WS__U8_C2, WS__U8_C2, WS__U8_BAD), /* 2: 90..9F */
-    WS__U8_ROW(WS__U8_BAD, WS__U8_OK, WS__U8_C1, WS__U8_C1, WS__U8_BAD,
-               WS__U8_C2, WS__U8_C2, WS__U8_BAD), /* 3: A0..BF */
-    WS__U8_LEAD(WS__U8_C1),                       /* 4: C2..DF */
-    WS__U8_LEAD(WS__U8_E0),                       /* 5: E0 */
-    WS__U8_LEAD(WS__U8_C2),                       /* 6: E1..EC, EE, EF */
-    WS__U8_LEAD(WS__U8_ED),                       /* 7: ED */
-    WS__U8_LEAD(WS__U8_F0),                       /* 8: F0 */
-    WS__U8_LEAD(WS__U8_C3),                       /* 9: F1..F3 */
-    WS__U8_LEAD(WS__U8_F4),                       /* 10: F4 */
-    WS__U8_LEAD(WS__U8_BAD)                       /* 11: C0, C1, F5..FF */
-};
+/* The rows, one per class, as a list (X(row) each): the table below, and
+ * the small build's 32-bit form of it, are made from the same list. */
+#define WS__U8_ROWS(X)                                                      \
+  X(WS__U8_LEAD(WS__U8_OK))                     /* 0: 00..7F */             \
+  X(WS__U8_ROW(WS__U8_BAD, WS__U8_OK, WS__U8_C1, WS__U8_BAD, WS__U8_C1,      \
+               WS__U8_C2, WS__U8_BAD, WS__U8_C2)) /* 1: 80..8F */           \
+  X(WS__U8_ROW(WS__U8_BAD, WS__U8_OK, WS__U8_C1, WS__U8_BAD, WS__U8_C1,      \
+               WS__U8_C2, WS__U8_C2, WS__U8_BAD)) /* 2: 90..9F */           \
+  X(WS__U8_ROW(WS__U8_BAD, WS__U8_OK, WS__U8_C1, WS__U8_C1, WS__U8_BAD,      \
+               WS__U8_C2, WS__U8_C2, WS__U8_BAD)) /* 3: A0..BF */           \
+  X(WS__U8_LEAD(WS__U8_C1))                     /* 4: C2..DF */             \
+  X(WS__U8_LEAD(WS__U8_E0))                     /* 5: E0 */                 \
+  X(WS__U8_LEAD(WS__U8_C2))                     /* 6: E1..EC, EE, EF */     \
+  X(WS__U8_LEAD(WS__U8_ED))                     /* 7: ED */                 \
+  X(WS__U8_LEAD(WS__U8_F0))                     /* 8: F0 */                 \
+  X(WS__U8_LEAD(WS__U8_C3))                     /* 9: F1..F3 */             \
+  X(WS__U8_LEAD(WS__U8_F4))                     /* 10: F4 */                \
+  X(WS__U8_LEAD(WS__U8_BAD))                    /* 11: C0, C1, F5..FF */
 
-#if !defined(WS_NO_SIMD) && defined(__SSE2__)
+#if WS_SMALL
+/* The same transitions for a 32-bit shift: 4 bits for each of the eight
+ * states a byte may leave (state / 6; from BAD the check has stopped),
+ * holding the next state's number (8: BAD). */
+#define WS__U8_N(r, s) ((uint32_t)((((r) >> (6 * (s))) & 63) / 6) << (4 * (s)))
+#define WS__U8_R32(r)                                                        \
+  (WS__U8_N(r, 0) | WS__U8_N(r, 1) | WS__U8_N(r, 2) | WS__U8_N(r, 3) |       \
+   WS__U8_N(r, 4) | WS__U8_N(r, 5) | WS__U8_N(r, 6) | WS__U8_N(r, 7)),
+static const uint32_t ws__u8_row32[12] = {WS__U8_ROWS(WS__U8_R32)};
+#else
+#define WS__U8_R64(r) r,
+static const uint64_t ws__u8_row[12] = {WS__U8_ROWS(WS__U8_R64)};
+#endif
+
+#if !WS_SMALL && !defined(WS_NO_SIMD) && defined(__SSE2__)
 #include <emmintrin.h>
 #define WS__U8_SIMD 1
 typedef __m128i ws__v16;
@@ -581,7 +651,7 @@ static inline __m128i ws__u8_vec(__m128i v, __m128i p1, __m128i p2,
                             -1, (char)0xF0, (char)0xE0, (char)0xC0))
 #define WS__V_ZERO() _mm_setzero_si128()
 
-#elif !defined(WS_NO_SIMD) && defined(__ARM_NEON) && defined(__aarch64__)
+#elif !WS_SMALL && !defined(WS_NO_SIMD) && defined(__ARM_NEON) && defined(__aarch64__)
 #include <arm_neon.h>
 #define WS__U8_SIMD 1
 typedef uint8x16_t ws__v16;
@@ -662,9 +732,11 @@ static const unsigned char ws__u8_class[64] = {
   ((ws__u8_class[((b) >> 1) & 63] >> ((b) & 1) * 4) & (0u - ((b) >> 7)) & 15u)
 #endif
 
+#if !WS_SMALL
 static uint64_t ws__u8_step(uint64_t st, unsigned b) {
   return ws__u8_row[WS__U8_CLASS(b)] >> (st & 63);
 }
+#endif
 
 #ifdef WS__U8_SIMD
 /*
@@ -734,6 +806,18 @@ int ws_utf8_check(uint32_t *state, const void *buf, size_t len, int final,
     }
   }
 #endif
+#if WS_SMALL
+  /* A byte at a time through the same DFA, in its 32-bit form. */
+  {
+    uint32_t n = st < WS__U8_BAD ? (uint32_t)st / 6 : 8; /* 8: BAD */
+    if (n > 7 && len > 0) goto bad;
+    for (; i < len; i++) {
+      n = (ws__u8_row32[WS__U8_CLASS(p[i])] >> (4 * n)) & 15;
+      if (n > 7) goto bad;
+    }
+    if (n <= 7) st = n * 6;
+  }
+#else
   while (i < len) {
     size_t n, k;
     uint64_t s;
@@ -763,6 +847,7 @@ int ws_utf8_check(uint32_t *state, const void *buf, size_t len, int final,
     st = s & 63;
     i += n;
   }
+#endif
   *state = (uint32_t)st;
   if (final && st != WS__U8_OK) {
     if (bad_at) *bad_at = len;
@@ -785,6 +870,9 @@ const char *ws_version(void) { return "0.1.0"; }
 
 /* see ws.h */
 const char *ws_strerror(int err) {
+#if WS_SMALL
+  return ws_errname(err); /* the sentences cost 700 bytes of flash */
+#else
   switch (err) {
 #define WS__ERR_STR(name, val, text) \
   case (val):                        \
@@ -793,6 +881,7 @@ const char *ws_strerror(int err) {
 #undef WS__ERR_STR
   }
   return "unknown error";
+#endif
 }
 
 /* see ws.h */
@@ -830,9 +919,9 @@ static inline size_t ws__put_head(unsigned char *p, int fin, int opcode,
     p[2] = (unsigned char)(len >> 8);
     p[3] = (unsigned char)len;
   } else {
-    int i;
     p[1] = 127;
-    for (i = 0; i < 8; i++) p[2 + i] = (unsigned char)(len >> (56 - 8 * i));
+    ws__put32(p + 2, (uint32_t)(len >> 32));
+    ws__put32(p + 6, (uint32_t)len);
   }
   return n;
 }
@@ -909,7 +998,7 @@ void ws_mask(void *buf, size_t len, const uint8_t key[4], uint64_t offset) {
   unsigned char kk[12], *rot = kk + k;
   uint64_t w8;
   size_t i;
-  if (len < 8) {
+  if (WS_SMALL || len < 8) {
     for (i = 0; i < len; i++) p[i] ^= key[(k + i) & 3];
     return;
   }
@@ -1003,7 +1092,7 @@ int ws_accept_key(const char *key, size_t key_len, char out[29]) {
 static size_t ws__head_end(const char *p, size_t len, size_t from) {
   size_t i = from >= 3 ? from - 3 : 0;
   for (; i + 3 < len; i++) {
-    const char *q = (const char *)memchr(p + i, '\r', len - 3 - i);
+    const char *q = (const char *)ws__memchr(p + i, '\r', len - 3 - i);
     if (q == NULL) return 0;
     i = (size_t)(q - p);
     if (q[1] == '\n' && q[2] == '\r' && q[3] == '\n') return i + 4;
@@ -1017,7 +1106,7 @@ static size_t ws__head_end(const char *p, size_t len, size_t from) {
 static int ws__bare_lf_from(const unsigned char *p, size_t n, size_t from) {
   const unsigned char *q = p + from, *end = p + n;
   if (from >= n) return 0;
-  while ((q = (const unsigned char *)memchr(q, '\n', (size_t)(end - q))) !=
+  while ((q = (const unsigned char *)ws__memchr(q, '\n', (size_t)(end - q))) !=
          NULL) {
     if (q == p || q[-1] != '\r') return 1;
     q++;
@@ -1038,9 +1127,9 @@ static int ws__parse_headers(const char *p, const char *end, ws_header *h,
     const char *eol, *colon, *v, *ve;
     if (end - p < 2) return 400;
     if (p[0] == '\r' && p[1] == '\n') break;
-    eol = (const char *)memchr(p, '\r', (size_t)(end - p));
+    eol = (const char *)ws__memchr(p, '\r', (size_t)(end - p));
     if (eol == NULL || eol + 1 >= end || eol[1] != '\n') return 400;
-    colon = (const char *)memchr(p, ':', (size_t)(eol - p));
+    colon = (const char *)ws__memchr(p, ':', (size_t)(eol - p));
     if (colon == NULL || !ws__is_token(p, (size_t)(colon - p))) return 400;
     v = colon + 1;
     while (v < eol && (*v == ' ' || *v == '\t')) v++;
@@ -1115,10 +1204,10 @@ int ws_request_parse(const void *buf, size_t len, ws_request *req,
   if (head == 0) return WS_EAGAIN;
   end = p + head;
   /* Request line: method SP target SP HTTP/1.x CRLF */
-  eol = (const char *)memchr(p, '\r', head);
-  sp1 = (const char *)memchr(p, ' ', (size_t)(eol - p));
+  eol = (const char *)ws__memchr(p, '\r', head);
+  sp1 = (const char *)ws__memchr(p, ' ', (size_t)(eol - p));
   if (sp1 == NULL || sp1 == p) return WS_EHANDSHAKE;
-  sp2 = (const char *)memchr(sp1 + 1, ' ', (size_t)(eol - sp1 - 1));
+  sp2 = (const char *)ws__memchr(sp1 + 1, ' ', (size_t)(eol - sp1 - 1));
   if (sp2 == NULL || sp2 == sp1 + 1) return WS_EHANDSHAKE;
   for (i = 0; sp1 + 1 + i < sp2; i++) {
     unsigned char ch = (unsigned char)sp1[1 + i];
@@ -1382,7 +1471,7 @@ static int ws__response_parse(const void *buf, size_t len,
   head = ws__head_end(p, len, 0);
   if (ws__bare_lf(p, head ? head : len)) return WS_EHANDSHAKE;
   if (head == 0) return WS_EAGAIN;
-  eol = (const char *)memchr(p, '\r', head);
+  eol = (const char *)ws__memchr(p, '\r', head);
   if (eol - p < 12 || p[9] < '1' || p[9] > '5' || p[10] < '0' ||
       p[10] > '9' || p[11] < '0' || p[11] > '9' ||
       (eol - p > 12 && p[12] != ' '))
@@ -3604,7 +3693,7 @@ int ws_conn_feed_inplace(ws_conn *c, void *data, size_t len) {
    * there). The first thing that is not a whole data frame with FIN or a
    * whole ping or pong (a fragment, a close, a frame still arriving) goes,
    * with the rest, through the copying path. */
-  while (pos < len && p->state == WS_STATE_OPEN &&
+  while (!WS_SMALL && pos < len && p->state == WS_STATE_OPEN &&
          !(p->flags & (WS__F_CLOSE_RCVD | WS__F_FAILING)) &&
          ws__in_empty(p)) {
     ws_frame f;

@@ -77,6 +77,26 @@ else
   check "wsc --deflate: 500 JSON lines echoed in order" cmp -s "$tmp/out5" "$tmp/want5"
 fi
 
+# The firmware example (static buffers, no OS, no malloc, client only)
+# over a socket: the echo comes back, then a clean close (1000).
+if [ -x "$build/firmware_client" ]; then
+  timeout 20 "$build/firmware_client" 127.0.0.1 "$eport" >"$tmp/fw1" 2>&1
+  rc=$?
+  check "firmware_client: echo matched and closed with 1000, exit 0" \
+    sh -c "[ $rc -eq 0 ] && grep -q 'echo matched, closed with 1000' '$tmp/fw1'"
+  # 500 bytes fit its 640-byte output buffer (548 do on 64-bit hosts: 640
+  # less WS_BUFFER_OVERHEAD 84, less an 8-byte header); 700 never can:
+  # WS_ETOOBIG, nothing is sent, it closes and exits 1.
+  long=$(head -c 500 /dev/zero | tr '\0' x)
+  timeout 20 "$build/firmware_client" 127.0.0.1 "$eport" "$long" >/dev/null 2>&1
+  check "firmware_client: 500 bytes echoed through its fixed buffers" [ $? -eq 0 ]
+  long=$(head -c 700 /dev/zero | tr '\0' x)
+  timeout 20 "$build/firmware_client" 127.0.0.1 "$eport" "$long" >"$tmp/fw2" 2>&1
+  rc=$?
+  check "firmware_client: 700 bytes over its output buffer are refused, exit 1" \
+    sh -c "[ $rc -eq 1 ] && grep -q 'echo DIFFERED' '$tmp/fw2'"
+fi
+
 # Proxies from the environment, as curl reads them: http_proxy names a
 # port where nothing listens, so a connection that honours it fails;
 # --proxy "" and no_proxy send it direct.

@@ -64,9 +64,10 @@ if [ "$only" != conformance-only ]; then
 fi
 
 # The conformance suites against every server/client build: the loop on
-# the default backend, the loop on poll, and the core over its own loop.
+# the default backend, the loop on poll, the core over its own loop, and
+# the same on the small configuration (WS_SMALL=1).
 if [ -f tests/conformance/run.sh ]; then
-  for dir in "$build" "$build/poll" "$build/core"; do
+  for dir in "$build" "$build/poll" "$build/core" "$build/small"; do
     [ -x "$dir/echo_server" ] || continue
     run "conformance ($dir)" sh tests/conformance/run.sh "$dir"
   done

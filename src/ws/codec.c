@@ -7,6 +7,9 @@ const char *ws_version(void) { return "0.1.0"; }
 
 /* see ws.h */
 const char *ws_strerror(int err) {
+#if WS_SMALL
+  return ws_errname(err); /* the sentences cost 700 bytes of flash */
+#else
   switch (err) {
 #define WS__ERR_STR(name, val, text) \
   case (val):                        \
@@ -15,6 +18,7 @@ const char *ws_strerror(int err) {
 #undef WS__ERR_STR
   }
   return "unknown error";
+#endif
 }
 
 /* see ws.h */
@@ -52,9 +56,9 @@ static inline size_t ws__put_head(unsigned char *p, int fin, int opcode,
     p[2] = (unsigned char)(len >> 8);
     p[3] = (unsigned char)len;
   } else {
-    int i;
     p[1] = 127;
-    for (i = 0; i < 8; i++) p[2 + i] = (unsigned char)(len >> (56 - 8 * i));
+    ws__put32(p + 2, (uint32_t)(len >> 32));
+    ws__put32(p + 6, (uint32_t)len);
   }
   return n;
 }
@@ -131,7 +135,7 @@ void ws_mask(void *buf, size_t len, const uint8_t key[4], uint64_t offset) {
   unsigned char kk[12], *rot = kk + k;
   uint64_t w8;
   size_t i;
-  if (len < 8) {
+  if (WS_SMALL || len < 8) {
     for (i = 0; i < len; i++) p[i] ^= key[(k + i) & 3];
     return;
   }

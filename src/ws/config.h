@@ -27,12 +27,38 @@
 #error "ws.c and ws.h are from different versions"
 #endif
 
+/* 1: the small forms, for firmware: masking and UTF-8 checking a byte at a
+ * time (no word-at-a-time or SIMD paths), ws_strerror() giving the error's
+ * name, not a sentence, WS_MAX_HEADERS 20 (below), ws_conn_feed_inplace()
+ * copying as ws_conn_feed() does. The checks are the same ones. Default: 1
+ * when compiling for size (-Os, -Oz define __OPTIMIZE_SIZE__) without an
+ * OS (WS_NO_OS, or a target that is not Unix-like or Windows), else 0: a
+ * hosted -Os build (some distributions build every package so) keeps the
+ * hosted behaviour. */
+#ifndef WS_SMALL
+#if defined(__OPTIMIZE_SIZE__) &&                                          \
+    (defined(WS_NO_OS) ||                                                  \
+     !(defined(__unix__) || defined(__APPLE__) || defined(_WIN32)))
+#define WS_SMALL 1
+#else
+#define WS_SMALL 0
+#endif
+#endif
+
 /* Compile-time defaults; ws_config_init() copies them into each config. */
 #ifndef WS_MAX_HANDSHAKE
 #define WS_MAX_HANDSHAKE 8192
 #endif
 #ifndef WS_MAX_HEADERS
-#define WS_MAX_HEADERS 32 /* also the size of a stack array: keep it small */
+/* Also the size of a stack array of ws_header in the handshake: keep it
+ * small. 20 in the small build (16 B each on a 32-bit target), which keeps
+ * every function's stack frame under 512 B; a browser's upgrade request
+ * has 10 to 15 header lines. */
+#if WS_SMALL
+#define WS_MAX_HEADERS 20
+#else
+#define WS_MAX_HEADERS 32
+#endif
 #endif
 #ifndef WS_MAX_FRAME
 #define WS_MAX_FRAME (16u * 1024 * 1024)
@@ -141,9 +167,23 @@
 #include <stdlib.h>
 #endif
 
+/* API misuse checks (see ws.h, Conventions). Hosted builds use assert(),
+ * whose message says what was misused. Under WS_NO_OS assert() would link
+ * the C library's fprintf (some 4 KB of newlib) for text no firmware has a
+ * console to show, so a failed check traps instead (gcc and clang: one
+ * undefined instruction, a HardFault on a Cortex-M) and the strings are not
+ * kept; other compilers, or NDEBUG, compile the checks out. */
 #ifndef WS_ASSERT
+#if defined(WS_NO_OS)
+#if !defined(NDEBUG) && (defined(__GNUC__) || defined(__clang__))
+#define WS_ASSERT(x) ((x) ? (void)0 : __builtin_trap())
+#else
+#define WS_ASSERT(x) ((void)0)
+#endif
+#else
 #include <assert.h>
 #define WS_ASSERT(x) assert(x)
+#endif
 #endif
 
 #endif /* WS__CONFIG_H */

@@ -1627,7 +1627,7 @@ int ws_conn_feed_inplace(ws_conn *c, void *data, size_t len) {
    * there). The first thing that is not a whole data frame with FIN or a
    * whole ping or pong (a fragment, a close, a frame still arriving) goes,
    * with the rest, through the copying path. */
-  while (pos < len && p->state == WS_STATE_OPEN &&
+  while (!WS_SMALL && pos < len && p->state == WS_STATE_OPEN &&
          !(p->flags & (WS__F_CLOSE_RCVD | WS__F_FAILING)) &&
          ws__in_empty(p)) {
     ws_frame f;

@@ -23,7 +23,7 @@ int ws_accept_key(const char *key, size_t key_len, char out[29]) {
 static size_t ws__head_end(const char *p, size_t len, size_t from) {
   size_t i = from >= 3 ? from - 3 : 0;
   for (; i + 3 < len; i++) {
-    const char *q = (const char *)memchr(p + i, '\r', len - 3 - i);
+    const char *q = (const char *)ws__memchr(p + i, '\r', len - 3 - i);
     if (q == NULL) return 0;
     i = (size_t)(q - p);
     if (q[1] == '\n' && q[2] == '\r' && q[3] == '\n') return i + 4;
@@ -37,7 +37,7 @@ static size_t ws__head_end(const char *p, size_t len, size_t from) {
 static int ws__bare_lf_from(const unsigned char *p, size_t n, size_t from) {
   const unsigned char *q = p + from, *end = p + n;
   if (from >= n) return 0;
-  while ((q = (const unsigned char *)memchr(q, '\n', (size_t)(end - q))) !=
+  while ((q = (const unsigned char *)ws__memchr(q, '\n', (size_t)(end - q))) !=
          NULL) {
     if (q == p || q[-1] != '\r') return 1;
     q++;
@@ -58,9 +58,9 @@ static int ws__parse_headers(const char *p, const char *end, ws_header *h,
     const char *eol, *colon, *v, *ve;
     if (end - p < 2) return 400;
     if (p[0] == '\r' && p[1] == '\n') break;
-    eol = (const char *)memchr(p, '\r', (size_t)(end - p));
+    eol = (const char *)ws__memchr(p, '\r', (size_t)(end - p));
     if (eol == NULL || eol + 1 >= end || eol[1] != '\n') return 400;
-    colon = (const char *)memchr(p, ':', (size_t)(eol - p));
+    colon = (const char *)ws__memchr(p, ':', (size_t)(eol - p));
     if (colon == NULL || !ws__is_token(p, (size_t)(colon - p))) return 400;
     v = colon + 1;
     while (v < eol && (*v == ' ' || *v == '\t')) v++;
@@ -135,10 +135,10 @@ int ws_request_parse(const void *buf, size_t len, ws_request *req,
   if (head == 0) return WS_EAGAIN;
   end = p + head;
   /* Request line: method SP target SP HTTP/1.x CRLF */
-  eol = (const char *)memchr(p, '\r', head);
-  sp1 = (const char *)memchr(p, ' ', (size_t)(eol - p));
+  eol = (const char *)ws__memchr(p, '\r', head);
+  sp1 = (const char *)ws__memchr(p, ' ', (size_t)(eol - p));
   if (sp1 == NULL || sp1 == p) return WS_EHANDSHAKE;
-  sp2 = (const char *)memchr(sp1 + 1, ' ', (size_t)(eol - sp1 - 1));
+  sp2 = (const char *)ws__memchr(sp1 + 1, ' ', (size_t)(eol - sp1 - 1));
   if (sp2 == NULL || sp2 == sp1 + 1) return WS_EHANDSHAKE;
   for (i = 0; sp1 + 1 + i < sp2; i++) {
     unsigned char ch = (unsigned char)sp1[1 + i];
@@ -402,7 +402,7 @@ static int ws__response_parse(const void *buf, size_t len,
   head = ws__head_end(p, len, 0);
   if (ws__bare_lf(p, head ? head : len)) return WS_EHANDSHAKE;
   if (head == 0) return WS_EAGAIN;
-  eol = (const char *)memchr(p, '\r', head);
+  eol = (const char *)ws__memchr(p, '\r', head);
   if (eol - p < 12 || p[9] < '1' || p[9] > '5' || p[10] < '0' ||
       p[10] > '9' || p[11] < '0' || p[11] > '9' ||
       (eol - p > 12 && p[12] != ' '))

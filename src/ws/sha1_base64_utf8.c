@@ -66,7 +66,6 @@ static void ws__sha1_update(ws__sha1 *s, const void *data, size_t n) {
 }
 
 static void ws__sha1_final(ws__sha1 *s, unsigned char out[20]) {
-  uint64_t bits = s->bytes * 8;
   int i;
   s->block[s->fill++] = 0x80; /* fill < 64: update leaves no full block */
   if (s->fill > 56) {
@@ -75,7 +74,10 @@ static void ws__sha1_final(ws__sha1 *s, unsigned char out[20]) {
     s->fill = 0;
   }
   memset(s->block + s->fill, 0, 56 - s->fill);
-  for (i = 0; i < 8; i++) s->block[56 + i] = (unsigned char)(bits >> (56 - 8 * i));
+  /* The message length in bits, 64-bit big-endian, as two 32-bit halves
+   * (no 64-bit shift by a variable: a library call on some 32-bit CPUs). */
+  ws__put32(s->block + 56, (uint32_t)(s->bytes >> 29));
+  ws__put32(s->block + 60, (uint32_t)(s->bytes << 3));
   ws__sha1_block(s->h, s->block);
   for (i = 0; i < 5; i++) ws__put32(out + 4 * i, s->h[i]);
 }
@@ -175,25 +177,40 @@ enum { WS__U8_OK = 0, WS__U8_C1 = 6, WS__U8_C2 = 12, WS__U8_E0 = 18,
   WS__U8_ROW(next, WS__U8_BAD, WS__U8_BAD, WS__U8_BAD, WS__U8_BAD,          \
              WS__U8_BAD, WS__U8_BAD, WS__U8_BAD)
 
-static const uint64_t ws__u8_row[12] = {
-    WS__U8_LEAD(WS__U8_OK), /* 0: 00..7F */
-    WS__U8_ROW(WS__U8_BAD, WS__U8_OK, WS__U8_C1, WS__U8_BAD, WS__U8_C1,
-               WS__U8_C2, WS__U8_BAD, WS__U8_C2), /* 1: 80..8F */
-    WS__U8_ROW(WS__U8_BAD, WS__U8_OK, WS__U8_C1, WS__U8_BAD, WS__U8_C1,
-               WS__U8_C2, WS__U8_C2, WS__U8_BAD), /* 2: 90..9F */
-    WS__U8_ROW(WS__U8_BAD, WS__U8_OK, WS__U8_C1, WS__U8_C1, WS__U8_BAD,
-               WS__U8_C2, WS__U8_C2, WS__U8_BAD), /* 3: A0..BF */
-    WS__U8_LEAD(WS__U8_C1),                       /* 4: C2..DF */
-    WS__U8_LEAD(WS__U8_E0),                       /* 5: E0 */
-    WS__U8_LEAD(WS__U8_C2),                       /* 6: E1..EC, EE, EF */
-    WS__U8_LEAD(WS__U8_ED),                       /* 7: ED */
-    WS__U8_LEAD(WS__U8_F0),                       /* 8: F0 */
-    WS__U8_LEAD(WS__U8_C3),                       /* 9: F1..F3 */
-    WS__U8_LEAD(WS__U8_F4),                       /* 10: F4 */
-    WS__U8_LEAD(WS__U8_BAD)                       /* 11: C0, C1, F5..FF */
-};
+/* The rows, one per class, as a list (X(row) each): the table below, and
+ * the small build's 32-bit form of it, are made from the same list. */
+#define WS__U8_ROWS(X)                                                      \
+  X(WS__U8_LEAD(WS__U8_OK))                     /* 0: 00..7F */             \
+  X(WS__U8_ROW(WS__U8_BAD, WS__U8_OK, WS__U8_C1, WS__U8_BAD, WS__U8_C1,      \
+               WS__U8_C2, WS__U8_BAD, WS__U8_C2)) /* 1: 80..8F */           \
+  X(WS__U8_ROW(WS__U8_BAD, WS__U8_OK, WS__U8_C1, WS__U8_BAD, WS__U8_C1,      \
+               WS__U8_C2, WS__U8_C2, WS__U8_BAD)) /* 2: 90..9F */           \
+  X(WS__U8_ROW(WS__U8_BAD, WS__U8_OK, WS__U8_C1, WS__U8_C1, WS__U8_BAD,      \
+               WS__U8_C2, WS__U8_C2, WS__U8_BAD)) /* 3: A0..BF */           \
+  X(WS__U8_LEAD(WS__U8_C1))                     /* 4: C2..DF */             \
+  X(WS__U8_LEAD(WS__U8_E0))                     /* 5: E0 */                 \
+  X(WS__U8_LEAD(WS__U8_C2))                     /* 6: E1..EC, EE, EF */     \
+  X(WS__U8_LEAD(WS__U8_ED))                     /* 7: ED */                 \
+  X(WS__U8_LEAD(WS__U8_F0))                     /* 8: F0 */                 \
+  X(WS__U8_LEAD(WS__U8_C3))                     /* 9: F1..F3 */             \
+  X(WS__U8_LEAD(WS__U8_F4))                     /* 10: F4 */                \
+  X(WS__U8_LEAD(WS__U8_BAD))                    /* 11: C0, C1, F5..FF */
 
-#if !defined(WS_NO_SIMD) && defined(__SSE2__)
+#if WS_SMALL
+/* The same transitions for a 32-bit shift: 4 bits for each of the eight
+ * states a byte may leave (state / 6; from BAD the check has stopped),
+ * holding the next state's number (8: BAD). */
+#define WS__U8_N(r, s) ((uint32_t)((((r) >> (6 * (s))) & 63) / 6) << (4 * (s)))
+#define WS__U8_R32(r)                                                        \
+  (WS__U8_N(r, 0) | WS__U8_N(r, 1) | WS__U8_N(r, 2) | WS__U8_N(r, 3) |       \
+   WS__U8_N(r, 4) | WS__U8_N(r, 5) | WS__U8_N(r, 6) | WS__U8_N(r, 7)),
+static const uint32_t ws__u8_row32[12] = {WS__U8_ROWS(WS__U8_R32)};
+#else
+#define WS__U8_R64(r) r,
+static const uint64_t ws__u8_row[12] = {WS__U8_ROWS(WS__U8_R64)};
+#endif
+
+#if !WS_SMALL && !defined(WS_NO_SIMD) && defined(__SSE2__)
 #include <emmintrin.h>
 #define WS__U8_SIMD 1
 typedef __m128i ws__v16;
@@ -251,7 +268,7 @@ static inline __m128i ws__u8_vec(__m128i v, __m128i p1, __m128i p2,
                             -1, (char)0xF0, (char)0xE0, (char)0xC0))
 #define WS__V_ZERO() _mm_setzero_si128()
 
-#elif !defined(WS_NO_SIMD) && defined(__ARM_NEON) && defined(__aarch64__)
+#elif !WS_SMALL && !defined(WS_NO_SIMD) && defined(__ARM_NEON) && defined(__aarch64__)
 #include <arm_neon.h>
 #define WS__U8_SIMD 1
 typedef uint8x16_t ws__v16;
@@ -332,9 +349,11 @@ static const unsigned char ws__u8_class[64] = {
   ((ws__u8_class[((b) >> 1) & 63] >> ((b) & 1) * 4) & (0u - ((b) >> 7)) & 15u)
 #endif
 
+#if !WS_SMALL
 static uint64_t ws__u8_step(uint64_t st, unsigned b) {
   return ws__u8_row[WS__U8_CLASS(b)] >> (st & 63);
 }
+#endif
 
 #ifdef WS__U8_SIMD
 /*
@@ -404,6 +423,18 @@ int ws_utf8_check(uint32_t *state, const void *buf, size_t len, int final,
     }
   }
 #endif
+#if WS_SMALL
+  /* A byte at a time through the same DFA, in its 32-bit form. */
+  {
+    uint32_t n = st < WS__U8_BAD ? (uint32_t)st / 6 : 8; /* 8: BAD */
+    if (n > 7 && len > 0) goto bad;
+    for (; i < len; i++) {
+      n = (ws__u8_row32[WS__U8_CLASS(p[i])] >> (4 * n)) & 15;
+      if (n > 7) goto bad;
+    }
+    if (n <= 7) st = n * 6;
+  }
+#else
   while (i < len) {
     size_t n, k;
     uint64_t s;
@@ -433,6 +464,7 @@ int ws_utf8_check(uint32_t *state, const void *buf, size_t len, int final,
     st = s & 63;
     i += n;
   }
+#endif
   *state = (uint32_t)st;
   if (final && st != WS__U8_OK) {
     if (bad_at) *bad_at = len;

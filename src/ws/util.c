@@ -18,6 +18,19 @@ static void ws__put32(unsigned char *p, uint32_t v) {
   p[3] = (unsigned char)v;
 }
 
+/* memchr(), except under WS_NO_OS: there the core asks the C library for
+ * memcpy, memmove, memset, memcmp and strlen only (make size checks it). */
+#ifdef WS_NO_OS
+static const void *ws__memchr(const void *s, int ch, size_t n) {
+  const unsigned char *p = (const unsigned char *)s;
+  for (; n; n--, p++)
+    if (*p == (unsigned char)ch) return p;
+  return NULL;
+}
+#else
+#define ws__memchr memchr
+#endif
+
 static int ws__lower(int ch) {
   return (ch >= 'A' && ch <= 'Z') ? ch + ('a' - 'A') : ch;
 }
@@ -102,7 +115,7 @@ static void ws__wr(ws__wbuf *w, const char *s, size_t n) {
 static void ws__wrs(ws__wbuf *w, const char *s) { ws__wr(w, s, strlen(s)); }
 
 #ifndef WS_NO_SERVER
-static void ws__wr_uint(ws__wbuf *w, uint64_t v) {
+static void ws__wr_uint(ws__wbuf *w, size_t v) {
   char tmp[21];
   size_t i = sizeof tmp;
   do {
