@@ -25,6 +25,10 @@
  * an application with a database. While the broker is down, each process's
  * chat goes on locally; what was said meanwhile is not replayed elsewhere.
  *
+ * GET /stats answers with the memory budget's counters (ws_loop_stats())
+ * as one JSON object, summed over the process's loops: the answering
+ * loop's now, the others' as each stored them within the last half second.
+ *
  * Protocol, client to server (text messages):
  *   join ROOM NAME     enter ROOM (leaving any other) as NAME
  *   say TEXT           send TEXT to the room
@@ -369,6 +373,76 @@ static int on_handshake(ws_conn *c, const ws_request *req, ws_accept *acc,
   return 0;
 }
 
+/* Each loop's counters, stored every half second by its own timer (a
+ * loop's stats are read on its own thread only). */
+static struct ws_loop_stats g_stats[MAX_THREADS];
+static ws_timer g_stats_timer[MAX_THREADS];
+
+static void stats_store(ws_loop *l, ws_timer *t, void *user) {
+  struct ws_loop_stats st;
+  (void)t, (void)user;
+  ws_loop_stats(l, &st);
+  pthread_mutex_lock(&g_mu);
+  g_stats[l - g_loops] = st;
+  pthread_mutex_unlock(&g_mu);
+}
+
+static int stats_respond(ws_conn *c) {
+  static const ws_header ct[] = {{"Content-Type", 12, "application/json", 16},
+                                 {"Cache-Control", 13, "no-store", 8}};
+  ws_loop *l = ws_loop_of(c);
+  struct ws_loop_stats s, one;
+  size_t i, me = (size_t)(l - g_loops);
+  char body[1024];
+  int n;
+  memset(&s, 0, sizeof s);
+  ws_loop_stats(l, &one);
+  pthread_mutex_lock(&g_mu);
+  g_stats[me] = one;
+  for (i = 0; i < MAX_THREADS && g_loop_ptrs[i]; i++) {
+    const struct ws_loop_stats *t = &g_stats[i];
+    s.conns += t->conns;
+    s.paused += t->paused;
+    s.mem_budget += t->mem_budget;
+    s.held += t->held;
+    s.held_in += t->held_in;
+    s.held_out += t->held_out;
+    s.held_deflate += t->held_deflate;
+    s.held_tls += t->held_tls;
+    s.held_peak += t->held_peak;
+    s.holders += t->holders;
+    s.failed_budget_1009 += t->failed_budget_1009;
+    s.failed_budget_1013 += t->failed_budget_1013;
+    s.failed_slow_reader += t->failed_slow_reader;
+    s.failed_too_big += t->failed_too_big;
+    s.failed_protocol += t->failed_protocol;
+    s.failed_timeout += t->failed_timeout;
+    s.refused_503 += t->refused_503;
+  }
+  pthread_mutex_unlock(&g_mu);
+  n = snprintf(body, sizeof body,
+               "{\"loops\":%u,\"conns\":%lu,\"paused\":%lu,"
+               "\"mem_budget\":%lu,\"held\":%lu,\"held_in\":%lu,"
+               "\"held_out\":%lu,\"held_deflate\":%lu,\"held_tls\":%lu,"
+               "\"held_peak\":%lu,\"holders\":%lu,"
+               "\"failed_budget_1009\":%lu,\"failed_budget_1013\":%lu,"
+               "\"failed_slow_reader\":%lu,\"failed_too_big\":%lu,"
+               "\"failed_protocol\":%lu,\"failed_timeout\":%lu,"
+               "\"refused_503\":%lu}\n",
+               (unsigned)i, (unsigned long)s.conns, (unsigned long)s.paused,
+               (unsigned long)s.mem_budget, (unsigned long)s.held,
+               (unsigned long)s.held_in, (unsigned long)s.held_out,
+               (unsigned long)s.held_deflate, (unsigned long)s.held_tls,
+               (unsigned long)s.held_peak, (unsigned long)s.holders,
+               (unsigned long)s.failed_budget_1009,
+               (unsigned long)s.failed_budget_1013,
+               (unsigned long)s.failed_slow_reader,
+               (unsigned long)s.failed_too_big,
+               (unsigned long)s.failed_protocol,
+               (unsigned long)s.failed_timeout, (unsigned long)s.refused_503);
+  return ws_http_respond(c, 200, ct, 2, body, (size_t)n) == WS_OK ? 0 : 500;
+}
+
 static int on_http(ws_conn *c, const ws_request *req, void *user) {
   static const ws_header ct[] = {
       {"Content-Type", 12, "text/html; charset=utf-8", 24},
@@ -377,6 +451,8 @@ static int on_http(ws_conn *c, const ws_request *req, void *user) {
   if (req->method_len != 3 || memcmp(req->method, "GET", 3) != 0) return 405;
   if (req->path_len == 1 && req->path[0] == '/')
     return ws_http_respond(c, 200, ct, 2, PAGE, sizeof PAGE - 1) == WS_OK ? 0 : 500;
+  if (req->path_len == 6 && memcmp(req->path, "/stats", 6) == 0)
+    return stats_respond(c);
   return 404;
 }
 
@@ -603,6 +679,7 @@ int main(int argc, char **argv) {
       return 1;
     }
     g_loop_ptrs[i] = &g_loops[i];
+    ws_timer_start(&g_loops[i], &g_stats_timer[i], 0, 500, stats_store, NULL);
     if (bridge_open(i) != WS_OK) {
       fprintf(stderr, "chat: bad broker URL: %s\n", g_bridge_url);
       return 2;

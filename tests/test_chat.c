@@ -145,6 +145,31 @@ static void load_test(const char *url) {
 
 /* tls_dir: run the server with --cert/--key from tests/tls/certs.sh in
  * that directory, and the clients over wss:// trusting its CA. */
+/* GET /stats over plain HTTP; the reply in buf (NUL-terminated). */
+static void get_stats(unsigned port, char *buf, size_t cap) {
+  static const char req[] = "GET /stats HTTP/1.1\r\nHost: x\r\n\r\n";
+  struct sockaddr_in a;
+  size_t got = 0;
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  buf[0] = 0;
+  memset(&a, 0, sizeof a);
+  a.sin_family = AF_INET;
+  a.sin_port = htons((unsigned short)port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd < 0) return;
+  if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+      send(fd, req, sizeof req - 1, 0) == (ssize_t)(sizeof req - 1)) {
+    uint64_t end = ws__loop_clock() + 5000;
+    while (got < cap - 1 && ws__loop_clock() < end) {
+      ssize_t r = recv(fd, buf + got, cap - 1 - got, 0);
+      if (r <= 0) break; /* the server closes after its reply */
+      got += (size_t)r;
+    }
+  }
+  buf[got] = 0;
+  close(fd);
+}
+
 static void scenario(const char *bin, const char *threads, const char *tls_dir) {
   int out[2];
   pid_t pid;
@@ -254,6 +279,19 @@ static void scenario(const char *bin, const char *threads, const char *tls_dir) 
   CHECK_INT(ws_close(c, 1000, NULL, 0), WS_OK);
   CHECK(wait_for(&alice, "{\"type\":\"leave\",\"room\":\"general\",\"name\":\"carol\",\"members\":[\"alice\"]}"));
   load_test(url);
+  if (!tls_dir) { /* the memory budget's counters, summed over the loops */
+    char st[2048], want[64];
+    int loops = threads ? atoi(threads) : 1;
+    get_stats(port, st, sizeof st);
+    CHECK(strncmp(st, "HTTP/1.1 200", 12) == 0);
+    snprintf(want, sizeof want, "{\"loops\":%d,", loops);
+    CHECK(strstr(st, want) != NULL);
+    snprintf(want, sizeof want, "\"mem_budget\":%lu,",
+             (unsigned long)loops * (unsigned long)WS_LOOP_MEM_BUDGET);
+    CHECK(strstr(st, want) != NULL);
+    CHECK(strstr(st, "\"refused_503\":0}") != NULL);
+    CHECK(strstr(st, "\"conns\":0,") == NULL); /* alice and bob at least */
+  }
 
   /* SIGTERM: the server closes every connection with 1001 and exits 0. */
   kill(pid, SIGTERM);
