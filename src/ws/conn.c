@@ -10,6 +10,8 @@
 enum {
   WS__F_STARTED = 1u << 0,     /* on_close is owed (see ws.h: "started") */
   WS__F_NOTIFIED = 1u << 1,    /* on_close has run */
+  WS__F_UNSTACK = 1u << 2,     /* the queue is moving off the stack buffer:
+                                * its bytes are nowhere in p->out */
   WS__F_CLOSE_SENT = 1u << 3,
   WS__F_CLOSE_RCVD = 1u << 4,
   WS__F_FAILING = 1u << 5,     /* flush what is queued, then CLOSED */
@@ -199,9 +201,15 @@ static void ws__z_drop(struct ws__conn_priv *p) {
 static void ws__z_release(struct ws__conn_priv *p) {
   struct ws__zconn *z = (struct ws__zconn *)p->z;
   if (!WS_ENABLE_ZLIB || z == NULL) return;
+  /* One at a time, each gone before the next is counted: the budget hook
+   * may read ws_conn_memory(). */
   ws__zs_drop(p, z->tx);
+  z->tx = NULL;
   ws__zs_drop(p, z->rx);
+  z->rx = NULL;
   if (z->m) ws__mem(p, WS_MEM_INPUT, z->m, z->mcap, 0);
+  z->m = NULL;
+  z->mcap = z->mlen = 0;
   ws__mem(p, WS_MEM_DEFLATE, z, sizeof *z, 0);
   p->z = NULL;
 }
@@ -382,7 +390,9 @@ static void ws__set_closed(struct ws__conn_priv *p, int code, int err) {
 static void ws__release(struct ws__conn_priv *p) {
   ws__z_release(p);
   if (!(p->flags & WS__F_FIXED)) {
+    /* One at a time, as in ws__z_release(). */
     if (p->in) ws__mem(p, WS_MEM_INPUT, p->in, sizeof *p->in + p->in->cap, 0);
+    p->in = NULL;
     if (p->out && !(p->flags & WS__F_STACK_OUT))
       ws__mem(p, WS_MEM_OUTPUT, p->out, sizeof *p->out + p->out->cap, 0);
   }
@@ -399,7 +409,8 @@ static void ws__refused(struct ws__conn_priv *p, int code) {
   if (WS__CLOSED(p)) return;
   if (code < 1000 || code > 4999) code = WS_CLOSE_TRY_AGAIN;
   if (p->role == WS_SERVER && p->state == WS_STATE_OPEN &&
-      WS__QUEUED(p) == 0 && !(p->flags & WS__F_CLOSE_SENT) && p->cb->write) {
+      WS__QUEUED(p) == 0 &&
+      !(p->flags & (WS__F_CLOSE_SENT | WS__F_UNSTACK)) && p->cb->write) {
     unsigned char f[4];
     size_t n = 0;
     f[0] = 0x80 | WS_OP_CLOSE;
@@ -480,11 +491,13 @@ static int ws__out_unstack(struct ws__conn_priv *p, size_t more) {
   p->out = NULL;
   p->flags &= ~(uint32_t)WS__F_STACK_OUT;
   if (n + more == 0) return WS_OK;
+  p->flags |= WS__F_UNSTACK;
   if (ws__out_room(p, n + more) != WS_OK) {
     p->out = o;
-    p->flags |= WS__F_STACK_OUT;
-    return WS_ENOMEM;
+    p->flags = (p->flags | WS__F_STACK_OUT) & ~(uint32_t)WS__F_UNSTACK;
+    return WS__NOMEM(p);
   }
+  p->flags &= ~(uint32_t)WS__F_UNSTACK;
   memcpy(p->out->d, o->d + o->head, n);
   p->out->len = n;
   return WS_OK;
