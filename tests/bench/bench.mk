@@ -54,6 +54,8 @@ bench-tls: $(BUILD)/echo_server $(BENCH_DIR)/tlsbench $(BENCH_DIR)/loadgen
 
 # permessage-deflate's costs per setting, then compressed echo against
 # Node's ws (tests/bench/deflate_run.sh): needs a build with zlib.
+# BENCH_EXTRA="NAME=ECHO[,BROADCAST] ..." adds servers built elsewhere
+# (docs/deflate.md builds uWebSockets that way).
 bench-deflate: $(BENCH_DIR)/deflate_mem $(BENCH_DIR)/loadgen $(BUILD)/echo_server $(BENCH_DIR)/ws_bcast_server
 	@$(BENCH_DIR)/deflate_mem
 	@echo

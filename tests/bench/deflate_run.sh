@@ -18,6 +18,17 @@
 # takeover (one compression per publish) and with it (one per subscriber). The server is pinned
 # to CPU 0 and the load generator to CPU 1 when taskset exists. Every
 # process started here is killed by PID on exit; each run is bounded.
+#
+# BENCH_EXTRA adds servers built elsewhere (never by this script), as in
+# run.sh: entries NAME=ECHO[,BROADCAST] separated by spaces, e.g.
+#   BENCH_EXTRA="uws_ded=/tmp/uws/ded_echo,/tmp/uws/ded_bcast"
+# ECHO is run as "ECHO -p 0", BROADCAST as "BROADCAST -p 0" (or as
+# "ECHO -p 0 --broadcast" when BROADCAST is the word --broadcast). Each
+# must speak permessage-deflate, print 127.0.0.1:PORT once it listens, be
+# an executable (its PID is the one whose CPU time is measured) and end on
+# SIGTERM. The echo server sends every message back; the broadcast server
+# sends every message to every connection, the sender included. Without
+# BROADCAST, NAME has no broadcast row.
 set -u
 B=${1:-build}
 SECS=${2:-5}
@@ -30,6 +41,21 @@ fi
 pids=""
 cleanup() { for p in $pids; do kill "$p" 2>/dev/null; done; }
 trap cleanup EXIT INT TERM
+XNAMES=() XECHO=() XBCAST=()
+for e in ${BENCH_EXTRA:-}; do
+  name=${e%%=*} spec=${e#*=}
+  if [ "$name" = "$e" ] || ! [[ "$name" =~ ^[a-z0-9_]+$ ]] || [ "$name" = ws ] || [ "$name" = node ]; then
+    echo "deflate_run: BENCH_EXTRA: '$e' is not NAME=ECHO[,BROADCAST] (NAME: a-z 0-9 _, not ws or node)" >&2
+    exit 2
+  fi
+  echo_bin=${spec%%,*} bcast_bin=""
+  [ "$spec" != "${spec#*,}" ] && bcast_bin=${spec#*,}
+  [ -x "$echo_bin" ] || { echo "deflate_run: BENCH_EXTRA: $echo_bin is not an executable" >&2; exit 2; }
+  if [ -n "$bcast_bin" ] && [ "$bcast_bin" != --broadcast ] && ! [ -x "$bcast_bin" ]; then
+    echo "deflate_run: BENCH_EXTRA: $bcast_bin is not an executable" >&2; exit 2
+  fi
+  XNAMES+=("$name") XECHO+=("$echo_bin") XBCAST+=("$bcast_bin")
+done
 [ -x "$LG" ] && [ -x "$B/echo_server" ] || { echo "deflate_run: build $LG and $B/echo_server first"; exit 1; }
 "$LG" echo -p 1 --deflate -d 0.1 2>&1 | grep -q "needs a build" &&
   { echo "deflate_run: $LG was built without zlib"; exit 1; }
@@ -69,6 +95,9 @@ if [ -d "$here/node_modules/ws" ]; then
 else
   echo "| Node ws | - | not installed (tests/bench/install.sh) | | |"
 fi
+for i in "${!XNAMES[@]}"; do
+  run "${XNAMES[$i]} (${XECHO[$i]})" "${XECHO[$i]}" -p 0
+done
 
 # Broadcast: SUBS subscribers and one publisher; every message goes to all.
 SUBS=${SUBS:-200}
@@ -109,3 +138,10 @@ fi
 if [ -d "$here/node_modules/ws" ]; then
   brun "Node ws (perMessageDeflate, one per subscriber)" node "$here/node_server.js" 0 broadcast --deflate
 fi
+for i in "${!XNAMES[@]}"; do
+  case "${XBCAST[$i]}" in
+    '') ;;
+    --broadcast) brun "${XNAMES[$i]} (${XECHO[$i]} --broadcast)" "${XECHO[$i]}" -p 0 --broadcast ;;
+    *) brun "${XNAMES[$i]} (${XBCAST[$i]})" "${XBCAST[$i]}" -p 0 ;;
+  esac
+done
