@@ -1303,6 +1303,8 @@ struct ws__loop_priv {
                                        this loop, not yet run (atomic) */
   size_t gdrops;                    /* group publishes refused (atomic) */
   size_t held[4], held_all, held_peak, holders; /* the memory budget */
+  size_t rquota;                    /* bytes a connection may still read in
+                                       this event (WS__LOOP_RBUF each) */
   uint64_t failed[7];               /* ws_loop_stats' failed_*, in order */
   /* The templates' own charge hooks, run after the loop's. */
   int (*ucharge[2])(ws_conn *c, int kind, ptrdiff_t bytes, void *ctx);
@@ -1740,11 +1742,11 @@ void ws_loop_on_topic(ws_loop *l,
  * the sum under cfg.mem_budget:
  * - Below the budget every request for memory is granted (each connection
  *   within its own limits: max_message, max_queued).
- * - Once a request would pass the budget, it is refused from a connection
- *   that would then hold more than its fair share (the budget divided by
- *   the connections holding memory), and from anyone once the sum would
- *   pass the budget by an eighth. Connections under their share keep
- *   working. A refused connection fails at once: 1009 when the memory was
+ * - Into its last eighth, a request is refused from a connection that
+ *   would then hold more than its fair share (the budget divided by the
+ *   connections holding memory); connections under their share keep
+ *   working there. Past the budget nobody gets more: it is a hard cap.
+ *   A refused connection fails at once: 1009 when the memory was
  *   for input (a message), 1013 "try again later" for output (a reader too
  *   slow for what it is sent, pongs to a ping flood); on_close gets that
  *   code and ws_conn_error() WS_EBUDGET.

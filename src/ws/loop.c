@@ -457,11 +457,18 @@ static int ws__loop_read(ws_conn *c, void *buf, size_t cap, size_t *n,
     lc->ws__l.io.flags &= (unsigned char)~WS__LC_DRAINED;
     return WS_EAGAIN;
   }
+  /* One event reads at most WS__LOOP_RBUF bytes of a connection, then the
+   * others get their turn: a peer that refills its socket as fast as it is
+   * read (a flood) cannot hold the loop. What is left brings the next
+   * event (level-triggered). */
+  if (lc->ws__l.loop->ws__lp.rquota == 0) return WS_EAGAIN;
+  if (cap > lc->ws__l.loop->ws__lp.rquota) cap = lc->ws__l.loop->ws__lp.rquota;
   for (;;) {
     ssize_t r = recv(lc->ws__l.io.fd, buf, cap, 0);
     if (r >= 0) {
       *n = (size_t)r;
       if (r > 0) {
+        lc->ws__l.loop->ws__lp.rquota -= (size_t)r;
         lc->ws__l.last_rx = (uint32_t)lc->ws__l.loop->ws__lp.now;
         if ((size_t)r < cap) lc->ws__l.io.flags |= WS__LC_DRAINED;
       }
@@ -667,9 +674,11 @@ static int ws__loop_charge(ws_conn *c, int kind, ptrdiff_t bytes, void *ctx) {
   size_t before = ws__lc_memory(lc), budget = p->cfg.mem_budget;
   if (bytes > 0) {
     size_t n = (size_t)bytes;
-    if (budget && p->held_all + n > budget) {
+    /* The budget is a hard cap; its last eighth is kept for connections
+     * under their fair share. */
+    if (budget && p->held_all + n > budget - budget / 8) {
       size_t share = budget / (p->holders + (before == 0));
-      if (before + n > share || p->held_all + n > budget + budget / 8)
+      if (p->held_all + n > budget || before + n > share)
         return kind == WS_MEM_INPUT ? WS_CLOSE_TOO_BIG : WS_CLOSE_TRY_AGAIN;
     }
     if (user) {
@@ -985,27 +994,30 @@ static int ws__loop_readable(ws_loop *l, ws_loop_conn *lc) {
   struct ws__loop_priv *p = WS__LP(l);
   struct ws__loop_conn_priv *q = &lc->ws__l;
   ws_conn *c = &lc->conn;
-  int i, rc = WS_OK;
-  for (i = 0; i < 16; i++) {
+  int rc = WS_OK;
+  p->rquota = WS__LOOP_RBUF; /* this event's share (see ws__loop_read) */
+  while (p->rquota > 0) {
     ssize_t r;
+    size_t want = p->rquota;
     if (q->tls || p->rbusy || ws_conn_state(c) != WS_STATE_OPEN ||
         ws_conn_buffered(c) != 0 || !ws_conn_want_read(c))
       return ws_conn_on_readable(c);
     if (p->rbuf == NULL &&
         (p->rbuf = (unsigned char *)ws__loop_alloc(l, NULL, WS__LOOP_RBUF)) == NULL)
       return ws_conn_on_readable(c);
-    r = recv(q->io.fd, p->rbuf, WS__LOOP_RBUF, 0);
+    r = recv(q->io.fd, p->rbuf, want, 0);
     if (r <= 0) {
       if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return rc;
       if (r < 0 && errno == EINTR) continue;
       return ws_conn_on_readable(c); /* its own read meets the end or error */
     }
+    p->rquota -= (size_t)r;
     q->last_rx = (uint32_t)p->now;
     p->rbusy = 1;
     rc = ws_conn_feed_inplace(c, p->rbuf, (size_t)r);
     p->rbusy = 0;
     if (rc == WS_ECLOSED || (q->io.flags & WS__LC_DEAD)) return WS_ECLOSED;
-    if ((size_t)r < WS__LOOP_RBUF) break; /* the socket is empty */
+    if ((size_t)r < want) break; /* the socket is empty */
   }
   return rc;
 }
@@ -1061,6 +1073,7 @@ static void ws__loop_conn_event(ws_loop *l, ws_loop_conn *lc, unsigned ev) {
     /* Input paused for backpressure may go on now. */
     if (ws_conn_want_read(c) && !(ev & WS__LOOP_IN)) {
       q->io.flags &= (unsigned char)~WS__LC_DRAINED;
+      p->rquota = WS__LOOP_RBUF;
       if (ws_conn_on_readable(c) == WS_ECLOSED || (q->io.flags & WS__LC_DEAD))
         return;
     }
