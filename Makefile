@@ -316,8 +316,12 @@ size: | $(BUILD)
 # The core's tests on other machines, under emulation: s390x (big-endian)
 # and i686 (32-bit, with and without SSE2) under qemu-user, Windows
 # (mingw-w64) under wine. tests/cross.sh says how; docs/portability.md.
-cross: $(BUILD)/wsc $(BUILD)/echo_server $(BUILD)/test_chat | $(BUILD)
+cross: $(BUILD)/wsc $(BUILD)/echo_server $(BUILD)/test_chat $(BUILD)/slow_drain | $(BUILD)
 	@sh tests/cross.sh $(BUILD)
+
+# make cross's client that drains an echo slowly, sending nothing more.
+$(BUILD)/slow_drain: tests/slow_drain.c $(BUILD)/libws.a $(CONFIG_STAMP)
+	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) $< $(BUILD)/libws.a -o $@ $(LDLIBS)
 
 # The pkg-config file for PREFIX, which has a stamp of its own: only ws.pc
 # depends on it. Libs.private is what a static link with libws.a needs

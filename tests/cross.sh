@@ -7,8 +7,8 @@
 #   (-msse2) and once with the portable ones (-DWS_NO_SIMD);
 # - Windows x86-64 (x86_64-w64-mingw32-gcc, wine64 in a throwaway prefix),
 #   where the loop (WSAPoll) is tested too, over loopback: echo_server.exe
-#   answers BUILD_DIR/wsc, wsc.exe talks to BUILD_DIR/echo_server, and
-#   BUILD_DIR/test_chat drives chat.exe.
+#   answers BUILD_DIR/wsc and BUILD_DIR/slow_drain, wsc.exe talks to
+#   BUILD_DIR/echo_server, and BUILD_DIR/test_chat drives chat.exe.
 # test_codec and test_conn run on each: masking at every offset and
 # alignment, 64-bit lengths, the UTF-8 fast paths against a reference
 # decoder. The Linux binaries are static: qemu-i386 7.2 hangs in a
@@ -154,6 +154,17 @@ if have $MINGW && [ -n "$WINE" ]; then
       passed=$((passed + 1))
     else
       fail "echo_server.exe (wine): the echo differs or wsc failed: $(head -c 300 "$log")"
+    fi
+    # A write that only the socket can resume: 8 MB echoed to a client
+    # that reads it slowly and sends nothing more, so no input wakes the
+    # server between its short writes (a backend that lost POLLWRNORM
+    # passes the echo above, and stalls here).
+    echo "== echo_server.exe (wine) <- $B/slow_drain (Linux)"
+    if [ -n "$port" ] && timeout 30 "$B/slow_drain" "$port" >"$log" 2>&1; then
+      cat "$log"
+      passed=$((passed + 1))
+    else
+      fail "echo_server.exe (wine): the slow drain failed: $(head -c 300 "$log")"
     fi
     kill "$es" 2>/dev/null
     wait "$es" 2>/dev/null
