@@ -193,7 +193,7 @@ say "server at rest with $idle_n connections: VmHWM $(mib "$idle_hwm") MiB, VmRS
 ROWS_OUT=()
 row() {
   local name=$1 n=$CONNS dir=$OUT/$1 hpid apid peak=0 hwm cap_kb killed=0 tcp tcp_peak=0
-  local deadline stats budget budget_s alive answers hrep h50 h99 hclosed ended within goal sent
+  local deadline stats budget budget_s alive answers hrep h50 h99 hclosed hopen ended within goal sent v
   [ "$name" = slow-handshake ] && n=$HS_CONNS
   mkdir -p "$dir"
   say ""
@@ -249,14 +249,24 @@ row() {
   hclosed=$(printf '%s\n' "$hrep" | field closed)
   hopen=$(printf '%s\n' "$hrep" | field open)
   [ -n "$hclosed" ] || hclosed="?"
+  # the server's own account, when it gives one
+  local srvc="n/a" f
+  if [ -n "$(printf '%s\n' "$stats" | field mem_budget)" ]; then
+    srvc=""
+    for f in failed_budget_1009 failed_budget_1013 failed_slow_reader refused_503 failed_too_big failed_protocol failed_timeout; do
+      v=$(printf '%s\n' "$stats" | field $f)
+      [ "${v:-0}" = 0 ] || srvc="$srvc ${f#failed_}=$v"
+    done
+    srvc="${srvc# }${srvc:+; }held peak $(( $(printf '%s\n' "$stats" | field held_peak) >> 20 )) MiB"
+  fi
   goal=missed
   [ -n "$h99" ] && [ "$h99" -le $(( 3 * B99 )) ] && goal=met
   say "$name: peak RSS $(mib "$peak") MiB (budget $budget_s MiB + overhead $(mib "$OVER_KB") MiB: $within), kernel TCP buffers peak $(( tcp_peak * page_kb / 1024 )) MiB (all sockets of the machine), attacker sent $sent MB; server alive $alive, answers $answers"
   [ "$alive" = yes ] && [ "$answers" = yes ] || fail=1
   [ "$hclosed" = 0 ] && [ "${hopen:-0}" = "$HONEST" ] || fail=1
   [ $smoke = 1 ] || [ $within = yes ] || fail=1
-  ROWS_OUT+=("$(printf '| %s | %d | %s | %s + %s | %s | %s | %s / %s (%sx / %sx) | %s | %s | %s |' \
-    "$name" "$n" "$(mib "$peak")" "$budget_s" "$(mib "$OVER_KB")" "$within" "${ended:-?}" \
+  ROWS_OUT+=("$(printf '| %s | %d | %s | %s + %s | %s | %s | %s | %s / %s (%sx / %sx) | %s | %s | %s |' \
+    "$name" "$n" "$(mib "$peak")" "$budget_s" "$(mib "$OVER_KB")" "$within" "${ended:-?}" "$srvc" \
     "$(awk -v v="${h50:-0}" 'BEGIN {printf "%.2f", v / 1000}')" \
     "$(awk -v v="${h99:-0}" 'BEGIN {printf "%.2f", v / 1000}')" \
     "$(awk -v v="${h50:-0}" -v b="$B50" 'BEGIN {printf "%.1f", (b > 0 ? v / b : 0)}')" \
@@ -269,8 +279,8 @@ for r in $ROWS; do row "$r"; done
 say ""
 say "== attack table ($(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(uname -r); server: echo_server ${SRV_ARGS[*]:-with its defaults})"
 say "no attack: $HONEST honest clients, p50 $(awk -v v="$B50" 'BEGIN {printf "%.2f", v / 1000}') ms, p99 $(awk -v v="$B99" 'BEGIN {printf "%.2f", v / 1000}') ms (3x goal: p99 <= $(awk -v v="$B99" 'BEGIN {printf "%.2f", 3 * v / 1000}') ms)"
-say "| attack | hostile | peak RSS MiB | budget + overhead MiB | within | hostile connections ended | honest p50 / p99 ms (x no attack) | p99 3x goal | honest closed | server after |"
-say "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+say "| attack | hostile | peak RSS MiB | budget + overhead MiB | within | hostile connections ended (as attackgen saw them) | server's count (/stats) | honest p50 / p99 ms (x no attack) | p99 3x goal | honest closed | server after |"
+say "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 for l in "${ROWS_OUT[@]}"; do say "$l"; done
 say "(budget in parentheses: the server did not say its budget (/stats n/a); the library's documented default is shown)"
 [ $fail = 0 ] || say "attack: FAILED (see above and $OUT)"
