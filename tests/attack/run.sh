@@ -131,12 +131,16 @@ start_server() {
   SPORT=$(sed -n 's/.*127\.0\.0\.1:\([0-9]*\).*/\1/p' "$log" | head -1)
 }
 
+# Ends one process started here, and forgets it: a PID the kernel may
+# give to another process later is never signalled.
 stop_pid() {
-  local p=$1
+  local p=$1 q keep=()
   kill -TERM "$p" 2>/dev/null
   for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
   kill -KILL "$p" 2>/dev/null
   wait "$p" 2>/dev/null
+  for q in "${PIDS[@]}"; do [ "$q" = "$p" ] || keep+=("$q"); done
+  PIDS=("${keep[@]}")
 }
 
 status_kb() { awk -v f="$2:" '$1 == f {print $2}' /proc/"$1"/status 2>/dev/null; }
@@ -235,8 +239,9 @@ row() {
       sleep 1
     done
   fi
+  [ $killed = 1 ] && alive="killed by the guard"
   stats="n/a"
-  [ $alive = yes ] && stats=$("$AG" stats -p "$SPORT")
+  [ "$alive" = yes ] && stats=$("$AG" stats -p "$SPORT")
   say "stats: $stats"
   stop_pid "$SPID"
   budget=$(printf '%s\n' "$stats" | field mem_budget)
@@ -276,7 +281,7 @@ row() {
     "$(awk -v v="${h99:-0}" 'BEGIN {printf "%.2f", v / 1000}')" \
     "$(awk -v v="${h50:-0}" -v b="$B50" 'BEGIN {printf "%.1f", (b > 0 ? v / b : 0)}')" \
     "$(awk -v v="${h99:-0}" -v b="$B99" 'BEGIN {printf "%.1f", v / b}')" \
-    "$goal" "$hclosed" "$alive$( [ $alive = yes ] && [ $answers = no ] && echo ', no answer')")")
+    "$goal" "$hclosed" "$alive$( [ "$alive" = yes ] && [ $answers = no ] && echo ', no answer')")")
 }
 
 for r in $ROWS; do row "$r"; done
