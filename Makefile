@@ -103,12 +103,12 @@ endif
 
 .PHONY: all test test-plain test-asan test-valgrind test-conformance check \
         check-api check-configs check-layers check-amalgamation amalgamate \
-        size install clean run FORCE
+        size cross install clean run FORCE
 
 # The parts of src/ws.c, in layer order; each uses only those before it.
 WS_PARTS = $(addprefix src/ws/,config.h private.h util.c sha1_base64_utf8.c \
-             codec.c handshake.c deflate.c conn.c tls.c loop.c loop_epoll.c \
-             loop_kqueue.c loop_poll.c)
+             codec.c handshake.c deflate.c conn.c tls.c loop_win.c loop.c loop_epoll.c \
+             loop_kqueue.c loop_poll.c loop_wsapoll.c)
 
 all: $(BUILD)/libws.a $(BUILD)/libws.so $(EXAMPLES:%=$(BUILD)/%)
 
@@ -289,6 +289,12 @@ size: | $(BUILD)
 	@# The same on this machine (the figures README.md and docs/ quote for 64-bit).
 	@printf '#include <stdio.h>\n#include "ws.h"\nint main(void) {\n  printf("on this host (%%u-bit): sizeof(ws_conn) %%u, sizeof(ws_config) %%u, WS_BUFFER_OVERHEAD %%u, sizeof(ws_loop_conn) %%u, sizeof(ws_loop) %%u bytes\\n", (unsigned)(8 * sizeof(void *)), (unsigned)sizeof(ws_conn), (unsigned)sizeof(ws_config), (unsigned)WS_BUFFER_OVERHEAD, (unsigned)sizeof(ws_loop_conn), (unsigned)sizeof(ws_loop));\n  return 0;\n}\n' > $(BUILD)/sz_host.c && \
 	$(CC) $(WARN) $(CPPFLAGS) $(BUILD)/sz_host.c -o $(BUILD)/sz_host && $(BUILD)/sz_host
+
+# The core's tests on other machines, under emulation: s390x (big-endian)
+# and i686 (32-bit, with and without SSE2) under qemu-user, Windows
+# (mingw-w64) under wine. tests/cross.sh says how; docs/portability.md.
+cross: $(BUILD)/wsc $(BUILD)/echo_server $(BUILD)/test_chat | $(BUILD)
+	@sh tests/cross.sh $(BUILD)
 
 # The pkg-config file for PREFIX, which has a stamp of its own: only ws.pc
 # depends on it. Libs.private is what a static link with libws.a needs

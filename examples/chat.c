@@ -523,7 +523,9 @@ int main(int argc, char **argv) {
   unsigned port = 8080, bound = 0;
   ws_tls_config *tls[MAX_THREADS] = {NULL};
   pthread_t th[MAX_THREADS];
+#ifndef _WIN32
   sigset_t sigs, old;
+#endif
   int i, rc, threads = 1;
   for (i = 1; i < argc; i++) {
     if (strcmp(argv[i], "-p") == 0 && i + 1 < argc) {
@@ -561,7 +563,9 @@ int main(int argc, char **argv) {
     return 2;
   }
 #endif
+#ifdef SIGPIPE /* not on Windows */
   signal(SIGPIPE, SIG_IGN);
+#endif
   signal(SIGINT, on_signal);
   signal(SIGTERM, on_signal);
   ws_loop_config_init(&cfg);
@@ -636,18 +640,23 @@ int main(int argc, char **argv) {
          g_bridge_kind ? ", cluster through " : "", g_bridge_kind ? g_bridge_url : "");
   fflush(stdout);
   /* Loop 0 runs on this thread, the others on their own, which block the
-   * stop signals so that they reach this one. */
+   * stop signals so that they reach this one (Windows has no signal
+   * masks: its Ctrl-C handler runs on a thread of its own anyway). */
+#ifndef _WIN32
   sigemptyset(&sigs);
   sigaddset(&sigs, SIGINT);
   sigaddset(&sigs, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &sigs, &old);
+#endif
   for (i = 1; i < threads; i++) {
     if (pthread_create(&th[i], NULL, loop_thread, &g_loops[i]) != 0) {
       fprintf(stderr, "chat: cannot start thread %d\n", i);
       return 1;
     }
   }
+#ifndef _WIN32
   pthread_sigmask(SIG_SETMASK, &old, NULL);
+#endif
   ws_loop_run(&g_loops[0]);
   /* Stopped by a signal: every loop closes its clients politely, on its own
    * thread; then all are freed here. */

@@ -122,7 +122,9 @@ int main(int argc, char **argv) {
     }
   }
   if (url == NULL) return usage();
+#ifdef SIGPIPE /* not on Windows */
   signal(SIGPIPE, SIG_IGN);
+#endif
   ws_loop_config_init(&cfg);
   cfg.client.ping_interval_ms = 0; /* the peer under test leads */
   if (cafile || insecure) {

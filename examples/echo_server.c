@@ -1,7 +1,8 @@
 /*
  * echo_server.c - a WebSocket echo server on the ws event loop.
  *
- *   build/echo_server [-p PORT] [--cert FILE --key FILE] [--deflate] [-v]
+ *   build/echo_server [-p PORT] [--cert FILE --key FILE] [--deflate]
+ *                     [--mem-budget BYTES] [-v]
  *
  * Listens on 127.0.0.1:PORT (default 9001; -p 0 picks a free port and the
  * start line says which) and sends every text and binary message back
@@ -12,7 +13,10 @@
  * poll() loop, using only the core. With --cert and --key (PEM) it serves
  * wss:// instead (needs a build with TLS: mbedTLS). With --deflate it
  * accepts permessage-deflate offers (needs a build with zlib), with the
- * library's default settings (ws.h, "Compression").
+ * library's default settings (ws.h, "Compression"). --mem-budget sets the
+ * loop's memory budget (default WS_LOOP_MEM_BUDGET; 0: none), and a plain
+ * GET /stats answers with ws_loop_stats() as one JSON object (make attack
+ * reads it).
  */
 #define _POSIX_C_SOURCE 200809L
 #include "ws.h"
@@ -44,6 +48,35 @@ static void on_close(ws_conn *c, int code, const char *reason, size_t len,
             ws_errname(ws_conn_error(c)));
 }
 
+/* GET /stats: the loop's counters as JSON; anything else 404. */
+static int on_http(ws_conn *c, const ws_request *req, void *user) {
+  static const ws_header ct = {"Content-Type", 12, "application/json", 16};
+  struct ws_loop_stats st;
+  char body[1024];
+  int n;
+  (void)user;
+  if (req->path_len != 6 || memcmp(req->path, "/stats", 6) != 0) return 404;
+  ws_loop_stats(&g_loop, &st);
+  n = snprintf(body, sizeof body,
+               "{\"conns\":%zu,\"paused\":%zu,\"mem_budget\":%zu,"
+               "\"held\":%zu,\"held_in\":%zu,\"held_out\":%zu,"
+               "\"held_deflate\":%zu,\"held_tls\":%zu,\"held_peak\":%zu,"
+               "\"holders\":%zu,\"failed_budget_1009\":%llu,"
+               "\"failed_budget_1013\":%llu,\"failed_slow_reader\":%llu,"
+               "\"failed_too_big\":%llu,\"failed_protocol\":%llu,"
+               "\"failed_timeout\":%llu,\"refused_503\":%llu}\n",
+               st.conns, st.paused, st.mem_budget, st.held, st.held_in,
+               st.held_out, st.held_deflate, st.held_tls, st.held_peak,
+               st.holders, (unsigned long long)st.failed_budget_1009,
+               (unsigned long long)st.failed_budget_1013,
+               (unsigned long long)st.failed_slow_reader,
+               (unsigned long long)st.failed_too_big,
+               (unsigned long long)st.failed_protocol,
+               (unsigned long long)st.failed_timeout,
+               (unsigned long long)st.refused_503);
+  return ws_http_respond(c, 200, &ct, 1, body, (size_t)n) == WS_OK ? 0 : 500;
+}
+
 static void on_signal(int sig) {
   (void)sig;
   ws_loop_stop(&g_loop);
@@ -56,7 +89,10 @@ int main(int argc, char **argv) {
   const char *cert = NULL, *key = NULL;
   ws_tls_config *tls = NULL;
   int i, rc, deflate = 0;
+  long long budget = -1;
+#ifndef _WIN32
   struct sigaction sa;
+#endif
   for (i = 1; i < argc; i++) {
     if ((strcmp(argv[i], "-p") == 0 || strcmp(argv[i], "--port") == 0) &&
         i + 1 < argc) {
@@ -73,18 +109,31 @@ int main(int argc, char **argv) {
       key = argv[++i];
     } else if (strcmp(argv[i], "--deflate") == 0) {
       deflate = 1;
+    } else if (strcmp(argv[i], "--mem-budget") == 0 && i + 1 < argc) {
+      char *end;
+      budget = strtoll(argv[++i], &end, 10);
+      if (*argv[i] == '\0' || *end != '\0' || budget < 0) {
+        fprintf(stderr, "echo_server: bad --mem-budget '%s'\n", argv[i]);
+        return 2;
+      }
     } else if (strcmp(argv[i], "-v") == 0) {
       g_verbose = 1;
     } else {
-      fprintf(stderr, "usage: echo_server [-p PORT] [--cert FILE --key FILE] [--deflate] [-v]\n");
+      fprintf(stderr, "usage: echo_server [-p PORT] [--cert FILE --key FILE] "
+                      "[--deflate] [--mem-budget BYTES] [-v]\n");
       return 2;
     }
   }
+#ifdef _WIN32 /* no sigaction, no SIGPIPE; Ctrl-C runs on_signal */
+  signal(SIGINT, on_signal);
+  signal(SIGTERM, on_signal);
+#else
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = on_signal;
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);
   signal(SIGPIPE, SIG_IGN);
+#endif
 
   ws_loop_config_init(&cfg);
   if (deflate && !ws_deflate_available()) {
@@ -92,9 +141,11 @@ int main(int argc, char **argv) {
     return 2;
   }
   cfg.server.deflate.enable = deflate;
+  if (budget >= 0) cfg.mem_budget = (size_t)budget;
   memset(&cb, 0, sizeof cb);
   cb.conn.on_message = on_message;
   cb.conn.on_close = on_close;
+  cb.conn.on_http = on_http;
   if (ws_loop_init(&g_loop, &cfg, &cb, NULL) != WS_OK) {
     fprintf(stderr, "echo_server: cannot create the event loop\n");
     return 1;

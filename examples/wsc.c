@@ -10,16 +10,29 @@
  *                        (default 500)
  *     --timeout SECONDS  give up connecting after SECONDS (default 10)
  *     --deflate          offer permessage-deflate (a build with zlib)
+ *     --proxy URL        tunnel through the HTTP proxy at URL with CONNECT
+ *                        ("http://[user:password@]host:port"; "" for none).
+ *                        Without it the environment decides, as for curl:
+ *                        http_proxy (ws://), https_proxy (wss://),
+ *                        all_proxy, no_proxy
+ *     --reconnect        keep connecting: after a failure or a drop, try
+ *                        again after a jittered, growing delay (the
+ *                        defaults of ws_reconnect_init()), until stdin ends;
+ *                        lines read while not connected are dropped
+ *     --backoff MS       with --reconnect: the first delay's bound (5000)
+ *     --max-attempts N   with --reconnect: give up after N failures in a row
  *     -v                 report open (and whether deflate was agreed), pings,
- *                        pongs and the close on stderr
+ *                        pongs, the close, and with --reconnect each attempt
+ *                        and its delay, on stderr
  *
  * Every stdin line (without its newline) becomes one message; every message
  * received is written to stdout (text followed by a newline, binary as is).
  * At the end of stdin it closes with 1000.
  *
  * Exit status: 0 after a clean closing handshake (1000, 1001 or no code),
- * 1 if the connection or handshake failed, 2 for a usage error, 3 when the
- * connection ended any other way (a protocol error, 1006, a timeout).
+ * 1 if the connection or handshake failed (with --reconnect: it gave up),
+ * 2 for a usage error, 3 when the connection ended any other way (a
+ * protocol error, 1006, a timeout).
  *
  * stdin is read by a second thread, which hands each line to the loop with
  * ws_loop_post(): the supported way to send from another thread.
@@ -32,12 +45,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef _WIN32
+#include <fcntl.h>
+#include <io.h>
+#endif
 
 static ws_loop g_loop;
 static ws_conn *g_conn;
 static ws_timer g_linger;
+static ws_loop_client g_client;
 static int g_binary, g_verbose, g_opened, g_closed, g_code = -1;
-static int g_stdin_done;
+static int g_stdin_done, g_reconnect, g_gave_up, g_reader;
 static unsigned g_linger_ms = 500;
 static char g_protocols[512];
 
@@ -48,6 +66,11 @@ typedef struct line {
 
 static void linger_done(ws_loop *l, ws_timer *t, void *user) {
   (void)l, (void)t, (void)user;
+  if (g_reconnect) { /* no more attempts; an open connection closes 1000 */
+    if (g_conn == NULL) ws_loop_stop(&g_loop);
+    ws_loop_client_stop(&g_loop, &g_client);
+    return;
+  }
   if (g_conn && !g_closed && ws_conn_state(g_conn) == WS_STATE_OPEN)
     ws_close(g_conn, WS_CLOSE_NORMAL, NULL, 0);
 }
@@ -61,7 +84,7 @@ static void send_line(ws_loop *l, void *arg) {
     ws_timer_start(&g_loop, &g_linger, g_linger_ms, 0, linger_done, NULL);
     return;
   }
-  if (g_conn && g_opened && !g_closed) {
+  if (g_conn && ws_conn_state(g_conn) == WS_STATE_OPEN) {
     int rc = ws_send(g_conn, g_binary ? WS_OP_BINARY : WS_OP_TEXT, ln->data,
                      ln->len);
     if (rc != WS_OK && rc != WS_ECLOSED)
@@ -70,14 +93,32 @@ static void send_line(ws_loop *l, void *arg) {
   free(ln);
 }
 
+/* The next line of stdin, without its newline, in *buf (grown as needed):
+ * its length, or -1 at the end (or out of memory). getline() would do,
+ * but Windows has none. */
+static long next_line(char **buf, size_t *cap) {
+  size_t n = 0;
+  int ch;
+  while ((ch = getc(stdin)) != EOF && ch != '\n') {
+    if (n + 1 >= *cap) {
+      size_t c2 = *cap ? *cap * 2 : 256;
+      char *b2 = (char *)realloc(*buf, c2);
+      if (b2 == NULL) return -1;
+      *buf = b2;
+      *cap = c2;
+    }
+    (*buf)[n++] = (char)ch;
+  }
+  return ch == EOF && n == 0 ? -1 : (long)n;
+}
+
 static void *read_stdin(void *arg) {
   char *buf = NULL;
   size_t cap = 0;
-  ssize_t n;
+  long n;
   (void)arg;
-  while ((n = getline(&buf, &cap, stdin)) >= 0) {
+  while ((n = next_line(&buf, &cap)) >= 0) {
     line *ln;
-    if (n > 0 && buf[n - 1] == '\n') n--;
     if (n > 0 && buf[n - 1] == '\r') n--;
     ln = (line *)malloc(sizeof *ln + (size_t)n);
     if (ln == NULL) break;
@@ -97,11 +138,16 @@ static void on_open(ws_conn *c, const char *proto, size_t n, void *user) {
   pthread_t th;
   (void)user;
   g_opened = 1;
+  g_conn = c;
   if (g_verbose)
-    fprintf(stderr, "wsc: connected%s%.*s%s\n", n ? ", subprotocol " : "",
+    fprintf(stderr, "wsc: connected%s%.*s%s%s\n", n ? ", subprotocol " : "",
             (int)n, proto ? proto : "",
-            ws_conn_deflate(c) ? ", permessage-deflate" : "");
-  if (pthread_create(&th, NULL, read_stdin, NULL) == 0) pthread_detach(th);
+            ws_conn_deflate(c) ? ", permessage-deflate" : "",
+            g_reconnect && ws_loop_client_opens(&g_client) > 1 ? " (reconnected)" : "");
+  if (!g_reader && pthread_create(&th, NULL, read_stdin, NULL) == 0) {
+    g_reader = 1;
+    pthread_detach(th);
+  }
 }
 
 static int on_message(ws_conn *c, int op, const void *d, size_t n, int fin,
@@ -127,26 +173,62 @@ static void on_pong(ws_conn *c, const void *d, size_t n, void *user) {
 
 static void on_close(ws_conn *c, int code, const char *reason, size_t len,
                      void *user) {
-  int err = ws_conn_error(c);
+  int err = ws_conn_error(c), st = ws_conn_http_status(c);
+  int opened = g_conn == c; /* this connection had opened */
+  const char *why = "";
   (void)user;
-  g_closed = 1;
+  if (!g_reconnect) {
+    g_closed = 1;
+    ws_timer_stop(&g_loop, &g_linger);
+  }
   g_code = code;
-  g_conn = NULL;
-  ws_timer_stop(&g_loop, &g_linger);
-  if (!g_opened && ws_loop_conn_tls(c) && ws_tls_error(ws_loop_conn_tls(c))[0])
+  if (g_conn == c) g_conn = NULL;
+  if (err == WS_EPROXY) (void)ws_loop_proxy_status(c, &why);
+  if (opened) {
+    if (g_verbose || (code != 1000 && code != 1001 && code != 1005))
+      fprintf(stderr, "wsc: closed %d%s%.*s\n", code, len ? ": " : "", (int)len,
+              reason);
+  } else if (why[0]) {
+    fprintf(stderr, "wsc: could not connect: %s\n", why);
+  } else if (ws_loop_conn_tls(c) && ws_tls_error(ws_loop_conn_tls(c))[0]) {
     fprintf(stderr, "wsc: could not connect: %s\n", ws_tls_error(ws_loop_conn_tls(c)));
-  else if (!g_opened)
+  } else if (st != 0 && st != 101) {
+    fprintf(stderr, "wsc: could not connect: %s (HTTP %d)\n",
+            ws_strerror(err ? err : WS_EHANDSHAKE), st);
+  } else {
     fprintf(stderr, "wsc: could not connect: %s\n", ws_strerror(err ? err : WS_EIO));
-  else if (g_verbose || (code != 1000 && code != 1001 && code != 1005))
-    fprintf(stderr, "wsc: closed %d%s%.*s\n", code, len ? ": " : "", (int)len,
-            reason);
+  }
+  /* Reconnecting: the client decides; a close we asked for ends it. */
+  if (!g_reconnect || (g_stdin_done && !ws_loop_client_conn(&g_client)))
+    ws_loop_stop(&g_loop);
+}
+
+static int on_attempt(ws_loop_client *k, unsigned attempt, uint32_t delay_ms,
+                      int err, int http_status, void *user) {
+  (void)k, (void)user;
+  if (g_verbose) {
+    fprintf(stderr, "wsc: attempt %u in %lu ms (after %s", attempt,
+            (unsigned long)delay_ms, err ? ws_errname(err) : "a close");
+    if (http_status && http_status != 101) fprintf(stderr, ", HTTP %d", http_status);
+    fprintf(stderr, ")\n");
+  }
+  return 0;
+}
+
+static void on_give_up(ws_loop_client *k, int err, int http_status, void *user) {
+  (void)k, (void)user;
+  g_gave_up = 1;
+  fprintf(stderr, "wsc: gave up (%s", ws_strerror(err));
+  if (http_status) fprintf(stderr, ", HTTP %d", http_status);
+  fprintf(stderr, ")\n");
   ws_loop_stop(&g_loop);
 }
 
 static int usage(const char *argv0) {
   fprintf(stderr,
           "usage: %s [--binary] [--subprotocol P]... [--origin O] [--ping S] [--deflate]\n"
-          "          [--linger MS] [--timeout S] [--cafile FILE | --insecure] [-v]\n"
+          "          [--linger MS] [--timeout S] [--cafile FILE | --insecure] [--proxy URL]\n"
+          "          [--reconnect [--backoff MS] [--max-attempts N]] [-v]\n"
           "          ws[s]://host:port/path\n",
           argv0);
   return 2;
@@ -158,8 +240,10 @@ int main(int argc, char **argv) {
   ws_client_opts o;
   const char *url = NULL, *origin = NULL;
   unsigned ping = 0, timeout = 10;
-  const char *cafile = NULL;
+  const char *cafile = NULL, *proxy = NULL;
   int i, rc, insecure = 0, deflate = 0;
+  ws_reconnect pol;
+  ws_reconnect_init(&pol);
   ws_tls_config *tls = NULL;
   for (i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -186,6 +270,14 @@ int main(int argc, char **argv) {
       insecure = 1;
     } else if (strcmp(a, "--deflate") == 0) {
       deflate = 1;
+    } else if (strcmp(a, "--proxy") == 0 && i + 1 < argc) {
+      proxy = argv[++i];
+    } else if (strcmp(a, "--reconnect") == 0) {
+      g_reconnect = 1;
+    } else if (strcmp(a, "--backoff") == 0 && i + 1 < argc) {
+      pol.first_ms = (uint32_t)atoi(argv[++i]);
+    } else if (strcmp(a, "--max-attempts") == 0 && i + 1 < argc) {
+      pol.max_attempts = (uint32_t)atoi(argv[++i]);
     } else if (a[0] == '-' || url) {
       return usage(argv[0]);
     } else {
@@ -193,7 +285,11 @@ int main(int argc, char **argv) {
     }
   }
   if (url == NULL) return usage(argv[0]);
+#ifdef _WIN32
+  _setmode(_fileno(stdout), _O_BINARY); /* messages as they came, no CRLF */
+#else
   signal(SIGPIPE, SIG_IGN);
+#endif
   ws_loop_config_init(&cfg);
   cfg.client.ping_interval_ms = ping * 1000u;
   cfg.client.pong_timeout_ms = ping ? ping * 2000u : 10000u;
@@ -228,16 +324,24 @@ int main(int argc, char **argv) {
     return 2;
   }
   o.deflate = deflate;
-  rc = ws_loop_connect(&g_loop, url, &o, NULL, &g_conn);
+  o.proxy = proxy; /* NULL: the environment's */
+  if (g_reconnect) {
+    pol.on_attempt = on_attempt;
+    pol.on_give_up = on_give_up;
+    rc = ws_loop_client_start(&g_loop, &g_client, url, &o, &pol, NULL);
+  } else {
+    rc = ws_loop_connect(&g_loop, url, &o, NULL, &g_conn);
+    g_conn = NULL; /* set by on_open */
+  }
   if (rc != WS_OK) {
     fprintf(stderr, "wsc: %s: %s\n", url,
-            rc == WS_EINVAL ? (ws_tls_available() ? "not a ws:// or wss:// URL"
-                                                  : "not a ws:// URL (no TLS in this build)")
+            rc == WS_EINVAL ? (ws_tls_available() ? "not a ws:// or wss:// URL, or a proxy URL that is not http://"
+                                                  : "not a ws:// URL (no TLS in this build), or a proxy URL that is not http://")
                             : ws_strerror(rc));
     return rc == WS_EINVAL ? 2 : 1;
   }
   ws_loop_run(&g_loop);
   /* The stdin thread may still be blocked in getline(): exit, don't join. */
-  if (!g_opened) return 1;
+  if (!g_opened || g_gave_up) return 1;
   return (g_code == 1000 || g_code == 1001 || g_code == 1005) ? 0 : 3;
 }

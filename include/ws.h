@@ -103,13 +103,17 @@ const char *ws_version(void);
   X(ENOSPC, -16, "output buffer too small")                               \
   X(EAPP, -17, "application callback returned an error")                 \
   X(EDATA, -18, "invalid compressed data")                               \
-  X(ERESOLVE, -19, "host name not resolved")
+  X(ERESOLVE, -19, "host name not resolved")                              \
+  X(EPROXY, -20, "HTTP proxy did not open the tunnel")                    \
+  X(EUPGRADE, -21, "no 101 Switching Protocols (a proxy may have stripped Upgrade)") \
+  X(EBUDGET, -22, "memory refused by the budget")                         \
+  X(ESLOW, -23, "peer reads too slowly: output stalled")
 
 enum ws_err {
 #define WS__ERR_ENUM(name, val, text) WS_##name = (val),
   WS_ERRNO_MAP(WS__ERR_ENUM)
 #undef WS__ERR_ENUM
-  WS__ERR_LAST = -20
+  WS__ERR_LAST = -24
 };
 
 /* A static, human-readable description of an error code (never NULL). */
@@ -141,7 +145,8 @@ enum ws_close_code {
   WS_CLOSE_POLICY = 1008,
   WS_CLOSE_TOO_BIG = 1009,
   WS_CLOSE_EXTENSION = 1010,
-  WS_CLOSE_INTERNAL = 1011
+  WS_CLOSE_INTERNAL = 1011,
+  WS_CLOSE_TRY_AGAIN = 1013    /* "try again later": the server is loaded */
 };
 
 /* ------------------------------------------------------------------------
@@ -206,6 +211,10 @@ void ws_mask(void *buf, size_t len, const uint8_t key[4], uint64_t offset);
  *   WS_EUTF8   invalid; *bad_at (if not NULL) is the offset in this chunk of
  *              the first byte that made it so (len when a final chunk ends
  *              inside a sequence)
+ * Long input is checked 64 bytes at a time with SSE2 (x86) or NEON
+ * (AArch64) where the compiler targets them; defining WS_NO_SIMD when
+ * compiling ws.c forces the portable C path (same results; `make cross`
+ * tests both).
  */
 #define WS_UTF8_INIT 0u
 int ws_utf8_check(uint32_t *state, const void *buf, size_t len, int final,
@@ -315,6 +324,13 @@ typedef struct ws_client_opts {
    * ignores it), with the parameters of the connection's cfg.deflate
    * ("Compression" below); 0 (default): no offer. */
   int deflate;
+  /* ws_loop_connect() only (ignored elsewhere): the HTTP proxy to tunnel
+   * through with CONNECT, "http://[user[:password]@]host[:port]" (no
+   * scheme: http://; port 1080 when none, as curl; user and password
+   * percent-decoded, sent as Basic). NULL (default): from the
+   * environment, as curl reads it ("Proxies" at ws_loop_connect()). "":
+   * no proxy, whatever the environment says. */
+  const char *proxy;
 } ws_client_opts;
 
 /*
@@ -430,7 +446,8 @@ typedef struct ws_callbacks {
   int (*write)(ws_conn *c, const void *buf, size_t len, size_t *n,
                void *user);
   /* Fill buf with n unpredictable bytes (mask keys, the client nonce).
-   * NULL: the OS source (getrandom/arc4random/urandom) where there is one. */
+   * NULL: the OS source (getrandom/arc4random/urandom; rand_s on Windows)
+   * where there is one. */
   int (*random)(ws_conn *c, void *buf, size_t n, void *user);
 
   /* Server: decide on an upgrade request. Return 0 to accept (optionally
@@ -597,11 +614,62 @@ typedef struct ws_config {
    * buffers). */
   void *(*realloc)(void *ptr, size_t size, void *ctx);
   void *alloc_ctx;
+  /* Memory budget (NULL: none; see "Memory budget" below). Called with
+   * bytes > 0 before the connection takes that much more memory of a kind
+   * (WS_MEM_*), and with bytes < 0 before it gives memory back (the
+   * result is then ignored). Return 0 to allow, or a close code to refuse:
+   * the connection then fails at once with that code. ctx is alloc_ctx. */
+  int (*charge)(ws_conn *c, int kind, ptrdiff_t bytes, void *ctx);
+  /* Slow readers: output queued over slow_reader_bytes (64 KiB) that has
+   * not drained below it for slow_reader_ms (10000) fails the connection
+   * with 1008 and WS_ESLOW. 0 in either: off. Needs ws_conn_tick(). */
+  size_t slow_reader_bytes;
+  uint32_t slow_reader_ms;
   ws_deflate_config deflate;    /* permessage-deflate: off by default */
 } ws_config;
 
 /* Fills *cfg with safe defaults for the role. */
 void ws_config_init(ws_config *cfg, int role);
+
+/*
+ * Memory budget. Every limit above is per connection; a budget caps what
+ * many connections hold together (the loop keeps one: ws_loop_config's
+ * mem_budget). The core asks ws_config.charge before each allocation it
+ * makes for a connection, by kind:
+ *   WS_MEM_INPUT    the input buffer (a request head, a message being put
+ *                   together) and, with compression, the inflated message
+ *   WS_MEM_OUTPUT   the output queue (pongs and the close frame included)
+ *   WS_MEM_DEFLATE  compression state (zlib's streams, by their documented
+ *                   sizes, and the connection's share of bookkeeping)
+ *   WS_MEM_TLS      not used by the core: the loop counts a TLS session so
+ * and tells it, with a negative count, before giving memory back. The
+ * bytes are what the connection takes, headers included; ws_conn_memory()
+ * returns the running total the hook has been told (inside the hook: the
+ * total before this change). Fixed buffers (ws_conn_set_buffers()) and the
+ * batch's stack buffer are never counted; a compressed send's scratch
+ * buffer, released before ws_send() returns, is not either.
+ *
+ * A refusal (the hook returns a close code, e.g. 1009 or 1013) fails the
+ * connection at once: it reaches CLOSED with that code and WS_EBUDGET, and
+ * a close frame with the code is written straight to the transport when
+ * no output was queued before it (a peer that is not reading would never
+ * get one from behind its queue). The call that asked gets an error
+ * (ws_send(): WS_EBUDGET, then WS_ECLOSED as for any closed connection).
+ *
+ * A shared budget for a host loop: keep a counter in alloc_ctx, add bytes
+ * in the hook, refuse when the counter would pass the budget (the loop's
+ * refinement: refuse only connections over their fair share), and read
+ * ws_conn_memory() to find the largest holders.
+ */
+enum ws_mem_kind {
+  WS_MEM_INPUT = 0,
+  WS_MEM_OUTPUT = 1,
+  WS_MEM_DEFLATE = 2,
+  WS_MEM_TLS = 3
+};
+/* Bytes the connection holds now, as counted for the hook (0 when idle
+ * with no buffers: the usual state of an idle connection). */
+size_t ws_conn_memory(const ws_conn *c);
 
 /*
  * Compresses a whole message afresh (no context) into one complete,
@@ -764,12 +832,18 @@ int ws_conn_want_read(const ws_conn *c);
 size_t ws_conn_queued(const ws_conn *c);
 /* WS_STATE_*. */
 int ws_conn_state(const ws_conn *c);
+/* WS_SERVER or WS_CLIENT. */
+int ws_conn_role(const ws_conn *c);
 /* The sticky error, WS_OK while none. */
 int ws_conn_error(const ws_conn *c);
 
 /* Client: the HTTP status of the server's reply to the upgrade: 101 once
  * open, the refusal's status when it answered otherwise (a 503, a 404),
- * 0 before a reply or for a server connection. */
+ * 0 before a reply or for a server connection. A complete reply with any
+ * status but 101 fails the connection with WS_EUPGRADE (1006): the server
+ * refused, or a proxy on the way dropped the Upgrade header and the server
+ * answered a plain GET (a 200 page, a 400, a 426); this status says which
+ * came back. A 101 that is not a valid acceptance is WS_EHANDSHAKE. */
 int ws_conn_http_status(const ws_conn *c);
 /* The user pointer given to ws_conn_init(). */
 void *ws_conn_user(const ws_conn *c);
@@ -1061,13 +1135,23 @@ const char *ws_tls_error(const ws_tls *t);
  * verify (a failure that retrying will not cure), else 0. */
 int ws_tls_verify_failed(const ws_tls *t);
 
+/* Bytes a session holds: its state and its two record buffers (mbedTLS's
+ * configured content lengths plus record overhead). What the loop counts
+ * against its memory budget for a wss:// connection. */
+size_t ws_tls_memory(const ws_tls *t);
+
 /* Frees a session (NULL is fine). Does not close the socket/transport. */
 void ws_tls_free(ws_tls *t);
 
 /* ------------------------------------------------------------------------
  * Layer 2: the event loop (not in WS_NO_LOOP builds). POSIX sockets; epoll,
  * kqueue or poll, chosen at compile time in that order (-DWS_LOOP_POLL,
- * -DWS_LOOP_EPOLL, -DWS_LOOP_KQUEUE force one). Built on the public API
+ * -DWS_LOOP_EPOLL, -DWS_LOOP_KQUEUE force one). On Windows: Winsock over
+ * WSAPoll, built with mingw-w64 (link -lws2_32; threads are winpthreads);
+ * there every `int fd` here is a SOCKET (sockets only: no pipes or files
+ * for ws_watch), SO_REUSEPORT does not exist (ws_loop_has_reuseport() is
+ * 0), TLS in the loop is not ported, and other compilers stop at an
+ * #error (the core alone, WS_NO_LOOP, needs C99 only). Built on the public API
  * above only. One loop per thread: every ws_loop_* function and every
  * ws_conn_* / ws_send* call on a loop's connections MUST be made on the
  * thread that runs the loop, except ws_loop_post(), ws_loop_group_publish()
@@ -1105,11 +1189,20 @@ typedef struct ws_loop_config {
                                  socket on the port must ask for it. Where
                                  ws_loop_has_reuseport() is 0 listening
                                  fails with WS_EINVAL (0: off) */
+  size_t mem_budget;          /* bytes all of the loop's connections hold
+                                 together: input, output, compression and
+                                 TLS (WS_LOOP_MEM_BUDGET, 256 MiB; 0: no
+                                 budget). See "Memory budget" below. */
 } ws_loop_config;
+
+/* The default budget of a loop (docs/limits.md says why this figure). */
+#ifndef WS_LOOP_MEM_BUDGET
+#define WS_LOOP_MEM_BUDGET ((size_t)256 * 1024 * 1024)
+#endif
 
 /* Fills *cfg with defaults: both templates from ws_config_init(), plus
  * keepalive pings every 30 s (under the 60 s idle timeout of common load
- * balancers) with a 10 s pong timeout. */
+ * balancers) with a 10 s pong timeout, and WS_LOOP_MEM_BUDGET. */
 void ws_loop_config_init(ws_loop_config *cfg);
 
 typedef struct ws_loop_callbacks {
@@ -1193,6 +1286,10 @@ struct ws__loop_priv {
   size_t ginbox;                    /* bytes of group publishes queued to
                                        this loop, not yet run (atomic) */
   size_t gdrops;                    /* group publishes refused (atomic) */
+  size_t held[4], held_all, held_peak, holders; /* the memory budget */
+  uint64_t failed[7];               /* ws_loop_stats' failed_*, in order */
+  /* The templates' own charge hooks, run after the loop's. */
+  int (*ucharge[2])(ws_conn *c, int kind, ptrdiff_t bytes, void *ctx);
 };
 
 struct ws_loop { struct ws__loop_priv ws__lp; };
@@ -1252,12 +1349,12 @@ struct ws_loop_client { struct ws__loop_client_priv ws__k; };
 int ws_loop_init(ws_loop *l, const ws_loop_config *cfg,
                  const ws_loop_callbacks *cb, void *user);
 
-/* The backend's name: "epoll", "kqueue" or "poll". */
+/* The backend's name: "epoll", "kqueue", "poll" or "wsapoll". */
 const char *ws_loop_backend(void);
 
 /* The backend's own fd (epoll or kqueue; readable when the loop has work),
  * so a host loop can watch it and call ws_loop_run_once(l, 0); -1 for
- * poll. */
+ * poll and WSAPoll. */
 int ws_loop_backend_fd(const ws_loop *l);
 
 /*
@@ -1305,13 +1402,44 @@ int ws_loop_listen_fd(ws_loop *l, int fd);
  * the loop's, with `user` as its user pointer. *out (may be NULL)
  * receives the connection; it opens (on_open) or fails later (on_close,
  * 1006, with ws_conn_error(): WS_ERESOLVE for a name that does not
- * resolve, WS_EIO when every address refused, WS_ETIMEDOUT).
- *   WS_OK, WS_EINVAL (URL; wss:// in a build without TLS, or no system
- *   CA bundle for the default config), WS_EIO (a numeric address that
- *   cannot be dialled at all), WS_ENOMEM
+ * resolve, WS_EIO when every address refused, WS_ETIMEDOUT, WS_EPROXY
+ * (below), WS_EUPGRADE when the reply was not 101: ws_conn_http_status()
+ * says what came back, e.g. 200 from a proxy that stripped Upgrade).
+ * Proxies. Through an HTTP proxy the connection dials the proxy (its
+ * name resolved as above), sends "CONNECT host:port HTTP/1.1" (with
+ * Proxy-Authorization: Basic when the proxy URL has a user), and once the
+ * proxy answers 2xx goes on as a direct connection would, through the
+ * tunnel: TLS for wss:// with SNI and the certificate checked against the
+ * URL's host, then the upgrade. Always CONNECT, for ws:// too. The proxy
+ * is o->proxy when not NULL ("" for none); else the environment, read at
+ * each call as curl reads it: ws_proxy, then http_proxy (lower case only),
+ * for ws://; wss_proxy, then https_proxy, for wss://; then all_proxy;
+ * lower case first, then upper (WS_PROXY, HTTPS_PROXY, ...). no_proxy
+ * (or NO_PROXY), a comma list, exempts hosts from a proxy of the
+ * environment (not from o->proxy): "*" all, "example.com" or
+ * ".example.com" that domain and its subdomains, an address itself (no
+ * ports or CIDR ranges). Only http:// proxies: another scheme in the URL
+ * or the environment is WS_EINVAL. A proxy that does not open the tunnel
+ * ends the connection with WS_EPROXY: ws_loop_proxy_status() in on_close
+ * says how (its status: 407, 403, 502...; a reply that is not HTTP, or a
+ * head over cfg.client.max_handshake, has status 0).
+ *   WS_OK, WS_EINVAL (URL or proxy URL; wss:// in a build without TLS,
+ *   or no system CA bundle for the default config), WS_EIO (a numeric
+ *   address that cannot be dialled at all), WS_ENOMEM
  */
 int ws_loop_connect(ws_loop *l, const char *url, const ws_client_opts *o,
                     void *user, ws_conn **out);
+
+/*
+ * In on_close of a loop client connection that failed at its proxy
+ * (ws_conn_error() is WS_EPROXY): the status of the proxy's reply to
+ * CONNECT (407, 403, 502...; 0 when the reply was not HTTP or over the
+ * limit), and in *why (may be NULL) one line saying what went wrong
+ * ("proxy refused the tunnel: HTTP 407 Proxy Authentication Required",
+ * "proxy reply is not HTTP", "proxy reply head over 8192 bytes
+ * (max_handshake)"), valid until on_close returns. Elsewhere 0 and "".
+ */
+int ws_loop_proxy_status(const ws_conn *c, const char **why);
 
 /*
  * Reconnecting clients (opt-in): a ws_loop_client keeps one client
@@ -1321,9 +1449,13 @@ int ws_loop_connect(ws_loop *l, const char *url, const ws_client_opts *o,
  * connection, each with its own on_open and on_close. What ends a try:
  *   retried  refused, reset, unreachable (WS_EIO), timed out (WS_ETIMEDOUT),
  *            a name that did not resolve (WS_ERESOLVE), an upgrade refused
- *            with HTTP 5xx, and any end of a connection that had opened
- *   final    an upgrade refused with HTTP 4xx (401, 403, 404...), a
- *            certificate that does not verify, an invalid URL
+ *            with HTTP 5xx, a proxy's 5xx (502, 503) or a reply of a proxy
+ *            that is not HTTP or too long (WS_EPROXY), and any end of a
+ *            connection that had opened
+ *   final    an upgrade refused with HTTP 4xx (401, 403, 404...), a proxy's
+ *            4xx (407, 403: WS_EPROXY), a certificate that does not
+ *            verify, an invalid URL
+ * The hooks' http_status is the server's, or the proxy's with WS_EPROXY.
  * Application state stays the application's: in on_open, use
  * ws_loop_client_of(c) and ws_loop_client_opens() to tell a reconnect
  * (opens > 1) and subscribe again, resend what was not acknowledged.
@@ -1584,6 +1716,49 @@ void ws_loop_on_topic(ws_loop *l,
                       void (*fn)(ws_loop *l, const char *topic, int active,
                                  void *user),
                       void *user);
+
+/*
+ * Memory budget. The loop counts what each of its connections holds (the
+ * core's input and output buffers and compression state, through
+ * ws_config.charge, and each TLS session by ws_tls_memory()) and keeps
+ * the sum under cfg.mem_budget:
+ * - Below the budget every request for memory is granted (each connection
+ *   within its own limits: max_message, max_queued).
+ * - Once a request would pass the budget, it is refused from a connection
+ *   that would then hold more than its fair share (the budget divided by
+ *   the connections holding memory), and from anyone once the sum would
+ *   pass the budget by an eighth. Connections under their share keep
+ *   working. A refused connection fails at once: 1009 when the memory was
+ *   for input (a message), 1013 "try again later" for output (a reader too
+ *   slow for what it is sent, pongs to a ping flood); on_close gets that
+ *   code and ws_conn_error() WS_EBUDGET.
+ * - Within a sixteenth of the budget, new upgrade requests get HTTP 503.
+ * A user hook in a template (ws_config.charge) still runs, after the
+ * loop's, and may refuse too. The loop's count is exact for the core and
+ * an estimate for TLS; zlib's streams count by zlib's documented sizes.
+ */
+struct ws_loop_stats {
+  size_t conns;             /* open connections */
+  size_t paused;            /* ... whose input waits for output to drain */
+  size_t mem_budget;        /* cfg.mem_budget */
+  size_t held;              /* bytes held now: the sum of the next four */
+  size_t held_in, held_out, held_deflate, held_tls;
+  size_t held_peak;         /* the largest held since ws_loop_init() */
+  size_t holders;           /* connections holding any memory */
+  /* Connections failed, by reason, since ws_loop_init(): */
+  uint64_t failed_budget_1009;  /* the budget refused input */
+  uint64_t failed_budget_1013;  /* the budget refused output */
+  uint64_t failed_slow_reader;  /* output stalled (ws_config slow_reader) */
+  uint64_t failed_too_big;      /* over max_frame / max_message (1009) */
+  uint64_t failed_protocol;     /* a protocol, UTF-8, compression or
+                                   handshake error */
+  uint64_t failed_timeout;      /* handshake, pong or close timeout */
+  uint64_t refused_503;         /* upgrades refused near the budget */
+};
+
+/* Fills *st. Loop thread only; walks the connections (to count paused).
+ * The type is a struct tag only, so that the call can have its name. */
+void ws_loop_stats(ws_loop *l, struct ws_loop_stats *st);
 
 /*
  * Groups: several loops of one process, one per thread, serving one port

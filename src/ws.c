@@ -13,10 +13,12 @@
  *   deflate.c           part 5, layer 0: permessage-deflate (RFC 7692): the codec interface, its zlib backend (WS_ENABLE_ZLIB), the negotiation.
  *   conn.c              part 6, layer 1: ws_conn, one connection's state machine over the caller's callbacks.
  *   tls.c               part 7: TLS over mbedTLS (WS_ENABLE_MBEDTLS), or stubs that refuse politely.
+ *   loop_win.c          part 8, layer 2: the loop's Windows port: Winsock and winpthreads under the POSIX names loop.c uses.
  *   loop.c              part 8, layer 2: the event loop: sockets, timers, topics, posts from other threads.
  *   loop_epoll.c        part 9: the loop's epoll backend (Linux).
  *   loop_kqueue.c       part 9: the loop's kqueue backend (the BSDs and macOS).
  *   loop_poll.c         part 9: the loop's poll() backend, for any POSIX system (-DWS_LOOP_POLL).
+ *   loop_wsapoll.c      part 9: the loop's WSAPoll backend, for Windows (Vista and later).
  */
 
 /* === src/ws/config.h ======================================================= */
@@ -32,6 +34,9 @@
 #else
 #define _POSIX_C_SOURCE 200809L
 #endif
+#endif
+#if defined(_WIN32) && !defined(_CRT_RAND_S)
+#define _CRT_RAND_S 1 /* rand_s(): the default random source on Windows */
 #endif
 #if defined(__APPLE__) && !defined(_DARWIN_C_SOURCE)
 #define _DARWIN_C_SOURCE 1
@@ -68,6 +73,14 @@
 #endif
 #ifndef WS_CLOSE_TIMEOUT_MS
 #define WS_CLOSE_TIMEOUT_MS 5000
+#endif
+/* Slow readers: output over this many bytes that has not drained below it
+ * for this long fails the connection (ws_config). */
+#ifndef WS_SLOW_READER_BYTES
+#define WS_SLOW_READER_BYTES (64u * 1024)
+#endif
+#ifndef WS_SLOW_READER_MS
+#define WS_SLOW_READER_MS 10000
 #endif
 #ifndef WS_PONG_TIMEOUT_MS
 #define WS_PONG_TIMEOUT_MS 10000
@@ -132,6 +145,14 @@
 #define WS__HAVE_OS 0
 #endif
 
+/* The loop's sockets and threads: POSIX, or Winsock with mingw-w64's
+ * winpthreads (loop_win.c). */
+#if WS__HAVE_OS || (!defined(WS_NO_OS) && defined(_WIN32))
+#define WS__HAVE_NET 1
+#else
+#define WS__HAVE_NET 0
+#endif
+
 #if WS__HAVE_OS
 #include <errno.h>
 #include <fcntl.h>
@@ -141,7 +162,7 @@
 #endif
 #endif
 
-#ifndef WS_NO_MALLOC
+#if !defined(WS_NO_MALLOC) || (WS__HAVE_NET && !WS__HAVE_OS)
 #include <stdlib.h>
 #endif
 
@@ -1437,7 +1458,17 @@ typedef struct ws__zs {
 #endif
   const ws_config *cfg;
   int inflate;
+  size_t cost;          /* ws__zs_cost(): what the budget counts for it */
 } ws__zs;
+
+/* What a stream takes, by zlib's documented figures: deflate's window and
+ * hash tables, (1 << (bits + 2)) + (1 << (mem_level + 9)), inflate's
+ * window, 1 << bits, each with its state of a few kilobytes. */
+static size_t ws__zs_cost(int inflate, int bits, int mem_level) {
+  if (inflate) return sizeof(ws__zs) + 7168 + ((size_t)1 << bits);
+  return sizeof(ws__zs) + 5888 + ((size_t)1 << (bits + 2)) +
+         ((size_t)1 << (mem_level + 9));
+}
 
 /* ws__zs_run(): a final DEFLATE block ended the stream (inflate). */
 #define WS__ZS_END 1
@@ -1488,6 +1519,7 @@ static ws__zs *ws__zs_new(const ws_config *cfg, int inflate, int bits,
   memset(z, 0, sizeof *z);
   z->cfg = cfg;
   z->inflate = inflate;
+  z->cost = ws__zs_cost(inflate, bits, mem_level);
   z->s.zalloc = ws__zalloc;
   z->s.zfree = ws__zfree;
   z->s.opaque = (voidpf)cfg;
@@ -1970,8 +2002,10 @@ enum {
   WS__F_PONG_WAIT = 1u << 15,  /* open: t is the pong deadline, not a ping's */
   WS__F_STACK_OUT = 1u << 16,  /* the queue is the batch's stack buffer */
   WS__F_FREE = 1u << 17,       /* ws_conn_free() was called in a callback */
-  WS__F_HOLD = 1u << 18        /* output waits for the batch's end (lifted
+  WS__F_HOLD = 1u << 18,       /* output waits for the batch's end (lifted
                                 * for the batch's early writes) */
+  WS__F_ARM_SLOW = 1u << 19    /* output went over slow_reader_bytes: its
+                                * deadline is set at the next tick */
 };
 
 /* CLOSED has one mark, the state, set by ws__set_closed() alone and never
@@ -2007,7 +2041,10 @@ struct ws__ibuf {
   unsigned char d[];
 };
 struct ws__obuf {
+  uint64_t stall;        /* slow reader: the deadline to drain by, or 0 */
   size_t cap, head, len; /* bytes at d; sent up to head; queued up to len */
+  /* The last pong queued, d[pong_at..pong_end); pong_end 0: none known. */
+  size_t pong_at, pong_end;
   unsigned char d[];
 };
 /* The buffers start 8-byte aligned for their counters. */
@@ -2059,11 +2096,66 @@ static void *ws__realloc(struct ws__conn_priv *p, void *ptr, size_t n) {
 #endif
 }
 
+static void ws__refused(struct ws__conn_priv *p, int code);
+
+/* The budget hook (ws.h: "Memory budget"), asked before the connection
+ * takes n more bytes of a kind. A refusal has failed the connection when
+ * this returns 0. */
+static int ws__take(struct ws__conn_priv *p, int kind, size_t n) {
+  int code;
+  if (p->cfg->charge == NULL || n == 0) return 1;
+  code = p->cfg->charge((ws_conn *)(void *)p, kind, (ptrdiff_t)n,
+                        p->cfg->alloc_ctx);
+  if (code == 0) return 1;
+  ws__refused(p, code);
+  return 0;
+}
+
+/* ... and told before it gives n bytes back. */
+static void ws__give(struct ws__conn_priv *p, int kind, size_t n) {
+  if (p->cfg->charge && n)
+    (void)p->cfg->charge((ws_conn *)(void *)p, kind, -(ptrdiff_t)n,
+                         p->cfg->alloc_ctx);
+}
+
+/* ws__realloc() of a block of `old` bytes to n, counted as kind. NULL when
+ * the budget refused (the connection has failed) or the allocator did. */
+static void *ws__mem(struct ws__conn_priv *p, int kind, void *ptr, size_t old,
+                     size_t n) {
+  void *q;
+  if (n > old && !ws__take(p, kind, n - old)) return NULL;
+  if (n < old) ws__give(p, kind, old - n);
+  q = ws__realloc(p, ptr, n);
+  if (q == NULL && n > old) ws__give(p, kind, n - old);
+  return q;
+}
+
+/* The error for a failed ws__mem(): the budget's, or the allocator's. */
+#define WS__NOMEM(p) ((p)->err == WS_EBUDGET ? WS_EBUDGET : WS_ENOMEM)
+
+/* A compression stream, counted by its cost (NULL: refused, or no
+ * memory). */
+static ws__zs *ws__zs_make(struct ws__conn_priv *p, int inflate, int bits,
+                           int mem_level) {
+  size_t cost = ws__zs_cost(inflate, bits, mem_level);
+  ws__zs *s;
+  if (!ws__take(p, WS_MEM_DEFLATE, cost)) return NULL;
+  if ((s = ws__zs_new(p->cfg, inflate, bits, mem_level)) == NULL)
+    ws__give(p, WS_MEM_DEFLATE, cost);
+  return s;
+}
+
+static void ws__zs_drop(struct ws__conn_priv *p, ws__zs *s) {
+  if (s == NULL) return;
+  ws__give(p, WS_MEM_DEFLATE, s->cost);
+  ws__zs_free(s);
+}
+
 /* The compression state, allocated on first use (NULL: no memory). */
 static struct ws__zconn *ws__z_get(struct ws__conn_priv *p) {
   struct ws__zconn *z = (struct ws__zconn *)p->z;
   if (z == NULL) {
-    z = (struct ws__zconn *)ws__realloc(p, NULL, sizeof *z);
+    z = (struct ws__zconn *)ws__mem(p, WS_MEM_DEFLATE, NULL, 0, sizeof *z);
     if (z == NULL) return NULL;
     memset(z, 0, sizeof *z);
     p->z = z;
@@ -2075,7 +2167,7 @@ static struct ws__zconn *ws__z_get(struct ws__conn_priv *p) {
 static void ws__z_drop(struct ws__conn_priv *p) {
   struct ws__zconn *z = (struct ws__zconn *)p->z;
   if (z && !z->tx && !z->rx && !z->m) {
-    ws__realloc(p, z, 0);
+    ws__mem(p, WS_MEM_DEFLATE, z, sizeof *z, 0);
     p->z = NULL;
   }
 }
@@ -2084,10 +2176,10 @@ static void ws__z_drop(struct ws__conn_priv *p) {
 static void ws__z_release(struct ws__conn_priv *p) {
   struct ws__zconn *z = (struct ws__zconn *)p->z;
   if (!WS_ENABLE_ZLIB || z == NULL) return;
-  ws__zs_free(z->tx);
-  ws__zs_free(z->rx);
-  if (z->m) ws__realloc(p, z->m, 0);
-  ws__realloc(p, z, 0);
+  ws__zs_drop(p, z->tx);
+  ws__zs_drop(p, z->rx);
+  if (z->m) ws__mem(p, WS_MEM_INPUT, z->m, z->mcap, 0);
+  ws__mem(p, WS_MEM_DEFLATE, z, sizeof *z, 0);
   p->z = NULL;
 }
 
@@ -2128,6 +2220,19 @@ static int ws__os_random(void *buf, size_t n) {
     return WS_OK;
   }
 }
+#elif WS__HAVE_NET /* Windows: rand_s(), RtlGenRandom underneath */
+static int ws__os_random(void *buf, size_t n) {
+  unsigned char *p = (unsigned char *)buf;
+  while (n > 0) {
+    unsigned v;
+    size_t k = n < sizeof v ? n : sizeof v;
+    if (rand_s(&v) != 0) return WS_ERANDOM;
+    memcpy(p, &v, k);
+    p += k;
+    n -= k;
+  }
+  return WS_OK;
+}
 #endif
 
 static int ws__random(ws_conn *c, void *buf, size_t n) {
@@ -2139,7 +2244,7 @@ static int ws__random(ws_conn *c, void *buf, size_t n) {
     p->depth--;
     return rc == WS_OK ? WS_OK : WS_ERANDOM;
   }
-#if WS__HAVE_OS
+#if WS__HAVE_OS || WS__HAVE_NET
   return ws__os_random(buf, n);
 #else
   (void)buf, (void)n;
@@ -2164,6 +2269,8 @@ void ws_config_init(ws_config *cfg, int role) {
   cfg->close_timeout_ms = WS_CLOSE_TIMEOUT_MS;
   cfg->ping_interval_ms = 0;
   cfg->pong_timeout_ms = WS_PONG_TIMEOUT_MS;
+  cfg->slow_reader_bytes = WS_SLOW_READER_BYTES;
+  cfg->slow_reader_ms = WS_SLOW_READER_MS;
   cfg->deflate.window_bits = WS_DEFLATE_WINDOW_BITS;
   /* A client does not ask the server for a smaller window by default: a
    * server that ignores the request (libwebsockets 4.1 does) would leave
@@ -2252,12 +2359,55 @@ static void ws__set_closed(struct ws__conn_priv *p, int code, int err) {
 static void ws__release(struct ws__conn_priv *p) {
   ws__z_release(p);
   if (!(p->flags & WS__F_FIXED)) {
-    if (p->in) ws__realloc(p, p->in, 0);
-    if (p->out && !(p->flags & WS__F_STACK_OUT)) ws__realloc(p, p->out, 0);
+    if (p->in) ws__mem(p, WS_MEM_INPUT, p->in, sizeof *p->in + p->in->cap, 0);
+    if (p->out && !(p->flags & WS__F_STACK_OUT))
+      ws__mem(p, WS_MEM_OUTPUT, p->out, sizeof *p->out + p->out->cap, 0);
   }
   p->in = NULL;
   p->out = NULL;
   p->flags &= ~(uint32_t)WS__F_STACK_OUT;
+}
+
+/* The budget refused memory: the connection fails at once with the code
+ * the hook gave. A server with nothing queued writes its close frame
+ * straight to the transport first, best effort (behind queued output it
+ * would never reach a peer that does not read). */
+static void ws__refused(struct ws__conn_priv *p, int code) {
+  if (WS__CLOSED(p)) return;
+  if (code < 1000 || code > 4999) code = WS_CLOSE_TRY_AGAIN;
+  if (p->role == WS_SERVER && p->state == WS_STATE_OPEN &&
+      WS__QUEUED(p) == 0 && !(p->flags & WS__F_CLOSE_SENT) && p->cb->write) {
+    unsigned char f[4];
+    size_t n = 0;
+    f[0] = 0x80 | WS_OP_CLOSE;
+    f[1] = 2;
+    f[2] = (unsigned char)(code >> 8);
+    f[3] = (unsigned char)code;
+    p->depth++;
+    (void)p->cb->write((ws_conn *)(void *)p, f, sizeof f, &n, p->user);
+    p->depth--;
+  }
+  ws__set_closed(p, p->state == WS_STATE_CONNECTING ? WS_CLOSE_ABNORMAL : code,
+                 WS_EBUDGET);
+}
+
+/* see ws.h */
+size_t ws_conn_memory(const ws_conn *c) {
+  const struct ws__conn_priv *p = WS__P(c);
+  size_t n = 0;
+  if (!(p->flags & WS__F_FIXED)) {
+    if (p->in) n += sizeof *p->in + p->in->cap;
+    if (p->out && !(p->flags & WS__F_STACK_OUT))
+      n += sizeof *p->out + p->out->cap;
+  }
+#if WS_ENABLE_ZLIB
+  if (p->z) {
+    const struct ws__zconn *z = (const struct ws__zconn *)p->z;
+    n += sizeof *z + z->mcap + (z->tx ? z->tx->cost : 0) +
+         (z->rx ? z->rx->cost : 0);
+  }
+#endif
+  return n;
 }
 
 /* Runs owed on_close at the end of a public call, after finishing a
@@ -2328,7 +2478,7 @@ static int ws__out_room(struct ws__conn_priv *p, size_t n) {
     if (o->head > 0) {
       memmove(o->d, o->d + o->head, o->len - o->head);
       o->len -= o->head;
-      o->head = 0;
+      o->head = o->pong_end = 0;
       if (o->cap - o->len >= n) return WS_OK;
     }
     if (p->flags & WS__F_FIXED) return WS_EFULL;
@@ -2344,9 +2494,13 @@ static int ws__out_room(struct ws__conn_priv *p, size_t n) {
   cap = o ? o->cap : 1024 - sizeof *o;
   while (cap < need) cap = cap * 2 < cap ? need : cap * 2;
   if (cap + sizeof *o < cap) return WS_ENOMEM;
-  q = (struct ws__obuf *)ws__realloc(p, o, sizeof *o + cap);
-  if (q == NULL) return WS_ENOMEM;
-  if (o == NULL) q->head = q->len = 0;
+  q = (struct ws__obuf *)ws__mem(p, WS_MEM_OUTPUT, o,
+                                 o ? sizeof *o + o->cap : 0, sizeof *o + cap);
+  if (q == NULL) return WS__NOMEM(p);
+  if (o == NULL) {
+    q->head = q->len = q->pong_end = 0;
+    q->stall = 0;
+  }
   q->cap = cap;
   p->out = q;
   return WS_OK;
@@ -2391,10 +2545,11 @@ static int ws__flush(ws_conn *c) {
     o->head += n;
   }
   if (o && o->head == o->len) {
-    o->head = o->len = 0;
+    o->head = o->len = o->pong_end = 0;
+    o->stall = 0;
     if (!(p->flags & (WS__F_FIXED | WS__F_STACK_OUT)) &&
         o->cap > WS_KEEP_BUFFER) {
-      ws__realloc(p, o, 0);
+      ws__mem(p, WS_MEM_OUTPUT, o, sizeof *o + o->cap, 0);
       p->out = NULL;
     }
   }
@@ -2550,8 +2705,9 @@ static long ws__in_room(struct ws__conn_priv *p, size_t want) {
   need = (b ? b->rlen : 0) + want;
   cap = b ? b->cap : 1024;
   while (cap < need) cap *= 2;
-  q = (struct ws__ibuf *)ws__realloc(p, b, sizeof *b + cap);
-  if (q == NULL) return WS_ENOMEM;
+  q = (struct ws__ibuf *)ws__mem(p, WS_MEM_INPUT, b,
+                                 b ? sizeof *b + b->cap : 0, sizeof *b + cap);
+  if (q == NULL) return WS__NOMEM(p);
   if (b == NULL) memset(q, 0, sizeof *q);
   q->cap = cap;
   p->in = q;
@@ -2620,11 +2776,23 @@ static int ws__control(ws_conn *c, const ws_frame *f, unsigned char *d) {
      * no more pongs once the queue is full (a later ping is answered). */
     if (!(p->flags & (WS__F_CLOSE_SENT | WS__F_FAILING)) && !WS__CLOSED(p) &&
         WS__QUEUED(p) + n + WS_FRAME_HEADER_MAX <= p->cfg->max_queued) {
-      int rc = ws__queue_frame(c, 1, WS_OP_PONG, d, n);
+      struct ws__obuf *o = p->out;
+      int rc;
+      /* Only the latest ping needs its pong (RFC 6455 5.5.3): one still
+       * unsent at the end of the queue gives way to this one, so a peer
+       * that pings and never reads holds one pong here, not one each. */
+      if (o && o->pong_end == o->len && o->pong_end != 0 &&
+          o->pong_at >= o->head)
+        o->len = o->pong_at;
+      rc = ws__queue_frame(c, 1, WS_OP_PONG, d, n);
       if (rc == WS_ENOMEM) {
         ws__fail(c, rc, WS_CLOSE_INTERNAL);
         return rc;
       }
+      if (rc != WS_OK) return rc == WS_EBUDGET ? rc : WS_OK;
+      /* It is the queue's last frame (the queue may have moved). */
+      p->out->pong_end = p->out->len;
+      p->out->pong_at = p->out->len - ws__hdr_size(n, p->role) - n;
     }
     return WS_OK;
   }
@@ -2675,7 +2843,7 @@ static void ws__in_idle(struct ws__conn_priv *p) {
     return;
   b->rpos = b->rlen = b->mstart = 0;
   if (!(p->flags & WS__F_FIXED) && b->cap > WS_KEEP_BUFFER) {
-    ws__realloc(p, b, 0);
+    ws__mem(p, WS_MEM_INPUT, b, sizeof *b + b->cap, 0);
     p->in = NULL;
   }
 }
@@ -2756,7 +2924,7 @@ static int ws__inflate(ws_conn *c, int op, const unsigned char *in, size_t n,
   int pass, rc;
   if (z == NULL) return ws__frame_fail(c, WS_ENOMEM);
   if (z->rx == NULL) {
-    z->rx = ws__zs_new(p->cfg, 1, (int)WS__MAX(WS__PMD_RX_BITS(p->pmd), 9u), 0);
+    z->rx = ws__zs_make(p, 1, (int)WS__MAX(WS__PMD_RX_BITS(p->pmd), 9u), 0);
     if (z->rx == NULL) {
       ws__z_drop(p);
       return ws__frame_fail(c, WS_ENOMEM);
@@ -2785,8 +2953,9 @@ static int ws__inflate(ws_conn *c, int op, const unsigned char *in, size_t n,
           unsigned char *m;
           if (want < z->mcap || want > lim) want = (size_t)lim;
           if (want > z->mcap) {
-            if ((m = (unsigned char *)ws__realloc(p, z->m, want)) == NULL)
-              return ws__frame_fail(c, WS_ENOMEM);
+            if ((m = (unsigned char *)ws__mem(p, WS_MEM_INPUT, z->m, z->mcap,
+                                              want)) == NULL)
+              return ws__frame_fail(c, WS__NOMEM(p));
             z->m = m;
             z->mcap = want;
           }
@@ -2825,12 +2994,12 @@ static int ws__inflate(ws_conn *c, int op, const unsigned char *in, size_t n,
                         p->cfg->stream ? 0 : z->mlen, 1);
   /* The message is out: its buffer goes, and the decompressor too when the
    * peer keeps no context (or a final block ended its stream). */
-  if (z->m) ws__realloc(p, z->m, 0);
+  if (z->m) ws__mem(p, WS_MEM_INPUT, z->m, z->mcap, 0);
   z->m = NULL;
   z->mlen = z->mcap = 0;
   z->mout = 0;
   if (p->pmd & WS__PMD_RX_RESET) {
-    ws__zs_free(z->rx);
+    ws__zs_drop(p, z->rx);
     z->rx = NULL;
   } else if (z->ended) {
     ws__zs_reset(z->rx);
@@ -3133,8 +3302,12 @@ static int ws__client_handshake(ws_conn *c) {
                           (WS__PMD(p) & WS__PMD_OFFER) != 0);
   if (resp.status >= 100 && resp.status <= 599) p->http_status = (uint16_t)resp.status;
   if (rc != WS_OK) {
-    ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_EHANDSHAKE);
-    return WS_EHANDSHAKE;
+    /* A well-formed reply that is not 101: no upgrade happened (refused, or
+     * Upgrade stripped on the way), which the error says apart from a
+     * broken acceptance. */
+    rc = resp.headers != NULL && resp.status != 101 ? WS_EUPGRADE : WS_EHANDSHAKE;
+    ws__set_closed(p, WS_CLOSE_ABNORMAL, rc);
+    return rc;
   }
   /* From here the input buffer holds frames only. */
   p->in->proto_len = 0;
@@ -3214,6 +3387,17 @@ static int ws__result(ws_conn *c, int rc) {
   struct ws__conn_priv *p = WS__P(c);
   if (rc == WS_OK && p->err != WS_OK && !WS__CLOSED(p))
     rc = p->err;
+  /* Slow readers: output over the threshold starts its clock (at the next
+   * tick), output back under it stops it. */
+  if (p->cfg->slow_reader_ms && p->cfg->slow_reader_bytes && p->out &&
+      !WS__CLOSED(p)) {
+    if (WS__QUEUED(p) <= p->cfg->slow_reader_bytes) {
+      p->out->stall = 0;
+      p->flags &= ~(uint32_t)WS__F_ARM_SLOW;
+    } else if (p->out->stall == 0) {
+      p->flags |= WS__F_ARM_SLOW;
+    }
+  }
   return ws__done(c, rc);
 }
 
@@ -3228,7 +3412,8 @@ static int ws__result(ws_conn *c, int rc) {
   if ((p)->out == NULL && !((p)->flags & WS__F_FIXED)) {                  \
     (p)->out = (struct ws__obuf *)(void *)ws__sb.b;                       \
     (p)->out->cap = sizeof ws__sb - sizeof *(p)->out;                     \
-    (p)->out->head = (p)->out->len = 0;                                   \
+    (p)->out->head = (p)->out->len = (p)->out->pong_end = 0;              \
+    (p)->out->stall = 0;                                                  \
     (p)->flags |= WS__F_STACK_OUT;                                        \
   }
 #else
@@ -3484,6 +3669,16 @@ int ws_conn_tick(ws_conn *c, uint64_t now) {
     p->t = p->cfg->close_timeout_ms ? now + p->cfg->close_timeout_ms
                                     : WS__NONE;
   p->flags &= ~(uint32_t)(WS__F_ARM_HS | WS__F_ARM_CLOSE | WS__F_ARM_PING);
+  if (p->flags & WS__F_ARM_SLOW) {
+    p->flags &= ~(uint32_t)WS__F_ARM_SLOW;
+    if (p->out) p->out->stall = now + p->cfg->slow_reader_ms;
+  }
+  if (p->out && p->out->stall && now >= p->out->stall &&
+      WS__QUEUED(p) > p->cfg->slow_reader_bytes) {
+    /* A close frame behind the queue would never be read: closed now. */
+    ws__set_closed(p, WS_CLOSE_POLICY, WS_ESLOW);
+    return ws__result(c, WS_OK);
+  }
   if (now < p->t) return ws__result(c, WS_OK);
   if (p->state == WS_STATE_CONNECTING) {
     ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_ETIMEDOUT);
@@ -3518,7 +3713,10 @@ int ws_conn_tick(ws_conn *c, uint64_t now) {
 uint64_t ws_conn_next_deadline(const ws_conn *c) {
   const struct ws__conn_priv *p = WS__P(c);
   if (WS__CLOSED(p)) return WS__NONE;
-  if (p->flags & (WS__F_ARM_HS | WS__F_ARM_CLOSE | WS__F_ARM_PING)) return 0;
+  if (p->flags &
+      (WS__F_ARM_HS | WS__F_ARM_CLOSE | WS__F_ARM_PING | WS__F_ARM_SLOW))
+    return 0;
+  if (p->out && p->out->stall && p->out->stall < p->t) return p->out->stall;
   return p->t;
 }
 
@@ -3535,6 +3733,9 @@ size_t ws_conn_queued(const ws_conn *c) {
 
 /* see ws.h */
 int ws_conn_state(const ws_conn *c) { return WS__P(c)->state; }
+
+/* see ws.h */
+int ws_conn_role(const ws_conn *c) { return WS__P(c)->role; }
 
 /* see ws.h */
 int ws_conn_error(const ws_conn *c) { return WS__P(c)->err; }
@@ -3758,7 +3959,7 @@ static int ws__send_deflated(ws_conn *c, int op, const void *data,
   if (z == NULL) return WS_ENOMEM;
   if (z->tx == NULL) {
     int bits = (int)WS__PMD_TX_BITS(p->pmd), mem = p->cfg->deflate.mem_level;
-    z->tx = ws__zs_new(p->cfg, 0, bits, mem >= 1 && mem <= 9 ? mem : 8);
+    z->tx = ws__zs_make(p, 0, bits, mem >= 1 && mem <= 9 ? mem : 8);
     if (z->tx == NULL) {
       ws__z_drop(p);
       return WS_ENOMEM;
@@ -3772,7 +3973,7 @@ static int ws__send_deflated(ws_conn *c, int op, const void *data,
   }
   if (rc != WS_OK && !WS__CLOSED(p)) ws__zs_reset(z->tx);
   if (p->pmd & WS__PMD_TX_RESET) {
-    ws__zs_free(z->tx);
+    ws__zs_drop(p, z->tx);
     z->tx = NULL;
     ws__z_drop(p);
   }
@@ -4611,6 +4812,15 @@ const char *ws_tls_error(const ws_tls *t) { return t ? t->err : ""; }
 int ws_tls_verify_failed(const ws_tls *t) { return t ? t->verify_failed : 0; }
 
 /* see ws.h */
+size_t ws_tls_memory(const ws_tls *t) {
+  /* Each record buffer: its content, a 13-byte header and room for the
+   * IV, MAC and padding (under 300 bytes for every suite). */
+  (void)t;
+  return sizeof *t + MBEDTLS_SSL_IN_CONTENT_LEN + MBEDTLS_SSL_OUT_CONTENT_LEN +
+         2 * 300;
+}
+
+/* see ws.h */
 void ws_tls_free(ws_tls *t) {
   if (t == NULL) return;
   mbedtls_ssl_free(&t->ssl);
@@ -4620,7 +4830,7 @@ void ws_tls_free(ws_tls *t) {
 /* see ws.h */
 int ws_tls_available(void) { return 1; }
 
-#elif WS__HAVE_OS && !defined(WS_NO_LOOP)
+#elif WS__HAVE_NET && !defined(WS_NO_LOOP)
 
 /* Built without mbedTLS: the same names, refusing politely, so a program
  * can offer TLS options and say why they do not work. */
@@ -4662,25 +4872,240 @@ int ws_tls_verify_failed(const ws_tls *t) { (void)t; return 0; }
 
 #endif /* WS_ENABLE_MBEDTLS */
 
-/* === src/ws/loop.c ======================================================= */
+/* === src/ws/loop_win.c ======================================================= */
 
-/* loop.c - part 8, layer 2: the event loop: sockets, timers, topics, posts from other threads.
- * Uses ws.h and config.h only: `make check-layers` compiles it alone with each backend. */
+/* loop_win.c - part 8, layer 2: the loop's Windows port: Winsock and winpthreads under the POSIX names loop.c uses.
+ * Uses ws.h and config.h only; empty on other systems. Its POSIX names are
+ * macros over ws__w_* functions, so loop.c reads the same on every system. */
 
-#if !defined(WS_NO_LOOP) && WS__HAVE_OS
+#if !defined(WS_NO_LOOP) && WS__HAVE_NET && defined(_WIN32)
 
+/* What cannot work here says so instead of building an empty loop. */
+#if !defined(__MINGW32__)
+#error "ws: the loop on Windows builds with mingw-w64 (it uses winpthreads and POSIX headers); define WS_NO_LOOP for the core alone"
+#endif
+#if defined(WS_LOOP_EPOLL) || defined(WS_LOOP_KQUEUE) || defined(WS_LOOP_POLL)
+#error "ws: on Windows the loop's backend is WSAPoll (loop_wsapoll.c): do not force epoll, kqueue or poll"
+#endif
+#if WS_ENABLE_MBEDTLS
+#error "ws: TLS in the loop is not ported to Windows: build with WS_ENABLE_MBEDTLS=0, or WS_NO_LOOP for the core with ws_tls_new_io()"
+#endif
+#define WS_LOOP_WSAPOLL 1
+
+/* WSAPoll, inet_pton and getaddrinfo are Vista's. */
+#if !defined(_WIN32_WINNT) || _WIN32_WINNT < 0x0600
+#undef _WIN32_WINNT
+#define _WIN32_WINNT 0x0600
+#endif
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN 1
+#endif
+#ifndef NOMINMAX
+#define NOMINMAX 1
+#endif
+#include <winsock2.h>
+#include <ws2tcpip.h>
+/* Everything loop.c includes comes first, before the macros below. */
 #include <errno.h>
 #include <fcntl.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <arpa/inet.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Sockets are kernel handles, which fit an int (Windows keeps them below
+ * 2^24 so 32-bit code can hold them): the loop keeps int fds everywhere,
+ * -1 for INVALID_SOCKET. */
+#define WS__W_S(fd) ((SOCKET)(intptr_t)(fd))
+
+/* Winsock reports through WSAGetLastError(), loop.c reads errno. */
+static int ws__w_fail(void) {
+  int e;
+  switch (WSAGetLastError()) {
+  case WSAEWOULDBLOCK: e = EWOULDBLOCK; break;
+  case WSAEINTR: e = EINTR; break;
+  case WSAEINPROGRESS: e = EINPROGRESS; break;
+  case WSAECONNABORTED: e = ECONNABORTED; break;
+  case WSAECONNRESET: e = ECONNRESET; break;
+  case WSAEMFILE: e = EMFILE; break;
+  case WSAENOBUFS: e = ENOBUFS; break;
+  case WSAEADDRINUSE: e = EADDRINUSE; break;
+  case WSAEINVAL: e = EINVAL; break;
+  default: e = EIO; break;
+  }
+  errno = e;
+  return -1;
+}
+
+/* Winsock wants WSAStartup() before the first socket. It counts calls,
+ * and a loop never ends the process's use of it, so once is enough: a
+ * race between two first loops calls it twice, which is harmless. */
+static int ws__w_started;
+static int ws__w_startup(void) {
+  WSADATA d;
+  if (ws__w_started) return 0;
+  if (WSAStartup(MAKEWORD(2, 2), &d) != 0) {
+    errno = EIO;
+    return -1;
+  }
+  ws__w_started = 1;
+  return 0;
+}
+
+static int ws__w_fd(SOCKET s) {
+  if (s == INVALID_SOCKET) return ws__w_fail();
+  /* Not inherited by child processes (loop.c's FD_CLOEXEC elsewhere). */
+  (void)SetHandleInformation((HANDLE)s, HANDLE_FLAG_INHERIT, 0);
+  return (int)s;
+}
+
+static int ws__w_socket(int af, int type, int proto) {
+  if (ws__w_startup() < 0) return -1;
+  return ws__w_fd(socket(af, type, proto));
+}
+
+static int ws__w_accept(int fd) {
+  return ws__w_fd(accept(WS__W_S(fd), NULL, NULL));
+}
+
+static int ws__w_close(int fd) {
+  return closesocket(WS__W_S(fd)) == 0 ? 0 : ws__w_fail();
+}
+
+/* A non-blocking connect says WSAEWOULDBLOCK where POSIX says EINPROGRESS. */
+static int ws__w_connect(int fd, const struct sockaddr *sa, int len) {
+  if (connect(WS__W_S(fd), sa, len) == 0) return 0;
+  if (WSAGetLastError() == WSAEWOULDBLOCK) {
+    errno = EINPROGRESS;
+    return -1;
+  }
+  return ws__w_fail();
+}
+
+static int ws__w_ret(int r) { return r == SOCKET_ERROR ? ws__w_fail() : r; }
+
+static int ws__w_recv(int fd, void *b, size_t n, int flags) {
+  return ws__w_ret(recv(WS__W_S(fd), (char *)b, n > INT_MAX ? INT_MAX : (int)n, flags));
+}
+
+static int ws__w_send(int fd, const void *b, size_t n, int flags) {
+  return ws__w_ret(send(WS__W_S(fd), (const char *)b, n > INT_MAX ? INT_MAX : (int)n, flags));
+}
+
+/* sendmsg() for loop.c's gathered writes: WSASend takes the pieces. */
+struct ws__w_iovec { void *iov_base; size_t iov_len; };
+struct ws__w_msghdr { struct ws__w_iovec *msg_iov; int msg_iovlen; };
+static int ws__w_sendmsg(int fd, const struct ws__w_msghdr *m, int flags) {
+  WSABUF b[8];
+  DWORD n = 0;
+  int i, cnt = m->msg_iovlen < 8 ? m->msg_iovlen : 8;
+  for (i = 0; i < cnt; i++) {
+    b[i].buf = (char *)m->msg_iov[i].iov_base;
+    b[i].len = m->msg_iov[i].iov_len > 0x7FFFFFFF ? 0x7FFFFFFF : (ULONG)m->msg_iov[i].iov_len;
+  }
+  if (WSASend(WS__W_S(fd), b, (DWORD)cnt, &n, (DWORD)flags, NULL, NULL) != 0)
+    return ws__w_fail();
+  return (int)n;
+}
+
+static int ws__w_nonblock(int fd) {
+  u_long on = 1;
+  return ioctlsocket(WS__W_S(fd), FIONBIO, &on) == 0 ? 0 : ws__w_fail();
+}
+
+/* The wake-up pipe: a connected pair of loopback TCP sockets (Windows has
+ * no pipe WSAPoll can watch). The accepted end must be the one connected
+ * here, not another local process racing for the port. */
+static int ws__w_pipe(int fds[2]) {
+  struct sockaddr_in a, b, c;
+  int alen = sizeof a, blen = sizeof b, clen = sizeof c;
+  SOCKET ls, w = INVALID_SOCKET, r = INVALID_SOCKET;
+  if (ws__w_startup() < 0) return -1;
+  ls = socket(AF_INET, SOCK_STREAM, 0);
+  if (ls == INVALID_SOCKET) return ws__w_fail();
+  memset(&a, 0, sizeof a);
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (bind(ls, (struct sockaddr *)&a, sizeof a) != 0 ||
+      getsockname(ls, (struct sockaddr *)&a, &alen) != 0 || listen(ls, 1) != 0)
+    goto fail;
+  w = socket(AF_INET, SOCK_STREAM, 0);
+  if (w == INVALID_SOCKET || connect(w, (struct sockaddr *)&a, sizeof a) != 0 ||
+      getsockname(w, (struct sockaddr *)&b, &blen) != 0)
+    goto fail;
+  r = accept(ls, (struct sockaddr *)&c, &clen);
+  if (r == INVALID_SOCKET || c.sin_port != b.sin_port ||
+      c.sin_addr.s_addr != b.sin_addr.s_addr)
+    goto fail;
+  closesocket(ls);
+  fds[0] = ws__w_fd(r);
+  fds[1] = ws__w_fd(w);
+  return 0;
+fail:
+  (void)ws__w_fail();
+  closesocket(ls);
+  if (w != INVALID_SOCKET) closesocket(w);
+  if (r != INVALID_SOCKET) closesocket(r);
+  return -1;
+}
+
+/* loop.c's calls, with Winsock's types (SOCKET, char * options, int
+ * lengths) and errno. */
+#define socket(af, type, proto) ws__w_socket(af, type, proto)
+#define accept(fd, sa, len) ws__w_accept(fd)
+#define close(fd) ws__w_close(fd)
+#define connect(fd, sa, len) ws__w_connect(fd, sa, (int)(len))
+#define recv(fd, b, n, f) ws__w_recv(fd, b, n, f)
+#define send(fd, b, n, f) ws__w_send(fd, b, n, f)
+#define read(fd, b, n) ws__w_recv(fd, b, n, 0)
+#define write(fd, b, n) ws__w_send(fd, b, n, 0)
+#define iovec ws__w_iovec
+#define msghdr ws__w_msghdr
+#define sendmsg(fd, m, f) ws__w_sendmsg(fd, m, f)
+#define pipe(fds) ws__w_pipe(fds)
+#define bind(fd, sa, len) ws__w_ret(bind(WS__W_S(fd), sa, (int)(len)))
+#define listen(fd, n) ws__w_ret(listen(WS__W_S(fd), n))
+#define shutdown(fd, how) ws__w_ret(shutdown(WS__W_S(fd), how))
+#define getsockname(fd, sa, len) ws__w_ret(getsockname(WS__W_S(fd), sa, len))
+#define setsockopt(fd, lv, opt, v, n) \
+  ws__w_ret(setsockopt(WS__W_S(fd), lv, opt, (const char *)(v), (int)(n)))
+#define getsockopt(fd, lv, opt, v, n) \
+  ws__w_ret(getsockopt(WS__W_S(fd), lv, opt, (char *)(v), n))
+#define SHUT_WR SD_SEND
+/* Windows threads have no signal masks. */
+#undef pthread_sigmask
+#define pthread_sigmask(how, set, old) ((void)(set), (void)(old))
+#define sigset_t _sigset_t
+#define sigfillset(set) ((void)(*(set) = 0))
+
+#endif /* _WIN32 */
+
+/* === src/ws/loop.c ======================================================= */
+
+/* loop.c - part 8, layer 2: the event loop: sockets, timers, topics, posts from other threads.
+ * Uses ws.h and config.h only: `make check-layers` compiles it alone with each backend. */
+
+#if !defined(WS_NO_LOOP) && WS__HAVE_NET
+
+#include <errno.h>
+#include <fcntl.h>
+#ifndef _WIN32 /* loop_win.c includes Winsock instead */
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
 #include <sys/socket.h>
+#endif
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
@@ -4738,6 +5163,9 @@ static int ws__dial_next(ws_loop *l, ws_loop_conn *lc);
 static int ws__dial_connected(ws_loop_conn *lc);
 static void ws__dial_end(ws_loop_conn *lc);
 static uint64_t ws__dial_attempt_end(ws_loop_conn *lc, uint64_t now);
+static int ws__dial_proxying(ws_loop_conn *lc);
+static unsigned ws__dial_wants(ws_loop_conn *lc);
+static int ws__proxy_step(ws_loop *l, ws_loop_conn *lc);
 
 typedef struct ws__listener {
   struct ws__io io;
@@ -4859,6 +5287,9 @@ static size_t ws__atomic_load(const size_t *v) {
 #endif
 
 static int ws__io_nonblock(int fd) {
+#ifdef _WIN32
+  return ws__w_nonblock(fd);
+#else
   int fl = fcntl(fd, F_GETFL, 0);
   if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) return -1;
   fl = fcntl(fd, F_GETFD, 0);
@@ -4870,6 +5301,7 @@ static int ws__io_nonblock(int fd) {
   }
 #endif
   return 0;
+#endif
 }
 
 
@@ -5276,7 +5708,7 @@ static void ws__linger_read(ws_loop *l, ws__linger *g) {
   }
 }
 
-static void ws__client_ended(ws_loop *l, ws_loop_client *k, int final);
+static void ws__client_ended(ws_loop *l, ws_loop_client *k, int final, int st);
 
 /* The running client whose connection c is (WS__LC_KEPT): a short list. */
 static ws_loop_client *ws__client_find(struct ws__loop_priv *p, const ws_conn *c) {
@@ -5284,6 +5716,131 @@ static ws_loop_client *ws__client_find(struct ws__loop_priv *p, const ws_conn *c
   for (k = p->clients; k; k = k->ws__k.next)
     if (k->ws__k.conn == c) return k;
   return NULL;
+}
+
+/* Memory budget (ws.h: "Memory budget") ----------------------------------- */
+
+/* What a connection holds: its core's memory and its TLS session. */
+static size_t ws__lc_memory(const ws_loop_conn *lc) {
+  size_t n = ws_conn_memory(&lc->conn);
+#if WS_ENABLE_MBEDTLS
+  if (lc->ws__l.tls) n += ws_tls_memory((const ws_tls *)lc->ws__l.tls);
+#endif
+  return n;
+}
+
+/* Counts bytes (negative: given back) of a kind for a connection that held
+ * `before`. */
+static void ws__mem_count(struct ws__loop_priv *p, int kind, ptrdiff_t bytes,
+                          size_t before) {
+  if (bytes > 0) {
+    if (before == 0) p->holders++;
+    p->held[kind] += (size_t)bytes;
+    p->held_all += (size_t)bytes;
+    if (p->held_all > p->held_peak) p->held_peak = p->held_all;
+  } else if (bytes < 0) {
+    size_t n = (size_t)-bytes;
+    if (before == n && p->holders) p->holders--;
+    p->held[kind] -= n;
+    p->held_all -= n;
+  }
+}
+
+/* ws_config.charge of every loop connection. */
+static int ws__loop_charge(ws_conn *c, int kind, ptrdiff_t bytes, void *ctx) {
+  ws_loop_conn *lc = WS__LC(c);
+  struct ws__loop_priv *p = WS__LP(lc->ws__l.loop);
+  int (*user)(ws_conn *, int, ptrdiff_t, void *) =
+      p->ucharge[ws_conn_role(c) == WS_CLIENT];
+  size_t before = ws__lc_memory(lc), budget = p->cfg.mem_budget;
+  if (bytes > 0) {
+    size_t n = (size_t)bytes;
+    if (budget && p->held_all + n > budget) {
+      size_t share = budget / (p->holders + (before == 0));
+      if (before + n > share || p->held_all + n > budget + budget / 8)
+        return kind == WS_MEM_INPUT ? WS_CLOSE_TOO_BIG : WS_CLOSE_TRY_AGAIN;
+    }
+    if (user) {
+      int code = user(c, kind, bytes, ctx);
+      if (code) return code;
+    }
+  } else if (user) {
+    (void)user(c, kind, bytes, ctx);
+  }
+  ws__mem_count(p, kind, bytes, before);
+  return 0;
+}
+
+#if WS_ENABLE_MBEDTLS
+/* A TLS session joins a connection / leaves it, counted. */
+static void ws__lc_tls_set(ws_loop_conn *lc, ws_tls *t) {
+  struct ws__loop_priv *p = WS__LP(lc->ws__l.loop);
+  size_t before = ws__lc_memory(lc);
+  if (lc->ws__l.tls) {
+    ws__mem_count(p, WS_MEM_TLS,
+                  -(ptrdiff_t)ws_tls_memory((ws_tls *)lc->ws__l.tls), before);
+    before = ws__lc_memory(lc) -
+             ws_tls_memory((ws_tls *)lc->ws__l.tls);
+    ws_tls_free((ws_tls *)lc->ws__l.tls);
+  }
+  lc->ws__l.tls = t;
+  if (t) ws__mem_count(p, WS_MEM_TLS, (ptrdiff_t)ws_tls_memory(t), before);
+}
+#endif
+
+/* Near the budget, upgrades are refused with 503. */
+static int ws__loop_on_handshake(ws_conn *c, const ws_request *req,
+                                 ws_accept *acc, void *user) {
+  struct ws__loop_priv *p = WS__LP(WS__LC(c)->ws__l.loop);
+  size_t budget = p->cfg.mem_budget;
+  if (budget && p->held_all >= budget - budget / 16) {
+    p->failed[6]++;
+    return 503;
+  }
+  return p->cb.conn.on_handshake ? p->cb.conn.on_handshake(c, req, acc, user)
+                                 : 0;
+}
+
+/* see ws.h */
+void ws_loop_stats(ws_loop *l, struct ws_loop_stats *st) {
+  struct ws__loop_priv *p = WS__LP(l);
+  ws_loop_conn *lc;
+  WS__LOOP_THREAD(l);
+  memset(st, 0, sizeof *st);
+  st->conns = p->nconns;
+  for (lc = p->conns; lc; lc = lc->ws__l.next)
+    if (ws_conn_state(&lc->conn) == WS_STATE_OPEN &&
+        !ws_conn_want_read(&lc->conn))
+      st->paused++;
+  st->mem_budget = p->cfg.mem_budget;
+  st->held = p->held_all;
+  st->held_in = p->held[WS_MEM_INPUT];
+  st->held_out = p->held[WS_MEM_OUTPUT];
+  st->held_deflate = p->held[WS_MEM_DEFLATE];
+  st->held_tls = p->held[WS_MEM_TLS];
+  st->held_peak = p->held_peak;
+  st->holders = p->holders;
+  st->failed_budget_1009 = p->failed[0];
+  st->failed_budget_1013 = p->failed[1];
+  st->failed_slow_reader = p->failed[2];
+  st->failed_too_big = p->failed[3];
+  st->failed_protocol = p->failed[4];
+  st->failed_timeout = p->failed[5];
+  st->refused_503 = p->failed[6];
+}
+
+/* A connection ended: counted by why (ws_loop_stats' failed_*). */
+static void ws__loop_count_end(struct ws__loop_priv *p, int code, int err) {
+  switch (err) {
+  case WS_EBUDGET: p->failed[code == WS_CLOSE_TOO_BIG ? 0 : 1]++; break;
+  case WS_ESLOW: p->failed[2]++; break;
+  case WS_ETOOBIG: p->failed[3]++; break;
+  case WS_EPROTO: case WS_EUTF8: case WS_EDATA: case WS_EHANDSHAKE:
+    p->failed[4]++;
+    break;
+  case WS_ETIMEDOUT: p->failed[5]++; break;
+  default: break;
+  }
 }
 
 /* on_open of every loop connection: a reconnecting client counts the open
@@ -5316,13 +5873,14 @@ static void ws__loop_on_close(ws_conn *c, int code, const char *reason,
    * coming: it closes at once. The others linger (see ws__loop_linger). */
   int linger = err != WS_OK || q->tls != NULL;
   ws_loop_client *kept = NULL;
-  int final = 0;
+  int final = 0, st = 0;
+  ws__loop_count_end(p, code, err);
   if (p->cb.conn.on_close) p->cb.conn.on_close(c, code, reason, len, user);
   q->io.flags |= WS__LC_DEAD;
   if ((q->io.flags & WS__LC_KEPT) && (kept = ws__client_find(p, c)) != NULL) {
     /* Worth retrying? Not a refusal in 4xx, nor a certificate that does
      * not verify (read before the TLS session goes, below). */
-    int st = ws_conn_http_status(c);
+    st = err == WS_EPROXY ? ws_loop_proxy_status(c, NULL) : ws_conn_http_status(c);
     final = kept->ws__k.opened_at == 0 && st >= 400 && st <= 499;
 #if WS_ENABLE_MBEDTLS
     if (q->tls && ws_tls_verify_failed((ws_tls *)q->tls)) final = 1;
@@ -5333,8 +5891,7 @@ static void ws__loop_on_close(ws_conn *c, int code, const char *reason,
 #if WS_ENABLE_MBEDTLS
   if (q->tls) { /* close_notify; a TLS failure on a sound socket lingers */
     err = ws_tls_close((ws_tls *)q->tls);
-    ws_tls_free((ws_tls *)q->tls);
-    q->tls = NULL;
+    ws__lc_tls_set(lc, NULL);
   }
 #endif
   if (linger)
@@ -5360,7 +5917,7 @@ static void ws__loop_on_close(ws_conn *c, int code, const char *reason,
     for (ls = (ws__listener *)p->listeners; ls; ls = ls->next)
       if (ls->io.fd >= 0) (void)ws__be_set(p, &ls->io, WS__LOOP_IN);
   }
-  if (kept) ws__client_ended(l, kept, final);
+  if (kept) ws__client_ended(l, kept, final, st);
 }
 
 static void ws__loop_release_dead(ws_loop *l) {
@@ -5421,8 +5978,7 @@ static void ws__loop_discard(ws_loop *l, ws_loop_conn *lc) {
   ws__dial_end(lc);
   (void)ws__be_set(p, &q->io, 0);
 #if WS_ENABLE_MBEDTLS
-  ws_tls_free((ws_tls *)q->tls);
-  q->tls = NULL;
+  ws__lc_tls_set(lc, NULL);
 #endif
   if (q->prev)
     q->prev->ws__l.next = q->next;
@@ -5479,7 +6035,7 @@ static void ws__loop_update(ws_loop *l, ws_loop_conn *lc) {
     }
   }
   if (q->io.flags & WS__LC_CONNECTING)
-    ev = q->io.fd >= 0 ? WS__LOOP_OUT : 0u; /* no socket while resolving */
+    ev = q->io.fd >= 0 ? ws__dial_wants(lc) : 0u; /* no socket while resolving */
   else
     ev = (ws_conn_want_read(c) ? WS__LOOP_IN : 0u) |
          (ws_conn_want_write(c) ? WS__LOOP_OUT : 0u);
@@ -5550,12 +6106,24 @@ static void ws__loop_conn_event(ws_loop *l, ws_loop_conn *lc, unsigned ev) {
   if (q->io.flags & WS__LC_CONNECTING) {
     int err = 0;
     socklen_t len = sizeof err;
-    if (getsockopt(q->io.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
+    if (!ws__dial_proxying(lc) && getsockopt(q->io.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+      err = errno;
     if (err == EINPROGRESS || err == EALREADY || err == EINTR) return;
     if (err != 0) { /* refused, unreachable: the next address, if any */
       if ((q->io.flags & WS__LC_DIAL) && ws__dial_next(l, lc) == WS_OK) return;
       q->io.flags &= (unsigned char)~WS__LC_CONNECTING;
       ws_conn_abort(c, WS_EIO);
+      return;
+    }
+    /* Through a proxy, the tunnel first: the connection stays connecting
+     * (its request waits) until the proxy said yes. */
+    if ((q->io.flags & WS__LC_DIAL) && (err = ws__proxy_step(l, lc)) != WS_OK) {
+      if (err == WS_EAGAIN) {
+        ws__loop_touch(lc);
+        return;
+      }
+      q->io.flags &= (unsigned char)~WS__LC_CONNECTING;
+      ws_conn_abort(c, err);
       return;
     }
     q->io.flags &= (unsigned char)~WS__LC_CONNECTING;
@@ -5682,7 +6250,7 @@ static void ws__loop_accept(ws_loop *l, ws__listener *ls) {
         if (ws_tls_new(&t, ls->tls, fd, NULL) != WS_OK)
           ws_conn_abort(c, WS_ENOMEM);
         else
-          WS__LC(c)->ws__l.tls = t;
+          ws__lc_tls_set(WS__LC(c), t);
       }
 #else
       (void)c;
@@ -5774,7 +6342,11 @@ static int ws__loop_listen(ws_loop *l, const char *host, unsigned port,
   if (ws__loop_numeric(host, port, &ss, &alen) != 0) return WS_EINVAL;
   fd = socket(ss.ss_family, SOCK_STREAM, 0);
   if (fd < 0) return WS_EIO;
+#ifdef _WIN32 /* there SO_REUSEADDR would let others bind the port too */
+  (void)setsockopt(fd, SOL_SOCKET, SO_EXCLUSIVEADDRUSE, &one, sizeof one);
+#else
   (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+#endif
 #ifdef WS__REUSEPORT
   if (reuseport &&
       setsockopt(fd, SOL_SOCKET, WS__REUSEPORT, &one, sizeof one) < 0) {
@@ -5971,7 +6543,16 @@ typedef struct ws__dial {
   struct sockaddr_storage addr[WS__DIAL_MAX];
   socklen_t alen[WS__DIAL_MAX];
   char host[256];          /* SNI and the certificate's name */
+  /* Through an HTTP proxy (ws__proxy_step): the CONNECT request, then the
+   * reply's head; NULL for a direct connection. */
+  char *px;
+  size_t pxlen, pxdone;    /* request length / written; then reply bytes */
+  int pxstate;             /* WS__PX_* */
+  int pxstatus;            /* the proxy's reply status, once read */
+  char pxerr[96];          /* why the tunnel failed; "" until then */
 } ws__dial;
+
+enum { WS__PX_NONE, WS__PX_SEND, WS__PX_READ };
 
 #define WS__DIAL(lc) ((ws__dial *)(lc)->ws__l.subs)
 
@@ -6127,6 +6708,7 @@ static void ws__dial_end(ws_loop_conn *lc) {
   if (!(lc->ws__l.io.flags & WS__LC_DIAL)) return;
   lc->ws__l.io.flags &= (unsigned char)~WS__LC_DIAL;
   lc->ws__l.subs = NULL;
+  free(d->px);
   if (d->job) {
     ws__rjob *j = d->job;
     ws__resolver *r = j->r;
@@ -6184,6 +6766,314 @@ static int ws__dial_next(ws_loop *l, ws_loop_conn *lc) {
   return WS_EIO;
 }
 
+/*
+ * HTTP proxies. A client behind one opens a tunnel with CONNECT, for ws://
+ * as for wss:// (a proxy that forwards a plain GET may well drop the
+ * Upgrade header), then speaks to the server through it as it would
+ * directly: TLS inside the tunnel, with the server's name.
+ */
+
+/* Case-insensitive equality of n bytes, ASCII only (no locale). */
+static int ws__px_ieq(const char *a, const char *b, size_t n) {
+  size_t i;
+  for (i = 0; i < n; i++) {
+    int x = (unsigned char)a[i], y = (unsigned char)b[i];
+    if (x >= 'A' && x <= 'Z') x += 32;
+    if (y >= 'A' && y <= 'Z') y += 32;
+    if (x != y) return 0;
+  }
+  return 1;
+}
+
+/* 1 when no_proxy's comma list names host: "*", the host itself, or a
+ * domain it is in ("example.com" and ".example.com" both match
+ * example.com and www.example.com, not badexample.com); IPv6 addresses
+ * with or without brackets; no ports, no CIDR ranges. */
+static int ws__no_proxy(const char *list, const char *host) {
+  size_t hl = strlen(host);
+  while (*list) {
+    const char *s = list, *e;
+    size_t n;
+    while (*s == ' ' || *s == '\t' || *s == ',') s++;
+    for (e = s; *e && *e != ','; e++) {}
+    list = e;
+    n = (size_t)(e - s);
+    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t')) n--;
+    if (n == 1 && *s == '*') return 1;
+    if (n > 0 && *s == '.') s++, n--;
+    if (n >= 2 && *s == '[' && s[n - 1] == ']') s++, n -= 2;
+    if (n > 0 && s[n - 1] == '.') n--;
+    if (n == 0) continue;
+    if (hl == n && ws__px_ieq(host, s, n)) return 1;
+    if (hl > n && host[hl - n - 1] == '.' && ws__px_ieq(host + hl - n, s, n))
+      return 1;
+  }
+  return 0;
+}
+
+static const char *ws__px_getenv(const char *lower, const char *upper) {
+  const char *v = getenv(lower);
+  if ((v == NULL || *v == '\0') && upper) v = getenv(upper);
+  return v && *v ? v : NULL;
+}
+
+/* The proxy to use for a connection to host: opt when the caller gave one
+ * ("" for none), else the environment as curl reads it: ws_proxy then
+ * http_proxy (lower case only: a CGI program's HTTP_PROXY is the request's
+ * "Proxy:" header) for ws://; wss_proxy then https_proxy for wss://; then
+ * all_proxy; each in lower case first, then upper; no_proxy (or NO_PROXY)
+ * exempts hosts. NULL: connect directly. */
+static const char *ws__proxy_for(const char *opt, int tls, const char *host) {
+  const char *v, *np;
+  if (opt) return *opt ? opt : NULL;
+  if (tls) {
+    v = ws__px_getenv("wss_proxy", "WSS_PROXY");
+    if (v == NULL) v = ws__px_getenv("https_proxy", "HTTPS_PROXY");
+  } else {
+    v = ws__px_getenv("ws_proxy", "WS_PROXY");
+    if (v == NULL) v = ws__px_getenv("http_proxy", NULL);
+  }
+  if (v == NULL) v = ws__px_getenv("all_proxy", "ALL_PROXY");
+  np = ws__px_getenv("no_proxy", "NO_PROXY");
+  if (v && np && ws__no_proxy(np, host)) v = NULL;
+  return v;
+}
+
+static int ws__px_hex(int c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+/* Appends s[0..n) percent-decoded to out (at *o, cap bytes). */
+static int ws__px_decode(const char *s, size_t n, char *out, size_t *o,
+                         size_t cap) {
+  size_t i;
+  for (i = 0; i < n; i++) {
+    int c = (unsigned char)s[i];
+    if (c == '%') {
+      int h = i + 2 < n ? ws__px_hex(s[i + 1]) : -1;
+      int lo = h >= 0 ? ws__px_hex(s[i + 2]) : -1;
+      if (lo < 0) return WS_EINVAL;
+      c = h * 16 + lo;
+      i += 2;
+    }
+    if (*o + 1 >= cap) return WS_EINVAL;
+    out[(*o)++] = (char)c;
+  }
+  return WS_OK;
+}
+
+/* Splits "[http://][user[:password]@]host[:port][/]": host without
+ * brackets, port 1080 when none (curl's default), cred "user:password"
+ * decoded ("" without a user). */
+static int ws__proxy_parse(const char *url, char *host, size_t hcap,
+                           unsigned *port, char *cred, size_t ccap) {
+  const char *a = strstr(url, "://"), *end, *at = NULL, *h, *e;
+  size_t n, o = 0;
+  if (a) {
+    if ((size_t)(a - url) != 4 || !ws__px_ieq(url, "http", 4)) return WS_EINVAL;
+    a += 3;
+  } else {
+    a = url;
+  }
+  for (end = a; *end && *end != '/' && *end != '?' && *end != '#'; end++)
+    if (*end == '@') at = end;
+  cred[0] = '\0';
+  if (at) {
+    const char *colon = (const char *)memchr(a, ':', (size_t)(at - a));
+    const char *ue = colon ? colon : at;
+    if (ws__px_decode(a, (size_t)(ue - a), cred, &o, ccap) != WS_OK) return WS_EINVAL;
+    if (o + 1 >= ccap) return WS_EINVAL;
+    cred[o++] = ':';
+    if (colon && ws__px_decode(colon + 1, (size_t)(at - colon - 1), cred, &o, ccap) != WS_OK)
+      return WS_EINVAL;
+    cred[o] = '\0';
+    if (strchr(cred, '\r') || strchr(cred, '\n') || o != strlen(cred)) return WS_EINVAL;
+    h = at + 1;
+  } else {
+    h = a;
+  }
+  if (*h == '[') {
+    e = (const char *)memchr(h, ']', (size_t)(end - h));
+    if (e == NULL) return WS_EINVAL;
+    n = (size_t)(e - h - 1);
+    h++;
+    e++;
+  } else {
+    for (e = h; e < end && *e != ':'; e++) {}
+    n = (size_t)(e - h);
+  }
+  if (n == 0 || n >= hcap) return WS_EINVAL;
+  memcpy(host, h, n);
+  host[n] = '\0';
+  *port = 1080;
+  if (e < end && *e == ':') {
+    unsigned long v = 0;
+    for (e++; e < end && *e >= '0' && *e <= '9'; e++)
+      if ((v = v * 10 + (unsigned long)(*e - '0')) > 65535) return WS_EINVAL;
+    if (v == 0) return WS_EINVAL;
+    *port = (unsigned)v;
+  }
+  return e == end ? WS_OK : WS_EINVAL;
+}
+
+/* Base64 (RFC 4648) of in[0..n) into out, NUL-terminated. */
+static void ws__px_b64(const unsigned char *in, size_t n, char *out) {
+  static const char t[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  size_t i;
+  for (i = 0; i + 2 < n; i += 3) {
+    *out++ = t[in[i] >> 2];
+    *out++ = t[((in[i] & 3) << 4) | (in[i + 1] >> 4)];
+    *out++ = t[((in[i + 1] & 15) << 2) | (in[i + 2] >> 6)];
+    *out++ = t[in[i + 2] & 63];
+  }
+  if (i < n) {
+    *out++ = t[in[i] >> 2];
+    *out++ = t[((in[i] & 3) << 4) | (i + 1 < n ? in[i + 1] >> 4 : 0)];
+    *out++ = i + 1 < n ? t[(in[i + 1] & 15) << 2] : '=';
+    *out++ = '=';
+  }
+  *out = '\0';
+}
+
+/* A connection to host:port through proxy: writes the CONNECT request
+ * into d and gives the proxy's host and port, which are dialled instead. */
+static int ws__proxy_setup(ws__dial *d, const char *proxy, const char *host,
+                           unsigned port, char *phost, size_t pcap,
+                           unsigned *pport) {
+  char cred[512], auth[720], target[270];
+  size_t n;
+  const char *h;
+  if (ws__proxy_parse(proxy, phost, pcap, pport, cred, sizeof cred) != WS_OK)
+    return WS_EINVAL;
+  for (h = host; *h; h++) /* it goes on the request line as it is */
+    if ((unsigned char)*h <= 0x20 || *h == 0x7F) return WS_EINVAL;
+  snprintf(target, sizeof target, strchr(host, ':') ? "[%s]:%u" : "%s:%u", host, port);
+  auth[0] = '\0';
+  if (cred[0]) {
+    memcpy(auth, "Proxy-Authorization: Basic ", 27);
+    ws__px_b64((const unsigned char *)cred, strlen(cred), auth + 27);
+    strcat(auth, "\r\n");
+  }
+  n = 2 * strlen(target) + strlen(auth) + 64;
+  if ((d->px = (char *)malloc(n)) == NULL) return WS_ENOMEM;
+  d->pxlen = (size_t)snprintf(d->px, n, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n%s\r\n",
+                              target, target, auth);
+  return WS_OK;
+}
+
+/* 1 while a connection is inside its CONNECT exchange (its socket is
+ * connected to the proxy, the tunnel is not open yet). */
+static int ws__dial_proxying(ws_loop_conn *lc) {
+  return (lc->ws__l.io.flags & WS__LC_DIAL) && WS__DIAL(lc)->pxstate != WS__PX_NONE;
+}
+
+/* What a connecting socket waits for: the proxy's reply, else writable
+ * (connected). */
+static unsigned ws__dial_wants(ws_loop_conn *lc) {
+  return ws__dial_proxying(lc) && WS__DIAL(lc)->pxstate == WS__PX_READ ? WS__LOOP_IN
+                                                                      : WS__LOOP_OUT;
+}
+
+/* Fails the tunnel: WS_EPROXY, with the reason ws_loop_proxy_status()
+ * gives. */
+static int ws__px_fail(ws__dial *d, const char *why, size_t n) {
+  size_t i, o = 0;
+  for (i = 0; i < n && o + 1 < sizeof d->pxerr; i++) /* printable only */
+    d->pxerr[o++] = why[i] >= 0x20 && why[i] < 0x7F ? why[i] : '?';
+  d->pxerr[o] = '\0';
+  return WS_EPROXY;
+}
+
+/* Drives the CONNECT exchange on the socket connected to the proxy: sends
+ * the request, reads the reply's head (at most cfg.client.max_handshake
+ * bytes) and checks it. WS_OK once the tunnel is open (or at once, without
+ * a proxy), WS_EAGAIN while waiting, WS_EPROXY (the proxy refused, or its
+ * reply is not HTTP or too long), WS_EIO, WS_ENOMEM. */
+static int ws__proxy_step(ws_loop *l, ws_loop_conn *lc) {
+  ws__dial *d = WS__DIAL(lc);
+  size_t cap = WS__LP(l)->cfg.client.max_handshake;
+  int fd = lc->ws__l.io.fd, flags = 0;
+  char *h;
+#ifdef MSG_NOSIGNAL
+  flags = MSG_NOSIGNAL;
+#endif
+  if (d->px == NULL) return WS_OK;
+  if (cap > ((size_t)1 << 20)) cap = (size_t)1 << 20; /* the buffer: at most 1 MiB */
+  if (d->pxstate == WS__PX_NONE) {
+    d->pxstate = WS__PX_SEND;
+    /* Connected: the proxy's address is the one; the connection's timeout
+     * covers the rest (the proxy may take its time to reach the server). */
+    d->attempt_end = WS__LOOP_NEVER;
+  }
+  while (d->pxstate == WS__PX_SEND) {
+    ssize_t r = send(fd, d->px + d->pxdone, d->pxlen - d->pxdone, flags);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return errno == EAGAIN || errno == EWOULDBLOCK ? WS_EAGAIN : WS_EIO;
+    }
+    if ((d->pxdone += (size_t)r) < d->pxlen) continue;
+    if ((h = (char *)realloc(d->px, cap + 1)) == NULL) return WS_ENOMEM;
+    d->px = h;
+    d->pxdone = 0;
+    d->pxstate = WS__PX_READ;
+  }
+  for (;;) {
+    ssize_t r = recv(fd, d->px + d->pxdone, cap - d->pxdone, 0);
+    size_t i, st;
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return errno == EAGAIN || errno == EWOULDBLOCK ? WS_EAGAIN : WS_EIO;
+    }
+    if (r == 0)
+      return ws__px_fail(d, "proxy closed the connection before its reply ended", 50);
+    d->pxdone += (size_t)r;
+    h = d->px;
+    h[d->pxdone] = '\0';
+    if (memcmp(h, "HTTP/1.", d->pxdone < 7 ? d->pxdone : 7) != 0)
+      return ws__px_fail(d, "proxy reply is not HTTP", 23);
+    for (i = 3; i < d->pxdone; i++)
+      if (memcmp(h + i - 3, "\r\n\r\n", 4) == 0) break;
+    if (i == d->pxdone) {
+      if (d->pxdone < cap) continue;
+      snprintf(d->pxerr, sizeof d->pxerr,
+               "proxy reply head over %lu bytes (max_handshake)", (unsigned long)cap);
+      return WS_EPROXY;
+    }
+    /* "HTTP/1.x ddd[ reason]" */
+    if (i < 12 || h[7] < '0' || h[7] > '9' || h[8] != ' ' || h[9] < '1' ||
+        h[9] > '5' || h[10] < '0' || h[10] > '9' || h[11] < '0' || h[11] > '9' ||
+        (h[12] != ' ' && h[12] != '\r'))
+      return ws__px_fail(d, "proxy reply is not HTTP", 23);
+    st = (size_t)(h[9] - '0') * 100 + (size_t)(h[10] - '0') * 10 + (size_t)(h[11] - '0');
+    d->pxstatus = (int)st;
+    if (st < 200 || st > 299) {
+      size_t eol = (size_t)(strstr(h, "\r\n") - h);
+      char why[96];
+      snprintf(why, sizeof why, "proxy refused the tunnel: HTTP %.*s",
+               (int)(eol - 9 < 60 ? eol - 9 : 60), h + 9);
+      return ws__px_fail(d, why, strlen(why));
+    }
+    /* What follows a 2xx reply is the server's, which speaks only after
+     * us: bytes here mean the proxy is not tunnelling. */
+    if (i + 1 != d->pxdone)
+      return ws__px_fail(d, "proxy sent bytes after its 2xx reply", 36);
+    d->pxstate = WS__PX_NONE;
+    return WS_OK;
+  }
+}
+
+/* see ws.h */
+int ws_loop_proxy_status(const ws_conn *c, const char **why) {
+  ws_loop_conn *lc = WS__LC((ws_conn *)(uintptr_t)c);
+  const ws__dial *d = (lc->ws__l.io.flags & WS__LC_DIAL) ? WS__DIAL(lc) : NULL;
+  if (why) *why = d ? d->pxerr : "";
+  return d ? d->pxstatus : 0;
+}
+
 /* The TCP connection is up: TLS starts (wss://) and dialling ends. */
 static int ws__dial_connected(ws_loop_conn *lc) {
   ws__dial *d = WS__DIAL(lc);
@@ -6192,7 +7082,7 @@ static int ws__dial_connected(ws_loop_conn *lc) {
     ws_tls *t = NULL;
     int rc = ws_tls_new(&t, (ws_tls_config *)d->tc, lc->ws__l.io.fd, d->host);
     if (rc != WS_OK) return rc;
-    lc->ws__l.tls = t;
+    ws__lc_tls_set(lc, t);
   }
 #else
   (void)d;
@@ -6236,9 +7126,9 @@ static void ws__resolved(ws_loop *l, void *arg) {
 int ws_loop_connect(ws_loop *l, const char *url, const ws_client_opts *o,
                     void *user, ws_conn **out) {
   struct ws__loop_priv *p = WS__LP(l);
-  char host[256], hosthdr[300], pathbuf[2048];
-  const char *path;
-  unsigned port;
+  char host[256], hosthdr[300], pathbuf[2048], dhost[256];
+  const char *path, *proxy;
+  unsigned port, dport;
   ws_client_opts opts;
   ws_loop_conn *lc;
   ws__dial *d;
@@ -6274,16 +7164,26 @@ int ws_loop_connect(ws_loop *l, const char *url, const ws_client_opts *o,
   if (d == NULL) return WS_ENOMEM;
   d->tc = tc;
   snprintf(d->host, sizeof d->host, "%s", host);
+  /* Through a proxy, its address is dialled, and CONNECT names the host. */
+  snprintf(dhost, sizeof dhost, "%s", host);
+  dport = port;
+  proxy = ws__proxy_for(o ? o->proxy : NULL, tls, host);
+  if (proxy && (rc = ws__proxy_setup(d, proxy, host, port, dhost, sizeof dhost,
+                                     &dport)) != WS_OK) {
+    free(d);
+    return rc;
+  }
   /* A numeric host is its one address; a name resolves on a worker
    * thread (ws__resolve), and its addresses are tried in turn. */
-  numeric = ws__loop_numeric(host, port, &d->addr[0], &d->alen[0]) == 0;
+  numeric = ws__loop_numeric(dhost, dport, &d->addr[0], &d->alen[0]) == 0;
   if (numeric) d->naddr = 1;
-  if (numeric && d->addr[0].ss_family == AF_INET6)
+  if (strchr(host, ':')) /* an IPv6 address (a name has no colon) */
     snprintf(hosthdr, sizeof hosthdr, port == defport ? "[%s]" : "[%s]:%u", host, port);
   else
     snprintf(hosthdr, sizeof hosthdr, port == defport ? "%s" : "%s:%u", host, port);
   lc = ws__loop_new_conn(l, -1, &p->cfg.client, user);
   if (lc == NULL) {
+    free(d->px);
     free(d);
     return WS_ENOMEM;
   }
@@ -6296,7 +7196,7 @@ int ws_loop_connect(ws_loop *l, const char *url, const ws_client_opts *o,
   if (opts.host == NULL) opts.host = hosthdr;
   if (opts.path == NULL) opts.path = pathbuf;
   rc = ws_client_start(&lc->conn, &opts); /* queued until connected */
-  if (rc == WS_OK) rc = numeric ? ws__dial_next(l, lc) : ws__resolve(l, lc, host, port);
+  if (rc == WS_OK) rc = numeric ? ws__dial_next(l, lc) : ws__resolve(l, lc, dhost, dport);
   if (rc != WS_OK) {
     ws__loop_discard(l, lc); /* frees d, drops a queued resolution */
     return rc;
@@ -6367,17 +7267,17 @@ static void ws__client_timer(ws_loop *l, ws_timer *t, void *user) {
   int rc;
   (void)t;
   if ((rc = ws__client_attempt(l, k)) != WS_OK)
-    ws__client_ended(l, k, rc == WS_EINVAL); /* a failed attempt */
+    ws__client_ended(l, k, rc == WS_EINVAL, 0); /* a failed attempt */
 }
 
 /* The client's connection ended (or never started): retry after a jittered
- * delay, or give up. */
-static void ws__client_ended(ws_loop *l, ws_loop_client *k, int final) {
+ * delay, or give up. st: the HTTP status that ended it (the server's, or
+ * the proxy's), else 0. */
+static void ws__client_ended(ws_loop *l, ws_loop_client *k, int final, int st) {
   struct ws__loop_priv *p = WS__LP(l);
   struct ws__loop_client_priv *q = &k->ws__k;
   ws_conn *c = q->conn;
   int err = c ? ws_conn_error(c) : WS_EIO;
-  int st = c ? ws_conn_http_status(c) : 0;
   uint32_t delay;
   q->conn = NULL;
   if (!q->running) return;
@@ -6451,7 +7351,7 @@ int ws_loop_client_start(ws_loop *l, ws_loop_client *k, const char *url,
     ws__client_finish(l, k); /* nothing to retry: say so here */
     return rc;
   }
-  if (rc != WS_OK) ws__client_ended(l, k, 0); /* retried */
+  if (rc != WS_OK) ws__client_ended(l, k, 0, 0); /* retried */
   return WS_OK;
 }
 
@@ -6916,6 +7816,7 @@ void ws_loop_config_init(ws_loop_config *cfg) {
   cfg->backlog = 511;
   cfg->max_events = 256;
   cfg->linger_ms = 2000;
+  cfg->mem_budget = WS_LOOP_MEM_BUDGET;
 }
 
 /* see ws.h */
@@ -6937,6 +7838,10 @@ int ws_loop_init(ws_loop *l, const ws_loop_config *cfg,
   p->ccb.writev = ws__loop_writev;
   p->ccb.on_close = ws__loop_on_close;
   p->ccb.on_open = ws__loop_on_open;
+  p->ccb.on_handshake = ws__loop_on_handshake;
+  p->ucharge[0] = p->cfg.server.charge;
+  p->ucharge[1] = p->cfg.client.charge;
+  p->cfg.server.charge = p->cfg.client.charge = ws__loop_charge;
   p->user = user;
   p->bfd = -1;
   p->wake.fd = p->wake_w = -1;
@@ -7417,3 +8322,97 @@ static void ws__be_destroy(struct ws__loop_priv *p) {
 static const char *ws__be_name(void) { return "poll"; }
 
 #endif /* WS_LOOP_POLL */
+
+/* === src/ws/loop_wsapoll.c ======================================================= */
+
+/* loop_wsapoll.c - part 9: the loop's WSAPoll backend, for Windows (Vista and later).
+ * Fills the backend contract declared in loop.c; uses what loop.c and loop_win.c use. */
+#if !defined(WS_NO_LOOP) && WS__HAVE_NET && defined(WS_LOOP_WSAPOLL)
+
+/* The poll backend's bookkeeping (loop_poll.c) over WSAPOLLFD: a dense
+ * array, the last entry moved into a removed one's place, each scan
+ * starting where the last one stopped. WSAPoll watches sockets only, so
+ * ws_watch and ws_loop_adopt take sockets on Windows. Before Windows 10
+ * 2004 WSAPoll did not report a refused non-blocking connect: there the
+ * attempt ends at the handshake timeout instead. */
+
+static int ws__be_create(struct ws__loop_priv *p) {
+  p->bfd = -1;
+  return WS_OK;
+}
+
+static int ws__be_set(struct ws__loop_priv *p, struct ws__io *io, unsigned ev) {
+  WSAPOLLFD *pf;
+  if (ev == io->events) return WS_OK;
+  if (io->events == 0) { /* add */
+    if (p->pcount == p->pcap) {
+      size_t cap = p->pcap ? p->pcap * 2 : 64;
+      void *a = realloc(p->pfd, cap * sizeof(WSAPOLLFD));
+      void *b;
+      if (a == NULL) return WS_ENOMEM;
+      p->pfd = a;
+      b = realloc(p->pio, cap * sizeof(struct ws__io *));
+      if (b == NULL) return WS_ENOMEM;
+      p->pio = (struct ws__io **)b;
+      p->pcap = cap;
+    }
+    io->pidx = (int)p->pcount++;
+    p->pio[io->pidx] = io;
+  } else if (ev == 0) { /* remove: the last entry takes its place */
+    size_t last = --p->pcount;
+    pf = (WSAPOLLFD *)p->pfd;
+    if ((size_t)io->pidx != last) {
+      pf[io->pidx] = pf[last];
+      p->pio[io->pidx] = p->pio[last];
+      p->pio[io->pidx]->pidx = io->pidx;
+    }
+    io->pidx = -1;
+    io->events = 0;
+    return WS_OK;
+  }
+  pf = (WSAPOLLFD *)p->pfd + io->pidx;
+  pf->fd = WS__W_S(io->fd);
+  pf->events = (SHORT)((ev & WS__LOOP_IN ? POLLRDNORM : 0) | (ev & WS__LOOP_OUT ? POLLWRNORM : 0));
+  pf->revents = 0;
+  io->events = (unsigned char)ev;
+  return WS_OK;
+}
+
+static int ws__be_wait(struct ws__loop_priv *p, int timeout) {
+  WSAPOLLFD *pf = (WSAPOLLFD *)p->pfd;
+  int n, k = 0;
+  size_t i, seen, start = p->pnext < p->pcount ? p->pnext : 0;
+  if (p->pcount == 0) { /* WSAPoll refuses an empty set */
+    Sleep(timeout < 0 ? INFINITE : (DWORD)timeout);
+    p->nready = 0;
+    return WS_OK;
+  }
+  n = WSAPoll(pf, (ULONG)p->pcount, timeout);
+  if (n == SOCKET_ERROR) return WSAGetLastError() == WSAEINTR ? 0 : WS_EIO;
+  for (seen = 0, i = start; seen < p->pcount && k < n && k < p->cfg.max_events; seen++) {
+    unsigned e = 0;
+    if (pf[i].revents) {
+      if (pf[i].revents & (POLLRDNORM | POLLRDBAND | POLLERR | POLLHUP | POLLNVAL)) e |= WS__LOOP_IN;
+      if (pf[i].revents & (POLLWRNORM | POLLERR | POLLHUP | POLLNVAL)) e |= WS__LOOP_OUT;
+      p->ready[k].io = p->pio[i];
+      p->ready[k].ev = e;
+      k++;
+    }
+    if (++i == p->pcount) i = 0;
+  }
+  p->pnext = i;
+  p->nready = k;
+  return WS_OK;
+}
+
+static void ws__be_destroy(struct ws__loop_priv *p) {
+  free(p->pfd);
+  free(p->pio);
+  p->pfd = NULL;
+  p->pio = NULL;
+  p->pcount = p->pcap = 0;
+}
+
+static const char *ws__be_name(void) { return "wsapoll"; }
+
+#endif /* WS_LOOP_WSAPOLL */

@@ -28,7 +28,7 @@ for f in "$@"; do
     *) core="$core $f" ;;
   esac
 done
-for p in tls.c loop.c loop_epoll.c loop_kqueue.c loop_poll.c; do
+for p in tls.c loop_win.c loop.c loop_epoll.c loop_kqueue.c loop_poll.c loop_wsapoll.c; do
   case " $alone " in *"/$p "*) ;; *) fail "part src/ws/$p is not in the parts list" ;; esac
 done
 
@@ -38,18 +38,25 @@ compile() { # name, extra flags, files...
   : > "$B/layers/$name.c"
   for f in "$@"; do echo "#include \"../../$f\"" >> "$B/layers/$name.c"; done
   # shellcheck disable=SC2086
-  $CC $FLAGS $extra -c "$B/layers/$name.c" -o "$B/layers/$name.o" ||
+  ${XCC:-$CC} $FLAGS $extra -c "$B/layers/$name.c" -o "$B/layers/$name.o" ||
     fail "$name does not build alone against ws.h"
   n=$((n + 1))
 }
 dir=${1%/*}
 compile tls_off "-DWS_ENABLE_MBEDTLS=0" "$dir/tls.c"
 [ -z "$TLS" ] || compile tls_on "$TLS" "$dir/tls.c"
-compile loop_epoll "-DWS_LOOP_EPOLL $TLS" "$dir/loop.c" "$dir/loop_epoll.c"
-compile loop_poll "-DWS_LOOP_POLL $TLS" "$dir/loop.c" "$dir/loop_poll.c"
+compile loop_epoll "-DWS_LOOP_EPOLL $TLS" "$dir/loop_win.c" "$dir/loop.c" "$dir/loop_epoll.c"
+compile loop_poll "-DWS_LOOP_POLL $TLS" "$dir/loop_win.c" "$dir/loop.c" "$dir/loop_poll.c"
 kq=""
 printf '#include <sys/event.h>\n' | $CC -E -x c - >/dev/null 2>&1 || kq="-Itests/shim"
-compile loop_kqueue "-DWS_LOOP_KQUEUE $kq $TLS" "$dir/loop.c" "$dir/loop_kqueue.c"
+compile loop_kqueue "-DWS_LOOP_KQUEUE $kq $TLS" "$dir/loop_win.c" "$dir/loop.c" "$dir/loop_kqueue.c"
+# WSAPoll with mingw-w64 where installed (make cross installs it); TLS is
+# not ported to Windows.
+win=""
+if command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1; then
+  XCC=x86_64-w64-mingw32-gcc compile loop_wsapoll "" "$dir/loop_win.c" "$dir/loop.c" "$dir/loop_wsapoll.c"
+  win=", WSAPoll with mingw-w64"
+fi
 
 # shellcheck disable=SC2086
 if grep -n '#include "private.h"' $alone; then fail "a part that must stand alone includes private.h"; fi
@@ -59,4 +66,4 @@ cat $core | grep -o 'ws__[A-Za-z0-9_]*' | sort -u > "$B/layers/core_private.txt"
 cat $alone | grep -o 'ws__[A-Za-z0-9_]*' | sort -u > "$B/layers/alone_private.txt"
 used=$(comm -12 "$B/layers/core_private.txt" "$B/layers/alone_private.txt")
 [ -z "$used" ] || fail "TLS or the loop names core internals: $used"
-echo "check-layers: ok ($# parts; TLS and the loop with each backend built alone against ws.h: $n builds${kq:+, kqueue against tests/shim})"
+echo "check-layers: ok ($# parts; TLS and the loop with each backend built alone against ws.h: $n builds${kq:+, kqueue against tests/shim}$win)"

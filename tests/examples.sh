@@ -26,7 +26,7 @@ check() { # name, condition command...
 # variables are lost). port_of then reads the port.
 start() { # outfile, command...
   out=$1; shift
-  "$@" >"$out" 2>&1 &
+  "$@" >"$out" 2>&1 8>&- & # not holding a test's fifo (fd 8) open
   pids="$pids $!"
   i=0
   while [ $i -lt 50 ] && ! grep -q '127.0.0.1:[0-9]' "$out" 2>/dev/null; do
@@ -76,6 +76,63 @@ else
   check "wsc --deflate to echo_server --deflate: agreed" grep -q "permessage-deflate" "$tmp/err5"
   check "wsc --deflate: 500 JSON lines echoed in order" cmp -s "$tmp/out5" "$tmp/want5"
 fi
+
+# Proxies from the environment, as curl reads them: http_proxy names a
+# port where nothing listens, so a connection that honours it fails;
+# --proxy "" and no_proxy send it direct.
+printf 'direct\n' | http_proxy=http://127.0.0.1:1 timeout 20 "$build/wsc" "ws://127.0.0.1:$eport/" >/dev/null 2>"$tmp/err6"
+check "wsc honours http_proxy (a dead proxy: exit 1)" [ $? -eq 1 ]
+printf 'direct\n' | http_proxy=http://127.0.0.1:1 timeout 20 "$build/wsc" --proxy "" "ws://127.0.0.1:$eport/" >"$tmp/out6"
+check "wsc --proxy \"\" ignores http_proxy" [ "$(cat "$tmp/out6")" = "direct" ]
+printf 'direct\n' | http_proxy=http://127.0.0.1:1 no_proxy=localhost,127.0.0.1 timeout 20 "$build/wsc" "ws://127.0.0.1:$eport/" >"$tmp/out7"
+check "wsc: no_proxy exempts 127.0.0.1" [ "$(cat "$tmp/out7")" = "direct" ]
+printf 'x\n' | timeout 20 "$build/wsc" --proxy socks5://127.0.0.1:1 "ws://127.0.0.1:$eport/" >/dev/null 2>&1
+check "wsc --proxy with a scheme other than http:// is a usage error (exit 2)" [ $? -eq 2 ]
+
+# --reconnect: a port that is free now (a server's, stopped).
+start "$tmp/r0.out" "$build/echo_server" -p 0
+rport=$(port_of "$tmp/r0.out")
+kill "$(echo $pids | awk '{print $NF}')" 2>/dev/null
+wait_for() { # file, pattern[, lines to skip]: up to 15 s
+  i=0
+  while [ $i -lt 150 ] && ! tail -n +"$((${3:-0} + 1))" "$1" 2>/dev/null | grep -q "$2"; do
+    sleep 0.1; i=$((i + 1))
+  done
+  tail -n +"$((${3:-0} + 1))" "$1" 2>/dev/null | grep -q "$2"
+}
+# Nothing listens: attempts with their delays (-v), under the first bound
+# (--backoff 300); the server comes; the lines go through; exit 0.
+mkfifo "$tmp/in8"
+timeout 60 "$build/wsc" -v --reconnect --backoff 300 "ws://127.0.0.1:$rport/" <"$tmp/in8" >"$tmp/out8" 2>"$tmp/err8" &
+wscpid=$!
+pids="$pids $wscpid"
+exec 8>"$tmp/in8"
+check "wsc --reconnect -v logs attempts while nothing listens" wait_for "$tmp/err8" "attempt 2 in"
+check "wsc --reconnect: the first delay is under --backoff (300 ms)" \
+  sh -c "sed -n 's/.*attempt 1 in \([0-9]*\) ms.*/\1/p' '$tmp/err8' | awk '{exit !(\$1 < 300)}'"
+start "$tmp/r1.out" "$build/echo_server" -p "$rport"
+check "wsc --reconnect connects once the server is up" wait_for "$tmp/err8" "wsc: connected"
+echo "first" >&8
+check "wsc --reconnect: a line echoed" wait_for "$tmp/out8" "first"
+# The server goes and comes back: reconnected, and lines flow again.
+seen=$(wc -l <"$tmp/err8")
+kill "$(echo $pids | awk '{print $NF}')" 2>/dev/null
+check "wsc --reconnect retries after the server went" wait_for "$tmp/err8" "attempt [0-9]* in [0-9]* ms" "$seen"
+start "$tmp/r2.out" "$build/echo_server" -p "$rport"
+check "wsc --reconnect: on_open tells the reconnect" wait_for "$tmp/err8" "connected (reconnected)"
+echo "second" >&8
+check "wsc --reconnect: a line echoed after the reconnect" wait_for "$tmp/out8" "second"
+exec 8>&-
+wait "$wscpid"
+rc=$?
+check "wsc --reconnect exits 0 after stdin ends (close 1000)" [ $rc -eq 0 ]
+check "wsc --reconnect -v: the close at the end is 1000" grep -q "closed 1000" "$tmp/err8"
+# --max-attempts: gives up, exit 1.
+kill "$(echo $pids | awk '{print $NF}')" 2>/dev/null
+timeout 30 "$build/wsc" --reconnect --backoff 50 --max-attempts 2 "ws://127.0.0.1:$rport/" </dev/null >/dev/null 2>"$tmp/err9"
+rc=$?
+check "wsc --reconnect --max-attempts 2 gives up: exit 1" [ $rc -eq 1 ]
+check "wsc --reconnect says it gave up" grep -q "gave up" "$tmp/err9"
 
 if [ -x "$build/existing_server" ]; then
   start "$tmp/ex.out" "$build/existing_server" -p 0

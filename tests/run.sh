@@ -8,6 +8,11 @@
 build=$1
 tests=$2
 only=$3
+# The tests reach servers of their own on loopback: a proxy from the
+# environment (ws_loop_connect() honours it, as curl does) must not carry
+# them.
+unset http_proxy https_proxy HTTPS_PROXY ws_proxy WS_PROXY wss_proxy WSS_PROXY \
+  all_proxy ALL_PROXY no_proxy NO_PROXY
 passed=0
 failed=0
 log=$(mktemp)

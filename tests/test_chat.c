@@ -33,6 +33,7 @@ typedef struct chatter {
 } chatter;
 
 static ws_loop g_loop;
+static int g_basic; /* main()'s "basic": the Windows build under wine */
 #if WS_ENABLE_MBEDTLS
 static ws_tls_config *g_ctls; /* the wss:// scenario's client config */
 #endif
@@ -265,7 +266,8 @@ static void scenario(const char *bin, const char *threads, const char *tls_dir) 
   {
     int st = 0;
     CHECK(waitpid(pid, &st, 0) == pid);
-    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    /* (wine passes no signal on to a Windows program: it just ends) */
+    CHECK(g_basic || (WIFEXITED(st) && WEXITSTATUS(st) == 0));
   }
   ws_loop_free(&g_loop);
 #if WS_ENABLE_MBEDTLS
@@ -715,6 +717,9 @@ out:
 
 int main(int argc, char **argv) {
   const char *bin = argc > 1 ? argv[1] : "build/chat";
+  /* "basic": one loop and two, no TLS, no brokers (make cross runs the
+   * Windows build under wine this way: it has neither). */
+  g_basic = argc > 2 && strcmp(argv[2], "basic") == 0;
   signal(SIGPIPE, SIG_IGN);
   if (access(bin, X_OK) != 0) {
     printf("not ok - %s not built\n", bin);
@@ -724,6 +729,7 @@ int main(int argc, char **argv) {
   printf("ok one loop\n");
   scenario(bin, "2", NULL);
   printf("ok --threads 2\n");
+  if (g_basic) return t_done("test_chat");
 #if WS_ENABLE_MBEDTLS
   { /* --threads 2 with TLS: a TLS config per loop, both on the port */
     char dir[] = "/tmp/ws_chat_tls_XXXXXX", cmd[300];

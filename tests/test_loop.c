@@ -542,6 +542,152 @@ static void test_backpressure(void) {
   ws_loop_free(&w.loop);
 }
 
+/* Opens a raw upgrade; returns the reply's status (101, 503, ...) or -1,
+ * with the socket in *fd. */
+static int raw_upgrade(world *w, int *fd) {
+  unsigned char buf[4096];
+  size_t got = 0;
+  int i;
+  *fd = raw_connect(w->port, NULL);
+  if (*fd < 0 || send(*fd, RAW_REQ, strlen(RAW_REQ), 0) <= 0) return -1;
+  for (i = 0; i < 300; i++) {
+    ws_loop_run_once(&w->loop, 10);
+    got += raw_drain(*fd, buf + got, sizeof buf - 1 - got);
+    buf[got] = 0;
+    if (strstr((char *)buf, "\r\n\r\n")) return atoi((char *)buf + 9);
+  }
+  return -1;
+}
+
+/* Sends a masked binary frame's header for len bytes (key 0: the payload
+ * goes as it is), and `part` bytes of it. */
+static void raw_partial_frame(int fd, uint64_t len, size_t part) {
+  static const uint8_t key[4] = {0, 0, 0, 0};
+  static unsigned char zero[65536];
+  unsigned char h[14];
+  size_t hl = ws_frame_write(h, 1, WS_OP_BINARY, len, key);
+  CHECK(send(fd, h, hl, 0) == (ssize_t)hl);
+  while (part > 0) {
+    size_t n = part < sizeof zero ? part : sizeof zero;
+    ssize_t r = send(fd, zero, n, 0);
+    if (r <= 0) break;
+    part -= (size_t)r;
+  }
+}
+
+static int c_held_in(world *w, void *arg) {
+  struct ws_loop_stats st;
+  ws_loop_stats(&w->loop, &st);
+  return st.held_in >= *(size_t *)arg;
+}
+
+static void test_memory_budget(void) {
+  /* One hog holds most of the budget: new upgrades get 503, a second hog
+   * over its fair share fails with 1009 (and is told so), an honest
+   * client goes on, and the count returns to 0 once the hog is gone. */
+  world w;
+  ws_loop_config cfg;
+  struct ws_loop_stats st;
+  int honest, hog, hog2, late, i;
+  unsigned char buf[8192];
+  size_t got, want = 200000;
+  const unsigned char hi[] = {0x81, 0x82, 0, 0, 0, 0, 'h', 'i'};
+  ws_loop_config_init(&cfg);
+  CHECK(cfg.mem_budget == WS_LOOP_MEM_BUDGET);
+  world_init_cfg(&w, &cfg);
+  w.server.echo = 1;
+  CHECK_INT(raw_upgrade(&w, &honest), 101);
+  CHECK_INT(raw_upgrade(&w, &hog), 101);
+  CHECK_INT(raw_upgrade(&w, &hog2), 101);
+  ws_loop_stats(&w.loop, &st);
+  CHECK_INT((int)st.held, 0); /* open and idle: nothing held */
+  CHECK_INT((int)st.conns, 3);
+  /* The hog: 300,000 bytes of a 400,000-byte message. */
+  raw_partial_frame(hog, 400000, 300000);
+  CHECK(run_until(&w, c_held_in, &want, 3000));
+  ws_loop_stats(&w.loop, &st);
+  CHECK_INT((int)st.holders, 1);
+  CHECK_INT((int)st.held, (int)st.held_in);
+  /* The budget, set here to just above what the hog holds (a test may
+   * reach the loop's private config): within its last sixteenth. */
+  w.loop.ws__lp.cfg.mem_budget = st.held + st.held / 20;
+  CHECK_INT(raw_upgrade(&w, &late), 503);
+  close(late);
+  /* The honest client is served. */
+  CHECK(send(honest, hi, sizeof hi, 0) == (ssize_t)sizeof hi);
+  for (i = 0, got = 0; i < 200 && got < 4; i++) {
+    ws_loop_run_once(&w.loop, 10);
+    got += raw_drain(honest, buf + got, sizeof buf - got);
+  }
+  CHECK(got == 4 && buf[0] == 0x81 && buf[1] == 2 && buf[2] == 'h');
+  /* The second hog asks for as much again: over its share, refused. */
+  raw_partial_frame(hog2, 400000, 300000);
+  for (i = 0, got = 0; i < 300 && !(got >= 4 && buf[0] == 0x88); i++) {
+    ws_loop_run_once(&w.loop, 10);
+    got += raw_drain(hog2, buf + got, sizeof buf - got);
+  }
+  CHECK(got >= 4 && buf[0] == 0x88 && buf[1] == 2);
+  CHECK_INT(buf[2] << 8 | buf[3], WS_CLOSE_TOO_BIG);
+  ws_loop_stats(&w.loop, &st);
+  CHECK_INT((int)st.failed_budget_1009, 1);
+  CHECK_INT((int)st.refused_503, 1);
+  CHECK(st.held_peak <= st.mem_budget + st.mem_budget / 8);
+  CHECK_INT(w.server.err, WS_EBUDGET);
+  CHECK_INT(w.server.close_code, WS_CLOSE_TOO_BIG);
+  /* The hog leaves: nothing held, and upgrades are welcome again. */
+  close(hog);
+  close(hog2);
+  CHECK(run_until(&w, c_server_closes, (i = 3, &i), 3000));
+  ws_loop_stats(&w.loop, &st);
+  CHECK_INT((int)st.held, 0);
+  CHECK_INT((int)st.holders, 0);
+  CHECK_INT(raw_upgrade(&w, &late), 101);
+  close(late);
+  close(honest);
+  ws_loop_free(&w.loop);
+}
+
+/* A reader that never reads what it is sent: closed by slow_reader_ms
+ * with 1008, counted; the loop's budget counted its queue meanwhile. */
+static int c_server_opened_n(world *w, void *arg) {
+  return w->server.opened >= *(int *)arg;
+}
+
+static void test_slow_reader_on_loop(void) {
+  world w;
+  ws_loop_config cfg;
+  struct ws_loop_stats st;
+  int fd, one = 1, i;
+  static unsigned char msg[60000];
+  ws_loop_config_init(&cfg);
+  cfg.server.slow_reader_ms = 300;
+  world_init_cfg(&w, &cfg);
+  fd = raw_connect(w.port, NULL);
+  CHECK(send(fd, RAW_REQ, strlen(RAW_REQ), 0) > 0);
+  CHECK(run_until(&w, c_server_opened_n, &one, 3000));
+  /* Sends until the kernel's buffers are full and the queue passes the
+   * threshold (64 KiB). */
+  for (i = 0; i < 2000; i++) {
+    ws_conn *c = w.loop.ws__lp.conns ? &w.loop.ws__lp.conns->conn : NULL;
+    if (c == NULL || ws_conn_queued(c) > 200000) break;
+    if (ws_send(c, WS_OP_BINARY, msg, sizeof msg) != WS_OK) break;
+    ws_loop_run_once(&w.loop, 0);
+  }
+  ws_loop_stats(&w.loop, &st);
+  CHECK(st.held_out > 64 * 1024);
+  CHECK(run_until(&w, c_server_closes, &one, 3000));
+  CHECK_INT(w.server.close_code, WS_CLOSE_POLICY);
+  CHECK_INT(w.server.err, WS_ESLOW);
+  ws_loop_stats(&w.loop, &st);
+  CHECK_INT((int)st.failed_slow_reader, 1);
+  run_until(&w, c_no_conns, NULL, 100);
+  ws_loop_run_once(&w.loop, 0);
+  ws_loop_stats(&w.loop, &st);
+  CHECK_INT((int)st.held, 0);
+  close(fd);
+  ws_loop_free(&w.loop);
+}
+
 static peer *g_server_peer;
 static void subscribe_on_open(ws_conn *c, const char *proto, size_t n,
                               void *user) {
@@ -1658,6 +1804,7 @@ static void test_reconnect_final_and_limits(void) {
   while (!g_kl.gave_up && ws__loop_clock() < end) ws_loop_run_once(&w.loop, 10);
   CHECK_INT(g_kl.gave_up, 1);
   CHECK_INT(g_kl.give_status, 404);
+  CHECK_INT(g_kl.give_err, WS_EUPGRADE);
   CHECK_INT(g_kl.attempts, 0);
   CHECK(ws_loop_client_conn(&k) == NULL);
   memset(&g_kl, 0, sizeof g_kl);
@@ -1674,6 +1821,424 @@ static void test_reconnect_final_and_limits(void) {
   /* A URL that cannot work: refused at the start. */
   CHECK_INT(ws_loop_client_start(&w.loop, &k, "http://x/", NULL, NULL, NULL), WS_EINVAL);
   ws_loop_free(&w.loop);
+}
+
+/* ---------------------------------------------------------------------
+ * HTTP CONNECT proxies: a tiny proxy of the test's own, on a thread
+ * ------------------------------------------------------------------- */
+
+typedef struct tproxy {
+  int lfd, stop[2];
+  unsigned port;
+  const char *reply; /* sent as is, then closed; NULL: 200 and relay */
+  size_t reply_len;
+  int max_conns, served;
+  char req[1024];    /* the last request head */
+  pthread_t th;
+} tproxy;
+
+/* Reads a request head (blocking, 5 s at most). */
+static size_t tproxy_head(int fd, char *buf, size_t cap) {
+  size_t got = 0;
+  while (got + 1 < cap) {
+    struct pollfd pf = {fd, POLLIN, 0};
+    ssize_t r;
+    if (poll(&pf, 1, 5000) <= 0) break;
+    if ((r = recv(fd, buf + got, 1, 0)) <= 0) break; /* byte by byte: no more */
+    got++;
+    buf[got] = '\0';
+    if (got >= 4 && memcmp(buf + got - 4, "\r\n\r\n", 4) == 0) break;
+  }
+  buf[got] = '\0';
+  return got;
+}
+
+/* Copies bytes both ways until a side closes (or 10 s of silence). */
+static void tproxy_relay(int a, int b) {
+  char buf[16384];
+  for (;;) {
+    struct pollfd pf[2] = {{a, POLLIN, 0}, {b, POLLIN, 0}};
+    int i;
+    if (poll(pf, 2, 10000) <= 0) return;
+    for (i = 0; i < 2; i++) {
+      if (pf[i].revents) {
+        ssize_t r = recv(pf[i].fd, buf, sizeof buf, 0);
+        if (r <= 0 || send(pf[1 - i].fd, buf, (size_t)r, MSG_NOSIGNAL) != r) return;
+      }
+    }
+  }
+}
+
+static void *tproxy_main(void *arg) {
+  tproxy *t = (tproxy *)arg;
+  while (t->served < t->max_conns) {
+    struct pollfd pf[2] = {{t->lfd, POLLIN, 0}, {t->stop[0], POLLIN, 0}};
+    int fd;
+    if (poll(pf, 2, 10000) <= 0 || pf[1].revents) break;
+    if ((fd = accept(t->lfd, NULL, NULL)) < 0) break;
+    t->served++;
+    tproxy_head(fd, t->req, sizeof t->req);
+    if (t->reply_len == (size_t)-1) { /* silent until told to stop */
+      struct pollfd st = {t->stop[0], POLLIN, 0};
+      (void)poll(&st, 1, 10000);
+    } else if (t->reply) {
+      (void)!send(fd, t->reply, t->reply_len, MSG_NOSIGNAL);
+      shutdown(fd, SHUT_WR);
+      usleep(50000); /* let the client read before the close */
+    } else {
+      unsigned port = 0;
+      const char *colon = strchr(t->req, ':');
+      int up;
+      if (strncmp(t->req, "CONNECT 127.0.0.1:", 18) == 0 && colon)
+        port = (unsigned)atoi(colon + 1);
+      if (port && (up = raw_connect(port, NULL)) >= 0) {
+        static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
+        (void)!send(fd, ok, sizeof ok - 1, MSG_NOSIGNAL);
+        tproxy_relay(fd, up);
+        close(up);
+      }
+    }
+    close(fd);
+  }
+  return NULL;
+}
+
+/* Starts a proxy answering `reply` (NULL: tunnelling) to max_conns
+ * connections. */
+static void tproxy_start(tproxy *t, const char *reply, size_t len, int max_conns) {
+  struct sockaddr_in a;
+  socklen_t n = sizeof a;
+  memset(t, 0, sizeof *t);
+  t->reply = reply;
+  t->reply_len = len;
+  t->max_conns = max_conns;
+  t->lfd = socket(AF_INET, SOCK_STREAM, 0);
+  memset(&a, 0, sizeof a);
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  CHECK(bind(t->lfd, (struct sockaddr *)&a, sizeof a) == 0);
+  CHECK(listen(t->lfd, 16) == 0);
+  CHECK(getsockname(t->lfd, (struct sockaddr *)&a, &n) == 0);
+  t->port = ntohs(a.sin_port);
+  CHECK(pipe(t->stop) == 0);
+  CHECK(pthread_create(&t->th, NULL, tproxy_main, t) == 0);
+}
+
+static void tproxy_end(tproxy *t) {
+  (void)!write(t->stop[1], "x", 1);
+  pthread_join(t->th, NULL);
+  close(t->lfd);
+  close(t->stop[0]);
+  close(t->stop[1]);
+}
+
+static int g_px_status;
+static char g_px_why[128];
+static void px_close_hook(ws_conn *c) {
+  const char *why = NULL;
+  g_px_status = ws_loop_proxy_status(c, &why);
+  snprintf(g_px_why, sizeof g_px_why, "%s", why ? why : "(null)");
+}
+
+static int c_client_closed(world *w, void *arg) {
+  return w->clients[*(int *)arg].closes > 0;
+}
+
+static void test_proxy_tunnel(void) {
+  /* Through the proxy: CONNECT to the server's host:port with Basic
+   * credentials from the URL (percent-decoded), then the upgrade inside
+   * the tunnel, and messages both ways. */
+  world w;
+  tproxy t;
+  ws_client_opts o;
+  ws_conn *c = NULL;
+  char url[64], px[96], want[64];
+  int one = 1, two[2] = {1, 1};
+  world_init(&w);
+  w.server.echo = 1;
+  tproxy_start(&t, NULL, 0, 2);
+  memset(&o, 0, sizeof o);
+  snprintf(px, sizeof px, "http://us%%65r:p%%40ss@127.0.0.1:%u", t.port);
+  o.proxy = px;
+  snprintf(url, sizeof url, "ws://127.0.0.1:%u/chat", w.port);
+  CHECK_INT(ws_loop_connect(&w.loop, url, &o, &w.clients[0], &c), WS_OK);
+  CHECK(run_until(&w, c_opened, &one, 5000));
+  snprintf(want, sizeof want, "CONNECT 127.0.0.1:%u HTTP/1.1\r\n", w.port);
+  CHECK(strncmp(t.req, want, strlen(want)) == 0);
+  snprintf(want, sizeof want, "Host: 127.0.0.1:%u\r\n", w.port);
+  CHECK(strstr(t.req, want) != NULL);
+  /* base64("user:p@ss") */
+  CHECK(strstr(t.req, "Proxy-Authorization: Basic dXNlcjpwQHNz\r\n") != NULL);
+  CHECK_INT(t.served, 1);
+  CHECK_INT(ws_send(c, WS_OP_TEXT, "through", 7), WS_OK);
+  two[0] = 1;
+  two[1] = 1;
+  CHECK(run_until(&w, c_msgs, two, 5000));
+  CHECK(w.clients[0].last_len == 7 && memcmp(w.clients[0].last, "through", 7) == 0);
+  CHECK_INT(ws_loop_proxy_status(c, NULL), 0); /* open: no proxy failure */
+  /* The proxy by name: resolved on a resolver thread like any host
+   * (localhost: ::1 refused, if first, then 127.0.0.1). The test's proxy
+   * serves one tunnel at a time: the first goes. */
+  {
+    int zero = 0;
+    CHECK_INT(ws_close(c, WS_CLOSE_NORMAL, NULL, 0), WS_OK);
+    CHECK(run_until(&w, c_client_closed, &zero, 5000));
+  }
+  snprintf(px, sizeof px, "http://localhost:%u/", t.port);
+  CHECK_INT(ws_loop_connect(&w.loop, url, &o, &w.clients[1], &c), WS_OK);
+  CHECK(WS__DIAL(WS__LC(c))->job != NULL); /* resolving */
+  two[0] = 2;
+  CHECK(run_until(&w, c_opened, two, 5000));
+  CHECK_INT(t.served, 2);
+  ws_loop_free(&w.loop);
+  tproxy_end(&t);
+}
+
+/* One refusal: the connection ends 1006 with WS_EPROXY, status and why. */
+static void proxy_refusal(const char *reply, size_t len, int status,
+                          const char *why, size_t max_handshake) {
+  world w;
+  tproxy t;
+  ws_client_opts o;
+  ws_loop_config cfg;
+  char url[64], px[64];
+  int zero = 0;
+  ws_loop_config_init(&cfg);
+  if (max_handshake) cfg.client.max_handshake = max_handshake;
+  world_init_cfg(&w, &cfg);
+  tproxy_start(&t, reply, len, 1);
+  memset(&o, 0, sizeof o);
+  snprintf(px, sizeof px, "127.0.0.1:%u", t.port); /* no scheme: http:// */
+  o.proxy = px;
+  snprintf(url, sizeof url, "ws://127.0.0.1:%u/", w.port);
+  g_px_status = -1;
+  g_px_why[0] = '\0';
+  g_on_close_hook = px_close_hook;
+  CHECK_INT(ws_loop_connect(&w.loop, url, &o, &w.clients[0], NULL), WS_OK);
+  CHECK(run_until(&w, c_client_closed, &zero, 5000));
+  g_on_close_hook = NULL;
+  CHECK_INT(w.clients[0].close_code, 1006);
+  CHECK_INT(w.clients[0].err, WS_EPROXY);
+  CHECK_INT(w.clients[0].opened, 0);
+  CHECK_INT(g_px_status, status);
+  if (!CHECK(strcmp(g_px_why, why) == 0)) printf("    got \"%s\"\n", g_px_why);
+  CHECK_INT(w.server.opened, 0); /* the server never saw the client */
+  ws_loop_free(&w.loop);
+  tproxy_end(&t);
+}
+
+static void test_proxy_refusals(void) {
+  static const char r407[] =
+      "HTTP/1.1 407 Proxy Authentication Required\r\n"
+      "Proxy-Authenticate: Basic realm=\"x\"\r\nContent-Length: 0\r\n\r\n";
+  static const char r403[] = "HTTP/1.0 403 Forbidden\r\n\r\n<html>no</html>";
+  static const char r502[] = "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n";
+  static const char junk[] = "SSH-2.0-OpenSSH_9.6\r\n";
+  static const char early[] = "HTTP/1.1 200 OK\r\n\r\nHTTP/1.1 101 x\r\n\r\n";
+  char big[1500];
+  proxy_refusal(r407, sizeof r407 - 1, 407,
+                "proxy refused the tunnel: HTTP 407 Proxy Authentication Required", 0);
+  proxy_refusal(r403, sizeof r403 - 1, 403, "proxy refused the tunnel: HTTP 403 Forbidden", 0);
+  proxy_refusal(r502, sizeof r502 - 1, 502, "proxy refused the tunnel: HTTP 502 Bad Gateway", 0);
+  proxy_refusal(junk, sizeof junk - 1, 0, "proxy reply is not HTTP", 0);
+  proxy_refusal(early, sizeof early - 1, 200, "proxy sent bytes after its 2xx reply", 0);
+  proxy_refusal("", 0, 0, "proxy closed the connection before its reply ended", 0);
+  /* A head longer than max_handshake (1024 here), never ending. */
+  memcpy(big, "HTTP/1.1 200 OK\r\n", 17);
+  memset(big + 17, 'X', sizeof big - 17);
+  proxy_refusal(big, sizeof big, 0, "proxy reply head over 1024 bytes (max_handshake)", 1024);
+}
+
+static void test_proxy_silent(void) {
+  /* A proxy that takes the request and never answers: the connection's
+   * handshake timeout covers the proxy's part too (WS_ETIMEDOUT, 1006). A
+   * host that cannot go on a request line is refused at the call. */
+  world w;
+  tproxy t;
+  ws_client_opts o;
+  ws_loop_config cfg;
+  char url[64], px[64];
+  int zero = 0;
+  ws_loop_config_init(&cfg);
+  cfg.client.handshake_timeout_ms = 300;
+  world_init_cfg(&w, &cfg);
+  tproxy_start(&t, "", (size_t)-1, 1);
+  memset(&o, 0, sizeof o);
+  snprintf(px, sizeof px, "http://127.0.0.1:%u", t.port);
+  o.proxy = px;
+  snprintf(url, sizeof url, "ws://127.0.0.1:%u/", w.port);
+  CHECK_INT(ws_loop_connect(&w.loop, url, &o, &w.clients[0], NULL), WS_OK);
+  CHECK(run_until(&w, c_client_closed, &zero, 5000));
+  CHECK_INT(w.clients[0].err, WS_ETIMEDOUT);
+  CHECK_INT(w.clients[0].close_code, 1006);
+  CHECK_INT(ws_loop_connect(&w.loop, "ws://a b/", &o, &w.clients[1], NULL), WS_EINVAL);
+  ws_loop_free(&w.loop);
+  tproxy_end(&t);
+  CHECK(strncmp(t.req, "CONNECT 127.0.0.1:", 18) == 0);
+}
+
+static void test_proxy_reconnect(void) {
+  /* A proxy's 502 is retried (here until max_attempts: 2 retries, 3
+   * connections to the proxy), its 407 is final at once; the hooks see
+   * WS_EPROXY with the proxy's status. */
+  static const char r502[] = "HTTP/1.1 502 Bad Gateway\r\n\r\n";
+  static const char r407[] = "HTTP/1.1 407 Proxy Authentication Required\r\n\r\n";
+  world w;
+  ws_loop_callbacks cb;
+  ws_loop_client k;
+  ws_client_opts o;
+  tproxy t;
+  char url[64], px[64];
+  uint64_t end;
+  keep_world(&w, &cb, 1);
+  g_kpol.first_ms = 50;
+  g_kpol.max_attempts = 2;
+  g_kbound = g_kpol.first_ms;
+  memset(&o, 0, sizeof o);
+  o.proxy = px;
+  snprintf(url, sizeof url, "ws://127.0.0.1:%u/", w.port);
+  tproxy_start(&t, r502, sizeof r502 - 1, 3);
+  snprintf(px, sizeof px, "http://127.0.0.1:%u/", t.port);
+  CHECK_INT(ws_loop_client_start(&w.loop, &k, url, &o, &g_kpol, &w.clients[0]), WS_OK);
+  end = ws__loop_clock() + 5000;
+  while (!g_kl.gave_up && ws__loop_clock() < end) ws_loop_run_once(&w.loop, 10);
+  CHECK_INT(g_kl.gave_up, 1);
+  CHECK_INT(g_kl.attempts, 2);
+  CHECK_INT(g_kl.err[0], WS_EPROXY);
+  CHECK_INT(g_kl.status[0], 502);
+  CHECK_INT(g_kl.give_err, WS_EPROXY);
+  CHECK_INT(g_kl.give_status, 502);
+  tproxy_end(&t);
+  CHECK_INT(t.served, 3);
+  memset(&g_kl, 0, sizeof g_kl);
+  tproxy_start(&t, r407, sizeof r407 - 1, 1);
+  snprintf(px, sizeof px, "http://127.0.0.1:%u/", t.port);
+  CHECK_INT(ws_loop_client_start(&w.loop, &k, url, &o, &g_kpol, &w.clients[1]), WS_OK);
+  end = ws__loop_clock() + 5000;
+  while (!g_kl.gave_up && ws__loop_clock() < end) ws_loop_run_once(&w.loop, 10);
+  CHECK_INT(g_kl.gave_up, 1);
+  CHECK_INT(g_kl.attempts, 0);
+  CHECK_INT(g_kl.give_err, WS_EPROXY);
+  CHECK_INT(g_kl.give_status, 407);
+  ws_loop_free(&w.loop);
+  tproxy_end(&t);
+}
+
+static void proxy_env_clear(void) {
+  static const char *const v[] = {"http_proxy", "HTTP_PROXY", "https_proxy",
+                                  "HTTPS_PROXY", "ws_proxy", "WS_PROXY",
+                                  "wss_proxy", "WSS_PROXY", "all_proxy",
+                                  "ALL_PROXY", "no_proxy", "NO_PROXY"};
+  size_t i;
+  for (i = 0; i < sizeof v / sizeof v[0]; i++) unsetenv(v[i]);
+}
+
+static int px_is(const char *got, const char *want) {
+  return got != NULL && strcmp(got, want) == 0;
+}
+
+static void test_proxy_env(void) {
+  /* no_proxy matching, then which variable curl's rules pick. */
+  const char *np = " example.com, .corp.test ,10.0.0.1,[::1] ,";
+  CHECK(ws__no_proxy(np, "example.com"));
+  CHECK(ws__no_proxy(np, "WWW.Example.COM"));
+  CHECK(!ws__no_proxy(np, "badexample.com"));
+  CHECK(!ws__no_proxy(np, "example.org"));
+  CHECK(ws__no_proxy(np, "corp.test"));
+  CHECK(ws__no_proxy(np, "a.b.corp.test"));
+  CHECK(ws__no_proxy(np, "10.0.0.1"));
+  CHECK(!ws__no_proxy(np, "10.0.0.11"));
+  CHECK(ws__no_proxy(np, "::1"));
+  CHECK(ws__no_proxy("*", "anything.at.all"));
+  CHECK(!ws__no_proxy("", "example.com"));
+  CHECK(!ws__no_proxy("*.example.com", "www.example.com")); /* no globs */
+  proxy_env_clear();
+  CHECK(ws__proxy_for(NULL, 0, "h") == NULL);
+  CHECK(px_is(ws__proxy_for("http://x:1", 0, "h"), "http://x:1"));
+  setenv("HTTP_PROXY", "http://upper:1", 1); /* never read: a CGI header */
+  CHECK(ws__proxy_for(NULL, 0, "h") == NULL);
+  setenv("http_proxy", "http://lower:1", 1);
+  CHECK(px_is(ws__proxy_for(NULL, 0, "h"), "http://lower:1"));
+  CHECK(ws__proxy_for(NULL, 1, "h") == NULL); /* wss:// reads https_proxy */
+  setenv("HTTPS_PROXY", "http://S:1", 1);
+  CHECK(px_is(ws__proxy_for(NULL, 1, "h"), "http://S:1"));
+  setenv("https_proxy", "http://s:1", 1); /* lower case first */
+  CHECK(px_is(ws__proxy_for(NULL, 1, "h"), "http://s:1"));
+  setenv("WSS_PROXY", "http://wss:1", 1);
+  CHECK(px_is(ws__proxy_for(NULL, 1, "h"), "http://wss:1"));
+  setenv("ws_proxy", "http://ws:1", 1);
+  CHECK(px_is(ws__proxy_for(NULL, 0, "h"), "http://ws:1"));
+  proxy_env_clear();
+  setenv("ALL_PROXY", "http://all:1", 1);
+  CHECK(px_is(ws__proxy_for(NULL, 0, "h"), "http://all:1"));
+  CHECK(px_is(ws__proxy_for(NULL, 1, "h"), "http://all:1"));
+  CHECK(ws__proxy_for("", 1, "h") == NULL); /* "": none, whatever the env */
+  setenv("NO_PROXY", "h", 1);
+  CHECK(ws__proxy_for(NULL, 0, "h") == NULL);
+  CHECK(px_is(ws__proxy_for(NULL, 0, "i"), "http://all:1"));
+  CHECK(px_is(ws__proxy_for("http://x:1", 0, "h"), "http://x:1"));
+  setenv("no_proxy", "*", 1);
+  CHECK(ws__proxy_for(NULL, 0, "i") == NULL);
+  proxy_env_clear();
+  /* Proxy URLs. */
+  {
+    char h[64], cred[64];
+    unsigned port = 0;
+    CHECK_INT(ws__proxy_parse("HTTP://u:p@[::1]:3128/", h, sizeof h, &port, cred, sizeof cred), WS_OK);
+    CHECK(strcmp(h, "::1") == 0 && port == 3128 && strcmp(cred, "u:p") == 0);
+    CHECK_INT(ws__proxy_parse("proxy.example", h, sizeof h, &port, cred, sizeof cred), WS_OK);
+    CHECK(strcmp(h, "proxy.example") == 0 && port == 1080 && cred[0] == '\0');
+    CHECK_INT(ws__proxy_parse("http://a%3Ab@p:1", h, sizeof h, &port, cred, sizeof cred), WS_OK);
+    CHECK(strcmp(cred, "a::b") != 0 && strcmp(cred, "a:b:") == 0);
+    CHECK_INT(ws__proxy_parse("socks5://p:1", h, sizeof h, &port, cred, sizeof cred), WS_EINVAL);
+    CHECK_INT(ws__proxy_parse("https://p:1", h, sizeof h, &port, cred, sizeof cred), WS_EINVAL);
+    CHECK_INT(ws__proxy_parse("http://p:0", h, sizeof h, &port, cred, sizeof cred), WS_EINVAL);
+    CHECK_INT(ws__proxy_parse("http://p:x", h, sizeof h, &port, cred, sizeof cred), WS_EINVAL);
+    CHECK_INT(ws__proxy_parse("http://u%0d%0aX:y@p:1", h, sizeof h, &port, cred, sizeof cred), WS_EINVAL);
+    CHECK_INT(ws__proxy_parse("http://u%00:y@p:1", h, sizeof h, &port, cred, sizeof cred), WS_EINVAL);
+    CHECK_INT(ws__proxy_parse("http://u%2:y@p:1", h, sizeof h, &port, cred, sizeof cred), WS_EINVAL);
+    CHECK_INT(ws__proxy_parse("http://[::1:1", h, sizeof h, &port, cred, sizeof cred), WS_EINVAL);
+  }
+}
+
+static void test_proxy_env_connect(void) {
+  /* The environment's proxy carries a connection that names none; "" in
+   * the options, or no_proxy, sends it direct (the proxy, which would
+   * refuse, sees nothing). */
+  static const char r403[] = "HTTP/1.1 403 Forbidden\r\n\r\n";
+  world w;
+  tproxy t, t2;
+  ws_client_opts o;
+  char url[64], px[64];
+  int one = 1, three = 3;
+  world_init(&w);
+  snprintf(url, sizeof url, "ws://127.0.0.1:%u/", w.port);
+  tproxy_start(&t, NULL, 0, 1);
+  snprintf(px, sizeof px, "http://127.0.0.1:%u", t.port);
+  setenv("http_proxy", px, 1);
+  CHECK_INT(ws_loop_connect(&w.loop, url, NULL, &w.clients[0], NULL), WS_OK);
+  CHECK(run_until(&w, c_opened, &one, 5000));
+  CHECK(strncmp(t.req, "CONNECT 127.0.0.1:", 18) == 0);
+  tproxy_start(&t2, r403, sizeof r403 - 1, 1);
+  snprintf(px, sizeof px, "http://127.0.0.1:%u", t2.port);
+  setenv("http_proxy", px, 1);
+  memset(&o, 0, sizeof o);
+  o.proxy = "";
+  CHECK_INT(ws_loop_connect(&w.loop, url, &o, &w.clients[1], NULL), WS_OK);
+  setenv("no_proxy", "localhost,127.0.0.1", 1);
+  CHECK_INT(ws_loop_connect(&w.loop, url, NULL, &w.clients[2], NULL), WS_OK);
+  /* A proxy scheme ws cannot speak: refused at the call. */
+  setenv("all_proxy", "socks5://127.0.0.1:1", 1);
+  unsetenv("http_proxy");
+  unsetenv("no_proxy");
+  CHECK_INT(ws_loop_connect(&w.loop, url, NULL, &w.clients[3], NULL), WS_EINVAL);
+  proxy_env_clear();
+  CHECK(run_until(&w, c_opened, &three, 5000));
+  CHECK_INT(w.clients[3].closes, 0); /* never started: no on_close */
+  CHECK_INT(t2.served, 0);
+  ws_loop_free(&w.loop);
+  tproxy_end(&t);
+  tproxy_end(&t2);
 }
 
 static int g_herd_delay[10];
@@ -2754,6 +3319,7 @@ static void test_group_inbox_bound(void) {
 
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
+  proxy_env_clear(); /* every test here connects directly unless it says */
   RUN(test_backend_name);
   RUN(test_echo_many);
   RUN(test_plain_http);
@@ -2762,6 +3328,8 @@ int main(void) {
   RUN(test_idle_timeout);
   RUN(test_clean_close_no_linger);
   RUN(test_backpressure);
+  RUN(test_memory_budget);
+  RUN(test_slow_reader_on_loop);
   RUN(test_lingering_close);
   RUN(test_broadcast);
 #if WS_ENABLE_ZLIB
@@ -2783,6 +3351,12 @@ int main(void) {
   RUN(test_reconnect_backoff);
   RUN(test_reconnect_final_and_limits);
   RUN(test_reconnect_herd);
+  RUN(test_proxy_tunnel);
+  RUN(test_proxy_refusals);
+  RUN(test_proxy_silent);
+  RUN(test_proxy_reconnect);
+  RUN(test_proxy_env);
+  RUN(test_proxy_env_connect);
   RUN(test_watch_read);
   RUN(test_watch_interest);
   RUN(test_watch_write);

@@ -27,6 +27,8 @@ int main(void) {
 
 #include <stdarg.h>
 #include <signal.h>
+#include <poll.h>
+#include <pthread.h>
 #include <sys/wait.h>
 
 static char g_dir[64];
@@ -145,7 +147,77 @@ typedef struct run_opts {
   const char *host;   /* URL host */
   int insecure, stream;
   int keep;           /* a reconnecting client (ws_loop_client) */
+  int proxy;          /* through the test's CONNECT proxy (below) */
 } run_opts;
+
+/* A CONNECT proxy of the test's own, on a thread, for one tunnel: it
+ * records the request and connects to the server's port on 127.0.0.1
+ * whatever host the request names (so a name that resolves nowhere, like
+ * other.example, still reaches the server), then relays both ways. */
+typedef struct tproxy {
+  int lfd, up;
+  unsigned port, to;
+  char req[512];
+  pthread_t th;
+} tproxy;
+
+static void *tproxy_main(void *arg) {
+  tproxy *t = (tproxy *)arg;
+  struct pollfd pf = {t->lfd, POLLIN, 0};
+  struct sockaddr_in a;
+  size_t got = 0;
+  int fd;
+  char buf[16384];
+  static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
+  if (poll(&pf, 1, 10000) <= 0 || (fd = accept(t->lfd, NULL, NULL)) < 0) return NULL;
+  while (got + 1 < sizeof t->req) { /* the head, byte by byte: no more */
+    if (recv(fd, t->req + got, 1, 0) != 1) break;
+    got++;
+    if (got >= 4 && memcmp(t->req + got - 4, "\r\n\r\n", 4) == 0) break;
+  }
+  t->req[got] = '\0';
+  memset(&a, 0, sizeof a);
+  a.sin_family = AF_INET;
+  a.sin_port = htons((uint16_t)t->to);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  t->up = socket(AF_INET, SOCK_STREAM, 0);
+  if (connect(t->up, (struct sockaddr *)&a, sizeof a) == 0 &&
+      send(fd, ok, sizeof ok - 1, MSG_NOSIGNAL) == (ssize_t)(sizeof ok - 1)) {
+    for (;;) {
+      struct pollfd two[2] = {{fd, POLLIN, 0}, {t->up, POLLIN, 0}};
+      int i, done = 0;
+      if (poll(two, 2, 10000) <= 0) break;
+      for (i = 0; i < 2 && !done; i++) {
+        ssize_t r;
+        if (!two[i].revents) continue;
+        r = recv(two[i].fd, buf, sizeof buf, 0);
+        if (r <= 0 || send(two[1 - i].fd, buf, (size_t)r, MSG_NOSIGNAL) != r) done = 1;
+      }
+      if (done) break;
+    }
+  }
+  close(t->up);
+  close(fd);
+  return NULL;
+}
+
+static void tproxy_start(tproxy *t, unsigned to) {
+  struct sockaddr_in a;
+  socklen_t n = sizeof a;
+  memset(t, 0, sizeof *t);
+  t->to = to;
+  t->lfd = socket(AF_INET, SOCK_STREAM, 0);
+  memset(&a, 0, sizeof a);
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  CHECK(bind(t->lfd, (struct sockaddr *)&a, sizeof a) == 0);
+  CHECK(listen(t->lfd, 4) == 0);
+  CHECK(getsockname(t->lfd, (struct sockaddr *)&a, &n) == 0);
+  t->port = ntohs(a.sin_port);
+  CHECK(pthread_create(&t->th, NULL, tproxy_main, t) == 0);
+}
+
+static tproxy g_proxy;
 
 static int g_keep_attempts, g_keep_gave_up;
 static int keep_attempt(ws_loop_client *k, unsigned a, uint32_t d, int e, int s, void *u) {
@@ -186,7 +258,15 @@ static void run_pair(const run_opts *ro) {
     CHECK_INT(ws_loop_listen_tls(&loop, "127.0.0.1", 0, stc, &port), WS_OK);
   snprintf(url, sizeof url, strchr(ro->host, ':') ? "wss://[%s]:%u/x" : "wss://%s:%u/x",
            ro->host, port);
-  if (ro->keep) {
+  if (ro->proxy) {
+    static char px[64];
+    ws_client_opts o;
+    memset(&o, 0, sizeof o);
+    tproxy_start(&g_proxy, port);
+    snprintf(px, sizeof px, "http://127.0.0.1:%u", g_proxy.port);
+    o.proxy = px;
+    CHECK_INT(ws_loop_connect(&loop, url, &o, &g_cli, NULL), WS_OK);
+  } else if (ro->keep) {
     ws_reconnect r;
     ws_reconnect_init(&r);
     r.first_ms = 50;
@@ -206,13 +286,17 @@ static void run_pair(const run_opts *ro) {
   }
   CHECK_INT(g_cli.closed, 1);
   ws_loop_free(&loop);
+  if (ro->proxy) {
+    pthread_join(g_proxy.th, NULL);
+    close(g_proxy.lfd);
+  }
 out:
   ws_tls_config_free(stc);
   ws_tls_config_free(ctc);
 }
 
 static void test_echo_ip(void) {
-  run_opts ro = {"srv.pem", "127.0.0.1", 0, 0, 0};
+  run_opts ro = {"srv.pem", "127.0.0.1", 0, 0, 0, 0};
   run_pair(&ro);
   CHECK_INT(g_cli.opened, 1);
   CHECK_INT(g_cli.step, 3);
@@ -221,7 +305,7 @@ static void test_echo_ip(void) {
 }
 
 static void test_echo_name_stream(void) {
-  run_opts ro = {"srv.pem", "localhost", 0, 1, 0};
+  run_opts ro = {"srv.pem", "localhost", 0, 1, 0, 0};
   run_pair(&ro);
   CHECK_INT(g_cli.opened, 1);
   CHECK_INT(g_cli.step, 3);
@@ -229,7 +313,7 @@ static void test_echo_name_stream(void) {
 }
 
 static void test_insecure_flag(void) {
-  run_opts ro = {"other.pem", "127.0.0.1", 1, 0, 0};
+  run_opts ro = {"other.pem", "127.0.0.1", 1, 0, 0, 0};
   run_pair(&ro);
   CHECK_INT(g_cli.opened, 1);
   CHECK_INT(g_cli.code, 1000);
@@ -242,6 +326,7 @@ static void refused(const char *cert, const char *host, const char *needle) {
   ro.insecure = 0;
   ro.stream = 0;
   ro.keep = 0;
+  ro.proxy = 0;
   run_pair(&ro);
   CHECK_INT(g_cli.opened, 0);
   CHECK_INT(g_cli.code, WS_CLOSE_ABNORMAL);
@@ -257,13 +342,41 @@ static void test_wrong_host_name(void) { refused("other.pem", "localhost", "CN")
 static void test_reconnect_gives_up_on_certificate(void) {
   /* A reconnecting client whose server's certificate does not verify
    * gives up at once: retrying would not cure it. */
-  run_opts ro = {"other.pem", "localhost", 0, 0, 1};
+  run_opts ro = {"other.pem", "localhost", 0, 0, 1, 0};
   run_pair(&ro);
   CHECK_INT(g_cli.opened, 0);
   CHECK_INT(g_keep_gave_up, 1);
   CHECK_INT(g_keep_attempts, 0);
   CHECK(ws_loop_client_conn(&g_keeper) == NULL);
 }
+static void test_proxy_tunnel(void) {
+  /* wss:// through a CONNECT proxy: TLS inside the tunnel, with SNI and
+   * the certificate check against the URL's host, never the proxy's. The
+   * name is the proxy's to resolve: other.example resolves nowhere, and
+   * the test's proxy takes it to the server, whose certificate is for
+   * other.example: it verifies. */
+  run_opts ro = {"other.pem", "other.example", 0, 0, 0, 1};
+  char want[64];
+  run_pair(&ro);
+  CHECK_INT(g_cli.opened, 1);
+  CHECK_INT(g_cli.step, 3);
+  CHECK_INT(g_cli.code, 1000);
+  snprintf(want, sizeof want, "CONNECT other.example:%u HTTP/1.1\r\n", g_proxy.to);
+  CHECK(strncmp(g_proxy.req, want, strlen(want)) == 0);
+}
+
+static void test_proxy_tunnel_wrong_host(void) {
+  /* The same server certificate (for localhost and 127.0.0.1, like the
+   * proxy's address) asked for as other.example: refused, because the
+   * check is against the URL's host. */
+  run_opts ro = {"srv.pem", "other.example", 0, 0, 0, 1};
+  run_pair(&ro);
+  CHECK_INT(g_cli.opened, 0);
+  CHECK_INT(g_cli.code, WS_CLOSE_ABNORMAL);
+  CHECK(strstr(g_cli.err, "verification failed") != NULL);
+  CHECK(strncmp(g_proxy.req, "CONNECT other.example:", 22) == 0);
+}
+
 static void test_expired(void) { refused("expired.pem", "127.0.0.1", "expired"); }
 static void test_untrusted(void) { refused("self.pem", "127.0.0.1", "not correctly signed"); }
 
@@ -1157,6 +1270,8 @@ int main(void) {
   RUN(test_wrong_host);
   RUN(test_wrong_host_name);
   RUN(test_reconnect_gives_up_on_certificate);
+  RUN(test_proxy_tunnel);
+  RUN(test_proxy_tunnel_wrong_host);
   RUN(test_expired);
   RUN(test_untrusted);
   RUN(test_plain_http_client);

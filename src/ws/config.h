@@ -10,6 +10,9 @@
 #define _POSIX_C_SOURCE 200809L
 #endif
 #endif
+#if defined(_WIN32) && !defined(_CRT_RAND_S)
+#define _CRT_RAND_S 1 /* rand_s(): the default random source on Windows */
+#endif
 #if defined(__APPLE__) && !defined(_DARWIN_C_SOURCE)
 #define _DARWIN_C_SOURCE 1
 #endif
@@ -45,6 +48,14 @@
 #endif
 #ifndef WS_CLOSE_TIMEOUT_MS
 #define WS_CLOSE_TIMEOUT_MS 5000
+#endif
+/* Slow readers: output over this many bytes that has not drained below it
+ * for this long fails the connection (ws_config). */
+#ifndef WS_SLOW_READER_BYTES
+#define WS_SLOW_READER_BYTES (64u * 1024)
+#endif
+#ifndef WS_SLOW_READER_MS
+#define WS_SLOW_READER_MS 10000
 #endif
 #ifndef WS_PONG_TIMEOUT_MS
 #define WS_PONG_TIMEOUT_MS 10000
@@ -109,6 +120,14 @@
 #define WS__HAVE_OS 0
 #endif
 
+/* The loop's sockets and threads: POSIX, or Winsock with mingw-w64's
+ * winpthreads (loop_win.c). */
+#if WS__HAVE_OS || (!defined(WS_NO_OS) && defined(_WIN32))
+#define WS__HAVE_NET 1
+#else
+#define WS__HAVE_NET 0
+#endif
+
 #if WS__HAVE_OS
 #include <errno.h>
 #include <fcntl.h>
@@ -118,7 +137,7 @@
 #endif
 #endif
 
-#ifndef WS_NO_MALLOC
+#if !defined(WS_NO_MALLOC) || (WS__HAVE_NET && !WS__HAVE_OS)
 #include <stdlib.h>
 #endif
 

@@ -25,8 +25,10 @@ enum {
   WS__F_PONG_WAIT = 1u << 15,  /* open: t is the pong deadline, not a ping's */
   WS__F_STACK_OUT = 1u << 16,  /* the queue is the batch's stack buffer */
   WS__F_FREE = 1u << 17,       /* ws_conn_free() was called in a callback */
-  WS__F_HOLD = 1u << 18        /* output waits for the batch's end (lifted
+  WS__F_HOLD = 1u << 18,       /* output waits for the batch's end (lifted
                                 * for the batch's early writes) */
+  WS__F_ARM_SLOW = 1u << 19    /* output went over slow_reader_bytes: its
+                                * deadline is set at the next tick */
 };
 
 /* CLOSED has one mark, the state, set by ws__set_closed() alone and never
@@ -62,7 +64,10 @@ struct ws__ibuf {
   unsigned char d[];
 };
 struct ws__obuf {
+  uint64_t stall;        /* slow reader: the deadline to drain by, or 0 */
   size_t cap, head, len; /* bytes at d; sent up to head; queued up to len */
+  /* The last pong queued, d[pong_at..pong_end); pong_end 0: none known. */
+  size_t pong_at, pong_end;
   unsigned char d[];
 };
 /* The buffers start 8-byte aligned for their counters. */
@@ -114,11 +119,66 @@ static void *ws__realloc(struct ws__conn_priv *p, void *ptr, size_t n) {
 #endif
 }
 
+static void ws__refused(struct ws__conn_priv *p, int code);
+
+/* The budget hook (ws.h: "Memory budget"), asked before the connection
+ * takes n more bytes of a kind. A refusal has failed the connection when
+ * this returns 0. */
+static int ws__take(struct ws__conn_priv *p, int kind, size_t n) {
+  int code;
+  if (p->cfg->charge == NULL || n == 0) return 1;
+  code = p->cfg->charge((ws_conn *)(void *)p, kind, (ptrdiff_t)n,
+                        p->cfg->alloc_ctx);
+  if (code == 0) return 1;
+  ws__refused(p, code);
+  return 0;
+}
+
+/* ... and told before it gives n bytes back. */
+static void ws__give(struct ws__conn_priv *p, int kind, size_t n) {
+  if (p->cfg->charge && n)
+    (void)p->cfg->charge((ws_conn *)(void *)p, kind, -(ptrdiff_t)n,
+                         p->cfg->alloc_ctx);
+}
+
+/* ws__realloc() of a block of `old` bytes to n, counted as kind. NULL when
+ * the budget refused (the connection has failed) or the allocator did. */
+static void *ws__mem(struct ws__conn_priv *p, int kind, void *ptr, size_t old,
+                     size_t n) {
+  void *q;
+  if (n > old && !ws__take(p, kind, n - old)) return NULL;
+  if (n < old) ws__give(p, kind, old - n);
+  q = ws__realloc(p, ptr, n);
+  if (q == NULL && n > old) ws__give(p, kind, n - old);
+  return q;
+}
+
+/* The error for a failed ws__mem(): the budget's, or the allocator's. */
+#define WS__NOMEM(p) ((p)->err == WS_EBUDGET ? WS_EBUDGET : WS_ENOMEM)
+
+/* A compression stream, counted by its cost (NULL: refused, or no
+ * memory). */
+static ws__zs *ws__zs_make(struct ws__conn_priv *p, int inflate, int bits,
+                           int mem_level) {
+  size_t cost = ws__zs_cost(inflate, bits, mem_level);
+  ws__zs *s;
+  if (!ws__take(p, WS_MEM_DEFLATE, cost)) return NULL;
+  if ((s = ws__zs_new(p->cfg, inflate, bits, mem_level)) == NULL)
+    ws__give(p, WS_MEM_DEFLATE, cost);
+  return s;
+}
+
+static void ws__zs_drop(struct ws__conn_priv *p, ws__zs *s) {
+  if (s == NULL) return;
+  ws__give(p, WS_MEM_DEFLATE, s->cost);
+  ws__zs_free(s);
+}
+
 /* The compression state, allocated on first use (NULL: no memory). */
 static struct ws__zconn *ws__z_get(struct ws__conn_priv *p) {
   struct ws__zconn *z = (struct ws__zconn *)p->z;
   if (z == NULL) {
-    z = (struct ws__zconn *)ws__realloc(p, NULL, sizeof *z);
+    z = (struct ws__zconn *)ws__mem(p, WS_MEM_DEFLATE, NULL, 0, sizeof *z);
     if (z == NULL) return NULL;
     memset(z, 0, sizeof *z);
     p->z = z;
@@ -130,7 +190,7 @@ static struct ws__zconn *ws__z_get(struct ws__conn_priv *p) {
 static void ws__z_drop(struct ws__conn_priv *p) {
   struct ws__zconn *z = (struct ws__zconn *)p->z;
   if (z && !z->tx && !z->rx && !z->m) {
-    ws__realloc(p, z, 0);
+    ws__mem(p, WS_MEM_DEFLATE, z, sizeof *z, 0);
     p->z = NULL;
   }
 }
@@ -139,10 +199,10 @@ static void ws__z_drop(struct ws__conn_priv *p) {
 static void ws__z_release(struct ws__conn_priv *p) {
   struct ws__zconn *z = (struct ws__zconn *)p->z;
   if (!WS_ENABLE_ZLIB || z == NULL) return;
-  ws__zs_free(z->tx);
-  ws__zs_free(z->rx);
-  if (z->m) ws__realloc(p, z->m, 0);
-  ws__realloc(p, z, 0);
+  ws__zs_drop(p, z->tx);
+  ws__zs_drop(p, z->rx);
+  if (z->m) ws__mem(p, WS_MEM_INPUT, z->m, z->mcap, 0);
+  ws__mem(p, WS_MEM_DEFLATE, z, sizeof *z, 0);
   p->z = NULL;
 }
 
@@ -183,6 +243,19 @@ static int ws__os_random(void *buf, size_t n) {
     return WS_OK;
   }
 }
+#elif WS__HAVE_NET /* Windows: rand_s(), RtlGenRandom underneath */
+static int ws__os_random(void *buf, size_t n) {
+  unsigned char *p = (unsigned char *)buf;
+  while (n > 0) {
+    unsigned v;
+    size_t k = n < sizeof v ? n : sizeof v;
+    if (rand_s(&v) != 0) return WS_ERANDOM;
+    memcpy(p, &v, k);
+    p += k;
+    n -= k;
+  }
+  return WS_OK;
+}
 #endif
 
 static int ws__random(ws_conn *c, void *buf, size_t n) {
@@ -194,7 +267,7 @@ static int ws__random(ws_conn *c, void *buf, size_t n) {
     p->depth--;
     return rc == WS_OK ? WS_OK : WS_ERANDOM;
   }
-#if WS__HAVE_OS
+#if WS__HAVE_OS || WS__HAVE_NET
   return ws__os_random(buf, n);
 #else
   (void)buf, (void)n;
@@ -219,6 +292,8 @@ void ws_config_init(ws_config *cfg, int role) {
   cfg->close_timeout_ms = WS_CLOSE_TIMEOUT_MS;
   cfg->ping_interval_ms = 0;
   cfg->pong_timeout_ms = WS_PONG_TIMEOUT_MS;
+  cfg->slow_reader_bytes = WS_SLOW_READER_BYTES;
+  cfg->slow_reader_ms = WS_SLOW_READER_MS;
   cfg->deflate.window_bits = WS_DEFLATE_WINDOW_BITS;
   /* A client does not ask the server for a smaller window by default: a
    * server that ignores the request (libwebsockets 4.1 does) would leave
@@ -307,12 +382,55 @@ static void ws__set_closed(struct ws__conn_priv *p, int code, int err) {
 static void ws__release(struct ws__conn_priv *p) {
   ws__z_release(p);
   if (!(p->flags & WS__F_FIXED)) {
-    if (p->in) ws__realloc(p, p->in, 0);
-    if (p->out && !(p->flags & WS__F_STACK_OUT)) ws__realloc(p, p->out, 0);
+    if (p->in) ws__mem(p, WS_MEM_INPUT, p->in, sizeof *p->in + p->in->cap, 0);
+    if (p->out && !(p->flags & WS__F_STACK_OUT))
+      ws__mem(p, WS_MEM_OUTPUT, p->out, sizeof *p->out + p->out->cap, 0);
   }
   p->in = NULL;
   p->out = NULL;
   p->flags &= ~(uint32_t)WS__F_STACK_OUT;
+}
+
+/* The budget refused memory: the connection fails at once with the code
+ * the hook gave. A server with nothing queued writes its close frame
+ * straight to the transport first, best effort (behind queued output it
+ * would never reach a peer that does not read). */
+static void ws__refused(struct ws__conn_priv *p, int code) {
+  if (WS__CLOSED(p)) return;
+  if (code < 1000 || code > 4999) code = WS_CLOSE_TRY_AGAIN;
+  if (p->role == WS_SERVER && p->state == WS_STATE_OPEN &&
+      WS__QUEUED(p) == 0 && !(p->flags & WS__F_CLOSE_SENT) && p->cb->write) {
+    unsigned char f[4];
+    size_t n = 0;
+    f[0] = 0x80 | WS_OP_CLOSE;
+    f[1] = 2;
+    f[2] = (unsigned char)(code >> 8);
+    f[3] = (unsigned char)code;
+    p->depth++;
+    (void)p->cb->write((ws_conn *)(void *)p, f, sizeof f, &n, p->user);
+    p->depth--;
+  }
+  ws__set_closed(p, p->state == WS_STATE_CONNECTING ? WS_CLOSE_ABNORMAL : code,
+                 WS_EBUDGET);
+}
+
+/* see ws.h */
+size_t ws_conn_memory(const ws_conn *c) {
+  const struct ws__conn_priv *p = WS__P(c);
+  size_t n = 0;
+  if (!(p->flags & WS__F_FIXED)) {
+    if (p->in) n += sizeof *p->in + p->in->cap;
+    if (p->out && !(p->flags & WS__F_STACK_OUT))
+      n += sizeof *p->out + p->out->cap;
+  }
+#if WS_ENABLE_ZLIB
+  if (p->z) {
+    const struct ws__zconn *z = (const struct ws__zconn *)p->z;
+    n += sizeof *z + z->mcap + (z->tx ? z->tx->cost : 0) +
+         (z->rx ? z->rx->cost : 0);
+  }
+#endif
+  return n;
 }
 
 /* Runs owed on_close at the end of a public call, after finishing a
@@ -383,7 +501,7 @@ static int ws__out_room(struct ws__conn_priv *p, size_t n) {
     if (o->head > 0) {
       memmove(o->d, o->d + o->head, o->len - o->head);
       o->len -= o->head;
-      o->head = 0;
+      o->head = o->pong_end = 0;
       if (o->cap - o->len >= n) return WS_OK;
     }
     if (p->flags & WS__F_FIXED) return WS_EFULL;
@@ -399,9 +517,13 @@ static int ws__out_room(struct ws__conn_priv *p, size_t n) {
   cap = o ? o->cap : 1024 - sizeof *o;
   while (cap < need) cap = cap * 2 < cap ? need : cap * 2;
   if (cap + sizeof *o < cap) return WS_ENOMEM;
-  q = (struct ws__obuf *)ws__realloc(p, o, sizeof *o + cap);
-  if (q == NULL) return WS_ENOMEM;
-  if (o == NULL) q->head = q->len = 0;
+  q = (struct ws__obuf *)ws__mem(p, WS_MEM_OUTPUT, o,
+                                 o ? sizeof *o + o->cap : 0, sizeof *o + cap);
+  if (q == NULL) return WS__NOMEM(p);
+  if (o == NULL) {
+    q->head = q->len = q->pong_end = 0;
+    q->stall = 0;
+  }
   q->cap = cap;
   p->out = q;
   return WS_OK;
@@ -446,10 +568,11 @@ static int ws__flush(ws_conn *c) {
     o->head += n;
   }
   if (o && o->head == o->len) {
-    o->head = o->len = 0;
+    o->head = o->len = o->pong_end = 0;
+    o->stall = 0;
     if (!(p->flags & (WS__F_FIXED | WS__F_STACK_OUT)) &&
         o->cap > WS_KEEP_BUFFER) {
-      ws__realloc(p, o, 0);
+      ws__mem(p, WS_MEM_OUTPUT, o, sizeof *o + o->cap, 0);
       p->out = NULL;
     }
   }
@@ -605,8 +728,9 @@ static long ws__in_room(struct ws__conn_priv *p, size_t want) {
   need = (b ? b->rlen : 0) + want;
   cap = b ? b->cap : 1024;
   while (cap < need) cap *= 2;
-  q = (struct ws__ibuf *)ws__realloc(p, b, sizeof *b + cap);
-  if (q == NULL) return WS_ENOMEM;
+  q = (struct ws__ibuf *)ws__mem(p, WS_MEM_INPUT, b,
+                                 b ? sizeof *b + b->cap : 0, sizeof *b + cap);
+  if (q == NULL) return WS__NOMEM(p);
   if (b == NULL) memset(q, 0, sizeof *q);
   q->cap = cap;
   p->in = q;
@@ -675,11 +799,23 @@ static int ws__control(ws_conn *c, const ws_frame *f, unsigned char *d) {
      * no more pongs once the queue is full (a later ping is answered). */
     if (!(p->flags & (WS__F_CLOSE_SENT | WS__F_FAILING)) && !WS__CLOSED(p) &&
         WS__QUEUED(p) + n + WS_FRAME_HEADER_MAX <= p->cfg->max_queued) {
-      int rc = ws__queue_frame(c, 1, WS_OP_PONG, d, n);
+      struct ws__obuf *o = p->out;
+      int rc;
+      /* Only the latest ping needs its pong (RFC 6455 5.5.3): one still
+       * unsent at the end of the queue gives way to this one, so a peer
+       * that pings and never reads holds one pong here, not one each. */
+      if (o && o->pong_end == o->len && o->pong_end != 0 &&
+          o->pong_at >= o->head)
+        o->len = o->pong_at;
+      rc = ws__queue_frame(c, 1, WS_OP_PONG, d, n);
       if (rc == WS_ENOMEM) {
         ws__fail(c, rc, WS_CLOSE_INTERNAL);
         return rc;
       }
+      if (rc != WS_OK) return rc == WS_EBUDGET ? rc : WS_OK;
+      /* It is the queue's last frame (the queue may have moved). */
+      p->out->pong_end = p->out->len;
+      p->out->pong_at = p->out->len - ws__hdr_size(n, p->role) - n;
     }
     return WS_OK;
   }
@@ -730,7 +866,7 @@ static void ws__in_idle(struct ws__conn_priv *p) {
     return;
   b->rpos = b->rlen = b->mstart = 0;
   if (!(p->flags & WS__F_FIXED) && b->cap > WS_KEEP_BUFFER) {
-    ws__realloc(p, b, 0);
+    ws__mem(p, WS_MEM_INPUT, b, sizeof *b + b->cap, 0);
     p->in = NULL;
   }
 }
@@ -811,7 +947,7 @@ static int ws__inflate(ws_conn *c, int op, const unsigned char *in, size_t n,
   int pass, rc;
   if (z == NULL) return ws__frame_fail(c, WS_ENOMEM);
   if (z->rx == NULL) {
-    z->rx = ws__zs_new(p->cfg, 1, (int)WS__MAX(WS__PMD_RX_BITS(p->pmd), 9u), 0);
+    z->rx = ws__zs_make(p, 1, (int)WS__MAX(WS__PMD_RX_BITS(p->pmd), 9u), 0);
     if (z->rx == NULL) {
       ws__z_drop(p);
       return ws__frame_fail(c, WS_ENOMEM);
@@ -840,8 +976,9 @@ static int ws__inflate(ws_conn *c, int op, const unsigned char *in, size_t n,
           unsigned char *m;
           if (want < z->mcap || want > lim) want = (size_t)lim;
           if (want > z->mcap) {
-            if ((m = (unsigned char *)ws__realloc(p, z->m, want)) == NULL)
-              return ws__frame_fail(c, WS_ENOMEM);
+            if ((m = (unsigned char *)ws__mem(p, WS_MEM_INPUT, z->m, z->mcap,
+                                              want)) == NULL)
+              return ws__frame_fail(c, WS__NOMEM(p));
             z->m = m;
             z->mcap = want;
           }
@@ -880,12 +1017,12 @@ static int ws__inflate(ws_conn *c, int op, const unsigned char *in, size_t n,
                         p->cfg->stream ? 0 : z->mlen, 1);
   /* The message is out: its buffer goes, and the decompressor too when the
    * peer keeps no context (or a final block ended its stream). */
-  if (z->m) ws__realloc(p, z->m, 0);
+  if (z->m) ws__mem(p, WS_MEM_INPUT, z->m, z->mcap, 0);
   z->m = NULL;
   z->mlen = z->mcap = 0;
   z->mout = 0;
   if (p->pmd & WS__PMD_RX_RESET) {
-    ws__zs_free(z->rx);
+    ws__zs_drop(p, z->rx);
     z->rx = NULL;
   } else if (z->ended) {
     ws__zs_reset(z->rx);
@@ -1188,8 +1325,12 @@ static int ws__client_handshake(ws_conn *c) {
                           (WS__PMD(p) & WS__PMD_OFFER) != 0);
   if (resp.status >= 100 && resp.status <= 599) p->http_status = (uint16_t)resp.status;
   if (rc != WS_OK) {
-    ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_EHANDSHAKE);
-    return WS_EHANDSHAKE;
+    /* A well-formed reply that is not 101: no upgrade happened (refused, or
+     * Upgrade stripped on the way), which the error says apart from a
+     * broken acceptance. */
+    rc = resp.headers != NULL && resp.status != 101 ? WS_EUPGRADE : WS_EHANDSHAKE;
+    ws__set_closed(p, WS_CLOSE_ABNORMAL, rc);
+    return rc;
   }
   /* From here the input buffer holds frames only. */
   p->in->proto_len = 0;
@@ -1269,6 +1410,17 @@ static int ws__result(ws_conn *c, int rc) {
   struct ws__conn_priv *p = WS__P(c);
   if (rc == WS_OK && p->err != WS_OK && !WS__CLOSED(p))
     rc = p->err;
+  /* Slow readers: output over the threshold starts its clock (at the next
+   * tick), output back under it stops it. */
+  if (p->cfg->slow_reader_ms && p->cfg->slow_reader_bytes && p->out &&
+      !WS__CLOSED(p)) {
+    if (WS__QUEUED(p) <= p->cfg->slow_reader_bytes) {
+      p->out->stall = 0;
+      p->flags &= ~(uint32_t)WS__F_ARM_SLOW;
+    } else if (p->out->stall == 0) {
+      p->flags |= WS__F_ARM_SLOW;
+    }
+  }
   return ws__done(c, rc);
 }
 
@@ -1283,7 +1435,8 @@ static int ws__result(ws_conn *c, int rc) {
   if ((p)->out == NULL && !((p)->flags & WS__F_FIXED)) {                  \
     (p)->out = (struct ws__obuf *)(void *)ws__sb.b;                       \
     (p)->out->cap = sizeof ws__sb - sizeof *(p)->out;                     \
-    (p)->out->head = (p)->out->len = 0;                                   \
+    (p)->out->head = (p)->out->len = (p)->out->pong_end = 0;              \
+    (p)->out->stall = 0;                                                  \
     (p)->flags |= WS__F_STACK_OUT;                                        \
   }
 #else
@@ -1539,6 +1692,16 @@ int ws_conn_tick(ws_conn *c, uint64_t now) {
     p->t = p->cfg->close_timeout_ms ? now + p->cfg->close_timeout_ms
                                     : WS__NONE;
   p->flags &= ~(uint32_t)(WS__F_ARM_HS | WS__F_ARM_CLOSE | WS__F_ARM_PING);
+  if (p->flags & WS__F_ARM_SLOW) {
+    p->flags &= ~(uint32_t)WS__F_ARM_SLOW;
+    if (p->out) p->out->stall = now + p->cfg->slow_reader_ms;
+  }
+  if (p->out && p->out->stall && now >= p->out->stall &&
+      WS__QUEUED(p) > p->cfg->slow_reader_bytes) {
+    /* A close frame behind the queue would never be read: closed now. */
+    ws__set_closed(p, WS_CLOSE_POLICY, WS_ESLOW);
+    return ws__result(c, WS_OK);
+  }
   if (now < p->t) return ws__result(c, WS_OK);
   if (p->state == WS_STATE_CONNECTING) {
     ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_ETIMEDOUT);
@@ -1573,7 +1736,10 @@ int ws_conn_tick(ws_conn *c, uint64_t now) {
 uint64_t ws_conn_next_deadline(const ws_conn *c) {
   const struct ws__conn_priv *p = WS__P(c);
   if (WS__CLOSED(p)) return WS__NONE;
-  if (p->flags & (WS__F_ARM_HS | WS__F_ARM_CLOSE | WS__F_ARM_PING)) return 0;
+  if (p->flags &
+      (WS__F_ARM_HS | WS__F_ARM_CLOSE | WS__F_ARM_PING | WS__F_ARM_SLOW))
+    return 0;
+  if (p->out && p->out->stall && p->out->stall < p->t) return p->out->stall;
   return p->t;
 }
 
@@ -1590,6 +1756,9 @@ size_t ws_conn_queued(const ws_conn *c) {
 
 /* see ws.h */
 int ws_conn_state(const ws_conn *c) { return WS__P(c)->state; }
+
+/* see ws.h */
+int ws_conn_role(const ws_conn *c) { return WS__P(c)->role; }
 
 /* see ws.h */
 int ws_conn_error(const ws_conn *c) { return WS__P(c)->err; }
@@ -1813,7 +1982,7 @@ static int ws__send_deflated(ws_conn *c, int op, const void *data,
   if (z == NULL) return WS_ENOMEM;
   if (z->tx == NULL) {
     int bits = (int)WS__PMD_TX_BITS(p->pmd), mem = p->cfg->deflate.mem_level;
-    z->tx = ws__zs_new(p->cfg, 0, bits, mem >= 1 && mem <= 9 ? mem : 8);
+    z->tx = ws__zs_make(p, 0, bits, mem >= 1 && mem <= 9 ? mem : 8);
     if (z->tx == NULL) {
       ws__z_drop(p);
       return WS_ENOMEM;
@@ -1827,7 +1996,7 @@ static int ws__send_deflated(ws_conn *c, int op, const void *data,
   }
   if (rc != WS_OK && !WS__CLOSED(p)) ws__zs_reset(z->tx);
   if (p->pmd & WS__PMD_TX_RESET) {
-    ws__zs_free(z->tx);
+    ws__zs_drop(p, z->tx);
     z->tx = NULL;
     ws__z_drop(p);
   }

@@ -17,7 +17,17 @@ typedef struct ws__zs {
 #endif
   const ws_config *cfg;
   int inflate;
+  size_t cost;          /* ws__zs_cost(): what the budget counts for it */
 } ws__zs;
+
+/* What a stream takes, by zlib's documented figures: deflate's window and
+ * hash tables, (1 << (bits + 2)) + (1 << (mem_level + 9)), inflate's
+ * window, 1 << bits, each with its state of a few kilobytes. */
+static size_t ws__zs_cost(int inflate, int bits, int mem_level) {
+  if (inflate) return sizeof(ws__zs) + 7168 + ((size_t)1 << bits);
+  return sizeof(ws__zs) + 5888 + ((size_t)1 << (bits + 2)) +
+         ((size_t)1 << (mem_level + 9));
+}
 
 /* ws__zs_run(): a final DEFLATE block ended the stream (inflate). */
 #define WS__ZS_END 1
@@ -68,6 +78,7 @@ static ws__zs *ws__zs_new(const ws_config *cfg, int inflate, int bits,
   memset(z, 0, sizeof *z);
   z->cfg = cfg;
   z->inflate = inflate;
+  z->cost = ws__zs_cost(inflate, bits, mem_level);
   z->s.zalloc = ws__zalloc;
   z->s.zfree = ws__zfree;
   z->s.opaque = (voidpf)cfg;

@@ -2,20 +2,22 @@
  * Uses ws.h and config.h only: `make check-layers` compiles it alone with each backend. */
 #include "config.h"
 
-#if !defined(WS_NO_LOOP) && WS__HAVE_OS
+#if !defined(WS_NO_LOOP) && WS__HAVE_NET
 
 #include <errno.h>
 #include <fcntl.h>
+#ifndef _WIN32 /* loop_win.c includes Winsock instead */
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
+#include <sys/socket.h>
+#endif
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
@@ -73,6 +75,9 @@ static int ws__dial_next(ws_loop *l, ws_loop_conn *lc);
 static int ws__dial_connected(ws_loop_conn *lc);
 static void ws__dial_end(ws_loop_conn *lc);
 static uint64_t ws__dial_attempt_end(ws_loop_conn *lc, uint64_t now);
+static int ws__dial_proxying(ws_loop_conn *lc);
+static unsigned ws__dial_wants(ws_loop_conn *lc);
+static int ws__proxy_step(ws_loop *l, ws_loop_conn *lc);
 
 typedef struct ws__listener {
   struct ws__io io;
@@ -194,6 +199,9 @@ static size_t ws__atomic_load(const size_t *v) {
 #endif
 
 static int ws__io_nonblock(int fd) {
+#ifdef _WIN32
+  return ws__w_nonblock(fd);
+#else
   int fl = fcntl(fd, F_GETFL, 0);
   if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) return -1;
   fl = fcntl(fd, F_GETFD, 0);
@@ -205,6 +213,7 @@ static int ws__io_nonblock(int fd) {
   }
 #endif
   return 0;
+#endif
 }
 
 
@@ -611,7 +620,7 @@ static void ws__linger_read(ws_loop *l, ws__linger *g) {
   }
 }
 
-static void ws__client_ended(ws_loop *l, ws_loop_client *k, int final);
+static void ws__client_ended(ws_loop *l, ws_loop_client *k, int final, int st);
 
 /* The running client whose connection c is (WS__LC_KEPT): a short list. */
 static ws_loop_client *ws__client_find(struct ws__loop_priv *p, const ws_conn *c) {
@@ -619,6 +628,131 @@ static ws_loop_client *ws__client_find(struct ws__loop_priv *p, const ws_conn *c
   for (k = p->clients; k; k = k->ws__k.next)
     if (k->ws__k.conn == c) return k;
   return NULL;
+}
+
+/* Memory budget (ws.h: "Memory budget") ----------------------------------- */
+
+/* What a connection holds: its core's memory and its TLS session. */
+static size_t ws__lc_memory(const ws_loop_conn *lc) {
+  size_t n = ws_conn_memory(&lc->conn);
+#if WS_ENABLE_MBEDTLS
+  if (lc->ws__l.tls) n += ws_tls_memory((const ws_tls *)lc->ws__l.tls);
+#endif
+  return n;
+}
+
+/* Counts bytes (negative: given back) of a kind for a connection that held
+ * `before`. */
+static void ws__mem_count(struct ws__loop_priv *p, int kind, ptrdiff_t bytes,
+                          size_t before) {
+  if (bytes > 0) {
+    if (before == 0) p->holders++;
+    p->held[kind] += (size_t)bytes;
+    p->held_all += (size_t)bytes;
+    if (p->held_all > p->held_peak) p->held_peak = p->held_all;
+  } else if (bytes < 0) {
+    size_t n = (size_t)-bytes;
+    if (before == n && p->holders) p->holders--;
+    p->held[kind] -= n;
+    p->held_all -= n;
+  }
+}
+
+/* ws_config.charge of every loop connection. */
+static int ws__loop_charge(ws_conn *c, int kind, ptrdiff_t bytes, void *ctx) {
+  ws_loop_conn *lc = WS__LC(c);
+  struct ws__loop_priv *p = WS__LP(lc->ws__l.loop);
+  int (*user)(ws_conn *, int, ptrdiff_t, void *) =
+      p->ucharge[ws_conn_role(c) == WS_CLIENT];
+  size_t before = ws__lc_memory(lc), budget = p->cfg.mem_budget;
+  if (bytes > 0) {
+    size_t n = (size_t)bytes;
+    if (budget && p->held_all + n > budget) {
+      size_t share = budget / (p->holders + (before == 0));
+      if (before + n > share || p->held_all + n > budget + budget / 8)
+        return kind == WS_MEM_INPUT ? WS_CLOSE_TOO_BIG : WS_CLOSE_TRY_AGAIN;
+    }
+    if (user) {
+      int code = user(c, kind, bytes, ctx);
+      if (code) return code;
+    }
+  } else if (user) {
+    (void)user(c, kind, bytes, ctx);
+  }
+  ws__mem_count(p, kind, bytes, before);
+  return 0;
+}
+
+#if WS_ENABLE_MBEDTLS
+/* A TLS session joins a connection / leaves it, counted. */
+static void ws__lc_tls_set(ws_loop_conn *lc, ws_tls *t) {
+  struct ws__loop_priv *p = WS__LP(lc->ws__l.loop);
+  size_t before = ws__lc_memory(lc);
+  if (lc->ws__l.tls) {
+    ws__mem_count(p, WS_MEM_TLS,
+                  -(ptrdiff_t)ws_tls_memory((ws_tls *)lc->ws__l.tls), before);
+    before = ws__lc_memory(lc) -
+             ws_tls_memory((ws_tls *)lc->ws__l.tls);
+    ws_tls_free((ws_tls *)lc->ws__l.tls);
+  }
+  lc->ws__l.tls = t;
+  if (t) ws__mem_count(p, WS_MEM_TLS, (ptrdiff_t)ws_tls_memory(t), before);
+}
+#endif
+
+/* Near the budget, upgrades are refused with 503. */
+static int ws__loop_on_handshake(ws_conn *c, const ws_request *req,
+                                 ws_accept *acc, void *user) {
+  struct ws__loop_priv *p = WS__LP(WS__LC(c)->ws__l.loop);
+  size_t budget = p->cfg.mem_budget;
+  if (budget && p->held_all >= budget - budget / 16) {
+    p->failed[6]++;
+    return 503;
+  }
+  return p->cb.conn.on_handshake ? p->cb.conn.on_handshake(c, req, acc, user)
+                                 : 0;
+}
+
+/* see ws.h */
+void ws_loop_stats(ws_loop *l, struct ws_loop_stats *st) {
+  struct ws__loop_priv *p = WS__LP(l);
+  ws_loop_conn *lc;
+  WS__LOOP_THREAD(l);
+  memset(st, 0, sizeof *st);
+  st->conns = p->nconns;
+  for (lc = p->conns; lc; lc = lc->ws__l.next)
+    if (ws_conn_state(&lc->conn) == WS_STATE_OPEN &&
+        !ws_conn_want_read(&lc->conn))
+      st->paused++;
+  st->mem_budget = p->cfg.mem_budget;
+  st->held = p->held_all;
+  st->held_in = p->held[WS_MEM_INPUT];
+  st->held_out = p->held[WS_MEM_OUTPUT];
+  st->held_deflate = p->held[WS_MEM_DEFLATE];
+  st->held_tls = p->held[WS_MEM_TLS];
+  st->held_peak = p->held_peak;
+  st->holders = p->holders;
+  st->failed_budget_1009 = p->failed[0];
+  st->failed_budget_1013 = p->failed[1];
+  st->failed_slow_reader = p->failed[2];
+  st->failed_too_big = p->failed[3];
+  st->failed_protocol = p->failed[4];
+  st->failed_timeout = p->failed[5];
+  st->refused_503 = p->failed[6];
+}
+
+/* A connection ended: counted by why (ws_loop_stats' failed_*). */
+static void ws__loop_count_end(struct ws__loop_priv *p, int code, int err) {
+  switch (err) {
+  case WS_EBUDGET: p->failed[code == WS_CLOSE_TOO_BIG ? 0 : 1]++; break;
+  case WS_ESLOW: p->failed[2]++; break;
+  case WS_ETOOBIG: p->failed[3]++; break;
+  case WS_EPROTO: case WS_EUTF8: case WS_EDATA: case WS_EHANDSHAKE:
+    p->failed[4]++;
+    break;
+  case WS_ETIMEDOUT: p->failed[5]++; break;
+  default: break;
+  }
 }
 
 /* on_open of every loop connection: a reconnecting client counts the open
@@ -651,13 +785,14 @@ static void ws__loop_on_close(ws_conn *c, int code, const char *reason,
    * coming: it closes at once. The others linger (see ws__loop_linger). */
   int linger = err != WS_OK || q->tls != NULL;
   ws_loop_client *kept = NULL;
-  int final = 0;
+  int final = 0, st = 0;
+  ws__loop_count_end(p, code, err);
   if (p->cb.conn.on_close) p->cb.conn.on_close(c, code, reason, len, user);
   q->io.flags |= WS__LC_DEAD;
   if ((q->io.flags & WS__LC_KEPT) && (kept = ws__client_find(p, c)) != NULL) {
     /* Worth retrying? Not a refusal in 4xx, nor a certificate that does
      * not verify (read before the TLS session goes, below). */
-    int st = ws_conn_http_status(c);
+    st = err == WS_EPROXY ? ws_loop_proxy_status(c, NULL) : ws_conn_http_status(c);
     final = kept->ws__k.opened_at == 0 && st >= 400 && st <= 499;
 #if WS_ENABLE_MBEDTLS
     if (q->tls && ws_tls_verify_failed((ws_tls *)q->tls)) final = 1;
@@ -668,8 +803,7 @@ static void ws__loop_on_close(ws_conn *c, int code, const char *reason,
 #if WS_ENABLE_MBEDTLS
   if (q->tls) { /* close_notify; a TLS failure on a sound socket lingers */
     err = ws_tls_close((ws_tls *)q->tls);
-    ws_tls_free((ws_tls *)q->tls);
-    q->tls = NULL;
+    ws__lc_tls_set(lc, NULL);
   }
 #endif
   if (linger)
@@ -695,7 +829,7 @@ static void ws__loop_on_close(ws_conn *c, int code, const char *reason,
     for (ls = (ws__listener *)p->listeners; ls; ls = ls->next)
       if (ls->io.fd >= 0) (void)ws__be_set(p, &ls->io, WS__LOOP_IN);
   }
-  if (kept) ws__client_ended(l, kept, final);
+  if (kept) ws__client_ended(l, kept, final, st);
 }
 
 static void ws__loop_release_dead(ws_loop *l) {
@@ -756,8 +890,7 @@ static void ws__loop_discard(ws_loop *l, ws_loop_conn *lc) {
   ws__dial_end(lc);
   (void)ws__be_set(p, &q->io, 0);
 #if WS_ENABLE_MBEDTLS
-  ws_tls_free((ws_tls *)q->tls);
-  q->tls = NULL;
+  ws__lc_tls_set(lc, NULL);
 #endif
   if (q->prev)
     q->prev->ws__l.next = q->next;
@@ -814,7 +947,7 @@ static void ws__loop_update(ws_loop *l, ws_loop_conn *lc) {
     }
   }
   if (q->io.flags & WS__LC_CONNECTING)
-    ev = q->io.fd >= 0 ? WS__LOOP_OUT : 0u; /* no socket while resolving */
+    ev = q->io.fd >= 0 ? ws__dial_wants(lc) : 0u; /* no socket while resolving */
   else
     ev = (ws_conn_want_read(c) ? WS__LOOP_IN : 0u) |
          (ws_conn_want_write(c) ? WS__LOOP_OUT : 0u);
@@ -885,12 +1018,24 @@ static void ws__loop_conn_event(ws_loop *l, ws_loop_conn *lc, unsigned ev) {
   if (q->io.flags & WS__LC_CONNECTING) {
     int err = 0;
     socklen_t len = sizeof err;
-    if (getsockopt(q->io.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
+    if (!ws__dial_proxying(lc) && getsockopt(q->io.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+      err = errno;
     if (err == EINPROGRESS || err == EALREADY || err == EINTR) return;
     if (err != 0) { /* refused, unreachable: the next address, if any */
       if ((q->io.flags & WS__LC_DIAL) && ws__dial_next(l, lc) == WS_OK) return;
       q->io.flags &= (unsigned char)~WS__LC_CONNECTING;
       ws_conn_abort(c, WS_EIO);
+      return;
+    }
+    /* Through a proxy, the tunnel first: the connection stays connecting
+     * (its request waits) until the proxy said yes. */
+    if ((q->io.flags & WS__LC_DIAL) && (err = ws__proxy_step(l, lc)) != WS_OK) {
+      if (err == WS_EAGAIN) {
+        ws__loop_touch(lc);
+        return;
+      }
+      q->io.flags &= (unsigned char)~WS__LC_CONNECTING;
+      ws_conn_abort(c, err);
       return;
     }
     q->io.flags &= (unsigned char)~WS__LC_CONNECTING;
@@ -1017,7 +1162,7 @@ static void ws__loop_accept(ws_loop *l, ws__listener *ls) {
         if (ws_tls_new(&t, ls->tls, fd, NULL) != WS_OK)
           ws_conn_abort(c, WS_ENOMEM);
         else
-          WS__LC(c)->ws__l.tls = t;
+          ws__lc_tls_set(WS__LC(c), t);
       }
 #else
       (void)c;
@@ -1109,7 +1254,11 @@ static int ws__loop_listen(ws_loop *l, const char *host, unsigned port,
   if (ws__loop_numeric(host, port, &ss, &alen) != 0) return WS_EINVAL;
   fd = socket(ss.ss_family, SOCK_STREAM, 0);
   if (fd < 0) return WS_EIO;
+#ifdef _WIN32 /* there SO_REUSEADDR would let others bind the port too */
+  (void)setsockopt(fd, SOL_SOCKET, SO_EXCLUSIVEADDRUSE, &one, sizeof one);
+#else
   (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+#endif
 #ifdef WS__REUSEPORT
   if (reuseport &&
       setsockopt(fd, SOL_SOCKET, WS__REUSEPORT, &one, sizeof one) < 0) {
@@ -1306,7 +1455,16 @@ typedef struct ws__dial {
   struct sockaddr_storage addr[WS__DIAL_MAX];
   socklen_t alen[WS__DIAL_MAX];
   char host[256];          /* SNI and the certificate's name */
+  /* Through an HTTP proxy (ws__proxy_step): the CONNECT request, then the
+   * reply's head; NULL for a direct connection. */
+  char *px;
+  size_t pxlen, pxdone;    /* request length / written; then reply bytes */
+  int pxstate;             /* WS__PX_* */
+  int pxstatus;            /* the proxy's reply status, once read */
+  char pxerr[96];          /* why the tunnel failed; "" until then */
 } ws__dial;
+
+enum { WS__PX_NONE, WS__PX_SEND, WS__PX_READ };
 
 #define WS__DIAL(lc) ((ws__dial *)(lc)->ws__l.subs)
 
@@ -1462,6 +1620,7 @@ static void ws__dial_end(ws_loop_conn *lc) {
   if (!(lc->ws__l.io.flags & WS__LC_DIAL)) return;
   lc->ws__l.io.flags &= (unsigned char)~WS__LC_DIAL;
   lc->ws__l.subs = NULL;
+  free(d->px);
   if (d->job) {
     ws__rjob *j = d->job;
     ws__resolver *r = j->r;
@@ -1519,6 +1678,314 @@ static int ws__dial_next(ws_loop *l, ws_loop_conn *lc) {
   return WS_EIO;
 }
 
+/*
+ * HTTP proxies. A client behind one opens a tunnel with CONNECT, for ws://
+ * as for wss:// (a proxy that forwards a plain GET may well drop the
+ * Upgrade header), then speaks to the server through it as it would
+ * directly: TLS inside the tunnel, with the server's name.
+ */
+
+/* Case-insensitive equality of n bytes, ASCII only (no locale). */
+static int ws__px_ieq(const char *a, const char *b, size_t n) {
+  size_t i;
+  for (i = 0; i < n; i++) {
+    int x = (unsigned char)a[i], y = (unsigned char)b[i];
+    if (x >= 'A' && x <= 'Z') x += 32;
+    if (y >= 'A' && y <= 'Z') y += 32;
+    if (x != y) return 0;
+  }
+  return 1;
+}
+
+/* 1 when no_proxy's comma list names host: "*", the host itself, or a
+ * domain it is in ("example.com" and ".example.com" both match
+ * example.com and www.example.com, not badexample.com); IPv6 addresses
+ * with or without brackets; no ports, no CIDR ranges. */
+static int ws__no_proxy(const char *list, const char *host) {
+  size_t hl = strlen(host);
+  while (*list) {
+    const char *s = list, *e;
+    size_t n;
+    while (*s == ' ' || *s == '\t' || *s == ',') s++;
+    for (e = s; *e && *e != ','; e++) {}
+    list = e;
+    n = (size_t)(e - s);
+    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t')) n--;
+    if (n == 1 && *s == '*') return 1;
+    if (n > 0 && *s == '.') s++, n--;
+    if (n >= 2 && *s == '[' && s[n - 1] == ']') s++, n -= 2;
+    if (n > 0 && s[n - 1] == '.') n--;
+    if (n == 0) continue;
+    if (hl == n && ws__px_ieq(host, s, n)) return 1;
+    if (hl > n && host[hl - n - 1] == '.' && ws__px_ieq(host + hl - n, s, n))
+      return 1;
+  }
+  return 0;
+}
+
+static const char *ws__px_getenv(const char *lower, const char *upper) {
+  const char *v = getenv(lower);
+  if ((v == NULL || *v == '\0') && upper) v = getenv(upper);
+  return v && *v ? v : NULL;
+}
+
+/* The proxy to use for a connection to host: opt when the caller gave one
+ * ("" for none), else the environment as curl reads it: ws_proxy then
+ * http_proxy (lower case only: a CGI program's HTTP_PROXY is the request's
+ * "Proxy:" header) for ws://; wss_proxy then https_proxy for wss://; then
+ * all_proxy; each in lower case first, then upper; no_proxy (or NO_PROXY)
+ * exempts hosts. NULL: connect directly. */
+static const char *ws__proxy_for(const char *opt, int tls, const char *host) {
+  const char *v, *np;
+  if (opt) return *opt ? opt : NULL;
+  if (tls) {
+    v = ws__px_getenv("wss_proxy", "WSS_PROXY");
+    if (v == NULL) v = ws__px_getenv("https_proxy", "HTTPS_PROXY");
+  } else {
+    v = ws__px_getenv("ws_proxy", "WS_PROXY");
+    if (v == NULL) v = ws__px_getenv("http_proxy", NULL);
+  }
+  if (v == NULL) v = ws__px_getenv("all_proxy", "ALL_PROXY");
+  np = ws__px_getenv("no_proxy", "NO_PROXY");
+  if (v && np && ws__no_proxy(np, host)) v = NULL;
+  return v;
+}
+
+static int ws__px_hex(int c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+/* Appends s[0..n) percent-decoded to out (at *o, cap bytes). */
+static int ws__px_decode(const char *s, size_t n, char *out, size_t *o,
+                         size_t cap) {
+  size_t i;
+  for (i = 0; i < n; i++) {
+    int c = (unsigned char)s[i];
+    if (c == '%') {
+      int h = i + 2 < n ? ws__px_hex(s[i + 1]) : -1;
+      int lo = h >= 0 ? ws__px_hex(s[i + 2]) : -1;
+      if (lo < 0) return WS_EINVAL;
+      c = h * 16 + lo;
+      i += 2;
+    }
+    if (*o + 1 >= cap) return WS_EINVAL;
+    out[(*o)++] = (char)c;
+  }
+  return WS_OK;
+}
+
+/* Splits "[http://][user[:password]@]host[:port][/]": host without
+ * brackets, port 1080 when none (curl's default), cred "user:password"
+ * decoded ("" without a user). */
+static int ws__proxy_parse(const char *url, char *host, size_t hcap,
+                           unsigned *port, char *cred, size_t ccap) {
+  const char *a = strstr(url, "://"), *end, *at = NULL, *h, *e;
+  size_t n, o = 0;
+  if (a) {
+    if ((size_t)(a - url) != 4 || !ws__px_ieq(url, "http", 4)) return WS_EINVAL;
+    a += 3;
+  } else {
+    a = url;
+  }
+  for (end = a; *end && *end != '/' && *end != '?' && *end != '#'; end++)
+    if (*end == '@') at = end;
+  cred[0] = '\0';
+  if (at) {
+    const char *colon = (const char *)memchr(a, ':', (size_t)(at - a));
+    const char *ue = colon ? colon : at;
+    if (ws__px_decode(a, (size_t)(ue - a), cred, &o, ccap) != WS_OK) return WS_EINVAL;
+    if (o + 1 >= ccap) return WS_EINVAL;
+    cred[o++] = ':';
+    if (colon && ws__px_decode(colon + 1, (size_t)(at - colon - 1), cred, &o, ccap) != WS_OK)
+      return WS_EINVAL;
+    cred[o] = '\0';
+    if (strchr(cred, '\r') || strchr(cred, '\n') || o != strlen(cred)) return WS_EINVAL;
+    h = at + 1;
+  } else {
+    h = a;
+  }
+  if (*h == '[') {
+    e = (const char *)memchr(h, ']', (size_t)(end - h));
+    if (e == NULL) return WS_EINVAL;
+    n = (size_t)(e - h - 1);
+    h++;
+    e++;
+  } else {
+    for (e = h; e < end && *e != ':'; e++) {}
+    n = (size_t)(e - h);
+  }
+  if (n == 0 || n >= hcap) return WS_EINVAL;
+  memcpy(host, h, n);
+  host[n] = '\0';
+  *port = 1080;
+  if (e < end && *e == ':') {
+    unsigned long v = 0;
+    for (e++; e < end && *e >= '0' && *e <= '9'; e++)
+      if ((v = v * 10 + (unsigned long)(*e - '0')) > 65535) return WS_EINVAL;
+    if (v == 0) return WS_EINVAL;
+    *port = (unsigned)v;
+  }
+  return e == end ? WS_OK : WS_EINVAL;
+}
+
+/* Base64 (RFC 4648) of in[0..n) into out, NUL-terminated. */
+static void ws__px_b64(const unsigned char *in, size_t n, char *out) {
+  static const char t[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  size_t i;
+  for (i = 0; i + 2 < n; i += 3) {
+    *out++ = t[in[i] >> 2];
+    *out++ = t[((in[i] & 3) << 4) | (in[i + 1] >> 4)];
+    *out++ = t[((in[i + 1] & 15) << 2) | (in[i + 2] >> 6)];
+    *out++ = t[in[i + 2] & 63];
+  }
+  if (i < n) {
+    *out++ = t[in[i] >> 2];
+    *out++ = t[((in[i] & 3) << 4) | (i + 1 < n ? in[i + 1] >> 4 : 0)];
+    *out++ = i + 1 < n ? t[(in[i + 1] & 15) << 2] : '=';
+    *out++ = '=';
+  }
+  *out = '\0';
+}
+
+/* A connection to host:port through proxy: writes the CONNECT request
+ * into d and gives the proxy's host and port, which are dialled instead. */
+static int ws__proxy_setup(ws__dial *d, const char *proxy, const char *host,
+                           unsigned port, char *phost, size_t pcap,
+                           unsigned *pport) {
+  char cred[512], auth[720], target[270];
+  size_t n;
+  const char *h;
+  if (ws__proxy_parse(proxy, phost, pcap, pport, cred, sizeof cred) != WS_OK)
+    return WS_EINVAL;
+  for (h = host; *h; h++) /* it goes on the request line as it is */
+    if ((unsigned char)*h <= 0x20 || *h == 0x7F) return WS_EINVAL;
+  snprintf(target, sizeof target, strchr(host, ':') ? "[%s]:%u" : "%s:%u", host, port);
+  auth[0] = '\0';
+  if (cred[0]) {
+    memcpy(auth, "Proxy-Authorization: Basic ", 27);
+    ws__px_b64((const unsigned char *)cred, strlen(cred), auth + 27);
+    strcat(auth, "\r\n");
+  }
+  n = 2 * strlen(target) + strlen(auth) + 64;
+  if ((d->px = (char *)malloc(n)) == NULL) return WS_ENOMEM;
+  d->pxlen = (size_t)snprintf(d->px, n, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n%s\r\n",
+                              target, target, auth);
+  return WS_OK;
+}
+
+/* 1 while a connection is inside its CONNECT exchange (its socket is
+ * connected to the proxy, the tunnel is not open yet). */
+static int ws__dial_proxying(ws_loop_conn *lc) {
+  return (lc->ws__l.io.flags & WS__LC_DIAL) && WS__DIAL(lc)->pxstate != WS__PX_NONE;
+}
+
+/* What a connecting socket waits for: the proxy's reply, else writable
+ * (connected). */
+static unsigned ws__dial_wants(ws_loop_conn *lc) {
+  return ws__dial_proxying(lc) && WS__DIAL(lc)->pxstate == WS__PX_READ ? WS__LOOP_IN
+                                                                      : WS__LOOP_OUT;
+}
+
+/* Fails the tunnel: WS_EPROXY, with the reason ws_loop_proxy_status()
+ * gives. */
+static int ws__px_fail(ws__dial *d, const char *why, size_t n) {
+  size_t i, o = 0;
+  for (i = 0; i < n && o + 1 < sizeof d->pxerr; i++) /* printable only */
+    d->pxerr[o++] = why[i] >= 0x20 && why[i] < 0x7F ? why[i] : '?';
+  d->pxerr[o] = '\0';
+  return WS_EPROXY;
+}
+
+/* Drives the CONNECT exchange on the socket connected to the proxy: sends
+ * the request, reads the reply's head (at most cfg.client.max_handshake
+ * bytes) and checks it. WS_OK once the tunnel is open (or at once, without
+ * a proxy), WS_EAGAIN while waiting, WS_EPROXY (the proxy refused, or its
+ * reply is not HTTP or too long), WS_EIO, WS_ENOMEM. */
+static int ws__proxy_step(ws_loop *l, ws_loop_conn *lc) {
+  ws__dial *d = WS__DIAL(lc);
+  size_t cap = WS__LP(l)->cfg.client.max_handshake;
+  int fd = lc->ws__l.io.fd, flags = 0;
+  char *h;
+#ifdef MSG_NOSIGNAL
+  flags = MSG_NOSIGNAL;
+#endif
+  if (d->px == NULL) return WS_OK;
+  if (cap > ((size_t)1 << 20)) cap = (size_t)1 << 20; /* the buffer: at most 1 MiB */
+  if (d->pxstate == WS__PX_NONE) {
+    d->pxstate = WS__PX_SEND;
+    /* Connected: the proxy's address is the one; the connection's timeout
+     * covers the rest (the proxy may take its time to reach the server). */
+    d->attempt_end = WS__LOOP_NEVER;
+  }
+  while (d->pxstate == WS__PX_SEND) {
+    ssize_t r = send(fd, d->px + d->pxdone, d->pxlen - d->pxdone, flags);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return errno == EAGAIN || errno == EWOULDBLOCK ? WS_EAGAIN : WS_EIO;
+    }
+    if ((d->pxdone += (size_t)r) < d->pxlen) continue;
+    if ((h = (char *)realloc(d->px, cap + 1)) == NULL) return WS_ENOMEM;
+    d->px = h;
+    d->pxdone = 0;
+    d->pxstate = WS__PX_READ;
+  }
+  for (;;) {
+    ssize_t r = recv(fd, d->px + d->pxdone, cap - d->pxdone, 0);
+    size_t i, st;
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return errno == EAGAIN || errno == EWOULDBLOCK ? WS_EAGAIN : WS_EIO;
+    }
+    if (r == 0)
+      return ws__px_fail(d, "proxy closed the connection before its reply ended", 50);
+    d->pxdone += (size_t)r;
+    h = d->px;
+    h[d->pxdone] = '\0';
+    if (memcmp(h, "HTTP/1.", d->pxdone < 7 ? d->pxdone : 7) != 0)
+      return ws__px_fail(d, "proxy reply is not HTTP", 23);
+    for (i = 3; i < d->pxdone; i++)
+      if (memcmp(h + i - 3, "\r\n\r\n", 4) == 0) break;
+    if (i == d->pxdone) {
+      if (d->pxdone < cap) continue;
+      snprintf(d->pxerr, sizeof d->pxerr,
+               "proxy reply head over %lu bytes (max_handshake)", (unsigned long)cap);
+      return WS_EPROXY;
+    }
+    /* "HTTP/1.x ddd[ reason]" */
+    if (i < 12 || h[7] < '0' || h[7] > '9' || h[8] != ' ' || h[9] < '1' ||
+        h[9] > '5' || h[10] < '0' || h[10] > '9' || h[11] < '0' || h[11] > '9' ||
+        (h[12] != ' ' && h[12] != '\r'))
+      return ws__px_fail(d, "proxy reply is not HTTP", 23);
+    st = (size_t)(h[9] - '0') * 100 + (size_t)(h[10] - '0') * 10 + (size_t)(h[11] - '0');
+    d->pxstatus = (int)st;
+    if (st < 200 || st > 299) {
+      size_t eol = (size_t)(strstr(h, "\r\n") - h);
+      char why[96];
+      snprintf(why, sizeof why, "proxy refused the tunnel: HTTP %.*s",
+               (int)(eol - 9 < 60 ? eol - 9 : 60), h + 9);
+      return ws__px_fail(d, why, strlen(why));
+    }
+    /* What follows a 2xx reply is the server's, which speaks only after
+     * us: bytes here mean the proxy is not tunnelling. */
+    if (i + 1 != d->pxdone)
+      return ws__px_fail(d, "proxy sent bytes after its 2xx reply", 36);
+    d->pxstate = WS__PX_NONE;
+    return WS_OK;
+  }
+}
+
+/* see ws.h */
+int ws_loop_proxy_status(const ws_conn *c, const char **why) {
+  ws_loop_conn *lc = WS__LC((ws_conn *)(uintptr_t)c);
+  const ws__dial *d = (lc->ws__l.io.flags & WS__LC_DIAL) ? WS__DIAL(lc) : NULL;
+  if (why) *why = d ? d->pxerr : "";
+  return d ? d->pxstatus : 0;
+}
+
 /* The TCP connection is up: TLS starts (wss://) and dialling ends. */
 static int ws__dial_connected(ws_loop_conn *lc) {
   ws__dial *d = WS__DIAL(lc);
@@ -1527,7 +1994,7 @@ static int ws__dial_connected(ws_loop_conn *lc) {
     ws_tls *t = NULL;
     int rc = ws_tls_new(&t, (ws_tls_config *)d->tc, lc->ws__l.io.fd, d->host);
     if (rc != WS_OK) return rc;
-    lc->ws__l.tls = t;
+    ws__lc_tls_set(lc, t);
   }
 #else
   (void)d;
@@ -1571,9 +2038,9 @@ static void ws__resolved(ws_loop *l, void *arg) {
 int ws_loop_connect(ws_loop *l, const char *url, const ws_client_opts *o,
                     void *user, ws_conn **out) {
   struct ws__loop_priv *p = WS__LP(l);
-  char host[256], hosthdr[300], pathbuf[2048];
-  const char *path;
-  unsigned port;
+  char host[256], hosthdr[300], pathbuf[2048], dhost[256];
+  const char *path, *proxy;
+  unsigned port, dport;
   ws_client_opts opts;
   ws_loop_conn *lc;
   ws__dial *d;
@@ -1609,16 +2076,26 @@ int ws_loop_connect(ws_loop *l, const char *url, const ws_client_opts *o,
   if (d == NULL) return WS_ENOMEM;
   d->tc = tc;
   snprintf(d->host, sizeof d->host, "%s", host);
+  /* Through a proxy, its address is dialled, and CONNECT names the host. */
+  snprintf(dhost, sizeof dhost, "%s", host);
+  dport = port;
+  proxy = ws__proxy_for(o ? o->proxy : NULL, tls, host);
+  if (proxy && (rc = ws__proxy_setup(d, proxy, host, port, dhost, sizeof dhost,
+                                     &dport)) != WS_OK) {
+    free(d);
+    return rc;
+  }
   /* A numeric host is its one address; a name resolves on a worker
    * thread (ws__resolve), and its addresses are tried in turn. */
-  numeric = ws__loop_numeric(host, port, &d->addr[0], &d->alen[0]) == 0;
+  numeric = ws__loop_numeric(dhost, dport, &d->addr[0], &d->alen[0]) == 0;
   if (numeric) d->naddr = 1;
-  if (numeric && d->addr[0].ss_family == AF_INET6)
+  if (strchr(host, ':')) /* an IPv6 address (a name has no colon) */
     snprintf(hosthdr, sizeof hosthdr, port == defport ? "[%s]" : "[%s]:%u", host, port);
   else
     snprintf(hosthdr, sizeof hosthdr, port == defport ? "%s" : "%s:%u", host, port);
   lc = ws__loop_new_conn(l, -1, &p->cfg.client, user);
   if (lc == NULL) {
+    free(d->px);
     free(d);
     return WS_ENOMEM;
   }
@@ -1631,7 +2108,7 @@ int ws_loop_connect(ws_loop *l, const char *url, const ws_client_opts *o,
   if (opts.host == NULL) opts.host = hosthdr;
   if (opts.path == NULL) opts.path = pathbuf;
   rc = ws_client_start(&lc->conn, &opts); /* queued until connected */
-  if (rc == WS_OK) rc = numeric ? ws__dial_next(l, lc) : ws__resolve(l, lc, host, port);
+  if (rc == WS_OK) rc = numeric ? ws__dial_next(l, lc) : ws__resolve(l, lc, dhost, dport);
   if (rc != WS_OK) {
     ws__loop_discard(l, lc); /* frees d, drops a queued resolution */
     return rc;
@@ -1702,17 +2179,17 @@ static void ws__client_timer(ws_loop *l, ws_timer *t, void *user) {
   int rc;
   (void)t;
   if ((rc = ws__client_attempt(l, k)) != WS_OK)
-    ws__client_ended(l, k, rc == WS_EINVAL); /* a failed attempt */
+    ws__client_ended(l, k, rc == WS_EINVAL, 0); /* a failed attempt */
 }
 
 /* The client's connection ended (or never started): retry after a jittered
- * delay, or give up. */
-static void ws__client_ended(ws_loop *l, ws_loop_client *k, int final) {
+ * delay, or give up. st: the HTTP status that ended it (the server's, or
+ * the proxy's), else 0. */
+static void ws__client_ended(ws_loop *l, ws_loop_client *k, int final, int st) {
   struct ws__loop_priv *p = WS__LP(l);
   struct ws__loop_client_priv *q = &k->ws__k;
   ws_conn *c = q->conn;
   int err = c ? ws_conn_error(c) : WS_EIO;
-  int st = c ? ws_conn_http_status(c) : 0;
   uint32_t delay;
   q->conn = NULL;
   if (!q->running) return;
@@ -1786,7 +2263,7 @@ int ws_loop_client_start(ws_loop *l, ws_loop_client *k, const char *url,
     ws__client_finish(l, k); /* nothing to retry: say so here */
     return rc;
   }
-  if (rc != WS_OK) ws__client_ended(l, k, 0); /* retried */
+  if (rc != WS_OK) ws__client_ended(l, k, 0, 0); /* retried */
   return WS_OK;
 }
 
@@ -2251,6 +2728,7 @@ void ws_loop_config_init(ws_loop_config *cfg) {
   cfg->backlog = 511;
   cfg->max_events = 256;
   cfg->linger_ms = 2000;
+  cfg->mem_budget = WS_LOOP_MEM_BUDGET;
 }
 
 /* see ws.h */
@@ -2272,6 +2750,10 @@ int ws_loop_init(ws_loop *l, const ws_loop_config *cfg,
   p->ccb.writev = ws__loop_writev;
   p->ccb.on_close = ws__loop_on_close;
   p->ccb.on_open = ws__loop_on_open;
+  p->ccb.on_handshake = ws__loop_on_handshake;
+  p->ucharge[0] = p->cfg.server.charge;
+  p->ucharge[1] = p->cfg.client.charge;
+  p->cfg.server.charge = p->cfg.client.charge = ws__loop_charge;
   p->user = user;
   p->bfd = -1;
   p->wake.fd = p->wake_w = -1;

@@ -661,6 +661,15 @@ const char *ws_tls_error(const ws_tls *t) { return t ? t->err : ""; }
 int ws_tls_verify_failed(const ws_tls *t) { return t ? t->verify_failed : 0; }
 
 /* see ws.h */
+size_t ws_tls_memory(const ws_tls *t) {
+  /* Each record buffer: its content, a 13-byte header and room for the
+   * IV, MAC and padding (under 300 bytes for every suite). */
+  (void)t;
+  return sizeof *t + MBEDTLS_SSL_IN_CONTENT_LEN + MBEDTLS_SSL_OUT_CONTENT_LEN +
+         2 * 300;
+}
+
+/* see ws.h */
 void ws_tls_free(ws_tls *t) {
   if (t == NULL) return;
   mbedtls_ssl_free(&t->ssl);
@@ -670,7 +679,7 @@ void ws_tls_free(ws_tls *t) {
 /* see ws.h */
 int ws_tls_available(void) { return 1; }
 
-#elif WS__HAVE_OS && !defined(WS_NO_LOOP)
+#elif WS__HAVE_NET && !defined(WS_NO_LOOP)
 
 /* Built without mbedTLS: the same names, refusing politely, so a program
  * can offer TLS options and say why they do not work. */

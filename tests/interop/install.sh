@@ -2,13 +2,13 @@
 # tests/interop/install.sh - installs the interoperability peers that are
 # missing (docs/interop.md), and nothing that is already there:
 #   Debian: chromium, python3-websockets, libwebsockets-dev (+ pkg-config),
-#           nginx, redis-server, nats-server
+#           nginx, squid, redis-server, nats-server
 #   npm:    ws and playwright-core, from tests/interop/package-lock.json
 #           (npm ci), into tests/interop/node_modules
 # Idempotent. apt-get needs root: as another user it prints what is missing
 # and leaves it (run.js then skips those rows by hand, and fails them in CI).
 # No browser is downloaded: playwright-core drives Debian's /usr/bin/chromium.
-# Installing nginx does not start the system's nginx service.
+# Installing nginx or squid does not start the system's service.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 
@@ -18,6 +18,8 @@ need=""
 command -v pkg-config >/dev/null 2>&1 || need="$need pkg-config"
 pkg-config --exists libwebsockets 2>/dev/null || need="$need libwebsockets-dev"
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || need="$need nginx"
+# the HTTP proxy of the proxy rows (they start their own squid)
+[ -x /usr/sbin/squid ] || need="$need squid"
 # the brokers of the chat-cluster rows (the rows start their own)
 command -v redis-server >/dev/null 2>&1 || need="$need redis-server"
 command -v nats-server >/dev/null 2>&1 || need="$need nats-server"

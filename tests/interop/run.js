@@ -1,6 +1,7 @@
 'use strict';
 // run.js - the interoperability matrix (make interop): real peers against
-// ws, both ways, direct and through nginx. See docs/interop.md.
+// ws, both ways, direct, through nginx, and through squid (CONNECT). See
+// docs/interop.md.
 //
 //   node tests/interop/run.js [--build DIR] [--only WORD]...
 //
@@ -22,6 +23,7 @@ const here = __dirname;
 const root = path.resolve(here, '..', '..');
 const PY = '/usr/bin/python3';   // Debian's, where python3-websockets lives
 const CHROMIUM = '/usr/bin/chromium';
+const SQUID = '/usr/sbin/squid';
 const CI = !!process.env.CI && process.env.CI !== 'false';
 const LIMIT = Number(process.env.INTEROP_TIMEOUT || 600) * 1000;
 const begin = Date.now();
@@ -36,6 +38,11 @@ for (let i = 0; i < args.length; i++) {
 }
 const bin = (name) => path.join(build, name);
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ws-interop-'));
+// The programs reach servers on loopback: a proxy from the environment
+// (which wsc honours, as curl does) must not carry them. The proxy rows
+// set their own.
+for (const v of ['http_proxy', 'HTTP_PROXY', 'https_proxy', 'HTTPS_PROXY', 'ws_proxy', 'WS_PROXY',
+  'wss_proxy', 'WSS_PROXY', 'all_proxy', 'ALL_PROXY', 'no_proxy', 'NO_PROXY']) delete process.env[v];
 
 // Node packages come from tests/interop/node_modules (npm ci).
 function tryRequire(name) {
@@ -140,9 +147,11 @@ async function startServer(name, cmd, argv, opts = {}) {
 
 // Runs a program to its end (bounded): { code, signal, stdout, stderr, timedOut }.
 // input: a Buffer/string written to stdin, or a function (stdin) => void.
-function runProgram(cmd, argv, { input = '', timeout = 60000 } = {}) {
+// env: variables added to this process's environment.
+function runProgram(cmd, argv, { input = '', timeout = 60000, env = null } = {}) {
   return new Promise((resolve) => {
-    const child = track(spawn(cmd, argv, { cwd: root, stdio: ['pipe', 'pipe', 'pipe'] }), path.basename(cmd));
+    const child = track(spawn(cmd, argv, { cwd: root, stdio: ['pipe', 'pipe', 'pipe'],
+      env: env ? Object.assign({}, process.env, env) : process.env }), path.basename(cmd));
     const out = [], err = [];
     let timedOut = false;
     child.stdout.on('data', (d) => out.push(d));
@@ -220,6 +229,10 @@ function detectPeers() {
   if (nginx) {
     const v = spawnSync(nginx, ['-v'], { encoding: 'utf8' });
     peers.nginx = { path: nginx, version: (/nginx\/(\S+)/.exec(v.stderr || '') || [])[1] || '?' };
+  }
+  if (fs.existsSync(SQUID)) {
+    const v = spawnSync(SQUID, ['-v'], { encoding: 'utf8' });
+    peers.squid = { path: SQUID, version: (/Version (\S+)/.exec(v.stdout || '') || [])[1] || '?' };
   }
   for (const [key, prog, flag] of [['redis', 'redis-server', '--version'], ['nats', 'nats-server', '--version']]) {
     const v = spawnSync(prog, [flag], { encoding: 'utf8' });
@@ -1125,6 +1138,242 @@ async function deflateRows(peers, WebSocket) {
   }
 }
 
+
+// ------------------------------------------------------------ HTTP proxies
+
+// squid (Debian's) as the HTTP proxy clients tunnel through with CONNECT:
+// on a free loopback port, with its files in a temp dir, Basic auth
+// (alice / s3cret, checked by squid's basic_ncsa_auth), CONNECT refused
+// (403) to port 9. Started as the user running the tests; as root squid
+// drops to cache_effective_user, so the dir is opened to it.
+const PROXY_USER = 'alice';
+const PROXY_PASS = 's3cret';
+
+async function startSquid(peer) {
+  const dir = fs.mkdtempSync(path.join(tmp, 'squid-'));
+  const port = await freePort();
+  const hash = spawnSync('openssl', ['passwd', '-1', PROXY_PASS], { encoding: 'utf8' });
+  if (hash.status !== 0) throw new Error(`openssl passwd failed: ${hash.stderr}`);
+  fs.writeFileSync(path.join(dir, 'passwd'), `${PROXY_USER}:${hash.stdout.trim()}\n`, { mode: 0o644 });
+  const ncsa = ['/usr/lib/squid/basic_ncsa_auth', '/usr/lib64/squid/basic_ncsa_auth'].find((f) => fs.existsSync(f));
+  if (!ncsa) throw new Error('squid has no basic_ncsa_auth helper');
+  const conf = [
+    `http_port 127.0.0.1:${port}`,
+    `pid_filename ${dir}/squid.pid`,
+    `cache_log ${dir}/cache.log`,
+    `access_log stdio:${dir}/access.log`,
+    'cache deny all',
+    'cache_mem 4 MB',
+    `coredump_dir ${dir}`,
+    'netdb_filename none',
+    'pinger_enable off',
+    'icp_port 0',
+    'shutdown_lifetime 1 seconds',
+    ...(process.getuid && process.getuid() === 0 ? ['cache_effective_user nobody'] : []),
+    `auth_param basic program ${ncsa} ${dir}/passwd`,
+    'auth_param basic realm ws-interop',
+    'acl blocked port 9',
+    'acl CONNECT method CONNECT',
+    'acl authed proxy_auth REQUIRED',
+    'http_access deny CONNECT blocked',
+    'http_access allow authed',
+    'http_access deny all',
+    ''].join('\n');
+  fs.writeFileSync(path.join(dir, 'squid.conf'), conf);
+  if (process.getuid && process.getuid() === 0) { // squid runs as nobody
+    fs.chmodSync(tmp, 0o711); // through the run's dir (not listable)
+    fs.chmodSync(dir, 0o777);
+  }
+  // -N: in the foreground, no daemon: its PID is the one to stop.
+  const child = track(spawn(peer.path, ['-N', '-f', path.join(dir, 'squid.conf')],
+    { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] }), 'squid');
+  let err = '';
+  child.stderr.on('data', (d) => { err += d; });
+  child.stdout.on('data', (d) => { err += d; });
+  for (let i = 0; i < 150; i++) {
+    if (child.exitCode !== null) break;
+    const ok = await new Promise((resolve) => {
+      const s = net.connect(port, '127.0.0.1', () => { s.destroy(); resolve(true); });
+      s.on('error', () => resolve(false));
+    });
+    if (ok) {
+      const log = () => { try { return fs.readFileSync(path.join(dir, 'access.log'), 'utf8'); } catch (e) { return ''; } };
+      return { child, port, dir, log, url: (user) => `http://${user ? user + '@' : ''}127.0.0.1:${port}` };
+    }
+    await sleep(100);
+  }
+  let log = '';
+  try { log = fs.readFileSync(path.join(dir, 'cache.log'), 'utf8'); } catch (e) { /* none */ }
+  await stop(child);
+  throw new Error(`squid did not start: ${err} ${log}`.slice(-600));
+}
+
+// squid writes its access log line when a tunnel ends: wait for it.
+async function squidLogged(sq, re, ms = 5000) {
+  for (let t = 0; t < ms; t += 100) {
+    if (sq.log().split('\n').some((l) => re.test(l))) return true;
+    await sleep(100);
+  }
+  return false;
+}
+
+const LINES = `proxy hello\n${UTF8}\n${'x'.repeat(65536)}\n`;
+const echoed = (r) => r.code === 0 && r.stdout.toString('utf8') === LINES;
+const why = (r) => `exit ${r.code}${r.timedOut ? ' (timed out)' : ''}: ${oneLine(r.stderr)}`;
+
+// A TLS echo server (build/echo_server --cert) with certificates from
+// tests/tls/certs.sh: { child, port, dir }; cert 'srv' (localhost,
+// 127.0.0.1) or 'other' (other.example).
+async function startTlsEcho(cert, dir) {
+  const child = track(spawn(bin('echo_server'), ['-p', '0', '--cert', path.join(dir, `${cert}.pem`), '--key', path.join(dir, 'srv.key')],
+    { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] }), `echo_server-tls-${cert}`);
+  const s = new Server(`echo_server-tls-${cert}`, child);
+  const m = await s.waitFor(/listening on wss:\/\/127\.0\.0\.1:(\d+)\//, 15000);
+  if (!m) { await stop(child); throw new Error(`echo_server --cert did not start: ${s.stderr}`); }
+  return { child, port: Number(m[1]) };
+}
+
+async function makeCerts() {
+  const dir = fs.mkdtempSync(path.join(tmp, 'proxy-tls-'));
+  const mk = await runProgram('sh', [path.join(here, '..', 'tls', 'certs.sh'), dir], { timeout: 30000 });
+  if (mk.code !== 0) throw new Error(`tests/tls/certs.sh: exit ${mk.code}: ${mk.stderr}`);
+  return dir;
+}
+
+async function proxyRows(peers, main) {
+  const keys = ['pxWs', 'pxWss', 'pxAuth', 'pxNoProxy'].filter(want);
+  if (!keys.length) return;
+  if (!peers.squid) { for (const k of keys) newRow(k).missing('squid', 'apt-get install squid (.ci/run installs it)'); return; }
+  const started = [];
+  let sq = null;
+  const first = newRow(keys[0]);
+  await guard(first, async () => {
+    sq = await startSquid(peers.squid);
+    started.push(sq.child);
+    console.log(`# squid ${peers.squid.version} on 127.0.0.1:${sq.port} (Basic auth), ws_peer on ${main.port}`);
+  });
+  const good = () => sq.url(`${PROXY_USER}:${PROXY_PASS}`);
+  const wsc = (argv, env = null, input = LINES) => runProgram(bin('wsc'), argv, { input, env, timeout: 30000 });
+  try {
+    for (const k of keys) {
+      const row = k === keys[0] ? first : newRow(k);
+      if (!sq) { row.fail('squid started', 'see the first proxy row'); continue; }
+      if (k === 'pxWs') await guard(row, async () => {
+        let r = await wsc(['--proxy', good(), `ws://127.0.0.1:${main.port}/proxy-ws`]);
+        row.check('ws:// through squid (--proxy with user:password): lines at 11 B, UTF-8, 64 KiB echoed', echoed(r), why(r));
+        row.check('squid tunnelled it: CONNECT 127.0.0.1:port as alice (access log)',
+          await squidLogged(sq, new RegExp(`TCP_TUNNEL/200 .*CONNECT 127\\.0\\.0\\.1:${main.port} ${PROXY_USER} `)), sq.log().slice(-300));
+        const m = await main.waitFor(/^open id=\d+ path=\/proxy-ws /, 5000);
+        row.check('ws_peer saw the upgrade come through the tunnel', !!m, 'no open logged');
+        r = await wsc([`ws://localhost:${main.port}/proxy-env`], { http_proxy: good() });
+        row.check('ws:// with http_proxy from the environment (no --proxy), a name squid resolves', echoed(r), why(r));
+        row.check('squid tunnelled it: CONNECT localhost:port',
+          await squidLogged(sq, new RegExp(`TCP_TUNNEL/200 .*CONNECT localhost:${main.port} ${PROXY_USER} `)), sq.log().slice(-300));
+        r = await wsc([`ws://127.0.0.1:${main.port}/proxy-all`], { ALL_PROXY: good() });
+        row.check('ws:// with ALL_PROXY (upper case)', echoed(r), why(r));
+      });
+      if (k === 'pxWss') await guard(row, async () => {
+        const certs = await makeCerts();
+        const srv = await startTlsEcho('srv', certs);
+        started.push(srv.child);
+        const other = await startTlsEcho('other', certs);
+        started.push(other.child);
+        const ca = path.join(certs, 'ca.pem');
+        let r = await wsc(['--cafile', ca, '--proxy', good(), `wss://localhost:${srv.port}/`]);
+        row.check('wss:// through squid: TLS inside the tunnel, certificate checked for localhost, lines echoed', echoed(r), why(r));
+        row.check('squid saw only CONNECT localhost:port (access log)',
+          await squidLogged(sq, new RegExp(`TCP_TUNNEL/200 .*CONNECT localhost:${srv.port} ${PROXY_USER} `)), sq.log().slice(-300));
+        r = await wsc(['--cafile', ca, `wss://localhost:${srv.port}/`], { https_proxy: good(), http_proxy: 'http://127.0.0.1:1' });
+        row.check('wss:// with https_proxy from the environment (http_proxy, dead, is not used for wss://)', echoed(r), why(r));
+        r = await wsc(['--cafile', ca, '--proxy', good(), `wss://localhost:${other.port}/`]);
+        row.check('wss:// through squid to a server whose certificate names other.example: refused (exit 1, verification failed)',
+          r.code === 1 && /verif/i.test(r.stderr), why(r));
+      });
+      if (k === 'pxAuth') await guard(row, async () => {
+        const url = `ws://127.0.0.1:${main.port}/proxy-auth`;
+        let r = await wsc(['--proxy', sq.url(`${PROXY_USER}:wrong`), url]);
+        row.check('wrong password: exit 1, "proxy refused the tunnel: HTTP 407 Proxy Authentication Required"',
+          r.code === 1 && r.stderr.includes('proxy refused the tunnel: HTTP 407 Proxy Authentication Required'), why(r));
+        r = await wsc(['--proxy', sq.url(null), url]);
+        row.check('no credentials: 407', r.code === 1 && r.stderr.includes('HTTP 407'), why(r));
+        r = await wsc(['--proxy', sq.url(`${PROXY_USER}:s3%63ret`), url]);
+        row.check('percent-encoded password (s3%63ret is s3cret): through', echoed(r), why(r));
+        r = await wsc(['--proxy', good(), 'ws://127.0.0.1:9/']);
+        row.check('CONNECT to a port squid forbids: exit 1, "HTTP 403 Forbidden"',
+          r.code === 1 && r.stderr.includes('proxy refused the tunnel: HTTP 403 Forbidden'), why(r));
+        r = await wsc(['-v', '--reconnect', '--backoff', '100', '--proxy', sq.url(`${PROXY_USER}:wrong`), url], null, '');
+        row.check('wsc --reconnect: a 407 is final, no retry (gave up, exit 1)',
+          r.code === 1 && /gave up \(HTTP proxy did not open the tunnel, HTTP 407\)/.test(r.stderr) && !/attempt \d/.test(r.stderr), why(r));
+        row.check('squid denied them (TCP_DENIED/407 and /403 in its access log)',
+          await squidLogged(sq, /TCP_DENIED\/407 /) && await squidLogged(sq, /TCP_DENIED\/403 .*CONNECT 127\.0\.0\.1:9 /), sq.log().slice(-300));
+      });
+      if (k === 'pxNoProxy') await guard(row, async () => {
+        // http_proxy names squid with a wrong password: through it, 407.
+        const bad = sq.url(`${PROXY_USER}:wrong`);
+        const before = sq.log().split('\n').length;
+        let r = await wsc([`ws://127.0.0.1:${main.port}/proxy-direct`], { http_proxy: bad, no_proxy: 'localhost,127.0.0.1' });
+        row.check('no_proxy=localhost,127.0.0.1: direct, lines echoed', echoed(r), why(r));
+        r = await wsc([`ws://localhost:${main.port}/proxy-direct`], { http_proxy: bad, NO_PROXY: '.localhost' });
+        row.check('NO_PROXY=.localhost (a domain: matches localhost itself): direct', echoed(r), why(r));
+        r = await wsc([`ws://127.0.0.1:${main.port}/proxy-direct`], { http_proxy: bad, no_proxy: '*' });
+        row.check('no_proxy=*: direct', echoed(r), why(r));
+        await sleep(500);
+        const after = sq.log().split('\n').length;
+        row.check('squid saw none of them', after === before, sq.log().split('\n').slice(before - 1).join(' | '));
+        r = await wsc([`ws://127.0.0.1:${main.port}/proxy-direct`], { http_proxy: bad, no_proxy: '.example.org,127.0.0.2' });
+        row.check('no_proxy=.example.org,127.0.0.2 does not match 127.0.0.1: through squid, 407', r.code === 1 && r.stderr.includes('HTTP 407'), why(r));
+        r = await wsc(['--proxy', good(), `ws://127.0.0.1:${main.port}/proxy-explicit`], { no_proxy: '*' });
+        row.check('an explicit --proxy is not subject to no_proxy', echoed(r), why(r));
+      });
+    }
+  } finally {
+    for (const c of started) await stop(c);
+  }
+}
+
+// nginx in front of ws_peer with docs/nginx.conf's WebSocket lines left
+// out (proxy_set_header Upgrade and Connection): the Upgrade header is
+// dropped on the way and ws_peer answers a plain GET.
+function nginxStrippedSite(listenPort, backendPort) {
+  let conf = nginxSite(listenPort, backendPort, null);
+  for (const re of [/^\s*proxy_set_header Upgrade \$http_upgrade;\n/m, /^\s*proxy_set_header Connection \$connection_upgrade;\n/m]) {
+    if (!re.test(conf)) throw new Error(`docs/nginx.conf has no line matching ${re}: update tests/interop/run.js with it`);
+    conf = conf.replace(re, '');
+  }
+  return conf;
+}
+
+async function strippedRow(row, peers, main) {
+  const started = [];
+  try {
+    const ng = await startNginx(peers.nginx, 'stripped', 0, null, (port) => nginxStrippedSite(port, main.port));
+    started.push(ng.child);
+    row.ok(`nginx without the Upgrade/Connection lines on ${ng.url} -> ws_peer ${main.port}`);
+    let r = await runProgram(bin('wsc'), [ng.url], { input: 'x\n', timeout: 30000 });
+    row.check('ws:// to / through it: exit 1, "no 101 ... (HTTP 200)" (ws_peer served its page to a plain GET)',
+      r.code === 1 && /no 101 Switching Protocols.*\(HTTP 200\)/.test(r.stderr), why(r));
+    r = await runProgram(bin('wsc'), [ng.url + 'chat'], { input: 'x\n', timeout: 30000 });
+    row.check('ws:// to /chat through it: exit 1, "no 101 ... (HTTP 404)"',
+      r.code === 1 && /no 101 Switching Protocols.*\(HTTP 404\)/.test(r.stderr), why(r));
+    const log = fs.readFileSync(path.join(ng.dir, 'access.log'), 'utf8');
+    row.check('nginx passed them on as plain GETs (200 and 404, no 101, in its access log)',
+      /GET \/ HTTP\/1\.1" 200 /.test(log) && /GET \/chat HTTP\/1\.1" 404 /.test(log) && !/ 101 /.test(log), oneLine(log));
+    // The way around it: a tunnel. wss:// through a CONNECT proxy (squid):
+    // the proxy sees only CONNECT and TLS, so nothing can strip Upgrade.
+    if (!peers.squid) { row.fail('wss:// through a CONNECT proxy', 'squid is not installed (apt-get install squid)'); return; }
+    const sq = await startSquid(peers.squid);
+    started.push(sq.child);
+    const certs = await makeCerts();
+    const srv = await startTlsEcho('srv', certs);
+    started.push(srv.child);
+    r = await runProgram(bin('wsc'), ['--cafile', path.join(certs, 'ca.pem'), '--proxy', sq.url(`${PROXY_USER}:${PROXY_PASS}`),
+      `wss://localhost:${srv.port}/`], { input: LINES, timeout: 30000 });
+    row.check('wss:// through squid (CONNECT, TLS inside): the upgrade gets through, lines echoed', echoed(r), why(r));
+  } finally {
+    for (const c of started) await stop(c);
+  }
+}
+
 // ------------------------------------------------------------ main
 
 // The rows, in order: name, peer (with the version key shown in the
@@ -1152,6 +1401,11 @@ const ROWS = {
   dWsNode: ['deflate/ws-client/node-ws-server', 'Node ws', 'ws', 'wsc --deflate -> server'],
   dWsPython: ['deflate/ws-client/python-websockets-server', 'Python websockets', 'websockets', 'wsc --deflate -> server'],
   dWsLws: ['deflate/ws-client/libwebsockets-server', 'libwebsockets', 'libwebsockets', 'wsc --deflate -> server'],
+  pxWs: ['proxy/squid-ws', 'squid', 'squid', 'wsc -> squid (CONNECT) -> ws server'],
+  pxWss: ['proxy/squid-wss', 'squid', 'squid', 'wsc -> squid (CONNECT, TLS inside) -> server'],
+  pxAuth: ['proxy/squid-auth', 'squid', 'squid', 'wsc -> squid: Basic auth, 407, 403'],
+  pxNoProxy: ['proxy/squid-no-proxy', 'squid', 'squid', 'wsc with http_proxy and no_proxy'],
+  ngStrip: ['nginx/upgrade-stripped', 'nginx {v} + squid', 'nginx', 'wsc -> nginx dropping Upgrade -> ws server'],
 };
 const newRow = (key) => {
   const [name, peer, vkey, direction] = ROWS[key];
@@ -1174,6 +1428,7 @@ async function main() {
   if (peers.nodeWs) versions.ws = peers.nodeWs.version;
   if (peers.python) versions.websockets = peers.python.version;
   if (peers.nginx) versions.nginx = peers.nginx.version;
+  if (peers.squid) versions.squid = peers.squid.version;
   if (peers.redis) versions.redis = peers.redis.version;
   if (peers.nats) versions.nats = peers.nats.version;
   if (peers.chromium) versions.playwright = peers.chromium.playwright;
@@ -1318,6 +1573,14 @@ async function main() {
   // permessage-deflate: ws_peer --deflate against the peers, and
   // wsc --deflate against theirs.
   await deflateRows(peers, WebSocket);
+
+  // HTTP proxies: wsc through squid with CONNECT; nginx dropping Upgrade.
+  await proxyRows(peers, main);
+  if (want('ngStrip')) {
+    const row = newRow('ngStrip');
+    if (!peers.nginx) row.missing('nginx', INSTALL_HINT);
+    else await guard(row, () => strippedRow(row, peers, main));
+  }
 
   // ws_peer must still be alive, and exit 0 on SIGTERM.
   if (!main.alive()) setupRow().fail('ws_peer survived the run', `it exited: ${main.stderr}`);
