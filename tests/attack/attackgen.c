@@ -36,7 +36,9 @@
  * 1005 when it had none), http_STATUS (the handshake was answered with a
  * status other than 101), reset, eof (end of stream without a close
  * frame), connect_failed, error, or, still going when SECS have passed,
- * open (upgraded) or open_handshake (not yet). Output on stdout:
+ * open (upgraded) or open_handshake (not yet); not_started counts those
+ * never started (at most B wait for the server at a time, and it was too
+ * slow to take all N within SECS). Output on stdout:
  *   connected n=N open=O secs=T       once every connection was tried
  *   REPORT mode=M conns=N sent_mb=X
  *   END mode=M what=W n=C mean_s=S   one per mode and way of ending; S:
@@ -569,6 +571,10 @@ static int mode_attack(void) {
            end_name(out[k].end, out[k].code, b, sizeof b), out[k].n,
            (double)out[k].ms / 1000.0 / (double)out[k].n);
   }
+  /* The server took them too slowly to start them all in time. */
+  if (g_started < g_n)
+    printf("END mode=%s what=not_started n=%d mean_s=0.0\n",
+           g_mode_name[g_mode], g_n - g_started);
   printf("DONE conns=%d cpu_s=%.2f\n", g_started,
          (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
          (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6);
