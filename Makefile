@@ -380,6 +380,31 @@ $(SCALE_DIR)/holdgen: tests/scale/holdgen.c tests/scale/scale_common.h tests/ben
 	$(CC) $(WARN) $(CFLAGS) tests/scale/holdgen.c -o $@
 
 
+# Attacks: `make attack` runs tests/attack/run.sh against build/echo_server
+# with its defaults: for each attack (slow readers, unfinished 16 MiB
+# messages, ping flood, slow handshakes, fragment flood, all mixed), 5,000
+# hostile connections over 127.0.0.x beside 100 honest echo clients, one
+# table row each (peak RSS against the memory budget, how the hostile
+# connections ended, the honest clients' latency). `make attack-smoke`
+# runs every row small (CI). A benchmark, not a timed test: it fails when
+# the server died or an honest client was closed (and, in the full run,
+# when the peak RSS passed the budget plus the measured overhead).
+# tests/attack/README.
+ATTACK_DIR = $(BUILD)/attack
+
+.PHONY: attack attack-smoke
+
+attack: $(ATTACK_DIR)/attackgen $(BUILD)/echo_server
+	@BUILD=$(BUILD) bash tests/attack/run.sh
+
+attack-smoke: $(ATTACK_DIR)/attackgen $(BUILD)/echo_server
+	@BUILD=$(BUILD) bash tests/attack/run.sh --smoke
+
+$(ATTACK_DIR)/attackgen: tests/attack/attackgen.c tests/bench/bench_common.h $(CONFIG_STAMP)
+	@mkdir -p $(ATTACK_DIR)
+	$(CC) $(WARN) $(CFLAGS) tests/attack/attackgen.c -o $@
+
+
 clean:
 	rm -rf $(BUILD)
 
