@@ -1989,7 +1989,20 @@ static void test_pong_coalescing(void) {
   ep_init(&e, &cfg, &rx, &tx);
   ws_conn_feed(&e.c, REQ, strlen(REQ));
   tx.len = 0;
+  /* A peer that reads gets a pong for each ping, in order. */
+  cframe(&in, 1, WS_OP_PING, "r1");
+  cframe(&in, 1, WS_OP_PING, "r2");
+  ws_conn_feed(&e.c, in.d, in.len);
+  in.len = 0;
+  add_frame(&want, 1, WS_OP_PONG, "r1", 2, 0);
+  add_frame(&want, 1, WS_OP_PONG, "r2", 2, 0);
+  CHECK(buf_eq(&tx, &want));
+  tx.len = want.len = 0;
+  /* One that does not: once its output is refused, one pong waits. */
   e.write_stall = 1;
+  cframe(&in, 1, WS_OP_PING, "first");
+  ws_conn_feed(&e.c, in.d, in.len);
+  in.len = 0;
   for (i = 0; i < 1000; i++) {
     sprintf(s, "p%04d", i);
     cframe(&in, 1, WS_OP_PING, s);
@@ -2004,6 +2017,8 @@ static void test_pong_coalescing(void) {
   /* A pong partly written stays whole, and the next one follows it. */
   tx.len = want.len = 0;
   e.write_max = 3;
+  e.write_block = 1; /* 3 bytes go, then the writer blocks */
+  e.block_toggle = 1;
   cframe(&in, 1, WS_OP_PING, "aaaa");
   ws_conn_feed(&e.c, in.d, in.len);
   in.len = 0;
@@ -2018,6 +2033,7 @@ static void test_pong_coalescing(void) {
   ws_conn_feed(&e.c, in.d, in.len);
   in.len = 0;
   e.write_stall = 0;
+  e.write_block = 0;
   e.write_max = 0;
   ep_drain(&e);
   add_frame(&want, 1, WS_OP_PONG, "aaaa", 4, 0);

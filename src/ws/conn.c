@@ -29,8 +29,10 @@ enum {
   WS__F_FREE = 1u << 17,       /* ws_conn_free() was called in a callback */
   WS__F_HOLD = 1u << 18,       /* output waits for the batch's end (lifted
                                 * for the batch's early writes) */
-  WS__F_ARM_SLOW = 1u << 19    /* output went over slow_reader_bytes: its
+  WS__F_ARM_SLOW = 1u << 19,   /* output went over slow_reader_bytes: its
                                 * deadline is set at the next tick */
+  WS__F_BLOCKED = 1u << 20     /* the transport refused output that is still
+                                * queued (the peer is not reading) */
 };
 
 /* CLOSED has one mark, the state, set by ws__set_closed() alone and never
@@ -500,6 +502,10 @@ static int ws__out_unstack(struct ws__conn_priv *p, size_t more) {
   p->flags &= ~(uint32_t)WS__F_UNSTACK;
   memcpy(p->out->d, o->d + o->head, n);
   p->out->len = n;
+  if (o->pong_end == o->len && o->pong_end != 0 && o->pong_at >= o->head) {
+    p->out->pong_at = o->pong_at - o->head; /* the last pong moved too */
+    p->out->pong_end = n;
+  }
   return WS_OK;
 }
 #endif
@@ -514,7 +520,13 @@ static int ws__out_room(struct ws__conn_priv *p, size_t n) {
     if (o->head > 0) {
       memmove(o->d, o->d + o->head, o->len - o->head);
       o->len -= o->head;
-      o->head = o->pong_end = 0;
+      if (o->pong_end != 0 && o->pong_at >= o->head) {
+        o->pong_at -= o->head; /* the last pong moved with the rest */
+        o->pong_end -= o->head;
+      } else {
+        o->pong_end = 0;
+      }
+      o->head = 0;
       if (o->cap - o->len >= n) return WS_OK;
     }
     if (p->flags & WS__F_FIXED) return WS_EFULL;
@@ -572,7 +584,10 @@ static int ws__flush(ws_conn *c) {
       rc = p->cb->write(c, o->d + o->head, o->len - o->head, &n, p->user);
       p->depth--;
     }
-    if (rc == WS_EAGAIN || (rc == WS_OK && n == 0)) break;
+    if (rc == WS_EAGAIN || (rc == WS_OK && n == 0)) {
+      p->flags |= WS__F_BLOCKED;
+      break;
+    }
     if (rc != WS_OK || n > o->len - o->head) {
       p->err = p->err ? p->err : WS_EIO;
       ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_EIO);
@@ -581,6 +596,7 @@ static int ws__flush(ws_conn *c) {
     o->head += n;
   }
   if (o && o->head == o->len) {
+    p->flags &= ~(uint32_t)WS__F_BLOCKED;
     o->head = o->len = o->pong_end = 0;
     o->stall = 0;
     if (!(p->flags & (WS__F_FIXED | WS__F_STACK_OUT)) &&
@@ -814,11 +830,13 @@ static int ws__control(ws_conn *c, const ws_frame *f, unsigned char *d) {
         WS__QUEUED(p) + n + WS_FRAME_HEADER_MAX <= p->cfg->max_queued) {
       struct ws__obuf *o = p->out;
       int rc;
-      /* Only the latest ping needs its pong (RFC 6455 5.5.3): one still
+      /* Only the latest ping needs its pong (RFC 6455 5.5.3). While the
+       * transport refuses output (the peer is not reading), a pong still
        * unsent at the end of the queue gives way to this one, so a peer
-       * that pings and never reads holds one pong here, not one each. */
-      if (o && o->pong_end == o->len && o->pong_end != 0 &&
-          o->pong_at >= o->head)
+       * that pings and never reads holds one pong here, not one each. A
+       * peer that reads gets every pong, in order. */
+      if (o && (p->flags & WS__F_BLOCKED) && o->pong_end == o->len &&
+          o->pong_end != 0 && o->pong_at >= o->head)
         o->len = o->pong_at;
       rc = ws__queue_frame(c, 1, WS_OP_PONG, d, n);
       if (rc == WS_ENOMEM) {
