@@ -660,7 +660,9 @@ void ws_config_init(ws_config *cfg, int role);
  * and tells it, with a negative count, before giving memory back. The
  * bytes are what the connection takes, headers included; ws_conn_memory()
  * returns the running total the hook has been told (inside the hook: the
- * total before this change). Fixed buffers (ws_conn_set_buffers()) and the
+ * total before this change, except when the hook is given back a charge
+ * whose allocation then failed: the connection never held those bytes,
+ * and the total already leaves them out). Fixed buffers (ws_conn_set_buffers()) and the
  * batch's stack buffer are never counted; a compressed send's scratch
  * buffer, released before ws_send() returns, is not either.
  *

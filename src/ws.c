@@ -2265,9 +2265,15 @@ static void ws__z_drop(struct ws__conn_priv *p) {
 static void ws__z_release(struct ws__conn_priv *p) {
   struct ws__zconn *z = (struct ws__zconn *)p->z;
   if (!WS_ENABLE_ZLIB || z == NULL) return;
+  /* Each part is forgotten as it goes: the next charge call may read
+   * ws_conn_memory(), which must not touch freed memory. */
   ws__zs_drop(p, z->tx);
+  z->tx = NULL;
   ws__zs_drop(p, z->rx);
+  z->rx = NULL;
   if (z->m) ws__mem(p, WS_MEM_INPUT, z->m, z->mcap, 0);
+  z->m = NULL;
+  z->mcap = 0;
   ws__mem(p, WS_MEM_DEFLATE, z, sizeof *z, 0);
   p->z = NULL;
 }
@@ -2449,6 +2455,8 @@ static void ws__release(struct ws__conn_priv *p) {
   ws__z_release(p);
   if (!(p->flags & WS__F_FIXED)) {
     if (p->in) ws__mem(p, WS_MEM_INPUT, p->in, sizeof *p->in + p->in->cap, 0);
+    /* Gone now: the hook told of the output next may read ws_conn_memory(). */
+    p->in = NULL;
     if (p->out && !(p->flags & WS__F_STACK_OUT))
       ws__mem(p, WS_MEM_OUTPUT, p->out, sizeof *p->out + p->out->cap, 0);
   }
