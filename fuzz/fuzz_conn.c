@@ -258,7 +258,11 @@ static int cb_write(ws_conn *c, const void *buf, size_t len, size_t *n,
   int rc;
   enter(f);
   FZ_CHECK(len > 0);
-  FZ_CHECK(ws_conn_queued(c) == len); /* the whole queue is offered */
+  /* The whole queue is offered; but a refusal with nothing queued writes
+   * its close frame (4 bytes) straight to the transport. */
+  FZ_CHECK(ws_conn_queued(c) == len ||
+           (f->brefused && ws_conn_queued(c) == 0 && len == 4 &&
+            ((const uint8_t *)buf)[0] == 0x88));
   FZ_CHECK(len <= f->max_queued + f->slack);
   rc = fz_take(f, buf, len, n);
   leave(f);
@@ -908,6 +912,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       started = 1; /* it closed and on_close freed it */
     } else {
       started = ws_conn_state(f->c) != WS_STATE_INIT;
+      if (rc == WS_EBUDGET) {
+        /* Refused before it started: CLOSED, and no on_close owed. */
+        FZ_CHECK(f->brefused && started && f->closes == 0);
+        started = 0;
+      }
       FZ_CHECK(started == (rc == WS_OK || rc == WS_ECLOSED || f->closes > 0));
       check_live(f);
     }

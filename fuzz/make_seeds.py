@@ -225,7 +225,7 @@ def conn_seeds():
             REQ[:-2] + b"X-Pad: " + b"p" * 600 + b"\r\n\r\n" + cf,
         # Budget exhaustion: the last two bytes are k (1 + v % 512) or the
         # limit (v * 8 bytes), little endian.
-        "server_budget_kth": conf(budget=True) + cf + struct.pack("<H", 3),
+        "server_budget_kth": conf(budget=True, chunk_i=2) + cf + struct.pack("<H", 1),
         "server_budget_first": conf(budget=True, budget_1013=True) + cf +
             struct.pack("<H", 0),
         "server_budget_limit_big": conf(msg_i=12, frame_i=12, queued_i=9, big=1,
@@ -235,7 +235,13 @@ def conn_seeds():
                                       budget_limit=True, budget_1013=True,
                                       script=bytes([13, 13, 7, 13, 0, 13, 13, 0])) +
             cf + struct.pack("<H", 200),
-        "client_budget_kth": conf(client=True, budget=True) + sf + struct.pack("<H", 2),
+        "client_budget_kth": conf(client=True, budget=True) + sf + struct.pack("<H", 1),
+        # Refused while OPEN with nothing queued: the close frame goes
+        # straight to the transport.
+        "server_budget_direct_close": conf(msg_i=12, frame_i=12, queued_i=9, big=1, chunk_i=5,
+                                           budget=True, budget_limit=True,
+                                           script=bytes([0, 0] + [12] * 6)) +
+            struct.pack("<H", 4096),
         "server_partial_writes": conf(wmode=1, wk=20, queued_i=7, outcap_i=0,
                                       script=bytes([13, 6, 0, 13, 1, 13, 13, 0])) + cf * 3,
     }

@@ -765,7 +765,8 @@ int ws_conn_set_buffers(ws_conn *c, void *in, size_t in_cap, void *out,
  * Client: queues the opening handshake and flushes what the transport takes.
  * The options' strings need only live until this call returns.
  *   WS_OK, WS_ESTATE (not a client in INIT), WS_EINVAL, WS_ERANDOM,
- *   WS_ENOMEM, WS_EFULL
+ *   WS_ENOMEM, WS_EFULL, WS_EBUDGET (the charge hook refused: the
+ *   connection is CLOSED without having started, so no on_close)
  */
 int ws_client_start(ws_conn *c, const ws_client_opts *o);
 

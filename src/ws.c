@@ -2076,6 +2076,8 @@ static int ws__pmd_check(const ws_response *resp, uint16_t offer,
 enum {
   WS__F_STARTED = 1u << 0,     /* on_close is owed (see ws.h: "started") */
   WS__F_NOTIFIED = 1u << 1,    /* on_close has run */
+  WS__F_UNSTACK = 1u << 2,     /* output from the stack buffer waits for
+                                * ws__out_unstack() to move it */
   WS__F_CLOSE_SENT = 1u << 3,
   WS__F_CLOSE_RCVD = 1u << 4,
   WS__F_FAILING = 1u << 5,     /* flush what is queued, then CLOSED */
@@ -2473,7 +2475,8 @@ static void ws__refused(struct ws__conn_priv *p, int code) {
   if (WS__CLOSED(p)) return;
   if (code < 1000 || code > 4999) code = WS_CLOSE_TRY_AGAIN;
   if (p->role == WS_SERVER && p->state == WS_STATE_OPEN &&
-      WS__QUEUED(p) == 0 && !(p->flags & WS__F_CLOSE_SENT) && p->cb->write) {
+      WS__QUEUED(p) == 0 && !(p->flags & (WS__F_CLOSE_SENT | WS__F_UNSTACK)) &&
+      p->cb->write) {
     unsigned char f[4];
     size_t n = 0;
     f[0] = 0x80 | WS_OP_CLOSE;
@@ -2551,13 +2554,19 @@ static int ws__out_room(struct ws__conn_priv *p, size_t n);
 static int ws__out_unstack(struct ws__conn_priv *p, size_t more) {
   struct ws__obuf *o = p->out;
   size_t n = o->len - o->head;
+  int rc;
   p->out = NULL;
   p->flags &= ~(uint32_t)WS__F_STACK_OUT;
   if (n + more == 0) return WS_OK;
-  if (ws__out_room(p, n + more) != WS_OK) {
+  /* A refusal of this memory must not write its close frame ahead of the
+   * n bytes (maybe the tail of a frame) that no queue holds meanwhile. */
+  if (n) p->flags |= WS__F_UNSTACK;
+  rc = ws__out_room(p, n + more);
+  p->flags &= ~(uint32_t)WS__F_UNSTACK;
+  if (rc != WS_OK) {
     p->out = o;
     p->flags |= WS__F_STACK_OUT;
-    return WS_ENOMEM;
+    return rc;
   }
   memcpy(p->out->d, o->d + o->head, n);
   p->out->len = n;
