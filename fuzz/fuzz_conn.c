@@ -30,7 +30,12 @@
  *         1 MiB + 100 bytes of payload) appended to the stream; bit2 the
  *         client sends a long extra header; bit3 the server echoes through
  *         ws_send_encoded(); bit4 on_http answers with a body (else
- *         refuses)
+ *         refuses); bit5 budget exhaustion: a charge hook (ws_config.charge)
+ *         that refuses, bit6 how (0: the k-th positive charge, 1: the first
+ *         one that would take the running total past a limit), bit7 the
+ *         close code it refuses with (1009 or 1013)
+ *   In budget mode the input's last two bytes (little endian v, not part
+ *   of the stream) give k = 1 + v % 512 or the limit v * 8 bytes.
  *
  * Invariants (abort() on violation):
  * - on_close runs at most once, exactly once by ws_conn_free() if the
@@ -45,6 +50,12 @@
  * - bytes allocated through the hook stay under
  *   2 * (max_message + max_handshake + max_queued) + 64 KiB, and are all
  *   freed by ws_conn_free(); with fixed buffers the hook is never called;
+ * - budget mode: ws_conn_memory() equals the hook's running total inside
+ *   the hook (before the change) and after every call; the total never
+ *   goes below 0 and is 0 after ws_conn_free(); after a refusal the
+ *   connection is CLOSED when the call returns (never stuck), and a
+ *   refusal while OPEN gives on_close the hook's code (unless a close
+ *   frame had already fixed the code);
  * - delivered messages respect the limits and are valid UTF-8 when text;
  * - what the write callback received is an HTTP head followed by valid
  *   frames (server: unmasked, client: masked), RSV 0, minimal lengths,
@@ -71,7 +82,11 @@ typedef struct fz {
   alloc_ent ents[MAX_ALLOCS];
   size_t live, bound;
   unsigned ncalls, fail_at;
-  int hook_called;
+  int hook_called, alloc_failed; /* alloc_failed: the last call failed */
+  /* budget hook (c[17] bit5) */
+  int budget, bmode, bcode, brefused, brefused_open;
+  unsigned bk, bpos;
+  long long btotal, blimit;
   /* write callback */
   int wmode;
   size_t wk, wtotal;
@@ -127,14 +142,21 @@ static void *hook(void *ptr, size_t size, void *ctx) {
     return NULL;
   }
   f->ncalls++;
-  if (f->fail_at && f->ncalls == f->fail_at) return NULL;
+  f->alloc_failed = 0;
+  if (f->fail_at && f->ncalls == f->fail_at) {
+    f->alloc_failed = 1;
+    return NULL;
+  }
   if (slot == MAX_ALLOCS) {
     for (i = 0; i < MAX_ALLOCS && slot == MAX_ALLOCS; i++)
       if (f->ents[i].p == NULL) slot = i;
     FZ_CHECK(slot < MAX_ALLOCS);
   }
   q = realloc(ptr, size);
-  if (q == NULL) return NULL;
+  if (q == NULL) {
+    f->alloc_failed = 1;
+    return NULL;
+  }
   f->live -= f->ents[slot].n;
   f->live += size;
   f->ents[slot].p = q;
@@ -145,6 +167,38 @@ static void *hook(void *ptr, size_t size, void *ctx) {
     FZ_CHECK(f->live <= f->bound);
   }
   return q;
+}
+
+/* ------------------------------------------------------------------------
+ * Budget hook: a running total, refusing the k-th positive charge or past
+ * a limit.
+ * ---------------------------------------------------------------------- */
+
+static int charge(ws_conn *c, int kind, ptrdiff_t bytes, void *ctx) {
+  fz *f = (fz *)ctx;
+  long long expect = f->btotal;
+  FZ_CHECK(f->budget && !f->fixed);
+  FZ_CHECK(kind == WS_MEM_INPUT || kind == WS_MEM_OUTPUT);
+  FZ_CHECK(bytes != 0);
+  /* Told before the change: the connection's count is the total so far;
+   * but for the give-back of a charge whose allocation then failed, which
+   * the connection never held (ws.h says so). */
+  if (bytes < 0 && f->alloc_failed) expect += bytes;
+  f->alloc_failed = 0;
+  FZ_CHECK((long long)ws_conn_memory(c) == expect);
+  if (bytes > 0) {
+    f->bpos++;
+    if (f->bmode == 0 ? f->bpos == f->bk : f->btotal + bytes > f->blimit) {
+      f->brefused = 1;
+      if (ws_conn_state(c) == WS_STATE_OPEN &&
+          !(WS__P(c)->flags & (WS__F_PEER_CODE | WS__F_CLOSE_SENT)))
+        f->brefused_open = 1;
+      return f->bcode;
+    }
+  }
+  FZ_CHECK(f->btotal + bytes >= 0);
+  f->btotal += bytes;
+  return 0;
 }
 
 /* ------------------------------------------------------------------------
@@ -204,7 +258,11 @@ static int cb_write(ws_conn *c, const void *buf, size_t len, size_t *n,
   int rc;
   enter(f);
   FZ_CHECK(len > 0);
-  FZ_CHECK(ws_conn_queued(c) == len); /* the whole queue is offered */
+  /* The whole queue is offered; but a refusal with nothing queued writes
+   * its close frame (4 bytes) straight to the transport. */
+  FZ_CHECK(ws_conn_queued(c) == len ||
+           (f->brefused && ws_conn_queued(c) == 0 && len == 4 &&
+            ((const uint8_t *)buf)[0] == 0x88));
   FZ_CHECK(len <= f->max_queued + f->slack);
   rc = fz_take(f, buf, len, n);
   leave(f);
@@ -525,6 +583,7 @@ static void cb_close(ws_conn *c, int code, const char *reason, size_t len,
   FZ_CHECK(code >= 1000 && code <= 4999);
   FZ_CHECK(reason != NULL || len == 0);
   if (len) FZ_CHECK(ref_utf8((const uint8_t *)reason, len, 1, &bad));
+  if (f->brefused_open) FZ_CHECK(code == f->bcode);
   if (f->free_in_close) {
     ws_conn_free(c);
     free(c); /* the library must not touch c any more */
@@ -686,6 +745,11 @@ static void check_live(fz *f) {
   st = ws_conn_state(f->c);
   FZ_CHECK(st >= f->last_state);
   f->last_state = st;
+  if (f->budget) {
+    FZ_CHECK((long long)ws_conn_memory(f->c) == f->btotal);
+    /* A refusal fails the connection at once: nothing waits on it. */
+    if (f->brefused) FZ_CHECK(st == WS_STATE_CLOSED);
+  }
   /* Liveness: a healthy connection with nothing queued wants input (else
    * a pull-mode host never reads again: a hang). */
   if ((st == WS_STATE_CONNECTING || st == WS_STATE_OPEN) &&
@@ -725,6 +789,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   size -= WS__MIN(size, (size_t)CONF_LEN);
 
   memset(f, 0, sizeof *f);
+  f->budget = (conf[17] >> 5) & 1;
+  if (f->budget) {
+    unsigned v = 0;
+    if (size >= 2) {
+      v = (unsigned)data[size - 2] | (unsigned)data[size - 1] << 8;
+      size -= 2;
+    }
+    f->bmode = (conf[17] >> 6) & 1;
+    f->bcode = (conf[17] >> 7) ? WS_CLOSE_TRY_AGAIN : WS_CLOSE_TOO_BIG;
+    f->bk = 1 + v % 512;
+    f->blimit = (long long)v * 8;
+  }
   f->role = conf[0] & 1;
   f->stream = (conf[0] >> 1) & 1;
   f->fixed = (conf[0] >> 2) & 1;
@@ -767,6 +843,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   cfg.pong_timeout_ms = pong_to[conf[7] >> 6];
   cfg.realloc = hook;
   cfg.alloc_ctx = f;
+  if (f->budget) cfg.charge = charge;
 
   memset(&cb, 0, sizeof cb);
   cb.read = cb_read;
@@ -835,6 +912,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       started = 1; /* it closed and on_close freed it */
     } else {
       started = ws_conn_state(f->c) != WS_STATE_INIT;
+      if (rc == WS_EBUDGET) {
+        /* Refused before it started: CLOSED, and no on_close owed. */
+        FZ_CHECK(f->brefused && started && f->closes == 0);
+        started = 0;
+      }
       FZ_CHECK(started == (rc == WS_OK || rc == WS_ECLOSED || f->closes > 0));
       check_live(f);
     }
@@ -970,6 +1052,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
    * ws_client_start(), a server by the first call that drives it. */
   FZ_CHECK(f->closes == ((f->role == WS_CLIENT ? started : driven) ? 1 : 0));
   FZ_CHECK(f->live == 0);
+  FZ_CHECK(f->btotal == 0);
   for (i = 0; i < MAX_ALLOCS; i++) FZ_CHECK(f->ents[i].p == NULL);
   if (f->fixed) FZ_CHECK(!f->hook_called);
   if (f->rx_op && f->closes) {

@@ -146,7 +146,8 @@ def conf(client=False, stream=False, fixed=False, raw=False, pull=False,
          queued_i=6, hs_i=7, cork=False, fs_i=0, incap_i=4, outcap_i=2,
          fail_alloc=0, fail_rnd=0, wmode=0, wk=0, chunk_i=7, seed=0,
          timers=0, end=1, close_end=False, max_headers=31, script=bytes(8),
-         big=0, long_header=False, encoded=False, http_body=False):
+         big=0, long_header=False, encoded=False, http_body=False,
+         budget=False, budget_limit=False, budget_1013=False):
     c0 = (client | stream << 1 | fixed << 2 | raw << 3 | pull << 4 |
           ticks << 5 | free_in_close << 6 | protos << 7)
     c = bytes([
@@ -160,7 +161,8 @@ def conf(client=False, stream=False, fixed=False, raw=False, pull=False,
         timers,
         end | close_end << 2 | max_headers << 3,
     ]) + bytes(script) + bytes([big | long_header << 2 | encoded << 3 |
-                                http_body << 4])
+                                http_body << 4 | budget << 5 |
+                                budget_limit << 6 | budget_1013 << 7])
     assert len(c) == 18
     return c
 
@@ -221,6 +223,25 @@ def conn_seeds():
         "server_http_refuse": conf(raw=True, script=bytes([1] * 8)) + REQUESTS["plain_get"],
         "server_fixed_big_head": conf(raw=True, fixed=True, incap_i=0) +
             REQ[:-2] + b"X-Pad: " + b"p" * 600 + b"\r\n\r\n" + cf,
+        # Budget exhaustion: the last two bytes are k (1 + v % 512) or the
+        # limit (v * 8 bytes), little endian.
+        "server_budget_kth": conf(budget=True, chunk_i=2) + cf + struct.pack("<H", 1),
+        "server_budget_first": conf(budget=True, budget_1013=True) + cf +
+            struct.pack("<H", 0),
+        "server_budget_limit_big": conf(msg_i=12, frame_i=12, queued_i=9, big=1,
+                                        budget=True, budget_limit=True) +
+            cf[:-11] + struct.pack("<H", 4096),
+        "server_budget_stalled": conf(wmode=2, queued_i=9, budget=True,
+                                      budget_limit=True, budget_1013=True,
+                                      script=bytes([13, 13, 7, 13, 0, 13, 13, 0])) +
+            cf + struct.pack("<H", 200),
+        "client_budget_kth": conf(client=True, budget=True) + sf + struct.pack("<H", 1),
+        # Refused while OPEN with nothing queued: the close frame goes
+        # straight to the transport.
+        "server_budget_direct_close": conf(msg_i=12, frame_i=12, queued_i=9, big=1, chunk_i=5,
+                                           budget=True, budget_limit=True,
+                                           script=bytes([0, 0] + [12] * 6)) +
+            struct.pack("<H", 4096),
         "server_partial_writes": conf(wmode=1, wk=20, queued_i=7, outcap_i=0,
                                       script=bytes([13, 6, 0, 13, 1, 13, 13, 0])) + cf * 3,
     }

@@ -660,7 +660,9 @@ void ws_config_init(ws_config *cfg, int role);
  * and tells it, with a negative count, before giving memory back. The
  * bytes are what the connection takes, headers included; ws_conn_memory()
  * returns the running total the hook has been told (inside the hook: the
- * total before this change). Fixed buffers (ws_conn_set_buffers()) and the
+ * total before this change, except when the hook is given back a charge
+ * whose allocation then failed: the connection never held those bytes,
+ * and the total already leaves them out). Fixed buffers (ws_conn_set_buffers()) and the
  * batch's stack buffer are never counted; a compressed send's scratch
  * buffer, released before ws_send() returns, is not either.
  *
@@ -763,7 +765,8 @@ int ws_conn_set_buffers(ws_conn *c, void *in, size_t in_cap, void *out,
  * Client: queues the opening handshake and flushes what the transport takes.
  * The options' strings need only live until this call returns.
  *   WS_OK, WS_ESTATE (not a client in INIT), WS_EINVAL, WS_ERANDOM,
- *   WS_ENOMEM, WS_EFULL
+ *   WS_ENOMEM, WS_EFULL, WS_EBUDGET (the charge hook refused: the
+ *   connection is CLOSED without having started, so no on_close)
  */
 int ws_client_start(ws_conn *c, const ws_client_opts *o);
 

@@ -2328,6 +2328,286 @@ static void pair_free(pair *p) {
   buf_free(&p->c2s);
 }
 
+/* Budget exhaustion at every allocation site: a hook that counts, refuses
+ * the k-th positive charge, and checks the connection's own count. The
+ * counting allocator comes first, so the same alloc_ctx serves both. */
+typedef struct bsite {
+  counting_alloc a;
+  long long total;
+  long npos, refuse_at; /* positive charges so far; the one to refuse */
+  int code, refused, refused_open, mismatch, stuck;
+  int started;    /* on_close is owed */
+  int bad_output; /* the server's output is not a head and whole frames */
+  int refuse_output; /* refuse the first positive WS_MEM_OUTPUT charge */
+  unsigned kinds; /* 1 << kind of every positive charge */
+} bsite;
+
+static int bsite_charge(ws_conn *c, int kind, ptrdiff_t bytes, void *ctx) {
+  bsite *b = (bsite *)ctx;
+  if ((long long)ws_conn_memory(c) != b->total) b->mismatch++;
+  if (bytes > 0) {
+    b->kinds |= 1u << kind;
+    if (++b->npos == b->refuse_at ||
+        (b->refuse_output && kind == WS_MEM_OUTPUT && !b->refused)) {
+      b->refused++;
+      /* on_close gets the hook's code unless a close frame fixed it. */
+      if (ws_conn_state(c) == WS_STATE_OPEN &&
+          !(WS__P(c)->flags & (WS__F_PEER_CODE | WS__F_CLOSE_SENT)))
+        b->refused_open = 1;
+      return b->code;
+    }
+  }
+  b->total += bytes;
+  if (b->total < 0) b->mismatch++;
+  return 0;
+}
+
+/* After every call: the counts agree, and a refusal has closed it. */
+static void bsite_check(bsite *b, ws_conn *c) {
+  if ((long long)ws_conn_memory(c) != b->total) b->mismatch++;
+  if (b->refused && ws_conn_state(c) != WS_STATE_CLOSED) b->stuck++;
+}
+
+/* A server session over every site: the head in pieces (input) with the
+ * 101 queued behind a stalled writer (output), a large fragmented message
+ * in pieces (input growth) echoed into the queue, pings (pongs), sends
+ * behind them (queue growth), then the peer's close (the close frame).
+ * trickle: the writer takes 5 bytes every other call instead of none, so
+ * frames leave in part (a refusal's close frame must not cut one). */
+static void bsite_server(bsite *b, endpoint *e, int trickle) {
+  static unsigned char big[30000];
+  ws_config cfg;
+  buf rx = {0}, tx = {0}, in = {0};
+  size_t i, n = strlen(REQ);
+  memset(big, 'q', sizeof big);
+  ws_config_init(&cfg, WS_SERVER);
+  cfg.realloc = counting_realloc;
+  cfg.charge = bsite_charge;
+  cfg.alloc_ctx = b;
+  ep_init(e, &cfg, &rx, &tx);
+  e->echo = 1;
+  e->write_stall = !trickle;
+  e->write_max = 5;
+  e->write_block = trickle;
+  b->started = 1; /* by the first feed */
+  for (i = 0; i < n; i += 20) {
+    ws_conn_feed(&e->c, REQ + i, WS__MIN((size_t)20, n - i));
+    bsite_check(b, &e->c);
+  }
+  add_frame(&in, 0, WS_OP_TEXT, big, sizeof big, 1);
+  add_frame(&in, 0, WS_OP_CONT, big, sizeof big, 1);
+  cframe(&in, 1, WS_OP_PING, "a");
+  add_frame(&in, 1, WS_OP_CONT, big, sizeof big, 1);
+  cframe(&in, 1, WS_OP_PING, "b");
+  for (i = 0; i < in.len; i += 1000) {
+    ws_conn_feed(&e->c, in.d + i, WS__MIN((size_t)1000, in.len - i));
+    bsite_check(b, &e->c);
+  }
+  for (i = 0; i < 3; i++) {
+    ws_send(&e->c, WS_OP_BINARY, big, 20000);
+    bsite_check(b, &e->c);
+  }
+  e->write_stall = 0;
+  e->write_max = 0;
+  e->write_block = 0;
+  ep_drain(e);
+  bsite_check(b, &e->c);
+  e->write_stall = !trickle;
+  e->write_max = 5;
+  e->write_block = trickle;
+  in.len = 0;
+  add_close(&in, 1000, "bye", 1);
+  ws_conn_feed(&e->c, in.d, in.len);
+  bsite_check(b, &e->c);
+  e->write_stall = 0;
+  e->write_max = 0;
+  e->write_block = 0;
+  ep_drain(e);
+  bsite_check(b, &e->c);
+  ep_free(e);
+  b->bad_output = out_close_code(&tx, 0) < -1;
+  buf_free(&rx);
+  buf_free(&tx);
+  buf_free(&in);
+}
+
+/* A pair, the budget on one side (role): the client's handshake, and with
+ * permessage-deflate the compressor, the decompressor and the inflated
+ * message buffer. */
+static bsite *bsite_cur;
+static int bsite_role, bsite_deflate;
+
+static void bsite_cfg(ws_config *cfg) {
+  if (bsite_deflate) {
+    cfg->deflate.enable = 1;
+    cfg->deflate.window_bits = 12;
+    cfg->deflate.peer_window_bits = 12;
+    cfg->deflate.mem_level = 4;
+  }
+  if (cfg->role == bsite_role) {
+    cfg->realloc = counting_realloc;
+    cfg->charge = bsite_charge;
+    cfg->alloc_ctx = bsite_cur;
+  }
+}
+
+static void bsite_pair(bsite *b, pair *p) {
+  static unsigned char data[100000];
+  endpoint *me = bsite_role == WS_SERVER ? &p->s : &p->cl;
+  ws_config cfg;
+  ws_client_opts o;
+  size_t i;
+  for (i = 0; i < sizeof data; i++) data[i] = (unsigned char)"abcabd"[i % 6];
+  bsite_cur = b;
+  memset(p, 0, sizeof *p);
+  ws_config_init(&cfg, WS_SERVER);
+  bsite_cfg(&cfg);
+  ep_init(&p->s, &cfg, &p->c2s, &p->s2c);
+  ws_config_init(&cfg, WS_CLIENT);
+  bsite_cfg(&cfg);
+  ep_init(&p->cl, &cfg, &p->s2c, &p->c2s);
+  p->s.echo = 1;
+  memset(&o, 0, sizeof o);
+  o.host = "127.0.0.1:9001";
+  o.deflate = bsite_deflate;
+  ws_client_start(&p->cl.c, &o);
+  /* A client refused before it started is CLOSED with no on_close owed;
+   * the server is started by the pump. */
+  b->started = bsite_role == WS_SERVER ||
+               (WS__P(&p->cl.c)->flags & WS__F_STARTED) != 0;
+  bsite_check(b, &me->c);
+  pair_pump(p);
+  bsite_check(b, &me->c);
+  if (ws_conn_state(&p->cl.c) == WS_STATE_OPEN) {
+    ws_send(&p->cl.c, WS_OP_BINARY, data, sizeof data);
+    bsite_check(b, &me->c);
+    pair_pump(p);
+    bsite_check(b, &me->c);
+  }
+  if (ws_conn_state(&p->cl.c) == WS_STATE_OPEN) {
+    ws_send(&p->cl.c, WS_OP_TEXT, data, 1000);
+    pair_pump(p);
+    bsite_check(b, &me->c);
+  }
+  if (ws_conn_state(&p->cl.c) == WS_STATE_OPEN)
+    ws_close(&p->cl.c, 1000, NULL, 0);
+  bsite_check(b, &me->c);
+  pair_pump(p);
+  bsite_check(b, &me->c);
+  ep_free(&p->s);
+  ep_free(&p->cl);
+  buf_free(&p->s2c);
+  buf_free(&p->c2s);
+}
+
+static void test_budget_refusal_after_partial_write(void) {
+  /* A batch's echo leaves in part (5 bytes), and moving the rest off the
+   * stack buffer is refused: no close frame may cut into that frame. */
+  bsite b;
+  endpoint e;
+  ws_config cfg;
+  buf rx = {0}, tx = {0}, in = {0};
+  ws_frame f;
+  size_t hl, head;
+  memset(&b, 0, sizeof b);
+  ws_config_init(&cfg, WS_SERVER);
+  cfg.charge = bsite_charge;
+  cfg.alloc_ctx = &b;
+  ep_init(&e, &cfg, &rx, &tx);
+  e.echo = 1;
+  ws_conn_feed(&e.c, REQ, strlen(REQ));
+  CHECK_INT(ws_conn_state(&e.c), WS_STATE_OPEN);
+  CHECK_INT((int)b.total, 0);
+  head = tx.len;
+  b.refuse_output = 1;
+  b.code = WS_CLOSE_TRY_AGAIN;
+  e.write_max = 5;
+  e.write_block = 1;
+  e.block_toggle = 1; /* write 5 bytes, then would-block, then write */
+  cframe(&in, 1, WS_OP_TEXT, "an echo longer than five bytes");
+  ws_conn_feed(&e.c, in.d, in.len);
+  CHECK_INT(b.refused, 1);
+  CHECK_INT(ws_conn_state(&e.c), WS_STATE_CLOSED);
+  CHECK_INT(e.close_code, WS_CLOSE_TRY_AGAIN);
+  /* What left is 5 bytes of the echo's frame and nothing after them. */
+  CHECK_INT((int)(tx.len - head), 5);
+  CHECK(ws_frame_parse(tx.d + head, tx.len - head, &f, &hl) == WS_OK &&
+        f.opcode == WS_OP_TEXT && hl + f.len > 5);
+  ep_free(&e);
+  CHECK_INT((int)b.total, 0);
+  CHECK_INT(b.mismatch, 0);
+  buf_free(&rx);
+  buf_free(&tx);
+  buf_free(&in);
+}
+
+static void test_budget_every_site(void) {
+  /* Refusing the 1st, 2nd, ... positive charge in turn, until a run sees
+   * none: each refusal closes the connection at once (never stuck), with
+   * the hook's code while OPEN, one on_close, and nothing leaked. */
+  int session, nsessions = 4;
+  long plain[2] = {0, 0}; /* charges of the pair sessions without deflate */
+#if WS_ENABLE_ZLIB
+  if (ws_deflate_available()) nsessions = 6;
+#endif
+  for (session = 0; session < nsessions; session++) {
+    long k, sites = 0, while_open = 0;
+    unsigned kinds = 0;
+    for (k = 0; k < 100000; k++) {
+      bsite b;
+      endpoint se, *me;
+      pair p;
+      memset(&b, 0, sizeof b);
+      b.refuse_at = k;
+      b.code = k & 1 ? WS_CLOSE_TOO_BIG : WS_CLOSE_TRY_AGAIN;
+      if (session <= 1) {
+        bsite_server(&b, &se, session);
+        me = &se;
+      } else {
+        bsite_role = session & 1 ? WS_SERVER : WS_CLIENT;
+        bsite_deflate = session >= 4;
+        bsite_pair(&b, &p);
+        me = bsite_role == WS_SERVER ? &p.s : &p.cl;
+      }
+      if (!CHECK(b.total == 0 && b.a.live == 0 && b.mismatch == 0 &&
+                 b.stuck == 0 && me->closes == b.started && !b.bad_output &&
+                 me->after_close == 0 &&
+                 ws_conn_state(&me->c) == WS_STATE_CLOSED))
+        printf("    session %d refusing charge %ld: total %lld live %ld "
+               "mismatch %d stuck %d closes %d bad output %d\n", session, k,
+               b.total, b.a.live, b.mismatch, b.stuck, me->closes,
+               b.bad_output);
+      while_open += b.refused_open;
+      if (b.refused_open && !CHECK(me->close_code == b.code))
+        printf("    session %d refusing charge %ld: close code %d\n", session,
+               k, me->close_code);
+      if (k == 0) {
+        /* The run without refusals: how many sites, and of which kinds. */
+        CHECK_INT(b.refused, 0);
+        sites = b.npos;
+        kinds = b.kinds;
+      } else if (!b.refused) {
+        break;
+      }
+      if (b.refused) CHECK_INT(ws_conn_error(&me->c), WS_EBUDGET);
+    }
+    CHECK(k == sites + 1); /* every charge of the run was refused in turn */
+    CHECK(sites >= (session <= 1 ? 10 : 3));
+    CHECK(while_open > 0); /* the code check ran */
+    CHECK(kinds & (1u << WS_MEM_INPUT));
+    /* A pair's server writes straight through: nothing queues. */
+    if (session <= 2 || session == 4) CHECK(kinds & (1u << WS_MEM_OUTPUT));
+    if (session >= 2 && session <= 3) plain[session & 1] = sites;
+    /* Deflate adds its own: streams, state, the inflated message. */
+    if (session >= 4) {
+      CHECK(kinds & (1u << WS_MEM_DEFLATE));
+      CHECK(sites > plain[session & 1] + 2);
+    }
+    printf("    session %d: %ld charges, each refused in turn\n", session,
+           sites);
+  }
+}
+
 static void test_pair_handshake(void) {
   pair p;
   pair_init(&p, "superchat, chat", NULL);
@@ -4418,6 +4698,8 @@ int main(void) {
   RUN(test_backpressure);
   RUN(test_budget_counts);
   RUN(test_budget_refusals);
+  RUN(test_budget_every_site);
+  RUN(test_budget_refusal_after_partial_write);
   RUN(test_pong_coalescing);
   RUN(test_slow_reader);
   RUN(test_empty_fragment_flood);
