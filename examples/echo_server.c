@@ -48,14 +48,15 @@ static void on_close(ws_conn *c, int code, const char *reason, size_t len,
             ws_errname(ws_conn_error(c)));
 }
 
-/* GET /stats: the loop's counters as JSON; anything else 404. */
+/* GET /stats: the loop's counters as JSON; any other request that is not
+ * an upgrade gets 400, as without this callback. */
 static int on_http(ws_conn *c, const ws_request *req, void *user) {
   static const ws_header ct = {"Content-Type", 12, "application/json", 16};
   struct ws_loop_stats st;
   char body[1024];
   int n;
   (void)user;
-  if (req->path_len != 6 || memcmp(req->path, "/stats", 6) != 0) return 404;
+  if (req->path_len != 6 || memcmp(req->path, "/stats", 6) != 0) return 400;
   ws_loop_stats(&g_loop, &st);
   n = snprintf(body, sizeof body,
                "{\"conns\":%zu,\"paused\":%zu,\"mem_budget\":%zu,"
