@@ -1307,7 +1307,7 @@ struct ws__loop_priv {
   size_t gdrops;                    /* group publishes refused (atomic) */
   size_t held[4], held_all, held_peak, holders; /* the memory budget */
   size_t rquota;                    /* bytes a connection may still read in
-                                       this event (WS__LOOP_RBUF each) */
+                                       this event (WS__LOOP_READ_SHARE) */
   uint64_t failed[7];               /* ws_loop_stats' failed_*, in order */
   /* The templates' own charge hooks, run after the loop's. */
   int (*ucharge[2])(ws_conn *c, int kind, ptrdiff_t bytes, void *ctx);

@@ -689,7 +689,7 @@ static void test_slow_reader_on_loop(void) {
   ws_loop_free(&w.loop);
 }
 
-/* One event reads at most WS__LOOP_RBUF bytes of a connection: a peer that
+/* One event reads at most WS__LOOP_READ_SHARE bytes of a connection: a peer that
  * keeps its socket full (here 2 MiB of 1000-byte continuation frames)
  * leaves the rest for later turns, so the others get theirs. */
 static void test_read_share(void) {
@@ -716,7 +716,7 @@ static void test_read_share(void) {
     if (r <= 0) break;
     sent += (size_t)r;
   }
-  CHECK(sent > WS__LOOP_RBUF * 2);
+  CHECK(sent > WS__LOOP_READ_SHARE * 2);
   usleep(50000); /* all of it in the server's socket */
   /* The first turn reads in place, the second through the connection's
    * own read (it holds a partial frame): each takes one share. */
@@ -724,7 +724,7 @@ static void test_read_share(void) {
   ws_loop_run_once(&w.loop, 100);
   CHECK(ioctl(sfd, FIONREAD, &left) == 0);
   printf("# %zu bytes sent, %d left unread after two turns\n", sent, left);
-  CHECK((size_t)left >= sent - 2 * WS__LOOP_RBUF - 2 * sizeof fr);
+  CHECK((size_t)left >= sent - 2 * WS__LOOP_READ_SHARE - 2 * sizeof fr);
   close(fd);
   ws_loop_free(&w.loop);
 }

@@ -68,6 +68,11 @@ enum {
 #ifndef WS__LOOP_RBUF
 #define WS__LOOP_RBUF (256u * 1024)
 #endif
+/* What one readiness event may read of one connection, so that a flooding
+ * peer waits its turn (ws__loop_read). */
+#ifndef WS__LOOP_READ_SHARE
+#define WS__LOOP_READ_SHARE (64u * 1024)
+#endif
 #define WS__LOOP_NEVER UINT64_MAX
 
 /* A client's way to its TCP connection: names, addresses (see ws__dial). */
@@ -457,7 +462,7 @@ static int ws__loop_read(ws_conn *c, void *buf, size_t cap, size_t *n,
     lc->ws__l.io.flags &= (unsigned char)~WS__LC_DRAINED;
     return WS_EAGAIN;
   }
-  /* One event reads at most WS__LOOP_RBUF bytes of a connection, then the
+  /* One event reads at most WS__LOOP_READ_SHARE bytes of a connection, then the
    * others get their turn: a peer that refills its socket as fast as it is
    * read (a flood) cannot hold the loop. What is left brings the next
    * event (level-triggered). */
@@ -995,7 +1000,7 @@ static int ws__loop_readable(ws_loop *l, ws_loop_conn *lc) {
   struct ws__loop_conn_priv *q = &lc->ws__l;
   ws_conn *c = &lc->conn;
   int rc = WS_OK;
-  p->rquota = WS__LOOP_RBUF; /* this event's share (see ws__loop_read) */
+  p->rquota = WS__LOOP_READ_SHARE; /* this event's share (see ws__loop_read) */
   while (p->rquota > 0) {
     ssize_t r;
     size_t want = p->rquota;
@@ -1073,7 +1078,7 @@ static void ws__loop_conn_event(ws_loop *l, ws_loop_conn *lc, unsigned ev) {
     /* Input paused for backpressure may go on now. */
     if (ws_conn_want_read(c) && !(ev & WS__LOOP_IN)) {
       q->io.flags &= (unsigned char)~WS__LC_DRAINED;
-      p->rquota = WS__LOOP_RBUF;
+      p->rquota = WS__LOOP_READ_SHARE;
       if (ws_conn_on_readable(c) == WS_ECLOSED || (q->io.flags & WS__LC_DEAD))
         return;
     }
