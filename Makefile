@@ -109,7 +109,7 @@ endif
 # The parts of src/ws.c, in layer order; each uses only those before it.
 WS_PARTS = $(addprefix src/ws/,config.h private.h util.c sha1_base64_utf8.c \
              codec.c handshake.c deflate.c conn.c tls.c loop_win.c loop.c loop_epoll.c \
-             loop_kqueue.c loop_poll.c loop_wsapoll.c)
+             loop_kqueue.c loop_poll.c)
 
 all: $(BUILD)/libws.a $(BUILD)/libws.so $(EXAMPLES:%=$(BUILD)/%)
 

@@ -28,7 +28,7 @@ for f in "$@"; do
     *) core="$core $f" ;;
   esac
 done
-for p in tls.c loop_win.c loop.c loop_epoll.c loop_kqueue.c loop_poll.c loop_wsapoll.c; do
+for p in tls.c loop_win.c loop.c loop_epoll.c loop_kqueue.c loop_poll.c; do
   case " $alone " in *"/$p "*) ;; *) fail "part src/ws/$p is not in the parts list" ;; esac
 done
 
@@ -54,7 +54,7 @@ compile loop_kqueue "-DWS_LOOP_KQUEUE $kq $TLS" "$dir/loop_win.c" "$dir/loop.c" 
 # not ported to Windows.
 win=""
 if command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1; then
-  XCC=x86_64-w64-mingw32-gcc compile loop_wsapoll "" "$dir/loop_win.c" "$dir/loop.c" "$dir/loop_wsapoll.c"
+  XCC=x86_64-w64-mingw32-gcc compile loop_wsapoll "" "$dir/loop_win.c" "$dir/loop.c" "$dir/loop_poll.c"
   win=", WSAPoll with mingw-w64"
 fi
 

@@ -10,7 +10,7 @@
 #error "ws: the loop on Windows builds with mingw-w64 (it uses winpthreads and POSIX headers); define WS_NO_LOOP for the core alone"
 #endif
 #if defined(WS_LOOP_EPOLL) || defined(WS_LOOP_KQUEUE) || defined(WS_LOOP_POLL)
-#error "ws: on Windows the loop's backend is WSAPoll (loop_wsapoll.c): do not force epoll, kqueue or poll"
+#error "ws: on Windows the loop's backend is WSAPoll (loop_poll.c): do not force epoll, kqueue or poll"
 #endif
 #if WS_ENABLE_MBEDTLS
 #error "ws: TLS in the loop is not ported to Windows: build with WS_ENABLE_MBEDTLS=0, or WS_NO_LOOP for the core with ws_tls_new_io()"
