@@ -5908,16 +5908,17 @@ static int ws__loop_charge(ws_conn *c, int kind, ptrdiff_t bytes, void *ctx) {
 /* A TLS session joins a connection / leaves it, counted. */
 static void ws__lc_tls_set(ws_loop_conn *lc, ws_tls *t) {
   struct ws__loop_priv *p = WS__LP(lc->ws__l.loop);
-  size_t before = ws__lc_memory(lc);
-  if (lc->ws__l.tls) {
-    ws__mem_count(p, WS_MEM_TLS,
-                  -(ptrdiff_t)ws_tls_memory((ws_tls *)lc->ws__l.tls), before);
-    before = ws__lc_memory(lc) -
-             ws_tls_memory((ws_tls *)lc->ws__l.tls);
-    ws_tls_free((ws_tls *)lc->ws__l.tls);
+  ws_tls *old = (ws_tls *)lc->ws__l.tls;
+  if (old) {
+    ws__mem_count(p, WS_MEM_TLS, -(ptrdiff_t)ws_tls_memory(old),
+                  ws__lc_memory(lc));
+    lc->ws__l.tls = NULL;
+    ws_tls_free(old);
   }
-  lc->ws__l.tls = t;
-  if (t) ws__mem_count(p, WS_MEM_TLS, (ptrdiff_t)ws_tls_memory(t), before);
+  if (t) {
+    ws__mem_count(p, WS_MEM_TLS, (ptrdiff_t)ws_tls_memory(t), ws__lc_memory(lc));
+    lc->ws__l.tls = t;
+  }
 }
 #endif
 
