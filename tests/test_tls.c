@@ -241,6 +241,8 @@ static void run_pair(const run_opts *ro) {
   unsigned port = 0;
   char url[128];
   uint64_t end;
+  struct ws_loop_stats st;
+  size_t tls_peak = 0;
   memset(&g_srv, 0, sizeof g_srv);
   memset(&g_cli, 0, sizeof g_cli);
   g_cli.is_client = 1;
@@ -278,13 +280,22 @@ static void run_pair(const run_opts *ro) {
     CHECK_INT(ws_loop_connect(&loop, url, NULL, &g_cli, NULL), WS_OK);
   }
   end = ws__loop_clock() + 20000;
-  while ((!g_cli.closed || ws_loop_conn_count(&loop) > 0) && ws__loop_clock() < end)
+  while ((!g_cli.closed || ws_loop_conn_count(&loop) > 0) && ws__loop_clock() < end) {
     ws_loop_run_once(&loop, 50);
+    ws_loop_stats(&loop, &st);
+    if (st.held_tls > tls_peak) tls_peak = st.held_tls;
+  }
   if (ro->keep) { /* a while longer: no retry may come */
     end = ws__loop_clock() + 500;
     while (ws__loop_clock() < end) ws_loop_run_once(&loop, 50);
   }
   CHECK_INT(g_cli.closed, 1);
+  /* The memory budget counted both sessions (each with its two record
+   * buffers), and gave every byte back once the connections were gone. */
+  ws_loop_stats(&loop, &st);
+  CHECK(tls_peak >= 2 * (size_t)(MBEDTLS_SSL_IN_CONTENT_LEN + MBEDTLS_SSL_OUT_CONTENT_LEN));
+  CHECK_INT((int)st.held, 0);
+  CHECK_INT((int)st.holders, 0);
   ws_loop_free(&loop);
   if (ro->proxy) {
     pthread_join(g_proxy.th, NULL);
