@@ -403,6 +403,7 @@ static int stats_respond(ws_conn *c) {
     const struct ws_loop_stats *t = &g_stats[i];
     s.conns += t->conns;
     s.paused += t->paused;
+    s.rationed += t->rationed;
     s.mem_budget += t->mem_budget;
     s.held += t->held;
     s.held_in += t->held_in;
@@ -421,7 +422,7 @@ static int stats_respond(ws_conn *c) {
   }
   pthread_mutex_unlock(&g_mu);
   n = snprintf(body, sizeof body,
-               "{\"loops\":%u,\"conns\":%lu,\"paused\":%lu,"
+               "{\"loops\":%u,\"conns\":%lu,\"paused\":%lu,\"rationed\":%lu,"
                "\"mem_budget\":%lu,\"held\":%lu,\"held_in\":%lu,"
                "\"held_out\":%lu,\"held_deflate\":%lu,\"held_tls\":%lu,"
                "\"held_peak\":%lu,\"holders\":%lu,"
@@ -430,6 +431,7 @@ static int stats_respond(ws_conn *c) {
                "\"failed_protocol\":%lu,\"failed_timeout\":%lu,"
                "\"refused_503\":%lu}\n",
                (unsigned)i, (unsigned long)s.conns, (unsigned long)s.paused,
+               (unsigned long)s.rationed,
                (unsigned long)s.mem_budget, (unsigned long)s.held,
                (unsigned long)s.held_in, (unsigned long)s.held_out,
                (unsigned long)s.held_deflate, (unsigned long)s.held_tls,

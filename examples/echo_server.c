@@ -59,14 +59,14 @@ static int on_http(ws_conn *c, const ws_request *req, void *user) {
   if (req->path_len != 6 || memcmp(req->path, "/stats", 6) != 0) return 400;
   ws_loop_stats(&g_loop, &st);
   n = snprintf(body, sizeof body,
-               "{\"conns\":%zu,\"paused\":%zu,\"mem_budget\":%zu,"
+               "{\"conns\":%zu,\"paused\":%zu,\"rationed\":%zu,\"mem_budget\":%zu,"
                "\"held\":%zu,\"held_in\":%zu,\"held_out\":%zu,"
                "\"held_deflate\":%zu,\"held_tls\":%zu,\"held_peak\":%zu,"
                "\"holders\":%zu,\"failed_budget_1009\":%llu,"
                "\"failed_budget_1013\":%llu,\"failed_slow_reader\":%llu,"
                "\"failed_too_big\":%llu,\"failed_protocol\":%llu,"
                "\"failed_timeout\":%llu,\"refused_503\":%llu}\n",
-               st.conns, st.paused, st.mem_budget, st.held, st.held_in,
+               st.conns, st.paused, st.rationed, st.mem_budget, st.held, st.held_in,
                st.held_out, st.held_deflate, st.held_tls, st.held_peak,
                st.holders, (unsigned long long)st.failed_budget_1009,
                (unsigned long long)st.failed_budget_1013,

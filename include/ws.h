@@ -1244,7 +1244,7 @@ typedef struct ws_loop_callbacks {
 
 /* Private parts; the names and layout may change at any time. */
 struct ws__tnode { uint64_t when; uint32_t idx; int kind; };
-struct ws__io { int fd, pidx; unsigned char kind, events, flags; };
+struct ws__io { int fd, pidx; unsigned char kind, events; unsigned short flags; };
 struct ws__loop_conn_priv {
   struct ws__io io;                 /* io.flags: the connection's WS__LC_* */
   uint32_t last_rx;                 /* loop time of the last input (low bits) */
@@ -1308,6 +1308,10 @@ struct ws__loop_priv {
   size_t held[4], held_all, held_peak, holders; /* the memory budget */
   size_t rquota;                    /* bytes a connection may still read in
                                        this event (WS__LOOP_READ_SHARE) */
+  size_t evshare;                   /* one event's share in this turn */
+  ws_loop_conn *rat, *rat_tail;     /* rationed connections, in turn order
+                                       (ws__loop_ration) */
+  size_t nrat;
   uint64_t failed[7];               /* ws_loop_stats' failed_*, in order */
   /* The templates' own charge hooks, run after the loop's. */
   int (*ucharge[2])(ws_conn *c, int kind, ptrdiff_t bytes, void *ctx);
@@ -1761,6 +1765,9 @@ void ws_loop_on_topic(ws_loop *l,
 struct ws_loop_stats {
   size_t conns;             /* open connections */
   size_t paused;            /* ... whose input waits for output to drain */
+  size_t rationed;          /* ... read in the turn's ration: they had
+                               more to send than one event reads (the
+                               loop's fairness, docs/loop.md) */
   size_t mem_budget;        /* cfg.mem_budget */
   size_t held;              /* bytes held now: the sum of the next four */
   size_t held_in, held_out, held_deflate, held_tls;

@@ -729,6 +729,88 @@ static void test_read_share(void) {
   ws_loop_free(&w.loop);
 }
 
+/* Bytes waiting in the server sockets of the world's connections. */
+static size_t server_unread(world *w) {
+  ws_loop_conn *lc;
+  size_t sum = 0;
+  int i;
+  for (i = 0; i < 2; i++)
+    for (lc = i ? w->loop.ws__lp.rat : w->loop.ws__lp.conns; lc; lc = lc->ws__l.next) {
+      int left = 0;
+      if (ioctl(lc->ws__l.io.fd, FIONREAD, &left) == 0) sum += (size_t)left;
+    }
+  return sum;
+}
+
+/* Fairness: a turn's events split WS__LOOP_TURN_READ between them, the
+ * connections that read their whole share are rationed, and the rationed
+ * read together at most WS__LOOP_TURN_READ bytes per turn, while a
+ * connection with one small message is answered in the same turn. Eight
+ * peers with 200,000 bytes each of an unfinished message: the first turn
+ * reads 32 KiB of each (64 KiB shares would be 512 KiB) and rations them;
+ * in the second, the ration reads 256 KiB of them, and the honest
+ * client's echo comes back in that turn. Then they are read to the end
+ * without readiness and are back on it, none rationed. */
+static void test_ration(void) {
+  enum { HEAVY = 8, EACH = 200000 };
+  world w;
+  int heavy[HEAVY], light, i, sz = 1 << 20;
+  unsigned char buf[64];
+  const unsigned char hi[] = {0x81, 0x82, 0, 0, 0, 0, 'h', 'i'};
+  struct ws_loop_stats st;
+  size_t before, after;
+  world_init(&w);
+  w.server.echo = 1;
+  w.loop.ws__lp.cfg.mem_budget = 0;
+  CHECK_INT(raw_upgrade(&w, &light), 101);
+  for (i = 0; i < HEAVY; i++) {
+    CHECK_INT(raw_upgrade(&w, &heavy[i]), 101);
+    setsockopt(ws_loop_conn_fd(&w.loop.ws__lp.conns->conn), SOL_SOCKET, SO_RCVBUF,
+               &sz, sizeof sz);
+    setsockopt(heavy[i], SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
+  }
+  for (i = 0; i < HEAVY; i++) raw_partial_frame(heavy[i], 1 << 20, EACH);
+  for (i = 0; i < 100; i++) { /* all of it in the server's sockets */
+    int j, out = 0, q;
+    for (j = 0; j < HEAVY; j++)
+      if (ioctl(heavy[j], TIOCOUTQ, &q) == 0) out += q;
+    if (out == 0) break;
+    usleep(10000);
+  }
+  before = server_unread(&w);
+  CHECK(before >= (size_t)HEAVY * EACH);
+  /* Eight events split the turn's 256 KiB: 32 KiB each, all of it read. */
+  ws_loop_run_once(&w.loop, 100);
+  after = server_unread(&w);
+  printf("# the first turn read %zu bytes of %d peers\n", before - after, HEAVY);
+  CHECK(before - after <= WS__LOOP_TURN_READ);
+  ws_loop_stats(&w.loop, &st);
+  CHECK_INT((int)st.rationed, HEAVY);
+  CHECK(send(light, hi, sizeof hi, 0) == (ssize_t)sizeof hi);
+  usleep(20000);
+  before = server_unread(&w);
+  ws_loop_run_once(&w.loop, 100);
+  after = server_unread(&w);
+  printf("# the ration's turn read %zu bytes of %d rationed peers\n", before - after, HEAVY);
+  CHECK(before - after <= WS__LOOP_TURN_READ + sizeof hi);
+  CHECK(before - after >= WS__LOOP_TURN_READ - 2 * 1024);
+  CHECK(raw_drain(light, buf, sizeof buf) == 4 && memcmp(buf, "\x81\x02hi", 4) == 0);
+  for (i = 0; i < 200 && (server_unread(&w) > 0 || st.rationed > 0); i++) {
+    ws_loop_run_once(&w.loop, 100);
+    ws_loop_stats(&w.loop, &st);
+  }
+  CHECK_INT((int)server_unread(&w), 0);
+  CHECK_INT((int)st.rationed, 0);
+  CHECK_INT((int)st.conns, HEAVY + 1);
+  /* Back on readiness: a light message on each is answered. */
+  for (i = 0; i < HEAVY; i++) close(heavy[i]);
+  CHECK(send(light, hi, sizeof hi, 0) == (ssize_t)sizeof hi);
+  ws_loop_run_once(&w.loop, 100);
+  CHECK(raw_drain(light, buf, sizeof buf) == 4);
+  close(light);
+  ws_loop_free(&w.loop);
+}
+
 static peer *g_server_peer;
 static void subscribe_on_open(ws_conn *c, const char *proto, size_t n,
                               void *user) {
@@ -3372,6 +3454,7 @@ int main(void) {
   RUN(test_memory_budget);
   RUN(test_slow_reader_on_loop);
   RUN(test_read_share);
+  RUN(test_ration);
   RUN(test_lingering_close);
   RUN(test_broadcast);
 #if WS_ENABLE_ZLIB

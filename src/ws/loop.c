@@ -57,7 +57,9 @@ enum {
   WS__LC_DRAINED = 32,   /* a read came back short: the socket is empty */
   WS__LC_DIAL = 64,      /* a client still resolving or trying addresses:
                             its ws__dial is in ws__l.subs */
-  WS__LC_KEPT = 128      /* a ws_loop_client's connection */
+  WS__LC_KEPT = 128,     /* a ws_loop_client's connection */
+  WS__LC_RATIONED = 256  /* on the rationed list, not the live list: read
+                            in the turn's ration, not on readiness */
 };
 
 #define WS__LP(l) (&(l)->ws__lp)
@@ -72,6 +74,15 @@ enum {
  * peer waits its turn (ws__loop_read). */
 #ifndef WS__LOOP_READ_SHARE
 #define WS__LOOP_READ_SHARE (64u * 1024)
+#endif
+/* What the rationed connections read together in one turn
+ * (ws__loop_ration), and what a turn's events share (ws__loop_turn). */
+#ifndef WS__LOOP_TURN_READ
+#define WS__LOOP_TURN_READ (256u * 1024)
+#endif
+/* The least share of one event, however many events a turn has. */
+#ifndef WS__LOOP_MIN_SHARE
+#define WS__LOOP_MIN_SHARE (1024u)
 #endif
 #define WS__LOOP_NEVER UINT64_MAX
 
@@ -449,9 +460,16 @@ static int ws__loop_read(ws_conn *c, void *buf, size_t cap, size_t *n,
   ws_loop_conn *lc = WS__LC(c);
   (void)user;
 #if WS_ENABLE_MBEDTLS
-  if (lc->ws__l.tls) {
-    int rc = ws_tls_read((ws_tls *)lc->ws__l.tls, buf, cap, n);
-    if (rc == WS_OK && *n > 0) lc->ws__l.last_rx = (uint32_t)lc->ws__l.loop->ws__lp.now;
+  if (lc->ws__l.tls) { /* the same share, counted in plaintext bytes */
+    struct ws__loop_priv *p = &lc->ws__l.loop->ws__lp;
+    int rc;
+    if (p->rquota == 0) return WS_EAGAIN;
+    if (cap > p->rquota) cap = p->rquota;
+    rc = ws_tls_read((ws_tls *)lc->ws__l.tls, buf, cap, n);
+    if (rc == WS_OK && *n > 0) {
+      p->rquota -= *n;
+      lc->ws__l.last_rx = (uint32_t)p->now;
+    }
     return rc;
   }
 #endif
@@ -459,7 +477,7 @@ static int ws__loop_read(ws_conn *c, void *buf, size_t cap, size_t *n,
    * only say EAGAIN, so it is skipped (readiness is level-triggered: bytes
    * that arrive meanwhile bring another event). */
   if (lc->ws__l.io.flags & WS__LC_DRAINED) {
-    lc->ws__l.io.flags &= (unsigned char)~WS__LC_DRAINED;
+    lc->ws__l.io.flags &= (unsigned short)~WS__LC_DRAINED;
     return WS_EAGAIN;
   }
   /* One event reads at most WS__LOOP_READ_SHARE bytes of a connection, then the
@@ -494,6 +512,61 @@ static void ws__loop_touch(ws_loop_conn *lc) {
   q->io.flags |= WS__LC_PEND;
   q->pend = q->loop->ws__lp.pend;
   q->loop->ws__lp.pend = lc;
+}
+
+/* A connection is on one of two lists: the live list (p->conns), or, while
+ * rationed, the rationed list (p->rat .. p->rat_tail, in the order of their
+ * turns). The dead list (p->dead) uses `next` only. */
+static void ws__lc_unlink(struct ws__loop_priv *p, ws_loop_conn *lc) {
+  struct ws__loop_conn_priv *q = &lc->ws__l;
+  int rat = (q->io.flags & WS__LC_RATIONED) != 0;
+  if (q->prev)
+    q->prev->ws__l.next = q->next;
+  else if (rat)
+    p->rat = q->next;
+  else
+    p->conns = q->next;
+  if (q->next)
+    q->next->ws__l.prev = q->prev;
+  else if (rat)
+    p->rat_tail = q->prev;
+  q->next = q->prev = NULL;
+  p->nrat -= (size_t)rat;
+  q->io.flags &= (unsigned short)~WS__LC_RATIONED;
+}
+
+static void ws__lc_link(struct ws__loop_priv *p, ws_loop_conn *lc) {
+  lc->ws__l.next = p->conns;
+  lc->ws__l.prev = NULL;
+  if (p->conns) p->conns->ws__l.prev = lc;
+  p->conns = lc;
+}
+
+/* Fairness between connections. One event reads at most a share of a
+ * connection: the turn's WS__LOOP_TURN_READ split between its events, from
+ * WS__LOOP_MIN_SHARE to WS__LOOP_READ_SHARE (ws__loop_turn). One that read
+ * all of it has more to send than a turn should give it. It is rationed:
+ * it stops waiting for readiness (its interest loses input) and is read
+ * instead at the end of each turn, in turn with the other rationed
+ * connections, a share each until the turn's ration (WS__LOOP_TURN_READ)
+ * is read. A turn then costs at most the events' part and one ration,
+ * however many peers flood, and the connections with little to say are
+ * answered in it. A peer whose socket is not read waits, and TCP's flow
+ * control slows it. A rationed connection that reads less than its share
+ * (its socket is empty) waits for readiness again. */
+static void ws__lc_ration(struct ws__loop_priv *p, ws_loop_conn *lc) {
+  struct ws__loop_conn_priv *q = &lc->ws__l;
+  if (q->io.flags & (WS__LC_RATIONED | WS__LC_DEAD)) return;
+  ws__lc_unlink(p, lc);
+  q->io.flags |= WS__LC_RATIONED;
+  q->prev = p->rat_tail;
+  if (p->rat_tail)
+    p->rat_tail->ws__l.next = lc;
+  else
+    p->rat = lc;
+  p->rat_tail = lc;
+  p->nrat++;
+  ws__loop_touch(lc); /* its interest loses input */
 }
 
 /* Sends pieces on a plain socket in one call; a short count or
@@ -739,6 +812,7 @@ void ws_loop_stats(ws_loop *l, struct ws_loop_stats *st) {
     if (ws_conn_state(&lc->conn) == WS_STATE_OPEN &&
         !ws_conn_want_read(&lc->conn))
       st->paused++;
+  st->rationed = p->nrat;
   st->mem_budget = p->cfg.mem_budget;
   st->held = p->held_all;
   st->held_in = p->held[WS_MEM_INPUT];
@@ -828,12 +902,8 @@ static void ws__loop_on_close(ws_conn *c, int code, const char *reason,
   q->io.fd = -1;
   ws__tn_remove(p, &q->tn);
   ws__sub_drop_all(lc);
-  /* From the live list to the dead list. */
-  if (q->prev)
-    q->prev->ws__l.next = q->next;
-  else
-    p->conns = q->next;
-  if (q->next) q->next->ws__l.prev = q->prev;
+  /* From the live (or rationed) list to the dead list. */
+  ws__lc_unlink(p, lc);
   q->next = p->dead;
   q->prev = NULL;
   p->dead = lc;
@@ -883,7 +953,7 @@ static ws_loop_conn *ws__loop_new_conn(ws_loop *l, int fd, const ws_config *cfg,
       p->cb.free_conn(l, lc, p->user);
     return NULL;
   }
-  lc->ws__l.io.flags = (unsigned char)(owned ? WS__LC_OWNED : 0);
+  lc->ws__l.io.flags = (unsigned short)(owned ? WS__LC_OWNED : 0);
   lc->ws__l.loop = l;
   lc->ws__l.io.fd = fd;
   lc->ws__l.io.pidx = -1;
@@ -891,9 +961,7 @@ static ws_loop_conn *ws__loop_new_conn(ws_loop *l, int fd, const ws_config *cfg,
   lc->ws__l.tn.kind = WS__TN_CONN;
   lc->ws__l.tn.idx = WS__TN_NONE;
   lc->ws__l.last_rx = (uint32_t)p->now;
-  lc->ws__l.next = p->conns;
-  if (p->conns) p->conns->ws__l.prev = lc;
-  p->conns = lc;
+  ws__lc_link(p, lc);
   p->nconns++;
   return lc;
 }
@@ -907,11 +975,7 @@ static void ws__loop_discard(ws_loop *l, ws_loop_conn *lc) {
 #if WS_ENABLE_MBEDTLS
   ws__lc_tls_set(lc, NULL);
 #endif
-  if (q->prev)
-    q->prev->ws__l.next = q->next;
-  else
-    p->conns = q->next;
-  if (q->next) q->next->ws__l.prev = q->prev;
+  ws__lc_unlink(p, lc);
   p->nconns--;
   ws_conn_free(&lc->conn);
   if (q->io.flags & WS__LC_OWNED)
@@ -974,6 +1038,7 @@ static void ws__loop_update(ws_loop *l, ws_loop_conn *lc) {
     if (w & WS_TLS_WANT_WRITE) ev |= WS__LOOP_OUT;
   }
 #endif
+  if (q->io.flags & WS__LC_RATIONED) ev &= ~(unsigned)WS__LOOP_IN; /* read in the ration */
   if (ev != q->io.events && ws__be_set(p, &q->io, ev) != WS_OK) {
     ws_conn_abort(c, WS_EIO);
     return;
@@ -986,7 +1051,7 @@ static void ws__loop_flush_pending(ws_loop *l) {
   while (p->pend) {
     ws_loop_conn *lc = p->pend;
     p->pend = lc->ws__l.pend;
-    lc->ws__l.io.flags &= (unsigned char)~WS__LC_PEND;
+    lc->ws__l.io.flags &= (unsigned short)~WS__LC_PEND;
     ws__loop_update(l, lc);
   }
 }
@@ -996,12 +1061,12 @@ static void ws__loop_flush_pending(ws_loop *l) {
  * no per-connection buffer is allocated for whole frames. Anything else
  * (TLS, a handshake, a frame or message still arriving, end of stream, an
  * error) goes through the connection's own read. */
-static int ws__loop_readable(ws_loop *l, ws_loop_conn *lc) {
+static int ws__loop_readable(ws_loop *l, ws_loop_conn *lc, size_t share) {
   struct ws__loop_priv *p = WS__LP(l);
   struct ws__loop_conn_priv *q = &lc->ws__l;
   ws_conn *c = &lc->conn;
   int rc = WS_OK;
-  p->rquota = WS__LOOP_READ_SHARE; /* this event's share (see ws__loop_read) */
+  p->rquota = share; /* this event's share (see ws__loop_read) */
   while (p->rquota > 0) {
     ssize_t r;
     size_t want = p->rquota;
@@ -1041,7 +1106,7 @@ static void ws__loop_conn_event(ws_loop *l, ws_loop_conn *lc, unsigned ev) {
     if (err == EINPROGRESS || err == EALREADY || err == EINTR) return;
     if (err != 0) { /* refused, unreachable: the next address, if any */
       if ((q->io.flags & WS__LC_DIAL) && ws__dial_next(l, lc) == WS_OK) return;
-      q->io.flags &= (unsigned char)~WS__LC_CONNECTING;
+      q->io.flags &= (unsigned short)~WS__LC_CONNECTING;
       ws_conn_abort(c, WS_EIO);
       return;
     }
@@ -1052,36 +1117,42 @@ static void ws__loop_conn_event(ws_loop *l, ws_loop_conn *lc, unsigned ev) {
         ws__loop_touch(lc);
         return;
       }
-      q->io.flags &= (unsigned char)~WS__LC_CONNECTING;
+      q->io.flags &= (unsigned short)~WS__LC_CONNECTING;
       ws_conn_abort(c, err);
       return;
     }
-    q->io.flags &= (unsigned char)~WS__LC_CONNECTING;
+    q->io.flags &= (unsigned short)~WS__LC_CONNECTING;
     if ((q->io.flags & WS__LC_DIAL) && (err = ws__dial_connected(lc)) != WS_OK) {
       ws_conn_abort(c, err);
       return;
     }
     ev = WS__LOOP_OUT;
   }
-  q->io.flags &= (unsigned char)~WS__LC_DRAINED; /* a new event: read */
+  q->io.flags &= (unsigned short)~WS__LC_DRAINED; /* a new event: read */
   if (ev & WS__LOOP_IN) {
-    if (ws__loop_readable(l, lc) == WS_ECLOSED || (q->io.flags & WS__LC_DEAD)) return;
+    if (ws__loop_readable(l, lc, p->evshare) == WS_ECLOSED ||
+        (q->io.flags & WS__LC_DEAD))
+      return;
+    if (p->rquota == 0) ws__lc_ration(p, lc); /* it has more: see there */
   }
   if (ev & WS__LOOP_OUT) {
     size_t before = ws_conn_queued(c);
     if (ws_conn_on_writable(c) == WS_ECLOSED || (q->io.flags & WS__LC_DEAD)) return;
     if (before > 0 && ws_conn_queued(c) == 0 && (q->io.flags & WS__LC_WAITED)) {
-      q->io.flags &= (unsigned char)~WS__LC_WAITED;
+      q->io.flags &= (unsigned short)~WS__LC_WAITED;
       if (p->cb.on_drain && ws_conn_state(c) == WS_STATE_OPEN)
         p->cb.on_drain(c, ws_conn_user(c));
       if (q->io.flags & WS__LC_DEAD) return;
     }
-    /* Input paused for backpressure may go on now. */
-    if (ws_conn_want_read(c) && !(ev & WS__LOOP_IN)) {
-      q->io.flags &= (unsigned char)~WS__LC_DRAINED;
-      p->rquota = WS__LOOP_READ_SHARE;
+    /* Input paused for backpressure may go on now (a rationed connection's
+     * waits for its turn in the ration). */
+    if (ws_conn_want_read(c) && !(ev & WS__LOOP_IN) &&
+        !(q->io.flags & WS__LC_RATIONED)) {
+      q->io.flags &= (unsigned short)~WS__LC_DRAINED;
+      p->rquota = p->evshare;
       if (ws_conn_on_readable(c) == WS_ECLOSED || (q->io.flags & WS__LC_DEAD))
         return;
+      if (p->rquota == 0) ws__lc_ration(p, lc);
     }
   }
   ws__loop_touch(lc);
@@ -1637,7 +1708,7 @@ static void ws__resolver_release(struct ws__loop_priv *p) {
 static void ws__dial_end(ws_loop_conn *lc) {
   ws__dial *d = WS__DIAL(lc);
   if (!(lc->ws__l.io.flags & WS__LC_DIAL)) return;
-  lc->ws__l.io.flags &= (unsigned char)~WS__LC_DIAL;
+  lc->ws__l.io.flags &= (unsigned short)~WS__LC_DIAL;
   lc->ws__l.subs = NULL;
   free(d->px);
   if (d->job) {
@@ -2295,7 +2366,7 @@ void ws_loop_client_stop(ws_loop *l, ws_loop_client *k) {
   ws__client_finish(l, k);
   q->conn = NULL;
   if (c) {
-    WS__LC(c)->ws__l.io.flags &= (unsigned char)~WS__LC_KEPT;
+    WS__LC(c)->ws__l.io.flags &= (unsigned short)~WS__LC_KEPT;
     if (ws_conn_state(c) == WS_STATE_OPEN)
       (void)ws_close(c, WS_CLOSE_NORMAL, NULL, 0);
     else
@@ -2847,10 +2918,38 @@ int ws_loop_run_once(ws_loop *l, int timeout_ms) {
   return rc;
 }
 
+/* The turn's ration (see ws__lc_ration): the first n rationed connections
+ * (n: as many as there were before this turn's events; those rationed by
+ * them had their share in this turn) read in their order, a share each,
+ * until WS__LOOP_TURN_READ bytes are read. One that read its whole share goes to
+ * the end of the list; one that read less, or does not want input (paused
+ * for its output, closing), is back on the live list and waits for
+ * readiness. */
+static void ws__loop_ration(ws_loop *l, size_t n) {
+  struct ws__loop_priv *p = WS__LP(l);
+  size_t left = WS__LOOP_TURN_READ;
+  for (; n > 0 && p->rat && left > 0; n--) {
+    ws_loop_conn *lc = p->rat;
+    struct ws__loop_conn_priv *q = &lc->ws__l;
+    size_t share = left < WS__LOOP_READ_SHARE ? left : WS__LOOP_READ_SHARE;
+    ws__lc_unlink(p, lc);
+    ws__lc_link(p, lc);
+    ws__loop_touch(lc); /* input back in its interest, unless rationed again */
+    q->io.flags &= (unsigned short)~WS__LC_DRAINED;
+    if (ws_conn_want_read(&lc->conn) &&
+        ws__loop_readable(l, lc, share) != WS_ECLOSED && !(q->io.flags & WS__LC_DEAD)) {
+      left -= share - p->rquota;
+      if (p->rquota == 0) ws__lc_ration(p, lc);
+    }
+    ws__loop_flush_pending(l);
+  }
+}
+
 /* One turn of ws_loop_run_once(): timers, a wait, the events, timers. */
 static int ws__loop_turn(ws_loop *l, int timeout_ms) {
   struct ws__loop_priv *p = WS__LP(l);
   int i, rc, wait = timeout_ms;
+  size_t rationed;
   p->now = ws__loop_clock();
   ws__loop_timers(l);
   ws__loop_flush_pending(l);
@@ -2861,13 +2960,20 @@ static int ws__loop_turn(ws_loop *l, int timeout_ms) {
                                                               : (int)(due - p->now);
     if (wait < 0 || until < wait) wait = until;
   }
-  if (p->stop) wait = 0;
+  if (p->stop || p->rat) wait = 0; /* rationed input waits for no event */
   /* A wait cut short by a signal reports nothing: the last turn's events,
    * whose connections may be gone, must not be handled again. */
   p->nready = 0;
+  rationed = p->nrat;
   rc = ws__be_wait(p, wait);
   if (rc != WS_OK) return rc;
   p->now = ws__loop_clock();
+  /* Each event's share: the turn's ration split between the events, within
+   * [WS__LOOP_MIN_SHARE, WS__LOOP_READ_SHARE] (see ws__lc_ration). */
+  p->evshare = WS__LOOP_READ_SHARE;
+  if (p->nready > 0 && WS__LOOP_TURN_READ / (size_t)p->nready < p->evshare)
+    p->evshare = WS__LOOP_TURN_READ / (size_t)p->nready;
+  if (p->evshare < WS__LOOP_MIN_SHARE) p->evshare = WS__LOOP_MIN_SHARE;
   for (i = 0; i < p->nready; i++) {
     struct ws__io *io = p->ready[i].io;
     unsigned ev = p->ready[i].ev;
@@ -2888,6 +2994,7 @@ static int ws__loop_turn(ws_loop *l, int timeout_ms) {
     }
     ws__loop_flush_pending(l);
   }
+  ws__loop_ration(l, rationed);
   ws__loop_timers(l);
   ws__loop_flush_pending(l);
   ws__loop_release_dead(l);
@@ -2923,17 +3030,19 @@ static void ws__loop_close_listeners(struct ws__loop_priv *p) {
 void ws_loop_shutdown(ws_loop *l) {
   struct ws__loop_priv *p = WS__LP(l);
   ws_loop_conn *lc, *next;
+  int i;
   WS__LOOP_THREAD(l);
   p->shutting = 1;
   ws__loop_close_listeners(p);
-  for (lc = p->conns; lc; lc = next) {
-    next = lc->ws__l.next; /* this one may move to the dead list */
-    if (ws_conn_state(&lc->conn) == WS_STATE_OPEN)
-      ws_close(&lc->conn, WS_CLOSE_GOING_AWAY, "shutdown", 8);
-    else if (ws_conn_state(&lc->conn) < WS_STATE_OPEN)
-      ws_conn_abort(&lc->conn, WS_ECLOSED);
-    if (!(lc->ws__l.io.flags & WS__LC_DEAD)) ws__loop_touch(lc);
-  }
+  for (i = 0; i < 2; i++) /* the live list, then the rationed one */
+    for (lc = i ? p->rat : p->conns; lc; lc = next) {
+      next = lc->ws__l.next; /* this one may move to the dead list */
+      if (ws_conn_state(&lc->conn) == WS_STATE_OPEN)
+        ws_close(&lc->conn, WS_CLOSE_GOING_AWAY, "shutdown", 8);
+      else if (ws_conn_state(&lc->conn) < WS_STATE_OPEN)
+        ws_conn_abort(&lc->conn, WS_ECLOSED);
+      if (!(lc->ws__l.io.flags & WS__LC_DEAD)) ws__loop_touch(lc);
+    }
   ws__loop_flush_pending(l);
 }
 
@@ -2957,6 +3066,7 @@ void ws_loop_free(ws_loop *l) {
   p->freeing = 1;
   while (p->clients) ws__client_finish(l, p->clients); /* no more attempts */
   while (p->conns) ws_conn_abort(&p->conns->conn, WS_ECLOSED);
+  while (p->rat) ws_conn_abort(&p->rat->conn, WS_ECLOSED);
   ws__loop_release_dead(l);
   while (p->lingering) ws__linger_end(l, (ws__linger *)p->lingering);
   ws__loop_close_listeners(p);
