@@ -1309,6 +1309,12 @@ struct ws__loop_priv {
   size_t rquota;                    /* bytes a connection may still read in
                                        this event (WS__LOOP_READ_SHARE) */
   size_t evshare;                   /* one event's share in this turn */
+  void *(*urealloc)(void *ptr, size_t size, void *ctx); /* the caller's */
+  void *uctx[2];                    /* the caller's alloc_ctx: server, client */
+  void *mc[16];                     /* freed buffer mappings kept ... */
+  size_t mcl[16];                   /* ... their lengths */
+  size_t mcbytes;                   /* ... their sum */
+  int mcn;                          /* ... their count */
   ws_loop_conn *rat, *rat_tail;     /* rationed connections, in turn order
                                        (ws__loop_ration) */
   size_t nrat;
@@ -1759,8 +1765,16 @@ void ws_loop_on_topic(ws_loop *l,
  *   code and ws_conn_error() WS_EBUDGET.
  * - Within a sixteenth of the budget, new upgrade requests get HTTP 503.
  * A user hook in a template (ws_config.charge) still runs, after the
- * loop's, and may refuse too. The loop's count is exact for the core and
- * an estimate for TLS; zlib's streams count by zlib's documented sizes.
+ * loop's, and may refuse too, with the template's alloc_ctx. The loop's
+ * count is exact for the core and an estimate for TLS; zlib's streams
+ * count by zlib's documented sizes.
+ * A template without an allocator (ws_config.realloc NULL) gets the
+ * loop's own for its connections: on Linux, a block of 128 KiB or more is
+ * a mapping of its own, so that a freed one goes back to the system
+ * instead of staying in libc's heap, and up to 4 MiB of freed ones are
+ * kept for the next (docs/limits.md, "Where RSS goes"); smaller blocks,
+ * and every block on other systems, come from libc. A template's own
+ * allocator is used as given.
  */
 struct ws_loop_stats {
   size_t conns;             /* open connections */

@@ -582,6 +582,112 @@ static int c_held_in(world *w, void *arg) {
   return st.held_in >= *(size_t *)arg;
 }
 
+#if WS__LOOP_MAPS
+static size_t rss_bytes(void) {
+  unsigned long size = 0, res = 0;
+  FILE *f = fopen("/proc/self/statm", "r");
+  if (f == NULL) return 0;
+  if (fscanf(f, "%lu %lu", &size, &res) != 2) res = 0;
+  fclose(f);
+  return (size_t)res * (size_t)sysconf(_SC_PAGESIZE);
+}
+#endif
+
+/* The connections' large buffers go back to the system when freed (all
+ * but WS__LOOP_MAP_CACHE bytes kept for the next ones), even in a process
+ * whose allocator would keep them: a free of 16 MiB first makes glibc
+ * serve blocks up to that size from its heap, which it gives back only
+ * from the heap's top. 40 peers each send 1.5 MiB of a 2 MiB message, and
+ * one more starts a message after them and stays; once the 40 are gone,
+ * the process's RSS is back within the cache (and the one left) of where
+ * it started. */
+static void test_buffers_return(void) {
+#if WS__LOOP_MAPS
+  enum { N = 40, PART = 1536 * 1024 };
+  world w;
+  int fd[N], last, i, j;
+  static unsigned char zero[65536];
+  size_t sent[N], rss0, rss1, rss2;
+  struct ws_loop_stats st;
+  void *volatile big;
+  big = malloc(16u << 20); /* volatile: not optimized away */
+  free(big);
+  world_init(&w);
+  w.loop.ws__lp.cfg.mem_budget = 0;
+  for (i = 0; i < N; i++) {
+    static const uint8_t key[4] = {0, 0, 0, 0};
+    unsigned char h[14];
+    size_t hl = ws_frame_write(h, 1, WS_OP_BINARY, 2u << 20, key);
+    CHECK_INT(raw_upgrade(&w, &fd[i]), 101);
+    CHECK(send(fd[i], h, hl, 0) == (ssize_t)hl);
+    sent[i] = 0;
+  }
+  ws_loop_run_once(&w.loop, 10);
+  rss0 = rss_bytes();
+  for (j = 0; j < 20000; j++) { /* sent a piece at a time, the loop reading */
+    int more = 0;
+    for (i = 0; i < N; i++) {
+      size_t n = PART - sent[i] < sizeof zero ? PART - sent[i] : sizeof zero;
+      ssize_t r;
+      if (n == 0) continue;
+      more = 1;
+      r = send(fd[i], zero, n, MSG_DONTWAIT);
+      if (r > 0) sent[i] += (size_t)r;
+    }
+    ws_loop_run_once(&w.loop, 0);
+    if (!more) { /* all sent: until the server has read all of it */
+      ws_loop_conn *lc;
+      int left = 0, q;
+      for (i = 0; i < N; i++)
+        if (ioctl(fd[i], TIOCOUTQ, &q) == 0) left += q;
+      for (lc = w.loop.ws__lp.conns; lc; lc = lc->ws__l.next)
+        if (ioctl(lc->ws__l.io.fd, FIONREAD, &q) == 0) left += q;
+      for (lc = w.loop.ws__lp.rat; lc; lc = lc->ws__l.next)
+        if (ioctl(lc->ws__l.io.fd, FIONREAD, &q) == 0) left += q;
+      if (left == 0) break;
+    }
+  }
+  ws_loop_stats(&w.loop, &st);
+  CHECK(st.held_in >= (size_t)N * PART);
+  rss1 = rss_bytes();
+  /* One more message starts after them and stays: whatever lies below it
+   * in a heap cannot be trimmed from its top. */
+  {
+    static const uint8_t key[4] = {0, 0, 0, 0};
+    unsigned char h[14];
+    size_t hl = ws_frame_write(h, 1, WS_OP_BINARY, 2u << 20, key);
+    CHECK_INT(raw_upgrade(&w, &last), 101);
+    CHECK(send(last, h, hl, 0) == (ssize_t)hl);
+    CHECK(send(last, zero, sizeof zero, 0) == (ssize_t)sizeof zero);
+    for (j = 0; j < 100; j++) {
+      ws_loop_run_once(&w.loop, 10);
+      ws_loop_stats(&w.loop, &st);
+      if (st.holders == N + 1) break;
+    }
+    CHECK_INT((int)st.holders, N + 1);
+  }
+  for (i = 0; i < N; i++) close(fd[i]);
+  for (j = 0; j < 500; j++) {
+    ws_loop_run_once(&w.loop, 10);
+    ws_loop_stats(&w.loop, &st);
+    if (st.conns == 1 && st.holders == 1) break;
+  }
+  CHECK_INT((int)st.conns, 1);
+  CHECK_INT((int)st.holders, 1);
+  rss2 = rss_bytes();
+  printf("# RSS %zu KiB at the start, %zu KiB holding %d x 1.5 MiB, %zu KiB after "
+         "(cache: %zu KiB kept)\n", rss0 >> 10, rss1 >> 10, N, rss2 >> 10,
+         w.loop.ws__lp.mcbytes >> 10);
+  CHECK(rss1 >= rss0 + (size_t)N * PART * 3 / 4);
+  CHECK(rss2 <= rss0 + WS__LOOP_MAP_CACHE + (4u << 20));
+  CHECK(w.loop.ws__lp.mcbytes <= WS__LOOP_MAP_CACHE);
+  close(last);
+  ws_loop_free(&w.loop);
+#else
+  printf("# no buffer mappings in this build (not Linux, or AddressSanitizer)\n");
+#endif
+}
+
 static void test_memory_budget(void) {
   /* One hog holds most of the budget: new upgrades get 503, a second hog
    * over its fair share fails with 1009 (and is told so), an honest
@@ -3452,6 +3558,7 @@ int main(void) {
   RUN(test_clean_close_no_linger);
   RUN(test_backpressure);
   RUN(test_memory_budget);
+  RUN(test_buffers_return);
   RUN(test_slow_reader_on_loop);
   RUN(test_read_share);
   RUN(test_ration);

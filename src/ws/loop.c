@@ -13,6 +13,9 @@
 #include <arpa/inet.h>
 #include <sys/socket.h>
 #endif
+#ifdef __linux__
+#include <sys/mman.h> /* mremap(): the connections' large buffers */
+#endif
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -145,14 +148,153 @@ static uint64_t ws__loop_clock(void) {
   return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+/* The loop's own records (connections, tables): the caller's allocator,
+ * or libc. */
 static void *ws__loop_alloc(ws_loop *l, void *p, size_t n) {
-  const ws_config *cfg = &WS__LP(l)->cfg.server;
-  if (cfg->realloc) return cfg->realloc(p, n, cfg->alloc_ctx);
+  struct ws__loop_priv *lp = WS__LP(l);
+  if (lp->urealloc) return lp->urealloc(p, n, lp->uctx[0]);
   if (n == 0) {
     free(p);
     return NULL;
   }
   return realloc(p, n);
+}
+
+/* Connection buffers: what the connections allocate (input, output,
+ * compression), when the caller gave no allocator. glibc keeps freed
+ * memory in its heap, and past its first large free it serves large
+ * blocks from the heap too: under an attack that fills the budget, RSS
+ * ran 30 to 80 MiB over what the connections held (docs/security.md).
+ * On Linux, blocks of WS__LOOP_MAP_MIN bytes or more are mappings of
+ * their own (page-rounded, grown and shrunk in place by mremap), so a
+ * freed one goes back to the system; up to WS__LOOP_MAP_CACHE bytes of
+ * freed mappings are kept for the next buffers, so that steady traffic
+ * of large messages does not fault its pages in again for every
+ * message. Smaller blocks come from libc. Each block has a header of
+ * WS__BLK bytes: its size, and its mapping's length (0: from libc).
+ * Without mremap (other systems), or under AddressSanitizer (which must
+ * see every buffer), every block comes from libc. */
+#define WS__BLK 16
+#ifndef WS__LOOP_MAP_MIN
+#define WS__LOOP_MAP_MIN (128u * 1024)
+#endif
+#ifndef WS__LOOP_MAP_CACHE
+#define WS__LOOP_MAP_CACHE (4u * 1024 * 1024)
+#endif
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define WS__LOOP_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define WS__LOOP_ASAN 1
+#endif
+#if defined(__linux__) && defined(MREMAP_MAYMOVE) && !defined(WS__LOOP_ASAN) && \
+    !defined(WS_LOOP_NO_MAP)
+#define WS__LOOP_MAPS 1
+#else
+#define WS__LOOP_MAPS 0
+#endif
+
+#if WS__LOOP_MAPS
+static size_t ws__page(size_t n) {
+  static size_t pg;
+  if (pg == 0) {
+    long v = sysconf(_SC_PAGESIZE);
+    pg = v > 0 ? (size_t)v : 4096;
+  }
+  return (n + pg - 1) & ~(pg - 1);
+}
+
+/* A kept mapping of len bytes or more, at most a quarter more (*got: its
+ * length), taken from the cache; NULL when none fits. */
+static unsigned char *ws__map_fit(struct ws__loop_priv *p, size_t len, size_t *got) {
+  int i, best = -1;
+  void *m;
+  for (i = 0; i < p->mcn; i++)
+    if (p->mcl[i] >= len && p->mcl[i] - len <= len / 4 &&
+        (best < 0 || p->mcl[i] < p->mcl[best]))
+      best = i;
+  if (best < 0) return NULL;
+  m = p->mc[best];
+  *got = p->mcl[best];
+  p->mcbytes -= *got;
+  p->mc[best] = p->mc[--p->mcn];
+  p->mcl[best] = p->mcl[p->mcn];
+  return (unsigned char *)m;
+}
+
+/* Gives a mapping back: kept while the cache has room, else unmapped. */
+static void ws__map_give(struct ws__loop_priv *p, void *m, size_t len) {
+  if (p->mcn < (int)(sizeof p->mc / sizeof p->mc[0]) &&
+      p->mcbytes + len <= WS__LOOP_MAP_CACHE) {
+    p->mc[p->mcn] = m;
+    p->mcl[p->mcn++] = len;
+    p->mcbytes += len;
+    return;
+  }
+  munmap(m, len);
+}
+#endif
+
+/* ws_config.realloc of the loop's connections (ctx: the loop). */
+static void *ws__loop_buf(void *ptr, size_t n, void *ctx) {
+  struct ws__loop_priv *p = WS__LP((ws_loop *)ctx);
+  unsigned char *b = ptr ? (unsigned char *)ptr - WS__BLK : NULL, *nb;
+  size_t hd[2] = {0, 0}; /* size, mapping length */
+  if (b) memcpy(hd, b, sizeof hd);
+  (void)p;
+#if WS__LOOP_MAPS
+  if (hd[1] || (n >= WS__LOOP_MAP_MIN && n < SIZE_MAX / 2)) {
+    size_t len, got = 0;
+    if (n == 0) {
+      ws__map_give(p, b, hd[1]);
+      return NULL;
+    }
+    len = ws__page(n + WS__BLK);
+    if (hd[1] >= len && hd[1] - len <= len / 4) { /* fits as it is */
+      nb = b;
+      got = hd[1];
+    } else if ((nb = ws__map_fit(p, len, &got)) != NULL) {
+      /* a kept one whose pages are there already: cheaper to copy into
+       * than to fault new pages in */
+      if (b) {
+        memcpy(nb + WS__BLK, ptr, hd[0] < n ? hd[0] : n);
+        if (hd[1])
+          ws__map_give(p, b, hd[1]);
+        else
+          free(b);
+      }
+    } else if (hd[1]) { /* a mapping already: to its new length */
+      void *r = mremap(b, hd[1], len, MREMAP_MAYMOVE);
+      if (r == MAP_FAILED) return NULL;
+      nb = (unsigned char *)r;
+      got = len;
+    } else { /* a new mapping */
+      void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (m == MAP_FAILED) return NULL;
+      nb = (unsigned char *)m;
+      got = len;
+      if (b) {
+        memcpy(nb + WS__BLK, ptr, hd[0] < n ? hd[0] : n);
+        free(b);
+      }
+    }
+    hd[0] = n;
+    hd[1] = got;
+    memcpy(nb, hd, sizeof hd);
+    return nb + WS__BLK;
+  }
+#endif
+  if (n == 0) {
+    free(b);
+    return NULL;
+  }
+  if (n > SIZE_MAX - WS__BLK || (nb = (unsigned char *)realloc(b, n + WS__BLK)) == NULL)
+    return NULL;
+  hd[0] = n;
+  memcpy(nb, hd, sizeof hd);
+  return nb + WS__BLK;
 }
 
 /* An id for the calling thread, for the debug check only. pthread_t is
@@ -749,6 +891,7 @@ static int ws__loop_charge(ws_conn *c, int kind, ptrdiff_t bytes, void *ctx) {
   struct ws__loop_priv *p = WS__LP(lc->ws__l.loop);
   int (*user)(ws_conn *, int, ptrdiff_t, void *) =
       p->ucharge[ws_conn_role(c) == WS_CLIENT];
+  ctx = p->uctx[ws_conn_role(c) == WS_CLIENT]; /* the caller's, not the loop */
   size_t before = ws__lc_memory(lc), budget = p->cfg.mem_budget;
   if (bytes > 0) {
     size_t n = (size_t)bytes;
@@ -2844,6 +2987,20 @@ int ws_loop_init(ws_loop *l, const ws_loop_config *cfg,
   p->ucharge[0] = p->cfg.server.charge;
   p->ucharge[1] = p->cfg.client.charge;
   p->cfg.server.charge = p->cfg.client.charge = ws__loop_charge;
+  /* The caller's allocator and its context stay the caller's (the loop's
+   * records, the charge hook); without one, the connections' buffers come
+   * from ws__loop_buf, with the loop as its context. */
+  p->urealloc = p->cfg.server.realloc;
+  p->uctx[0] = p->cfg.server.alloc_ctx;
+  p->uctx[1] = p->cfg.client.alloc_ctx;
+  if (p->cfg.server.realloc == NULL) {
+    p->cfg.server.realloc = ws__loop_buf;
+    p->cfg.server.alloc_ctx = l;
+  }
+  if (p->cfg.client.realloc == NULL) {
+    p->cfg.client.realloc = ws__loop_buf;
+    p->cfg.client.alloc_ctx = l;
+  }
   p->user = user;
   p->bfd = -1;
   p->wake.fd = p->wake_w = -1;
@@ -3106,6 +3263,13 @@ void ws_loop_free(ws_loop *l) {
   ws__loop_alloc(l, p->heap, 0);
   ws__loop_alloc(l, p->rbuf, 0);
   p->rbuf = NULL;
+#if WS__LOOP_MAPS
+  while (p->mcn > 0) {
+    p->mcn--;
+    munmap(p->mc[p->mcn], p->mcl[p->mcn]);
+  }
+  p->mcbytes = 0;
+#endif
   free(p->ready);
   p->topics = NULL;
   p->heap = NULL;
