@@ -6042,11 +6042,21 @@ static void ws__loop_linger(ws_loop *l, int fd, int err) {
     ws__linger_end(l, g);
 }
 
+/* Drains a lingering socket: at most one event's share per event, like a
+ * connection's read (ws__lc_ration), so that a peer that goes on sending
+ * after our close cannot hold the loop; the rest brings the next event,
+ * until the linger time ends it. */
 static void ws__linger_read(ws_loop *l, ws__linger *g) {
   char sink[4096];
+  size_t left = WS__LP(l)->evshare;
   for (;;) {
-    ssize_t r = recv(g->io.fd, sink, sizeof sink, 0);
-    if (r > 0) continue;
+    ssize_t r;
+    if (left == 0) return;
+    r = recv(g->io.fd, sink, left < sizeof sink ? left : sizeof sink, 0);
+    if (r > 0) {
+      left -= (size_t)r;
+      continue;
+    }
     if (r < 0 && errno == EINTR) continue;
     if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
     ws__linger_end(l, g); /* end of stream or an error */

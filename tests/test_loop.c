@@ -582,6 +582,47 @@ static int c_held_in(world *w, void *arg) {
   return st.held_in >= *(size_t *)arg;
 }
 
+/* A peer that goes on sending after the server failed its connection: the
+ * lingering socket is drained one share per turn (a single socket: 64
+ * KiB), not to the end in one event, so the loop goes on. */
+static void test_linger_share(void) {
+  world w;
+  int fd, sfd, sz = 4 << 20, before = 0, after = 0, i;
+  static unsigned char junk[1 << 20];
+  static const unsigned char bad[] = {0xc1, 0x80, 0, 0, 0, 0}; /* RSV1: 1002 */
+  size_t sent = 0;
+  world_init(&w);
+  CHECK_INT(raw_upgrade(&w, &fd), 101);
+  sfd = ws_loop_conn_fd(&w.loop.ws__lp.conns->conn);
+  setsockopt(sfd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
+  setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
+  CHECK(send(fd, bad, sizeof bad, 0) == (ssize_t)sizeof bad);
+  for (i = 0; i < 300 && w.loop.ws__lp.lingering == NULL; i++)
+    ws_loop_run_once(&w.loop, 10);
+  CHECK(w.loop.ws__lp.lingering != NULL);
+  if (w.loop.ws__lp.lingering == NULL) {
+    close(fd);
+    ws_loop_free(&w.loop);
+    return;
+  }
+  CHECK_INT(((ws__linger *)w.loop.ws__lp.lingering)->io.fd, sfd);
+  while (sent < (2u << 20)) { /* after the close: 2 MiB nobody wants */
+    ssize_t r = send(fd, junk, sizeof junk, MSG_DONTWAIT);
+    if (r <= 0) break;
+    sent += (size_t)r;
+  }
+  usleep(50000);
+  CHECK(ioctl(sfd, FIONREAD, &before) == 0);
+  ws_loop_run_once(&w.loop, 100);
+  CHECK(ioctl(sfd, FIONREAD, &after) == 0);
+  printf("# lingering: %d bytes waiting, one turn read %d\n", before, before - after);
+  CHECK(before > 2 * (int)WS__LOOP_READ_SHARE);
+  CHECK(before - after <= (int)WS__LOOP_READ_SHARE);
+  CHECK(before - after > 0);
+  close(fd);
+  ws_loop_free(&w.loop);
+}
+
 #if WS__LOOP_MAPS
 static size_t rss_bytes(void) {
   unsigned long size = 0, res = 0;
@@ -3563,6 +3604,7 @@ int main(void) {
   RUN(test_read_share);
   RUN(test_ration);
   RUN(test_lingering_close);
+  RUN(test_linger_share);
   RUN(test_broadcast);
 #if WS_ENABLE_ZLIB
   RUN(test_broadcast_deflate);

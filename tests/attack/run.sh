@@ -198,13 +198,22 @@ ROWS_OUT=()
 row() {
   local name=$1 n=$CONNS dir=$OUT/$1 hpid apid peak=0 hwm cap_kb killed=0 tcp tcp_peak=0
   local deadline stats budget budget_s alive answers hrep h50 h99 hclosed hopen ended within goal sent v
+  local ctl_pid ctl_port cpid crep c50 c99
   [ "$name" = slow-handshake ] && n=$HS_CONNS
   mkdir -p "$dir"
   say ""
   say "== $name: $n hostile connections, $SECS s"
+  # The control: a second server that nobody attacks, with as many honest
+  # clients of its own, at the same time on the same machine. What the
+  # machine's load costs its clients, the attacked server's clients pay
+  # too; the difference is the attacked server's.
+  start_server "$dir/control.server.log" || { fail=1; ROWS_OUT+=("$(printf '%-15s control server did not start' "$name")"); return; }
+  ctl_pid=$SPID; ctl_port=$SPORT
   start_server "$dir/server.log" || { fail=1; ROWS_OUT+=("$(printf '%-15s server did not start' "$name")"); return; }
   "$AG" honest -p "$SPORT" -n "$HONEST" -d "$SECS" > "$dir/honest.log" 2>&1 &
   hpid=$!; PIDS+=("$hpid")
+  "$AG" honest -p "$ctl_port" -n "$HONEST" -d "$SECS" > "$dir/control.log" 2>&1 &
+  cpid=$!; PIDS+=("$cpid")
   wait_line "$dir/honest.log" connected 15 || say "$name: the honest clients did not connect"
   # the attacker yields the CPU to the server and the honest clients: on a
   # real network it would be on machines of its own
@@ -212,7 +221,7 @@ row() {
   apid=$!; PIDS+=("$apid")
   cap_kb=$(( CAP_MB * 1024 ))
   deadline=$(( $(date +%s) + SECS + 30 ))
-  while kill -0 "$apid" 2>/dev/null || kill -0 "$hpid" 2>/dev/null; do
+  while kill -0 "$apid" 2>/dev/null || kill -0 "$hpid" 2>/dev/null || kill -0 "$cpid" 2>/dev/null; do
     hwm=$(status_kb "$SPID" VmHWM)
     [ -n "$hwm" ] && peak=$hwm
     tcp=$(tcp_pages); [ "${tcp:-0}" -gt $tcp_peak ] && tcp_peak=$tcp
@@ -223,7 +232,7 @@ row() {
     [ "$(date +%s)" -le $deadline ] || { say "$name: the tools did not end in time"; break; }
     sleep 0.2
   done
-  stop_pid "$apid"; stop_pid "$hpid"
+  stop_pid "$apid"; stop_pid "$hpid"; stop_pid "$cpid"; stop_pid "$ctl_pid"
   hwm=$(status_kb "$SPID" VmHWM); [ -n "$hwm" ] && peak=$hwm
   grep -E '^(connected|REPORT|END|DONE)' "$dir/attack.log"
   head -5 "$dir/attack.err"
@@ -258,6 +267,10 @@ row() {
   h50=$(printf '%s\n' "$hrep" | field p50_us); h99=$(printf '%s\n' "$hrep" | field p99_us)
   hclosed=$(printf '%s\n' "$hrep" | field closed)
   hopen=$(printf '%s\n' "$hrep" | field open)
+  crep=$(grep '^HONEST ' "$dir/control.log")
+  say "control (unattacked server, same time): ${crep:-none}"
+  c50=$(printf '%s\n' "$crep" | field p50_us); c99=$(printf '%s\n' "$crep" | field p99_us)
+  [ "${c50:-0}" -gt 0 ] || c50=1; [ "${c99:-0}" -gt 0 ] || c99=1
   [ -n "$hclosed" ] || hclosed="?"
   # the server's own account, when it gives one
   local srvc="n/a" f
@@ -275,13 +288,18 @@ row() {
   [ "$alive" = yes ] && [ "$answers" = yes ] || fail=1
   [ "$hclosed" = 0 ] && [ "${hopen:-0}" = "$HONEST" ] || fail=1
   [ $smoke = 1 ] || [ $within = yes ] || fail=1
-  ROWS_OUT+=("$(printf '| %s | %d | %s | %s + %s | %s | %s | %s | %s / %s (%sx / %sx) | %s | %s | %s |' \
+  ROWS_OUT+=("$(printf '| %s | %d | %s | %s + %s | %s | %s | %s | %s / %s (%sx / %sx) | %s | %s / %s (%sx / %sx) | %s | %s |' \
     "$name" "$n" "$(mib "$peak")" "$budget_s" "$(mib "$OVER_KB")" "$within" "${ended:-?}" "$srvc" \
     "$(awk -v v="${h50:-0}" 'BEGIN {printf "%.2f", v / 1000}')" \
     "$(awk -v v="${h99:-0}" 'BEGIN {printf "%.2f", v / 1000}')" \
     "$(awk -v v="${h50:-0}" -v b="$B50" 'BEGIN {printf "%.1f", (b > 0 ? v / b : 0)}')" \
     "$(awk -v v="${h99:-0}" -v b="$B99" 'BEGIN {printf "%.1f", v / b}')" \
-    "$goal" "$hclosed" "$alive$( [ "$alive" = yes ] && [ $answers = no ] && echo ', no answer')")")
+    "$goal" \
+    "$(awk -v v="$c50" 'BEGIN {printf "%.2f", v / 1000}')" \
+    "$(awk -v v="$c99" 'BEGIN {printf "%.2f", v / 1000}')" \
+    "$(awk -v v="${h50:-0}" -v b="$c50" 'BEGIN {printf "%.1f", v / b}')" \
+    "$(awk -v v="${h99:-0}" -v b="$c99" 'BEGIN {printf "%.1f", v / b}')" \
+    "$hclosed" "$alive$( [ "$alive" = yes ] && [ $answers = no ] && echo ', no answer')")")
 }
 
 for r in $ROWS; do row "$r"; done
@@ -289,9 +307,10 @@ for r in $ROWS; do row "$r"; done
 say ""
 say "== attack table ($(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(uname -r); server: echo_server ${SRV_ARGS[*]:-with its defaults})"
 say "no attack: $HONEST honest clients, p50 $(awk -v v="$B50" 'BEGIN {printf "%.2f", v / 1000}') ms, p99 $(awk -v v="$B99" 'BEGIN {printf "%.2f", v / 1000}') ms (3x goal: p99 <= $(awk -v v="$B99" 'BEGIN {printf "%.2f", 3 * v / 1000}') ms)"
-say "| attack | hostile | peak RSS MiB | budget + overhead MiB | within | hostile connections ended (as attackgen saw them) | server's count (/stats) | honest p50 / p99 ms (x no attack) | p99 3x goal | honest closed | server after |"
-say "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+say "| attack | hostile | peak RSS MiB | budget + overhead MiB | within | hostile connections ended (as attackgen saw them) | server's count (/stats) | honest p50 / p99 ms (x no attack) | p99 3x goal | control p50 / p99 ms (honest x control) | honest closed | server after |"
+say "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 for l in "${ROWS_OUT[@]}"; do say "$l"; done
+say "(control: a second server, not attacked, with $HONEST honest clients of its own at the same time: what the machine's load alone costs)"
 say "(budget in parentheses: the server did not say its budget (/stats n/a); the library's documented default is shown)"
 [ $fail = 0 ] || say "attack: FAILED (see above and $OUT)"
 exit $fail
