@@ -87,23 +87,16 @@ static const char ws__b64[] =
 
 /* Encodes n bytes; writes 4 * ceil(n / 3) characters (no NUL). */
 static size_t ws__b64_encode(const unsigned char *in, size_t n, char *out) {
-  size_t i, o = 0;
-  for (i = 0; i + 2 < n; i += 3) {
-    uint32_t v = ((uint32_t)in[i] << 16) | ((uint32_t)in[i + 1] << 8) | in[i + 2];
-    out[o++] = ws__b64[(v >> 18) & 63];
-    out[o++] = ws__b64[(v >> 12) & 63];
-    out[o++] = ws__b64[(v >> 6) & 63];
-    out[o++] = ws__b64[v & 63];
-  }
-  if (i < n) {
+  size_t i, k;
+  for (i = 0; i < n; i += 3, out += 4) {
     uint32_t v = (uint32_t)in[i] << 16;
     if (i + 1 < n) v |= (uint32_t)in[i + 1] << 8;
-    out[o++] = ws__b64[(v >> 18) & 63];
-    out[o++] = ws__b64[(v >> 12) & 63];
-    out[o++] = (i + 1 < n) ? ws__b64[(v >> 6) & 63] : '=';
-    out[o++] = '=';
+    if (i + 2 < n) v |= in[i + 2];
+    /* n - i bytes left give n - i + 1 characters, then '=' to 4 */
+    for (k = 0; k < 4; k++)
+      out[k] = k <= n - i ? ws__b64[(v >> (18 - 6 * k)) & 63] : '=';
   }
-  return o;
+  return (n + 2) / 3 * 4;
 }
 
 #ifndef WS_NO_SERVER
@@ -122,30 +115,24 @@ static int ws__b64_val(int ch) {
 static long ws__b64_decode(const char *in, size_t n, unsigned char *out,
                            size_t cap) {
   size_t i, o = 0, pad = 0;
+  uint32_t acc = 0;
+  unsigned bits = 0;
   if (n % 4 != 0) return -1;
   if (n >= 1 && in[n - 1] == '=') pad++;
   if (n >= 2 && in[n - 2] == '=') pad++;
-  for (i = 0; i < n; i += 4) {
-    int v[4], k;
-    uint32_t w;
-    for (k = 0; k < 4; k++) {
-      int last = (i + 4 == n);
-      if (last && k >= 4 - (int)pad) {
-        v[k] = 0;
-        continue;
-      }
-      v[k] = ws__b64_val((unsigned char)in[i + k]);
-      if (v[k] < 0) return -1;
-    }
-    w = ((uint32_t)v[0] << 18) | ((uint32_t)v[1] << 12) |
-        ((uint32_t)v[2] << 6) | (uint32_t)v[3];
-    if (i + 4 == n && pad == 2 && (w & 0xFFFF)) return -1;
-    if (i + 4 == n && pad == 1 && (w & 0xFF)) return -1;
-    for (k = 0; k < 3 - (i + 4 == n ? (int)pad : 0); k++) {
+  for (i = 0; i < n - pad; i++) {
+    int v = ws__b64_val((unsigned char)in[i]);
+    if (v < 0) return -1;
+    acc = acc << 6 | (uint32_t)v;
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
       if (o >= cap) return -1;
-      out[o++] = (unsigned char)(w >> (16 - 8 * k));
+      out[o++] = (unsigned char)(acc >> bits);
     }
   }
+  /* 2 or 4 bits left over after padding: they must be zero */
+  if (acc & ((1u << bits) - 1)) return -1;
   return (long)o;
 }
 #endif
