@@ -388,11 +388,16 @@ static int ws__response_parse(const void *buf, size_t len,
   for (i = 0; i < len && i < 9; i++)
     if (p[i] != "HTTP/1.1 "[i]) return WS_EHANDSHAKE;
   if ((rc = ws__head(p, len, &head, &eol)) != WS_OK) return rc;
-  if (eol - p < 12 || p[9] < '1' || p[9] > '5' || p[10] < '0' ||
-      p[10] > '9' || p[11] < '0' || p[11] > '9' ||
+  /* Status line: HTTP/1.1 SP 3 digits (100..599) [SP reason] CRLF; the
+   * status is counted in rc, WS_OK (0) here. */
+  if (eol - p < 12 || p[9] < '1' || p[9] > '5' ||
       (eol - p > 12 && p[12] != ' '))
     return WS_EHANDSHAKE;
-  resp->status = (p[9] - '0') * 100 + (p[10] - '0') * 10 + (p[11] - '0');
+  for (i = 9; i < 12; i++) {
+    if (p[i] < '0' || p[i] > '9') return WS_EHANDSHAKE;
+    rc = rc * 10 + (p[i] - '0');
+  }
+  resp->status = rc;
   if (ws__parse_headers(eol + 2, p + head, headers, max_headers,
                         &resp->num_headers) != 0)
     return WS_EHANDSHAKE;
