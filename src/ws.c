@@ -386,9 +386,6 @@ static void ws__wr_uint(ws__wbuf *w, size_t v) {
 
 #define WS__ROL(x, n) (((x) << (n)) | ((x) >> (32 - (n))))
 
-static const uint32_t ws__sha1_k[4] = {0x5A827999u, 0x6ED9EBA1u, 0x8F1BBCDCu,
-                                      0xCA62C1D6u};
-
 /* The schedule lives in 16 words (w[i & 15]), computed as the rounds go. */
 static void ws__sha1_block(uint32_t h[5], const unsigned char *p) {
   uint32_t w[16], a, b, c, d, e, t;
@@ -396,18 +393,25 @@ static void ws__sha1_block(uint32_t h[5], const unsigned char *p) {
   for (i = 0; i < 16; i++) w[i] = ws__get32(p + 4 * i);
   a = h[0], b = h[1], c = h[2], d = h[3], e = h[4];
   for (i = 0; i < 80; i++) {
-    uint32_t f;
+    uint32_t f, k;
     if (i >= 16) {
       t = w[(i + 13) & 15] ^ w[(i + 8) & 15] ^ w[(i + 2) & 15] ^ w[i & 15];
       w[i & 15] = WS__ROL(t, 1);
     }
-    if (i < 20)
+    if (i < 20) {
       f = d ^ (b & (c ^ d));
-    else if (i >= 40 && i < 60)
-      f = (b & c) | (d & (b | c));
-    else
+      k = 0x5A827999u;
+    } else if (i < 40) {
       f = b ^ c ^ d;
-    t = WS__ROL(a, 5) + f + e + ws__sha1_k[i / 20] + w[i & 15];
+      k = 0x6ED9EBA1u;
+    } else if (i < 60) {
+      f = (b & c) | (d & (b | c));
+      k = 0x8F1BBCDCu;
+    } else {
+      f = b ^ c ^ d;
+      k = 0xCA62C1D6u;
+    }
+    t = WS__ROL(a, 5) + f + e + k + w[i & 15];
     e = d;
     d = c;
     c = WS__ROL(b, 30);
