@@ -469,14 +469,20 @@ static const char ws__b64[] =
 
 /* Encodes n bytes; writes 4 * ceil(n / 3) characters (no NUL). */
 static size_t ws__b64_encode(const unsigned char *in, size_t n, char *out) {
-  size_t i, k;
+  size_t i;
   for (i = 0; i < n; i += 3, out += 4) {
     uint32_t v = (uint32_t)in[i] << 16;
     if (i + 1 < n) v |= (uint32_t)in[i + 1] << 8;
     if (i + 2 < n) v |= in[i + 2];
-    /* n - i bytes left give n - i + 1 characters, then '=' to 4 */
-    for (k = 0; k < 4; k++)
-      out[k] = k <= n - i ? ws__b64[(v >> (18 - 6 * k)) & 63] : '=';
+    out[0] = ws__b64[v >> 18];
+    out[1] = ws__b64[(v >> 12) & 63];
+    out[2] = ws__b64[(v >> 6) & 63];
+    out[3] = ws__b64[v & 63];
+  }
+  /* A last group of 1 or 2 bytes: its zero bits written as '=' instead */
+  if (n % 3 != 0) {
+    out[-1] = '=';
+    if (n % 3 == 1) out[-2] = '=';
   }
   return (n + 2) / 3 * 4;
 }
@@ -1161,9 +1167,10 @@ static int ws__parse_headers(const char *p, const char *end, ws_header *h,
  * tok: 1 if any of them holds the token in its comma list, else 0. */
 static int ws__header(const ws_header *h, size_t n, const char *name,
                       const char *tok, const ws_header **out) {
+  size_t len = strlen(name);
   int found = 0;
   for (; n > 0; n--, h++) {
-    if (!ws__ieq(h->name, h->name_len, name)) continue;
+    if (h->name_len != len || !ws__ieq(h->name, len, name)) continue;
     if (tok) {
       if (ws__list_has(h->value, h->value_len, tok)) return 1;
     } else {

@@ -87,14 +87,20 @@ static const char ws__b64[] =
 
 /* Encodes n bytes; writes 4 * ceil(n / 3) characters (no NUL). */
 static size_t ws__b64_encode(const unsigned char *in, size_t n, char *out) {
-  size_t i, k;
+  size_t i;
   for (i = 0; i < n; i += 3, out += 4) {
     uint32_t v = (uint32_t)in[i] << 16;
     if (i + 1 < n) v |= (uint32_t)in[i + 1] << 8;
     if (i + 2 < n) v |= in[i + 2];
-    /* n - i bytes left give n - i + 1 characters, then '=' to 4 */
-    for (k = 0; k < 4; k++)
-      out[k] = k <= n - i ? ws__b64[(v >> (18 - 6 * k)) & 63] : '=';
+    out[0] = ws__b64[v >> 18];
+    out[1] = ws__b64[(v >> 12) & 63];
+    out[2] = ws__b64[(v >> 6) & 63];
+    out[3] = ws__b64[v & 63];
+  }
+  /* A last group of 1 or 2 bytes: its zero bits written as '=' instead */
+  if (n % 3 != 0) {
+    out[-1] = '=';
+    if (n % 3 == 1) out[-2] = '=';
   }
   return (n + 2) / 3 * 4;
 }
