@@ -1126,37 +1126,35 @@ static int ws__bare_lf(const char *p, size_t n) {
   return ws__bare_lf_from((const unsigned char *)p, n, 0);
 }
 
-/* Parses header lines from p (just after the start line) to the blank line.
+/* Parses header lines from p (just after the start line) to the blank line,
+ * in one pass over each: name (a token), colon, spaces, value (no control
+ * characters but tab), CRLF. [p, end) is a head ws__head_end() found: it
+ * ends in CRLF CRLF, so each scan stops at a CR at the latest.
  * Returns 0, 400 (syntax) or 431 (too many). */
 static int ws__parse_headers(const char *p, const char *end, ws_header *h,
                              size_t max, size_t *count) {
   size_t n = 0;
   for (;;) {
-    const char *eol, *colon, *v, *ve;
+    const unsigned char *q = (const unsigned char *)p, *colon, *v, *ve;
     if (end - p < 2) return 400;
     if (p[0] == '\r' && p[1] == '\n') break;
-    eol = (const char *)ws__memchr(p, '\r', (size_t)(end - p));
-    if (eol == NULL || eol + 1 >= end || eol[1] != '\n') return 400;
-    colon = (const char *)ws__memchr(p, ':', (size_t)(eol - p));
-    if (colon == NULL || !ws__is_token(p, (size_t)(colon - p))) return 400;
-    v = colon + 1;
-    while (v < eol && (*v == ' ' || *v == '\t')) v++;
-    ve = eol;
-    while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t')) ve--;
-    {
-      const char *q;
-      for (q = v; q < ve; q++) {
-        unsigned char ch = (unsigned char)*q;
-        if ((ch < 0x20 && ch != '\t') || ch == 0x7F) return 400;
-      }
+    while (WS__TCHAR(*q)) q++;
+    if (q == (const unsigned char *)p || *q != ':') return 400;
+    colon = q;
+    for (v = q + 1; *v == ' ' || *v == '\t'; v++) {
+    }
+    for (q = v; (*q >= 0x20 && *q != 0x7F) || *q == '\t'; q++) {
+    }
+    if (*q != '\r' || q[1] != '\n') return 400;
+    for (ve = q; ve > v && (ve[-1] == ' ' || ve[-1] == '\t'); ve--) {
     }
     if (n == max) return 431;
     h[n].name = p;
-    h[n].name_len = (size_t)(colon - p);
-    h[n].value = v;
+    h[n].name_len = (size_t)((const char *)colon - p);
+    h[n].value = (const char *)v;
     h[n].value_len = (size_t)(ve - v);
     n++;
-    p = eol + 2;
+    p = (const char *)q + 2;
   }
   *count = n;
   return 0;
