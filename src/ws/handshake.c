@@ -332,9 +332,10 @@ int ws_client_request_write(void *out, size_t cap, const ws_client_opts *o,
       (o->origin && !ws__safe_value(o->origin, strlen(o->origin))))
     return WS_EINVAL;
   if (o->protocols) {
+    /* Each element a token: so no CR, LF or NUL anywhere (the list's
+     * separators, commas, spaces and tabs, are all it may hold besides). */
     const char *pos = o->protocols, *t;
     size_t n, len = strlen(o->protocols);
-    if (!ws__safe_value(o->protocols, len)) return WS_EINVAL;
     while (ws__list_next(&pos, o->protocols + len, &t, &n))
       if (!ws__is_token(t, n)) return WS_EINVAL;
   }
