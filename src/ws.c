@@ -1453,7 +1453,7 @@ static int ws__response_parse(const void *buf, size_t len,
                               size_t *consumed, int ext_ok) {
   const char *p = (const char *)buf, *eol;
   const ws_header *h;
-  size_t head, i, n;
+  size_t head, i, nh;
   int rc;
   char key[24], accept[29];
   if (resp == NULL || consumed == NULL || nonce == NULL ||
@@ -1478,26 +1478,26 @@ static int ws__response_parse(const void *buf, size_t len,
   if (ws__parse_headers(eol + 2, p + head, headers, max_headers,
                         &resp->num_headers) != 0)
     return WS_EHANDSHAKE;
-  n = resp->num_headers;
+  nh = resp->num_headers;
   resp->headers = headers;
   *consumed = head;
   if (resp->status != 101 ||
-      !ws__header(headers, n, "upgrade", "websocket", NULL) ||
-      !ws__header(headers, n, "connection", "upgrade", NULL))
+      !ws__header(headers, nh, "upgrade", "websocket", NULL) ||
+      !ws__header(headers, nh, "connection", "upgrade", NULL))
     return WS_EHANDSHAKE;
   ws__b64_encode(nonce, 16, key);
   ws_accept_key(key, sizeof key, accept);
-  if (ws__header(headers, n, "sec-websocket-accept", NULL, &h) != 1 ||
+  if (ws__header(headers, nh, "sec-websocket-accept", NULL, &h) != 1 ||
       h->value_len != WS_ACCEPT_LEN ||
       memcmp(h->value, accept, WS_ACCEPT_LEN) != 0)
     return WS_EHANDSHAKE;
   /* Without an offer, the server may not pick any extension. */
-  for (i = 0; i < n && !ext_ok; i++)
+  for (i = 0; i < nh && !ext_ok; i++)
     if (ws__ieq(headers[i].name, headers[i].name_len,
                 "sec-websocket-extensions") &&
         headers[i].value_len > 0)
       return WS_EHANDSHAKE;
-  rc = ws__header(headers, n, "sec-websocket-protocol", NULL, &h);
+  rc = ws__header(headers, nh, "sec-websocket-protocol", NULL, &h);
   if (rc < 0) return WS_EHANDSHAKE;
   if (rc == 1) {
     const char *pos = protocols, *t;
