@@ -1188,6 +1188,8 @@ static int ws__head(const char *p, size_t len, size_t *head, const char **eol) {
   if (n == 0) return WS_EAGAIN;
   *head = n;
   *eol = (const char *)ws__memchr(p, '\r', n);
+  /* A bare CR ends no line: the byte after it is not to be skipped. */
+  if ((*eol)[1] != '\n') return WS_EHANDSHAKE;
   return WS_OK;
 }
 
