@@ -469,23 +469,22 @@ static const char ws__b64[] =
 
 /* Encodes n bytes; writes 4 * ceil(n / 3) characters (no NUL). */
 static size_t ws__b64_encode(const unsigned char *in, size_t n, char *out) {
-  size_t i, o = 0;
-  for (i = 0; i + 2 < n; i += 3) {
-    uint32_t v = ((uint32_t)in[i] << 16) | ((uint32_t)in[i + 1] << 8) | in[i + 2];
-    out[o++] = ws__b64[(v >> 18) & 63];
-    out[o++] = ws__b64[(v >> 12) & 63];
-    out[o++] = ws__b64[(v >> 6) & 63];
-    out[o++] = ws__b64[v & 63];
-  }
-  if (i < n) {
+  size_t i;
+  for (i = 0; i < n; i += 3, out += 4) {
     uint32_t v = (uint32_t)in[i] << 16;
     if (i + 1 < n) v |= (uint32_t)in[i + 1] << 8;
-    out[o++] = ws__b64[(v >> 18) & 63];
-    out[o++] = ws__b64[(v >> 12) & 63];
-    out[o++] = (i + 1 < n) ? ws__b64[(v >> 6) & 63] : '=';
-    out[o++] = '=';
+    if (i + 2 < n) v |= in[i + 2];
+    out[0] = ws__b64[v >> 18];
+    out[1] = ws__b64[(v >> 12) & 63];
+    out[2] = ws__b64[(v >> 6) & 63];
+    out[3] = ws__b64[v & 63];
   }
-  return o;
+  /* A last group of 1 or 2 bytes: its zero bits written as '=' instead */
+  if (n % 3 != 0) {
+    out[-1] = '=';
+    if (n % 3 == 1) out[-2] = '=';
+  }
+  return (n + 2) / 3 * 4;
 }
 
 #ifndef WS_NO_SERVER
@@ -504,30 +503,24 @@ static int ws__b64_val(int ch) {
 static long ws__b64_decode(const char *in, size_t n, unsigned char *out,
                            size_t cap) {
   size_t i, o = 0, pad = 0;
+  uint32_t acc = 0;
+  unsigned bits = 0;
   if (n % 4 != 0) return -1;
   if (n >= 1 && in[n - 1] == '=') pad++;
   if (n >= 2 && in[n - 2] == '=') pad++;
-  for (i = 0; i < n; i += 4) {
-    int v[4], k;
-    uint32_t w;
-    for (k = 0; k < 4; k++) {
-      int last = (i + 4 == n);
-      if (last && k >= 4 - (int)pad) {
-        v[k] = 0;
-        continue;
-      }
-      v[k] = ws__b64_val((unsigned char)in[i + k]);
-      if (v[k] < 0) return -1;
-    }
-    w = ((uint32_t)v[0] << 18) | ((uint32_t)v[1] << 12) |
-        ((uint32_t)v[2] << 6) | (uint32_t)v[3];
-    if (i + 4 == n && pad == 2 && (w & 0xFFFF)) return -1;
-    if (i + 4 == n && pad == 1 && (w & 0xFF)) return -1;
-    for (k = 0; k < 3 - (i + 4 == n ? (int)pad : 0); k++) {
+  for (i = 0; i < n - pad; i++) {
+    int v = ws__b64_val((unsigned char)in[i]);
+    if (v < 0) return -1;
+    acc = acc << 6 | (uint32_t)v;
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
       if (o >= cap) return -1;
-      out[o++] = (unsigned char)(w >> (16 - 8 * k));
+      out[o++] = (unsigned char)(acc >> bits);
     }
   }
+  /* 2 or 4 bits left over after padding: they must be zero */
+  if (acc & ((1u << bits) - 1)) return -1;
   return (long)o;
 }
 #endif
@@ -578,16 +571,7 @@ enum { WS__U8_OK = 0, WS__U8_C1 = 6, WS__U8_C2 = 12, WS__U8_E0 = 18,
   X(WS__U8_LEAD(WS__U8_F4))                     /* 10: F4 */                \
   X(WS__U8_LEAD(WS__U8_BAD))                    /* 11: C0, C1, F5..FF */
 
-#if WS_SMALL
-/* The same transitions for a 32-bit shift: 4 bits for each of the eight
- * states a byte may leave (state / 6; from BAD the check has stopped),
- * holding the next state's number (8: BAD). */
-#define WS__U8_N(r, s) ((uint32_t)((((r) >> (6 * (s))) & 63) / 6) << (4 * (s)))
-#define WS__U8_R32(r)                                                        \
-  (WS__U8_N(r, 0) | WS__U8_N(r, 1) | WS__U8_N(r, 2) | WS__U8_N(r, 3) |       \
-   WS__U8_N(r, 4) | WS__U8_N(r, 5) | WS__U8_N(r, 6) | WS__U8_N(r, 7)),
-static const uint32_t ws__u8_row32[12] = {WS__U8_ROWS(WS__U8_R32)};
-#else
+#if !WS_SMALL
 #define WS__U8_R64(r) r,
 static const uint64_t ws__u8_row[12] = {WS__U8_ROWS(WS__U8_R64)};
 #endif
@@ -712,7 +696,7 @@ static const unsigned char ws__u8_class[256] = {
     8, 9, 9, 9, 10, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11 /* F0 */
 };
 #define WS__U8_CLASS(b) ws__u8_class[b]
-#else
+#elif !WS_SMALL
 #define WS__U8_2(lo, hi) (unsigned char)((lo) | (hi) << 4)
 #define WS__U8_4(c) WS__U8_2(c, c), WS__U8_2(c, c)
 #define WS__U8_8(c) WS__U8_4(c), WS__U8_4(c)
@@ -806,15 +790,34 @@ int ws_utf8_check(uint32_t *state, const void *buf, size_t len, int final,
   }
 #endif
 #if WS_SMALL
-  /* A byte at a time through the same DFA, in its 32-bit form. */
+  /* A byte at a time, without tables: the state is the code point so far
+   * (above bit 3), a flag for "the next byte is the first continuation of
+   * a 3- or 4-byte sequence" (bit 2) and the continuation bytes due (bits
+   * 0-1); 0 between characters, WS__U8_BAD (due 0, not 0) after an error.
+   * The first continuation byte gives the bits that rule out overlongs,
+   * surrogates and values over U+10FFFF: the same byte fails as in the
+   * tables of the fast build. */
   {
-    uint32_t n = st < WS__U8_BAD ? (uint32_t)st / 6 : 8; /* 8: BAD */
-    if (n > 7 && len > 0) goto bad;
+    uint32_t s = (uint32_t)st, due, cp;
+    if (s == WS__U8_BAD && len > 0) goto bad;
     for (; i < len; i++) {
-      n = (ws__u8_row32[WS__U8_CLASS(p[i])] >> (4 * n)) & 15;
-      if (n > 7) goto bad;
+      unsigned b = p[i];
+      due = s & 3;
+      if (due == 0) {
+        if (b < 0x80) continue;
+        if (b < 0xC2 || b > 0xF4) goto bad;
+        due = b < 0xE0 ? 1 : b < 0xF0 ? 2 : 3;
+        s = (b & (0x3Fu >> due)) << 3 | (due > 1) << 2 | due;
+        continue;
+      }
+      if ((b & 0xC0) != 0x80) goto bad;
+      cp = (s >> 3) << 6 | (b & 0x3F);
+      if ((s & 4) && (due == 2 ? cp < 0x20 || cp >> 5 == 0x1B /* D800 */
+                               : cp < 0x10 || cp > 0x10F))
+        goto bad;
+      s = --due ? cp << 3 | due : 0;
     }
-    if (n <= 7) st = n * 6;
+    st = s;
   }
 #else
   while (i < len) {
@@ -883,16 +886,22 @@ const char *ws_strerror(int err) {
 #endif
 }
 
+/* The names one after another, and their values in the same order: a
+ * table of pointers would be four bytes a name. */
+#define WS__ERR_NAME(name, val, text) #name "\0"
+static const char ws__errnames[] = WS_ERRNO_MAP(WS__ERR_NAME) "UNKNOWN";
+#undef WS__ERR_NAME
+#define WS__ERR_VAL(name, val, text) val,
+static const signed char ws__errvals[] = {WS_ERRNO_MAP(WS__ERR_VAL)};
+#undef WS__ERR_VAL
+
 /* see ws.h */
 const char *ws_errname(int err) {
-  switch (err) {
-#define WS__ERR_NAME(name, val, text) \
-  case (val):                         \
-    return #name;
-    WS_ERRNO_MAP(WS__ERR_NAME)
-#undef WS__ERR_NAME
-  }
-  return "UNKNOWN";
+  const char *s = ws__errnames;
+  size_t i;
+  for (i = 0; i < sizeof ws__errvals && ws__errvals[i] != err; i++)
+    s += strlen(s) + 1;
+  return s;
 }
 
 /* A frame header's length classes (RFC 6455 5.2): a payload length is
@@ -1117,67 +1126,71 @@ static int ws__bare_lf(const char *p, size_t n) {
   return ws__bare_lf_from((const unsigned char *)p, n, 0);
 }
 
-/* Parses header lines from p (just after the start line) to the blank line.
+/* Parses header lines from p (just after the start line) to the blank line,
+ * in one pass over each: name (a token), colon, spaces, value (no control
+ * characters but tab), CRLF. [p, end) is a head ws__head_end() found: it
+ * ends in CRLF CRLF, so each scan stops at a CR at the latest.
  * Returns 0, 400 (syntax) or 431 (too many). */
 static int ws__parse_headers(const char *p, const char *end, ws_header *h,
                              size_t max, size_t *count) {
   size_t n = 0;
   for (;;) {
-    const char *eol, *colon, *v, *ve;
+    const unsigned char *q = (const unsigned char *)p, *colon, *v, *ve;
     if (end - p < 2) return 400;
     if (p[0] == '\r' && p[1] == '\n') break;
-    eol = (const char *)ws__memchr(p, '\r', (size_t)(end - p));
-    if (eol == NULL || eol + 1 >= end || eol[1] != '\n') return 400;
-    colon = (const char *)ws__memchr(p, ':', (size_t)(eol - p));
-    if (colon == NULL || !ws__is_token(p, (size_t)(colon - p))) return 400;
-    v = colon + 1;
-    while (v < eol && (*v == ' ' || *v == '\t')) v++;
-    ve = eol;
-    while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t')) ve--;
-    {
-      const char *q;
-      for (q = v; q < ve; q++) {
-        unsigned char ch = (unsigned char)*q;
-        if ((ch < 0x20 && ch != '\t') || ch == 0x7F) return 400;
-      }
+    while (WS__TCHAR(*q)) q++;
+    if (q == (const unsigned char *)p || *q != ':') return 400;
+    colon = q;
+    for (v = q + 1; *v == ' ' || *v == '\t'; v++) {
+    }
+    for (q = v; (*q >= 0x20 && *q != 0x7F) || *q == '\t'; q++) {
+    }
+    if (*q != '\r' || q[1] != '\n') return 400;
+    for (ve = q; ve > v && (ve[-1] == ' ' || ve[-1] == '\t'); ve--) {
     }
     if (n == max) return 431;
     h[n].name = p;
-    h[n].name_len = (size_t)(colon - p);
-    h[n].value = v;
+    h[n].name_len = (size_t)((const char *)colon - p);
+    h[n].value = (const char *)v;
     h[n].value_len = (size_t)(ve - v);
     n++;
-    p = eol + 2;
+    p = (const char *)q + 2;
   }
   *count = n;
   return 0;
 }
 
-/* The single header of that name: 1 and *out if exactly one, 0 if none,
- * -1 if repeated. */
-static int ws__one_header(const ws_header *h, size_t n, const char *name,
-                          const ws_header **out) {
-  size_t i, len = strlen(name);
+/* Headers of that name, matched without regard to case. Without tok: 1
+ * and *out (the first) if exactly one, 0 if none, -1 if repeated. With
+ * tok: 1 if any of them holds the token in its comma list, else 0. */
+static int ws__header(const ws_header *h, size_t n, const char *name,
+                      const char *tok, const ws_header **out) {
+  size_t len = strlen(name);
   int found = 0;
-  for (i = 0; i < n; i++) {
-    if (h[i].name_len == len && ws__ieq(h[i].name, len, name)) {
+  for (; n > 0; n--, h++) {
+    if (h->name_len != len || !ws__ieq(h->name, len, name)) continue;
+    if (tok) {
+      if (ws__list_has(h->value, h->value_len, tok)) return 1;
+    } else {
       if (found) return -1;
-      *out = &h[i];
+      *out = h;
       found = 1;
     }
   }
   return found;
 }
 
-/* Does any header of that name hold the token in its comma list? */
-static int ws__headers_have_token(const ws_header *h, size_t n,
-                                  const char *name, const char *tok) {
-  size_t i, len = strlen(name);
-  for (i = 0; i < n; i++)
-    if (h[i].name_len == len && ws__ieq(h[i].name, len, name) &&
-        ws__list_has(h[i].value, h[i].value_len, tok))
-      return 1;
-  return 0;
+/* Both parsers' first steps: the head's length in *head and the end of its
+ * first line in *eol; WS_EAGAIN while the blank line has not come. */
+static int ws__head(const char *p, size_t len, size_t *head, const char **eol) {
+  size_t n = ws__head_end(p, len, 0);
+  if (ws__bare_lf(p, n ? n : len)) return WS_EHANDSHAKE;
+  if (n == 0) return WS_EAGAIN;
+  *head = n;
+  *eol = (const char *)ws__memchr(p, '\r', n);
+  /* A bare CR ends no line: the byte after it is not to be skipped. */
+  if ((*eol)[1] != '\n') return WS_EHANDSHAKE;
+  return WS_OK;
 }
 
 #ifndef WS_NO_SERVER
@@ -1185,9 +1198,9 @@ static int ws__headers_have_token(const ws_header *h, size_t n,
 int ws_request_parse(const void *buf, size_t len, ws_request *req,
                      ws_header *headers, size_t max_headers, size_t *consumed,
                      int *status) {
-  const char *p = (const char *)buf, *end, *sp1, *sp2, *eol;
+  const char *p = (const char *)buf, *sp2, *eol;
   const ws_header *h;
-  size_t head, i;
+  size_t head, i, n;
   int rc, st;
   unsigned char key[18];
   if (req == NULL || consumed == NULL || status == NULL ||
@@ -1195,66 +1208,55 @@ int ws_request_parse(const void *buf, size_t len, ws_request *req,
     return WS_EINVAL;
   memset(req, 0, sizeof *req);
   *status = 400;
-  /* Fail fast on bytes that cannot start a request line. */
+  /* Fail fast on bytes that cannot start a request line. The method ends
+   * at the first space: so a CR before one fails here. */
   for (i = 0; i < len && p[i] != ' '; i++)
     if (!WS__TCHAR((unsigned char)p[i])) return WS_EHANDSHAKE;
-  head = ws__head_end(p, len, 0);
-  if (ws__bare_lf(p, head ? head : len)) return WS_EHANDSHAKE;
-  if (head == 0) return WS_EAGAIN;
-  end = p + head;
-  /* Request line: method SP target SP HTTP/1.x CRLF */
-  eol = (const char *)ws__memchr(p, '\r', head);
-  sp1 = (const char *)ws__memchr(p, ' ', (size_t)(eol - p));
-  if (sp1 == NULL || sp1 == p) return WS_EHANDSHAKE;
-  sp2 = (const char *)ws__memchr(sp1 + 1, ' ', (size_t)(eol - sp1 - 1));
-  if (sp2 == NULL || sp2 == sp1 + 1) return WS_EHANDSHAKE;
-  for (i = 0; sp1 + 1 + i < sp2; i++) {
-    unsigned char ch = (unsigned char)sp1[1 + i];
-    if (ch <= 0x20 || ch == 0x7F) return WS_EHANDSHAKE;
+  if ((rc = ws__head(p, len, &head, &eol)) != WS_OK) return rc;
+  /* Request line: method SP target SP HTTP/1.x CRLF; the target is
+   * printable, without spaces, up to the second space. */
+  if (i == 0) return WS_EHANDSHAKE;
+  for (sp2 = p + i + 1; (unsigned char)*sp2 > 0x20 && *sp2 != 0x7F; sp2++) {
   }
-  if (eol - sp2 != 9 || memcmp(sp2 + 1, "HTTP/1.", 7) != 0 || sp2[8] < '0' ||
-      sp2[8] > '9')
+  if (*sp2 != ' ' || sp2 == p + i + 1 || eol - sp2 != 9 ||
+      memcmp(sp2 + 1, "HTTP/1.", 7) != 0 || sp2[8] < '0' || sp2[8] > '9')
     return WS_EHANDSHAKE;
-  st = ws__parse_headers(eol + 2, end, headers, max_headers, &req->num_headers);
+  st = ws__parse_headers(eol + 2, p + head, headers, max_headers,
+                         &req->num_headers);
   if (st != 0) {
     req->num_headers = 0;
     *status = st;
     return WS_EHANDSHAKE;
   }
+  n = req->num_headers;
   req->method = p;
-  req->method_len = (size_t)(sp1 - p);
-  req->path = sp1 + 1;
-  req->path_len = (size_t)(sp2 - sp1 - 1);
+  req->method_len = i;
+  req->path = p + i + 1;
+  req->path_len = (size_t)(sp2 - p) - i - 1;
   req->minor_version = sp2[8] - '0';
   req->headers = headers;
   *consumed = head;
-  if ((rc = ws__one_header(headers, req->num_headers, "host", &h)) == 1) {
-    req->host = h->value;
-    req->host_len = h->value_len;
-  }
-  if (rc != 1) return WS_EHANDSHAKE; /* RFC 9112: exactly one Host */
-  if (ws__one_header(headers, req->num_headers, "origin", &h) == 1) {
+  if (ws__header(headers, n, "host", NULL, &h) != 1)
+    return WS_EHANDSHAKE; /* RFC 9112: exactly one Host */
+  req->host = h->value;
+  req->host_len = h->value_len;
+  if (ws__header(headers, n, "origin", NULL, &h) == 1) {
     req->origin = h->value;
     req->origin_len = h->value_len;
   }
-  req->upgrade = ws__headers_have_token(headers, req->num_headers, "upgrade",
-                                        "websocket");
-  if (!req->upgrade) return WS_EHANDSHAKE;
-  if (req->method_len != 3 || memcmp(req->method, "GET", 3) != 0 ||
-      req->minor_version < 1)
+  req->upgrade = ws__header(headers, n, "upgrade", "websocket", NULL);
+  if (!req->upgrade || i != 3 || memcmp(p, "GET", 3) != 0 ||
+      req->minor_version < 1 ||
+      !ws__header(headers, n, "connection", "upgrade", NULL))
     return WS_EHANDSHAKE;
-  if (!ws__headers_have_token(headers, req->num_headers, "connection",
-                              "upgrade"))
-    return WS_EHANDSHAKE;
-  rc = ws__one_header(headers, req->num_headers, "sec-websocket-version", &h);
+  rc = ws__header(headers, n, "sec-websocket-version", NULL, &h);
   if (rc == 0) return WS_EHANDSHAKE;
   if (rc < 0 || h->value_len != 2 || memcmp(h->value, "13", 2) != 0) {
     *status = 426;
     return WS_EHANDSHAKE;
   }
-  if (ws__one_header(headers, req->num_headers, "sec-websocket-key", &h) != 1)
-    return WS_EHANDSHAKE;
-  if (ws__b64_decode(h->value, h->value_len, key, sizeof key) != 16)
+  if (ws__header(headers, n, "sec-websocket-key", NULL, &h) != 1 ||
+      ws__b64_decode(h->value, h->value_len, key, sizeof key) != 16)
     return WS_EHANDSHAKE;
   req->key = h->value;
   req->key_len = h->value_len;
@@ -1264,12 +1266,11 @@ int ws_request_parse(const void *buf, size_t len, ws_request *req,
 
 /* see ws.h */
 const ws_header *ws_request_header(const ws_request *req, const char *name) {
-  size_t i;
-  if (req == NULL || name == NULL) return NULL;
-  for (i = 0; i < req->num_headers; i++)
-    if (ws__ieq(req->headers[i].name, req->headers[i].name_len, name))
-      return &req->headers[i];
-  return NULL;
+  const ws_header *h;
+  if (req == NULL || name == NULL ||
+      ws__header(req->headers, req->num_headers, name, NULL, &h) == 0)
+    return NULL;
+  return h;
 }
 
 /* Walks the offered subprotocols; returns how many, and the i-th in *tok. */
@@ -1354,22 +1355,19 @@ int ws_response_write(void *out, size_t cap, const char *key, size_t key_len,
   return WS_OK;
 }
 
+/* Each phrase after one byte, its status less 399; a 0 byte ends them.
+ * One string and a loop: a switch over the same cases is twice the code. */
+static const char ws__phrases[] =
+    "\001Bad Request\0\002Unauthorized\0\004Forbidden\0\005Not Found\0"
+    "\006Method Not Allowed\0\011Request Timeout\0\033Upgrade Required\0"
+    "\036Too Many Requests\0\040Request Header Fields Too Large\0"
+    "\145Internal Server Error\0\146Not Implemented\0"
+    "\150Service Unavailable\0\0Error";
+
 static const char *ws__reason_phrase(int status) {
-  switch (status) {
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 426: return "Upgrade Required";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 503: return "Service Unavailable";
-    default: return "Error";
-  }
+  const char *s = ws__phrases;
+  while (*s && (unsigned char)*s != status - 399) s += strlen(s) + 1;
+  return s + 1; /* the phrase, or at the end "Error" */
 }
 
 /* see ws.h */
@@ -1413,9 +1411,10 @@ int ws_client_request_write(void *out, size_t cap, const ws_client_opts *o,
       (o->origin && !ws__safe_value(o->origin, strlen(o->origin))))
     return WS_EINVAL;
   if (o->protocols) {
+    /* Each element a token: so no CR, LF or NUL anywhere (the list's
+     * separators, commas, spaces and tabs, are all it may hold besides). */
     const char *pos = o->protocols, *t;
     size_t n, len = strlen(o->protocols);
-    if (!ws__safe_value(o->protocols, len)) return WS_EINVAL;
     while (ws__list_next(&pos, o->protocols + len, &t, &n))
       if (!ws__is_token(t, n)) return WS_EINVAL;
   }
@@ -1456,7 +1455,7 @@ static int ws__response_parse(const void *buf, size_t len,
                               size_t *consumed, int ext_ok) {
   const char *p = (const char *)buf, *eol;
   const ws_header *h;
-  size_t head, i;
+  size_t head, i, nh;
   int rc;
   char key[24], accept[29];
   if (resp == NULL || consumed == NULL || nonce == NULL ||
@@ -1467,40 +1466,40 @@ static int ws__response_parse(const void *buf, size_t len,
   /* Fail fast when the bytes cannot be an HTTP/1.1 status line. */
   for (i = 0; i < len && i < 9; i++)
     if (p[i] != "HTTP/1.1 "[i]) return WS_EHANDSHAKE;
-  head = ws__head_end(p, len, 0);
-  if (ws__bare_lf(p, head ? head : len)) return WS_EHANDSHAKE;
-  if (head == 0) return WS_EAGAIN;
-  eol = (const char *)ws__memchr(p, '\r', head);
-  if (eol - p < 12 || p[9] < '1' || p[9] > '5' || p[10] < '0' ||
-      p[10] > '9' || p[11] < '0' || p[11] > '9' ||
+  if ((rc = ws__head(p, len, &head, &eol)) != WS_OK) return rc;
+  /* Status line: HTTP/1.1 SP 3 digits (100..599) [SP reason] CRLF; the
+   * status is counted in rc, WS_OK (0) here. */
+  if (eol - p < 12 || p[9] < '1' || p[9] > '5' ||
       (eol - p > 12 && p[12] != ' '))
     return WS_EHANDSHAKE;
-  resp->status = (p[9] - '0') * 100 + (p[10] - '0') * 10 + (p[11] - '0');
+  for (i = 9; i < 12; i++) {
+    if (p[i] < '0' || p[i] > '9') return WS_EHANDSHAKE;
+    rc = rc * 10 + (p[i] - '0');
+  }
+  resp->status = rc;
   if (ws__parse_headers(eol + 2, p + head, headers, max_headers,
                         &resp->num_headers) != 0)
     return WS_EHANDSHAKE;
+  nh = resp->num_headers;
   resp->headers = headers;
   *consumed = head;
-  if (resp->status != 101) return WS_EHANDSHAKE;
-  if (!ws__headers_have_token(headers, resp->num_headers, "upgrade",
-                              "websocket") ||
-      !ws__headers_have_token(headers, resp->num_headers, "connection",
-                              "upgrade"))
+  if (resp->status != 101 ||
+      !ws__header(headers, nh, "upgrade", "websocket", NULL) ||
+      !ws__header(headers, nh, "connection", "upgrade", NULL))
     return WS_EHANDSHAKE;
   ws__b64_encode(nonce, 16, key);
   ws_accept_key(key, sizeof key, accept);
-  if (ws__one_header(headers, resp->num_headers, "sec-websocket-accept", &h) !=
-          1 ||
+  if (ws__header(headers, nh, "sec-websocket-accept", NULL, &h) != 1 ||
       h->value_len != WS_ACCEPT_LEN ||
       memcmp(h->value, accept, WS_ACCEPT_LEN) != 0)
     return WS_EHANDSHAKE;
   /* Without an offer, the server may not pick any extension. */
-  for (i = 0; i < resp->num_headers && !ext_ok; i++)
+  for (i = 0; i < nh && !ext_ok; i++)
     if (ws__ieq(headers[i].name, headers[i].name_len,
                 "sec-websocket-extensions") &&
         headers[i].value_len > 0)
       return WS_EHANDSHAKE;
-  rc = ws__one_header(headers, resp->num_headers, "sec-websocket-protocol", &h);
+  rc = ws__header(headers, nh, "sec-websocket-protocol", NULL, &h);
   if (rc < 0) return WS_EHANDSHAKE;
   if (rc == 1) {
     const char *pos = protocols, *t;

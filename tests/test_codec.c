@@ -1930,6 +1930,9 @@ static const req_bad req_bad_cases[] = {
     {"bare LF after the request line",
      "GET /chat HTTP/1.1\n" RQ_HOST RQ_UPG RQ_CONN RQ_KEY RQ_VER "\r\n", 32,
      400, -1, NULL},
+    {"bare CR ending the request line hides a byte",
+     "GET /chat HTTP/1.1\rX" RQ_HOST RQ_UPG RQ_CONN RQ_KEY RQ_VER "\r\n", 32,
+     400, -1, NULL},
     {"bare LF line endings",
      "GET /chat HTTP/1.1\n"
      "Host: server.example.com\n"
@@ -2542,6 +2545,9 @@ static const resp_case resp_cases[] = {
      WS_EHANDSHAKE, 0, NULL},
     {"status 601", "HTTP/1.1 601 x\r\n" RS_UPG RS_CONN RS_ACC "\r\n", NULL,
      WS_EHANDSHAKE, 0, NULL},
+    {"bare CR in the status line hides a byte",
+     "HTTP/1.1 101 OK\rX" RS_UPG RS_CONN RS_ACC "\r\n", NULL, WS_EHANDSHAKE, 0,
+     NULL},
     {"bare LF in the status line hides a header",
      "HTTP/1.1 101 OK\nX-Swallowed: y\r\n" RS_UPG RS_CONN RS_ACC "\r\n", NULL,
      WS_EHANDSHAKE, 0, NULL},

@@ -21,16 +21,22 @@ const char *ws_strerror(int err) {
 #endif
 }
 
+/* The names one after another, and their values in the same order: a
+ * table of pointers would be four bytes a name. */
+#define WS__ERR_NAME(name, val, text) #name "\0"
+static const char ws__errnames[] = WS_ERRNO_MAP(WS__ERR_NAME) "UNKNOWN";
+#undef WS__ERR_NAME
+#define WS__ERR_VAL(name, val, text) val,
+static const signed char ws__errvals[] = {WS_ERRNO_MAP(WS__ERR_VAL)};
+#undef WS__ERR_VAL
+
 /* see ws.h */
 const char *ws_errname(int err) {
-  switch (err) {
-#define WS__ERR_NAME(name, val, text) \
-  case (val):                         \
-    return #name;
-    WS_ERRNO_MAP(WS__ERR_NAME)
-#undef WS__ERR_NAME
-  }
-  return "UNKNOWN";
+  const char *s = ws__errnames;
+  size_t i;
+  for (i = 0; i < sizeof ws__errvals && ws__errvals[i] != err; i++)
+    s += strlen(s) + 1;
+  return s;
 }
 
 /* A frame header's length classes (RFC 6455 5.2): a payload length is

@@ -87,23 +87,22 @@ static const char ws__b64[] =
 
 /* Encodes n bytes; writes 4 * ceil(n / 3) characters (no NUL). */
 static size_t ws__b64_encode(const unsigned char *in, size_t n, char *out) {
-  size_t i, o = 0;
-  for (i = 0; i + 2 < n; i += 3) {
-    uint32_t v = ((uint32_t)in[i] << 16) | ((uint32_t)in[i + 1] << 8) | in[i + 2];
-    out[o++] = ws__b64[(v >> 18) & 63];
-    out[o++] = ws__b64[(v >> 12) & 63];
-    out[o++] = ws__b64[(v >> 6) & 63];
-    out[o++] = ws__b64[v & 63];
-  }
-  if (i < n) {
+  size_t i;
+  for (i = 0; i < n; i += 3, out += 4) {
     uint32_t v = (uint32_t)in[i] << 16;
     if (i + 1 < n) v |= (uint32_t)in[i + 1] << 8;
-    out[o++] = ws__b64[(v >> 18) & 63];
-    out[o++] = ws__b64[(v >> 12) & 63];
-    out[o++] = (i + 1 < n) ? ws__b64[(v >> 6) & 63] : '=';
-    out[o++] = '=';
+    if (i + 2 < n) v |= in[i + 2];
+    out[0] = ws__b64[v >> 18];
+    out[1] = ws__b64[(v >> 12) & 63];
+    out[2] = ws__b64[(v >> 6) & 63];
+    out[3] = ws__b64[v & 63];
   }
-  return o;
+  /* A last group of 1 or 2 bytes: its zero bits written as '=' instead */
+  if (n % 3 != 0) {
+    out[-1] = '=';
+    if (n % 3 == 1) out[-2] = '=';
+  }
+  return (n + 2) / 3 * 4;
 }
 
 #ifndef WS_NO_SERVER
@@ -122,30 +121,24 @@ static int ws__b64_val(int ch) {
 static long ws__b64_decode(const char *in, size_t n, unsigned char *out,
                            size_t cap) {
   size_t i, o = 0, pad = 0;
+  uint32_t acc = 0;
+  unsigned bits = 0;
   if (n % 4 != 0) return -1;
   if (n >= 1 && in[n - 1] == '=') pad++;
   if (n >= 2 && in[n - 2] == '=') pad++;
-  for (i = 0; i < n; i += 4) {
-    int v[4], k;
-    uint32_t w;
-    for (k = 0; k < 4; k++) {
-      int last = (i + 4 == n);
-      if (last && k >= 4 - (int)pad) {
-        v[k] = 0;
-        continue;
-      }
-      v[k] = ws__b64_val((unsigned char)in[i + k]);
-      if (v[k] < 0) return -1;
-    }
-    w = ((uint32_t)v[0] << 18) | ((uint32_t)v[1] << 12) |
-        ((uint32_t)v[2] << 6) | (uint32_t)v[3];
-    if (i + 4 == n && pad == 2 && (w & 0xFFFF)) return -1;
-    if (i + 4 == n && pad == 1 && (w & 0xFF)) return -1;
-    for (k = 0; k < 3 - (i + 4 == n ? (int)pad : 0); k++) {
+  for (i = 0; i < n - pad; i++) {
+    int v = ws__b64_val((unsigned char)in[i]);
+    if (v < 0) return -1;
+    acc = acc << 6 | (uint32_t)v;
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
       if (o >= cap) return -1;
-      out[o++] = (unsigned char)(w >> (16 - 8 * k));
+      out[o++] = (unsigned char)(acc >> bits);
     }
   }
+  /* 2 or 4 bits left over after padding: they must be zero */
+  if (acc & ((1u << bits) - 1)) return -1;
   return (long)o;
 }
 #endif
@@ -196,16 +189,7 @@ enum { WS__U8_OK = 0, WS__U8_C1 = 6, WS__U8_C2 = 12, WS__U8_E0 = 18,
   X(WS__U8_LEAD(WS__U8_F4))                     /* 10: F4 */                \
   X(WS__U8_LEAD(WS__U8_BAD))                    /* 11: C0, C1, F5..FF */
 
-#if WS_SMALL
-/* The same transitions for a 32-bit shift: 4 bits for each of the eight
- * states a byte may leave (state / 6; from BAD the check has stopped),
- * holding the next state's number (8: BAD). */
-#define WS__U8_N(r, s) ((uint32_t)((((r) >> (6 * (s))) & 63) / 6) << (4 * (s)))
-#define WS__U8_R32(r)                                                        \
-  (WS__U8_N(r, 0) | WS__U8_N(r, 1) | WS__U8_N(r, 2) | WS__U8_N(r, 3) |       \
-   WS__U8_N(r, 4) | WS__U8_N(r, 5) | WS__U8_N(r, 6) | WS__U8_N(r, 7)),
-static const uint32_t ws__u8_row32[12] = {WS__U8_ROWS(WS__U8_R32)};
-#else
+#if !WS_SMALL
 #define WS__U8_R64(r) r,
 static const uint64_t ws__u8_row[12] = {WS__U8_ROWS(WS__U8_R64)};
 #endif
@@ -330,7 +314,7 @@ static const unsigned char ws__u8_class[256] = {
     8, 9, 9, 9, 10, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11 /* F0 */
 };
 #define WS__U8_CLASS(b) ws__u8_class[b]
-#else
+#elif !WS_SMALL
 #define WS__U8_2(lo, hi) (unsigned char)((lo) | (hi) << 4)
 #define WS__U8_4(c) WS__U8_2(c, c), WS__U8_2(c, c)
 #define WS__U8_8(c) WS__U8_4(c), WS__U8_4(c)
@@ -424,15 +408,34 @@ int ws_utf8_check(uint32_t *state, const void *buf, size_t len, int final,
   }
 #endif
 #if WS_SMALL
-  /* A byte at a time through the same DFA, in its 32-bit form. */
+  /* A byte at a time, without tables: the state is the code point so far
+   * (above bit 3), a flag for "the next byte is the first continuation of
+   * a 3- or 4-byte sequence" (bit 2) and the continuation bytes due (bits
+   * 0-1); 0 between characters, WS__U8_BAD (due 0, not 0) after an error.
+   * The first continuation byte gives the bits that rule out overlongs,
+   * surrogates and values over U+10FFFF: the same byte fails as in the
+   * tables of the fast build. */
   {
-    uint32_t n = st < WS__U8_BAD ? (uint32_t)st / 6 : 8; /* 8: BAD */
-    if (n > 7 && len > 0) goto bad;
+    uint32_t s = (uint32_t)st, due, cp;
+    if (s == WS__U8_BAD && len > 0) goto bad;
     for (; i < len; i++) {
-      n = (ws__u8_row32[WS__U8_CLASS(p[i])] >> (4 * n)) & 15;
-      if (n > 7) goto bad;
+      unsigned b = p[i];
+      due = s & 3;
+      if (due == 0) {
+        if (b < 0x80) continue;
+        if (b < 0xC2 || b > 0xF4) goto bad;
+        due = b < 0xE0 ? 1 : b < 0xF0 ? 2 : 3;
+        s = (b & (0x3Fu >> due)) << 3 | (due > 1) << 2 | due;
+        continue;
+      }
+      if ((b & 0xC0) != 0x80) goto bad;
+      cp = (s >> 3) << 6 | (b & 0x3F);
+      if ((s & 4) && (due == 2 ? cp < 0x20 || cp >> 5 == 0x1B /* D800 */
+                               : cp < 0x10 || cp > 0x10F))
+        goto bad;
+      s = --due ? cp << 3 | due : 0;
     }
-    if (n <= 7) st = n * 6;
+    st = s;
   }
 #else
   while (i < len) {
