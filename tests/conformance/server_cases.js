@@ -656,7 +656,7 @@ add('9.5', 'binary 1 MiB in 300 fragments with a ping after each, in random chop
   const cuts = Array.from({ length: 299 }, () => ctx.rng.int(0, msg.length)).sort((a, b) => a - b);
   const parts = [0, ...cuts].map((c, i, a) => msg.subarray(c, i + 1 < a.length ? a[i + 1] : msg.length));
   await peer.sendChopped(fragments(peer, OP.BINARY, parts, { pingBetween: true }), () => ctx.rng.int(1, 5000));
-  for (let i = 1; i < parts.length; i++) await peer.expectPong(`ping-${i}`, `pong ${i} of ${parts.length - 1}`);
+  await peer.expectPongs(parts.slice(1).map((_, i) => `ping-${i + 1}`), (i) => `pong ${i + 1} of ${parts.length - 1}`);
   await peer.expectMessage(OP.BINARY, msg);
   await endClean(ctx, peer);
 }, BIG);
