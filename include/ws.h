@@ -43,8 +43,10 @@
  *   either way) takes the smaller form wherever there is a choice: masking
  *   and UTF-8 checking a byte at a time (no word-at-a-time or SIMD paths),
  *   ws_strerror() returning the error's name (as ws_errname()),
- *   WS_MAX_HEADERS 20 instead of 32, and ws_conn_feed_inplace() copying
- *   like ws_conn_feed(). Every check on network bytes is the same: the
+ *   WS_MAX_HEADERS 20 instead of 32, ws_conn_feed_inplace() copying
+ *   like ws_conn_feed(), and every send copied into the output queue (no
+ *   zero-copy write through ws_callbacks.writev or from ws_send_encoded():
+ *   the same bytes leave). Every check on network bytes is the same: the
  *   small build passes the same conformance suites. docs/embedded.md has
  *   the figures.
  *
@@ -500,7 +502,8 @@ typedef struct ws_callbacks {
    * sendmsg), setting *written (0..total) as write does. With it, a large
    * send (WS_DIRECT_MIN bytes or more) leaves from the caller's buffer,
    * after what is queued, without being copied; only what the transport
-   * does not take is queued. NULL: every send is copied into the queue. */
+   * does not take is queued. NULL (or a WS_SMALL build, which never calls
+   * it): every send is copied into the queue. */
   int (*writev)(ws_conn *c, const ws_iovec *iov, int n, size_t *written,
                 void *user);
 } ws_callbacks;
