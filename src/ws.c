@@ -3780,14 +3780,15 @@ int ws_conn_tick(ws_conn *c, uint64_t now) {
   /* One timer at a time: the state says which (the handshake while
    * connecting, the close once closing, a ping or the pong it waits for
    * while open). A timer armed later in a call wins. */
-  if (p->flags & WS__F_ARM_HS)
-    p->t = p->cfg->handshake_timeout_ms ? now + p->cfg->handshake_timeout_ms
-                                        : WS__NONE;
-  if ((p->flags & WS__F_ARM_PING) && p->state == WS_STATE_OPEN)
-    p->t = p->cfg->ping_interval_ms ? now + p->cfg->ping_interval_ms : WS__NONE;
-  if (p->flags & WS__F_ARM_CLOSE)
-    p->t = p->cfg->close_timeout_ms ? now + p->cfg->close_timeout_ms
-                                    : WS__NONE;
+  {
+    uint32_t ms = 0;
+    int arm = 0;
+    if (p->flags & WS__F_ARM_HS) arm = 1, ms = p->cfg->handshake_timeout_ms;
+    if ((p->flags & WS__F_ARM_PING) && p->state == WS_STATE_OPEN)
+      arm = 1, ms = p->cfg->ping_interval_ms;
+    if (p->flags & WS__F_ARM_CLOSE) arm = 1, ms = p->cfg->close_timeout_ms;
+    if (arm) p->t = ms ? now + ms : WS__NONE; /* 0: no such timeout */
+  }
   p->flags &= ~(uint32_t)(WS__F_ARM_HS | WS__F_ARM_CLOSE | WS__F_ARM_PING);
   if (p->flags & WS__F_ARM_SLOW) {
     p->flags &= ~(uint32_t)WS__F_ARM_SLOW;
@@ -3800,31 +3801,28 @@ int ws_conn_tick(ws_conn *c, uint64_t now) {
     return ws__result(c, WS_OK);
   }
   if (now < p->t) return ws__result(c, WS_OK);
-  if (p->state == WS_STATE_CONNECTING) {
-    ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_ETIMEDOUT);
-  } else if (p->state == WS_STATE_CLOSING || (p->flags & WS__F_FAILING)) {
-    if (p->flags & WS__F_CLOSE_RCVD)
-      ws__set_closed(p, p->close_code, WS_OK);
-    else
-      ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_ETIMEDOUT);
-  } else if (p->state == WS_STATE_OPEN) {
-    if (p->flags & WS__F_PONG_WAIT) {
-      ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_ETIMEDOUT);
-    } else {
-      /* A ping, then its pong awaited (the next ping follows the pong);
-       * with the queue full, the ping waits one more interval. */
-      p->t = now + p->cfg->ping_interval_ms; /* t: the next ping */
-      if (WS__QUEUED(p) + WS_FRAME_HEADER_MAX <= p->cfg->max_queued &&
-          ws__queue_frame(c, 1, WS_OP_PING, NULL, 0) == WS_OK) {
-        if (p->cfg->pong_timeout_ms) {
-          p->t = now + p->cfg->pong_timeout_ms; /* t: the pong's deadline */
-          p->flags |= WS__F_PONG_WAIT;
-        }
-        return ws__result(c, ws__flush(c));
+  if (p->state == WS_STATE_OPEN &&
+      !(p->flags & (WS__F_FAILING | WS__F_PONG_WAIT))) {
+    /* A ping, then its pong awaited (the next ping follows the pong);
+     * with the queue full, the ping waits one more interval. */
+    p->t = now + p->cfg->ping_interval_ms; /* t: the next ping */
+    if (WS__QUEUED(p) + WS_FRAME_HEADER_MAX <= p->cfg->max_queued &&
+        ws__queue_frame(c, 1, WS_OP_PING, NULL, 0) == WS_OK) {
+      if (p->cfg->pong_timeout_ms) {
+        p->t = now + p->cfg->pong_timeout_ms; /* t: the pong's deadline */
+        p->flags |= WS__F_PONG_WAIT;
       }
+      return ws__result(c, ws__flush(c));
     }
-  } else {
+  } else if (p->state == WS_STATE_INIT) {
     p->t = WS__NONE;
+  } else if (p->flags & WS__F_CLOSE_RCVD) {
+    /* Closing after the peer's close (never while connecting or open):
+     * the peer did not end the stream in time; its close stands. */
+    ws__set_closed(p, p->close_code, WS_OK);
+  } else {
+    /* The handshake, the close or a pong timed out. */
+    ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_ETIMEDOUT);
   }
   return ws__result(c, WS_OK);
 }
