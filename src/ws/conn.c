@@ -1125,30 +1125,29 @@ static int ws__frames(ws_conn *c) {
           return rc;
         continue;
       }
-      if (p->cfg->stream) {
-        /* Deliver the piece now; nothing is kept. An empty piece is only
-         * worth a call when it ends the message. */
-        int op = p->in->msg_op;
+      {
+        /* Streaming, the piece is delivered now and nothing is kept (an
+         * empty piece is only worth a call when it ends the message);
+         * else it joins the message held at mstart, delivered whole once
+         * done. */
+        int op = p->in->msg_op, stream = p->cfg->stream != 0;
+        if (!stream) {
+          if (p->in->mstart + p->in->mlen != (size_t)(d - p->in->d))
+            memmove(p->in->d + p->in->mstart + p->in->mlen, d, avail);
+          p->in->mlen += avail;
+          d = p->in->d + p->in->mstart;
+          avail = p->in->mlen;
+        }
         if (last) p->in->op = 0;
         if (done) p->in->msg_op = 0;
-        p->in->mstart = p->in->rpos;
-        if (avail > 0 || done) {
+        if (stream || done) {
+          p->in->mstart = p->in->rpos;
+          p->in->mlen = 0;
+        }
+        if (done || (stream && avail > 0)) {
           int rc = ws__call_message(c, op, d, avail, done);
           if (rc != WS_OK) return rc;
         }
-        continue;
-      }
-      if (p->in->mstart + p->in->mlen != (size_t)(d - p->in->d))
-        memmove(p->in->d + p->in->mstart + p->in->mlen, d, avail);
-      p->in->mlen += avail;
-      if (last) p->in->op = 0;
-      if (done) {
-        int op = p->in->msg_op, rc;
-        p->in->msg_op = 0;
-        rc = ws__call_message(c, op, p->in->d + p->in->mstart, p->in->mlen, 1);
-        p->in->mstart = p->in->rpos;
-        p->in->mlen = 0;
-        if (rc != WS_OK) return rc;
       }
     }
   }
