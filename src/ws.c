@@ -3564,17 +3564,23 @@ static int ws__end_batch(ws_conn *c, int rc) {
   return ws__result(c, rc != WS_OK ? rc : frc);
 }
 
-/* A fixed input buffer is full and nothing in it can be consumed: the
- * request head or the message is larger than the buffer. */
-static void ws__input_full(ws_conn *c) {
-#ifndef WS_NO_SERVER
+/* Room for the next bytes in (ws__in_room()); 0 when there is none, and
+ * then the connection has failed: without memory, or with a fixed input
+ * buffer full of what cannot be consumed (the request head or the message
+ * is larger than the buffer). */
+static size_t ws__in_take(ws_conn *c, size_t want) {
   struct ws__conn_priv *p = WS__P(c);
-  if (p->state == WS_STATE_CONNECTING && p->role == WS_SERVER) {
+  long room = ws__in_room(p, want);
+  if (room > 0) return (size_t)room;
+  if (room < 0)
+    ws__fail(c, (int)room, WS_CLOSE_INTERNAL);
+#ifndef WS_NO_SERVER
+  else if (p->state == WS_STATE_CONNECTING && p->role == WS_SERVER)
     ws__refuse(c, 431, WS_EHANDSHAKE);
-    return;
-  }
 #endif
-  ws__fail(c, WS_ETOOBIG, WS_CLOSE_TOO_BIG);
+  else
+    ws__fail(c, WS_ETOOBIG, WS_CLOSE_TOO_BIG);
+  return 0;
 }
 
 /* see ws.h */
@@ -3591,20 +3597,12 @@ int ws_conn_on_readable(ws_conn *c) {
   ws__begin_batch(p);
   WS__STACK_OUT(p)
   while (ws_conn_want_read(c)) {
-    size_t n = 0;
-    long room = ws__in_room(p, ws__read_want(p));
-    if (room < 0) {
-      ws__fail(c, (int)room, WS_CLOSE_INTERNAL);
-      break;
-    }
-    if (room == 0) { /* a fixed buffer that cannot take more */
-      ws__input_full(c);
-      break;
-    }
+    size_t n = 0, room = ws__in_take(c, ws__read_want(p));
+    if (room == 0) break;
     rc = WS_EIO;
     if (p->cb->read) {
       p->depth++;
-      rc = p->cb->read(c, p->in->d + p->in->rlen, (size_t)room, &n, p->user);
+      rc = p->cb->read(c, p->in->d + p->in->rlen, room, &n, p->user);
       p->depth--;
     }
     if (rc == WS_EAGAIN) {
@@ -3612,7 +3610,7 @@ int ws_conn_on_readable(ws_conn *c) {
       ws__in_idle(p); /* the room made for this read was not needed */
       break;
     }
-    if (rc != WS_OK || n > (size_t)room) {
+    if (rc != WS_OK || n > room) {
       ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_EIO);
       rc = WS_EIO;
       break;
@@ -3644,18 +3642,10 @@ static int ws__feed(ws_conn *c, const unsigned char *d, size_t len) {
   int rc = WS_OK;
   while (len > 0 && !WS__CLOSED(p) && !(p->flags & WS__F_FAILING)) {
     size_t take;
-    long room;
     if (p->flags & WS__F_CLOSE_RCVD) break; /* the rest is ignored */
-    room = ws__in_room(p, WS__MIN(len, WS__MAX(ws__read_want(p), (size_t)WS_READ_CHUNK)));
-    if (room < 0) {
-      ws__fail(c, (int)room, WS_CLOSE_INTERNAL);
-      break;
-    }
-    if (room == 0) {
-      ws__input_full(c);
-      break;
-    }
-    take = WS__MIN(len, (size_t)room);
+    take = ws__in_take(c, WS__MIN(len, WS__MAX(ws__read_want(p), (size_t)WS_READ_CHUNK)));
+    if (take == 0) break;
+    take = WS__MIN(len, take);
     memcpy(p->in->d + p->in->rlen, d, take);
     p->in->rlen += take;
     d += take;
