@@ -3898,24 +3898,22 @@ int ws_client_start(ws_conn *c, const ws_client_opts *o) {
   rc = ws__random(c, nonce, 16);
   if (rc != WS_OK || WS__CLOSED(p)) /* freed from the callback */
     return ws__done(c, rc != WS_OK ? rc : WS_ECLOSED);
-  if ((rc = ws__out_room(p, 256 + plen +
-                                (o->deflate ? 32 + WS__PMD_TEXT_MAX : 0) +
-                                strlen(o->host ? o->host : "") +
-                                strlen(o->path ? o->path : "") +
-                                strlen(o->origin ? o->origin : ""))) != WS_OK)
-    return rc;
+  {
+    /* Room for the longest request these options can make (256 covers
+     * the fixed text); a fixed queue has the room it has, and the writer
+     * says whether the request fits it. */
+    size_t i, need = 256 + plen + (o->deflate ? 32 + WS__PMD_TEXT_MAX : 0) +
+                     strlen(o->host ? o->host : "") +
+                     strlen(o->path ? o->path : "") +
+                     strlen(o->origin ? o->origin : "");
+    for (i = 0; i < o->num_headers && o->headers; i++)
+      need += o->headers[i].name_len + o->headers[i].value_len + 4;
+    if ((rc = ws__out_room(p, (p->flags & WS__F_FIXED) ? 0 : need)) != WS_OK)
+      return rc;
+  }
   rc = ws_client_request_write(p->out->d + p->out->len, p->out->cap - p->out->len, o,
                                nonce, &n);
-  if (rc == WS_ENOSPC) {
-    size_t i, extra = 0;
-    for (i = 0; i < o->num_headers && o->headers; i++)
-      extra += o->headers[i].name_len + o->headers[i].value_len + 4;
-    if ((rc = ws__out_room(p, p->out->cap - p->out->len + extra)) != WS_OK)
-      return rc;
-    rc = ws_client_request_write(p->out->d + p->out->len, p->out->cap - p->out->len, o,
-                                 nonce, &n);
-  }
-  if (rc != WS_OK) return rc;
+  if (rc != WS_OK) return rc == WS_ENOSPC ? WS_EFULL : rc;
   p->pmd = 0;
   if (o->deflate && !(p->flags & WS__F_FIXED) && ws__zs_usable(p->cfg)) {
     /* The offer goes in before the blank line that ends the head. */
