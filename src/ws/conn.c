@@ -1168,6 +1168,21 @@ static void ws__open(ws_conn *c, const char *proto, size_t plen) {
   }
 }
 
+/* The HTTP head at in->d + base (the server's request, the client's
+ * response), searched from where the last search stopped: its length when
+ * it is all here; 0 when it is not yet; WS_EPROTO for a bare LF in it,
+ * WS_ETOOBIG when more than max_handshake bytes came without its end. */
+static long ws__head(struct ws__conn_priv *p, size_t base) {
+  const unsigned char *d = p->in->d + base;
+  size_t len = p->in->rlen - base, from = (size_t)WS__HEAD_SCAN(p->in);
+  size_t head = ws__head_end((const char *)d, len, from);
+  if (ws__bare_lf_from(d, head ? head : len, from)) return WS_EPROTO;
+  WS__HEAD_SCAN(p->in) = len; /* resume the searches here next time */
+  if (head == 0 || head > p->cfg->max_handshake)
+    return len > p->cfg->max_handshake ? WS_ETOOBIG : 0;
+  return (long)head;
+}
+
 #ifndef WS_NO_SERVER
 /* Refuses an upgrade with an HTTP error and ends the connection. */
 static int ws__refuse(ws_conn *c, int status, int err) {
@@ -1227,16 +1242,13 @@ static int ws__server_handshake(ws_conn *c) {
   ws_header hdrs[WS_MAX_HEADERS];
   ws_request req;
   ws_accept acc;
-  size_t head, consumed, n, extra = 0, i, pmd_len = 0;
+  size_t consumed, n, extra = 0, i, pmd_len = 0, plen = 0;
   int status, rc, ext = 0;
   char pmd_text[WS__PMD_TEXT_MAX];
-  size_t from = (size_t)WS__HEAD_SCAN(p->in);
-  head = ws__head_end((const char *)p->in->d, p->in->rlen, from);
-  if (ws__bare_lf_from(p->in->d, head ? head : p->in->rlen, from))
-    return ws__refuse(c, 400, WS_EHANDSHAKE);
-  WS__HEAD_SCAN(p->in) = p->in->rlen; /* resume the searches here next time */
-  if (head == 0 || head > p->cfg->max_handshake) {
-    if (p->in->rlen > p->cfg->max_handshake) return ws__refuse(c, 431, WS_EHANDSHAKE);
+  long head = ws__head(p, 0);
+  if (head < 0)
+    return ws__refuse(c, head == WS_EPROTO ? 400 : 431, WS_EHANDSHAKE);
+  if (head == 0) {
     /* A bad first line fails at once, without waiting for the rest; only
      * its first bytes are looked at, so a trickled head costs O(n). */
     rc = ws_request_parse(p->in->d, WS__MIN(p->in->rlen, (size_t)16), &req, hdrs, 0,
@@ -1244,7 +1256,7 @@ static int ws__server_handshake(ws_conn *c) {
     if (rc == WS_EHANDSHAKE) return ws__refuse(c, status, WS_EHANDSHAKE);
     return WS_OK;
   }
-  rc = ws_request_parse(p->in->d, head, &req, hdrs, WS__MAX_HDRS(p), &consumed,
+  rc = ws_request_parse(p->in->d, (size_t)head, &req, hdrs, WS__MAX_HDRS(p), &consumed,
                         &status);
   if (rc != WS_OK && req.method && !req.upgrade && p->cb->on_http) {
     /* A well-formed plain HTTP request: the application may answer it. */
@@ -1272,8 +1284,9 @@ static int ws__server_handshake(ws_conn *c) {
     return ws__refuse(c, (status >= 400 && status <= 599) ? status : 500,
                       WS_EREFUSED);
   if (acc.protocol) {
-    size_t k, cnt = ws_request_protocol_count(&req), plen = strlen(acc.protocol);
+    size_t k, cnt = ws_request_protocol_count(&req);
     int offered = 0;
+    plen = strlen(acc.protocol);
     for (k = 0; k < cnt; k++) {
       const char *t;
       size_t tl;
@@ -1289,7 +1302,7 @@ static int ws__server_handshake(ws_conn *c) {
                 "sec-websocket-extensions"))
       ext = 1; /* the application answers offers itself */
   }
-  if (acc.protocol) extra += strlen(acc.protocol) + 32;
+  if (acc.protocol) extra += plen + 32;
   /* permessage-deflate: the first acceptable offer, under the policy. */
   p->pmd = 0;
   if (p->cfg->deflate.enable && !ext && !(p->flags & WS__F_FIXED) &&
@@ -1312,7 +1325,7 @@ static int ws__server_handshake(ws_conn *c) {
   p->out->len += n;
   p->in->rpos = p->in->mstart = consumed;
   p->in->frame_left = 0; /* WS__HEAD_SCAN ends: no frame yet */
-  ws__open(c, acc.protocol, acc.protocol ? strlen(acc.protocol) : 0);
+  ws__open(c, acc.protocol, plen);
   return WS_OK;
 }
 #endif /* WS_NO_SERVER */
@@ -1324,23 +1337,17 @@ static int ws__client_handshake(ws_conn *c) {
   struct ws__conn_priv *p = WS__P(c);
   ws_header hdrs[WS_MAX_HEADERS];
   ws_response resp;
-  size_t base = WS__CLI_BASE(p), head, consumed;
+  size_t base = WS__CLI_BASE(p), consumed;
   uint8_t nonce[16];
   int rc;
+  long head;
   memcpy(nonce, p->in->d, 16);
-  head = ws__head_end((const char *)p->in->d + base, p->in->rlen - base,
-                      (size_t)WS__HEAD_SCAN(p->in));
-  if (ws__bare_lf_from(p->in->d + base, head ? head : p->in->rlen - base,
-                       (size_t)WS__HEAD_SCAN(p->in))) {
+  head = ws__head(p, base);
+  if (head < 0) {
     ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_EHANDSHAKE);
     return WS_EHANDSHAKE;
   }
-  WS__HEAD_SCAN(p->in) = p->in->rlen - base; /* resume the searches here next time */
-  if (head == 0 || head > p->cfg->max_handshake) {
-    if (p->in->rlen - base > p->cfg->max_handshake) {
-      ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_EHANDSHAKE);
-      return WS_EHANDSHAKE;
-    }
+  if (head == 0) {
     rc = ws_response_parse(p->in->d + base, WS__MIN(p->in->rlen - base, (size_t)16),
                            nonce, NULL, 0, &resp, hdrs, 0, &consumed);
     if (rc == WS_EHANDSHAKE) {
@@ -1349,7 +1356,7 @@ static int ws__client_handshake(ws_conn *c) {
     }
     return WS_OK;
   }
-  rc = ws__response_parse(p->in->d + base, head, nonce,
+  rc = ws__response_parse(p->in->d + base, (size_t)head, nonce,
                           (const char *)p->in->d + 16, p->in->proto_len,
                           &resp, hdrs, WS__MAX_HDRS(p), &consumed,
                           (WS__PMD(p) & WS__PMD_OFFER) != 0);
