@@ -818,17 +818,29 @@ static int ws__control(ws_conn *c, const ws_frame *f, unsigned char *d) {
   struct ws__conn_priv *p = WS__P(c);
   size_t n = (size_t)f->len;
   if (f->masked) ws_mask(d, n, f->mask, 0);
-  if (f->opcode == WS_OP_PING) {
-    if (p->cb->on_ping) {
+  if (f->opcode != WS_OP_CLOSE) {
+    /* A ping or a pong: the application sees it (after a pong answered
+     * the ping in flight); a ping is answered. */
+    void (*seen)(ws_conn *, const void *, size_t, void *);
+    if (f->opcode == WS_OP_PONG && (p->flags & WS__F_PONG_WAIT) &&
+        p->state == WS_STATE_OPEN) {
+      /* Answered: the next ping one interval from now. */
+      p->flags &= ~(uint32_t)WS__F_PONG_WAIT;
+      p->flags |= WS__F_ARM_PING;
+    }
+    seen = f->opcode == WS_OP_PING ? p->cb->on_ping : p->cb->on_pong;
+    if (seen) {
       p->depth++;
-      p->cb->on_ping(c, d, n, p->user);
+      seen(c, d, n, p->user);
       p->depth--;
     }
+    if (f->opcode == WS_OP_PONG) return WS_OK;
     /* Answer unless closing; a peer that pings faster than it reads gets
      * no more pongs once the queue is full (a later ping is answered). */
     if (!(p->flags & (WS__F_CLOSE_SENT | WS__F_FAILING)) && !WS__CLOSED(p) &&
         WS__QUEUED(p) + n + WS_FRAME_HEADER_MAX <= p->cfg->max_queued) {
       struct ws__obuf *o = p->out;
+      size_t q;
       int rc;
       /* Only the latest ping needs its pong (RFC 6455 5.5.3). While the
        * transport refuses output (the peer is not reading), a pong still
@@ -838,28 +850,17 @@ static int ws__control(ws_conn *c, const ws_frame *f, unsigned char *d) {
       if (o && (p->flags & WS__F_BLOCKED) && o->pong_end == o->len &&
           o->pong_end != 0 && o->pong_at >= o->head)
         o->len = o->pong_at;
+      q = WS__QUEUED(p);
       rc = ws__queue_frame(c, 1, WS_OP_PONG, d, n);
       if (rc == WS_ENOMEM) {
         ws__fail(c, rc, WS_CLOSE_INTERNAL);
         return rc;
       }
       if (rc != WS_OK) return rc == WS_EBUDGET ? rc : WS_OK;
-      /* It is the queue's last frame (the queue may have moved). */
+      /* It is the queue's last frame, what the queue grew by (the queue
+       * may have moved). */
       p->out->pong_end = p->out->len;
-      p->out->pong_at = p->out->len - ws__hdr_size(n, p->role) - n;
-    }
-    return WS_OK;
-  }
-  if (f->opcode == WS_OP_PONG) {
-    if ((p->flags & WS__F_PONG_WAIT) && p->state == WS_STATE_OPEN) {
-      /* Answered: the next ping one interval from now. */
-      p->flags &= ~(uint32_t)WS__F_PONG_WAIT;
-      p->flags |= WS__F_ARM_PING;
-    }
-    if (p->cb->on_pong) {
-      p->depth++;
-      p->cb->on_pong(c, d, n, p->user);
-      p->depth--;
+      p->out->pong_at = p->out->len - (WS__QUEUED(p) - q);
     }
     return WS_OK;
   }
