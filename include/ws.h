@@ -719,18 +719,20 @@ void ws_deflate_free(const ws_config *cfg, void *frame);
 struct ws__ibuf;  /* input: a header and the bytes, allocated while used */
 struct ws__obuf;  /* output queue: the same */
 struct ws__conn_priv {
+  /* The small fields first: a 32-bit target reaches the first bytes with
+   * shorter instructions (Thumb: bytes at offsets up to 31). */
+  uint8_t state, role, close_len, send_op, depth;
+  uint16_t http_status;            /* client: the upgrade reply's status */
+  uint16_t close_code, pmd;        /* pmd: what deflate agreed, or offered */
+  uint32_t utf8_out, flags;
+  int err;
   const ws_config *cfg;
   const ws_callbacks *cb;
   void *user;
-  uint64_t t;                      /* the running timer (the state says which) */
   struct ws__ibuf *in;
   struct ws__obuf *out;
   void *z;                         /* compression streams while they live */
-  uint32_t utf8_out, flags;
-  int err;
-  uint16_t close_code, pmd;        /* pmd: what deflate agreed, or offered */
-  uint8_t state, role, close_len, send_op, depth;
-  uint16_t http_status;            /* client: the upgrade reply's status */
+  uint64_t t;                      /* the running timer (the state says which) */
 };
 
 struct ws_conn {
