@@ -51,6 +51,14 @@ enum {
 /* The buffers carry their own bookkeeping, so an idle connection, which
  * holds no buffer, pays for none of it: two NULL pointers. */
 struct ws__ibuf {
+  /* The small fields first, as in ws__conn_priv. */
+  uint8_t op;          /* the frame's opcode (WS__OP_CONT_FRAME; 0: none) */
+  uint8_t fin, msg_op; /* the frame's FIN; the message's opcode (0: none) */
+  uint8_t off;         /* mask key position */
+  uint8_t key[4];      /* the frame's mask key */
+  uint8_t zmsg;        /* the message is compressed (RSV1 on its first frame) */
+  uint16_t proto_len;  /* client, connecting: bytes of offered protocols */
+  uint32_t utf8;       /* UTF-8 state of the text message being read */
   size_t cap;          /* bytes at d */
   size_t mstart, mlen; /* the message being assembled */
   size_t rpos, rlen;   /* parsed up to rpos; bytes up to rlen */
@@ -58,13 +66,6 @@ struct ws__ibuf {
    * the search for the end of the head resumes, see WS__HEAD_SCAN), the
    * message so far. */
   uint64_t frame_left, msg_total;
-  uint32_t utf8;       /* UTF-8 state of the text message being read */
-  uint16_t proto_len;  /* client, connecting: bytes of offered protocols */
-  uint8_t key[4];      /* the frame's mask key */
-  uint8_t op;          /* the frame's opcode (WS__OP_CONT_FRAME; 0: none) */
-  uint8_t fin, msg_op; /* the frame's FIN; the message's opcode (0: none) */
-  uint8_t off;         /* mask key position */
-  uint8_t zmsg;        /* the message is compressed (RSV1 on its first frame) */
   unsigned char d[];
 };
 struct ws__obuf {
