@@ -2805,36 +2805,29 @@ static void ws__fail(ws_conn *c, int err, int code) {
  * fixed buffer is full), or a negative error. */
 static long ws__in_room(struct ws__conn_priv *p, size_t want) {
   struct ws__ibuf *b = p->in, *q;
-  size_t need, cap;
-  if (b) {
-    if (b->cap - b->rlen >= want)
-      return (long)WS__MIN(b->cap - b->rlen, (size_t)0x7FFFFFFF);
-    /* Squeeze out what was consumed: the bytes before the message, and the
-     * frame headers between its fragments. The peer's close reason, kept at
-     * the front for on_close, stays where it is. */
-    if (p->state >= WS_STATE_OPEN && !(p->flags & WS__F_CLOSE_RCVD) &&
-        (b->mstart > 0 || b->rpos > b->mstart + b->mlen)) {
-      if (b->mstart > 0) memmove(b->d, b->d + b->mstart, b->mlen);
-      memmove(b->d + b->mlen, b->d + b->rpos, b->rlen - b->rpos);
-      b->rlen = b->mlen + (b->rlen - b->rpos);
-      b->rpos = b->mlen;
-      b->mstart = 0;
-      if (b->cap - b->rlen >= want)
-        return (long)WS__MIN(b->cap - b->rlen, (size_t)0x7FFFFFFF);
-    }
-    if (p->flags & WS__F_FIXED)
-      return (long)WS__MIN(b->cap - b->rlen, (size_t)0x7FFFFFFF);
+  /* Squeeze out what was consumed: the bytes before the message, and the
+   * frame headers between its fragments. The peer's close reason, kept at
+   * the front for on_close, stays where it is. */
+  if (b && b->cap - b->rlen < want && p->state >= WS_STATE_OPEN &&
+      !(p->flags & WS__F_CLOSE_RCVD) &&
+      (b->mstart > 0 || b->rpos > b->mstart + b->mlen)) {
+    if (b->mstart > 0) memmove(b->d, b->d + b->mstart, b->mlen);
+    memmove(b->d + b->mlen, b->d + b->rpos, b->rlen - b->rpos);
+    b->rlen = b->mlen + (b->rlen - b->rpos);
+    b->rpos = b->mlen;
+    b->mstart = 0;
   }
-  need = (b ? b->rlen : 0) + want;
-  cap = b ? b->cap : 1024;
-  while (cap < need) cap *= 2;
-  q = (struct ws__ibuf *)ws__mem(p, WS_MEM_INPUT, b,
-                                 b ? sizeof *b + b->cap : 0, sizeof *b + cap);
-  if (q == NULL) return WS__NOMEM(p);
-  if (b == NULL) memset(q, 0, sizeof *q);
-  q->cap = cap;
-  p->in = q;
-  return (long)WS__MIN(q->cap - q->rlen, (size_t)0x7FFFFFFF);
+  if (b == NULL || (b->cap - b->rlen < want && !(p->flags & WS__F_FIXED))) {
+    size_t need = (b ? b->rlen : 0) + want, cap = b ? b->cap : 1024;
+    while (cap < need) cap *= 2;
+    q = (struct ws__ibuf *)ws__mem(p, WS_MEM_INPUT, b,
+                                   b ? sizeof *b + b->cap : 0, sizeof *b + cap);
+    if (q == NULL) return WS__NOMEM(p);
+    if (b == NULL) memset(q, 0, sizeof *q);
+    q->cap = cap;
+    p->in = b = q;
+  }
+  return (long)WS__MIN(b->cap - b->rlen, (size_t)0x7FFFFFFF);
 }
 
 /* Client: the nonce and the offered subprotocols sit at the front of the
