@@ -3349,16 +3349,13 @@ static int ws__server_handshake(ws_conn *c) {
     return ws__refuse(c, (status >= 400 && status <= 599) ? status : 500,
                       WS_EREFUSED);
   if (acc.protocol) {
-    size_t k, cnt = ws_request_protocol_count(&req);
-    int offered = 0;
+    /* It must be one the client offered (WS_EINVAL past the last). */
+    const char *t;
+    size_t k, tl;
     plen = strlen(acc.protocol);
-    for (k = 0; k < cnt; k++) {
-      const char *t;
-      size_t tl;
-      ws_request_protocol(&req, k, &t, &tl);
-      if (tl == plen && memcmp(t, acc.protocol, tl) == 0) offered = 1;
-    }
-    if (!offered) return ws__refuse(c, 500, WS_EINVAL);
+    for (k = 0; (rc = ws_request_protocol(&req, k, &t, &tl)) == WS_OK; k++)
+      if (tl == plen && memcmp(t, acc.protocol, tl) == 0) break;
+    if (rc != WS_OK) return ws__refuse(c, 500, WS_EINVAL);
   }
   for (i = 0; i < acc.num_headers && acc.headers; i++) {
     extra += acc.headers[i].name_len + acc.headers[i].value_len + 4;
