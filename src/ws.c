@@ -2112,6 +2112,17 @@ enum {
  * event that starts one sets a WS__F_ARM_* flag; the next tick sets t. */
 
 #define WS__P(c) (&(c)->ws__p)
+
+/* Whether the connection is a server's: a constant in a build with one
+ * role (ws_conn_init() refuses the other), so that the other role's paths
+ * compile out. */
+#if defined(WS_NO_SERVER)
+#define WS__SERVER(p) ((void)(p), 0)
+#elif defined(WS_NO_CLIENT)
+#define WS__SERVER(p) ((void)(p), 1)
+#else
+#define WS__SERVER(p) ((p)->role == WS_SERVER)
+#endif
 #define WS__MAX_HDRS(p) WS__MIN((p)->cfg->max_headers, (size_t)WS_MAX_HEADERS)
 
 /* The buffers carry their own bookkeeping, so an idle connection, which
@@ -2407,7 +2418,7 @@ int ws_conn_init(ws_conn *c, const ws_config *cfg, const ws_callbacks *cb,
   p->t = WS__NONE; /* no timer until the first tick arms one */
   p->role = (uint8_t)cfg->role;
   p->state = WS_STATE_INIT;
-  if (p->role == WS_SERVER) {
+  if (WS__SERVER(p)) {
     p->state = WS_STATE_CONNECTING;
     p->flags |= WS__F_ARM_HS; /* started later, by ws__start() */
   }
@@ -2481,7 +2492,7 @@ static void ws__release(struct ws__conn_priv *p) {
 static void ws__refused(struct ws__conn_priv *p, int code) {
   if (WS__CLOSED(p)) return;
   if (code < 1000 || code > 4999) code = WS_CLOSE_TRY_AGAIN;
-  if (p->role == WS_SERVER && p->state == WS_STATE_OPEN &&
+  if (WS__SERVER(p) && p->state == WS_STATE_OPEN &&
       WS__QUEUED(p) == 0 &&
       !(p->flags & (WS__F_CLOSE_SENT | WS__F_UNSTACK)) && p->cb->write) {
     unsigned char f[4];
@@ -2680,7 +2691,7 @@ static int ws__flush(ws_conn *c) {
    * handshake is complete, is done (the server closes TCP first). */
   if (WS__QUEUED(p) == 0 &&
       ((p->flags & WS__F_FAILING) ||
-       (p->role == WS_SERVER &&
+       (WS__SERVER(p) &&
         (p->flags & (WS__F_CLOSE_SENT | WS__F_CLOSE_RCVD)) ==
             (WS__F_CLOSE_SENT | WS__F_CLOSE_RCVD))))
     ws__set_closed(p, p->close_code, WS_OK);
@@ -2720,7 +2731,7 @@ static int ws__put_frame(ws_conn *c, int fin, int op, const void *data,
   unsigned char *o = p->out->d + p->out->len;
   size_t hl = ws__put_head(o, fin, op, len);
 #ifndef WS_NO_CLIENT
-  if (p->role == WS_CLIENT) { /* masked, with a fresh key */
+  if (!WS__SERVER(p)) { /* masked, with a fresh key */
     uint8_t key[4];
     int rc;
     if ((rc = ws__random(c, key, 4)) != WS_OK) return rc;
@@ -2748,8 +2759,8 @@ static int ws__queue_frame(ws_conn *c, int fin, int op, const void *data,
 }
 
 /* A data frame's header: its length's class, and a client's mask key. */
-static size_t ws__hdr_size(size_t len, int role) {
-  return ws__head_size(len) + (role == WS_CLIENT ? 4 : 0);
+static size_t ws__hdr_size(size_t len, int server) {
+  return ws__head_size(len) + (server ? 0 : 4);
 }
 
 /* Queues a close frame (code 0: none) and marks it sent. A close frame is
@@ -2837,7 +2848,7 @@ static long ws__in_room(struct ws__conn_priv *p, size_t want) {
 /* How many bytes the next read should have room for. */
 static size_t ws__read_want(const struct ws__conn_priv *p) {
   if (p->state == WS_STATE_CONNECTING) {
-    size_t base = p->role == WS_CLIENT ? WS__CLI_BASE(p) : 0;
+    size_t base = WS__SERVER(p) ? 0 : WS__CLI_BASE(p);
     size_t rlen = p->in ? p->in->rlen : 0, cap = p->in ? p->in->cap : 0;
     size_t used = rlen - base;
     /* Small steps: a head is usually a few hundred bytes, and a client
@@ -3002,7 +3013,7 @@ WS__INLINE int ws__frame_head(const struct ws__conn_priv *p,
   if ((f->rsv != 0 &&
        (f->rsv != 4 || !(WS__PMD(p) & WS__PMD_ON) || f->opcode >= 8 ||
         f->opcode == WS_OP_CONT)) ||
-      f->masked != (p->role == WS_SERVER ? 1 : 0))
+      f->masked != (WS__SERVER(p) ? 1 : 0))
     return WS_EPROTO;
   if (f->opcode >= 8) return WS_OK; /* control frames may come in between */
   /* A message starts when none is open (so nothing of one is held); a
@@ -3021,7 +3032,7 @@ WS__INLINE int ws__frame_head(const struct ws__conn_priv *p,
 WS__INLINE int ws__payload(ws_conn *c, unsigned char *d, size_t n,
                            const uint8_t key[4], unsigned off, int msg_op,
                            uint32_t *utf8, int done) {
-  if (WS__P(c)->role == WS_SERVER) ws_mask(d, n, key, off);
+  if (WS__SERVER(WS__P(c))) ws_mask(d, n, key, off);
   if (msg_op == WS_OP_TEXT && ws_utf8_check(utf8, d, n, done, NULL) != WS_OK)
     return ws__frame_fail(c, WS_EUTF8);
   return WS_OK;
@@ -3494,7 +3505,7 @@ int ws_conn_want_read(const ws_conn *c) {
   size_t q;
   if (p->state == WS_STATE_INIT || WS__CLOSED(p) || (p->flags & WS__F_FAILING))
     return 0;
-  if (p->role == WS_SERVER && (p->flags & WS__F_CLOSE_RCVD)) return 0;
+  if (WS__SERVER(p) && (p->flags & WS__F_CLOSE_RCVD)) return 0;
   /* Stop reading once half the output limit is queued (and always before
    * a pong could no longer fit): a peer that sends faster than it reads is
    * paused, and what it already sent still has room for its replies. */
@@ -3578,7 +3589,7 @@ static size_t ws__in_take(ws_conn *c, size_t want) {
   if (room < 0)
     ws__fail(c, (int)room, WS_CLOSE_INTERNAL);
 #ifndef WS_NO_SERVER
-  else if (p->state == WS_STATE_CONNECTING && p->role == WS_SERVER)
+  else if (p->state == WS_STATE_CONNECTING && WS__SERVER(p))
     ws__refuse(c, 431, WS_EHANDSHAKE);
 #endif
   else
@@ -3894,7 +3905,7 @@ int ws_client_start(ws_conn *c, const ws_client_opts *o) {
   int rc;
   WS_ASSERT(c != NULL && "ws_client_start() called with a NULL connection");
   p = WS__P(c);
-  if (p->role != WS_CLIENT || p->state != WS_STATE_INIT) return WS_ESTATE;
+  if (WS__SERVER(p) || p->state != WS_STATE_INIT) return WS_ESTATE;
   if (o == NULL) return WS_EINVAL;
   plen = o->protocols ? strlen(o->protocols) : 0;
   if (plen > p->cfg->max_handshake / 2) return WS_EINVAL;
@@ -4025,7 +4036,7 @@ static int ws__send_data(ws_conn *c, int op, const void *data, size_t len,
                   ? p->cfg->frame_size
                   : (len ? len : 1);
   size_t frames = fs >= len ? 1 : (len + fs - 1) / fs; /* no division: one */
-  size_t total = len + frames * ws__hdr_size(WS__MIN(fs, len), p->role);
+  size_t total = len + frames * ws__hdr_size(WS__MIN(fs, len), WS__SERVER(p));
   size_t olen, i;
   int rc;
   if (total < len) return WS_ETOOBIG;
@@ -4034,7 +4045,7 @@ static int ws__send_data(ws_conn *c, int op, const void *data, size_t len,
   /* A server's large single-frame send leaves from the caller's buffer
    * (after what is queued), without a copy of what the transport takes. */
   if (len >= WS_DIRECT_MIN && frames == 1 && p->cb->writev &&
-      p->role == WS_SERVER &&
+      WS__SERVER(p) &&
       !(p->flags & (WS__F_CORK | WS__F_FIXED)) && !WS__CLOSED(p)) {
     unsigned char hdr[WS_FRAME_HEADER_MAX];
     size_t hl = ws_frame_write(hdr, fin, op, len, NULL);
@@ -4168,7 +4179,7 @@ int ws_send_encoded(ws_conn *c, const void *frame, size_t len) {
   int rc;
   WS_ASSERT(c != NULL && "ws_send_encoded() called with a NULL connection");
   p = WS__P(c);
-  if (frame == NULL || p->role != WS_SERVER) return WS_EINVAL;
+  if (frame == NULL || !WS__SERVER(p)) return WS_EINVAL;
   /* RSV1 only on a compressed data frame (ws_deflate_encode()), to a
    * connection whose compressor keeps no context. */
   if (ws_frame_parse(frame, len, &f, &hl) != WS_OK || f.masked ||
