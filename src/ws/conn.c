@@ -10,8 +10,11 @@
 enum {
   WS__F_STARTED = 1u << 0,     /* on_close is owed (see ws.h: "started") */
   WS__F_NOTIFIED = 1u << 1,    /* on_close has run */
-  WS__F_UNSTACK = 1u << 2,     /* the queue is moving off the stack buffer:
-                                * its bytes are nowhere in p->out */
+  /* 0 without a batch stack buffer (WS_BATCH_STACK 0, as under
+   * WS_NO_MALLOC), so that its tests compile out. */
+  WS__F_UNSTACK = WS_BATCH_STACK ? 1u << 2 : 0, /* the queue is moving off
+                                * the stack buffer: its bytes are nowhere in
+                                * p->out */
   WS__F_CLOSE_SENT = 1u << 3,
   WS__F_CLOSE_RCVD = 1u << 4,
   WS__F_FAILING = 1u << 5,     /* flush what is queued, then CLOSED */
@@ -25,7 +28,8 @@ enum {
   WS__F_EOF = 1u << 13,        /* the transport reported end of stream */
   WS__F_IN_HTTP = 1u << 14,    /* inside on_http */
   WS__F_PONG_WAIT = 1u << 15,  /* open: t is the pong deadline, not a ping's */
-  WS__F_STACK_OUT = 1u << 16,  /* the queue is the batch's stack buffer */
+  WS__F_STACK_OUT = WS_BATCH_STACK ? 1u << 16 : 0, /* the queue is the
+                                * batch's stack buffer (0: as UNSTACK) */
   WS__F_FREE = 1u << 17,       /* ws_conn_free() was called in a callback */
   WS__F_HOLD = 1u << 18,       /* output waits for the batch's end (lifted
                                 * for the batch's early writes) */
