@@ -4129,50 +4129,55 @@ static int ws__send_end(ws_conn *c, int rc) {
   return ws__result(c, rc);
 }
 
-/* ws_send() (whole: a message in one call, none may be open) and
- * ws_send_fragment(). */
-static int ws__send_msg(ws_conn *c, int op, const void *data, size_t len,
-                        int fin, int whole) {
-  struct ws__conn_priv *p = WS__P(c);
-  uint32_t st = WS_UTF8_INIT;
-  int rc, frame_op = op, msg_op = p->send_op; /* the open send's, or 0 */
-  if ((whole && op != WS_OP_TEXT && op != WS_OP_BINARY) ||
-      (data == NULL && len > 0))
+/* see ws.h */
+int ws_send(ws_conn *c, int op, const void *data, size_t len) {
+  struct ws__conn_priv *p;
+  int rc;
+  WS_ASSERT(c != NULL && "ws_send() called with a NULL connection");
+  p = WS__P(c);
+  if ((op != WS_OP_TEXT && op != WS_OP_BINARY) || (data == NULL && len > 0))
     return WS_EINVAL;
   if ((rc = ws__can_send(p)) != WS_OK) return rc;
+  if (p->send_op) return WS_ESTATE; /* a fragmented send is open */
+  if (op == WS_OP_TEXT) {
+    uint32_t st = WS_UTF8_INIT;
+    if (ws_utf8_check(&st, data, len, 1, NULL) != WS_OK) return WS_EUTF8;
+  }
+  if ((WS__PMD(p) & WS__PMD_ON) && len >= p->cfg->deflate.threshold &&
+      WS__PMD_TX_BITS(p->pmd) >= 9)
+    return ws__send_end(c, ws__send_deflated(c, op, data, len));
+  return ws__send_end(c, ws__send_data(c, op, data, len, 1, 0));
+}
+
+/* see ws.h */
+int ws_send_fragment(ws_conn *c, int op, const void *data, size_t len,
+                     int fin) {
+  struct ws__conn_priv *p;
+  uint32_t st;
+  int rc, frame_op, msg_op;
+  WS_ASSERT(c != NULL && "ws_send_fragment() called with a NULL connection");
+  p = WS__P(c);
+  if (data == NULL && len > 0) return WS_EINVAL;
+  if ((rc = ws__can_send(p)) != WS_OK) return rc;
+  msg_op = p->send_op; /* the open fragmented send's opcode, or 0 */
   if (msg_op == 0) {
     if (op != WS_OP_TEXT && op != WS_OP_BINARY) return WS_EINVAL;
     msg_op = op;
+    frame_op = op;
+    st = WS_UTF8_INIT;
   } else {
-    if (whole) return WS_ESTATE; /* a fragmented send is open */
     if (op != WS_OP_CONT && op != msg_op) return WS_EINVAL;
     frame_op = WS_OP_CONT;
     st = p->utf8_out;
   }
   if (msg_op == WS_OP_TEXT && ws_utf8_check(&st, data, len, fin, NULL) != WS_OK)
     return WS_EUTF8;
-  if (whole && (WS__PMD(p) & WS__PMD_ON) &&
-      len >= p->cfg->deflate.threshold && WS__PMD_TX_BITS(p->pmd) >= 9)
-    return ws__send_end(c, ws__send_deflated(c, op, data, len));
   rc = ws__send_data(c, frame_op, data, len, fin, 0);
   if (rc == WS_OK) {
     p->utf8_out = st;
     p->send_op = (uint8_t)(fin ? 0 : msg_op);
   }
   return ws__send_end(c, rc);
-}
-
-/* see ws.h */
-int ws_send(ws_conn *c, int op, const void *data, size_t len) {
-  WS_ASSERT(c != NULL && "ws_send() called with a NULL connection");
-  return ws__send_msg(c, op, data, len, 1, 1);
-}
-
-/* see ws.h */
-int ws_send_fragment(ws_conn *c, int op, const void *data, size_t len,
-                     int fin) {
-  WS_ASSERT(c != NULL && "ws_send_fragment() called with a NULL connection");
-  return ws__send_msg(c, op, data, len, fin, 0);
 }
 
 /* see ws.h */
