@@ -954,13 +954,23 @@ WS__INLINE int ws__frame_head(const struct ws__conn_priv *p,
       f->masked != (WS__SERVER(p) ? 1 : 0))
     return WS_EPROTO;
   if (f->opcode >= 8) return WS_OK; /* control frames may come in between */
-  /* A message starts when none is open (so nothing of one is held); a
-   * continuation needs one to continue. */
+#if !WS_SMALL
+  if (f->opcode != WS_OP_CONT) {
+    /* A message starts: none may be open, so nothing of one is held. */
+    if (b && b->msg_op) return WS_EPROTO;
+    return ws__too_big(p, f->len, 0, 0) ? WS_ETOOBIG : WS_OK;
+  }
+  if (!b || !b->msg_op) return WS_EPROTO; /* no message to continue */
+  return ws__too_big(p, f->len, b->msg_total, b->mlen) ? WS_ETOOBIG : WS_OK;
+#else
+  /* The same checks in one test and one call of ws__too_big() (smaller;
+   * the form above is faster, its sums with 0 folding away). */
   if ((f->opcode != WS_OP_CONT) != (!b || !b->msg_op)) return WS_EPROTO;
   return ws__too_big(p, f->len, f->opcode != WS_OP_CONT ? 0 : b->msg_total,
                      f->opcode != WS_OP_CONT ? 0 : b->mlen)
              ? WS_ETOOBIG
              : WS_OK;
+#endif
 }
 
 /* A piece of a data frame's payload, d[0..n) at offset off in its frame:
