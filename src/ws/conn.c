@@ -1844,6 +1844,9 @@ int ws_conn_cork(ws_conn *c, int on) {
 }
 
 #ifndef WS_NO_CLIENT
+/* strlen(), 0 for NULL. */
+static size_t ws__slen(const char *s) { return s ? strlen(s) : 0; }
+
 /* see ws.h */
 int ws_client_start(ws_conn *c, const ws_client_opts *o) {
   struct ws__conn_priv *p;
@@ -1855,7 +1858,7 @@ int ws_client_start(ws_conn *c, const ws_client_opts *o) {
   p = WS__P(c);
   if (WS__SERVER(p) || p->state != WS_STATE_INIT) return WS_ESTATE;
   if (o == NULL) return WS_EINVAL;
-  plen = o->protocols ? strlen(o->protocols) : 0;
+  plen = ws__slen(o->protocols);
   if (plen > p->cfg->max_handshake / 2) return WS_EINVAL;
   rc = ws__random(c, nonce, 16);
   if (rc != WS_OK || WS__CLOSED(p)) /* freed from the callback */
@@ -1865,9 +1868,8 @@ int ws_client_start(ws_conn *c, const ws_client_opts *o) {
      * the fixed text); a fixed queue has the room it has, and the writer
      * says whether the request fits it. */
     size_t i, need = 256 + plen + (o->deflate ? 32 + WS__PMD_TEXT_MAX : 0) +
-                     strlen(o->host ? o->host : "") +
-                     strlen(o->path ? o->path : "") +
-                     strlen(o->origin ? o->origin : "");
+                     ws__slen(o->host) + ws__slen(o->path) +
+                     ws__slen(o->origin);
     for (i = 0; i < o->num_headers && o->headers; i++)
       need += o->headers[i].name_len + o->headers[i].value_len + 4;
     if ((rc = ws__out_room(p, (p->flags & WS__F_FIXED) ? 0 : need)) != WS_OK)
