@@ -43,8 +43,10 @@
  *   either way) takes the smaller form wherever there is a choice: masking
  *   and UTF-8 checking a byte at a time (no word-at-a-time or SIMD paths),
  *   ws_strerror() returning the error's name (as ws_errname()),
- *   WS_MAX_HEADERS 20 instead of 32, and ws_conn_feed_inplace() copying
- *   like ws_conn_feed(). Every check on network bytes is the same: the
+ *   WS_MAX_HEADERS 20 instead of 32, ws_conn_feed_inplace() copying
+ *   like ws_conn_feed(), and every send copied into the output queue (no
+ *   zero-copy write through ws_callbacks.writev or from ws_send_encoded():
+ *   the same bytes leave). Every check on network bytes is the same: the
  *   small build passes the same conformance suites. docs/embedded.md has
  *   the figures.
  *
@@ -500,7 +502,8 @@ typedef struct ws_callbacks {
    * sendmsg), setting *written (0..total) as write does. With it, a large
    * send (WS_DIRECT_MIN bytes or more) leaves from the caller's buffer,
    * after what is queued, without being copied; only what the transport
-   * does not take is queued. NULL: every send is copied into the queue. */
+   * does not take is queued. NULL (or a WS_SMALL build, which never calls
+   * it): every send is copied into the queue. */
   int (*writev)(ws_conn *c, const ws_iovec *iov, int n, size_t *written,
                 void *user);
 } ws_callbacks;
@@ -716,18 +719,20 @@ void ws_deflate_free(const ws_config *cfg, void *frame);
 struct ws__ibuf;  /* input: a header and the bytes, allocated while used */
 struct ws__obuf;  /* output queue: the same */
 struct ws__conn_priv {
+  /* The small fields first: a 32-bit target reaches the first bytes with
+   * shorter instructions (Thumb: bytes at offsets up to 31). */
+  uint8_t state, role, close_len, send_op, depth;
+  uint16_t http_status;            /* client: the upgrade reply's status */
+  uint16_t close_code, pmd;        /* pmd: what deflate agreed, or offered */
+  uint32_t utf8_out, flags;
+  int err;
   const ws_config *cfg;
   const ws_callbacks *cb;
   void *user;
-  uint64_t t;                      /* the running timer (the state says which) */
   struct ws__ibuf *in;
   struct ws__obuf *out;
   void *z;                         /* compression streams while they live */
-  uint32_t utf8_out, flags;
-  int err;
-  uint16_t close_code, pmd;        /* pmd: what deflate agreed, or offered */
-  uint8_t state, role, close_len, send_op, depth;
-  uint16_t http_status;            /* client: the upgrade reply's status */
+  uint64_t t;                      /* the running timer (the state says which) */
 };
 
 struct ws_conn {

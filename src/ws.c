@@ -54,7 +54,8 @@
 /* 1: the small forms, for firmware: masking and UTF-8 checking a byte at a
  * time (no word-at-a-time or SIMD paths), ws_strerror() giving the error's
  * name, not a sentence, WS_MAX_HEADERS 20 (below), ws_conn_feed_inplace()
- * copying as ws_conn_feed() does. The checks are the same ones. Default: 1
+ * copying as ws_conn_feed() does, every send copied into the output queue
+ * (no zero-copy writes, conn.c's WS__DIRECT). The checks are the same ones. Default: 1
  * when compiling for size (-Os, -Oz define __OPTIMIZE_SIZE__) without an
  * OS (WS_NO_OS, or a target that is not Unix-like or Windows), else 0: a
  * hosted -Os build (some distributions build every package so) keeps the
@@ -2074,8 +2075,11 @@ static int ws__pmd_check(const ws_response *resp, uint16_t offer,
 enum {
   WS__F_STARTED = 1u << 0,     /* on_close is owed (see ws.h: "started") */
   WS__F_NOTIFIED = 1u << 1,    /* on_close has run */
-  WS__F_UNSTACK = 1u << 2,     /* the queue is moving off the stack buffer:
-                                * its bytes are nowhere in p->out */
+  /* 0 without a batch stack buffer (WS_BATCH_STACK 0, as under
+   * WS_NO_MALLOC), so that its tests compile out. */
+  WS__F_UNSTACK = WS_BATCH_STACK ? 1u << 2 : 0, /* the queue is moving off
+                                * the stack buffer: its bytes are nowhere in
+                                * p->out */
   WS__F_CLOSE_SENT = 1u << 3,
   WS__F_CLOSE_RCVD = 1u << 4,
   WS__F_FAILING = 1u << 5,     /* flush what is queued, then CLOSED */
@@ -2089,7 +2093,8 @@ enum {
   WS__F_EOF = 1u << 13,        /* the transport reported end of stream */
   WS__F_IN_HTTP = 1u << 14,    /* inside on_http */
   WS__F_PONG_WAIT = 1u << 15,  /* open: t is the pong deadline, not a ping's */
-  WS__F_STACK_OUT = 1u << 16,  /* the queue is the batch's stack buffer */
+  WS__F_STACK_OUT = WS_BATCH_STACK ? 1u << 16 : 0, /* the queue is the
+                                * batch's stack buffer (0: as UNSTACK) */
   WS__F_FREE = 1u << 17,       /* ws_conn_free() was called in a callback */
   WS__F_HOLD = 1u << 18,       /* output waits for the batch's end (lifted
                                 * for the batch's early writes) */
@@ -2110,11 +2115,30 @@ enum {
  * event that starts one sets a WS__F_ARM_* flag; the next tick sets t. */
 
 #define WS__P(c) (&(c)->ws__p)
+
+/* Whether the connection is a server's: a constant in a build with one
+ * role (ws_conn_init() refuses the other), so that the other role's paths
+ * compile out. */
+#if defined(WS_NO_SERVER)
+#define WS__SERVER(p) ((void)(p), 0)
+#elif defined(WS_NO_CLIENT)
+#define WS__SERVER(p) ((void)(p), 1)
+#else
+#define WS__SERVER(p) ((p)->role == WS_SERVER)
+#endif
 #define WS__MAX_HDRS(p) WS__MIN((p)->cfg->max_headers, (size_t)WS_MAX_HEADERS)
 
 /* The buffers carry their own bookkeeping, so an idle connection, which
  * holds no buffer, pays for none of it: two NULL pointers. */
 struct ws__ibuf {
+  /* The small fields first, as in ws__conn_priv. */
+  uint8_t op;          /* the frame's opcode (WS__OP_CONT_FRAME; 0: none) */
+  uint8_t fin, msg_op; /* the frame's FIN; the message's opcode (0: none) */
+  uint8_t off;         /* mask key position */
+  uint8_t key[4];      /* the frame's mask key */
+  uint8_t zmsg;        /* the message is compressed (RSV1 on its first frame) */
+  uint16_t proto_len;  /* client, connecting: bytes of offered protocols */
+  uint32_t utf8;       /* UTF-8 state of the text message being read */
   size_t cap;          /* bytes at d */
   size_t mstart, mlen; /* the message being assembled */
   size_t rpos, rlen;   /* parsed up to rpos; bytes up to rlen */
@@ -2122,13 +2146,6 @@ struct ws__ibuf {
    * the search for the end of the head resumes, see WS__HEAD_SCAN), the
    * message so far. */
   uint64_t frame_left, msg_total;
-  uint32_t utf8;       /* UTF-8 state of the text message being read */
-  uint16_t proto_len;  /* client, connecting: bytes of offered protocols */
-  uint8_t key[4];      /* the frame's mask key */
-  uint8_t op;          /* the frame's opcode (WS__OP_CONT_FRAME; 0: none) */
-  uint8_t fin, msg_op; /* the frame's FIN; the message's opcode (0: none) */
-  uint8_t off;         /* mask key position */
-  uint8_t zmsg;        /* the message is compressed (RSV1 on its first frame) */
   unsigned char d[];
 };
 struct ws__obuf {
@@ -2169,8 +2186,12 @@ struct ws__zconn {
  * paths compile out (firmware). */
 #define WS__PMD(p) (WS_ENABLE_ZLIB ? (unsigned)(p)->pmd : 0u)
 
-/* Output bytes not yet written. */
-#define WS__QUEUED(p) ((p)->out ? (p)->out->len - (p)->out->head : (size_t)0)
+/* Output bytes not yet written. A function, not a macro: used in some
+ * twenty places, it is one call each at -Os (and inlined at -O2). */
+static size_t ws__queued(const struct ws__conn_priv *p) {
+  return p->out ? p->out->len - p->out->head : 0;
+}
+#define WS__QUEUED(p) ws__queued(p)
 
 static const ws_callbacks ws__no_callbacks;
 
@@ -2400,7 +2421,7 @@ int ws_conn_init(ws_conn *c, const ws_config *cfg, const ws_callbacks *cb,
   p->t = WS__NONE; /* no timer until the first tick arms one */
   p->role = (uint8_t)cfg->role;
   p->state = WS_STATE_INIT;
-  if (p->role == WS_SERVER) {
+  if (WS__SERVER(p)) {
     p->state = WS_STATE_CONNECTING;
     p->flags |= WS__F_ARM_HS; /* started later, by ws__start() */
   }
@@ -2474,7 +2495,7 @@ static void ws__release(struct ws__conn_priv *p) {
 static void ws__refused(struct ws__conn_priv *p, int code) {
   if (WS__CLOSED(p)) return;
   if (code < 1000 || code > 4999) code = WS_CLOSE_TRY_AGAIN;
-  if (p->role == WS_SERVER && p->state == WS_STATE_OPEN &&
+  if (WS__SERVER(p) && p->state == WS_STATE_OPEN &&
       WS__QUEUED(p) == 0 &&
       !(p->flags & (WS__F_CLOSE_SENT | WS__F_UNSTACK)) && p->cb->write) {
     unsigned char f[4];
@@ -2673,7 +2694,7 @@ static int ws__flush(ws_conn *c) {
    * handshake is complete, is done (the server closes TCP first). */
   if (WS__QUEUED(p) == 0 &&
       ((p->flags & WS__F_FAILING) ||
-       (p->role == WS_SERVER &&
+       (WS__SERVER(p) &&
         (p->flags & (WS__F_CLOSE_SENT | WS__F_CLOSE_RCVD)) ==
             (WS__F_CLOSE_SENT | WS__F_CLOSE_RCVD))))
     ws__set_closed(p, p->close_code, WS_OK);
@@ -2713,7 +2734,7 @@ static int ws__put_frame(ws_conn *c, int fin, int op, const void *data,
   unsigned char *o = p->out->d + p->out->len;
   size_t hl = ws__put_head(o, fin, op, len);
 #ifndef WS_NO_CLIENT
-  if (p->role == WS_CLIENT) { /* masked, with a fresh key */
+  if (!WS__SERVER(p)) { /* masked, with a fresh key */
     uint8_t key[4];
     int rc;
     if ((rc = ws__random(c, key, 4)) != WS_OK) return rc;
@@ -2741,8 +2762,8 @@ static int ws__queue_frame(ws_conn *c, int fin, int op, const void *data,
 }
 
 /* A data frame's header: its length's class, and a client's mask key. */
-static size_t ws__hdr_size(size_t len, int role) {
-  return ws__head_size(len) + (role == WS_CLIENT ? 4 : 0);
+static size_t ws__hdr_size(size_t len, int server) {
+  return ws__head_size(len) + (server ? 0 : 4);
 }
 
 /* Queues a close frame (code 0: none) and marks it sent. A close frame is
@@ -2798,36 +2819,29 @@ static void ws__fail(ws_conn *c, int err, int code) {
  * fixed buffer is full), or a negative error. */
 static long ws__in_room(struct ws__conn_priv *p, size_t want) {
   struct ws__ibuf *b = p->in, *q;
-  size_t need, cap;
-  if (b) {
-    if (b->cap - b->rlen >= want)
-      return (long)WS__MIN(b->cap - b->rlen, (size_t)0x7FFFFFFF);
-    /* Squeeze out what was consumed: the bytes before the message, and the
-     * frame headers between its fragments. The peer's close reason, kept at
-     * the front for on_close, stays where it is. */
-    if (p->state >= WS_STATE_OPEN && !(p->flags & WS__F_CLOSE_RCVD) &&
-        (b->mstart > 0 || b->rpos > b->mstart + b->mlen)) {
-      if (b->mstart > 0) memmove(b->d, b->d + b->mstart, b->mlen);
-      memmove(b->d + b->mlen, b->d + b->rpos, b->rlen - b->rpos);
-      b->rlen = b->mlen + (b->rlen - b->rpos);
-      b->rpos = b->mlen;
-      b->mstart = 0;
-      if (b->cap - b->rlen >= want)
-        return (long)WS__MIN(b->cap - b->rlen, (size_t)0x7FFFFFFF);
-    }
-    if (p->flags & WS__F_FIXED)
-      return (long)WS__MIN(b->cap - b->rlen, (size_t)0x7FFFFFFF);
+  /* Squeeze out what was consumed: the bytes before the message, and the
+   * frame headers between its fragments. The peer's close reason, kept at
+   * the front for on_close, stays where it is. */
+  if (b && b->cap - b->rlen < want && p->state >= WS_STATE_OPEN &&
+      !(p->flags & WS__F_CLOSE_RCVD) &&
+      (b->mstart > 0 || b->rpos > b->mstart + b->mlen)) {
+    if (b->mstart > 0) memmove(b->d, b->d + b->mstart, b->mlen);
+    memmove(b->d + b->mlen, b->d + b->rpos, b->rlen - b->rpos);
+    b->rlen = b->mlen + (b->rlen - b->rpos);
+    b->rpos = b->mlen;
+    b->mstart = 0;
   }
-  need = (b ? b->rlen : 0) + want;
-  cap = b ? b->cap : 1024;
-  while (cap < need) cap *= 2;
-  q = (struct ws__ibuf *)ws__mem(p, WS_MEM_INPUT, b,
-                                 b ? sizeof *b + b->cap : 0, sizeof *b + cap);
-  if (q == NULL) return WS__NOMEM(p);
-  if (b == NULL) memset(q, 0, sizeof *q);
-  q->cap = cap;
-  p->in = q;
-  return (long)WS__MIN(q->cap - q->rlen, (size_t)0x7FFFFFFF);
+  if (b == NULL || (b->cap - b->rlen < want && !(p->flags & WS__F_FIXED))) {
+    size_t need = (b ? b->rlen : 0) + want, cap = b ? b->cap : 1024;
+    while (cap < need) cap *= 2;
+    q = (struct ws__ibuf *)ws__mem(p, WS_MEM_INPUT, b,
+                                   b ? sizeof *b + b->cap : 0, sizeof *b + cap);
+    if (q == NULL) return WS__NOMEM(p);
+    if (b == NULL) memset(q, 0, sizeof *q);
+    q->cap = cap;
+    p->in = b = q;
+  }
+  return (long)WS__MIN(b->cap - b->rlen, (size_t)0x7FFFFFFF);
 }
 
 /* Client: the nonce and the offered subprotocols sit at the front of the
@@ -2837,7 +2851,7 @@ static long ws__in_room(struct ws__conn_priv *p, size_t want) {
 /* How many bytes the next read should have room for. */
 static size_t ws__read_want(const struct ws__conn_priv *p) {
   if (p->state == WS_STATE_CONNECTING) {
-    size_t base = p->role == WS_CLIENT ? WS__CLI_BASE(p) : 0;
+    size_t base = WS__SERVER(p) ? 0 : WS__CLI_BASE(p);
     size_t rlen = p->in ? p->in->rlen : 0, cap = p->in ? p->in->cap : 0;
     size_t used = rlen - base;
     /* Small steps: a head is usually a few hundred bytes, and a client
@@ -2882,17 +2896,29 @@ static int ws__control(ws_conn *c, const ws_frame *f, unsigned char *d) {
   struct ws__conn_priv *p = WS__P(c);
   size_t n = (size_t)f->len;
   if (f->masked) ws_mask(d, n, f->mask, 0);
-  if (f->opcode == WS_OP_PING) {
-    if (p->cb->on_ping) {
+  if (f->opcode != WS_OP_CLOSE) {
+    /* A ping or a pong: the application sees it (after a pong answered
+     * the ping in flight); a ping is answered. */
+    void (*seen)(ws_conn *, const void *, size_t, void *);
+    if (f->opcode == WS_OP_PONG && (p->flags & WS__F_PONG_WAIT) &&
+        p->state == WS_STATE_OPEN) {
+      /* Answered: the next ping one interval from now. */
+      p->flags &= ~(uint32_t)WS__F_PONG_WAIT;
+      p->flags |= WS__F_ARM_PING;
+    }
+    seen = f->opcode == WS_OP_PING ? p->cb->on_ping : p->cb->on_pong;
+    if (seen) {
       p->depth++;
-      p->cb->on_ping(c, d, n, p->user);
+      seen(c, d, n, p->user);
       p->depth--;
     }
+    if (f->opcode == WS_OP_PONG) return WS_OK;
     /* Answer unless closing; a peer that pings faster than it reads gets
      * no more pongs once the queue is full (a later ping is answered). */
     if (!(p->flags & (WS__F_CLOSE_SENT | WS__F_FAILING)) && !WS__CLOSED(p) &&
         WS__QUEUED(p) + n + WS_FRAME_HEADER_MAX <= p->cfg->max_queued) {
       struct ws__obuf *o = p->out;
+      size_t q;
       int rc;
       /* Only the latest ping needs its pong (RFC 6455 5.5.3). While the
        * transport refuses output (the peer is not reading), a pong still
@@ -2902,28 +2928,17 @@ static int ws__control(ws_conn *c, const ws_frame *f, unsigned char *d) {
       if (o && (p->flags & WS__F_BLOCKED) && o->pong_end == o->len &&
           o->pong_end != 0 && o->pong_at >= o->head)
         o->len = o->pong_at;
+      q = WS__QUEUED(p);
       rc = ws__queue_frame(c, 1, WS_OP_PONG, d, n);
       if (rc == WS_ENOMEM) {
         ws__fail(c, rc, WS_CLOSE_INTERNAL);
         return rc;
       }
       if (rc != WS_OK) return rc == WS_EBUDGET ? rc : WS_OK;
-      /* It is the queue's last frame (the queue may have moved). */
+      /* It is the queue's last frame, what the queue grew by (the queue
+       * may have moved). */
       p->out->pong_end = p->out->len;
-      p->out->pong_at = p->out->len - ws__hdr_size(n, p->role) - n;
-    }
-    return WS_OK;
-  }
-  if (f->opcode == WS_OP_PONG) {
-    if ((p->flags & WS__F_PONG_WAIT) && p->state == WS_STATE_OPEN) {
-      /* Answered: the next ping one interval from now. */
-      p->flags &= ~(uint32_t)WS__F_PONG_WAIT;
-      p->flags |= WS__F_ARM_PING;
-    }
-    if (p->cb->on_pong) {
-      p->depth++;
-      p->cb->on_pong(c, d, n, p->user);
-      p->depth--;
+      p->out->pong_at = p->out->len - (WS__QUEUED(p) - q);
     }
     return WS_OK;
   }
@@ -3001,9 +3016,10 @@ WS__INLINE int ws__frame_head(const struct ws__conn_priv *p,
   if ((f->rsv != 0 &&
        (f->rsv != 4 || !(WS__PMD(p) & WS__PMD_ON) || f->opcode >= 8 ||
         f->opcode == WS_OP_CONT)) ||
-      f->masked != (p->role == WS_SERVER ? 1 : 0))
+      f->masked != (WS__SERVER(p) ? 1 : 0))
     return WS_EPROTO;
   if (f->opcode >= 8) return WS_OK; /* control frames may come in between */
+#if !WS_SMALL
   if (f->opcode != WS_OP_CONT) {
     /* A message starts: none may be open, so nothing of one is held. */
     if (b && b->msg_op) return WS_EPROTO;
@@ -3011,6 +3027,15 @@ WS__INLINE int ws__frame_head(const struct ws__conn_priv *p,
   }
   if (!b || !b->msg_op) return WS_EPROTO; /* no message to continue */
   return ws__too_big(p, f->len, b->msg_total, b->mlen) ? WS_ETOOBIG : WS_OK;
+#else
+  /* The same checks in one test and one call of ws__too_big() (smaller;
+   * the form above is faster, its sums with 0 folding away). */
+  if ((f->opcode != WS_OP_CONT) != (!b || !b->msg_op)) return WS_EPROTO;
+  return ws__too_big(p, f->len, f->opcode != WS_OP_CONT ? 0 : b->msg_total,
+                     f->opcode != WS_OP_CONT ? 0 : b->mlen)
+             ? WS_ETOOBIG
+             : WS_OK;
+#endif
 }
 
 /* A piece of a data frame's payload, d[0..n) at offset off in its frame:
@@ -3020,7 +3045,7 @@ WS__INLINE int ws__frame_head(const struct ws__conn_priv *p,
 WS__INLINE int ws__payload(ws_conn *c, unsigned char *d, size_t n,
                            const uint8_t key[4], unsigned off, int msg_op,
                            uint32_t *utf8, int done) {
-  if (WS__P(c)->role == WS_SERVER) ws_mask(d, n, key, off);
+  if (WS__SERVER(WS__P(c))) ws_mask(d, n, key, off);
   if (msg_op == WS_OP_TEXT && ws_utf8_check(utf8, d, n, done, NULL) != WS_OK)
     return ws__frame_fail(c, WS_EUTF8);
   return WS_OK;
@@ -3189,30 +3214,29 @@ static int ws__frames(ws_conn *c) {
           return rc;
         continue;
       }
-      if (p->cfg->stream) {
-        /* Deliver the piece now; nothing is kept. An empty piece is only
-         * worth a call when it ends the message. */
-        int op = p->in->msg_op;
+      {
+        /* Streaming, the piece is delivered now and nothing is kept (an
+         * empty piece is only worth a call when it ends the message);
+         * else it joins the message held at mstart, delivered whole once
+         * done. */
+        int op = p->in->msg_op, stream = p->cfg->stream != 0;
+        if (!stream) {
+          if (p->in->mstart + p->in->mlen != (size_t)(d - p->in->d))
+            memmove(p->in->d + p->in->mstart + p->in->mlen, d, avail);
+          p->in->mlen += avail;
+          d = p->in->d + p->in->mstart;
+          avail = p->in->mlen;
+        }
         if (last) p->in->op = 0;
         if (done) p->in->msg_op = 0;
-        p->in->mstart = p->in->rpos;
-        if (avail > 0 || done) {
+        if (stream || done) {
+          p->in->mstart = p->in->rpos;
+          p->in->mlen = 0;
+        }
+        if (done || (stream && avail > 0)) {
           int rc = ws__call_message(c, op, d, avail, done);
           if (rc != WS_OK) return rc;
         }
-        continue;
-      }
-      if (p->in->mstart + p->in->mlen != (size_t)(d - p->in->d))
-        memmove(p->in->d + p->in->mstart + p->in->mlen, d, avail);
-      p->in->mlen += avail;
-      if (last) p->in->op = 0;
-      if (done) {
-        int op = p->in->msg_op, rc;
-        p->in->msg_op = 0;
-        rc = ws__call_message(c, op, p->in->d + p->in->mstart, p->in->mlen, 1);
-        p->in->mstart = p->in->rpos;
-        p->in->mlen = 0;
-        if (rc != WS_OK) return rc;
       }
     }
   }
@@ -3231,6 +3255,21 @@ static void ws__open(ws_conn *c, const char *proto, size_t plen) {
     p->cb->on_open(c, proto, plen, p->user);
     p->depth--;
   }
+}
+
+/* The HTTP head at in->d + base (the server's request, the client's
+ * response), searched from where the last search stopped: its length when
+ * it is all here; 0 when it is not yet; WS_EPROTO for a bare LF in it,
+ * WS_ETOOBIG when more than max_handshake bytes came without its end. */
+static long ws__head(struct ws__conn_priv *p, size_t base) {
+  const unsigned char *d = p->in->d + base;
+  size_t len = p->in->rlen - base, from = (size_t)WS__HEAD_SCAN(p->in);
+  size_t head = ws__head_end((const char *)d, len, from);
+  if (ws__bare_lf_from(d, head ? head : len, from)) return WS_EPROTO;
+  WS__HEAD_SCAN(p->in) = len; /* resume the searches here next time */
+  if (head == 0 || head > p->cfg->max_handshake)
+    return len > p->cfg->max_handshake ? WS_ETOOBIG : 0;
+  return (long)head;
 }
 
 #ifndef WS_NO_SERVER
@@ -3292,16 +3331,13 @@ static int ws__server_handshake(ws_conn *c) {
   ws_header hdrs[WS_MAX_HEADERS];
   ws_request req;
   ws_accept acc;
-  size_t head, consumed, n, extra = 0, i, pmd_len = 0;
+  size_t consumed, n, extra = 0, i, pmd_len = 0, plen = 0;
   int status, rc, ext = 0;
   char pmd_text[WS__PMD_TEXT_MAX];
-  size_t from = (size_t)WS__HEAD_SCAN(p->in);
-  head = ws__head_end((const char *)p->in->d, p->in->rlen, from);
-  if (ws__bare_lf_from(p->in->d, head ? head : p->in->rlen, from))
-    return ws__refuse(c, 400, WS_EHANDSHAKE);
-  WS__HEAD_SCAN(p->in) = p->in->rlen; /* resume the searches here next time */
-  if (head == 0 || head > p->cfg->max_handshake) {
-    if (p->in->rlen > p->cfg->max_handshake) return ws__refuse(c, 431, WS_EHANDSHAKE);
+  long head = ws__head(p, 0);
+  if (head < 0)
+    return ws__refuse(c, head == WS_EPROTO ? 400 : 431, WS_EHANDSHAKE);
+  if (head == 0) {
     /* A bad first line fails at once, without waiting for the rest; only
      * its first bytes are looked at, so a trickled head costs O(n). */
     rc = ws_request_parse(p->in->d, WS__MIN(p->in->rlen, (size_t)16), &req, hdrs, 0,
@@ -3309,7 +3345,7 @@ static int ws__server_handshake(ws_conn *c) {
     if (rc == WS_EHANDSHAKE) return ws__refuse(c, status, WS_EHANDSHAKE);
     return WS_OK;
   }
-  rc = ws_request_parse(p->in->d, head, &req, hdrs, WS__MAX_HDRS(p), &consumed,
+  rc = ws_request_parse(p->in->d, (size_t)head, &req, hdrs, WS__MAX_HDRS(p), &consumed,
                         &status);
   if (rc != WS_OK && req.method && !req.upgrade && p->cb->on_http) {
     /* A well-formed plain HTTP request: the application may answer it. */
@@ -3337,15 +3373,13 @@ static int ws__server_handshake(ws_conn *c) {
     return ws__refuse(c, (status >= 400 && status <= 599) ? status : 500,
                       WS_EREFUSED);
   if (acc.protocol) {
-    size_t k, cnt = ws_request_protocol_count(&req), plen = strlen(acc.protocol);
-    int offered = 0;
-    for (k = 0; k < cnt; k++) {
-      const char *t;
-      size_t tl;
-      ws_request_protocol(&req, k, &t, &tl);
-      if (tl == plen && memcmp(t, acc.protocol, tl) == 0) offered = 1;
-    }
-    if (!offered) return ws__refuse(c, 500, WS_EINVAL);
+    /* It must be one the client offered (WS_EINVAL past the last). */
+    const char *t;
+    size_t k, tl;
+    plen = strlen(acc.protocol);
+    for (k = 0; (rc = ws_request_protocol(&req, k, &t, &tl)) == WS_OK; k++)
+      if (tl == plen && memcmp(t, acc.protocol, tl) == 0) break;
+    if (rc != WS_OK) return ws__refuse(c, 500, WS_EINVAL);
   }
   for (i = 0; i < acc.num_headers && acc.headers; i++) {
     extra += acc.headers[i].name_len + acc.headers[i].value_len + 4;
@@ -3354,7 +3388,7 @@ static int ws__server_handshake(ws_conn *c) {
                 "sec-websocket-extensions"))
       ext = 1; /* the application answers offers itself */
   }
-  if (acc.protocol) extra += strlen(acc.protocol) + 32;
+  if (acc.protocol) extra += plen + 32;
   /* permessage-deflate: the first acceptable offer, under the policy. */
   p->pmd = 0;
   if (p->cfg->deflate.enable && !ext && !(p->flags & WS__F_FIXED) &&
@@ -3377,7 +3411,7 @@ static int ws__server_handshake(ws_conn *c) {
   p->out->len += n;
   p->in->rpos = p->in->mstart = consumed;
   p->in->frame_left = 0; /* WS__HEAD_SCAN ends: no frame yet */
-  ws__open(c, acc.protocol, acc.protocol ? strlen(acc.protocol) : 0);
+  ws__open(c, acc.protocol, plen);
   return WS_OK;
 }
 #endif /* WS_NO_SERVER */
@@ -3389,23 +3423,17 @@ static int ws__client_handshake(ws_conn *c) {
   struct ws__conn_priv *p = WS__P(c);
   ws_header hdrs[WS_MAX_HEADERS];
   ws_response resp;
-  size_t base = WS__CLI_BASE(p), head, consumed;
+  size_t base = WS__CLI_BASE(p), consumed;
   uint8_t nonce[16];
   int rc;
+  long head;
   memcpy(nonce, p->in->d, 16);
-  head = ws__head_end((const char *)p->in->d + base, p->in->rlen - base,
-                      (size_t)WS__HEAD_SCAN(p->in));
-  if (ws__bare_lf_from(p->in->d + base, head ? head : p->in->rlen - base,
-                       (size_t)WS__HEAD_SCAN(p->in))) {
+  head = ws__head(p, base);
+  if (head < 0) {
     ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_EHANDSHAKE);
     return WS_EHANDSHAKE;
   }
-  WS__HEAD_SCAN(p->in) = p->in->rlen - base; /* resume the searches here next time */
-  if (head == 0 || head > p->cfg->max_handshake) {
-    if (p->in->rlen - base > p->cfg->max_handshake) {
-      ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_EHANDSHAKE);
-      return WS_EHANDSHAKE;
-    }
+  if (head == 0) {
     rc = ws_response_parse(p->in->d + base, WS__MIN(p->in->rlen - base, (size_t)16),
                            nonce, NULL, 0, &resp, hdrs, 0, &consumed);
     if (rc == WS_EHANDSHAKE) {
@@ -3414,7 +3442,7 @@ static int ws__client_handshake(ws_conn *c) {
     }
     return WS_OK;
   }
-  rc = ws__response_parse(p->in->d + base, head, nonce,
+  rc = ws__response_parse(p->in->d + base, (size_t)head, nonce,
                           (const char *)p->in->d + 16, p->in->proto_len,
                           &resp, hdrs, WS__MAX_HDRS(p), &consumed,
                           (WS__PMD(p) & WS__PMD_OFFER) != 0);
@@ -3490,7 +3518,7 @@ int ws_conn_want_read(const ws_conn *c) {
   size_t q;
   if (p->state == WS_STATE_INIT || WS__CLOSED(p) || (p->flags & WS__F_FAILING))
     return 0;
-  if (p->role == WS_SERVER && (p->flags & WS__F_CLOSE_RCVD)) return 0;
+  if (WS__SERVER(p) && (p->flags & WS__F_CLOSE_RCVD)) return 0;
   /* Stop reading once half the output limit is queued (and always before
    * a pong could no longer fit): a peer that sends faster than it reads is
    * paused, and what it already sent still has room for its replies. */
@@ -3563,17 +3591,23 @@ static int ws__end_batch(ws_conn *c, int rc) {
   return ws__result(c, rc != WS_OK ? rc : frc);
 }
 
-/* A fixed input buffer is full and nothing in it can be consumed: the
- * request head or the message is larger than the buffer. */
-static void ws__input_full(ws_conn *c) {
-#ifndef WS_NO_SERVER
+/* Room for the next bytes in (ws__in_room()); 0 when there is none, and
+ * then the connection has failed: without memory, or with a fixed input
+ * buffer full of what cannot be consumed (the request head or the message
+ * is larger than the buffer). */
+static size_t ws__in_take(ws_conn *c, size_t want) {
   struct ws__conn_priv *p = WS__P(c);
-  if (p->state == WS_STATE_CONNECTING && p->role == WS_SERVER) {
+  long room = ws__in_room(p, want);
+  if (room > 0) return (size_t)room;
+  if (room < 0)
+    ws__fail(c, (int)room, WS_CLOSE_INTERNAL);
+#ifndef WS_NO_SERVER
+  else if (p->state == WS_STATE_CONNECTING && WS__SERVER(p))
     ws__refuse(c, 431, WS_EHANDSHAKE);
-    return;
-  }
 #endif
-  ws__fail(c, WS_ETOOBIG, WS_CLOSE_TOO_BIG);
+  else
+    ws__fail(c, WS_ETOOBIG, WS_CLOSE_TOO_BIG);
+  return 0;
 }
 
 /* see ws.h */
@@ -3590,20 +3624,12 @@ int ws_conn_on_readable(ws_conn *c) {
   ws__begin_batch(p);
   WS__STACK_OUT(p)
   while (ws_conn_want_read(c)) {
-    size_t n = 0;
-    long room = ws__in_room(p, ws__read_want(p));
-    if (room < 0) {
-      ws__fail(c, (int)room, WS_CLOSE_INTERNAL);
-      break;
-    }
-    if (room == 0) { /* a fixed buffer that cannot take more */
-      ws__input_full(c);
-      break;
-    }
+    size_t n = 0, room = ws__in_take(c, ws__read_want(p));
+    if (room == 0) break;
     rc = WS_EIO;
     if (p->cb->read) {
       p->depth++;
-      rc = p->cb->read(c, p->in->d + p->in->rlen, (size_t)room, &n, p->user);
+      rc = p->cb->read(c, p->in->d + p->in->rlen, room, &n, p->user);
       p->depth--;
     }
     if (rc == WS_EAGAIN) {
@@ -3611,7 +3637,7 @@ int ws_conn_on_readable(ws_conn *c) {
       ws__in_idle(p); /* the room made for this read was not needed */
       break;
     }
-    if (rc != WS_OK || n > (size_t)room) {
+    if (rc != WS_OK || n > room) {
       ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_EIO);
       rc = WS_EIO;
       break;
@@ -3643,18 +3669,10 @@ static int ws__feed(ws_conn *c, const unsigned char *d, size_t len) {
   int rc = WS_OK;
   while (len > 0 && !WS__CLOSED(p) && !(p->flags & WS__F_FAILING)) {
     size_t take;
-    long room;
     if (p->flags & WS__F_CLOSE_RCVD) break; /* the rest is ignored */
-    room = ws__in_room(p, WS__MIN(len, WS__MAX(ws__read_want(p), (size_t)WS_READ_CHUNK)));
-    if (room < 0) {
-      ws__fail(c, (int)room, WS_CLOSE_INTERNAL);
-      break;
-    }
-    if (room == 0) {
-      ws__input_full(c);
-      break;
-    }
-    take = WS__MIN(len, (size_t)room);
+    take = ws__in_take(c, WS__MIN(len, WS__MAX(ws__read_want(p), (size_t)WS_READ_CHUNK)));
+    if (take == 0) break;
+    take = WS__MIN(len, take);
     memcpy(p->in->d + p->in->rlen, d, take);
     p->in->rlen += take;
     d += take;
@@ -3778,14 +3796,15 @@ int ws_conn_tick(ws_conn *c, uint64_t now) {
   /* One timer at a time: the state says which (the handshake while
    * connecting, the close once closing, a ping or the pong it waits for
    * while open). A timer armed later in a call wins. */
-  if (p->flags & WS__F_ARM_HS)
-    p->t = p->cfg->handshake_timeout_ms ? now + p->cfg->handshake_timeout_ms
-                                        : WS__NONE;
-  if ((p->flags & WS__F_ARM_PING) && p->state == WS_STATE_OPEN)
-    p->t = p->cfg->ping_interval_ms ? now + p->cfg->ping_interval_ms : WS__NONE;
-  if (p->flags & WS__F_ARM_CLOSE)
-    p->t = p->cfg->close_timeout_ms ? now + p->cfg->close_timeout_ms
-                                    : WS__NONE;
+  {
+    uint32_t ms = 0;
+    int arm = 0;
+    if (p->flags & WS__F_ARM_HS) arm = 1, ms = p->cfg->handshake_timeout_ms;
+    if ((p->flags & WS__F_ARM_PING) && p->state == WS_STATE_OPEN)
+      arm = 1, ms = p->cfg->ping_interval_ms;
+    if (p->flags & WS__F_ARM_CLOSE) arm = 1, ms = p->cfg->close_timeout_ms;
+    if (arm) p->t = ms ? now + ms : WS__NONE; /* 0: no such timeout */
+  }
   p->flags &= ~(uint32_t)(WS__F_ARM_HS | WS__F_ARM_CLOSE | WS__F_ARM_PING);
   if (p->flags & WS__F_ARM_SLOW) {
     p->flags &= ~(uint32_t)WS__F_ARM_SLOW;
@@ -3798,31 +3817,28 @@ int ws_conn_tick(ws_conn *c, uint64_t now) {
     return ws__result(c, WS_OK);
   }
   if (now < p->t) return ws__result(c, WS_OK);
-  if (p->state == WS_STATE_CONNECTING) {
-    ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_ETIMEDOUT);
-  } else if (p->state == WS_STATE_CLOSING || (p->flags & WS__F_FAILING)) {
-    if (p->flags & WS__F_CLOSE_RCVD)
-      ws__set_closed(p, p->close_code, WS_OK);
-    else
-      ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_ETIMEDOUT);
-  } else if (p->state == WS_STATE_OPEN) {
-    if (p->flags & WS__F_PONG_WAIT) {
-      ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_ETIMEDOUT);
-    } else {
-      /* A ping, then its pong awaited (the next ping follows the pong);
-       * with the queue full, the ping waits one more interval. */
-      p->t = now + p->cfg->ping_interval_ms; /* t: the next ping */
-      if (WS__QUEUED(p) + WS_FRAME_HEADER_MAX <= p->cfg->max_queued &&
-          ws__queue_frame(c, 1, WS_OP_PING, NULL, 0) == WS_OK) {
-        if (p->cfg->pong_timeout_ms) {
-          p->t = now + p->cfg->pong_timeout_ms; /* t: the pong's deadline */
-          p->flags |= WS__F_PONG_WAIT;
-        }
-        return ws__result(c, ws__flush(c));
+  if (p->state == WS_STATE_OPEN &&
+      !(p->flags & (WS__F_FAILING | WS__F_PONG_WAIT))) {
+    /* A ping, then its pong awaited (the next ping follows the pong);
+     * with the queue full, the ping waits one more interval. */
+    p->t = now + p->cfg->ping_interval_ms; /* t: the next ping */
+    if (WS__QUEUED(p) + WS_FRAME_HEADER_MAX <= p->cfg->max_queued &&
+        ws__queue_frame(c, 1, WS_OP_PING, NULL, 0) == WS_OK) {
+      if (p->cfg->pong_timeout_ms) {
+        p->t = now + p->cfg->pong_timeout_ms; /* t: the pong's deadline */
+        p->flags |= WS__F_PONG_WAIT;
       }
+      return ws__result(c, ws__flush(c));
     }
-  } else {
+  } else if (p->state == WS_STATE_INIT) {
     p->t = WS__NONE;
+  } else if (p->flags & WS__F_CLOSE_RCVD) {
+    /* Closing after the peer's close (never while connecting or open):
+     * the peer did not end the stream in time; its close stands. */
+    ws__set_closed(p, p->close_code, WS_OK);
+  } else {
+    /* The handshake, the close or a pong timed out. */
+    ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_ETIMEDOUT);
   }
   return ws__result(c, WS_OK);
 }
@@ -3893,6 +3909,9 @@ int ws_conn_cork(ws_conn *c, int on) {
 }
 
 #ifndef WS_NO_CLIENT
+/* strlen(), 0 for NULL. */
+static size_t ws__slen(const char *s) { return s ? strlen(s) : 0; }
+
 /* see ws.h */
 int ws_client_start(ws_conn *c, const ws_client_opts *o) {
   struct ws__conn_priv *p;
@@ -3902,31 +3921,28 @@ int ws_client_start(ws_conn *c, const ws_client_opts *o) {
   int rc;
   WS_ASSERT(c != NULL && "ws_client_start() called with a NULL connection");
   p = WS__P(c);
-  if (p->role != WS_CLIENT || p->state != WS_STATE_INIT) return WS_ESTATE;
+  if (WS__SERVER(p) || p->state != WS_STATE_INIT) return WS_ESTATE;
   if (o == NULL) return WS_EINVAL;
-  plen = o->protocols ? strlen(o->protocols) : 0;
+  plen = ws__slen(o->protocols);
   if (plen > p->cfg->max_handshake / 2) return WS_EINVAL;
   rc = ws__random(c, nonce, 16);
   if (rc != WS_OK || WS__CLOSED(p)) /* freed from the callback */
     return ws__done(c, rc != WS_OK ? rc : WS_ECLOSED);
-  if ((rc = ws__out_room(p, 256 + plen +
-                                (o->deflate ? 32 + WS__PMD_TEXT_MAX : 0) +
-                                strlen(o->host ? o->host : "") +
-                                strlen(o->path ? o->path : "") +
-                                strlen(o->origin ? o->origin : ""))) != WS_OK)
-    return rc;
+  {
+    /* Room for the longest request these options can make (256 covers
+     * the fixed text); a fixed queue has the room it has, and the writer
+     * says whether the request fits it. */
+    size_t i, need = 256 + plen + (o->deflate ? 32 + WS__PMD_TEXT_MAX : 0) +
+                     ws__slen(o->host) + ws__slen(o->path) +
+                     ws__slen(o->origin);
+    for (i = 0; i < o->num_headers && o->headers; i++)
+      need += o->headers[i].name_len + o->headers[i].value_len + 4;
+    if ((rc = ws__out_room(p, (p->flags & WS__F_FIXED) ? 0 : need)) != WS_OK)
+      return rc;
+  }
   rc = ws_client_request_write(p->out->d + p->out->len, p->out->cap - p->out->len, o,
                                nonce, &n);
-  if (rc == WS_ENOSPC) {
-    size_t i, extra = 0;
-    for (i = 0; i < o->num_headers && o->headers; i++)
-      extra += o->headers[i].name_len + o->headers[i].value_len + 4;
-    if ((rc = ws__out_room(p, p->out->cap - p->out->len + extra)) != WS_OK)
-      return rc;
-    rc = ws_client_request_write(p->out->d + p->out->len, p->out->cap - p->out->len, o,
-                                 nonce, &n);
-  }
-  if (rc != WS_OK) return rc;
+  if (rc != WS_OK) return rc == WS_ENOSPC ? WS_EFULL : rc;
   p->pmd = 0;
   if (o->deflate && !(p->flags & WS__F_FIXED) && ws__zs_usable(p->cfg)) {
     /* The offer goes in before the blank line that ends the head. */
@@ -3956,7 +3972,17 @@ int ws_client_start(ws_conn *c, const ws_client_opts *o) {
 }
 #endif /* WS_NO_CLIENT */
 
-#ifndef WS_NO_SERVER
+/* The zero-copy sends (ws_callbacks.writev, ws_send_encoded() to an idle
+ * connection): a server's, and not in the small build, where every send is
+ * copied into the queue and leaves through ws__flush() (the same bytes;
+ * some 400 B less code on a Cortex-M4). */
+#if !defined(WS_NO_SERVER) && !WS_SMALL
+#define WS__DIRECT 1
+#else
+#define WS__DIRECT 0
+#endif
+
+#if WS__DIRECT
 /* Writes what is queued, then hdr and d, in one call of the transport
  * (writev; write when d alone is to go: nothing queued, no header), and
  * queues only what it leaves.
@@ -4025,16 +4051,16 @@ static int ws__send_data(ws_conn *c, int op, const void *data, size_t len,
                   ? p->cfg->frame_size
                   : (len ? len : 1);
   size_t frames = fs >= len ? 1 : (len + fs - 1) / fs; /* no division: one */
-  size_t total = len + frames * ws__hdr_size(WS__MIN(fs, len), p->role);
+  size_t total = len + frames * ws__hdr_size(WS__MIN(fs, len), WS__SERVER(p));
   size_t olen, i;
   int rc;
   if (total < len) return WS_ETOOBIG;
   if ((rc = ws__out_fits(p, total)) != WS_OK) return rc;
-#ifndef WS_NO_SERVER
+#if WS__DIRECT
   /* A server's large single-frame send leaves from the caller's buffer
    * (after what is queued), without a copy of what the transport takes. */
   if (len >= WS_DIRECT_MIN && frames == 1 && p->cb->writev &&
-      p->role == WS_SERVER &&
+      WS__SERVER(p) &&
       !(p->flags & (WS__F_CORK | WS__F_FIXED)) && !WS__CLOSED(p)) {
     unsigned char hdr[WS_FRAME_HEADER_MAX];
     size_t hl = ws_frame_write(hdr, fin, op, len, NULL);
@@ -4173,7 +4199,7 @@ int ws_send_encoded(ws_conn *c, const void *frame, size_t len) {
   int rc;
   WS_ASSERT(c != NULL && "ws_send_encoded() called with a NULL connection");
   p = WS__P(c);
-  if (frame == NULL || p->role != WS_SERVER) return WS_EINVAL;
+  if (frame == NULL || !WS__SERVER(p)) return WS_EINVAL;
   /* RSV1 only on a compressed data frame (ws_deflate_encode()), to a
    * connection whose compressor keeps no context. */
   if (ws_frame_parse(frame, len, &f, &hl) != WS_OK || f.masked ||
@@ -4187,7 +4213,7 @@ int ws_send_encoded(ws_conn *c, const void *frame, size_t len) {
   /* Nothing queued, nothing holding output and no input being processed
    * (a publish to many): write from the caller's bytes and queue only what
    * the transport leaves. */
-#ifndef WS_NO_SERVER
+#if WS__DIRECT
   if (WS__QUEUED(p) == 0 && p->cb->write && !p->depth &&
       !(p->flags & (WS__F_CORK | WS__F_INPUT | WS__F_HOLD | WS__F_FIXED)))
     return ws__send_end(c, ws__send_now(c, NULL, 0, frame, len));

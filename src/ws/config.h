@@ -30,7 +30,8 @@
 /* 1: the small forms, for firmware: masking and UTF-8 checking a byte at a
  * time (no word-at-a-time or SIMD paths), ws_strerror() giving the error's
  * name, not a sentence, WS_MAX_HEADERS 20 (below), ws_conn_feed_inplace()
- * copying as ws_conn_feed() does. The checks are the same ones. Default: 1
+ * copying as ws_conn_feed() does, every send copied into the output queue
+ * (no zero-copy writes, conn.c's WS__DIRECT). The checks are the same ones. Default: 1
  * when compiling for size (-Os, -Oz define __OPTIMIZE_SIZE__) without an
  * OS (WS_NO_OS, or a target that is not Unix-like or Windows), else 0: a
  * hosted -Os build (some distributions build every package so) keeps the
