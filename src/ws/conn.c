@@ -1196,7 +1196,7 @@ static void ws__open(ws_conn *c, const char *proto, size_t plen) {
  * response), searched from where the last search stopped: its length when
  * it is all here; 0 when it is not yet; WS_EPROTO for a bare LF in it,
  * WS_ETOOBIG when more than max_handshake bytes came without its end. */
-static long ws__head(struct ws__conn_priv *p, size_t base) {
+static long ws__in_head(struct ws__conn_priv *p, size_t base) {
   const unsigned char *d = p->in->d + base;
   size_t len = p->in->rlen - base, from = (size_t)WS__HEAD_SCAN(p->in);
   size_t head = ws__head_end((const char *)d, len, from);
@@ -1269,7 +1269,7 @@ static int ws__server_handshake(ws_conn *c) {
   size_t consumed, n, extra = 0, i, pmd_len = 0, plen = 0;
   int status, rc, ext = 0;
   char pmd_text[WS__PMD_TEXT_MAX];
-  long head = ws__head(p, 0);
+  long head = ws__in_head(p, 0);
   if (head < 0)
     return ws__refuse(c, head == WS_EPROTO ? 400 : 431, WS_EHANDSHAKE);
   if (head == 0) {
@@ -1363,7 +1363,7 @@ static int ws__client_handshake(ws_conn *c) {
   int rc;
   long head;
   memcpy(nonce, p->in->d, 16);
-  head = ws__head(p, base);
+  head = ws__in_head(p, base);
   if (head < 0) {
     ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_EHANDSHAKE);
     return WS_EHANDSHAKE;
