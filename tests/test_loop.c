@@ -582,6 +582,30 @@ static int c_held_in(world *w, void *arg) {
   return st.held_in >= *(size_t *)arg;
 }
 
+/* Bytes waiting in the server sockets of the world's connections. */
+static size_t server_unread(world *w) {
+  ws_loop_conn *lc;
+  size_t sum = 0;
+  int i;
+  for (i = 0; i < 2; i++)
+    for (lc = i ? w->loop.ws__lp.rat : w->loop.ws__lp.conns; lc; lc = lc->ws__l.next) {
+      int left = 0;
+      if (ioctl(lc->ws__l.io.fd, FIONREAD, &left) == 0) sum += (size_t)left;
+    }
+  return sum;
+}
+
+/* Bytes the client sockets fd[0..n) have not sent yet. */
+static size_t client_unsent(const int *fd, int n) {
+  size_t sum = 0;
+  int i;
+  for (i = 0; i < n; i++) {
+    int q = 0;
+    if (ioctl(fd[i], TIOCOUTQ, &q) == 0) sum += (size_t)q;
+  }
+  return sum;
+}
+
 /* A peer that goes on sending after the server failed its connection: the
  * lingering socket is drained one share per turn (a single socket: 64
  * KiB), not to the end in one event, so the loop goes on. */
@@ -676,17 +700,8 @@ static void test_buffers_return(void) {
       if (r > 0) sent[i] += (size_t)r;
     }
     ws_loop_run_once(&w.loop, 0);
-    if (!more) { /* all sent: until the server has read all of it */
-      ws_loop_conn *lc;
-      int left = 0, q;
-      for (i = 0; i < N; i++)
-        if (ioctl(fd[i], TIOCOUTQ, &q) == 0) left += q;
-      for (lc = w.loop.ws__lp.conns; lc; lc = lc->ws__l.next)
-        if (ioctl(lc->ws__l.io.fd, FIONREAD, &q) == 0) left += q;
-      for (lc = w.loop.ws__lp.rat; lc; lc = lc->ws__l.next)
-        if (ioctl(lc->ws__l.io.fd, FIONREAD, &q) == 0) left += q;
-      if (left == 0) break;
-    }
+    /* all sent: until the server has read all of it */
+    if (!more && client_unsent(fd, N) == 0 && server_unread(&w) == 0) break;
   }
   ws_loop_stats(&w.loop, &st);
   CHECK(st.held_in >= (size_t)N * PART);
@@ -876,19 +891,6 @@ static void test_read_share(void) {
   ws_loop_free(&w.loop);
 }
 
-/* Bytes waiting in the server sockets of the world's connections. */
-static size_t server_unread(world *w) {
-  ws_loop_conn *lc;
-  size_t sum = 0;
-  int i;
-  for (i = 0; i < 2; i++)
-    for (lc = i ? w->loop.ws__lp.rat : w->loop.ws__lp.conns; lc; lc = lc->ws__l.next) {
-      int left = 0;
-      if (ioctl(lc->ws__l.io.fd, FIONREAD, &left) == 0) sum += (size_t)left;
-    }
-  return sum;
-}
-
 /* Fairness: a turn's events split WS__LOOP_TURN_READ between them, the
  * connections that read their whole share are rationed, and the rationed
  * read together at most WS__LOOP_TURN_READ bytes per turn, while a
@@ -917,13 +919,8 @@ static void test_ration(void) {
     setsockopt(heavy[i], SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
   }
   for (i = 0; i < HEAVY; i++) raw_partial_frame(heavy[i], 1 << 20, EACH);
-  for (i = 0; i < 100; i++) { /* all of it in the server's sockets */
-    int j, out = 0, q;
-    for (j = 0; j < HEAVY; j++)
-      if (ioctl(heavy[j], TIOCOUTQ, &q) == 0) out += q;
-    if (out == 0) break;
-    usleep(10000);
-  }
+  for (i = 0; i < 100 && client_unsent(heavy, HEAVY) > 0; i++)
+    usleep(10000); /* all of it in the server's sockets */
   before = server_unread(&w);
   CHECK(before >= (size_t)HEAVY * EACH);
   /* Eight events split the turn's 256 KiB: 32 KiB each, all of it read. */

@@ -255,29 +255,27 @@ static void *ws__loop_buf(void *ptr, size_t n, void *ctx) {
     if (hd[1] >= len && hd[1] - len <= len / 4) { /* fits as it is */
       nb = b;
       got = hd[1];
-    } else if ((nb = ws__map_fit(p, len, &got)) != NULL) {
-      /* a kept one whose pages are there already: cheaper to copy into
-       * than to fault new pages in */
+    } else if ((nb = ws__map_fit(p, len, &got)) == NULL && hd[1]) {
+      /* a mapping already, and none kept fits: to its new length */
+      void *r = mremap(b, hd[1], len, MREMAP_MAYMOVE);
+      if (r == MAP_FAILED) return NULL;
+      nb = (unsigned char *)r;
+      got = len;
+    } else {
+      /* a kept mapping (its pages are there already: cheaper to copy
+       * into than to fault new pages in), else a new one */
+      if (nb == NULL) {
+        void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED) return NULL;
+        nb = (unsigned char *)m;
+        got = len;
+      }
       if (b) {
         memcpy(nb + WS__BLK, ptr, hd[0] < n ? hd[0] : n);
         if (hd[1])
           ws__map_give(p, b, hd[1]);
         else
           free(b);
-      }
-    } else if (hd[1]) { /* a mapping already: to its new length */
-      void *r = mremap(b, hd[1], len, MREMAP_MAYMOVE);
-      if (r == MAP_FAILED) return NULL;
-      nb = (unsigned char *)r;
-      got = len;
-    } else { /* a new mapping */
-      void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-      if (m == MAP_FAILED) return NULL;
-      nb = (unsigned char *)m;
-      got = len;
-      if (b) {
-        memcpy(nb + WS__BLK, ptr, hd[0] < n ? hd[0] : n);
-        free(b);
       }
     }
     hd[0] = n;
@@ -899,10 +897,10 @@ static void ws__mem_count(struct ws__loop_priv *p, int kind, ptrdiff_t bytes,
 static int ws__loop_charge(ws_conn *c, int kind, ptrdiff_t bytes, void *ctx) {
   ws_loop_conn *lc = WS__LC(c);
   struct ws__loop_priv *p = WS__LP(lc->ws__l.loop);
-  int (*user)(ws_conn *, int, ptrdiff_t, void *) =
-      p->ucharge[ws_conn_role(c) == WS_CLIENT];
-  ctx = p->uctx[ws_conn_role(c) == WS_CLIENT]; /* the caller's, not the loop */
+  int client = ws_conn_role(c) == WS_CLIENT;
+  int (*user)(ws_conn *, int, ptrdiff_t, void *) = p->ucharge[client];
   size_t before = ws__lc_memory(lc), budget = p->cfg.mem_budget;
+  ctx = p->uctx[client]; /* the caller's, not the loop */
   if (bytes > 0) {
     size_t n = (size_t)bytes;
     /* The budget is a hard cap; its last eighth is kept for connections
@@ -958,13 +956,15 @@ static int ws__loop_on_handshake(ws_conn *c, const ws_request *req,
 void ws_loop_stats(ws_loop *l, struct ws_loop_stats *st) {
   struct ws__loop_priv *p = WS__LP(l);
   ws_loop_conn *lc;
+  int i;
   WS__LOOP_THREAD(l);
   memset(st, 0, sizeof *st);
   st->conns = p->nconns;
-  for (lc = p->conns; lc; lc = lc->ws__l.next)
-    if (ws_conn_state(&lc->conn) == WS_STATE_OPEN &&
-        !ws_conn_want_read(&lc->conn))
-      st->paused++;
+  for (i = 0; i < 2; i++) /* the live list, then the rationed one */
+    for (lc = i ? p->rat : p->conns; lc; lc = lc->ws__l.next)
+      if (ws_conn_state(&lc->conn) == WS_STATE_OPEN &&
+          !ws_conn_want_read(&lc->conn))
+        st->paused++;
   st->rationed = p->nrat;
   st->mem_budget = p->cfg.mem_budget;
   st->held = p->held_all;
