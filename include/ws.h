@@ -1320,6 +1320,10 @@ struct ws__loop_priv {
   size_t mcl[16];                   /* ... their lengths */
   size_t mcbytes;                   /* ... their sum */
   int mcn;                          /* ... their count */
+  void *hc[32];                     /* freed heap buffers kept while tight */
+  size_t hcl[32];                   /* ... their lengths */
+  size_t hcbytes;                   /* ... their sum */
+  int hcn;                          /* ... their count */
   ws_loop_conn *rat, *rat_tail;     /* rationed connections, in turn order
                                        (ws__loop_ration) */
   size_t nrat;

@@ -1068,6 +1068,64 @@ static void test_server_plain_http(void) {
   ep_free(&e);
 }
 
+/* Records the sizes a connection asks its allocator for. */
+typedef struct {
+  size_t sizes[64];
+  int n;
+} size_log;
+
+static void *size_log_realloc(void *ptr, size_t n, void *ctx) {
+  size_log *l = (size_log *)ctx;
+  if (n && l->n < 64) l->sizes[l->n++] = n;
+  if (n == 0) {
+    free(ptr);
+    return NULL;
+  }
+  return realloc(ptr, n);
+}
+
+static void test_buffer_sizes(void) {
+  /* Input and output grow through powers of two less 64 bytes: with an
+   * allocator's header they fill a size class or whole pages, not one
+   * page more (a 128 KiB buffer plus its header is 33 pages, or a 256
+   * KiB chunk class). */
+  ws_config cfg;
+  endpoint e;
+  buf rx = {0}, tx = {0}, in = {0};
+  size_log l;
+  static unsigned char big[300000];
+  int i, grew = 0;
+  memset(&l, 0, sizeof l);
+  ws_config_init(&cfg, WS_SERVER);
+  cfg.realloc = size_log_realloc;
+  cfg.alloc_ctx = &l;
+  ep_init(&e, &cfg, &rx, &tx);
+  ws_conn_feed(&e.c, REQ, strlen(REQ));
+  ep_drain(&e);
+  CHECK_INT(ws_conn_state(&e.c), WS_STATE_OPEN);
+  l.n = 0;
+  /* input: a message in 1,000-byte fragments, fed one at a time */
+  for (i = 0; i < 200; i++) {
+    in.len = 0;
+    add_frame(&in, 0, i ? WS_OP_CONT : WS_OP_BINARY, big, 1000, 1);
+    ws_conn_feed(&e.c, in.d, in.len);
+  }
+  /* output: a peer that does not read, and a 300 KB message */
+  e.write_stall = 1;
+  CHECK_INT(ws_send(&e.c, WS_OP_BINARY, big, sizeof big), WS_OK);
+  CHECK(l.n >= 9); /* input 2 KiB to 256 KiB, then output at once */
+  for (i = 0; i < l.n; i++) {
+    size_t t = l.sizes[i] + 64;
+    CHECK((t & (t - 1)) == 0);
+    if (l.sizes[i] > 128 * 1024) grew++;
+  }
+  CHECK(grew >= 2); /* input and output past 128 KiB */
+  e.write_stall = 0;
+  ep_free(&e);
+  buf_free(&tx);
+  buf_free(&in);
+}
+
 static void test_feed_inplace(void) {
   /* Whole frames are delivered from the caller's buffer, allocating
    * nothing; a frame cut by the end of the buffer is copied in and
@@ -4674,6 +4732,7 @@ int main(void) {
 #endif
   if (lifecycle_only) goto lifecycle;
   RUN(test_server_basic);
+  RUN(test_buffer_sizes);
   RUN(test_server_fragments);
   RUN(test_server_pong_reply);
   RUN(test_server_protocol_errors);

@@ -64,7 +64,13 @@ enum {
 #define WS__MAX_HDRS(p) WS__MIN((p)->cfg->max_headers, (size_t)WS_MAX_HEADERS)
 
 /* The buffers carry their own bookkeeping, so an idle connection, which
- * holds no buffer, pays for none of it: two NULL pointers. */
+ * holds no buffer, pays for none of it: two NULL pointers.
+ * Growing buffers (input and output) are a power of two less WS__SLOP
+ * bytes, counters included: with an allocator's headers they fill a
+ * power of two, which is a size class of the allocator's or a whole
+ * number of pages, not one page more. */
+#define WS__SLOP 64
+
 struct ws__ibuf {
   /* The small fields first, as in ws__conn_priv. */
   uint8_t op;          /* the frame's opcode (WS__OP_CONT_FRAME; 0: none) */
@@ -556,11 +562,11 @@ static int ws__out_room(struct ws__conn_priv *p, size_t n) {
 #if WS_BATCH_STACK
   if (p->flags & WS__F_STACK_OUT) return ws__out_unstack(p, n); /* outgrown */
 #endif
-  /* The first buffer, counters included, is 1 KiB: small enough for the
-   * allocators' per-thread caches (glibc's takes up to 1032 bytes), since
-   * it comes and goes with each burst of output. */
-  cap = o ? o->cap : 1024 - sizeof *o;
-  while (cap < need) cap = cap * 2 < cap ? need : cap * 2;
+  /* The first buffer, counters included, is 1 KiB less WS__SLOP: small
+   * enough for the allocators' per-thread caches (glibc's takes up to
+   * 1032 bytes), since it comes and goes with each burst of output. */
+  cap = o ? o->cap : 1024 - WS__SLOP - sizeof *o;
+  while (cap < need) cap = cap * 2 < cap ? need : cap * 2 + WS__SLOP + sizeof *o;
   if (cap + sizeof *o < cap) return WS_ENOMEM;
   q = (struct ws__obuf *)ws__mem(p, WS_MEM_OUTPUT, o,
                                  o ? sizeof *o + o->cap : 0, sizeof *o + cap);
@@ -749,6 +755,7 @@ static void ws__fail(ws_conn *c, int err, int code) {
 
 /* Input --------------------------------------------------------------- */
 
+
 /* Makes room for at least `want` bytes at in + rlen, moving live bytes to
  * the front and growing the buffer when allowed. Returns the room (0 when a
  * fixed buffer is full), or a negative error. */
@@ -767,8 +774,9 @@ static long ws__in_room(struct ws__conn_priv *p, size_t want) {
     b->mstart = 0;
   }
   if (b == NULL || (b->cap - b->rlen < want && !(p->flags & WS__F_FIXED))) {
-    size_t need = (b ? b->rlen : 0) + want, cap = b ? b->cap : 1024;
-    while (cap < need) cap *= 2;
+    size_t need = (b ? b->rlen : 0) + want;
+    size_t cap = b ? b->cap : 1024 - WS__SLOP - sizeof *b;
+    while (cap < need) cap = cap * 2 + WS__SLOP + sizeof *b;
     q = (struct ws__ibuf *)ws__mem(p, WS_MEM_INPUT, b,
                                    b ? sizeof *b + b->cap : 0, sizeof *b + cap);
     if (q == NULL) return WS__NOMEM(p);

@@ -176,7 +176,7 @@ static void *ws__loop_alloc(ws_loop *l, void *p, size_t n) {
  * see every buffer), every block comes from libc. */
 #define WS__BLK 16
 #ifndef WS__LOOP_MAP_MIN
-#define WS__LOOP_MAP_MIN (128u * 1024)
+#define WS__LOOP_MAP_MIN (128u * 1024 - 64) /* conn.c's 128 KiB buffers */
 #endif
 #ifndef WS__LOOP_MAP_CACHE
 #define WS__LOOP_MAP_CACHE (4u * 1024 * 1024)
@@ -204,6 +204,67 @@ static size_t ws__page(size_t n) {
     pg = v > 0 ? (size_t)v : 4096;
   }
   return (n + pg - 1) & ~(pg - 1);
+}
+
+/* The loop is tight past half its budget. A fragment flood grows
+ * thousands of buffers step by step, and glibc keeps the freed steps in
+ * its heap as resident holes between live blocks: 180 MiB of them beside
+ * a full budget (docs/limits.md). While tight, a block of libc's of
+ * WS__LOOP_UNPAGE bytes or more gives its whole pages back before it is
+ * freed (madvise: the block is still the loop's, and glibc writes only
+ * at its ends), so that its hole costs address space, not memory. Below
+ * half the budget that is not worth its system call and page faults:
+ * steady traffic finds its pages in place in the heap. (Mapping blocks
+ * from 16 KiB while tight was worse: the holes made before then were
+ * never filled again, 290 to 300 MiB in that row.) */
+#ifndef WS__LOOP_UNPAGE
+#define WS__LOOP_UNPAGE (16u * 1024)
+#endif
+static int ws__loop_tight(const struct ws__loop_priv *p) {
+  return p->cfg.mem_budget && p->held_all >= p->cfg.mem_budget / 2;
+}
+
+static void ws__loop_unpage(unsigned char *b, size_t len) {
+  size_t pg = ws__page(1);
+  uintptr_t lo = ((uintptr_t)b + 64 + pg - 1) & ~(uintptr_t)(pg - 1);
+  uintptr_t hi = ((uintptr_t)b + len - 64) & ~(uintptr_t)(pg - 1);
+  if (hi > lo) (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
+/* While tight, freed heap blocks of WS__LOOP_UNPAGE bytes or more are
+ * kept, up to WS__LOOP_HEAP_CACHE bytes, for the next block of the same
+ * size (conn.c's buffers come in a few sizes): steady traffic under load
+ * takes them with their pages in place, where an madvise would make it
+ * fault them in again for each message. Past the cache they are unpaged
+ * and freed. */
+#ifndef WS__LOOP_HEAP_CACHE
+#define WS__LOOP_HEAP_CACHE (4u * 1024 * 1024)
+#endif
+static unsigned char *ws__heap_take(struct ws__loop_priv *p, size_t len) {
+  int i;
+  for (i = 0; i < p->hcn; i++)
+    if (p->hcl[i] == len) {
+      unsigned char *b = (unsigned char *)p->hc[i];
+      p->hcbytes -= len;
+      p->hc[i] = p->hc[--p->hcn];
+      p->hcl[i] = p->hcl[p->hcn];
+      return b;
+    }
+  return NULL;
+}
+
+static void ws__heap_give(struct ws__loop_priv *p, unsigned char *b, size_t len) {
+  if (b && len >= WS__LOOP_UNPAGE && ws__loop_tight(p)) {
+    if (p->hcn < (int)(sizeof p->hc / sizeof p->hc[0]) &&
+        p->hcbytes + len <= WS__LOOP_HEAP_CACHE) {
+      p->hc[p->hcn] = b;
+      p->hcl[p->hcn++] = len;
+      p->hcbytes += len;
+      return;
+    }
+    ws__loop_unpage(b, len);
+  }
+  free(b);
 }
 
 /* A kept mapping of len bytes or more, at most a quarter more (*got: its
@@ -235,6 +296,8 @@ static void ws__map_give(struct ws__loop_priv *p, void *m, size_t len) {
   }
   munmap(m, len);
 }
+#else
+#define ws__heap_give(p, b, len) free(b)
 #endif
 
 /* ws_config.realloc of the loop's connections (ctx: the loop). */
@@ -252,6 +315,7 @@ static void *ws__loop_buf(void *ptr, size_t n, void *ctx) {
       return NULL;
     }
     len = ws__page(n + WS__BLK);
+    nb = NULL;
     if (hd[1] >= len && hd[1] - len <= len / 4) { /* fits as it is */
       nb = b;
       got = hd[1];
@@ -263,32 +327,50 @@ static void *ws__loop_buf(void *ptr, size_t n, void *ctx) {
       got = len;
     } else {
       /* a kept mapping (its pages are there already: cheaper to copy
-       * into than to fault new pages in), else a new one */
+       * into than to fault new pages in), else a new one; when the
+       * system refuses one (vm.max_map_count), libc's heap below */
       if (nb == NULL) {
         void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (m == MAP_FAILED) return NULL;
-        nb = (unsigned char *)m;
-        got = len;
+        if (m != MAP_FAILED) {
+          nb = (unsigned char *)m;
+          got = len;
+        }
       }
-      if (b) {
+      if (nb && b) {
         memcpy(nb + WS__BLK, ptr, hd[0] < n ? hd[0] : n);
-        if (hd[1])
+        if (hd[1]) {
           ws__map_give(p, b, hd[1]);
-        else
-          free(b);
+        } else {
+          ws__heap_give(p, b, hd[0] + WS__BLK);
+        }
       }
     }
-    hd[0] = n;
-    hd[1] = got;
-    memcpy(nb, hd, sizeof hd);
-    return nb + WS__BLK;
+    if (nb) {
+      hd[0] = n;
+      hd[1] = got;
+      memcpy(nb, hd, sizeof hd);
+      return nb + WS__BLK;
+    }
   }
 #endif
   if (n == 0) {
-    free(b);
+    ws__heap_give(p, b, hd[0] + WS__BLK);
     return NULL;
   }
-  if (n > SIZE_MAX - WS__BLK || (nb = (unsigned char *)realloc(b, n + WS__BLK)) == NULL)
+  if (n > SIZE_MAX - WS__BLK) return NULL;
+#if WS__LOOP_MAPS
+  /* a kept block of that size; or, while tight, not realloc, which would
+   * free b with its pages */
+  if (n + WS__BLK >= WS__LOOP_UNPAGE &&
+      ((nb = ws__heap_take(p, n + WS__BLK)) != NULL || (b && ws__loop_tight(p)))) {
+    if (nb == NULL && (nb = (unsigned char *)malloc(n + WS__BLK)) == NULL) return NULL;
+    if (b) {
+      memcpy(nb + WS__BLK, ptr, hd[0] < n ? hd[0] : n);
+      ws__heap_give(p, b, hd[0] + WS__BLK);
+    }
+  } else
+#endif
+  if ((nb = (unsigned char *)realloc(b, n + WS__BLK)) == NULL)
     return NULL;
   hd[0] = n;
   memcpy(nb, hd, sizeof hd);
@@ -3274,6 +3356,8 @@ void ws_loop_free(ws_loop *l) {
   ws__loop_alloc(l, p->rbuf, 0);
   p->rbuf = NULL;
 #if WS__LOOP_MAPS
+  while (p->hcn > 0) free(p->hc[--p->hcn]);
+  p->hcbytes = 0;
   while (p->mcn > 0) {
     p->mcn--;
     munmap(p->mc[p->mcn], p->mcl[p->mcn]);
