@@ -2131,10 +2131,18 @@ enum {
 /* The buffers carry their own bookkeeping, so an idle connection, which
  * holds no buffer, pays for none of it: two NULL pointers.
  * Growing buffers (input and output) are a power of two less WS__SLOP
- * bytes, counters included: with an allocator's headers they fill a
- * power of two, which is a size class of the allocator's or a whole
- * number of pages, not one page more. */
+ * bytes, counters included (hd: their size): with an allocator's headers
+ * they fill a power of two, which is a size class of the allocator's or a
+ * whole number of pages, not one page more. The small build (firmware:
+ * fixed buffers) keeps the shorter code. */
 #define WS__SLOP 64
+#if WS_SMALL
+#define WS__BUF_FIRST(hd) (1024 - (hd))
+#define WS__BUF_NEXT(cap, hd) ((cap) * 2)
+#else
+#define WS__BUF_FIRST(hd) (1024 - WS__SLOP - (hd))
+#define WS__BUF_NEXT(cap, hd) ((cap) * 2 + WS__SLOP + (hd))
+#endif
 
 struct ws__ibuf {
   /* The small fields first, as in ws__conn_priv. */
@@ -2627,11 +2635,11 @@ static int ws__out_room(struct ws__conn_priv *p, size_t n) {
 #if WS_BATCH_STACK
   if (p->flags & WS__F_STACK_OUT) return ws__out_unstack(p, n); /* outgrown */
 #endif
-  /* The first buffer, counters included, is 1 KiB less WS__SLOP: small
+  /* The first buffer, counters included, is 1 KiB (less WS__SLOP): small
    * enough for the allocators' per-thread caches (glibc's takes up to
    * 1032 bytes), since it comes and goes with each burst of output. */
-  cap = o ? o->cap : 1024 - WS__SLOP - sizeof *o;
-  while (cap < need) cap = cap * 2 < cap ? need : cap * 2 + WS__SLOP + sizeof *o;
+  cap = o ? o->cap : WS__BUF_FIRST(sizeof *o);
+  while (cap < need) cap = cap * 2 < cap ? need : WS__BUF_NEXT(cap, sizeof *o);
   if (cap + sizeof *o < cap) return WS_ENOMEM;
   q = (struct ws__obuf *)ws__mem(p, WS_MEM_OUTPUT, o,
                                  o ? sizeof *o + o->cap : 0, sizeof *o + cap);
@@ -2840,8 +2848,8 @@ static long ws__in_room(struct ws__conn_priv *p, size_t want) {
   }
   if (b == NULL || (b->cap - b->rlen < want && !(p->flags & WS__F_FIXED))) {
     size_t need = (b ? b->rlen : 0) + want;
-    size_t cap = b ? b->cap : 1024 - WS__SLOP - sizeof *b;
-    while (cap < need) cap = cap * 2 + WS__SLOP + sizeof *b;
+    size_t cap = b ? b->cap : WS__BUF_FIRST(sizeof *b);
+    while (cap < need) cap = WS__BUF_NEXT(cap, sizeof *b);
     q = (struct ws__ibuf *)ws__mem(p, WS_MEM_INPUT, b,
                                    b ? sizeof *b + b->cap : 0, sizeof *b + cap);
     if (q == NULL) return WS__NOMEM(p);
