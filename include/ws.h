@@ -1272,6 +1272,14 @@ struct ws__watch_priv {
   ws_loop *loop;                    /* the loop it is started on, or NULL */
   ws_watch *next, *prev;            /* the loop's started watches */
 };
+/* Freed blocks the loop keeps for its next ones (the loop's allocator). */
+struct ws__kept {
+  void *b[32];
+  size_t len[32];
+  size_t bytes; /* their sum */
+  int n;
+};
+
 struct ws__loop_priv {
   ws_loop_config cfg;
   ws_loop_callbacks cb;
@@ -1316,14 +1324,8 @@ struct ws__loop_priv {
   size_t evshare;                   /* one event's share in this turn */
   void *(*urealloc)(void *ptr, size_t size, void *ctx); /* the caller's */
   void *uctx[2];                    /* the caller's alloc_ctx: server, client */
-  void *mc[16];                     /* freed buffer mappings kept ... */
-  size_t mcl[16];                   /* ... their lengths */
-  size_t mcbytes;                   /* ... their sum */
-  int mcn;                          /* ... their count */
-  void *hc[32];                     /* freed heap buffers kept while tight */
-  size_t hcl[32];                   /* ... their lengths */
-  size_t hcbytes;                   /* ... their sum */
-  int hcn;                          /* ... their count */
+  struct ws__kept mc;               /* freed buffer mappings kept */
+  struct ws__kept hc;               /* freed heap buffers kept while tight */
   ws_loop_conn *rat, *rat_tail;     /* rationed connections, in turn order
                                        (ws__loop_ration) */
   size_t nrat;

@@ -5494,31 +5494,39 @@ static void ws__loop_unpage(unsigned char *b, size_t len) {
  * would pass it first gives them all back (ws__loop_drop_kept). */
 static int ws__kept_fits(const struct ws__loop_priv *p, size_t len) {
   size_t budget = p->cfg.mem_budget;
-  return budget == 0 || p->held_all + p->mcbytes + p->hcbytes + len <= budget;
+  return budget == 0 || p->held_all + p->mc.bytes + p->hc.bytes + len <= budget;
+}
+
+/* Keeps block b of len bytes in k, which holds at most `most` blocks and
+ * `max` bytes: 0 when it has no room for it. */
+static int ws__kept_put(struct ws__loop_priv *p, struct ws__kept *k, int most, size_t max,
+                        void *b, size_t len) {
+  if (k->n >= most || k->bytes + len > max || !ws__kept_fits(p, len)) return 0;
+  k->b[k->n] = b;
+  k->len[k->n++] = len;
+  k->bytes += len;
+  return 1;
+}
+
+/* Takes block i out of k. */
+static void *ws__kept_take(struct ws__kept *k, int i) {
+  void *b = k->b[i];
+  k->bytes -= k->len[i];
+  k->b[i] = k->b[--k->n];
+  k->len[i] = k->len[k->n];
+  return b;
 }
 
 static unsigned char *ws__heap_take(struct ws__loop_priv *p, size_t len) {
   int i;
-  for (i = 0; i < p->hcn; i++)
-    if (p->hcl[i] == len) {
-      unsigned char *b = (unsigned char *)p->hc[i];
-      p->hcbytes -= len;
-      p->hc[i] = p->hc[--p->hcn];
-      p->hcl[i] = p->hcl[p->hcn];
-      return b;
-    }
+  for (i = 0; i < p->hc.n; i++)
+    if (p->hc.len[i] == len) return (unsigned char *)ws__kept_take(&p->hc, i);
   return NULL;
 }
 
 static void ws__heap_give(struct ws__loop_priv *p, unsigned char *b, size_t len) {
   if (b && len >= WS__LOOP_UNPAGE && ws__loop_tight(p)) {
-    if (p->hcn < (int)(sizeof p->hc / sizeof p->hc[0]) &&
-        p->hcbytes + len <= WS__LOOP_HEAP_CACHE && ws__kept_fits(p, len)) {
-      p->hc[p->hcn] = b;
-      p->hcl[p->hcn++] = len;
-      p->hcbytes += len;
-      return;
-    }
+    if (ws__kept_put(p, &p->hc, 32, WS__LOOP_HEAP_CACHE, b, len)) return;
     ws__loop_unpage(b, len);
   }
   free(b);
@@ -5528,45 +5536,31 @@ static void ws__heap_give(struct ws__loop_priv *p, unsigned char *b, size_t len)
  * length), taken from the cache; NULL when none fits. */
 static unsigned char *ws__map_fit(struct ws__loop_priv *p, size_t len, size_t *got) {
   int i, best = -1;
-  void *m;
-  for (i = 0; i < p->mcn; i++)
-    if (p->mcl[i] >= len && p->mcl[i] - len <= len / 4 &&
-        (best < 0 || p->mcl[i] < p->mcl[best]))
-      best = i;
+  const size_t *l = p->mc.len;
+  for (i = 0; i < p->mc.n; i++)
+    if (l[i] >= len && l[i] - len <= len / 4 && (best < 0 || l[i] < l[best])) best = i;
   if (best < 0) return NULL;
-  m = p->mc[best];
-  *got = p->mcl[best];
-  p->mcbytes -= *got;
-  p->mc[best] = p->mc[--p->mcn];
-  p->mcl[best] = p->mcl[p->mcn];
-  return (unsigned char *)m;
+  *got = l[best];
+  return (unsigned char *)ws__kept_take(&p->mc, best);
 }
 
 /* Gives a mapping back: kept while the cache has room, else unmapped. */
 static void ws__map_give(struct ws__loop_priv *p, void *m, size_t len) {
-  if (p->mcn < (int)(sizeof p->mc / sizeof p->mc[0]) &&
-      p->mcbytes + len <= WS__LOOP_MAP_CACHE && ws__kept_fits(p, len)) {
-    p->mc[p->mcn] = m;
-    p->mcl[p->mcn++] = len;
-    p->mcbytes += len;
-    return;
-  }
-  munmap(m, len);
+  if (!ws__kept_put(p, &p->mc, 16, WS__LOOP_MAP_CACHE, m, len)) munmap(m, len);
 }
 
 /* Gives every kept block back to the system. */
 static void ws__loop_drop_kept(struct ws__loop_priv *p) {
-  while (p->hcn > 0) {
-    p->hcn--;
-    ws__loop_unpage((unsigned char *)p->hc[p->hcn], p->hcl[p->hcn]);
-    free(p->hc[p->hcn]);
+  while (p->hc.n > 0) {
+    size_t len = p->hc.len[p->hc.n - 1];
+    unsigned char *b = (unsigned char *)ws__kept_take(&p->hc, p->hc.n - 1);
+    ws__loop_unpage(b, len);
+    free(b);
   }
-  p->hcbytes = 0;
-  while (p->mcn > 0) {
-    p->mcn--;
-    munmap(p->mc[p->mcn], p->mcl[p->mcn]);
+  while (p->mc.n > 0) {
+    size_t len = p->mc.len[p->mc.n - 1];
+    munmap(ws__kept_take(&p->mc, p->mc.n - 1), len);
   }
-  p->mcbytes = 0;
 }
 #else
 #define ws__heap_give(p, b, len) free(b)
@@ -6281,7 +6275,7 @@ static int ws__loop_charge(ws_conn *c, int kind, ptrdiff_t bytes, void *ctx) {
     size_t n = (size_t)bytes;
     /* The budget is a hard cap; its last eighth is kept for connections
      * under their fair share. */
-    if (budget && p->held_all + n + p->mcbytes + p->hcbytes > budget)
+    if (budget && p->held_all + n + p->mc.bytes + p->hc.bytes > budget)
       ws__loop_drop_kept(p); /* kept blocks first */
     if (budget && p->held_all + n > budget - budget / 8) {
       size_t share = budget / (p->holders + (before == 0));

@@ -748,10 +748,10 @@ static void test_buffers_return(void) {
   rss2 = rss_bytes();
   printf("# RSS %zu KiB at the start, %zu KiB holding %d x 1.5 MiB, %zu KiB after "
          "(cache: %zu KiB kept)\n", rss0 >> 10, rss1 >> 10, N, rss2 >> 10,
-         w.loop.ws__lp.mcbytes >> 10);
+         w.loop.ws__lp.mc.bytes >> 10);
   CHECK(rss1 >= rss0 + (size_t)N * PART * 3 / 4);
   CHECK(rss2 <= rss0 + WS__LOOP_MAP_CACHE + (4u << 20));
-  CHECK(w.loop.ws__lp.mcbytes <= WS__LOOP_MAP_CACHE);
+  CHECK(w.loop.ws__lp.mc.bytes <= WS__LOOP_MAP_CACHE);
   close(last);
   ws_loop_free(&w.loop);
 #else
@@ -788,7 +788,7 @@ static void test_tight_unpage(void) {
   }
   CHECK_INT((int)st.holders, N);
   CHECK(st.held >= w.loop.ws__lp.cfg.mem_budget / 2 + (size_t)(K + 12) * 65536);
-  CHECK_INT(w.loop.ws__lp.hcn, 0);
+  CHECK_INT(w.loop.ws__lp.hc.n, 0);
   rss1 = rss_bytes();
   for (i = 1; i < N; i += 2) close(fd[i]);
   for (j = 0; j < 500; j++) {
@@ -799,9 +799,9 @@ static void test_tight_unpage(void) {
   CHECK_INT((int)st.conns, N / 2);
   rss2 = rss_bytes();
   printf("# RSS %zu KiB holding %d x 64 KiB, %zu KiB with every other one freed "
-         "(%d kept)\n", rss1 >> 10, N, rss2 >> 10, w.loop.ws__lp.hcn);
-  CHECK_INT(w.loop.ws__lp.hcn, K);
-  CHECK(w.loop.ws__lp.hcbytes <= WS__LOOP_HEAP_CACHE);
+         "(%d kept)\n", rss1 >> 10, N, rss2 >> 10, w.loop.ws__lp.hc.n);
+  CHECK_INT(w.loop.ws__lp.hc.n, K);
+  CHECK(w.loop.ws__lp.hc.bytes <= WS__LOOP_HEAP_CACHE);
   /* 16 freed after the cache filled, above 5 MiB held: 15 of each 16
    * pages back */
   CHECK(rss2 + 12u * 48 * 1024 <= rss1);
@@ -809,23 +809,23 @@ static void test_tight_unpage(void) {
     CHECK_INT(raw_upgrade(&w, &more[i]), 101);
     raw_partial_frame(more[i], 62000, 60000);
   }
-  for (j = 0; j < 500 && w.loop.ws__lp.hcn > K - 8; j++) ws_loop_run_once(&w.loop, 10);
-  CHECK_INT(w.loop.ws__lp.hcn, K - 8); /* taken from the cache */
+  for (j = 0; j < 500 && w.loop.ws__lp.hc.n > K - 8; j++) ws_loop_run_once(&w.loop, 10);
+  CHECK_INT(w.loop.ws__lp.hc.n, K - 8); /* taken from the cache */
   /* Kept blocks count against the budget: a charge that would pass it
    * gives them back first. */
   ws_loop_stats(&w.loop, &st);
-  CHECK(st.held + w.loop.ws__lp.hcbytes + w.loop.ws__lp.mcbytes <= w.loop.ws__lp.cfg.mem_budget);
-  w.loop.ws__lp.cfg.mem_budget = st.held + w.loop.ws__lp.hcbytes + w.loop.ws__lp.mcbytes + 4096;
+  CHECK(st.held + w.loop.ws__lp.hc.bytes + w.loop.ws__lp.mc.bytes <= w.loop.ws__lp.cfg.mem_budget);
+  w.loop.ws__lp.cfg.mem_budget = st.held + w.loop.ws__lp.hc.bytes + w.loop.ws__lp.mc.bytes + 4096;
   {
     static unsigned char rest[2000];
     CHECK(send(fd[0], rest, sizeof rest, 0) == (ssize_t)sizeof rest); /* its message ends */
     raw_partial_frame(fd[0], 200000, 100000); /* and a larger one starts */
   }
-  for (j = 0; j < 500 && w.loop.ws__lp.hcn > 1; j++) ws_loop_run_once(&w.loop, 10);
+  for (j = 0; j < 500 && w.loop.ws__lp.hc.n > 1; j++) ws_loop_run_once(&w.loop, 10);
   ws_loop_stats(&w.loop, &st);
   /* all given back; then its old 64 KiB block was kept again, within */
-  CHECK(w.loop.ws__lp.hcn <= 1);
-  CHECK(st.held + w.loop.ws__lp.hcbytes + w.loop.ws__lp.mcbytes <= w.loop.ws__lp.cfg.mem_budget);
+  CHECK(w.loop.ws__lp.hc.n <= 1);
+  CHECK(st.held + w.loop.ws__lp.hc.bytes + w.loop.ws__lp.mc.bytes <= w.loop.ws__lp.cfg.mem_budget);
   for (i = 0; i < 8; i++) close(more[i]);
   for (i = 0; i < N; i += 2) close(fd[i]);
   ws_loop_free(&w.loop);
