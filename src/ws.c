@@ -6202,8 +6202,8 @@ static int ws__linger_acked(int fd) {
  * until the linger time ends it. A peer that fills a share and has
  * acknowledged our close is closed at once: lingering is for our close
  * to arrive, and a flood of sockets that go on sending after it would
- * crowd the loop's readiness (5,000 in make attack's unfinished row,
- * where an honest client's event waited 20 turns behind them). */
+ * crowd the loop's readiness (3,700 at once in make attack's unfinished
+ * row, where an honest client's event waited about 15 turns behind them). */
 static void ws__linger_read(ws_loop *l, ws__linger *g) {
   char sink[4096];
   size_t left = WS__LP(l)->evshare;
