@@ -5551,16 +5551,26 @@ static void ws__map_give(struct ws__loop_priv *p, void *m, size_t len) {
 
 /* Gives every kept block back to the system. */
 static void ws__loop_drop_kept(struct ws__loop_priv *p) {
-  while (p->hc.n > 0) {
-    size_t len = p->hc.len[p->hc.n - 1];
-    unsigned char *b = (unsigned char *)ws__kept_take(&p->hc, p->hc.n - 1);
-    ws__loop_unpage(b, len);
-    free(b);
+  int i;
+  for (i = 0; i < p->hc.n; i++) {
+    ws__loop_unpage((unsigned char *)p->hc.b[i], p->hc.len[i]);
+    free(p->hc.b[i]);
   }
-  while (p->mc.n > 0) {
-    size_t len = p->mc.len[p->mc.n - 1];
-    munmap(ws__kept_take(&p->mc, p->mc.n - 1), len);
-  }
+  for (i = 0; i < p->mc.n; i++) munmap(p->mc.b[i], p->mc.len[i]);
+  p->hc.n = p->mc.n = 0;
+  p->hc.bytes = p->mc.bytes = 0;
+}
+
+/* Moves block b (header hd) to nb, which has room for n bytes: its bytes
+ * are copied, and b goes back, a mapping to the mappings' cache, a heap
+ * block to ws__heap_give(). */
+static void ws__blk_move(struct ws__loop_priv *p, unsigned char *nb, unsigned char *b,
+                         const size_t hd[2], size_t n) {
+  memcpy(nb + WS__BLK, b + WS__BLK, hd[0] < n ? hd[0] : n);
+  if (hd[1])
+    ws__map_give(p, b, hd[1]);
+  else
+    ws__heap_give(p, b, hd[0] + WS__BLK);
 }
 #else
 #define ws__heap_give(p, b, len) free(b)
@@ -5603,14 +5613,7 @@ static void *ws__loop_buf(void *ptr, size_t n, void *ctx) {
           got = len;
         }
       }
-      if (nb && b) {
-        memcpy(nb + WS__BLK, ptr, hd[0] < n ? hd[0] : n);
-        if (hd[1]) {
-          ws__map_give(p, b, hd[1]);
-        } else {
-          ws__heap_give(p, b, hd[0] + WS__BLK);
-        }
-      }
+      if (nb && b) ws__blk_move(p, nb, b, hd, n);
     }
     if (nb) {
       hd[0] = n;
@@ -5631,10 +5634,7 @@ static void *ws__loop_buf(void *ptr, size_t n, void *ctx) {
   if (n + WS__BLK >= WS__LOOP_UNPAGE &&
       ((nb = ws__heap_take(p, n + WS__BLK)) != NULL || (b && ws__loop_tight(p)))) {
     if (nb == NULL && (nb = (unsigned char *)malloc(n + WS__BLK)) == NULL) return NULL;
-    if (b) {
-      memcpy(nb + WS__BLK, ptr, hd[0] < n ? hd[0] : n);
-      ws__heap_give(p, b, hd[0] + WS__BLK);
-    }
+    if (b) ws__blk_move(p, nb, b, hd, n);
   } else
 #endif
   if ((nb = (unsigned char *)realloc(b, n + WS__BLK)) == NULL)
