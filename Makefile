@@ -14,8 +14,8 @@ EXAMPLES = echo_server echo_client chat wsc
 ifeq ($(shell uname -s),Linux)
 EXAMPLES += existing_server
 endif
-TESTS    = test_codec test_codec_nosimd test_codec_small test_conn test_conn_ndebug test_misuse test_dns \
-           test_loop test_loop_poll test_chat
+TESTS    = test_codec test_codec_nosimd test_codec_small test_conn test_conn_ndebug test_fixed test_misuse \
+           test_dns test_loop test_loop_poll test_chat
 ARM_CC  ?= arm-none-eabi-gcc
 RV_CC   ?= riscv64-unknown-elf-gcc
 
@@ -182,8 +182,8 @@ $(BUILD)/small/%: examples/core_%.c src/ws.c include/ws.h $(CONFIG_STAMP)
 	$(CC) $(WARN) $(CFLAGS) $(CPPFLAGS) -DWS_SMALL=1 $< src/ws.c -o $@ $(LDLIBS)
 
 # The firmware example, built as firmware builds the core (no OS, no
-# malloc, no loop, client only), running here over a socket.
-FW_DEFS = -DWS_NO_OS -DWS_NO_MALLOC -DWS_NO_LOOP -DWS_NO_SERVER
+# malloc, no loop, client only, fixed buffers), running here over a socket.
+FW_DEFS = -DWS_NO_OS -DWS_NO_MALLOC -DWS_NO_LOOP -DWS_NO_SERVER -DWS_FIXED_BUFFERS=1
 $(BUILD)/firmware_client: examples/firmware_client.c src/ws.c include/ws.h $(CONFIG_STAMP) | $(BUILD)
 	$(CC) $(WARN) $(CFLAGS) -Iinclude $(FW_DEFS) $< src/ws.c -o $@
 
@@ -285,7 +285,7 @@ check-layers: | $(BUILD)
 # Warning-free with gcc and clang in several configurations, and ws.h as C++.
 check-configs: | $(BUILD)
 	@set -e; for cc in gcc clang; do \
-	  for defs in "" "-DWS_NO_MALLOC" "-DWS_NO_LOOP" "-DWS_NO_OS -DWS_NO_MALLOC" "-DWS_SMALL=1" "-Os -DWS_NO_OS -DWS_NO_MALLOC -DWS_NO_LOOP" "-DWS_NO_CLIENT" "-DWS_NO_SERVER" "-O2" "-O0 -DNDEBUG" $(if $(filter 1,$(WS_ZLIB)),"-DWS_ENABLE_ZLIB=1" "-DWS_ENABLE_ZLIB=1 -DWS_NO_SERVER" "-DWS_ENABLE_ZLIB=1 -DWS_NO_CLIENT" "-DWS_ENABLE_ZLIB=1 -DWS_NO_MALLOC"); do \
+	  for defs in "" "-DWS_NO_MALLOC" "-DWS_NO_LOOP" "-DWS_NO_OS -DWS_NO_MALLOC" "-DWS_SMALL=1" "-Os -DWS_NO_OS -DWS_NO_MALLOC -DWS_NO_LOOP" "-Os -DWS_NO_OS -DWS_NO_MALLOC -DWS_NO_LOOP -DWS_FIXED_BUFFERS=1" "-DWS_NO_CLIENT" "-DWS_NO_SERVER" "-O2" "-O0 -DNDEBUG" $(if $(filter 1,$(WS_ZLIB)),"-DWS_ENABLE_ZLIB=1" "-DWS_ENABLE_ZLIB=1 -DWS_NO_SERVER" "-DWS_ENABLE_ZLIB=1 -DWS_NO_CLIENT" "-DWS_ENABLE_ZLIB=1 -DWS_NO_MALLOC"); do \
 	    echo "  $$cc $$defs"; \
 	    $$cc -std=c99 -Wall -Wextra -Wpedantic -Werror -Wshadow -Wconversion -Wno-sign-conversion $$defs -Iinclude -c src/ws.c -o $(BUILD)/cfg.o; \
 	  done; \

@@ -2,7 +2,8 @@
  * firmware_client.c - a WebSocket client on a fixed memory budget, the way
  * firmware uses the core: static buffers (ws_conn_set_buffers), no malloc,
  * no OS (ws.c built with -DWS_NO_OS -DWS_NO_MALLOC -DWS_NO_LOOP
- * -DWS_NO_SERVER), the transport through callbacks.
+ * -DWS_NO_SERVER -DWS_FIXED_BUFFERS=1: the last leaves out the code that
+ * grows buffers), the transport through callbacks.
  *
  * The application part (app_*) knows nothing of the transport: bytes go out
  * through the write callback, bytes in are pushed with ws_conn_feed() by

@@ -20,7 +20,12 @@
  *   by the caller (stack, static, or inside your own struct). Buffers are
  *   either fixed (ws_conn_set_buffers(): the connection never allocates) or
  *   grown through the realloc-style hook in ws_config, which carries a
- *   context pointer. Defining WS_NO_MALLOC removes the libc default.
+ *   context pointer. Defining WS_NO_MALLOC removes the libc default;
+ *   defining WS_FIXED_BUFFERS to 1 (with WS_NO_LOOP, without
+ *   permessage-deflate) leaves growing out altogether: every connection
+ *   then needs ws_conn_set_buffers(), the hook and the budget (.realloc,
+ *   .charge) are not used, and a connection without buffers fails with
+ *   WS_ENOMEM.
  * - Lifetimes: every pointer handed to a callback is valid until that
  *   callback returns, unless its documentation says otherwise.
  * - Threads: a ws_conn is driven by one thread at a time. Different

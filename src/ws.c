@@ -70,6 +70,17 @@
 #endif
 #endif
 
+/* 1: connections never allocate. Every connection is given its buffers
+ * with ws_conn_set_buffers() before its first I/O, and the code that grows,
+ * frees and budgets buffers (cfg.realloc, cfg.charge) is left out: some
+ * 650 B of a Cortex-M4 client. A connection without buffers fails as one
+ * whose allocator refused (WS_ENOMEM). Needs WS_NO_LOOP (the loop's
+ * connections grow their buffers) and no permessage-deflate (zlib
+ * allocates). Default 0. */
+#ifndef WS_FIXED_BUFFERS
+#define WS_FIXED_BUFFERS 0
+#endif
+
 /* Compile-time defaults; ws_config_init() copies them into each config. */
 #ifndef WS_MAX_HANDSHAKE
 #define WS_MAX_HANDSHAKE 8192
@@ -159,6 +170,9 @@
 #define WS_INFLATE_CHUNK 4096
 #endif
 
+#if WS_FIXED_BUFFERS && (!defined(WS_NO_LOOP) || WS_ENABLE_ZLIB)
+#error "WS_FIXED_BUFFERS needs WS_NO_LOOP and no WS_ENABLE_ZLIB: the loop and zlib allocate"
+#endif
 #if WS_MAX_HEADERS > 255 || WS_MAX_HEADERS < 8
 #error "WS_MAX_HEADERS must be 8..255"
 #endif
@@ -2103,6 +2117,10 @@ enum {
   WS__F_BLOCKED = 1u << 20     /* the transport refused output that is still
                                 * queued (the peer is not reading) */
 };
+/* The caller's buffers: always so under WS_FIXED_BUFFERS (then the paths
+ * that grow or free buffers compile out). */
+#define WS__FIXED(p) (WS_FIXED_BUFFERS || ((p)->flags & WS__F_FIXED))
+
 
 /* CLOSED has one mark, the state, set by ws__set_closed() alone and never
  * left; ws__done() then runs the on_close owed (WS__F_NOTIFIED). */
@@ -2249,6 +2267,7 @@ static void ws__give(struct ws__conn_priv *p, int kind, size_t n) {
 static void *ws__mem(struct ws__conn_priv *p, int kind, void *ptr, size_t old,
                      size_t n) {
   void *q;
+  if (WS_FIXED_BUFFERS) return NULL; /* nothing allocates (config.h) */
   if (n > old && !ws__take(p, kind, n - old)) return NULL;
   if (n < old) ws__give(p, kind, old - n);
   q = ws__realloc(p, ptr, n);
@@ -2490,7 +2509,7 @@ static void ws__set_closed(struct ws__conn_priv *p, int code, int err) {
 /* Gives the buffers back (never the batch's stack buffer). */
 static void ws__release(struct ws__conn_priv *p) {
   ws__z_release(p);
-  if (!(p->flags & WS__F_FIXED)) {
+  if (!WS__FIXED(p)) {
     /* One at a time, as in ws__z_release(). */
     if (p->in) ws__mem(p, WS_MEM_INPUT, p->in, sizeof *p->in + p->in->cap, 0);
     p->in = NULL;
@@ -2530,7 +2549,7 @@ static void ws__refused(struct ws__conn_priv *p, int code) {
 size_t ws_conn_memory(const ws_conn *c) {
   const struct ws__conn_priv *p = WS__P(c);
   size_t n = 0;
-  if (!(p->flags & WS__F_FIXED)) {
+  if (!WS__FIXED(p)) {
     if (p->in) n += sizeof *p->in + p->in->cap;
     if (p->out && !(p->flags & WS__F_STACK_OUT))
       n += sizeof *p->out + p->out->cap;
@@ -2628,8 +2647,9 @@ static int ws__out_room(struct ws__conn_priv *p, size_t n) {
       o->head = 0;
       if (o->cap - o->len >= n) return WS_OK;
     }
-    if (p->flags & WS__F_FIXED) return WS_EFULL;
+    if (WS__FIXED(p)) return WS_EFULL;
   }
+  if (WS_FIXED_BUFFERS) return WS_ENOMEM; /* none was given */
   need = (o ? o->len : 0) + n;
   if (need < n) return WS_ENOMEM;
 #if WS_BATCH_STACK
@@ -2698,7 +2718,7 @@ static int ws__flush(ws_conn *c) {
     p->flags &= ~(uint32_t)WS__F_BLOCKED;
     o->head = o->len = o->pong_end = 0;
     o->stall = 0;
-    if (!(p->flags & (WS__F_FIXED | WS__F_STACK_OUT)) &&
+    if (!WS__FIXED(p) && !(p->flags & WS__F_STACK_OUT) &&
         o->cap > WS_KEEP_BUFFER) {
       ws__mem(p, WS_MEM_OUTPUT, o, sizeof *o + o->cap, 0);
       p->out = NULL;
@@ -2846,9 +2866,11 @@ static long ws__in_room(struct ws__conn_priv *p, size_t want) {
     b->rpos = b->mlen;
     b->mstart = 0;
   }
-  if (b == NULL || (b->cap - b->rlen < want && !(p->flags & WS__F_FIXED))) {
-    size_t need = (b ? b->rlen : 0) + want;
-    size_t cap = b ? b->cap : WS__BUF_FIRST(sizeof *b);
+  if (b == NULL || (b->cap - b->rlen < want && !WS__FIXED(p))) {
+    size_t need, cap;
+    if (WS_FIXED_BUFFERS) return WS_ENOMEM; /* none was given */
+    need = (b ? b->rlen : 0) + want;
+    cap = b ? b->cap : WS__BUF_FIRST(sizeof *b);
     while (cap < need) cap = WS__BUF_NEXT(cap, sizeof *b);
     q = (struct ws__ibuf *)ws__mem(p, WS_MEM_INPUT, b,
                                    b ? sizeof *b + b->cap : 0, sizeof *b + cap);
@@ -2991,7 +3013,7 @@ static void ws__in_idle(struct ws__conn_priv *p) {
       (p->flags & WS__F_CLOSE_RCVD) || WS__CLOSED(p))
     return;
   b->rpos = b->rlen = b->mstart = 0;
-  if (!(p->flags & WS__F_FIXED) && b->cap > WS_KEEP_BUFFER) {
+  if (!WS__FIXED(p) && b->cap > WS_KEEP_BUFFER) {
     ws__mem(p, WS_MEM_INPUT, b, sizeof *b + b->cap, 0);
     p->in = NULL;
   }
@@ -3003,7 +3025,7 @@ static void ws__in_idle(struct ws__conn_priv *p) {
 static int ws__too_big(const struct ws__conn_priv *p, uint64_t len,
                        uint64_t total, size_t mlen) {
   return len > p->cfg->max_frame || len > p->cfg->max_message - total ||
-         (!p->cfg->stream && (p->flags & WS__F_FIXED) &&
+         (!p->cfg->stream && WS__FIXED(p) &&
           mlen + len + WS__IN_RESERVE > p->in->cap);
 }
 
@@ -3407,7 +3429,7 @@ static int ws__server_handshake(ws_conn *c) {
   if (acc.protocol) extra += plen + 32;
   /* permessage-deflate: the first acceptable offer, under the policy. */
   p->pmd = 0;
-  if (p->cfg->deflate.enable && !ext && !(p->flags & WS__F_FIXED) &&
+  if (p->cfg->deflate.enable && !ext && !WS__FIXED(p) &&
       ws__zs_usable(p->cfg))
     p->pmd = ws__pmd_accept(&req, &p->cfg->deflate, pmd_text, &pmd_len);
   if ((rc = ws__out_room(p, 160 + extra + 32 + WS__PMD_TEXT_MAX)) != WS_OK)
@@ -3571,7 +3593,7 @@ static int ws__result(ws_conn *c, int rc) {
     size_t align;                                                         \
     unsigned char b[WS_BATCH_STACK];                                      \
   } ws__sb;                                                               \
-  if ((p)->out == NULL && !((p)->flags & WS__F_FIXED)) {                  \
+  if ((p)->out == NULL && !WS__FIXED(p)) {                                \
     (p)->out = (struct ws__obuf *)(void *)ws__sb.b;                       \
     (p)->out->cap = sizeof ws__sb - sizeof *(p)->out;                     \
     (p)->out->head = (p)->out->len = (p)->out->pong_end = 0;              \
@@ -3953,14 +3975,14 @@ int ws_client_start(ws_conn *c, const ws_client_opts *o) {
                      ws__slen(o->origin);
     for (i = 0; i < o->num_headers && o->headers; i++)
       need += o->headers[i].name_len + o->headers[i].value_len + 4;
-    if ((rc = ws__out_room(p, (p->flags & WS__F_FIXED) ? 0 : need)) != WS_OK)
+    if ((rc = ws__out_room(p, WS__FIXED(p) ? 0 : need)) != WS_OK)
       return rc;
   }
   rc = ws_client_request_write(p->out->d + p->out->len, p->out->cap - p->out->len, o,
                                nonce, &n);
   if (rc != WS_OK) return rc == WS_ENOSPC ? WS_EFULL : rc;
   p->pmd = 0;
-  if (o->deflate && !(p->flags & WS__F_FIXED) && ws__zs_usable(p->cfg)) {
+  if (o->deflate && !WS__FIXED(p) && ws__zs_usable(p->cfg)) {
     /* The offer goes in before the blank line that ends the head. */
     char text[WS__PMD_TEXT_MAX];
     size_t tl;

@@ -46,6 +46,17 @@
 #endif
 #endif
 
+/* 1: connections never allocate. Every connection is given its buffers
+ * with ws_conn_set_buffers() before its first I/O, and the code that grows,
+ * frees and budgets buffers (cfg.realloc, cfg.charge) is left out: some
+ * 650 B of a Cortex-M4 client. A connection without buffers fails as one
+ * whose allocator refused (WS_ENOMEM). Needs WS_NO_LOOP (the loop's
+ * connections grow their buffers) and no permessage-deflate (zlib
+ * allocates). Default 0. */
+#ifndef WS_FIXED_BUFFERS
+#define WS_FIXED_BUFFERS 0
+#endif
+
 /* Compile-time defaults; ws_config_init() copies them into each config. */
 #ifndef WS_MAX_HANDSHAKE
 #define WS_MAX_HANDSHAKE 8192
@@ -135,6 +146,9 @@
 #define WS_INFLATE_CHUNK 4096
 #endif
 
+#if WS_FIXED_BUFFERS && (!defined(WS_NO_LOOP) || WS_ENABLE_ZLIB)
+#error "WS_FIXED_BUFFERS needs WS_NO_LOOP and no WS_ENABLE_ZLIB: the loop and zlib allocate"
+#endif
 #if WS_MAX_HEADERS > 255 || WS_MAX_HEADERS < 8
 #error "WS_MAX_HEADERS must be 8..255"
 #endif
