@@ -49,11 +49,17 @@
  *   and UTF-8 checking a byte at a time (no word-at-a-time or SIMD paths),
  *   ws_strerror() returning the error's name (as ws_errname()),
  *   WS_MAX_HEADERS 20 instead of 32, ws_conn_feed_inplace() copying
- *   like ws_conn_feed(), and every send copied into the output queue (no
+ *   like ws_conn_feed(), every send copied into the output queue (no
  *   zero-copy write through ws_callbacks.writev or from ws_send_encoded():
- *   the same bytes leave). Every check on network bytes is the same: the
- *   small build passes the same conformance suites. docs/embedded.md has
- *   the figures.
+ *   the same bytes leave), and incoming frame and message lengths counted
+ *   in size_t. Where size_t has 32 bits (a Cortex-M, i686), a frame, or a
+ *   message, of more than SIZE_MAX bytes (4 GiB - 1) is refused when the
+ *   header that would cross it is read, with WS_ETOOBIG and close code
+ *   1009, as one over max_frame or max_message is: those limits are
+ *   capped at SIZE_MAX there. ws_frame_parse() and ws_frame_write() still
+ *   take any 63-bit length. Every other check on network bytes is the
+ *   same: the small build passes the same conformance suites.
+ *   docs/embedded.md has the figures.
  *
  * Overview
  * --------
@@ -620,7 +626,9 @@ typedef struct ws_config {
   size_t max_headers;           /* header lines (32, at most WS_MAX_HEADERS;
                                    20 in a WS_SMALL build) */
   uint64_t max_frame;           /* incoming frame payload (16 MiB) */
-  uint64_t max_message;         /* incoming message (16 MiB) */
+  uint64_t max_message;         /* incoming message (16 MiB). Both are at
+                                   most SIZE_MAX in a WS_SMALL build where
+                                   size_t has 32 bits: see Small builds */
   size_t max_queued;            /* queued output bytes (16 MiB + 1 KiB);
                                    also the largest send: see ws_send() */
   size_t frame_size;            /* sends above this are split; 0: never */

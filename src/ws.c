@@ -55,11 +55,14 @@
  * time (no word-at-a-time or SIMD paths), ws_strerror() giving the error's
  * name, not a sentence, WS_MAX_HEADERS 20 (below), ws_conn_feed_inplace()
  * copying as ws_conn_feed() does, every send copied into the output queue
- * (no zero-copy writes, conn.c's WS__DIRECT). The checks are the same ones. Default: 1
- * when compiling for size (-Os, -Oz define __OPTIMIZE_SIZE__) without an
- * OS (WS_NO_OS, or a target that is not Unix-like or Windows), else 0: a
- * hosted -Os build (some distributions build every package so) keeps the
- * hosted behaviour. */
+ * (no zero-copy writes, conn.c's WS__DIRECT), frame and message lengths
+ * counted in size_t (private.h's ws__flen; with a 32-bit size_t, a frame
+ * or message over SIZE_MAX is refused with 1009, as one over max_frame
+ * is). The checks are the same ones otherwise. Default: 1 when compiling
+ * for size (-Os, -Oz define __OPTIMIZE_SIZE__) without an OS (WS_NO_OS,
+ * or a target that is not Unix-like or Windows), else 0: a hosted -Os
+ * build (some distributions build every package so) keeps the hosted
+ * behaviour. */
 #ifndef WS_SMALL
 #if defined(__OPTIMIZE_SIZE__) &&                                          \
     (defined(WS_NO_OS) ||                                                  \
@@ -238,6 +241,19 @@
 #define WS__MIN(a, b) ((a) < (b) ? (a) : (b))
 #define WS__MAX(a, b) ((a) > (b) ? (a) : (b))
 #define WS__NONE UINT64_MAX
+
+/* The connection's frame and message lengths (the payload still to come,
+ * the message so far, the limit checks on them). Frames may carry 64-bit
+ * lengths, and hosted builds count them so. The small build counts in
+ * size_t, which on a 32-bit target saves the 64-bit arithmetic (108 B of
+ * the full core on a Cortex-M4, 114 B of its firmware client link); a
+ * frame or message that would not fit in it is refused as too big
+ * (ws__frame_head). */
+#if WS_SMALL
+typedef size_t ws__flen;
+#else
+typedef uint64_t ws__flen;
+#endif
 
 /* A small helper on the per-frame path, shared by callers that must not pay
  * a call for sharing it: GCC and Clang are told to inline it (Clang would
@@ -930,9 +946,10 @@ static inline size_t ws__head_size(uint64_t len) {
 
 /* Writes a frame header up to the mask key (FIN, 0 or 1; the opcode; the
  * length in its class); returns its size. No checks: ws_frame_write()
- * makes them. */
+ * makes them. The length is a ws__flen, as the connection counts it
+ * (size_t in the small build): ws_frame_write() writes longer ones. */
 static inline size_t ws__put_head(unsigned char *p, int fin, int opcode,
-                                  uint64_t len) {
+                                  ws__flen len) {
   size_t n = ws__head_size(len);
   p[0] = (unsigned char)((unsigned)fin << 7 | (unsigned)opcode);
   if (n == 2) {
@@ -943,7 +960,7 @@ static inline size_t ws__put_head(unsigned char *p, int fin, int opcode,
     p[3] = (unsigned char)len;
   } else {
     p[1] = 127;
-    ws__put32(p + 2, (uint32_t)(len >> 32));
+    ws__put32(p + 2, (uint32_t)((uint64_t)len >> 32));
     ws__put32(p + 6, (uint32_t)len);
   }
   return n;
@@ -1005,7 +1022,16 @@ size_t ws_frame_write(void *out, int fin, int opcode, uint64_t len,
   size_t n;
   if (opcode < 0 || opcode > 15 || (len >> 63)) return 0;
   if (opcode >= 8 && (!fin || len > WS_CONTROL_MAX)) return 0;
-  n = ws__put_head(p, fin != 0, opcode, len);
+#if WS_SMALL && SIZE_MAX < UINT64_MAX
+  if (len > SIZE_MAX) { /* longer than ws__put_head() takes (a size_t) */
+    p[0] = (unsigned char)((unsigned)(fin != 0) << 7 | (unsigned)opcode);
+    p[1] = 127;
+    ws__put32(p + 2, (uint32_t)(len >> 32));
+    ws__put32(p + 6, (uint32_t)len);
+    n = 10;
+  } else
+#endif
+  n = ws__put_head(p, fin != 0, opcode, (ws__flen)len);
   if (mask) {
     p[1] |= 0x80;
     memcpy(p + n, mask, 4);
@@ -2177,7 +2203,7 @@ struct ws__ibuf {
   /* The frame being read: payload still to come (while connecting: where
    * the search for the end of the head resumes, see WS__HEAD_SCAN), the
    * message so far. */
-  uint64_t frame_left, msg_total;
+  ws__flen frame_left, msg_total;
   unsigned char d[];
 };
 struct ws__obuf {
@@ -2898,7 +2924,7 @@ static size_t ws__read_want(const struct ws__conn_priv *p) {
     return WS__MIN(p->cfg->max_handshake + 1 - used, (size_t)1024);
   }
   if (p->in && p->in->frame_left > WS_READ_CHUNK && !p->cfg->stream)
-    return (size_t)WS__MIN(p->in->frame_left, (uint64_t)(1u << 20));
+    return (size_t)WS__MIN(p->in->frame_left, (ws__flen)(1u << 20));
   return WS_READ_CHUNK;
 }
 
@@ -3022,8 +3048,8 @@ static void ws__in_idle(struct ws__conn_priv *p) {
 /* A data frame of len bytes, after total bytes of its message of which
  * mlen are held, is over a limit: max_frame, max_message, or (fixed
  * buffers, not streaming) what the input buffer can hold. */
-static int ws__too_big(const struct ws__conn_priv *p, uint64_t len,
-                       uint64_t total, size_t mlen) {
+static int ws__too_big(const struct ws__conn_priv *p, ws__flen len,
+                       ws__flen total, size_t mlen) {
   return len > p->cfg->max_frame || len > p->cfg->max_message - total ||
          (!p->cfg->stream && WS__FIXED(p) &&
           mlen + len + WS__IN_RESERVE > p->in->cap);
@@ -3069,10 +3095,18 @@ WS__INLINE int ws__frame_head(const struct ws__conn_priv *p,
   /* The same checks in one test and one call of ws__too_big() (smaller;
    * the form above is faster, its sums with 0 folding away). */
   if ((f->opcode != WS_OP_CONT) != (!b || !b->msg_op)) return WS_EPROTO;
-  return ws__too_big(p, f->len, f->opcode != WS_OP_CONT ? 0 : b->msg_total,
-                     f->opcode != WS_OP_CONT ? 0 : b->mlen)
-             ? WS_ETOOBIG
-             : WS_OK;
+  {
+    ws__flen total = f->opcode != WS_OP_CONT ? 0 : b->msg_total;
+#if SIZE_MAX < UINT64_MAX
+    /* Lengths are counted in size_t here (ws__flen): a frame, or a
+     * message, longer than it can count is over a limit (1009). */
+    if (f->len > SIZE_MAX - total) return WS_ETOOBIG;
+#endif
+    return ws__too_big(p, (ws__flen)f->len, total,
+                       f->opcode != WS_OP_CONT ? 0 : b->mlen)
+               ? WS_ETOOBIG
+               : WS_OK;
+  }
 #endif
 }
 
@@ -3203,7 +3237,7 @@ static int ws__frames(ws_conn *c) {
       if (rc == WS_EAGAIN) break;
       if (rc != WS_OK) return ws__frame_fail(c, rc);
       if (f.opcode >= 8) {
-        if (p->in->rlen - p->in->rpos < hl + f.len) break; /* whole frame first */
+        if (p->in->rlen - p->in->rpos < hl + (ws__flen)f.len) break; /* whole frame first */
         rc = ws__control(c, &f, p->in->d + p->in->rpos + hl);
         if (rc != WS_OK) return rc;
         if (!(p->flags & WS__F_CLOSE_RCVD)) {
@@ -3224,12 +3258,12 @@ static int ws__frames(ws_conn *c) {
       p->in->op = f.opcode == WS_OP_CONT ? WS__OP_CONT_FRAME : f.opcode;
       p->in->fin = f.fin;
       memcpy(p->in->key, f.mask, 4);
-      p->in->frame_left = f.len;
+      p->in->frame_left = (ws__flen)f.len;
       p->in->off = 0;
     }
     /* Inside a data frame: take what payload is here. */
     {
-      size_t avail = (size_t)WS__MIN(p->in->frame_left, (uint64_t)(p->in->rlen - p->in->rpos));
+      size_t avail = (size_t)WS__MIN(p->in->frame_left, (ws__flen)(p->in->rlen - p->in->rpos));
       int last = (avail == p->in->frame_left);
       int done = last && p->in->fin;
       unsigned char *d = p->in->d + p->in->rpos;

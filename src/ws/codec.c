@@ -50,9 +50,10 @@ static inline size_t ws__head_size(uint64_t len) {
 
 /* Writes a frame header up to the mask key (FIN, 0 or 1; the opcode; the
  * length in its class); returns its size. No checks: ws_frame_write()
- * makes them. */
+ * makes them. The length is a ws__flen, as the connection counts it
+ * (size_t in the small build): ws_frame_write() writes longer ones. */
 static inline size_t ws__put_head(unsigned char *p, int fin, int opcode,
-                                  uint64_t len) {
+                                  ws__flen len) {
   size_t n = ws__head_size(len);
   p[0] = (unsigned char)((unsigned)fin << 7 | (unsigned)opcode);
   if (n == 2) {
@@ -63,7 +64,7 @@ static inline size_t ws__put_head(unsigned char *p, int fin, int opcode,
     p[3] = (unsigned char)len;
   } else {
     p[1] = 127;
-    ws__put32(p + 2, (uint32_t)(len >> 32));
+    ws__put32(p + 2, (uint32_t)((uint64_t)len >> 32));
     ws__put32(p + 6, (uint32_t)len);
   }
   return n;
@@ -125,7 +126,16 @@ size_t ws_frame_write(void *out, int fin, int opcode, uint64_t len,
   size_t n;
   if (opcode < 0 || opcode > 15 || (len >> 63)) return 0;
   if (opcode >= 8 && (!fin || len > WS_CONTROL_MAX)) return 0;
-  n = ws__put_head(p, fin != 0, opcode, len);
+#if WS_SMALL && SIZE_MAX < UINT64_MAX
+  if (len > SIZE_MAX) { /* longer than ws__put_head() takes (a size_t) */
+    p[0] = (unsigned char)((unsigned)(fin != 0) << 7 | (unsigned)opcode);
+    p[1] = 127;
+    ws__put32(p + 2, (uint32_t)(len >> 32));
+    ws__put32(p + 6, (uint32_t)len);
+    n = 10;
+  } else
+#endif
+  n = ws__put_head(p, fin != 0, opcode, (ws__flen)len);
   if (mask) {
     p[1] |= 0x80;
     memcpy(p + n, mask, 4);

@@ -31,11 +31,14 @@
  * time (no word-at-a-time or SIMD paths), ws_strerror() giving the error's
  * name, not a sentence, WS_MAX_HEADERS 20 (below), ws_conn_feed_inplace()
  * copying as ws_conn_feed() does, every send copied into the output queue
- * (no zero-copy writes, conn.c's WS__DIRECT). The checks are the same ones. Default: 1
- * when compiling for size (-Os, -Oz define __OPTIMIZE_SIZE__) without an
- * OS (WS_NO_OS, or a target that is not Unix-like or Windows), else 0: a
- * hosted -Os build (some distributions build every package so) keeps the
- * hosted behaviour. */
+ * (no zero-copy writes, conn.c's WS__DIRECT), frame and message lengths
+ * counted in size_t (private.h's ws__flen; with a 32-bit size_t, a frame
+ * or message over SIZE_MAX is refused with 1009, as one over max_frame
+ * is). The checks are the same ones otherwise. Default: 1 when compiling
+ * for size (-Os, -Oz define __OPTIMIZE_SIZE__) without an OS (WS_NO_OS,
+ * or a target that is not Unix-like or Windows), else 0: a hosted -Os
+ * build (some distributions build every package so) keeps the hosted
+ * behaviour. */
 #ifndef WS_SMALL
 #if defined(__OPTIMIZE_SIZE__) &&                                          \
     (defined(WS_NO_OS) ||                                                  \

@@ -98,7 +98,7 @@ struct ws__ibuf {
   /* The frame being read: payload still to come (while connecting: where
    * the search for the end of the head resumes, see WS__HEAD_SCAN), the
    * message so far. */
-  uint64_t frame_left, msg_total;
+  ws__flen frame_left, msg_total;
   unsigned char d[];
 };
 struct ws__obuf {
@@ -819,7 +819,7 @@ static size_t ws__read_want(const struct ws__conn_priv *p) {
     return WS__MIN(p->cfg->max_handshake + 1 - used, (size_t)1024);
   }
   if (p->in && p->in->frame_left > WS_READ_CHUNK && !p->cfg->stream)
-    return (size_t)WS__MIN(p->in->frame_left, (uint64_t)(1u << 20));
+    return (size_t)WS__MIN(p->in->frame_left, (ws__flen)(1u << 20));
   return WS_READ_CHUNK;
 }
 
@@ -943,8 +943,8 @@ static void ws__in_idle(struct ws__conn_priv *p) {
 /* A data frame of len bytes, after total bytes of its message of which
  * mlen are held, is over a limit: max_frame, max_message, or (fixed
  * buffers, not streaming) what the input buffer can hold. */
-static int ws__too_big(const struct ws__conn_priv *p, uint64_t len,
-                       uint64_t total, size_t mlen) {
+static int ws__too_big(const struct ws__conn_priv *p, ws__flen len,
+                       ws__flen total, size_t mlen) {
   return len > p->cfg->max_frame || len > p->cfg->max_message - total ||
          (!p->cfg->stream && WS__FIXED(p) &&
           mlen + len + WS__IN_RESERVE > p->in->cap);
@@ -990,10 +990,18 @@ WS__INLINE int ws__frame_head(const struct ws__conn_priv *p,
   /* The same checks in one test and one call of ws__too_big() (smaller;
    * the form above is faster, its sums with 0 folding away). */
   if ((f->opcode != WS_OP_CONT) != (!b || !b->msg_op)) return WS_EPROTO;
-  return ws__too_big(p, f->len, f->opcode != WS_OP_CONT ? 0 : b->msg_total,
-                     f->opcode != WS_OP_CONT ? 0 : b->mlen)
-             ? WS_ETOOBIG
-             : WS_OK;
+  {
+    ws__flen total = f->opcode != WS_OP_CONT ? 0 : b->msg_total;
+#if SIZE_MAX < UINT64_MAX
+    /* Lengths are counted in size_t here (ws__flen): a frame, or a
+     * message, longer than it can count is over a limit (1009). */
+    if (f->len > SIZE_MAX - total) return WS_ETOOBIG;
+#endif
+    return ws__too_big(p, (ws__flen)f->len, total,
+                       f->opcode != WS_OP_CONT ? 0 : b->mlen)
+               ? WS_ETOOBIG
+               : WS_OK;
+  }
 #endif
 }
 
@@ -1124,7 +1132,7 @@ static int ws__frames(ws_conn *c) {
       if (rc == WS_EAGAIN) break;
       if (rc != WS_OK) return ws__frame_fail(c, rc);
       if (f.opcode >= 8) {
-        if (p->in->rlen - p->in->rpos < hl + f.len) break; /* whole frame first */
+        if (p->in->rlen - p->in->rpos < hl + (ws__flen)f.len) break; /* whole frame first */
         rc = ws__control(c, &f, p->in->d + p->in->rpos + hl);
         if (rc != WS_OK) return rc;
         if (!(p->flags & WS__F_CLOSE_RCVD)) {
@@ -1145,12 +1153,12 @@ static int ws__frames(ws_conn *c) {
       p->in->op = f.opcode == WS_OP_CONT ? WS__OP_CONT_FRAME : f.opcode;
       p->in->fin = f.fin;
       memcpy(p->in->key, f.mask, 4);
-      p->in->frame_left = f.len;
+      p->in->frame_left = (ws__flen)f.len;
       p->in->off = 0;
     }
     /* Inside a data frame: take what payload is here. */
     {
-      size_t avail = (size_t)WS__MIN(p->in->frame_left, (uint64_t)(p->in->rlen - p->in->rpos));
+      size_t avail = (size_t)WS__MIN(p->in->frame_left, (ws__flen)(p->in->rlen - p->in->rpos));
       int last = (avail == p->in->frame_left);
       int done = last && p->in->fin;
       unsigned char *d = p->in->d + p->in->rpos;

@@ -9,6 +9,19 @@
 #define WS__MAX(a, b) ((a) > (b) ? (a) : (b))
 #define WS__NONE UINT64_MAX
 
+/* The connection's frame and message lengths (the payload still to come,
+ * the message so far, the limit checks on them). Frames may carry 64-bit
+ * lengths, and hosted builds count them so. The small build counts in
+ * size_t, which on a 32-bit target saves the 64-bit arithmetic (108 B of
+ * the full core on a Cortex-M4, 114 B of its firmware client link); a
+ * frame or message that would not fit in it is refused as too big
+ * (ws__frame_head). */
+#if WS_SMALL
+typedef size_t ws__flen;
+#else
+typedef uint64_t ws__flen;
+#endif
+
 /* A small helper on the per-frame path, shared by callers that must not pay
  * a call for sharing it: GCC and Clang are told to inline it (Clang would
  * otherwise inline ws_mask() into it and keep it out of line); other
