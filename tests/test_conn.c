@@ -1177,13 +1177,15 @@ static void test_feed_inplace(void) {
   }
   a.calls = 0;
   ws_conn_feed_inplace(&e.c, in.d, in.len);
-  CHECK_INT(a.calls, 0);
   CHECK_INT(e.nmsgs, 40);
-  CHECK((const unsigned char *)e.last_data > in.d &&
-        (const unsigned char *)e.last_data < in.d + in.len);
   CHECK_INT(ws_conn_buffered(&e.c), 0);
-  /* The payload was unmasked where it lay. */
-  CHECK(memcmp(in.d + in.len - 39 * 70, big, 39 * 70) == 0);
+  if (!WS_SMALL) { /* the small build copies, as ws_conn_feed() does */
+    CHECK_INT(a.calls, 0);
+    CHECK((const unsigned char *)e.last_data > in.d &&
+          (const unsigned char *)e.last_data < in.d + in.len);
+    /* The payload was unmasked where it lay. */
+    CHECK(memcmp(in.d + in.len - 39 * 70, big, 39 * 70) == 0);
+  }
   /* Cut inside a frame: the head of it is copied in, then finished. */
   in.len = 0;
   add_frame(&in, 1, WS_OP_BINARY, big, 2000, 1);
@@ -1576,7 +1578,7 @@ static void test_batch_stack(void) {
   add_frame(&in, 1, WS_OP_BINARY, pl, 32, 1);
   a.calls = 0;
   CHECK_INT(ws_conn_feed_inplace(&e.c, in.d, in.len), WS_OK);
-  CHECK_INT(a.calls, 0);
+  if (!WS_SMALL) CHECK_INT(a.calls, 0); /* small: the input is copied */
   CHECK_INT(expect_frame(&tx, 0, WS_OP_BINARY, pl, 32), tx.len);
   /* The transport blocks: the replies wait on the heap and follow.
    * (Input fed in place is unmasked where it lies: built anew each time.) */
@@ -1663,7 +1665,8 @@ static void test_batch_stack(void) {
   e.write_block = 1;
   e.block_toggle = 0;
   a.calls = 0;
-  a.fail_at = 1;
+  /* (The small build first takes and gives back the input's copy.) */
+  a.fail_at = WS_SMALL ? 3 : 1;
   CHECK_INT(ws_conn_feed_inplace(&e.c, in.d, in.len), WS_ECLOSED);
   CHECK_INT(e.close_code, 1006);
   CHECK_INT(ws_conn_error(&e.c), WS_ENOMEM);
@@ -2968,7 +2971,7 @@ static void test_send_encoded(void) {
     memcpy(fr + hl, "abc", 3);
     a.calls = 0;
     CHECK_INT(ws_send_encoded(&e.c, fr, hl + 3), WS_OK);
-    CHECK_INT(a.calls, 0);
+    if (!WS_SMALL) CHECK_INT(a.calls, 0); /* small: copied to the queue */
     CHECK_INT(tx.len, hl + 3);
     {
       unsigned char *enc = (unsigned char *)malloc(sizeof big + 14);
@@ -3553,7 +3556,8 @@ static void test_free_in_callbacks(void) {
   /* writev: a large send from the caller's buffer. */
   fic_init(&f, WS_SERVER, CB_NONE);
   CHECK_INT(ws_conn_feed(&f.e->c, REQ, strlen(REQ)), WS_OK);
-  f.e->free_in = CB_WRITEV;
+  /* (The small build copies every send: it leaves through write.) */
+  f.e->free_in = WS_SMALL ? CB_WRITE : CB_WRITEV;
   fic_check(&f, "writev", ws_send(&f.e->c, WS_OP_BINARY, big, sizeof big), 1,
             1006);
   /* The random source: a client's mask key in a send, and its nonce in
@@ -4775,7 +4779,7 @@ int main(void) {
   RUN(test_feed_inplace);
   RUN(test_frame_rules_both_feeds);
   RUN(test_batch_stack);
-  RUN(test_send_direct);
+  if (!WS_SMALL) RUN(test_send_direct); /* the small build never writes direct */
   RUN(test_alloc_hook_and_failures);
   RUN(test_idle_holds_no_buffer);
   RUN(test_io_faults);
