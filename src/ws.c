@@ -1371,19 +1371,31 @@ static const char *ws__reason_phrase(int status) {
   return s + 1; /* the phrase, or at the end "Error" */
 }
 
+/* The head of every answer but the 101 (ws_http_error_write(),
+ * ws_http_respond()) up to its own headers: the status line, the line mid
+ * ("" for none), "Connection: close" and the Content-Length. */
+static void ws__http_head(ws__wbuf *w, int status, const char *mid,
+                          size_t len) {
+  ws__wrs(w, "HTTP/1.1 ");
+  ws__wr_uint(w, (unsigned)status);
+  ws__wrs(w, " ");
+  ws__wrs(w, status == 200 ? "OK" : ws__reason_phrase(status));
+  ws__wrs(w, "\r\n");
+  ws__wrs(w, mid);
+  ws__wrs(w, "Connection: close\r\nContent-Length: ");
+  ws__wr_uint(w, len);
+  ws__wrs(w, "\r\n");
+}
+
 /* see ws.h */
 int ws_http_error_write(void *out, size_t cap, int status, size_t *out_len) {
   ws__wbuf w;
   if (out == NULL || out_len == NULL || status < 400 || status > 599)
     return WS_EINVAL;
   w.p = (char *)out, w.cap = cap, w.len = 0, w.over = 0;
-  ws__wrs(&w, "HTTP/1.1 ");
-  ws__wr_uint(&w, (unsigned)status);
-  ws__wrs(&w, " ");
-  ws__wrs(&w, ws__reason_phrase(status));
+  ws__http_head(&w, status,
+                status == 426 ? "Sec-WebSocket-Version: 13\r\n" : "", 0);
   ws__wrs(&w, "\r\n");
-  if (status == 426) ws__wrs(&w, "Sec-WebSocket-Version: 13\r\n");
-  ws__wrs(&w, "Connection: close\r\nContent-Length: 0\r\n\r\n");
   if (w.over) return WS_ENOSPC;
   *out_len = w.len;
   return WS_OK;
@@ -3323,13 +3335,7 @@ int ws_http_respond(ws_conn *c, int status, const ws_header *headers,
   for (i = 0; i < num_headers; i++) need += headers[i].name_len + headers[i].value_len + 4;
   if ((rc = ws__out_room(p, need)) != WS_OK) return rc;
   w.p = (char *)p->out->d + p->out->len, w.cap = p->out->cap - p->out->len, w.len = 0, w.over = 0;
-  ws__wrs(&w, "HTTP/1.1 ");
-  ws__wr_uint(&w, (unsigned)status);
-  ws__wrs(&w, " ");
-  ws__wrs(&w, status == 200 ? "OK" : ws__reason_phrase(status));
-  ws__wrs(&w, "\r\nConnection: close\r\nContent-Length: ");
-  ws__wr_uint(&w, len);
-  ws__wrs(&w, "\r\n");
+  ws__http_head(&w, status, "", len);
   if (ws__wr_extra(&w, headers, num_headers) != WS_OK) return WS_EINVAL;
   ws__wrs(&w, "\r\n");
   if (len) ws__wr(&w, (const char *)body, len);

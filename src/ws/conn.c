@@ -1258,13 +1258,7 @@ int ws_http_respond(ws_conn *c, int status, const ws_header *headers,
   for (i = 0; i < num_headers; i++) need += headers[i].name_len + headers[i].value_len + 4;
   if ((rc = ws__out_room(p, need)) != WS_OK) return rc;
   w.p = (char *)p->out->d + p->out->len, w.cap = p->out->cap - p->out->len, w.len = 0, w.over = 0;
-  ws__wrs(&w, "HTTP/1.1 ");
-  ws__wr_uint(&w, (unsigned)status);
-  ws__wrs(&w, " ");
-  ws__wrs(&w, status == 200 ? "OK" : ws__reason_phrase(status));
-  ws__wrs(&w, "\r\nConnection: close\r\nContent-Length: ");
-  ws__wr_uint(&w, len);
-  ws__wrs(&w, "\r\n");
+  ws__http_head(&w, status, "", len);
   if (ws__wr_extra(&w, headers, num_headers) != WS_OK) return WS_EINVAL;
   ws__wrs(&w, "\r\n");
   if (len) ws__wr(&w, (const char *)body, len);
