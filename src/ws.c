@@ -488,44 +488,6 @@ static size_t ws__b64_encode(const unsigned char *in, size_t n, char *out) {
   return (n + 2) / 3 * 4;
 }
 
-#ifndef WS_NO_SERVER
-static int ws__b64_val(int ch) {
-  if (ch >= 'A' && ch <= 'Z') return ch - 'A';
-  if (ch >= 'a' && ch <= 'z') return ch - 'a' + 26;
-  if (ch >= '0' && ch <= '9') return ch - '0' + 52;
-  if (ch == '+') return 62;
-  if (ch == '/') return 63;
-  return -1;
-}
-
-/* Strict decoding: length a multiple of 4, padding only at the end, and
- * unused bits zero (so each byte string has exactly one encoding). Returns
- * the decoded length, or -1 when invalid or longer than cap. */
-static long ws__b64_decode(const char *in, size_t n, unsigned char *out,
-                           size_t cap) {
-  size_t i, o = 0, pad = 0;
-  uint32_t acc = 0;
-  unsigned bits = 0;
-  if (n % 4 != 0) return -1;
-  if (n >= 1 && in[n - 1] == '=') pad++;
-  if (n >= 2 && in[n - 2] == '=') pad++;
-  for (i = 0; i < n - pad; i++) {
-    int v = ws__b64_val((unsigned char)in[i]);
-    if (v < 0) return -1;
-    acc = acc << 6 | (uint32_t)v;
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      if (o >= cap) return -1;
-      out[o++] = (unsigned char)(acc >> bits);
-    }
-  }
-  /* 2 or 4 bits left over after padding: they must be zero */
-  if (acc & ((1u << bits) - 1)) return -1;
-  return (long)o;
-}
-#endif
-
 /*
  * UTF-8: a shift-based DFA. Each byte maps to one of 12 classes, each class
  * to a 64-bit row holding, at bit offset s for every state s, the state that
@@ -1195,6 +1157,20 @@ static int ws__head(const char *p, size_t len, size_t *head, const char **eol) {
 }
 
 #ifndef WS_NO_SERVER
+/* A Sec-WebSocket-Key: the Base64 of 16 bytes, in its one strict form.
+ * That is 22 characters of the alphabet and "==", the 22nd carrying 2 bits
+ * of the last byte and 4 unused ones that must be zero ('A', 'Q', 'g' or
+ * 'w'): checked so, without decoding. */
+static int ws__key_ok(const char *k, size_t n) {
+  size_t i;
+  if (n != 24 || k[22] != '=' || k[23] != '=' ||
+      ws__memchr("AQgw", k[21], 4) == NULL)
+    return 0;
+  for (i = 0; i < 21; i++)
+    if (ws__memchr(ws__b64, k[i], 64) == NULL) return 0;
+  return 1;
+}
+
 /* see ws.h */
 int ws_request_parse(const void *buf, size_t len, ws_request *req,
                      ws_header *headers, size_t max_headers, size_t *consumed,
@@ -1203,7 +1179,6 @@ int ws_request_parse(const void *buf, size_t len, ws_request *req,
   const ws_header *h;
   size_t head, i, n;
   int rc, st;
-  unsigned char key[18];
   if (req == NULL || consumed == NULL || status == NULL ||
       (buf == NULL && len > 0) || (headers == NULL && max_headers > 0))
     return WS_EINVAL;
@@ -1257,7 +1232,7 @@ int ws_request_parse(const void *buf, size_t len, ws_request *req,
     return WS_EHANDSHAKE;
   }
   if (ws__header(headers, n, "sec-websocket-key", NULL, &h) != 1 ||
-      ws__b64_decode(h->value, h->value_len, key, sizeof key) != 16)
+      !ws__key_ok(h->value, h->value_len))
     return WS_EHANDSHAKE;
   req->key = h->value;
   req->key_len = h->value_len;
