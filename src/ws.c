@@ -1171,17 +1171,15 @@ static int ws__key_ok(const char *k, size_t n) {
   return 1;
 }
 
-/* see ws.h */
-int ws_request_parse(const void *buf, size_t len, ws_request *req,
-                     ws_header *headers, size_t max_headers, size_t *consumed,
-                     int *status) {
-  const char *p = (const char *)buf, *sp2, *eol;
+/* ws_request_parse() without its argument checks: the connection's
+ * arguments are its own. */
+static int ws__request_parse(const char *p, size_t len, ws_request *req,
+                             ws_header *headers, size_t max_headers,
+                             size_t *consumed, int *status) {
+  const char *sp2, *eol;
   const ws_header *h;
   size_t head, i, n;
   int rc, st;
-  if (req == NULL || consumed == NULL || status == NULL ||
-      (buf == NULL && len > 0) || (headers == NULL && max_headers > 0))
-    return WS_EINVAL;
   memset(req, 0, sizeof *req);
   *status = 400;
   /* Fail fast on bytes that cannot start a request line. The method ends
@@ -1238,6 +1236,17 @@ int ws_request_parse(const void *buf, size_t len, ws_request *req,
   req->key_len = h->value_len;
   *status = 101;
   return WS_OK;
+}
+
+/* see ws.h */
+int ws_request_parse(const void *buf, size_t len, ws_request *req,
+                     ws_header *headers, size_t max_headers, size_t *consumed,
+                     int *status) {
+  if (req == NULL || consumed == NULL || status == NULL ||
+      (buf == NULL && len > 0) || (headers == NULL && max_headers > 0))
+    return WS_EINVAL;
+  return ws__request_parse((const char *)buf, len, req, headers, max_headers,
+                           consumed, status);
 }
 
 /* see ws.h */
@@ -1434,8 +1443,9 @@ int ws_client_request_write(void *out, size_t cap, const ws_client_opts *o,
   return WS_OK;
 }
 
-/* ws_response_parse(); with ext_ok, the extensions chosen are left to the
- * caller (a connection that offered one checks them). */
+/* ws_response_parse() without its argument checks (the connection's
+ * arguments are its own); with ext_ok, the extensions chosen are left to
+ * the caller (a connection that offered one checks them). */
 static int ws__response_parse(const void *buf, size_t len,
                               const uint8_t nonce[16], const char *protocols,
                               size_t protocols_len, ws_response *resp,
@@ -1446,10 +1456,6 @@ static int ws__response_parse(const void *buf, size_t len,
   size_t head, i, nh;
   int rc;
   char key[24], accept[29];
-  if (resp == NULL || consumed == NULL || nonce == NULL ||
-      (buf == NULL && len > 0) || (headers == NULL && max_headers > 0) ||
-      (protocols == NULL && protocols_len > 0))
-    return WS_EINVAL;
   memset(resp, 0, sizeof *resp);
   /* Fail fast when the bytes cannot be an HTTP/1.1 status line. */
   for (i = 0; i < len && i < 9; i++)
@@ -1508,6 +1514,10 @@ int ws_response_parse(const void *buf, size_t len, const uint8_t nonce[16],
                       const char *protocols, size_t protocols_len,
                       ws_response *resp, ws_header *headers,
                       size_t max_headers, size_t *consumed) {
+  if (resp == NULL || consumed == NULL || nonce == NULL ||
+      (buf == NULL && len > 0) || (headers == NULL && max_headers > 0) ||
+      (protocols == NULL && protocols_len > 0))
+    return WS_EINVAL;
   return ws__response_parse(buf, len, nonce, protocols, protocols_len, resp,
                             headers, max_headers, consumed, 0);
 }
@@ -3337,13 +3347,13 @@ static int ws__server_handshake(ws_conn *c) {
   if (head == 0) {
     /* A bad first line fails at once, without waiting for the rest; only
      * its first bytes are looked at, so a trickled head costs O(n). */
-    rc = ws_request_parse(p->in->d, WS__MIN(p->in->rlen, (size_t)16), &req, hdrs, 0,
-                          &consumed, &status);
+    rc = ws__request_parse((const char *)p->in->d, WS__MIN(p->in->rlen, (size_t)16), &req,
+                           hdrs, 0, &consumed, &status);
     if (rc == WS_EHANDSHAKE) return ws__refuse(c, status, WS_EHANDSHAKE);
     return WS_OK;
   }
-  rc = ws_request_parse(p->in->d, (size_t)head, &req, hdrs, WS__MAX_HDRS(p), &consumed,
-                        &status);
+  rc = ws__request_parse((const char *)p->in->d, (size_t)head, &req, hdrs, WS__MAX_HDRS(p),
+                         &consumed, &status);
   if (rc != WS_OK && req.method && !req.upgrade && p->cb->on_http) {
     /* A well-formed plain HTTP request: the application may answer it. */
     size_t before = WS__QUEUED(p);
@@ -3431,8 +3441,8 @@ static int ws__client_handshake(ws_conn *c) {
     return WS_EHANDSHAKE;
   }
   if (head == 0) {
-    rc = ws_response_parse(p->in->d + base, WS__MIN(p->in->rlen - base, (size_t)16),
-                           nonce, NULL, 0, &resp, hdrs, 0, &consumed);
+    rc = ws__response_parse(p->in->d + base, WS__MIN(p->in->rlen - base, (size_t)16),
+                            nonce, NULL, 0, &resp, hdrs, 0, &consumed, 0);
     if (rc == WS_EHANDSHAKE) {
       ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_EHANDSHAKE);
       return WS_EHANDSHAKE;

@@ -1285,13 +1285,13 @@ static int ws__server_handshake(ws_conn *c) {
   if (head == 0) {
     /* A bad first line fails at once, without waiting for the rest; only
      * its first bytes are looked at, so a trickled head costs O(n). */
-    rc = ws_request_parse(p->in->d, WS__MIN(p->in->rlen, (size_t)16), &req, hdrs, 0,
-                          &consumed, &status);
+    rc = ws__request_parse((const char *)p->in->d, WS__MIN(p->in->rlen, (size_t)16), &req,
+                           hdrs, 0, &consumed, &status);
     if (rc == WS_EHANDSHAKE) return ws__refuse(c, status, WS_EHANDSHAKE);
     return WS_OK;
   }
-  rc = ws_request_parse(p->in->d, (size_t)head, &req, hdrs, WS__MAX_HDRS(p), &consumed,
-                        &status);
+  rc = ws__request_parse((const char *)p->in->d, (size_t)head, &req, hdrs, WS__MAX_HDRS(p),
+                         &consumed, &status);
   if (rc != WS_OK && req.method && !req.upgrade && p->cb->on_http) {
     /* A well-formed plain HTTP request: the application may answer it. */
     size_t before = WS__QUEUED(p);
@@ -1379,8 +1379,8 @@ static int ws__client_handshake(ws_conn *c) {
     return WS_EHANDSHAKE;
   }
   if (head == 0) {
-    rc = ws_response_parse(p->in->d + base, WS__MIN(p->in->rlen - base, (size_t)16),
-                           nonce, NULL, 0, &resp, hdrs, 0, &consumed);
+    rc = ws__response_parse(p->in->d + base, WS__MIN(p->in->rlen - base, (size_t)16),
+                            nonce, NULL, 0, &resp, hdrs, 0, &consumed, 0);
     if (rc == WS_EHANDSHAKE) {
       ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_EHANDSHAKE);
       return WS_EHANDSHAKE;
