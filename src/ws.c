@@ -1128,10 +1128,9 @@ static int ws__parse_headers(const char *p, const char *end, ws_header *h,
  * tok: 1 if any of them holds the token in its comma list, else 0. */
 static int ws__header(const ws_header *h, size_t n, const char *name,
                       const char *tok, const ws_header **out) {
-  size_t len = strlen(name);
   int found = 0;
   for (; n > 0; n--, h++) {
-    if (h->name_len != len || !ws__ieq(h->name, len, name)) continue;
+    if (!ws__ieq(h->name, h->name_len, name)) continue;
     if (tok) {
       if (ws__list_has(h->value, h->value_len, tok)) return 1;
     } else {
