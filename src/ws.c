@@ -1292,6 +1292,13 @@ int ws_request_protocol(const ws_request *req, size_t i, const char **name,
 }
 #endif /* WS_NO_SERVER */
 
+/* A header line from C strings: name (with its ": "), value, CRLF. */
+static void ws__wr_line(ws__wbuf *w, const char *name, const char *value) {
+  ws__wrs(w, name);
+  ws__wrs(w, value);
+  ws__wrs(w, "\r\n");
+}
+
 static int ws__wr_extra(ws__wbuf *w, const ws_header *extra, size_t n) {
   size_t i;
   if (n > 0 && extra == NULL) return WS_EINVAL;
@@ -1320,18 +1327,13 @@ int ws_response_write(void *out, size_t cap, const char *key, size_t key_len,
   if (ws_accept_key(key, key_len, accept) != WS_OK) return WS_EINVAL;
   if (protocol && !ws__is_token(protocol, strlen(protocol))) return WS_EINVAL;
   w.p = (char *)out, w.cap = cap, w.len = 0, w.over = 0;
-  ws__wrs(&w,
-          "HTTP/1.1 101 Switching Protocols\r\n"
-          "Upgrade: websocket\r\n"
-          "Connection: Upgrade\r\n"
-          "Sec-WebSocket-Accept: ");
-  ws__wr(&w, accept, WS_ACCEPT_LEN);
-  ws__wrs(&w, "\r\n");
-  if (protocol) {
-    ws__wrs(&w, "Sec-WebSocket-Protocol: ");
-    ws__wrs(&w, protocol);
-    ws__wrs(&w, "\r\n");
-  }
+  ws__wr_line(&w,
+              "HTTP/1.1 101 Switching Protocols\r\n"
+              "Upgrade: websocket\r\n"
+              "Connection: Upgrade\r\n"
+              "Sec-WebSocket-Accept: ",
+              accept);
+  if (protocol) ws__wr_line(&w, "Sec-WebSocket-Protocol: ", protocol);
   if (ws__wr_extra(&w, extra, n_extra) != WS_OK) return WS_EINVAL;
   ws__wrs(&w, "\r\n");
   if (w.over) return WS_ENOSPC;
@@ -1361,9 +1363,7 @@ static void ws__http_head(ws__wbuf *w, int status, const char *mid,
                           size_t len) {
   ws__wrs(w, "HTTP/1.1 ");
   ws__wr_uint(w, (unsigned)status);
-  ws__wrs(w, " ");
-  ws__wrs(w, status == 200 ? "OK" : ws__reason_phrase(status));
-  ws__wrs(w, "\r\n");
+  ws__wr_line(w, " ", status == 200 ? "OK" : ws__reason_phrase(status));
   ws__wrs(w, mid);
   ws__wrs(w, "Connection: close\r\nContent-Length: ");
   ws__wr_uint(w, len);
@@ -1397,7 +1397,7 @@ static int ws__safe_word(const char *s) {
 int ws_client_request_write(void *out, size_t cap, const ws_client_opts *o,
                             const uint8_t nonce[16], size_t *out_len) {
   ws__wbuf w;
-  char key[24];
+  char key[25];
   const char *path;
   if (out == NULL || o == NULL || nonce == NULL || out_len == NULL ||
       o->host == NULL || o->host[0] == '\0' || !ws__safe_word(o->host))
@@ -1415,26 +1415,19 @@ int ws_client_request_write(void *out, size_t cap, const ws_client_opts *o,
       if (!ws__is_token(t, n)) return WS_EINVAL;
   }
   ws__b64_encode(nonce, 16, key);
+  key[24] = '\0';
   w.p = (char *)out, w.cap = cap, w.len = 0, w.over = 0;
   ws__wrs(&w, "GET ");
   ws__wrs(&w, path);
-  ws__wrs(&w, " HTTP/1.1\r\nHost: ");
-  ws__wrs(&w, o->host);
-  ws__wrs(&w,
-          "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-          "Sec-WebSocket-Key: ");
-  ws__wr(&w, key, sizeof key);
-  ws__wrs(&w, "\r\nSec-WebSocket-Version: 13\r\n");
-  if (o->origin) {
-    ws__wrs(&w, "Origin: ");
-    ws__wrs(&w, o->origin);
-    ws__wrs(&w, "\r\n");
-  }
-  if (o->protocols && o->protocols[0]) {
-    ws__wrs(&w, "Sec-WebSocket-Protocol: ");
-    ws__wrs(&w, o->protocols);
-    ws__wrs(&w, "\r\n");
-  }
+  ws__wr_line(&w, " HTTP/1.1\r\nHost: ", o->host);
+  ws__wr_line(&w,
+              "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+              "Sec-WebSocket-Key: ",
+              key);
+  ws__wrs(&w, "Sec-WebSocket-Version: 13\r\n");
+  if (o->origin) ws__wr_line(&w, "Origin: ", o->origin);
+  if (o->protocols && o->protocols[0])
+    ws__wr_line(&w, "Sec-WebSocket-Protocol: ", o->protocols);
   if (ws__wr_extra(&w, o->headers, o->num_headers) != WS_OK) return WS_EINVAL;
   ws__wrs(&w, "\r\n");
   if (w.over) return WS_ENOSPC;
