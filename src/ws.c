@@ -3334,16 +3334,14 @@ static int ws__server_handshake(ws_conn *c) {
   int status, rc, ext = 0;
   char pmd_text[WS__PMD_TEXT_MAX];
   long head = ws__in_head(p, 0);
-  if (head < 0)
-    return ws__refuse(c, head == WS_EPROTO ? 400 : 431, WS_EHANDSHAKE);
-  if (head == 0) {
-    /* A bad first line fails at once, without waiting for the rest; only
-     * its first bytes are looked at, so a trickled head costs O(n). */
-    rc = ws__request_parse((const char *)p->in->d, WS__MIN(p->in->rlen, (size_t)16), &req,
-                           hdrs, 0, &consumed, &status);
-    if (rc == WS_EHANDSHAKE) return ws__refuse(c, status, WS_EHANDSHAKE);
+  status = head == WS_EPROTO ? 400 : 431;
+  /* Without the whole head, a bad first line fails at once; only its
+   * first bytes are looked at, so a trickled head costs O(n). */
+  if (head == 0 &&
+      ws__request_parse((const char *)p->in->d, WS__MIN(p->in->rlen, (size_t)16), &req, hdrs,
+                        0, &consumed, &status) != WS_EHANDSHAKE)
     return WS_OK;
-  }
+  if (head <= 0) return ws__refuse(c, status, WS_EHANDSHAKE);
   rc = ws__request_parse((const char *)p->in->d, (size_t)head, &req, hdrs, WS__MAX_HDRS(p),
                          &consumed, &status);
   if (rc != WS_OK && req.method && !req.upgrade && p->cb->on_http) {
@@ -3428,18 +3426,15 @@ static int ws__client_handshake(ws_conn *c) {
   long head;
   memcpy(nonce, p->in->d, 16);
   head = ws__in_head(p, base);
-  if (head < 0) {
+  /* Without the whole head, a bad status line fails at once (its first
+   * bytes only are looked at, as the server does with a request line). */
+  if (head == 0 &&
+      ws__response_parse(p->in->d + base, WS__MIN(p->in->rlen - base, (size_t)16), nonce,
+                         NULL, 0, &resp, hdrs, 0, &consumed, 0) != WS_EHANDSHAKE)
+    return WS_OK;
+  if (head <= 0) {
     ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_EHANDSHAKE);
     return WS_EHANDSHAKE;
-  }
-  if (head == 0) {
-    rc = ws__response_parse(p->in->d + base, WS__MIN(p->in->rlen - base, (size_t)16),
-                            nonce, NULL, 0, &resp, hdrs, 0, &consumed, 0);
-    if (rc == WS_EHANDSHAKE) {
-      ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_EHANDSHAKE);
-      return WS_EHANDSHAKE;
-    }
-    return WS_OK;
   }
   rc = ws__response_parse(p->in->d + base, (size_t)head, nonce,
                           (const char *)p->in->d + 16, p->in->proto_len,
