@@ -2893,6 +2893,56 @@ static void test_client_rejects_masked_and_bad_response(void) {
   }
 }
 
+/* The client reads the response as it comes: an acceptance a byte at a
+ * time opens the connection at its last byte, and a first line that
+ * cannot be a status line fails at once, before any blank line. */
+static void test_client_trickled_response(void) {
+  static const char *bad_starts[] = {"HTTP/1.0 ", "http", "XTTP/1.1 101",
+                                     "HTTP/1.1\r"};
+  ws_config cfg;
+  endpoint e;
+  buf rx = {0}, tx = {0};
+  ws_client_opts o;
+  ws_request req;
+  ws_header hdrs[8];
+  char resp[256];
+  size_t consumed, rlen, i;
+  int status;
+  memset(&o, 0, sizeof o);
+  o.host = "h";
+  ws_config_init(&cfg, WS_CLIENT);
+  ep_init(&e, &cfg, &rx, &tx);
+  CHECK_INT(ws_client_start(&e.c, &o), WS_OK);
+  CHECK_INT(ws_request_parse(tx.d, tx.len, &req, hdrs, 8, &consumed, &status),
+            WS_OK);
+  CHECK_INT(ws_response_write(resp, sizeof resp, req.key, req.key_len, NULL,
+                              NULL, 0, &rlen),
+            WS_OK);
+  for (i = 0; i < rlen; i++) {
+    CHECK_INT(ws_conn_state(&e.c), WS_STATE_CONNECTING);
+    buf_put(&rx, resp + i, 1);
+    ws_conn_on_readable(&e.c);
+  }
+  CHECK_INT(ws_conn_state(&e.c), WS_STATE_OPEN);
+  CHECK_INT(e.opened, 1);
+  ep_free(&e);
+  buf_free(&rx);
+  buf_free(&tx);
+  for (i = 0; i < sizeof bad_starts / sizeof bad_starts[0]; i++) {
+    memset(&rx, 0, sizeof rx);
+    memset(&tx, 0, sizeof tx);
+    ep_init(&e, &cfg, &rx, &tx);
+    CHECK_INT(ws_client_start(&e.c, &o), WS_OK);
+    buf_puts(&rx, bad_starts[i]);
+    ws_conn_on_readable(&e.c);
+    CHECK_INT(ws_conn_state(&e.c), WS_STATE_CLOSED);
+    CHECK_INT(ws_conn_error(&e.c), WS_EHANDSHAKE);
+    ep_free(&e);
+    buf_free(&rx);
+    buf_free(&tx);
+  }
+}
+
 static void test_client_protocol_errors(void) {
   /* The client side of every framing rule: the server's bad frame makes the
    * client send the RFC's close code (masked) and end. */
@@ -4800,6 +4850,7 @@ int main(void) {
   RUN(test_pair_server_close);
   RUN(test_client_rejects_masked_and_bad_response);
   RUN(test_client_protocol_errors);
+  RUN(test_client_trickled_response);
   RUN(test_client_random);
   RUN(test_regressions_from_fuzzing);
   RUN(test_adopt_with_bytes);

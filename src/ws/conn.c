@@ -1274,13 +1274,7 @@ int ws_http_respond(ws_conn *c, int status, const ws_header *headers,
   for (i = 0; i < num_headers; i++) need += headers[i].name_len + headers[i].value_len + 4;
   if ((rc = ws__out_room(p, need)) != WS_OK) return rc;
   w.p = (char *)p->out->d + p->out->len, w.cap = p->out->cap - p->out->len, w.len = 0, w.over = 0;
-  ws__wrs(&w, "HTTP/1.1 ");
-  ws__wr_uint(&w, (unsigned)status);
-  ws__wrs(&w, " ");
-  ws__wrs(&w, status == 200 ? "OK" : ws__reason_phrase(status));
-  ws__wrs(&w, "\r\nConnection: close\r\nContent-Length: ");
-  ws__wr_uint(&w, len);
-  ws__wrs(&w, "\r\n");
+  ws__http_head(&w, status, "", len);
   if (ws__wr_extra(&w, headers, num_headers) != WS_OK) return WS_EINVAL;
   ws__wrs(&w, "\r\n");
   if (len) ws__wr(&w, (const char *)body, len);
@@ -1302,18 +1296,16 @@ static int ws__server_handshake(ws_conn *c) {
   int status, rc, ext = 0;
   char pmd_text[WS__PMD_TEXT_MAX];
   long head = ws__in_head(p, 0);
-  if (head < 0)
-    return ws__refuse(c, head == WS_EPROTO ? 400 : 431, WS_EHANDSHAKE);
-  if (head == 0) {
-    /* A bad first line fails at once, without waiting for the rest; only
-     * its first bytes are looked at, so a trickled head costs O(n). */
-    rc = ws_request_parse(p->in->d, WS__MIN(p->in->rlen, (size_t)16), &req, hdrs, 0,
-                          &consumed, &status);
-    if (rc == WS_EHANDSHAKE) return ws__refuse(c, status, WS_EHANDSHAKE);
+  status = head == WS_EPROTO ? 400 : 431;
+  /* Without the whole head, a bad first line fails at once; only its
+   * first bytes are looked at, so a trickled head costs O(n). */
+  if (head == 0 &&
+      ws__request_parse((const char *)p->in->d, WS__MIN(p->in->rlen, (size_t)16), &req, hdrs,
+                        0, &consumed, &status) != WS_EHANDSHAKE)
     return WS_OK;
-  }
-  rc = ws_request_parse(p->in->d, (size_t)head, &req, hdrs, WS__MAX_HDRS(p), &consumed,
-                        &status);
+  if (head <= 0) return ws__refuse(c, status, WS_EHANDSHAKE);
+  rc = ws__request_parse((const char *)p->in->d, (size_t)head, &req, hdrs, WS__MAX_HDRS(p),
+                         &consumed, &status);
   if (rc != WS_OK && req.method && !req.upgrade && p->cb->on_http) {
     /* A well-formed plain HTTP request: the application may answer it. */
     size_t before = WS__QUEUED(p);
@@ -1396,18 +1388,15 @@ static int ws__client_handshake(ws_conn *c) {
   long head;
   memcpy(nonce, p->in->d, 16);
   head = ws__in_head(p, base);
-  if (head < 0) {
+  /* Without the whole head, a bad status line fails at once (its first
+   * bytes only are looked at, as the server does with a request line). */
+  if (head == 0 &&
+      ws__response_parse(p->in->d + base, WS__MIN(p->in->rlen - base, (size_t)16), nonce,
+                         NULL, 0, &resp, hdrs, 0, &consumed, 0) != WS_EHANDSHAKE)
+    return WS_OK;
+  if (head <= 0) {
     ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_EHANDSHAKE);
     return WS_EHANDSHAKE;
-  }
-  if (head == 0) {
-    rc = ws_response_parse(p->in->d + base, WS__MIN(p->in->rlen - base, (size_t)16),
-                           nonce, NULL, 0, &resp, hdrs, 0, &consumed);
-    if (rc == WS_EHANDSHAKE) {
-      ws__set_closed(p, WS_CLOSE_ABNORMAL, WS_EHANDSHAKE);
-      return WS_EHANDSHAKE;
-    }
-    return WS_OK;
   }
   rc = ws__response_parse(p->in->d + base, (size_t)head, nonce,
                           (const char *)p->in->d + 16, p->in->proto_len,

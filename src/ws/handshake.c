@@ -88,10 +88,9 @@ static int ws__parse_headers(const char *p, const char *end, ws_header *h,
  * tok: 1 if any of them holds the token in its comma list, else 0. */
 static int ws__header(const ws_header *h, size_t n, const char *name,
                       const char *tok, const ws_header **out) {
-  size_t len = strlen(name);
   int found = 0;
   for (; n > 0; n--, h++) {
-    if (h->name_len != len || !ws__ieq(h->name, len, name)) continue;
+    if (!ws__ieq(h->name, h->name_len, name)) continue;
     if (tok) {
       if (ws__list_has(h->value, h->value_len, tok)) return 1;
     } else {
@@ -117,18 +116,29 @@ static int ws__head(const char *p, size_t len, size_t *head, const char **eol) {
 }
 
 #ifndef WS_NO_SERVER
-/* see ws.h */
-int ws_request_parse(const void *buf, size_t len, ws_request *req,
-                     ws_header *headers, size_t max_headers, size_t *consumed,
-                     int *status) {
-  const char *p = (const char *)buf, *sp2, *eol;
+/* A Sec-WebSocket-Key: the Base64 of 16 bytes, in its one strict form.
+ * That is 22 characters of the alphabet and "==", the 22nd carrying 2 bits
+ * of the last byte and 4 unused ones that must be zero ('A', 'Q', 'g' or
+ * 'w'): checked so, without decoding. */
+static int ws__key_ok(const char *k, size_t n) {
+  size_t i;
+  if (n != 24 || k[22] != '=' || k[23] != '=' ||
+      ws__memchr("AQgw", k[21], 4) == NULL)
+    return 0;
+  for (i = 0; i < 21; i++)
+    if (ws__memchr(ws__b64, k[i], 64) == NULL) return 0;
+  return 1;
+}
+
+/* ws_request_parse() without its argument checks: the connection's
+ * arguments are its own. */
+static int ws__request_parse(const char *p, size_t len, ws_request *req,
+                             ws_header *headers, size_t max_headers,
+                             size_t *consumed, int *status) {
+  const char *sp2, *eol;
   const ws_header *h;
   size_t head, i, n;
   int rc, st;
-  unsigned char key[18];
-  if (req == NULL || consumed == NULL || status == NULL ||
-      (buf == NULL && len > 0) || (headers == NULL && max_headers > 0))
-    return WS_EINVAL;
   memset(req, 0, sizeof *req);
   *status = 400;
   /* Fail fast on bytes that cannot start a request line. The method ends
@@ -179,12 +189,23 @@ int ws_request_parse(const void *buf, size_t len, ws_request *req,
     return WS_EHANDSHAKE;
   }
   if (ws__header(headers, n, "sec-websocket-key", NULL, &h) != 1 ||
-      ws__b64_decode(h->value, h->value_len, key, sizeof key) != 16)
+      !ws__key_ok(h->value, h->value_len))
     return WS_EHANDSHAKE;
   req->key = h->value;
   req->key_len = h->value_len;
   *status = 101;
   return WS_OK;
+}
+
+/* see ws.h */
+int ws_request_parse(const void *buf, size_t len, ws_request *req,
+                     ws_header *headers, size_t max_headers, size_t *consumed,
+                     int *status) {
+  if (req == NULL || consumed == NULL || status == NULL ||
+      (buf == NULL && len > 0) || (headers == NULL && max_headers > 0))
+    return WS_EINVAL;
+  return ws__request_parse((const char *)buf, len, req, headers, max_headers,
+                           consumed, status);
 }
 
 /* see ws.h */
@@ -231,6 +252,13 @@ int ws_request_protocol(const ws_request *req, size_t i, const char **name,
 }
 #endif /* WS_NO_SERVER */
 
+/* A header line from C strings: name (with its ": "), value, CRLF. */
+static void ws__wr_line(ws__wbuf *w, const char *name, const char *value) {
+  ws__wrs(w, name);
+  ws__wrs(w, value);
+  ws__wrs(w, "\r\n");
+}
+
 static int ws__wr_extra(ws__wbuf *w, const ws_header *extra, size_t n) {
   size_t i;
   if (n > 0 && extra == NULL) return WS_EINVAL;
@@ -259,18 +287,13 @@ int ws_response_write(void *out, size_t cap, const char *key, size_t key_len,
   if (ws_accept_key(key, key_len, accept) != WS_OK) return WS_EINVAL;
   if (protocol && !ws__is_token(protocol, strlen(protocol))) return WS_EINVAL;
   w.p = (char *)out, w.cap = cap, w.len = 0, w.over = 0;
-  ws__wrs(&w,
-          "HTTP/1.1 101 Switching Protocols\r\n"
-          "Upgrade: websocket\r\n"
-          "Connection: Upgrade\r\n"
-          "Sec-WebSocket-Accept: ");
-  ws__wr(&w, accept, WS_ACCEPT_LEN);
-  ws__wrs(&w, "\r\n");
-  if (protocol) {
-    ws__wrs(&w, "Sec-WebSocket-Protocol: ");
-    ws__wrs(&w, protocol);
-    ws__wrs(&w, "\r\n");
-  }
+  ws__wr_line(&w,
+              "HTTP/1.1 101 Switching Protocols\r\n"
+              "Upgrade: websocket\r\n"
+              "Connection: Upgrade\r\n"
+              "Sec-WebSocket-Accept: ",
+              accept);
+  if (protocol) ws__wr_line(&w, "Sec-WebSocket-Protocol: ", protocol);
   if (ws__wr_extra(&w, extra, n_extra) != WS_OK) return WS_EINVAL;
   ws__wrs(&w, "\r\n");
   if (w.over) return WS_ENOSPC;
@@ -293,19 +316,29 @@ static const char *ws__reason_phrase(int status) {
   return s + 1; /* the phrase, or at the end "Error" */
 }
 
+/* The head of every answer but the 101 (ws_http_error_write(),
+ * ws_http_respond()) up to its own headers: the status line, the line mid
+ * ("" for none), "Connection: close" and the Content-Length. */
+static void ws__http_head(ws__wbuf *w, int status, const char *mid,
+                          size_t len) {
+  ws__wrs(w, "HTTP/1.1 ");
+  ws__wr_uint(w, (unsigned)status);
+  ws__wr_line(w, " ", status == 200 ? "OK" : ws__reason_phrase(status));
+  ws__wrs(w, mid);
+  ws__wrs(w, "Connection: close\r\nContent-Length: ");
+  ws__wr_uint(w, len);
+  ws__wrs(w, "\r\n");
+}
+
 /* see ws.h */
 int ws_http_error_write(void *out, size_t cap, int status, size_t *out_len) {
   ws__wbuf w;
   if (out == NULL || out_len == NULL || status < 400 || status > 599)
     return WS_EINVAL;
   w.p = (char *)out, w.cap = cap, w.len = 0, w.over = 0;
-  ws__wrs(&w, "HTTP/1.1 ");
-  ws__wr_uint(&w, (unsigned)status);
-  ws__wrs(&w, " ");
-  ws__wrs(&w, ws__reason_phrase(status));
+  ws__http_head(&w, status,
+                status == 426 ? "Sec-WebSocket-Version: 13\r\n" : "", 0);
   ws__wrs(&w, "\r\n");
-  if (status == 426) ws__wrs(&w, "Sec-WebSocket-Version: 13\r\n");
-  ws__wrs(&w, "Connection: close\r\nContent-Length: 0\r\n\r\n");
   if (w.over) return WS_ENOSPC;
   *out_len = w.len;
   return WS_OK;
@@ -324,7 +357,7 @@ static int ws__safe_word(const char *s) {
 int ws_client_request_write(void *out, size_t cap, const ws_client_opts *o,
                             const uint8_t nonce[16], size_t *out_len) {
   ws__wbuf w;
-  char key[24];
+  char key[25];
   const char *path;
   if (out == NULL || o == NULL || nonce == NULL || out_len == NULL ||
       o->host == NULL || o->host[0] == '\0' || !ws__safe_word(o->host))
@@ -342,26 +375,19 @@ int ws_client_request_write(void *out, size_t cap, const ws_client_opts *o,
       if (!ws__is_token(t, n)) return WS_EINVAL;
   }
   ws__b64_encode(nonce, 16, key);
+  key[24] = '\0';
   w.p = (char *)out, w.cap = cap, w.len = 0, w.over = 0;
   ws__wrs(&w, "GET ");
   ws__wrs(&w, path);
-  ws__wrs(&w, " HTTP/1.1\r\nHost: ");
-  ws__wrs(&w, o->host);
-  ws__wrs(&w,
-          "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-          "Sec-WebSocket-Key: ");
-  ws__wr(&w, key, sizeof key);
-  ws__wrs(&w, "\r\nSec-WebSocket-Version: 13\r\n");
-  if (o->origin) {
-    ws__wrs(&w, "Origin: ");
-    ws__wrs(&w, o->origin);
-    ws__wrs(&w, "\r\n");
-  }
-  if (o->protocols && o->protocols[0]) {
-    ws__wrs(&w, "Sec-WebSocket-Protocol: ");
-    ws__wrs(&w, o->protocols);
-    ws__wrs(&w, "\r\n");
-  }
+  ws__wr_line(&w, " HTTP/1.1\r\nHost: ", o->host);
+  ws__wr_line(&w,
+              "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+              "Sec-WebSocket-Key: ",
+              key);
+  ws__wrs(&w, "Sec-WebSocket-Version: 13\r\n");
+  if (o->origin) ws__wr_line(&w, "Origin: ", o->origin);
+  if (o->protocols && o->protocols[0])
+    ws__wr_line(&w, "Sec-WebSocket-Protocol: ", o->protocols);
   if (ws__wr_extra(&w, o->headers, o->num_headers) != WS_OK) return WS_EINVAL;
   ws__wrs(&w, "\r\n");
   if (w.over) return WS_ENOSPC;
@@ -369,8 +395,9 @@ int ws_client_request_write(void *out, size_t cap, const ws_client_opts *o,
   return WS_OK;
 }
 
-/* ws_response_parse(); with ext_ok, the extensions chosen are left to the
- * caller (a connection that offered one checks them). */
+/* ws_response_parse() without its argument checks (the connection's
+ * arguments are its own); with ext_ok, the extensions chosen are left to
+ * the caller (a connection that offered one checks them). */
 static int ws__response_parse(const void *buf, size_t len,
                               const uint8_t nonce[16], const char *protocols,
                               size_t protocols_len, ws_response *resp,
@@ -381,10 +408,6 @@ static int ws__response_parse(const void *buf, size_t len,
   size_t head, i, nh;
   int rc;
   char key[24], accept[29];
-  if (resp == NULL || consumed == NULL || nonce == NULL ||
-      (buf == NULL && len > 0) || (headers == NULL && max_headers > 0) ||
-      (protocols == NULL && protocols_len > 0))
-    return WS_EINVAL;
   memset(resp, 0, sizeof *resp);
   /* Fail fast when the bytes cannot be an HTTP/1.1 status line. */
   for (i = 0; i < len && i < 9; i++)
@@ -443,6 +466,10 @@ int ws_response_parse(const void *buf, size_t len, const uint8_t nonce[16],
                       const char *protocols, size_t protocols_len,
                       ws_response *resp, ws_header *headers,
                       size_t max_headers, size_t *consumed) {
+  if (resp == NULL || consumed == NULL || nonce == NULL ||
+      (buf == NULL && len > 0) || (headers == NULL && max_headers > 0) ||
+      (protocols == NULL && protocols_len > 0))
+    return WS_EINVAL;
   return ws__response_parse(buf, len, nonce, protocols, protocols_len, resp,
                             headers, max_headers, consumed, 0);
 }

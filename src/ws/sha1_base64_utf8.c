@@ -105,44 +105,6 @@ static size_t ws__b64_encode(const unsigned char *in, size_t n, char *out) {
   return (n + 2) / 3 * 4;
 }
 
-#ifndef WS_NO_SERVER
-static int ws__b64_val(int ch) {
-  if (ch >= 'A' && ch <= 'Z') return ch - 'A';
-  if (ch >= 'a' && ch <= 'z') return ch - 'a' + 26;
-  if (ch >= '0' && ch <= '9') return ch - '0' + 52;
-  if (ch == '+') return 62;
-  if (ch == '/') return 63;
-  return -1;
-}
-
-/* Strict decoding: length a multiple of 4, padding only at the end, and
- * unused bits zero (so each byte string has exactly one encoding). Returns
- * the decoded length, or -1 when invalid or longer than cap. */
-static long ws__b64_decode(const char *in, size_t n, unsigned char *out,
-                           size_t cap) {
-  size_t i, o = 0, pad = 0;
-  uint32_t acc = 0;
-  unsigned bits = 0;
-  if (n % 4 != 0) return -1;
-  if (n >= 1 && in[n - 1] == '=') pad++;
-  if (n >= 2 && in[n - 2] == '=') pad++;
-  for (i = 0; i < n - pad; i++) {
-    int v = ws__b64_val((unsigned char)in[i]);
-    if (v < 0) return -1;
-    acc = acc << 6 | (uint32_t)v;
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      if (o >= cap) return -1;
-      out[o++] = (unsigned char)(acc >> bits);
-    }
-  }
-  /* 2 or 4 bits left over after padding: they must be zero */
-  if (acc & ((1u << bits) - 1)) return -1;
-  return (long)o;
-}
-#endif
-
 /*
  * UTF-8: a shift-based DFA. Each byte maps to one of 12 classes, each class
  * to a 64-bit row holding, at bit offset s for every state s, the state that
