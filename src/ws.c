@@ -2136,7 +2136,6 @@ enum {
  * that grow or free buffers compile out). */
 #define WS__FIXED(p) (WS_FIXED_BUFFERS || ((p)->flags & WS__F_FIXED))
 
-
 /* CLOSED has one mark, the state, set by ws__set_closed() alone and never
  * left; ws__done() then runs the on_close owed (WS__F_NOTIFIED). */
 #define WS__CLOSED(p) ((p)->state == WS_STATE_CLOSED)
@@ -2862,7 +2861,6 @@ static void ws__fail(ws_conn *c, int err, int code) {
 }
 
 /* Input --------------------------------------------------------------- */
-
 
 /* Makes room for at least `want` bytes at in + rlen, moving live bytes to
  * the front and growing the buffer when allowed. Returns the room (0 when a
@@ -5609,6 +5607,7 @@ static void ws__blk_move(struct ws__loop_priv *p, unsigned char *nb, unsigned ch
 #else
 #define ws__heap_give(p, b, len) free(b)
 #define ws__loop_drop_kept(p) ((void)(p))
+#define ws__kept_fits(p, len) 1 /* nothing is kept */
 #endif
 
 /* ws_config.realloc of the loop's connections (ctx: the loop). */
@@ -6309,8 +6308,7 @@ static int ws__loop_charge(ws_conn *c, int kind, ptrdiff_t bytes, void *ctx) {
     size_t n = (size_t)bytes;
     /* The budget is a hard cap; its last eighth is kept for connections
      * under their fair share. */
-    if (budget && p->held_all + n + p->mc.bytes + p->hc.bytes > budget)
-      ws__loop_drop_kept(p); /* kept blocks first */
+    if (!ws__kept_fits(p, n)) ws__loop_drop_kept(p); /* kept blocks first */
     if (budget && p->held_all + n > budget - budget / 8) {
       size_t share = budget / (p->holders + (before == 0));
       if (p->held_all + n > budget || before + n > share)

@@ -894,8 +894,8 @@ static void test_server_limits(void) {
   script("2^32 + 3 frame", &in, "close 1009", 1009, 0, NULL);
   /* 2^32 bytes with no limits set. The small build counts lengths in
    * size_t: where that has 32 bits, the header is refused with 1009, as
-   * one over max_frame is (this file built with -DWS_SMALL=1 for i686 and
-   * run under qemu-i386; make cross builds the hosted configuration).
+   * one over max_frame is (make cross runs this file so on i686, as
+   * i686-small).
    * Elsewhere the frame is taken and its first bytes wait for the rest. */
   in.len = 0;
   buf_puts(&in, REQ);

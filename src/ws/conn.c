@@ -42,7 +42,6 @@ enum {
  * that grow or free buffers compile out). */
 #define WS__FIXED(p) (WS_FIXED_BUFFERS || ((p)->flags & WS__F_FIXED))
 
-
 /* CLOSED has one mark, the state, set by ws__set_closed() alone and never
  * left; ws__done() then runs the on_close owed (WS__F_NOTIFIED). */
 #define WS__CLOSED(p) ((p)->state == WS_STATE_CLOSED)
@@ -768,7 +767,6 @@ static void ws__fail(ws_conn *c, int err, int code) {
 }
 
 /* Input --------------------------------------------------------------- */
-
 
 /* Makes room for at least `want` bytes at in + rlen, moving live bytes to
  * the front and growing the buffer when allowed. Returns the room (0 when a

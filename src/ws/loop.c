@@ -327,6 +327,7 @@ static void ws__blk_move(struct ws__loop_priv *p, unsigned char *nb, unsigned ch
 #else
 #define ws__heap_give(p, b, len) free(b)
 #define ws__loop_drop_kept(p) ((void)(p))
+#define ws__kept_fits(p, len) 1 /* nothing is kept */
 #endif
 
 /* ws_config.realloc of the loop's connections (ctx: the loop). */
@@ -1027,8 +1028,7 @@ static int ws__loop_charge(ws_conn *c, int kind, ptrdiff_t bytes, void *ctx) {
     size_t n = (size_t)bytes;
     /* The budget is a hard cap; its last eighth is kept for connections
      * under their fair share. */
-    if (budget && p->held_all + n + p->mc.bytes + p->hc.bytes > budget)
-      ws__loop_drop_kept(p); /* kept blocks first */
+    if (!ws__kept_fits(p, n)) ws__loop_drop_kept(p); /* kept blocks first */
     if (budget && p->held_all + n > budget - budget / 8) {
       size_t share = budget / (p->holders + (before == 0));
       if (p->held_all + n > budget || before + n > share)
